@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules (scripts/gen-proto); do not edit."""

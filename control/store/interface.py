@@ -1,0 +1,157 @@
+"""The Store contract: an etcd-shaped, revisioned key-value store of opaque bytes.
+
+Everything Kubernetes-specific (kinds, selectors, validation) lives in the apiserver; the
+store only knows keys (``str``, e.g. ``/registry/pods/default/web-1``), values (``bytes``)
+and revisions. One global revision counter increases by one per successful write (create,
+update or delete); it is what the API calls ``resourceVersion``.
+
+Semantics every implementation keeps (and ``tests/store`` checks for each):
+
+- ``create`` fails with :class:`KeyExists` if the key is live; ``update``/``delete`` compare
+  the key's ``mod_revision`` with ``expected_mod_revision`` (0 = unconditional for delete)
+  and fail with :class:`RevisionMismatch` (carrying the current value) or
+  :class:`KeyNotFound`.
+- A write returns only after it is durable; concurrent writes may share one transaction
+  (group commit) but each is checked and ordered as if alone.
+- ``range``/``get`` at ``revision`` (0 = now) see exactly the state after that revision;
+  a revision below ``compacted_revision`` raises :class:`Compacted`.
+- ``watch(prefix, start_revision)`` yields batches of :class:`Event` for every revision
+  ``>= start_revision`` in revision order, with no gaps; all watchers see the same order.
+  ``start_revision`` below the compacted revision raises :class:`Compacted` (at the call or
+  on first iteration). The iterator ends only when cancelled or when the store closes.
+- Leases: keys written with ``lease`` are deleted (as ordinary DELETE events) when the lease
+  expires or is revoked.
+
+Concurrency: all methods are coroutine-safe on one event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """Base of every store failure."""
+
+
+class KeyExists(StoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key exists: {key}")
+        self.key = key
+
+
+class KeyNotFound(StoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key not found: {key}")
+        self.key = key
+
+
+class RevisionMismatch(StoreError):
+    """Compare-and-swap failed; ``current`` is the live value (None if deleted)."""
+
+    def __init__(self, key: str, current: KeyValue | None) -> None:
+        super().__init__(f"revision mismatch on {key}")
+        self.key = key
+        self.current = current
+
+
+class Compacted(StoreError):
+    """The requested revision is older than the compacted history."""
+
+    def __init__(self, requested: int, compacted: int) -> None:
+        super().__init__(
+            f"revision {requested} has been compacted (oldest kept: {compacted + 1})"
+        )
+        self.requested = requested
+        self.compacted = compacted
+
+
+class StoreClosed(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int  # writes to this key since its creation (1 on create)
+    lease: int = 0
+
+
+class EventType(enum.Enum):
+    PUT = "PUT"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One revision. For DELETE, ``kv.value`` is the last live value and ``kv.mod_revision``
+    is the revision of the delete itself. ``prev`` is the value before this revision (None
+    for a create)."""
+
+    type: EventType
+    kv: KeyValue
+    prev: KeyValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: list[KeyValue]
+    revision: int  # the store revision the range was read at
+    more: bool  # True when ``limit`` cut the result short
+
+
+class Store(Protocol):
+    @property
+    def revision(self) -> int:
+        """The newest durable revision (in memory; no I/O)."""
+        ...
+
+    @property
+    def compacted_revision(self) -> int:
+        """Revisions <= this value are gone from history."""
+        ...
+
+    async def get(self, key: str, revision: int = 0) -> KeyValue | None: ...
+
+    async def range(
+        self,
+        prefix: str,
+        revision: int = 0,
+        limit: int = 0,
+        start_key: str | None = None,
+    ) -> RangeResult:
+        """Live keys starting with ``prefix`` (and ``>= start_key``), sorted by key."""
+        ...
+
+    async def create(self, key: str, value: bytes, lease: int = 0) -> KeyValue: ...
+
+    async def update(
+        self, key: str, value: bytes, expected_mod_revision: int, lease: int = 0
+    ) -> KeyValue: ...
+
+    async def delete(self, key: str, expected_mod_revision: int = 0) -> KeyValue:
+        """Delete; returns the deleted value with ``mod_revision`` = the delete's revision."""
+        ...
+
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]: ...
+
+    async def history(self, key: str) -> list[Event]:
+        """Every revision of ``key`` still in the log (creates, updates, deletes), oldest
+        first."""
+        ...
+
+    async def compact(self, revision: int) -> None: ...
+
+    async def grant_lease(self, ttl_seconds: int) -> int: ...
+
+    async def revoke_lease(self, lease_id: int) -> None: ...
+
+    async def keepalive_lease(self, lease_id: int) -> None: ...
+
+    async def close(self) -> None: ...
