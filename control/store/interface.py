@@ -20,7 +20,12 @@ Semantics every implementation keeps (and ``tests/store`` checks for each):
   ``start_revision`` below the compacted revision raises :class:`Compacted` (at the call or
   on first iteration). The iterator ends only when cancelled or when the store closes.
 - Leases: keys written with ``lease`` are deleted (as ordinary DELETE events) when the lease
-  expires or is revoked.
+  expires or is revoked. Writing with an unknown lease raises :class:`LeaseNotFound`.
+- Clarifications: ``update`` has no unconditional form (``expected_mod_revision`` must equal
+  the key's ``mod_revision``). Reading at a revision above ``revision`` raises
+  :class:`FutureRevision`. ``watch(prefix, 0)`` starts after the current revision. A
+  watcher that falls too far behind ends with :class:`WatcherTooSlow` (resume from its
+  ``resume_revision``). ``compact`` at or below ``compacted_revision`` is a no-op.
 
 Concurrency: all methods are coroutine-safe on one event loop.
 """
@@ -71,6 +76,32 @@ class Compacted(StoreError):
 
 class StoreClosed(StoreError):
     pass
+
+
+class FutureRevision(StoreError):
+    """A read asked for a revision newer than the store's newest revision."""
+
+    def __init__(self, requested: int, current: int) -> None:
+        super().__init__(f"revision {requested} is in the future (current: {current})")
+        self.requested = requested
+        self.current = current
+
+
+class LeaseNotFound(StoreError):
+    """The lease does not exist (never granted, expired or revoked)."""
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(f"lease not found: {lease_id}")
+        self.lease_id = lease_id
+
+
+class WatcherTooSlow(StoreError):
+    """The watcher fell too far behind the writers and was dropped so it would not hold
+    unbounded memory; resume with ``watch(prefix, resume_revision)`` (no event is lost)."""
+
+    def __init__(self, resume_revision: int) -> None:
+        super().__init__(f"watcher too slow; resume from revision {resume_revision}")
+        self.resume_revision = resume_revision
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,119 @@
+"""Admission: what the apiserver does to an object between decoding and storing it.
+
+The chain (Kubernetes' order, simplified): namespace lifecycle (the namespace must exist and
+not be terminating) -> per-kind preparation (reset status on create, keep status on update,
+keep spec on status update) -> defaulting -> validation. Also the per-kind deletion rules
+(pods bound to a node terminate gracefully) and the TTL of Events (a store lease shared by
+every Event created in the same ten minutes, so that events expire without a lease each).
+
+Concurrency: called from the registry on the event loop; holds only the event-lease cache.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from control.api import errors, kinds
+from control.apiserver import defaults, validation
+
+if TYPE_CHECKING:
+    from control.apiserver.registry import Registry
+
+EVENT_LEASE_BUCKET_SECONDS = 600
+DEFAULT_POD_GRACE_SECONDS = 30
+
+
+class Admission:
+    def __init__(self, registry: Registry, event_ttl_seconds: int = 3600) -> None:
+        self.registry = registry
+        self.event_ttl_seconds = event_ttl_seconds
+        self._event_leases: dict[int, int] = {}
+
+    def check_namespace(self, info: kinds.KindInfo, namespace: str) -> None:
+        if not info.namespaced:
+            return
+        ns = self.registry.cache.get("namespaces", f"/registry/namespaces/{namespace}")
+        if ns is None:
+            raise errors.NotFound(f'namespaces "{namespace}" not found')
+        if ns.obj.metadata.HasField("deletion_timestamp") or ns.obj.status.phase == "Terminating":
+            raise errors.Forbidden(
+                f'{info.plural} is forbidden: unable to create new content in namespace '
+                f'{namespace} because it is being terminated')
+
+    def prepare_for_create(self, info: kinds.KindInfo, obj: Any) -> None:
+        if info.plural == "namespaces":
+            if not obj.spec.finalizers:
+                obj.spec.finalizers.append("kubernetes")
+            obj.status.Clear()
+            obj.status.phase = "Active"
+        elif info.plural == "pods":
+            obj.status.Clear()
+            obj.status.phase = "Pending"
+        elif info.has_status and info.plural not in ("nodes", "persistentvolumes",
+                                                     "persistentvolumeclaims", "events"):
+            obj.ClearField("status")
+
+    def prepare_for_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
+        """Update never changes status."""
+        if info.has_status:
+            new.status.CopyFrom(current.status)
+        if info.plural == "namespaces":
+            new.spec.CopyFrom(current.spec)
+
+    def prepare_for_status_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
+        """UpdateStatus changes status (and labels, annotations, finalizers) only."""
+        if not info.has_status:
+            raise errors.MethodNotAllowed(f"{info.plural} have no status subresource")
+        status = type(new.status)()
+        status.CopyFrom(new.status)
+        spec_finalizers = list(new.spec.finalizers) if info.plural == "namespaces" else None
+        meta = type(new.metadata)()
+        meta.CopyFrom(new.metadata)
+        new.CopyFrom(current)
+        new.status.CopyFrom(status)
+        new.metadata.labels.clear()
+        new.metadata.labels.update(meta.labels)
+        new.metadata.annotations.clear()
+        new.metadata.annotations.update(meta.annotations)
+        del new.metadata.finalizers[:]
+        new.metadata.finalizers.extend(meta.finalizers)
+        new.metadata.resource_version = meta.resource_version
+        if spec_finalizers is not None:
+            # the namespace controller finalizes a namespace through its status
+            del new.spec.finalizers[:]
+            new.spec.finalizers.extend(spec_finalizers)
+
+    def prepare_for_delete(self, info: kinds.KindInfo, obj: Any) -> None:
+        if info.plural == "namespaces":
+            obj.status.phase = "Terminating"
+
+    def admit(self, info: kinds.KindInfo, obj: Any, old: Any) -> None:
+        defaults.apply_defaults(obj)
+
+    def validate(self, info: kinds.KindInfo, obj: Any, old: Any) -> list[errors.FieldError]:
+        return validation.validate(obj, old)
+
+    def grace_period(self, info: kinds.KindInfo, current: Any, requested: int | None) -> int:
+        """Seconds a delete waits: pods bound to a node and still running terminate
+        gracefully; everything else goes at once."""
+        if info.plural != "pods":
+            return 0
+        if not current.spec.node_name or current.status.phase in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return requested
+        if current.spec.HasField("termination_grace_period_seconds"):
+            return int(current.spec.termination_grace_period_seconds)
+        return DEFAULT_POD_GRACE_SECONDS
+
+    async def lease_for(self, info: kinds.KindInfo) -> int:
+        if info.plural != "events":
+            return 0
+        bucket = int(time.time()) // EVENT_LEASE_BUCKET_SECONDS
+        lease = self._event_leases.get(bucket)
+        if lease is None:
+            lease = await self.registry.store.grant_lease(
+                self.event_ttl_seconds + EVENT_LEASE_BUCKET_SECONDS)
+            self._event_leases = {bucket: lease}
+        return lease

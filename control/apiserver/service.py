@@ -1,0 +1,265 @@
+"""The gRPC face of the apiserver: ``flotilla.v1.Api`` handlers over the registry.
+
+Each handler decodes the request, resolves the kind, calls the registry and encodes the
+reply; an :class:`ApiError` becomes the gRPC status with Kubernetes' reason in the details.
+The service is registered with hand-built method handlers (not the generated servicer) so
+that Watch can send bytes already encoded by the watch cache: one encoding per event for
+all watchers.
+
+Concurrency: grpc.aio runs each call as a task on the server's event loop; handlers share
+the registry and cache, which are event-loop-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError, Message
+
+from control.api import errors, kinds
+from control.api.pb import api_pb2
+from control.apiserver import subresources
+from control.apiserver.registry import Registry
+
+log = structlog.get_logger().bind(component="apiserver")
+
+SERVICE_NAME = "flotilla.v1.Api"
+VERSION = "0.1.0"
+
+# Verbs every kind supports; status-less kinds have no updatestatus.
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def resolve(resource: str) -> kinds.KindInfo:
+    try:
+        return kinds.by_resource(resource)
+    except KeyError:
+        raise errors.NotFound(f'the server could not find the requested resource "{resource}"') from None
+
+
+def decode_object(info: kinds.KindInfo, data: bytes) -> Any:
+    msg = info.message()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise errors.BadRequest(f"cannot decode {info.kind}: {e}") from None
+    return msg
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> None:
+    await context.abort(err.code, errors.to_details(err))
+
+
+def _unary(fn: Callable[[Any], Awaitable[Message]]) -> Callable[..., Awaitable[Message]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            return await fn(request)
+        except errors.ApiError as e:
+            await _abort(context, e)
+        except Exception as e:  # noqa: BLE001 - an unexpected bug must not kill the server
+            log.exception("request failed", method=fn.__name__)
+            await _abort(context, errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
+        raise AssertionError("unreachable")
+
+    return handler
+
+
+class ApiService:
+    def __init__(self, registry: Registry, logs: Any = None, exec_: Any = None) -> None:
+        self.reg = registry
+        # the agent issue plugs log and exec streaming in here
+        self.logs_backend = logs
+        self.exec_backend = exec_
+
+    # -- unary verbs -----------------------------------------------------------------------
+
+    async def Create(self, req: api_pb2.CreateRequest) -> api_pb2.ObjectReply:
+        info = resolve(req.resource)
+        obj = decode_object(info, req.object)
+        return api_pb2.ObjectReply(object=await self.reg.create(info, req.namespace, obj,
+                                                                dry_run=req.dry_run))
+
+    async def Get(self, req: api_pb2.GetRequest) -> api_pb2.ObjectReply:
+        info = resolve(req.resource)
+        co = await self.reg.get(info, req.namespace if info.namespaced else "", req.name,
+                                req.resource_version)
+        return api_pb2.ObjectReply(object=co.raw)
+
+    async def List(self, req: api_pb2.ListRequest) -> api_pb2.ListReply:
+        info = resolve(req.resource)
+        page = await self.reg.list(info, req.namespace if info.namespaced else "",
+                                   req.label_selector, req.field_selector, req.limit,
+                                   getattr(req, "continue"), req.resource_version)
+        reply = api_pb2.ListReply(items=page.items, resource_version=str(page.resource_version))
+        setattr(reply, "continue", page.continue_)
+        if page.remaining is not None:
+            reply.remaining_item_count = page.remaining
+        return reply
+
+    async def Update(self, req: api_pb2.UpdateRequest) -> api_pb2.ObjectReply:
+        info = resolve(req.resource)
+        obj = decode_object(info, req.object)
+        return api_pb2.ObjectReply(object=await self.reg.update(
+            info, req.namespace, obj, dry_run=req.dry_run))
+
+    async def UpdateStatus(self, req: api_pb2.UpdateRequest) -> api_pb2.ObjectReply:
+        info = resolve(req.resource)
+        obj = decode_object(info, req.object)
+        return api_pb2.ObjectReply(object=await self.reg.update(
+            info, req.namespace, obj, status=True, dry_run=req.dry_run))
+
+    async def Patch(self, req: api_pb2.PatchRequest) -> api_pb2.ObjectReply:
+        info = resolve(req.resource)
+        return api_pb2.ObjectReply(object=await self.reg.patch(
+            info, req.namespace, req.name, req.patch_type or "merge", req.patch,
+            status=req.status, dry_run=req.dry_run))
+
+    async def Delete(self, req: api_pb2.DeleteRequest) -> api_pb2.DeleteReply:
+        info = resolve(req.resource)
+        grace = req.grace_period_seconds if req.HasField("grace_period_seconds") else None
+        raw, pending = await self.reg.delete(
+            info, req.namespace, req.name, grace_period_seconds=grace,
+            propagation_policy=req.propagation_policy, uid=req.preconditions.uid,
+            resource_version=req.preconditions.resource_version, dry_run=req.dry_run)
+        return api_pb2.DeleteReply(object=raw, pending=pending)
+
+    async def Bind(self, req: api_pb2.BindRequest) -> api_pb2.ObjectReply:
+        return api_pb2.ObjectReply(object=await subresources.bind(
+            self.reg, req.namespace, req.name, req.node_name, req.pod_uid))
+
+    async def GetScale(self, req: api_pb2.ScaleRequest) -> api_pb2.ScaleReply:
+        spec, status, sel, rv = await subresources.get_scale(
+            self.reg, req.resource, req.namespace, req.name)
+        return api_pb2.ScaleReply(spec_replicas=spec, status_replicas=status, selector=sel,
+                                  resource_version=rv)
+
+    async def UpdateScale(self, req: api_pb2.ScaleRequest) -> api_pb2.ScaleReply:
+        if not req.HasField("replicas"):
+            raise errors.BadRequest("replicas is required")
+        spec, status, sel, rv = await subresources.update_scale(
+            self.reg, req.resource, req.namespace, req.name, req.replicas, req.resource_version)
+        return api_pb2.ScaleReply(spec_replicas=spec, status_replicas=status, selector=sel,
+                                  resource_version=rv)
+
+    async def Evict(self, req: api_pb2.EvictRequest) -> api_pb2.EvictReply:
+        grace = req.grace_period_seconds if req.HasField("grace_period_seconds") else None
+        await subresources.evict(self.reg, req.namespace, req.name, grace)
+        return api_pb2.EvictReply()
+
+    async def History(self, req: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
+        info = resolve(req.resource)
+        entries = await self.reg.history(info, req.namespace if info.namespaced else "",
+                                         req.name)
+        return api_pb2.HistoryReply(entries=[
+            api_pb2.HistoryEntry(type=t, revision=rev, object=raw) for t, rev, raw in entries])
+
+    async def Discovery(self, req: api_pb2.DiscoveryRequest) -> api_pb2.DiscoveryReply:
+        out = []
+        for i in kinds.KINDS:
+            verbs = list(_VERBS)
+            out.append(api_pb2.ApiResource(
+                name=i.plural, singular_name=i.singular, kind=i.kind, group=i.group,
+                version=i.version, namespaced=i.namespaced, short_names=list(i.short_names),
+                verbs=verbs))
+        return api_pb2.DiscoveryReply(resources=out, server_version=VERSION)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def watch(self, req: api_pb2.WatchRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        try:
+            info = resolve(req.resource)
+            if req.resource_version == "":
+                await self.reg.cache.wait_fresh()
+            watcher = self.reg.watch(info, req.namespace, req.label_selector,
+                                     req.field_selector, req.resource_version,
+                                     req.allow_bookmarks)
+        except errors.ApiError as e:
+            # an error event (not a status) so the client can tell "too old" from a failure
+            yield api_pb2.WatchEvent(type="ERROR", error_reason=e.code.name,
+                                     error_message=errors.to_details(e)).SerializeToString()
+            return
+        deadline = (asyncio.get_running_loop().time() + req.timeout_seconds
+                    if req.timeout_seconds > 0 else None)
+        try:
+            while True:
+                if deadline is None:
+                    item = await watcher.next()
+                else:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        return
+                    try:
+                        item = await asyncio.wait_for(watcher.next(), remaining)
+                    except TimeoutError:
+                        return
+                if item is None:
+                    if watcher.too_slow:
+                        log.info("closed a watcher that fell behind", resource=info.plural)
+                    return
+                yield item
+        finally:
+            self.reg.cache.unwatch(watcher)
+
+    async def logs(self, req: api_pb2.LogsRequest,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.LogChunk]:
+        if self.logs_backend is None:
+            await _abort(context, errors.ServiceUnavailable(
+                "logs are served by the node's agent, and no agent is connected"))
+            return
+        async for chunk in self.logs_backend(req, context):
+            yield chunk
+
+    async def exec(self, requests: AsyncIterator[api_pb2.ExecRequest],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.ExecOutput]:
+        if self.exec_backend is None:
+            await _abort(context, errors.ServiceUnavailable(
+                "exec is served by the node's agent, and no agent is connected"))
+            return
+        async for out in self.exec_backend(requests, context):
+            yield out
+
+    # -- registration ----------------------------------------------------------------------
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(getattr(self, name)),
+                request_deserializer=req_cls.FromString,
+                response_serializer=rep_cls.SerializeToString)
+
+        a = api_pb2
+        methods = {
+            "Create": unary("Create", a.CreateRequest, a.ObjectReply),
+            "Get": unary("Get", a.GetRequest, a.ObjectReply),
+            "List": unary("List", a.ListRequest, a.ListReply),
+            "Update": unary("Update", a.UpdateRequest, a.ObjectReply),
+            "UpdateStatus": unary("UpdateStatus", a.UpdateRequest, a.ObjectReply),
+            "Patch": unary("Patch", a.PatchRequest, a.ObjectReply),
+            "Delete": unary("Delete", a.DeleteRequest, a.DeleteReply),
+            "Bind": unary("Bind", a.BindRequest, a.ObjectReply),
+            "GetScale": unary("GetScale", a.ScaleRequest, a.ScaleReply),
+            "UpdateScale": unary("UpdateScale", a.ScaleRequest, a.ScaleReply),
+            "Evict": unary("Evict", a.EvictRequest, a.EvictReply),
+            "History": unary("History", a.HistoryRequest, a.HistoryReply),
+            "Discovery": unary("Discovery", a.DiscoveryRequest, a.DiscoveryReply),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                self.watch, request_deserializer=a.WatchRequest.FromString,
+                response_serializer=_identity),
+            "Logs": grpc.unary_stream_rpc_method_handler(
+                self.logs, request_deserializer=a.LogsRequest.FromString,
+                response_serializer=a.LogChunk.SerializeToString),
+            "Exec": grpc.stream_stream_rpc_method_handler(
+                self.exec, request_deserializer=a.ExecRequest.FromString,
+                response_serializer=a.ExecOutput.SerializeToString),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+

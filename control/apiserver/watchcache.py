@@ -1,0 +1,369 @@
+"""The apiserver's watch cache: every live object in memory, recent history, and watch fan-out.
+
+One store watch on ``/registry/`` feeds the cache; reads (get, list) and watches are served
+from here so that 1,000 watchers cost the store no more than one. For each kind the cache
+keeps the live objects (decoded once), a ring buffer of recent events for watches that
+resume from a resourceVersion, and its watchers, indexed by namespace and by
+``spec.nodeName`` so that an event is tested only against the watchers it may concern.
+
+An event is encoded once per watch-event type (ADDED/MODIFIED/DELETED) and the same bytes
+go to every watcher that should see it. Each watcher has a bounded queue; one that falls
+too far behind is closed (its client resumes from the last resourceVersion it saw).
+
+Concurrency: single event loop. Applying a store batch and registering a watcher (with its
+initial snapshot or replay) are synchronous, so a watcher never misses nor duplicates an
+event. ``wait_for(revision)`` lets reads observe every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from control.api import errors, kinds
+from control.api.fields import object_fields
+from control.api.pb import api_pb2
+from control.apiserver import codec
+from control.store.interface import Event, EventType, Store
+
+log = structlog.get_logger().bind(component="watchcache")
+
+PREFIX = "/registry/"
+
+
+def resource_of_key(key: str) -> str:
+    # /registry/<resource>/...
+    return key.split("/", 3)[2]
+
+
+@dataclass(slots=True)
+class CachedObject:
+    key: str
+    namespace: str
+    obj: Any  # the kind's message, resourceVersion set; never mutated once cached
+    raw: bytes  # wire bytes (stored bytes + resourceVersion suffix)
+    revision: int
+    _fields: dict[str, str] | None = None
+
+    @property
+    def labels(self) -> Any:
+        return self.obj.metadata.labels
+
+    @property
+    def fields(self) -> dict[str, str]:
+        if self._fields is None:
+            self._fields = object_fields(self.obj)
+        return self._fields
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    revision: int
+    deleted: bool
+    new: CachedObject  # for a delete: the last state, at the delete's revision
+    prev: CachedObject | None
+    _encoded: dict[str, bytes] = field(default_factory=dict)
+
+    def encoded(self, type_: str) -> bytes:
+        b = self._encoded.get(type_)
+        if b is None:
+            b = api_pb2.WatchEvent(type=type_, object=self.new.raw).SerializeToString()
+            self._encoded[type_] = b
+        return b
+
+
+Matcher = Callable[[CachedObject], bool]
+
+_CLOSED = object()
+
+
+class Watcher:
+    """One watch stream's filter and bounded queue of encoded WatchEvents."""
+
+    def __init__(self, resource: str, namespace: str, node_name: str | None,
+                 matches: Matcher, min_revision: int, capacity: int,
+                 allow_bookmarks: bool) -> None:
+        self.resource = resource
+        self.namespace = namespace
+        self.node_name = node_name  # exact spec.nodeName the field selector requires
+        self.matches = matches
+        self.min_revision = min_revision
+        self.allow_bookmarks = allow_bookmarks
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.capacity = capacity
+        self.closed = False
+        self.too_slow = False
+        self.sent_revision = min_revision
+
+    def _put(self, item: bytes) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= self.capacity:
+            # the client falls too far behind: end its stream; it resumes from its last RV
+            self.too_slow = True
+            self.close()
+            return
+        self.queue.put_nowait(item)
+
+    def offer(self, ev: CacheEvent) -> None:
+        if ev.revision <= self.min_revision:
+            return
+        new_match = (not ev.deleted) and self.matches(ev.new)
+        old_match = ev.prev is not None and self.matches(ev.prev)
+        if ev.deleted:
+            if self.matches(ev.new):
+                self._put(ev.encoded("DELETED"))
+        elif new_match and old_match:
+            self._put(ev.encoded("MODIFIED"))
+        elif new_match:
+            self._put(ev.encoded("ADDED"))
+        elif old_match:
+            # left the selector: the client sees it deleted (with its new state)
+            self._put(ev.encoded("DELETED"))
+        else:
+            return
+        self.sent_revision = ev.revision
+
+    def bookmark(self, revision: int) -> None:
+        if self.allow_bookmarks and not self.closed and revision > self.sent_revision:
+            self._put(api_pb2.WatchEvent(type="BOOKMARK",
+                                         resource_version=str(revision)).SerializeToString())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(_CLOSED)
+
+    async def next(self) -> bytes | None:
+        """The next encoded event, or None once closed."""
+        item = await self.queue.get()
+        if item is _CLOSED:
+            return None
+        return item  # type: ignore[no-any-return]
+
+
+class ResourceCache:
+    """Live objects, recent events and watchers of one resource (kind)."""
+
+    def __init__(self, info: kinds.KindInfo, history: int, start_revision: int) -> None:
+        self.info = info
+        self.objects: dict[str, CachedObject] = {}
+        self.by_namespace: dict[str, dict[str, CachedObject]] = collections.defaultdict(dict)
+        self.events: collections.deque[CacheEvent] = collections.deque(maxlen=history)
+        # every event with revision > window_start is in self.events
+        self.window_start = start_revision
+        self.watchers_all: set[Watcher] = set()
+        self.watchers_by_ns: dict[str, set[Watcher]] = collections.defaultdict(set)
+        self.watchers_by_node: dict[str, set[Watcher]] = collections.defaultdict(set)
+
+    def put(self, co: CachedObject) -> CachedObject | None:
+        prev = self.objects.get(co.key)
+        self.objects[co.key] = co
+        self.by_namespace[co.namespace][co.key] = co
+        return prev
+
+    def remove(self, key: str) -> CachedObject | None:
+        prev = self.objects.pop(key, None)
+        if prev is not None:
+            ns = self.by_namespace.get(prev.namespace)
+            if ns is not None:
+                ns.pop(key, None)
+                if not ns:
+                    del self.by_namespace[prev.namespace]
+        return prev
+
+    def record(self, ev: CacheEvent) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.window_start = self.events[0].revision
+        self.events.append(ev)
+        for w in self._candidates(ev):
+            w.offer(ev)
+
+    def _candidates(self, ev: CacheEvent) -> Iterable[Watcher]:
+        out: set[Watcher] = set(self.watchers_all)
+        ns = self.watchers_by_ns.get(ev.new.namespace)
+        if ns:
+            out |= ns
+        if self.watchers_by_node:
+            for co in (ev.new, ev.prev):
+                if co is not None:
+                    node = co.obj.spec.node_name if self.info.plural == "pods" else None
+                    if node is not None:
+                        ws = self.watchers_by_node.get(node)
+                        if ws:
+                            out |= ws
+        return out
+
+    def add_watcher(self, w: Watcher) -> None:
+        if w.node_name is not None and self.info.plural == "pods":
+            self.watchers_by_node[w.node_name].add(w)
+        elif w.namespace:
+            self.watchers_by_ns[w.namespace].add(w)
+        else:
+            self.watchers_all.add(w)
+
+    def remove_watcher(self, w: Watcher) -> None:
+        self.watchers_all.discard(w)
+        for index in (self.watchers_by_ns, self.watchers_by_node):
+            for k in (w.namespace, w.node_name):
+                if k is not None and k in index:
+                    index[k].discard(w)
+                    if not index[k]:
+                        del index[k]
+
+    def all_watchers(self) -> Iterable[Watcher]:
+        yield from self.watchers_all
+        for ws in self.watchers_by_ns.values():
+            yield from ws
+        for ws in self.watchers_by_node.values():
+            yield from ws
+
+    def scan(self, namespace: str) -> Iterable[CachedObject]:
+        if namespace:
+            return self.by_namespace.get(namespace, {}).values()
+        return self.objects.values()
+
+
+class WatchCache:
+    def __init__(self, store: Store, *, history: int = 10_000,
+                 watcher_capacity: int = 10_000, bookmark_interval: float = 5.0) -> None:
+        self.store = store
+        self.history = history
+        self.watcher_capacity = watcher_capacity
+        self.bookmark_interval = bookmark_interval
+        self.revision = 0
+        self.resources: dict[str, ResourceCache] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._ready = asyncio.Event()
+
+    # -- loading and applying store events ------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every object at the store's current revision; ``run`` then follows changes."""
+        result = await self.store.range(PREFIX)
+        self.revision = result.revision
+        self.resources = {i.plural: ResourceCache(i, self.history, self.revision)
+                          for i in kinds.KINDS}
+        for kv in result.kvs:
+            rc = self.resources.get(resource_of_key(kv.key))
+            if rc is None:
+                log.warning("unknown resource in store", key=kv.key)
+                continue
+            rc.put(self._cached(rc.info, kv.key, kv.value, kv.mod_revision))
+        self._ready.set()
+        log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
+
+    @staticmethod
+    def _cached(info: kinds.KindInfo, key: str, value: bytes, revision: int) -> CachedObject:
+        raw = codec.with_revision(value, revision)
+        obj = codec.decode(info, raw)
+        return CachedObject(key, obj.metadata.namespace, obj, raw, revision)
+
+    async def run(self) -> None:
+        """Follow the store from the loaded revision (a supervised long-lived task)."""
+        async for batch in self.store.watch(PREFIX, self.revision + 1):
+            self.apply(batch)
+
+    def apply(self, batch: list[Event]) -> None:
+        for ev in batch:
+            rc = self.resources.get(resource_of_key(ev.kv.key))
+            if rc is not None:
+                if ev.type is EventType.PUT:
+                    co = self._cached(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
+                    prev = rc.put(co)
+                    rc.record(CacheEvent(ev.kv.mod_revision, False, co, prev))
+                else:
+                    prev = rc.remove(ev.kv.key)
+                    last = self._cached(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
+                    rc.record(CacheEvent(ev.kv.mod_revision, True, last, prev))
+            self.revision = ev.kv.mod_revision
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._waiters:
+            return
+        keep = []
+        for rev, fut in self._waiters:
+            if rev <= self.revision:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((rev, fut))
+        self._waiters = keep
+
+    async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
+        """Return once the cache has applied ``revision``; Timeout after ``timeout``."""
+        if revision <= self.revision:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise errors.Timeout(
+                f"too large resource version: {revision}, current: {self.revision}") from None
+
+    async def wait_fresh(self, timeout: float = 10.0) -> None:
+        """Reach the store's newest durable revision: a read then reflects every
+        acknowledged write."""
+        await self.wait_for(self.store.revision, timeout)
+
+    async def run_bookmarks(self) -> None:
+        while True:
+            await asyncio.sleep(self.bookmark_interval)
+            for rc in self.resources.values():
+                for w in list(rc.all_watchers()):
+                    w.bookmark(self.revision)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, resource: str, key: str) -> CachedObject | None:
+        return self.resources[resource].objects.get(key)
+
+    def scan(self, resource: str, namespace: str = "") -> Iterable[CachedObject]:
+        return self.resources[resource].scan(namespace)
+
+    # -- watches -------------------------------------------------------------------------
+
+    def watch(self, resource: str, namespace: str, node_name: str | None, matches: Matcher,
+              resource_version: int | None, allow_bookmarks: bool) -> Watcher:
+        """Register a watcher. ``resource_version`` None: an ADDED for every current object
+        first; otherwise every event after it (Gone if the cache no longer holds them)."""
+        rc = self.resources[resource]
+        if resource_version is None:
+            w = Watcher(resource, namespace, node_name, matches, self.revision,
+                        self.watcher_capacity, allow_bookmarks)
+            # the initial snapshot may exceed the live capacity; it is queued unbounded
+            for co in rc.scan(namespace):
+                if matches(co):
+                    w.queue.put_nowait(
+                        api_pb2.WatchEvent(type="ADDED", object=co.raw).SerializeToString())
+        else:
+            if resource_version < rc.window_start:
+                raise errors.Gone(
+                    f"too old resource version: {resource_version} "
+                    f"(oldest kept for {resource}: {rc.window_start})")
+            w = Watcher(resource, namespace, node_name, matches, resource_version,
+                        self.watcher_capacity, allow_bookmarks)
+            for ev in rc.events:
+                if ev.revision > resource_version:
+                    w.offer(ev)
+        rc.add_watcher(w)
+        return w
+
+    def unwatch(self, w: Watcher) -> None:
+        rc = self.resources.get(w.resource)
+        if rc is not None:
+            rc.remove_watcher(w)
+        w.closed = True
+
+    def close_all(self) -> None:
+        for rc in self.resources.values():
+            for w in list(rc.all_watchers()):
+                w.close()
+

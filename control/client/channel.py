@@ -1,0 +1,42 @@
+"""The one place that opens gRPC channels (server side options live here too).
+
+Every component (CLI, agent, scheduler, controllers, tests) gets its channel from
+:func:`open_channel`, so message size limits, keepalive and (later) TLS and credentials are
+decided once. Channels are ``grpc.aio`` channels: create and use them on one event loop.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+# Real lists (thousands of pods) exceed gRPC's 4 MB default.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# Long watch streams: ping every 30 s so dead peers and idle NAT/conntrack entries are found.
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # reconnect quickly after a server restart; the informers add their own jittered backoff
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel to ``target`` ("host:port"); TLS arrives with the security work."""
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)

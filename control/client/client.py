@@ -1,0 +1,286 @@
+"""Typed asyncio client of the Flotilla API (the gRPC ``flotilla.v1.Api`` service).
+
+Objects go in and come out as the kinds' own protobuf messages (``core_pb2.Pod`` ...); the
+``resource`` argument of the read verbs is a message class, a KindInfo, or a resource name
+(``"pods"``). Server errors arrive as the :mod:`control.api.errors` classes (``NotFound``,
+``Conflict``, ``Gone`` ...), never as raw ``grpc.aio.AioRpcError``; an unreachable server is
+``ServiceUnavailable`` naming the address.
+
+Concurrency: one ApiClient per channel, usable from many tasks of one event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from control.api import errors, kinds
+from control.api.pb import api_pb2, api_pb2_grpc
+
+M = TypeVar("M", bound=Message)
+Resource = type[Message] | kinds.KindInfo | str
+
+
+def kind_of(resource: Resource | Message) -> kinds.KindInfo:
+    if isinstance(resource, kinds.KindInfo):
+        return resource
+    if isinstance(resource, str):
+        return kinds.resolve(resource)
+    return kinds.by_message(resource)
+
+
+@dataclass(frozen=True)
+class ListResult:
+    items: list[Any]
+    resource_version: str
+    continue_: str
+    remaining_item_count: int | None
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: Any  # the kind's message; None for BOOKMARK
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    spec_replicas: int
+    status_replicas: int
+    selector: str
+    resource_version: str
+
+
+def _translate(e: grpc.aio.AioRpcError, target: str) -> errors.ApiError:
+    if e.code() == grpc.StatusCode.UNAVAILABLE and not (e.details() or "").startswith(
+        "ServiceUnavailable: "
+    ):
+        return errors.ServiceUnavailable(f"cannot reach the Flotilla server at {target}: {e.details()}")
+    if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not (e.details() or "").startswith(
+        "Timeout: "
+    ):
+        return errors.Timeout(f"the Flotilla server at {target} did not answer in time")
+    return errors.from_grpc(e.code(), e.details())
+
+
+def _decode(info: kinds.KindInfo, data: bytes) -> Any:
+    msg = info.message()
+    msg.ParseFromString(data)
+    return msg
+
+
+class ApiClient:
+    def __init__(self, channel: grpc.aio.Channel, target: str = "", timeout: float | None = 30.0):
+        self._stub = api_pb2_grpc.ApiStub(channel)
+        self.channel = channel
+        self.target = target
+        self.timeout = timeout
+
+    async def _call(self, method: Callable[..., Any], request: Message) -> Any:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as e:
+            raise _translate(e, self.target) from None
+
+    # -- CRUD ---------------------------------------------------------------------------
+
+    async def create(self, obj: M, *, dry_run: bool = False) -> M:
+        info = kind_of(obj)
+        req = api_pb2.CreateRequest(
+            resource=info.plural,
+            namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+            object=obj.SerializeToString(),
+            dry_run=dry_run,
+        )
+        reply = await self._call(self._stub.Create, req)
+        return _decode(info, reply.object)  # type: ignore[no-any-return]
+
+    async def get(self, resource: Resource, name: str, namespace: str = "", *,
+                  resource_version: str = "") -> Any:
+        info = kind_of(resource)
+        req = api_pb2.GetRequest(resource=info.plural, namespace=namespace, name=name,
+                                 resource_version=resource_version)
+        reply = await self._call(self._stub.Get, req)
+        return _decode(info, reply.object)
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_: str = "",
+        resource_version: str = "",
+    ) -> ListResult:
+        info = kind_of(resource)
+        req = api_pb2.ListRequest(
+            resource=info.plural, namespace=namespace, label_selector=label_selector,
+            field_selector=field_selector, limit=limit, resource_version=resource_version,
+        )
+        setattr(req, "continue", continue_)
+        reply = await self._call(self._stub.List, req)
+        return ListResult(
+            items=[_decode(info, b) for b in reply.items],
+            resource_version=reply.resource_version,
+            continue_=getattr(reply, "continue"),
+            remaining_item_count=reply.remaining_item_count
+            if reply.HasField("remaining_item_count") else None,
+        )
+
+    async def list_all(self, resource: Resource, namespace: str = "", **kw: Any) -> ListResult:
+        """Every page of a list, read at the first page's revision."""
+        first = await self.list(resource, namespace, **kw)
+        items, token = list(first.items), first.continue_
+        while token:
+            page = await self.list(resource, namespace, **{**kw, "continue_": token})
+            items.extend(page.items)
+            token = page.continue_
+        return ListResult(items, first.resource_version, "", None)
+
+    async def update(self, obj: M, *, dry_run: bool = False) -> M:
+        info = kind_of(obj)
+        req = api_pb2.UpdateRequest(resource=info.plural,
+                                    namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+                                    object=obj.SerializeToString(), dry_run=dry_run)
+        reply = await self._call(self._stub.Update, req)
+        return _decode(info, reply.object)  # type: ignore[no-any-return]
+
+    async def update_status(self, obj: M) -> M:
+        info = kind_of(obj)
+        req = api_pb2.UpdateRequest(resource=info.plural,
+                                    namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+                                    object=obj.SerializeToString())
+        reply = await self._call(self._stub.UpdateStatus, req)
+        return _decode(info, reply.object)  # type: ignore[no-any-return]
+
+    async def patch(self, resource: Resource, name: str, patch: Mapping[str, Any],
+                    namespace: str = "", *, patch_type: str = "merge", status: bool = False,
+                    dry_run: bool = False) -> Any:
+        info = kind_of(resource)
+        req = api_pb2.PatchRequest(resource=info.plural, namespace=namespace, name=name,
+                                   patch_type=patch_type, patch=json.dumps(patch).encode(),
+                                   status=status, dry_run=dry_run)
+        reply = await self._call(self._stub.Patch, req)
+        return _decode(info, reply.object)
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str = "",
+        *,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str = "",
+        uid: str = "",
+        resource_version: str = "",
+        dry_run: bool = False,
+    ) -> tuple[Any, bool]:
+        """Delete; returns (object, pending) — pending when finalizers or a graceful pod
+        termination keep it for now."""
+        info = kind_of(resource)
+        req = api_pb2.DeleteRequest(
+            resource=info.plural, namespace=namespace, name=name,
+            propagation_policy=propagation_policy, dry_run=dry_run,
+            preconditions=api_pb2.Preconditions(uid=uid, resource_version=resource_version),
+        )
+        if grace_period_seconds is not None:
+            req.grace_period_seconds = grace_period_seconds
+        reply = await self._call(self._stub.Delete, req)
+        return _decode(info, reply.object), reply.pending
+
+    # -- watch --------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        allow_bookmarks: bool = True,
+        timeout_seconds: int = 0,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events until the server ends the stream; ``Gone`` when resource_version is too old."""
+        info = kind_of(resource)
+        req = api_pb2.WatchRequest(
+            resource=info.plural, namespace=namespace, label_selector=label_selector,
+            field_selector=field_selector, resource_version=resource_version,
+            allow_bookmarks=allow_bookmarks, timeout_seconds=timeout_seconds,
+        )
+        call = self._stub.Watch(req)
+        try:
+            async for ev in call:
+                if ev.type == "ERROR":
+                    raise errors.from_grpc(
+                        getattr(grpc.StatusCode, ev.error_reason, grpc.StatusCode.UNKNOWN),
+                        ev.error_message,
+                    )
+                obj = _decode(info, ev.object) if ev.object else None
+                rv = ev.resource_version or (obj.metadata.resource_version if obj else "")
+                yield WatchEvent(ev.type, obj, rv)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise _translate(e, self.target) from None
+        finally:
+            call.cancel()
+
+    # -- subresources -------------------------------------------------------------------
+
+    async def bind(self, namespace: str, name: str, node_name: str, pod_uid: str = "") -> Any:
+        req = api_pb2.BindRequest(namespace=namespace, name=name, node_name=node_name,
+                                  pod_uid=pod_uid)
+        reply = await self._call(self._stub.Bind, req)
+        return _decode(kinds.by_resource("pods"), reply.object)
+
+    async def get_scale(self, resource: Resource, name: str, namespace: str = "") -> Scale:
+        info = kind_of(resource)
+        r = await self._call(self._stub.GetScale, api_pb2.ScaleRequest(
+            resource=info.plural, namespace=namespace, name=name))
+        return Scale(r.spec_replicas, r.status_replicas, r.selector, r.resource_version)
+
+    async def update_scale(self, resource: Resource, name: str, replicas: int,
+                           namespace: str = "", resource_version: str = "") -> Scale:
+        info = kind_of(resource)
+        r = await self._call(self._stub.UpdateScale, api_pb2.ScaleRequest(
+            resource=info.plural, namespace=namespace, name=name, replicas=replicas,
+            resource_version=resource_version))
+        return Scale(r.spec_replicas, r.status_replicas, r.selector, r.resource_version)
+
+    async def evict(self, namespace: str, name: str,
+                    grace_period_seconds: int | None = None) -> None:
+        req = api_pb2.EvictRequest(namespace=namespace, name=name)
+        if grace_period_seconds is not None:
+            req.grace_period_seconds = grace_period_seconds
+        await self._call(self._stub.Evict, req)
+
+    async def history(self, resource: Resource, name: str,
+                      namespace: str = "") -> list[tuple[str, int, Any]]:
+        """Every revision of one object still in the store's log: (type, revision, object)."""
+        info = kind_of(resource)
+        reply = await self._call(self._stub.History, api_pb2.HistoryRequest(
+            resource=info.plural, namespace=namespace, name=name))
+        return [(e.type, e.revision, _decode(info, e.object)) for e in reply.entries]
+
+    async def discovery(self) -> api_pb2.DiscoveryReply:
+        return await self._call(self._stub.Discovery, api_pb2.DiscoveryRequest())  # type: ignore[no-any-return]
+
+    async def logs(self, namespace: str, name: str, **options: Any) -> AsyncIterator[bytes]:
+        call = self._stub.Logs(api_pb2.LogsRequest(namespace=namespace, name=name, **options))
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise _translate(e, self.target) from None
+        finally:
+            call.cancel()

@@ -1,0 +1,135 @@
+"""`flotilla server`: wires the store, the watch cache, the apiserver and (as later issues
+add them) the scheduler, the controllers and an in-process agent.
+
+Start order: open the store -> load the watch cache -> serve gRPC -> create the default
+namespaces -> start the supervised background tasks (cache follower, bookmarks, store
+maintenance). Stop order is the reverse: stop accepting calls (bounded grace), close the
+watchers, stop the tasks, close the store (pending writes are finished, never dropped).
+
+Concurrency: everything runs on one event loop; long-lived tasks belong to one Supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from control.api import errors, kinds
+from control.api.pb import api_pb2
+from control.apiserver.registry import Registry
+from control.apiserver.service import SERVICE_NAME, ApiService
+from control.apiserver.watchcache import WatchCache
+from control.client.channel import SERVER_OPTIONS
+from control.client.config import write_admin_conf
+from control.runtime.supervisor import Supervisor
+from control.store.sqlite import SqliteStore
+
+log = structlog.get_logger().bind(component="server")
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass
+class ServerOptions:
+    data_dir: Path
+    listen: str = "127.0.0.1:6443"
+    # how many revisions of history the store keeps behind the newest (auto-compaction)
+    retain_revisions: int = 100_000
+    compaction_interval: float = 300.0
+    event_ttl_seconds: int = 3600
+    watch_cache_history: int = 10_000
+    bookmark_interval: float = 5.0
+    shutdown_grace: float = 5.0
+    disable: set[str] = field(default_factory=set)
+
+
+class ControlPlane:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.address = ""
+        self.supervisor = Supervisor("server")
+        self._server: grpc.aio.Server | None = None
+        self.store: SqliteStore | None = None
+        self.cache: WatchCache | None = None
+        self.registry: Registry | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> str:
+        """Start everything; returns the address the API listens on (host:port)."""
+        opts = self.options
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await SqliteStore.open(opts.data_dir / "state.db")
+        self.cache = WatchCache(self.store, history=opts.watch_cache_history,
+                                bookmark_interval=opts.bookmark_interval)
+        await self.cache.load()
+        self.registry = Registry(self.store, self.cache)
+        self.registry.admission.event_ttl_seconds = opts.event_ttl_seconds
+
+        sup = self.supervisor
+        cache, store = self.cache, self.store
+        sup.start("watch-cache", cache.run)
+        sup.start("watch-bookmarks", cache.run_bookmarks)
+        sup.start("store-leases", store.run_lease_expiry)
+        sup.start("store-maintenance", lambda: store.run_maintenance(
+            opts.compaction_interval, opts.retain_revisions))
+
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((ApiService(self.registry).handler(),))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        host, _, port = opts.listen.rpartition(":")
+        try:
+            bound = server.add_insecure_port(opts.listen)
+        except RuntimeError as e:
+            raise OSError(f"cannot listen on {opts.listen}: {e}") from None
+        if bound == 0:
+            raise OSError(f"cannot listen on {opts.listen} (address in use?)")
+        await server.start()
+        self._server = server
+        self.address = f"{host or '127.0.0.1'}:{bound}"
+        await self._bootstrap()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        write_admin_conf(opts.data_dir, self.address)
+        log.info("control plane serving", address=self.address, data_dir=str(opts.data_dir),
+                 revision=self.store.revision)
+        return self.address
+
+    async def _bootstrap(self) -> None:
+        assert self.registry is not None
+        info = kinds.by_resource("namespaces")
+        for name in DEFAULT_NAMESPACES:
+            ns = info.message()
+            ns.metadata.name = name
+            try:
+                await self.registry.create(info, "", ns)
+            except errors.AlreadyExists:
+                pass
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        log.info("control plane stopping")
+        if self.cache is not None:
+            self.cache.close_all()
+        if self._server is not None:
+            await self._server.stop(self.options.shutdown_grace)
+        await self.supervisor.stop(timeout=10)
+        if self.store is not None:
+            await self.store.close()
+        self._stopped.set()
+        log.info("control plane stopped")
+
+
+__all__ = ["ControlPlane", "ServerOptions", "api_pb2"]

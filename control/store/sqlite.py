@@ -1,0 +1,979 @@
+"""The log-structured store engine and its SQLite persistence (the embedded default Store).
+
+Owns: the revision log's in-memory side (:class:`LogStore`: index of live keys, group
+commit writer, watch fan-out, leases, compaction and checkpoint scheduling) and its SQLite
+backend (:class:`SqliteStore`: an append-only ``log`` table in WAL mode with
+``synchronous=FULL``). ``control.store.memory`` reuses the engine with an in-memory log.
+
+Design, in one paragraph: every mutation (create, update, delete, lease grant / keepalive /
+revoke / expiry) is an op appended to one queue. A single writer task drains the queue,
+checks each op against the in-memory index of live keys (plus what earlier ops of the same
+batch staged), assigns consecutive revisions, writes the whole batch in ONE transaction,
+commits, and only then applies the staged changes to the index, publishes the events to the
+watchers (revision order) and resolves the callers' futures. A failed check fails only its
+own op; a failed commit fails the whole batch and nothing staged becomes visible. Reads at
+the current revision come from memory; reads at older revisions, history and watch replay
+go to the log through a second (read-only) connection, which in WAL mode sees only
+committed data.
+
+Concurrency contract: every public method is a coroutine (or async generator) to be used
+from the one event loop the store was opened on. Only the writer task mutates the index,
+the revision counter and the lease table, and it does so synchronously right after a
+commit, so any code between two awaits sees one consistent revision. Long-lived helpers
+(``run_lease_expiry``, ``run_maintenance``) are started and owned by the caller; they
+return when the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import aiosqlite
+
+from control.store.interface import (
+    Compacted,
+    Event,
+    EventType,
+    FutureRevision,
+    KeyExists,
+    KeyNotFound,
+    KeyValue,
+    LeaseNotFound,
+    RangeResult,
+    RevisionMismatch,
+    StoreClosed,
+    StoreError,
+    WatcherTooSlow,
+)
+
+log = logging.getLogger(__name__)
+
+# Ops per transaction: large enough that 64+ concurrent writers share one fsync, small
+# enough that one commit (and the event batch it publishes) stays a few milliseconds.
+MAX_BATCH = 1024
+# Revisions removed per compaction transaction, so that a large compaction never holds
+# the writer (and with it every write) for long: writes interleave between chunks.
+COMPACT_CHUNK = 10_000
+# Events fetched per replay query while a watcher catches up from history.
+REPLAY_PAGE = 1000
+# Events a live watcher may have queued before it is dropped with WatcherTooSlow.
+WATCH_QUEUE_LIMIT = 100_000
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no
+    upper bound). UTF-8 byte order (SQLite's BINARY collation) equals code point order, so
+    this bound is valid both in Python and in SQL."""
+    chars = list(prefix)
+    while chars:
+        c = ord(chars[-1])
+        if c < 0x10FFFF:
+            n = c + 1
+            if 0xD800 <= n <= 0xDFFF:  # surrogates cannot be encoded; skip the block
+                n = 0xE000
+            chars[-1] = chr(n)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+# ---- the persistence boundary --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One revision as persisted. Tombstones (``deleted``) carry no value: the deleted
+    value is the row at ``prev_rev``, which compaction keeps as long as the tombstone."""
+
+    rev: int
+    key: str
+    create_rev: int
+    version: int
+    deleted: bool
+    value: bytes | None
+    lease: int
+    prev_rev: int  # the key's previous row (0 for a create)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    id: int
+    ttl: int
+    expiry: float  # absolute wall-clock seconds, so that a lease survives a restart
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What a backend hands the engine at open."""
+
+    live: list[KeyValue]
+    revision: int
+    compacted: int
+    leases: list[LeaseRecord]
+
+
+class LogBackend(Protocol):
+    """Durable side of the log. Called only by :class:`LogStore`: ``commit``, ``compact``
+    and ``checkpoint`` only from the writer task (never concurrently), reads from anywhere."""
+
+    async def load(self) -> Loaded: ...
+
+    async def commit(
+        self, rows: Sequence[LogRow], lease_puts: Sequence[LeaseRecord], lease_deletes: Sequence[int]
+    ) -> None:
+        """Persist everything in one durable transaction, or raise and persist nothing."""
+        ...
+
+    async def get_at(self, key: str, revision: int) -> KeyValue | None: ...
+
+    async def range_at(
+        self, lo: str, hi: str | None, revision: int, limit: int
+    ) -> list[KeyValue]:
+        """Live keys in ``[lo, hi)`` at ``revision``, sorted, at most ``limit`` (0: all)."""
+        ...
+
+    async def events(
+        self, lo: str, hi: str | None, first: int, last: int, limit: int
+    ) -> list[Event]:
+        """Events of keys in ``[lo, hi)`` with revision in ``[first, last]``, in order."""
+        ...
+
+    async def history(self, key: str) -> list[Event]: ...
+
+    async def compact(self, after: int, upto: int) -> None:
+        """Compact ``(after, upto]``: given history compacted at ``after``, leave it
+        compacted at ``upto`` and record ``upto``."""
+        ...
+
+    async def checkpoint(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def event_from(
+    rev: int,
+    key: str,
+    create_rev: int,
+    version: int,
+    deleted: bool,
+    value: bytes | None,
+    lease: int,
+    prev: KeyValue | None,
+) -> Event:
+    """Build the Event of one log row given its predecessor (if still in the log)."""
+    if deleted:
+        last = prev.value if prev is not None else b""
+        return Event(EventType.DELETE, KeyValue(key, last, create_rev, rev, version, lease), prev)
+    kv = KeyValue(key, value if value is not None else b"", create_rev, rev, version, lease)
+    return Event(EventType.PUT, kv, prev)
+
+
+# ---- the engine ----------------------------------------------------------------------
+
+_OpKind = Literal[
+    "create", "update", "delete", "grant", "keepalive", "revoke", "expire", "compact",
+    "checkpoint",
+]
+# Ops that run alone, outside any write batch: they touch the database as a whole.
+_EXCLUSIVE: frozenset[str] = frozenset({"compact", "checkpoint"})
+
+
+@dataclass(slots=True, eq=False)
+class _Op:
+    kind: _OpKind
+    fut: asyncio.Future[Any]
+    key: str = ""
+    value: bytes = b""
+    expected: int = 0
+    lease: int = 0
+    ttl: int = 0
+    now: float = 0.0
+    upto: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Changes staged by one writer batch; applied to memory only after the commit."""
+
+    rev: int
+    kvs: dict[str, KeyValue | None] = field(default_factory=dict)
+    leases: dict[int, LeaseRecord | None] = field(default_factory=dict)
+    rows: list[LogRow] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    results: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
+
+
+class _Watcher:
+    """A live watcher's private, bounded queue: publishing never awaits, so a slow
+    consumer costs only its own memory, up to ``limit`` events, then it is dropped."""
+
+    __slots__ = ("closed", "count", "limit", "overflowed", "pending", "prefix", "wake")
+
+    def __init__(self, prefix: str, limit: int) -> None:
+        self.prefix = prefix
+        self.limit = limit
+        self.pending: list[list[Event]] = []
+        self.count = 0
+        self.overflowed = False
+        self.closed = False
+        self.wake = asyncio.Event()
+
+    def push(self, events: list[Event]) -> bool:
+        if self.count + len(events) > self.limit:
+            self.overflowed = True
+            self.pending.clear()  # free the memory now; the consumer resumes from the log
+            self.count = 0
+            self.wake.set()
+            return False
+        self.pending.append(events)
+        self.count += len(events)
+        self.wake.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
+class LogStore:
+    """The Store engine over any :class:`LogBackend` (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: LogBackend,
+        loaded: Loaded,
+        *,
+        clock: Callable[[], float] = time.time,
+        watch_queue_limit: int = WATCH_QUEUE_LIMIT,
+        max_batch: int = MAX_BATCH,
+        compact_chunk: int = COMPACT_CHUNK,
+    ) -> None:
+        self._backend = backend
+        # Wall clock (not monotonic): lease expiries are persisted as absolute times.
+        self._clock = clock
+        self._watch_queue_limit = watch_queue_limit
+        self._max_batch = max_batch
+        self._compact_chunk = compact_chunk
+        self._revision = loaded.revision
+        self._compacted = loaded.compacted
+        self._index: dict[str, KeyValue] = {kv.key: kv for kv in loaded.live}
+        self._sorted: list[str] = sorted(self._index)
+        self._leases: dict[int, LeaseRecord] = {r.id: r for r in loaded.leases}
+        self._lease_keys: dict[int, set[str]] = {}
+        for kv in loaded.live:
+            if kv.lease:
+                self._lease_keys.setdefault(kv.lease, set()).add(kv.key)
+        self._queue: collections.deque[_Op] = collections.deque()
+        self._queue_wake = asyncio.Event()
+        self._watchers: set[_Watcher] = set()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self.commits = 0  # transactions committed (tests check group commit with it)
+        self._writer = asyncio.get_running_loop().create_task(
+            self._run_writer(), name=f"store-writer-{id(self):x}"
+        )
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _check_read_revision(self, revision: int) -> int:
+        if self._closing:
+            raise StoreClosed("store is closed")
+        if revision == 0:
+            return self._revision
+        if revision > self._revision:
+            raise FutureRevision(revision, self._revision)
+        if revision < self._compacted:
+            raise Compacted(revision, self._compacted)
+        return revision
+
+    async def get(self, key: str, revision: int = 0) -> KeyValue | None:
+        rev = self._check_read_revision(revision)
+        if rev == self._revision:
+            return self._index.get(key)
+        kv = await self._backend.get_at(key, rev)
+        # Compaction may have run while we read: the read is only trustworthy if the
+        # revision is still retained now (compacted_revision advances before rows go).
+        if rev < self._compacted:
+            raise Compacted(rev, self._compacted)
+        return kv
+
+    async def range(
+        self,
+        prefix: str,
+        revision: int = 0,
+        limit: int = 0,
+        start_key: str | None = None,
+    ) -> RangeResult:
+        rev = self._check_read_revision(revision)
+        lo = prefix if start_key is None or start_key < prefix else start_key
+        hi = prefix_end(prefix)
+        if rev == self._revision:
+            kvs: list[KeyValue] = []
+            i = bisect.bisect_left(self._sorted, lo)
+            keys = self._sorted
+            while i < len(keys) and (hi is None or keys[i] < hi):
+                if limit and len(kvs) == limit:
+                    return RangeResult(kvs, rev, True)
+                kvs.append(self._index[keys[i]])
+                i += 1
+            return RangeResult(kvs, rev, False)
+        kvs = await self._backend.range_at(lo, hi, rev, limit + 1 if limit else 0)
+        if rev < self._compacted:
+            raise Compacted(rev, self._compacted)
+        more = bool(limit) and len(kvs) > limit
+        return RangeResult(kvs[:limit] if more else kvs, rev, more)
+
+    async def history(self, key: str) -> list[Event]:
+        """Every revision of ``key`` still in the log, oldest first. ``prev`` is None for a
+        create, and for the oldest retained revision when its predecessor was compacted."""
+        if self._closing:
+            raise StoreClosed("store is closed")
+        return await self._backend.history(key)
+
+    # -- watch ------------------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+        if self._closing:
+            raise StoreClosed("store is closed")
+        if start_revision and start_revision <= self._compacted:
+            raise Compacted(start_revision, self._compacted)
+        return self._watch(prefix, start_revision or self._revision + 1)
+
+    async def _watch(self, prefix: str, next_rev: int) -> AsyncIterator[list[Event]]:
+        lo, hi = prefix, prefix_end(prefix)
+        # Replay from the log until caught up. Registration happens with no await between
+        # the "caught up" check and joining self._watchers, and the writer bumps the
+        # revision and publishes in one synchronous step, so the switch to live events has
+        # neither a gap nor a duplicate.
+        while True:
+            if self._closing:
+                return
+            if next_rev <= self._compacted:
+                raise Compacted(next_rev, self._compacted)
+            target = self._revision
+            if next_rev > target:
+                break
+            events = await self._backend.events(lo, hi, next_rev, target, REPLAY_PAGE)
+            if next_rev <= self._compacted:  # raced a compaction: the page may have holes
+                raise Compacted(next_rev, self._compacted)
+            next_rev = events[-1].kv.mod_revision + 1 if len(events) == REPLAY_PAGE else target + 1
+            if events:
+                yield events
+        w = _Watcher(prefix, self._watch_queue_limit)
+        self._watchers.add(w)
+        try:
+            while True:
+                if w.pending:
+                    batch = w.pending[0] if len(w.pending) == 1 else [
+                        e for b in w.pending for e in b
+                    ]
+                    w.pending = []
+                    w.count = 0
+                    next_rev = batch[-1].kv.mod_revision + 1
+                    yield batch
+                    continue
+                if w.overflowed:
+                    raise WatcherTooSlow(next_rev)
+                if w.closed:
+                    return
+                w.wake.clear()
+                await w.wake.wait()
+        finally:
+            self._watchers.discard(w)
+
+    def _publish(self, events: list[Event]) -> None:
+        for w in list(self._watchers):
+            if w.prefix:
+                selected = [e for e in events if e.kv.key.startswith(w.prefix)]
+                if not selected:
+                    continue
+            else:
+                selected = events  # shared, never mutated: watchers only read batches
+            if not w.push(selected):
+                self._watchers.discard(w)
+                log.warning("store watcher on %r dropped: too slow", w.prefix)
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def _submit(self, op_kind: _OpKind, **kw: Any) -> Any:
+        if self._closing:
+            raise StoreClosed("store is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Op(op_kind, fut, **kw))
+        self._queue_wake.set()
+        return await fut
+
+    async def create(self, key: str, value: bytes, lease: int = 0) -> KeyValue:
+        kv: KeyValue = await self._submit("create", key=key, value=value, lease=lease)
+        return kv
+
+    async def update(
+        self, key: str, value: bytes, expected_mod_revision: int, lease: int = 0
+    ) -> KeyValue:
+        kv: KeyValue = await self._submit(
+            "update", key=key, value=value, expected=expected_mod_revision, lease=lease
+        )
+        return kv
+
+    async def delete(self, key: str, expected_mod_revision: int = 0) -> KeyValue:
+        kv: KeyValue = await self._submit("delete", key=key, expected=expected_mod_revision)
+        return kv
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def grant_lease(self, ttl_seconds: int) -> int:
+        if ttl_seconds <= 0:
+            raise ValueError("lease ttl must be positive")
+        lease_id: int = await self._submit("grant", ttl=ttl_seconds)
+        return lease_id
+
+    async def keepalive_lease(self, lease_id: int) -> None:
+        await self._submit("keepalive", lease=lease_id)
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        await self._submit("revoke", lease=lease_id)
+
+    def lease_remaining(self, lease_id: int) -> float | None:
+        """Seconds until the lease expires (None if it does not exist)."""
+        rec = self._leases.get(lease_id)
+        return None if rec is None else rec.expiry - self._clock()
+
+    async def expire_leases(self) -> int:
+        """Revoke every lease whose expiry has passed; returns how many expired. The
+        writer re-checks the expiry, so a keepalive that wins the race keeps the lease."""
+        now = self._clock()
+        due = [r.id for r in self._leases.values() if r.expiry <= now]
+        if not due:
+            return 0
+        done = await asyncio.gather(*(self._submit("expire", lease=i, now=now) for i in due))
+        return sum(1 for d in done if d)
+
+    async def run_lease_expiry(self, interval_s: float = 0.5) -> None:
+        """Expire leases every ``interval_s`` until the store closes (owner-started)."""
+        while not self._closing:
+            try:
+                await self.expire_leases()
+            except StoreClosed:
+                return
+            except StoreError:
+                log.exception("lease expiry pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), interval_s)
+
+    # -- compaction and maintenance ---------------------------------------------------
+
+    async def compact(self, revision: int) -> None:
+        """Drop history at or before ``revision`` (keeping each live key's newest row),
+        then checkpoint the WAL so the files shrink. Runs in chunks; writes interleave."""
+        if revision > self._revision:
+            raise FutureRevision(revision, self._revision)
+        if revision <= self._compacted:
+            return
+        while self._compacted < revision:
+            await self._submit("compact", upto=revision)
+        await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (``wal_checkpoint(TRUNCATE)``)."""
+        await self._submit("checkpoint")
+
+    async def run_maintenance(
+        self, interval_s: float = 60.0, retain_revisions: int = 100_000
+    ) -> None:
+        """Every ``interval_s``: compact to ``revision - retain_revisions`` (if that moves)
+        and checkpoint the WAL. Owner-started; returns when the store closes."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), interval_s)
+            if self._closing:
+                return
+            try:
+                target = self._revision - retain_revisions
+                if target > self._compacted:
+                    await self.compact(target)
+                else:
+                    await self.checkpoint()
+            except StoreClosed:
+                return
+            except StoreError:
+                log.exception("store maintenance failed; retrying next interval")
+
+    # -- the writer -------------------------------------------------------------------
+
+    async def _run_writer(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._queue_wake.clear()
+                    await self._queue_wake.wait()
+                    continue
+                if self._queue[0].kind in _EXCLUSIVE:
+                    await self._run_exclusive(self._queue.popleft())
+                    continue
+                ops: list[_Op] = []
+                while (
+                    self._queue
+                    and len(ops) < self._max_batch
+                    and self._queue[0].kind not in _EXCLUSIVE
+                ):
+                    ops.append(self._queue.popleft())
+                await self._run_batch(ops)
+        except BaseException as exc:
+            # A bug or cancellation: nobody may wait forever on a write that cannot run.
+            self._closing = True
+            log.exception("store writer stopped")
+            err = StoreClosed(f"store writer stopped: {exc!r}")
+            while self._queue:
+                op = self._queue.popleft()
+                if not op.fut.done():
+                    op.fut.set_exception(err)
+            raise
+
+    async def _run_exclusive(self, op: _Op) -> None:
+        if op.fut.cancelled():
+            return
+        try:
+            if op.kind == "compact":
+                lo = self._compacted
+                hi = min(op.upto, lo + self._compact_chunk)
+                if hi > lo:
+                    # Advance first: readers re-check after their read and see Compacted
+                    # rather than a history with holes.
+                    self._compacted = hi
+                    try:
+                        await self._backend.compact(lo, hi)
+                    except BaseException:
+                        self._compacted = lo  # nothing was deleted; keep the range to redo
+                        raise
+                    self.commits += 1
+            else:
+                await self._backend.checkpoint()
+        except Exception as exc:
+            if not op.fut.done():
+                op.fut.set_exception(_as_store_error(exc))
+            return
+        if not op.fut.done():
+            op.fut.set_result(None)
+
+    async def _run_batch(self, ops: list[_Op]) -> None:
+        b = _Batch(self._revision)
+        for op in ops:
+            if op.fut.cancelled():
+                continue  # the caller gave up before we started: never write it
+            try:
+                b.results.append((op.fut, self._apply(b, op)))
+            except StoreError as exc:
+                b.results.append((op.fut, exc))
+        lease_puts = [r for r in b.leases.values() if r is not None]
+        lease_deletes = [i for i, r in b.leases.items() if r is None]
+        if b.rows or b.leases:
+            try:
+                await self._backend.commit(b.rows, lease_puts, lease_deletes)
+            except Exception as exc:
+                # Nothing staged reached memory, so the index needs no rollback; every op
+                # of the batch fails, including those whose check failed against staged
+                # state that now never existed.
+                err = _as_store_error(exc)
+                log.error("store commit failed (%d ops): %r", len(b.results), exc)
+                for fut, _ in b.results:
+                    if not fut.done():
+                        fut.set_exception(err)
+                return
+            self.commits += 1
+            self._apply_committed(b)
+            if b.events:
+                self._publish(b.events)
+        for fut, result in b.results:
+            if fut.done():
+                continue
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    def _live(self, b: _Batch, key: str) -> KeyValue | None:
+        if key in b.kvs:
+            return b.kvs[key]
+        return self._index.get(key)
+
+    def _lease(self, b: _Batch, lease_id: int) -> LeaseRecord | None:
+        if lease_id in b.leases:
+            return b.leases[lease_id]
+        return self._leases.get(lease_id)
+
+    def _apply(self, b: _Batch, op: _Op) -> Any:
+        """Check one op against committed + staged state and stage its effects."""
+        kind = op.kind
+        if kind in ("create", "update"):
+            if op.lease and self._lease(b, op.lease) is None:
+                raise LeaseNotFound(op.lease)
+            cur = self._live(b, op.key)
+            if kind == "create":
+                if cur is not None:
+                    raise KeyExists(op.key)
+            elif cur is None:
+                raise KeyNotFound(op.key)
+            elif cur.mod_revision != op.expected:
+                raise RevisionMismatch(op.key, cur)
+            return self._stage_put(b, op.key, op.value, op.lease, cur)
+        if kind == "delete":
+            cur = self._live(b, op.key)
+            if cur is None:
+                raise KeyNotFound(op.key)
+            if op.expected and cur.mod_revision != op.expected:
+                raise RevisionMismatch(op.key, cur)
+            return self._stage_delete(b, cur)
+        if kind == "grant":
+            lease_id = secrets.randbits(62) + 1
+            while self._lease(b, lease_id) is not None:
+                lease_id = secrets.randbits(62) + 1
+            b.leases[lease_id] = LeaseRecord(lease_id, op.ttl, self._clock() + op.ttl)
+            return lease_id
+        if kind == "keepalive":
+            rec = self._lease(b, op.lease)
+            if rec is None:
+                raise LeaseNotFound(op.lease)
+            b.leases[rec.id] = LeaseRecord(rec.id, rec.ttl, self._clock() + rec.ttl)
+            return None
+        if kind in ("revoke", "expire"):
+            rec = self._lease(b, op.lease)
+            if rec is None:
+                if kind == "expire":
+                    return False
+                raise LeaseNotFound(op.lease)
+            if kind == "expire" and rec.expiry > op.now:
+                return False  # renewed since the expiry pass looked
+            keys = {k for k in self._lease_keys.get(rec.id, ()) if k not in b.kvs}
+            keys.update(k for k, kv in b.kvs.items() if kv is not None and kv.lease == rec.id)
+            for k in sorted(keys):
+                cur = self._live(b, k)
+                if cur is not None and cur.lease == rec.id:
+                    self._stage_delete(b, cur)
+            b.leases[rec.id] = None
+            return True
+        raise AssertionError(f"unexpected op {kind}")
+
+    def _stage_put(
+        self, b: _Batch, key: str, value: bytes, lease: int, cur: KeyValue | None
+    ) -> KeyValue:
+        b.rev += 1
+        if cur is None:
+            kv = KeyValue(key, value, b.rev, b.rev, 1, lease)
+            prev_rev = 0
+        else:
+            kv = KeyValue(key, value, cur.create_revision, b.rev, cur.version + 1, lease)
+            prev_rev = cur.mod_revision
+        b.kvs[key] = kv
+        b.rows.append(LogRow(b.rev, key, kv.create_revision, kv.version, False, value,
+                             lease, prev_rev))
+        b.events.append(Event(EventType.PUT, kv, cur))
+        return kv
+
+    def _stage_delete(self, b: _Batch, cur: KeyValue) -> KeyValue:
+        b.rev += 1
+        kv = KeyValue(cur.key, cur.value, cur.create_revision, b.rev, cur.version, cur.lease)
+        b.kvs[cur.key] = None
+        b.rows.append(LogRow(b.rev, cur.key, cur.create_revision, cur.version, True, None,
+                             cur.lease, cur.mod_revision))
+        b.events.append(Event(EventType.DELETE, kv, cur))
+        return kv
+
+    def _apply_committed(self, b: _Batch) -> None:
+        for key, kv in b.kvs.items():
+            old = self._index.get(key)
+            if old is not None and old.lease:
+                owned = self._lease_keys.get(old.lease)
+                if owned is not None:
+                    owned.discard(key)
+            if kv is None:
+                if old is not None:
+                    del self._index[key]
+                    i = bisect.bisect_left(self._sorted, key)
+                    del self._sorted[i]
+                continue
+            if old is None:
+                bisect.insort(self._sorted, key)
+            self._index[key] = kv
+            if kv.lease:
+                self._lease_keys.setdefault(kv.lease, set()).add(key)
+        for lease_id, rec in b.leases.items():
+            if rec is None:
+                self._leases.pop(lease_id, None)
+                self._lease_keys.pop(lease_id, None)
+            else:
+                self._leases[lease_id] = rec
+        self._revision = b.rev
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish every queued write, stop the writer, end all watches, close files."""
+        if not self._closing:
+            self._closing = True
+            self._queue_wake.set()
+        if not self._writer.done():
+            with contextlib.suppress(BaseException):
+                await self._writer
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for w in list(self._watchers):
+            w.close()
+        self._watchers.clear()
+        await self._backend.close()
+
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    err = StoreError(f"store write failed: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+# ---- SQLite ---------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    rev        INTEGER PRIMARY KEY,  -- the global revision (rowid: appends are cheap)
+    key        TEXT    NOT NULL,
+    create_rev INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL,     -- 1: tombstone (value NULL; see prev_rev)
+    value      BLOB,
+    lease      INTEGER NOT NULL DEFAULT 0,
+    prev_rev   INTEGER NOT NULL DEFAULT 0  -- the key's previous row, 0 for a create
+);
+CREATE INDEX IF NOT EXISTS log_key_rev ON log (key, rev);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    id     INTEGER PRIMARY KEY,
+    ttl    INTEGER NOT NULL,
+    expiry REAL    NOT NULL  -- absolute wall-clock seconds
+);
+"""
+
+_EVENT_COLUMNS = """
+    c.rev, c.key, c.create_rev, c.version, c.deleted, c.value, c.lease,
+    p.rev, p.create_rev, p.version, p.value, p.lease
+FROM log c LEFT JOIN log p ON p.rev = c.prev_rev AND c.prev_rev > 0
+"""
+
+
+def _key_bounds(column: str, hi: str | None) -> str:
+    return f"{column} >= ?" + ("" if hi is None else f" AND {column} < ?")
+
+
+def _rows_to_events(rows: Sequence[Any]) -> list[Event]:
+    out = []
+    for rev, key, create_rev, version, deleted, value, lease, prev, pc, pv, pval, pl in rows:
+        p = None if prev is None else KeyValue(key, pval, pc, prev, pv, pl)
+        out.append(event_from(rev, key, create_rev, version, bool(deleted), value, lease, p))
+    return out
+
+
+class _SqliteBackend:
+    """Two connections: the writer (every transaction, compaction, checkpoint) and a
+    read-only reader, so reads never see a batch that is not committed yet and never wait
+    behind the writer's fsync."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._w = writer
+        self._r = reader
+
+    @classmethod
+    async def connect(cls, path: str) -> _SqliteBackend:
+        w = await aiosqlite.connect(path)
+        try:
+            # FULL: the WAL is fsynced at every commit, so an acknowledged write survives
+            # power loss / kill -9, not just an application crash.
+            for pragma in (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=FULL",
+                "PRAGMA busy_timeout=2000",
+                # Passive checkpoints after commits keep the WAL near 4 MiB in steady
+                # state; the size limit truncates it back after a big burst.
+                "PRAGMA wal_autocheckpoint=1000",
+                "PRAGMA journal_size_limit=67108864",
+            ):
+                await w.execute(pragma)
+            await w.executescript(_SCHEMA)
+            await w.commit()
+            r = await aiosqlite.connect(path)
+        except BaseException:
+            await w.close()
+            raise
+        try:
+            await r.execute("PRAGMA busy_timeout=2000")
+            await r.execute("PRAGMA query_only=1")
+        except BaseException:
+            await r.close()
+            await w.close()
+            raise
+        return cls(w, r)
+
+    async def load(self) -> Loaded:
+        rows = await self._r.execute_fetchall(
+            "SELECT l.key, l.value, l.create_rev, l.rev, l.version, l.lease FROM log l "
+            "JOIN (SELECT MAX(rev) AS rev FROM log GROUP BY key) m ON l.rev = m.rev "
+            "WHERE l.deleted = 0"
+        )
+        live = [KeyValue(k, v, c, r, ver, le) for k, v, c, r, ver, le in rows]
+        (max_rev,), = await self._r.execute_fetchall("SELECT COALESCE(MAX(rev), 0) FROM log")
+        meta = list(await self._r.execute_fetchall(
+            "SELECT value FROM meta WHERE name = 'compacted'"
+        ))
+        compacted = int(meta[0][0]) if meta else 0
+        leases = await self._r.execute_fetchall("SELECT id, ttl, expiry FROM leases")
+        # max(): a compaction may have removed the newest rows (tombstones) of the log.
+        return Loaded(live, max(int(max_rev), compacted), compacted,
+                      [LeaseRecord(i, t, e) for i, t, e in leases])
+
+    async def commit(
+        self, rows: Sequence[LogRow], lease_puts: Sequence[LeaseRecord], lease_deletes: Sequence[int]
+    ) -> None:
+        try:
+            if rows:
+                await self._w.executemany(
+                    "INSERT INTO log (rev, key, create_rev, version, deleted, value, lease, "
+                    "prev_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(r.rev, r.key, r.create_rev, r.version, int(r.deleted), r.value,
+                      r.lease, r.prev_rev) for r in rows],
+                )
+            if lease_puts:
+                await self._w.executemany(
+                    "INSERT OR REPLACE INTO leases (id, ttl, expiry) VALUES (?, ?, ?)",
+                    [(r.id, r.ttl, r.expiry) for r in lease_puts],
+                )
+            if lease_deletes:
+                await self._w.executemany(
+                    "DELETE FROM leases WHERE id = ?", [(i,) for i in lease_deletes]
+                )
+            await self._w.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._w.rollback()
+            raise
+
+    async def get_at(self, key: str, revision: int) -> KeyValue | None:
+        rows = list(await self._r.execute_fetchall(
+            "SELECT value, create_rev, rev, version, lease, deleted FROM log "
+            "WHERE key = ? AND rev <= ? ORDER BY rev DESC LIMIT 1",
+            (key, revision),
+        ))
+        if not rows or rows[0][5]:
+            return None
+        value, create_rev, rev, version, lease, _ = rows[0]
+        return KeyValue(key, value, create_rev, rev, version, lease)
+
+    async def range_at(
+        self, lo: str, hi: str | None, revision: int, limit: int
+    ) -> list[KeyValue]:
+        params: list[Any] = [lo] if hi is None else [lo, hi]
+        params += [revision, limit or -1]
+        rows = await self._r.execute_fetchall(
+            "SELECT l.key, l.value, l.create_rev, l.rev, l.version, l.lease FROM log l "
+            "JOIN (SELECT MAX(rev) AS rev FROM log WHERE " + _key_bounds("key", hi)
+            + " AND rev <= ? GROUP BY key) m ON l.rev = m.rev "
+            "WHERE l.deleted = 0 ORDER BY l.key LIMIT ?",
+            params,
+        )
+        return [KeyValue(k, v, c, r, ver, le) for k, v, c, r, ver, le in rows]
+
+    async def events(
+        self, lo: str, hi: str | None, first: int, last: int, limit: int
+    ) -> list[Event]:
+        params: list[Any] = [first, last, lo] + ([] if hi is None else [hi]) + [limit]
+        rows = await self._r.execute_fetchall(
+            "SELECT" + _EVENT_COLUMNS + "WHERE c.rev >= ? AND c.rev <= ? AND "
+            + _key_bounds("c.key", hi) + " ORDER BY c.rev LIMIT ?",
+            params,
+        )
+        return _rows_to_events(list(rows))
+
+    async def history(self, key: str) -> list[Event]:
+        rows = await self._r.execute_fetchall(
+            "SELECT" + _EVENT_COLUMNS + "WHERE c.key = ? ORDER BY c.rev", (key,)
+        )
+        return _rows_to_events(list(rows))
+
+    async def compact(self, after: int, upto: int) -> None:
+        # Every row in (after, upto] supersedes its prev_rev row, and every tombstone in
+        # (after, upto] ends its key: both go. What remains at or below ``upto`` is exactly
+        # the newest row of each key live at ``upto``. Cost is O(rows in the range).
+        try:
+            await self._w.execute(
+                "DELETE FROM log WHERE rev IN (SELECT prev_rev FROM log "
+                "WHERE rev > ? AND rev <= ? AND prev_rev > 0)",
+                (after, upto),
+            )
+            await self._w.execute(
+                "DELETE FROM log WHERE rev > ? AND rev <= ? AND deleted = 1", (after, upto)
+            )
+            await self._w.execute(
+                "INSERT INTO meta (name, value) VALUES ('compacted', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (upto,),
+            )
+            await self._w.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._w.rollback()
+            raise
+
+    async def checkpoint(self) -> None:
+        rows = list(await self._w.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        if rows and rows[0][0]:
+            # A reader held an old snapshot past busy_timeout: the WAL was not reset this
+            # time; the next checkpoint (maintenance loop) retries.
+            log.warning("WAL checkpoint incomplete (busy): %s", tuple(rows[0]))
+
+    async def close(self) -> None:
+        try:
+            await self._r.close()
+        finally:
+            await self._w.close()
+
+
+class SqliteStore(LogStore):
+    """The embedded default Store: the log in one SQLite file (plus ``-wal``)."""
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        watch_queue_limit: int = WATCH_QUEUE_LIMIT,
+        max_batch: int = MAX_BATCH,
+        compact_chunk: int = COMPACT_CHUNK,
+    ) -> SqliteStore:
+        backend = await _SqliteBackend.connect(str(path))
+        try:
+            loaded = await backend.load()
+        except BaseException:
+            await backend.close()
+            raise
+        return cls(backend, loaded, clock=clock, watch_queue_limit=watch_queue_limit,
+                   max_batch=max_batch, compact_chunk=compact_chunk)
