@@ -331,8 +331,10 @@ def _service(svc: core_pb2.Service) -> None:
             port.protocol = "TCP"
         tp = port.target_port
         kind = tp.WhichOneof("value")
-        if kind is None or (kind == "int_val" and tp.int_val == 0) or (
-            kind == "str_val" and not tp.str_val
+        if (
+            kind is None
+            or (kind == "int_val" and tp.int_val == 0)
+            or (kind == "str_val" and not tp.str_val)
         ):
             tp.int_val = port.port
     if spec.type in ("NodePort", "LoadBalancer") and not spec.external_traffic_policy:
@@ -381,6 +383,11 @@ def _endpoints(ep: core_pb2.Endpoints) -> None:
 def _secret(secret: core_pb2.Secret) -> None:
     if not secret.type:
         secret.type = "Opaque"
+    # stringData is a write-only convenience: Kubernetes merges it into data (winning over
+    # a key present in both) so that only data is ever stored.
+    for k, v in secret.string_data.items():
+        secret.data[k] = v.encode()
+    secret.ClearField("string_data")
 
 
 def _namespace(ns: core_pb2.Namespace) -> None:

@@ -116,19 +116,10 @@ class Filter:
 
 
 def make_filter(info: kinds.KindInfo, label_selector: str, field_selector: str) -> Filter:
-    try:
-        lsel = labels.parse(label_selector)
-    except ValueError as e:
-        raise errors.BadRequest(f"unable to parse label selector {label_selector!r}: {e}") from None
-    try:
-        fsel = fieldsel.parse(field_selector)
-    except ValueError as e:
-        raise errors.BadRequest(f"unable to parse field selector {field_selector!r}: {e}") from None
-    supported = fieldsel.supported_fields(info.kind)
-    for f in fsel.field_names():
-        if f not in supported:
-            raise errors.BadRequest(
-                f'field label not supported: "{f}" (for {info.kind}: {", ".join(sorted(supported))})')
+    """Parse both selectors (BadRequest on bad syntax or an unsupported field)."""
+    lsel = labels.parse(label_selector)
+    fsel = fieldsel.parse(field_selector)
+    fieldsel.check_supported(fsel, info.kind)
     node = fsel.requires_exact("spec.nodeName") if info.plural == "pods" else None
     return Filter(lsel, fsel, node)
 

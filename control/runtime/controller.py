@@ -67,9 +67,11 @@ class Controller:
         self._reconcile = reconcile
         self._workers = workers
         self._clock = clock or RealClock()
-        self.queue: WorkQueue[str] = queue or WorkQueue(name, clock=self._clock)
+        self.queue: WorkQueue[str] = (
+            queue if queue is not None else WorkQueue(name, clock=self._clock)
+        )
         self._shutdown_timeout = shutdown_timeout
-        self._log = log.bind(controller=name)
+        self._log = log.bind(component="controller", controller=name)
 
     def enqueue(self, key: str) -> None:
         """Ask for ``key`` to be reconciled (what event handlers call)."""

@@ -141,7 +141,8 @@ class Reflector(Generic[T]):
         self._last_rv = ""
         self.lists = 0  # completed full lists, for tests and metrics
         self.watches = 0  # watch streams opened
-        self._log = log.bind(reflector=name)
+        self.events = 0  # watch events applied (bookmarks included)
+        self._log = log.bind(component="reflector", reflector=name)
 
     @property
     def last_sync_resource_version(self) -> str:
@@ -153,6 +154,7 @@ class Reflector(Generic[T]):
         need_list = True
         gone_in_a_row = 0
         while True:
+            events_before = self.events
             try:
                 if need_list:
                     await self._list_and_replace()
@@ -161,6 +163,8 @@ class Reflector(Generic[T]):
                 self._log.info("watch stream ended; resuming", resource_version=self._last_rv)
             except Gone as exc:
                 need_list = True
+                if self.events != events_before:
+                    gone_in_a_row = 0  # the watch made progress: this Gone is not a repeat
                 gone_in_a_row += 1
                 self._log.info("resourceVersion too old; relisting", error=str(exc))
                 if gone_in_a_row == 1:
@@ -216,6 +220,7 @@ class Reflector(Generic[T]):
                 await aclose()
 
     def _apply(self, event: WatchEvent[T]) -> None:
+        self.events += 1
         if event.type == BOOKMARK:
             pass
         elif event.object is None:
@@ -284,7 +289,7 @@ class SharedInformer(Generic[T]):
             backoff=backoff,
             rng=rng,
         )
-        self._log = log.bind(informer=name)
+        self._log = log.bind(component="informer", informer=name)
 
     # -- consumers -----------------------------------------------------------------------
 

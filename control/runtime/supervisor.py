@@ -50,7 +50,7 @@ class Supervisor:
         self._clock = clock or RealClock()
         self._children: dict[str, _Child] = {}
         self._stopping = False
-        self._log = log.bind(supervisor=name)
+        self._log = log.bind(component="supervisor", supervisor=name)
 
     def start(
         self,
@@ -136,13 +136,15 @@ class Supervisor:
                 raise
             except Exception as exc:
                 tlog.exception("task failed", restart=restart)
-                if not restart:
+                if not restart or self._stopping:
                     # Recorded rather than re-raised: it is logged, and an exception left in
                     # a task nobody awaits would only resurface as a warning at exit.
                     self._record_error(name, exc)
                     return
             else:
-                if not restart:
+                # During stop() a return is how a task that swallowed its cancellation ends;
+                # restarting it would defeat the stop.
+                if not restart or self._stopping:
                     tlog.info("task finished")
                     return
                 tlog.warning("task exited unexpectedly; restarting")

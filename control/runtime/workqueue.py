@@ -56,7 +56,11 @@ class WorkQueue(Generic[K]):
     ) -> None:
         self.name = name
         self._clock = clock or RealClock()
-        self._limiter: RateLimiter[K] = rate_limiter or default_controller_rate_limiter(self._clock)
+        self._limiter: RateLimiter[K] = (
+            rate_limiter
+            if rate_limiter is not None
+            else default_controller_rate_limiter(self._clock)
+        )
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
@@ -236,4 +240,6 @@ class WorkQueue(Generic[K]):
             return
         exc = task.exception()
         if exc is not None:
-            log.error("workqueue timer failed", queue=self.name, exc_info=exc)
+            log.error(
+                "workqueue timer failed", component="workqueue", queue=self.name, exc_info=exc
+            )

@@ -132,6 +132,9 @@ class _MemoryBackend:
     async def checkpoint(self) -> None:
         return None
 
+    async def last_revision(self) -> int:
+        return self._revs[-1] if self._revs else 0
+
     async def close(self) -> None:
         return None
 

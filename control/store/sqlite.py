@@ -30,7 +30,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
-import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import aiosqlite
+import structlog
 
 from control.store.interface import (
     Compacted,
@@ -55,7 +56,7 @@ from control.store.interface import (
     WatcherTooSlow,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Ops per transaction: large enough that 64+ concurrent writers share one fsync, small
 # enough that one commit (and the event batch it publishes) stays a few milliseconds.
@@ -155,6 +156,10 @@ class LogBackend(Protocol):
         ...
 
     async def checkpoint(self) -> None: ...
+
+    async def last_revision(self) -> int:
+        """The newest revision in the durable log (0 if empty); checks a failed commit."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -388,6 +393,10 @@ class LogStore:
                     ]
                     w.pending = []
                     w.count = 0
+                    if batch[0].kv.mod_revision < next_rev:  # started in the future
+                        batch = [e for e in batch if e.kv.mod_revision >= next_rev]
+                        if not batch:
+                            continue
                     next_rev = batch[-1].kv.mod_revision + 1
                     yield batch
                     continue
@@ -410,7 +419,7 @@ class LogStore:
                 selected = events  # shared, never mutated: watchers only read batches
             if not w.push(selected):
                 self._watchers.discard(w)
-                log.warning("store watcher on %r dropped: too slow", w.prefix)
+                log.warning("store watcher dropped: too slow", prefix=w.prefix)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -475,7 +484,7 @@ class LogStore:
             except StoreClosed:
                 return
             except StoreError:
-                log.exception("lease expiry pass failed; retrying")
+                log.exception("store lease expiry pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), interval_s)
 
@@ -539,16 +548,21 @@ class LogStore:
                 ):
                     ops.append(self._queue.popleft())
                 await self._run_batch(ops)
-        except BaseException as exc:
-            # A bug or cancellation: nobody may wait forever on a write that cannot run.
-            self._closing = True
-            log.exception("store writer stopped")
-            err = StoreClosed(f"store writer stopped: {exc!r}")
-            while self._queue:
-                op = self._queue.popleft()
-                if not op.fut.done():
-                    op.fut.set_exception(err)
+        except asyncio.CancelledError:
+            self._fail_queued(StoreClosed("store writer cancelled"))
             raise
+        except BaseException as exc:
+            log.exception("store writer failed")
+            self._fail_queued(StoreClosed(f"store writer failed: {exc!r}"))
+            raise
+
+    def _fail_queued(self, err: StoreError) -> None:
+        """Stop for good: nobody may wait forever on a write that will never run."""
+        self._closing = True
+        while self._queue:
+            op = self._queue.popleft()
+            if not op.fut.done():
+                op.fut.set_exception(err)
 
     async def _run_exclusive(self, op: _Op) -> None:
         if op.fut.cancelled():
@@ -595,10 +609,11 @@ class LogStore:
                 # of the batch fails, including those whose check failed against staged
                 # state that now never existed.
                 err = _as_store_error(exc)
-                log.error("store commit failed (%d ops): %r", len(b.results), exc)
+                log.error("store commit failed", ops=len(b.results), error=repr(exc))
                 for fut, _ in b.results:
                     if not fut.done():
                         fut.set_exception(err)
+                await self._check_after_failed_commit(b)
                 return
             self.commits += 1
             self._apply_committed(b)
@@ -611,6 +626,21 @@ class LogStore:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+    async def _check_after_failed_commit(self, b: _Batch) -> None:
+        """A commit can fail after its frames reached the disk (e.g. an fsync error).
+        Then the log holds revisions the index does not, and reusing those numbers would
+        corrupt history: stop the store instead (the owner reopens it, which reloads
+        the truth from disk)."""
+        try:
+            landed = await self._backend.last_revision() > self._revision
+        except Exception as exc:
+            log.error("store cannot verify the log after a failed commit", error=repr(exc))
+            landed = True
+        if landed:
+            log.error("store stopped: a failed commit may be on disk; reopen the store",
+                      revision=self._revision, batch_last=b.rev)
+            self._fail_queued(StoreClosed("store stopped after an uncertain commit"))
 
     def _live(self, b: _Batch, key: str) -> KeyValue | None:
         if key in b.kvs:
@@ -942,12 +972,17 @@ class _SqliteBackend:
                 await self._w.rollback()
             raise
 
+    async def last_revision(self) -> int:
+        # On the writer connection: it is the one that just failed, and it needs no lock.
+        (rev,), = await self._w.execute_fetchall("SELECT COALESCE(MAX(rev), 0) FROM log")
+        return int(rev)
+
     async def checkpoint(self) -> None:
         rows = list(await self._w.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
         if rows and rows[0][0]:
             # A reader held an old snapshot past busy_timeout: the WAL was not reset this
             # time; the next checkpoint (maintenance loop) retries.
-            log.warning("WAL checkpoint incomplete (busy): %s", tuple(rows[0]))
+            log.warning("store WAL checkpoint incomplete (busy)", result=tuple(rows[0]))
 
     async def close(self) -> None:
         try:
@@ -962,14 +997,14 @@ class SqliteStore(LogStore):
     @classmethod
     async def open(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         *,
         clock: Callable[[], float] = time.time,
         watch_queue_limit: int = WATCH_QUEUE_LIMIT,
         max_batch: int = MAX_BATCH,
         compact_chunk: int = COMPACT_CHUNK,
     ) -> SqliteStore:
-        backend = await _SqliteBackend.connect(str(path))
+        backend = await _SqliteBackend.connect(os.fspath(path))
         try:
             loaded = await backend.load()
         except BaseException:

@@ -433,3 +433,138 @@ def test_int64_written_as_number() -> None:
     m = meta_pb2.ObjectMeta(generation=2**62)
     assert convert.to_dict(m) == {"generation": 2**62}
     assert convert.to_json(m) == f'{{"generation":{2**62}}}'
+
+
+# ---------------------------------------------------------------------------------------
+# control.api.timeutil (the time forms convert reads and writes; kept here, next to them)
+
+from control.api import timeutil  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0", 0.0),
+        ("40s", 40.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("300ms", 0.3),
+        ("1.5h", 5400.0),
+        ("-1m", -60.0),
+        ("+2s", 2.0),
+        ("1h1m1s1ms1us1ns", 3661.001001001),
+        ("2µs", 2e-6),
+        (".5s", 0.5),
+    ],
+)
+def test_time_parse_duration(text: str, seconds: float) -> None:
+    assert timeutil.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "invalid duration"),
+        ("5", "invalid duration"),
+        ("1d", 'unknown unit "d"'),
+        ("s", "invalid duration"),
+        ("1h 30m", 'unknown unit "h "'),  # as Go says it
+        ("-", "invalid duration"),
+    ],
+)
+def test_time_parse_duration_errors(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        timeutil.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (300, "5m0s"),
+        (5400, "1h30m0s"),
+        (0.3, "300ms"),
+        (1.5, "1.5s"),
+        (0.0015, "1.5ms"),
+        (-60, "-1m0s"),
+        (90061, "25h1m1s"),
+    ],
+)
+def test_time_format_duration(seconds: float, text: str) -> None:
+    assert timeutil.format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "age"),
+    [
+        (-5, "<invalid>"),
+        (-1, "0s"),
+        (0, "0s"),
+        (59.9, "59s"),
+        (119, "119s"),
+        (120, "2m"),
+        (150, "2m30s"),
+        (599, "9m59s"),
+        (600, "10m"),
+        (179 * 60, "179m"),
+        (3 * 3600, "3h"),
+        (3 * 3600 + 5 * 60, "3h5m"),
+        (8 * 3600, "8h"),
+        (47 * 3600, "47h"),
+        (48 * 3600, "2d"),
+        (50 * 3600, "2d2h"),
+        (8 * 86400, "8d"),
+        (729 * 86400, "729d"),
+        (730 * 86400, "2y"),
+        (800 * 86400, "2y70d"),
+        (8 * 365 * 86400, "8y"),
+    ],
+)
+def test_time_human_age(seconds: float, age: str) -> None:
+    assert timeutil.human_age(seconds) == age
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds", "nanos", "canonical"),
+    [
+        ("1970-01-01T00:00:00Z", 0, 0, "1970-01-01T00:00:00Z"),
+        ("2024-01-02T03:04:05Z", 1704164645, 0, "2024-01-02T03:04:05Z"),
+        ("2024-01-02T03:04:05.123456789Z", 1704164645, 123456789, "2024-01-02T03:04:05.123456Z"),
+        ("2024-01-02T05:04:05+02:00", 1704164645, 0, "2024-01-02T03:04:05Z"),
+        ("2024-01-02T01:34:05-01:30", 1704164645, 0, "2024-01-02T03:04:05Z"),
+        ("2024-01-02t03:04:05.1z", 1704164645, 100000000, "2024-01-02T03:04:05.100000Z"),
+    ],
+)
+def test_time_rfc3339(text: str, seconds: int, nanos: int, canonical: str) -> None:
+    ts = timeutil.parse_rfc3339(text)
+    assert (ts.seconds, ts.nanos) == (seconds, nanos)
+    assert timeutil.format_rfc3339(ts) == canonical
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-02",
+        "2024-01-02T03:04:05",
+        "2024-02-30T00:00:00Z",
+        "2024-01-02T24:00:00Z",
+        "2024-01-02T03:04:05+2:00",
+        "2024-01-02 03:04:05Z",
+        "x",
+    ],
+)
+def test_time_rfc3339_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid time"):
+        timeutil.parse_rfc3339(text)
+
+
+def test_time_now_and_other_inputs() -> None:
+    import datetime as dt
+
+    now = timeutil.now_timestamp()
+    assert now.nanos == 0 and now.seconds > 1_700_000_000
+    assert timeutil.format_rfc3339(dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == (
+        "2024-01-02T03:04:05Z"
+    )
+    assert timeutil.format_rfc3339(1704164645.5) == "2024-01-02T03:04:05.500000Z"
+    assert timeutil.timestamp_seconds(timeutil.parse_rfc3339("1970-01-01T00:00:01.5Z")) == 1.5

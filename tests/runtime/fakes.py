@@ -112,7 +112,9 @@ class FakeListWatcher:
         next_token = str(end) if end < len(names) else ""
         return ListPage(page, str(self.rv), next_token)
 
-    def watch(self, *, resource_version: str, allow_bookmarks: bool) -> AsyncIterator[WatchEvent[Obj]]:
+    def watch(
+        self, *, resource_version: str, allow_bookmarks: bool
+    ) -> AsyncIterator[WatchEvent[Obj]]:
         if self.watch_errors:
             err = self.watch_errors.pop(0)
 
@@ -126,7 +128,7 @@ class FakeListWatcher:
         self._stream_opened.set()
         return stream.events()
 
-    async def wait_streams(self, n: int, timeout: float = 5.0) -> FakeStream:
+    async def wait_streams(self, n: int, within: float = 5.0) -> FakeStream:
         """Wait until ``n`` watch streams have been opened; return the newest."""
 
         async def _wait() -> None:
@@ -134,18 +136,19 @@ class FakeListWatcher:
                 self._stream_opened.clear()
                 await self._stream_opened.wait()
 
-        await asyncio.wait_for(_wait(), timeout)
+        await asyncio.wait_for(_wait(), within)
         return self.streams[-1]
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(cond: Callable[[], bool], within: float = 5.0) -> None:
     """Let other tasks run until ``cond()`` holds (bounded by real time)."""
 
     async def _wait() -> None:
-        while not cond():
+        # Polling is the point: the condition is arbitrary state with no event to wait on.
+        while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
-    await asyncio.wait_for(_wait(), timeout)
+    await asyncio.wait_for(_wait(), within)
 
 
 async def settle(rounds: int = 20) -> None:

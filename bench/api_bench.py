@@ -1,0 +1,409 @@
+"""API write benchmark: create and update throughput and latency, Flotilla vs bare gRPC.
+
+What it measures, in one run and on one machine:
+
+- **echo** (the limit): a bare ``grpc.aio`` unary echo server (:mod:`bench._echo`) answering
+  requests of the same size as Flotilla's create requests (~1.1 KB);
+- **create**: ``ApiClient.create`` of ConfigMaps with ~1 KB of data (8 keys x 120 chars);
+- **update**: ``ApiClient.update`` of each of those ConfigMaps with the resourceVersion its
+  previous write returned (compare-and-swap, so each worker owns its objects);
+
+at every concurrency of ``--concurrency`` (closed loop: that many tasks, one channel, each
+sending its next request as soon as the previous one answers). Reported: requests/s, p50 and
+p99 latency, server and client CPU per request (from /proc), and Flotilla / echo ratios.
+Targets (docs/benchmarks.md, /work/shared/PERFORMANCE.md): at concurrency 64 >= 80% of the
+echo's throughput, p99 <= 50 ms, every acknowledged write durable.
+
+Durability: after the runs the Flotilla server is killed with SIGKILL, restarted on the same
+data directory, and every object must come back at the resourceVersion of its last
+acknowledged write. (A process crash, not a power cut: the store's fsync policy, WAL with
+``synchronous=FULL``, is what covers the latter.)
+
+Servers run in subprocesses (server and client use both cores); the client is this process.
+Run from the repository root::
+
+    .venv/bin/python -m bench.api_bench                      # 5 s per phase, concurrency 1 and 64
+    .venv/bin/python -m bench.api_bench --count 3000 --concurrency 1,16,64 --uvloop
+    .venv/bin/python -m bench.api_bench --py-spy /tmp/prof   # profile the server at max concurrency
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+import bench
+from bench import _echo
+from control.api.pb import api_pb2, core_pb2, meta_pb2
+from control.client.channel import CHANNEL_OPTIONS, open_channel
+from control.client.client import ApiClient
+
+Job = Callable[[], Awaitable[Any]]
+
+WARMUP_REQUESTS = 300
+
+
+@dataclass
+class Phase:
+    target: str  # echo | flotilla
+    op: str  # echo | create | update
+    concurrency: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu_us: float  # server CPU per request
+    client_cpu_us: float  # client (this process) CPU per request
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else float("nan")
+
+
+async def measure(target: str, op: str, concurrency: int,
+                  jobs: Callable[[int], Iterator[Job]], duration: float | None,
+                  server: bench.ServerProcess) -> Phase:
+    """Run ``concurrency`` closed-loop workers over their jobs (until ``duration`` if set)."""
+    latencies: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    clock = time.perf_counter
+    deadline = float("inf")
+
+    async def worker(w: int) -> None:
+        for job in jobs(w):
+            t0 = clock()
+            if t0 >= deadline:
+                return
+            try:
+                await job()
+            except Exception as e:
+                errors[f"{type(e).__name__}: {str(e)[:80]}"] += 1
+                continue
+            latencies.append(clock() - t0)
+
+    server_cpu0, client_cpu0 = server.cpu_seconds(), bench.self_cpu_seconds()
+    start = clock()
+    if duration is not None:
+        deadline = start + duration
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = clock() - start
+    server_cpu = server.cpu_seconds() - server_cpu0
+    client_cpu = bench.self_cpu_seconds() - client_cpu0
+    st = bench.stats(latencies, elapsed)
+    n = max(st.count, 1)
+    return Phase(target, op, concurrency, st.count, elapsed, st.p50_ms, st.p99_ms, st.max_ms,
+                 1e6 * server_cpu / n, 1e6 * client_cpu / n, dict(errors))
+
+
+def _counter_jobs(counter: Iterator[int], count: int | None,
+                  make: Callable[[int], Job]) -> Iterator[Job]:
+    for i in counter:
+        if count is not None and i >= count:
+            return
+        yield make(i)
+
+
+def configmap(namespace: str, name: str, seed: int) -> core_pb2.ConfigMap:
+    return core_pb2.ConfigMap(
+        metadata=meta_pb2.ObjectMeta(namespace=namespace, name=name),
+        data=bench.payload_data(seed))
+
+
+def echo_payload() -> bytes:
+    """Bytes of the size of a Flotilla create request for one benchmark ConfigMap."""
+    cm = configmap("bench-c64", "cm-000000", 0)
+    return api_pb2.CreateRequest(resource="configmaps", namespace="bench-c64",
+                                 object=cm.SerializeToString()).SerializeToString()
+
+
+# -- echo -------------------------------------------------------------------------------
+
+
+async def run_echo(server: bench.ServerProcess, concurrencies: list[int], count: int | None,
+                   duration: float | None) -> list[Phase]:
+    payload = echo_payload()
+    channel = grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+    try:
+        call = channel.unary_unary(_echo.ECHO, None, None)
+
+        def jobs_for(n: int | None) -> Callable[[int], Iterator[Job]]:
+            counter = itertools.count()
+            return lambda w: _counter_jobs(counter, n, lambda i: lambda: call(payload))
+
+        await measure("echo", "warmup", 16, jobs_for(WARMUP_REQUESTS), None, server)
+        out = []
+        for c in concurrencies:
+            out.append(await measure("echo", "echo", c, jobs_for(count), duration, server))
+        return out
+    finally:
+        await channel.close(None)
+
+
+# -- flotilla ---------------------------------------------------------------------------
+
+
+@dataclass
+class Written:
+    """The last acknowledged state of each benchmark object: (namespace, name) -> rv."""
+
+    rv: dict[tuple[str, str], str] = field(default_factory=dict)
+    acknowledged: int = 0
+
+    def ack(self, obj: Any) -> None:
+        self.rv[(obj.metadata.namespace, obj.metadata.name)] = obj.metadata.resource_version
+        self.acknowledged += 1
+
+
+async def ensure_namespace(client: ApiClient, name: str) -> None:
+    from control.api import errors
+
+    try:
+        await client.create(core_pb2.Namespace(metadata=meta_pb2.ObjectMeta(name=name)))
+    except errors.AlreadyExists:
+        pass
+
+
+async def run_flotilla(server: bench.ServerProcess, concurrencies: list[int],
+                       count: int | None, duration: float | None, written: Written,
+                       profile_dir: Path | None) -> list[Phase]:
+    channel = open_channel(server.address)
+    client = ApiClient(channel, server.address)
+    out: list[Phase] = []
+    try:
+        # warm-up (not measured): connection, caches, the store's first transactions
+        await ensure_namespace(client, "bench-warmup")
+        counter = itertools.count()
+        await measure("flotilla", "warmup", 16, lambda w: _counter_jobs(
+            counter, WARMUP_REQUESTS, lambda i: lambda: client.create(
+                configmap("bench-warmup", f"cm-{i:06d}", i))), None, server)
+
+        for c in concurrencies:
+            ns = f"bench-c{c}"
+            await ensure_namespace(client, ns)
+            objects: dict[int, Any] = {}
+
+            def create_job(i: int, ns: str = ns, objects: dict[int, Any] = objects) -> Job:
+                async def job() -> None:
+                    obj = await client.create(configmap(ns, f"cm-{i:06d}", i))
+                    objects[i] = obj
+                    written.ack(obj)
+                return job
+
+            shared = itertools.count()
+
+            def create_jobs(w: int, shared: Iterator[int] = shared,
+                            create_job: Callable[[int], Job] = create_job) -> Iterator[Job]:
+                return _counter_jobs(shared, count, create_job)
+
+            spy = _spy(server, profile_dir, f"create-c{c}", c == max(concurrencies))
+            try:
+                out.append(await measure("flotilla", "create", c, create_jobs, duration, server))
+            finally:
+                if spy:
+                    spy.stop()
+
+            ids = sorted(objects)
+
+            def update_jobs(w: int, c: int = c, ids: list[int] = ids,
+                            objects: dict[int, Any] = objects) -> Iterator[Job]:
+                mine = ids[w::c]
+                passes = itertools.count(1)
+                while mine:
+                    p = next(passes)
+                    for i in mine:
+                        def job(i: int = i, p: int = p) -> Awaitable[None]:
+                            return _update(client, objects, i, p, written)
+                        yield job
+                    if count is not None:
+                        return
+
+            spy = _spy(server, profile_dir, f"update-c{c}", c == max(concurrencies))
+            try:
+                out.append(await measure("flotilla", "update", c, update_jobs, duration, server))
+            finally:
+                if spy:
+                    spy.stop()
+        return out
+    finally:
+        await channel.close(None)
+
+
+async def _update(client: ApiClient, objects: dict[int, Any], i: int, p: int,
+                  written: Written) -> None:
+    obj = objects[i]
+    obj.data["key-0"] = f"update {p:06d} " + obj.data["key-0"][14:]
+    new = await client.update(obj)
+    objects[i] = new
+    written.ack(new)
+
+
+def _spy(server: bench.ServerProcess, profile_dir: Path | None, name: str,
+         wanted: bool) -> bench.PySpy | None:
+    if profile_dir is None or not wanted:
+        return None
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    return bench.PySpy(server.pid, profile_dir / f"server-{name}.txt")
+
+
+async def verify_durable(address: str, written: Written) -> tuple[int, list[str]]:
+    """Compare every object's stored resourceVersion with its last acknowledged one."""
+    channel = open_channel(address)
+    client = ApiClient(channel, address)
+    problems: list[str] = []
+    try:
+        found: dict[tuple[str, str], str] = {}
+        for ns in sorted({ns for ns, _ in written.rv}):
+            page = await client.list_all("configmaps", ns)
+            for o in page.items:
+                found[(ns, o.metadata.name)] = o.metadata.resource_version
+        ok = 0
+        for key, rv in written.rv.items():
+            got = found.get(key)
+            if got == rv:
+                ok += 1
+            elif len(problems) < 10:
+                problems.append(f"{key[0]}/{key[1]}: acknowledged rv {rv}, found {got}")
+        return ok, problems
+    finally:
+        await channel.close(None)
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def report(phases: list[Phase]) -> str:
+    echo = {p.concurrency: p for p in phases if p.op == "echo"}
+    rows = []
+    for p in phases:
+        base = echo.get(p.concurrency)
+        ratio = "" if p.op == "echo" or base is None else f"{p.rate / base.rate:.0%}"
+        p99_ratio = "" if p.op == "echo" or base is None else f"{p.p99_ms / base.p99_ms:.1f}x"
+        rows.append([p.target, p.op, p.concurrency, p.requests, bench.fmt(p.rate, 0),
+                     bench.fmt(p.p50_ms, 2), bench.fmt(p.p99_ms, 2), bench.fmt(p.max_ms, 1),
+                     bench.fmt(p.server_cpu_us, 0), bench.fmt(p.client_cpu_us, 0), ratio,
+                     p99_ratio])
+    return bench.table(["target", "op", "conc", "requests", "req/s", "p50 ms", "p99 ms",
+                        "max ms", "server CPU us/req", "client CPU us/req",
+                        "req/s vs echo", "p99 vs echo"], rows)
+
+
+def verdict(phases: list[Phase], durable_ok: int, written: Written) -> list[str]:
+    lines = []
+    top = max(p.concurrency for p in phases)
+    echo = next((p for p in phases if p.op == "echo" and p.concurrency == top), None)
+    for p in phases:
+        if p.target != "flotilla" or p.concurrency != top or echo is None:
+            continue
+        ratio = p.rate / echo.rate
+        lines.append(f"{p.op} at concurrency {top}: {ratio:.0%} of echo (target >= 80%: "
+                     f"{'PASS' if ratio >= 0.8 else 'FAIL'}), p99 {p.p99_ms:.1f} ms "
+                     f"(target <= 50 ms: {'PASS' if p.p99_ms <= 50 else 'FAIL'})")
+    n = len(written.rv)
+    lines.append(f"durability: {durable_ok}/{n} objects at their last acknowledged "
+                 f"resourceVersion after SIGKILL + restart ({written.acknowledged} acknowledged "
+                 f"writes) ({'PASS' if durable_ok == n else 'FAIL'})")
+    errs = collections.Counter[str]()
+    for p in phases:
+        errs.update(p.errors)
+    if errs:
+        lines.append("errors: " + "; ".join(f"{n} x {e}" for e, n in errs.most_common(5)))
+    return lines
+
+
+@dataclass
+class Results:
+    phases: list[Phase]
+    written: Written
+    durable_ok: int
+    problems: list[str]
+
+
+async def run_all(args: argparse.Namespace, work: Path) -> Results:
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    duration = None if args.count else args.duration
+    profile_dir = Path(args.py_spy) if args.py_spy else None
+    phases: list[Phase] = []
+    written = Written()
+    echo = bench.start_echo(work, args.uvloop)
+    try:
+        phases += await run_echo(echo, concurrencies, args.count, duration)
+    finally:
+        echo.stop()
+    data_dir = work / "data"
+    server = bench.start_flotilla(data_dir, work, args.uvloop)
+    try:
+        phases += await run_flotilla(server, concurrencies, args.count, duration,
+                                     written, profile_dir)
+        server.kill()  # a crash: only what was durable survives
+        server = bench.start_flotilla(data_dir, work, args.uvloop, name="flotilla-restart")
+        durable_ok, problems = await verify_durable(server.address, written)
+    finally:
+        server.stop()
+    phases = [p for p in phases if p.op != "warmup"]
+    order = {c: i for i, c in enumerate(concurrencies)}
+    phases.sort(key=lambda p: (order[p.concurrency], p.target != "echo"))
+    return Results(phases, written, durable_ok, problems)
+
+
+def print_results(args: argparse.Namespace, r: Results) -> None:
+    print(f"machine: {bench.machine()}")
+    print(f"command: {bench.command_line('bench.api_bench')}")
+    mode = f"--count {args.count} per phase" if args.count else f"{args.duration:g} s per phase"
+    print(f"mode: {mode}; uvloop: {'yes (both sides)' if args.uvloop else 'no'}")
+    print()
+    print(report(r.phases))
+    print()
+    for line in verdict(r.phases, r.durable_ok, r.written):
+        print(line)
+    for p in r.problems:
+        print("  " + p)
+    if args.py_spy:
+        for f in sorted(Path(args.py_spy).glob("server-*.txt")):
+            print(f"\nserver profile {f.name}:\n{bench.summarize_collapsed(f)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": bench.machine(), "argv": sys.argv[1:],
+            "phases": [asdict(p) | {"rate": p.rate} for p in r.phases],
+            "durable": r.durable_ok, "objects": len(r.written.rv),
+            "acknowledged": r.written.acknowledged}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Create/update throughput and latency: Flotilla vs a bare gRPC echo.")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--duration", type=float, default=5.0,
+                      help="seconds per phase (default 5)")
+    mode.add_argument("--count", type=int,
+                      help="requests per phase instead of a duration (N creates, then one "
+                           "update of each)")
+    ap.add_argument("--concurrency", default="1,64",
+                    help="comma-separated concurrency levels (default 1,64)")
+    ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--py-spy", metavar="DIR",
+                    help="record the Flotilla server with py-spy during the phases at the "
+                         "highest concurrency; collapsed stacks and a summary go to DIR")
+    args = ap.parse_args(argv)
+    with bench.temp_workdir("flotilla-api-bench-") as work:
+        r = bench.run(lambda: run_all(args, work), args.uvloop)
+    print_results(args, r)
+    ok = r.durable_ok == len(r.written.rv) and not any(p.errors for p in r.phases)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,580 @@
+"""Watch benchmark: delivery latency to many watchers, Flotilla vs a bare gRPC fan-out.
+
+Two scenarios, each run against Flotilla and against the bare ``grpc.aio`` baseline
+(:mod:`bench._echo`: ``Publish`` queues the same pre-serialized bytes to every subscribed
+stream, which is the least any fan-out server can do) in the same run:
+
+- **fanout**: ``--watchers`` (default 1,000) watchers of ConfigMaps in one namespace; the
+  writer creates ConfigMaps (~1 KB of data) at each rate of ``--rates`` (writes/s, default
+  5, 10, 15) for ``--duration`` seconds. Every write reaches every watcher, so 15 writes/s
+  is 15,000 deliveries/s (PERFORMANCE.md: the machine sustains ~15,000/s with bare gRPC).
+- **agents**: ``--watchers`` watchers of pods, each with the field selector
+  ``spec.nodeName=node-i`` (an agent watching only its own pods); the writer creates pods
+  bound to random nodes at ``--agent-rate`` (default 100) writes/s. Each write reaches one
+  watcher. Baseline: ``Publish`` to the one stream of that node.
+
+Latency: the writer stamps ``time.monotonic()`` into the object (ConfigMap data / pod
+annotation) just before sending; every watcher computes ``monotonic() - stamp`` when its
+client hands it the decoded event (CLOCK_MONOTONIC is one clock for the whole machine).
+Writes are open-loop (sent on schedule, not after the previous answer). The baseline's
+watchers decode the same WatchEvent + object messages as Flotilla's client does, so the
+client-side work is the same on both sides.
+
+Processes: the server (Flotilla or baseline) in a subprocess, the writer and all watchers in
+this process (``--watchers-per-channel`` streams per gRPC connection, default 100). Targets
+(PERFORMANCE.md): fan-out >= 80% of bare gRPC over 1,000 watchers with p99 <= 100 ms; agents
+at 100 writes/s: p99 <= 50 ms. The "sustained" column is the highest tested rate whose
+deliveries all arrived with p99 <= 100 ms. A full run takes about two minutes.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.watch_bench                         # both scenarios
+    .venv/bin/python -m bench.watch_bench --scenario fanout --rates 5,10,15,20 --uvloop
+    .venv/bin/python -m bench.watch_bench --watchers 200 --duration 4   # quick look
+    .venv/bin/python -m bench.watch_bench --py-spy /tmp/prof     # profile the Flotilla server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+import bench
+from bench import _echo
+from control.api import errors
+from control.api.pb import api_pb2, core_pb2, meta_pb2
+from control.client.channel import CHANNEL_OPTIONS
+from control.client.client import ApiClient
+
+FANOUT_NS = "bench-watch"
+AGENTS_NS = "bench-agents"
+SUSTAINED_P99_MS = 100.0
+DRAIN_TIMEOUT = 10.0
+# grpc's C core cancels calls beyond ``grpc.server.max_pending_requests`` (default 1,000)
+# that arrive before the asyncio server picks them up: open watches in batches, and retry.
+START_BATCH = 100
+START_PAUSE = 0.1
+START_ATTEMPTS = 5
+STAMP_KEY = "bench-t"
+PHASE_KEY = "bench-p"
+PAD = "x" * 880  # brings a ConfigMap / Pod to ~1 KB
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    # Each channel its own TCP connection (channels otherwise share subchannels).
+    return [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+
+
+# -- what the writer sends --------------------------------------------------------------
+
+
+def stamped_configmap(name: str, phase: str) -> core_pb2.ConfigMap:
+    return core_pb2.ConfigMap(
+        metadata=meta_pb2.ObjectMeta(namespace=FANOUT_NS, name=name),
+        data={PHASE_KEY: phase, STAMP_KEY: repr(time.monotonic()), "pad": PAD})
+
+
+def stamped_pod(name: str, node: str, phase: str) -> core_pb2.Pod:
+    return core_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(
+            namespace=AGENTS_NS, name=name,
+            annotations={PHASE_KEY: phase, STAMP_KEY: repr(time.monotonic()), "pad": PAD}),
+        spec=core_pb2.PodSpec(node_name=node, containers=[
+            core_pb2.Container(name="main", image="busybox:1.36")]))
+
+
+def stamp_of(obj: Any) -> tuple[str, float] | None:
+    """(phase, send time) stamped in a benchmark object, None for anything else."""
+    m = obj.data if isinstance(obj, core_pb2.ConfigMap) else obj.metadata.annotations
+    t = m.get(STAMP_KEY)
+    return None if t is None else (m.get(PHASE_KEY, ""), float(t))
+
+
+# -- measurement state ------------------------------------------------------------------
+
+
+@dataclass
+class Collector:
+    """What the watchers received: latencies per phase, warm-up marks, lost streams."""
+
+    watchers: int
+    latencies: dict[str, list[float]] = field(
+        default_factory=lambda: collections.defaultdict(list))
+    warm: set[int] = field(default_factory=set)
+    ended: dict[int, str] = field(default_factory=dict)
+    delivered_event: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting_for: tuple[str, int] = ("", 0)
+    start_retries: int = 0
+
+    def receive(self, watcher: int, obj: Any) -> None:
+        now = time.monotonic()
+        st = stamp_of(obj)
+        if st is None:
+            return
+        phase, t = st
+        if phase == "warm":
+            self.warm.add(watcher)
+            return
+        lat = self.latencies[phase]
+        lat.append(now - t)
+        if self.waiting_for[0] == phase and len(lat) >= self.waiting_for[1]:
+            self.delivered_event.set()
+
+    async def wait_delivered(self, phase: str, expected: int) -> None:
+        """Until ``expected`` deliveries of ``phase`` arrived (bound it with a timeout)."""
+        if len(self.latencies[phase]) >= expected:
+            return
+        self.waiting_for = (phase, expected)
+        self.delivered_event.clear()
+        try:
+            await self.delivered_event.wait()
+        finally:
+            self.waiting_for = ("", 0)
+
+
+# -- targets ----------------------------------------------------------------------------
+
+
+class Target:
+    """One server under test for one scenario: start watchers, warm up, write."""
+
+    name = ""
+
+    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
+        self.address = address
+        self.channels = [grpc.aio.insecure_channel(address, options=channel_options())
+                         for _ in range(math.ceil(watchers / per_channel))]
+        self.write_channel = grpc.aio.insecure_channel(address, options=channel_options())
+
+    def channel(self, i: int) -> grpc.aio.Channel:
+        return self.channels[i % len(self.channels)]
+
+    async def setup(self) -> None:
+        pass
+
+    async def watch(self, i: int, c: Collector) -> None:
+        raise NotImplementedError
+
+    async def warm(self, missing: list[int], round_: int) -> None:
+        raise NotImplementedError
+
+    async def write(self, phase: str, seq: int) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for ch in [*self.channels, self.write_channel]:
+            await ch.close(None)
+
+
+class FlotillaFanout(Target):
+    name = "flotilla"
+
+    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
+        super().__init__(address, watchers, per_channel)
+        self.writer = ApiClient(self.write_channel, address)
+
+    async def setup(self) -> None:
+        with contextlib.suppress(errors.AlreadyExists):
+            await self.writer.create(core_pb2.Namespace(
+                metadata=meta_pb2.ObjectMeta(name=FANOUT_NS)))
+
+    async def watch(self, i: int, c: Collector) -> None:
+        client = ApiClient(self.channel(i), self.address, timeout=None)
+        async for ev in client.watch("configmaps", FANOUT_NS):
+            if ev.object is not None:
+                c.receive(i, ev.object)
+
+    async def warm(self, missing: list[int], round_: int) -> None:
+        await self.writer.create(stamped_configmap(f"warm-{round_}", "warm"))
+
+    async def write(self, phase: str, seq: int) -> None:
+        await self.writer.create(stamped_configmap(f"cm-{phase}-{seq:06d}", phase))
+
+
+class EchoFanout(Target):
+    name = "bare gRPC"
+
+    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
+        super().__init__(address, watchers, per_channel)
+        self.publish = self.write_channel.unary_unary(_echo.PUBLISH, None, None)
+
+    async def watch(self, i: int, c: Collector) -> None:
+        call = self.channel(i).unary_stream(_echo.SUBSCRIBE, None, None)(
+            _echo.subscribe_request(i))
+        async for raw in call:
+            ev = api_pb2.WatchEvent.FromString(raw)
+            c.receive(i, self.decode(ev.object))
+
+    def decode(self, raw: bytes) -> Any:
+        return core_pb2.ConfigMap.FromString(raw)
+
+    @staticmethod
+    def event(obj: Any) -> bytes:
+        """What the watch cache would send: one WatchEvent, serialized once."""
+        return api_pb2.WatchEvent(type="ADDED", object=obj.SerializeToString()).SerializeToString()
+
+    async def warm(self, missing: list[int], round_: int) -> None:
+        await self.publish(_echo.publish_request(
+            self.event(stamped_configmap(f"warm-{round_}", "warm"))))
+
+    async def write(self, phase: str, seq: int) -> None:
+        await self.publish(_echo.publish_request(
+            self.event(stamped_configmap(f"cm-{phase}-{seq:06d}", phase))))
+
+
+class FlotillaAgents(FlotillaFanout):
+    def __init__(self, address: str, watchers: int, per_channel: int, seed: int) -> None:
+        super().__init__(address, watchers, per_channel)
+        self.nodes = watchers
+        self.rng = random.Random(seed)
+        self.warmed = False
+
+    async def setup(self) -> None:
+        with contextlib.suppress(errors.AlreadyExists):
+            await self.writer.create(core_pb2.Namespace(
+                metadata=meta_pb2.ObjectMeta(name=AGENTS_NS)))
+
+    async def watch(self, i: int, c: Collector) -> None:
+        client = ApiClient(self.channel(i), self.address, timeout=None)
+        async for ev in client.watch("pods", "", field_selector=f"spec.nodeName=node-{i}"):
+            if ev.object is not None:
+                c.receive(i, ev.object)
+
+    async def warm(self, missing: list[int], round_: int) -> None:
+        # a created pod reaches its watcher live or in the watch's initial snapshot
+        if self.warmed:
+            return
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem:
+                with contextlib.suppress(errors.AlreadyExists):
+                    await self.writer.create(stamped_pod(f"warm-{i}", f"node-{i}", "warm"))
+
+        await asyncio.gather(*(one(i) for i in missing))
+        self.warmed = True
+
+    async def write(self, phase: str, seq: int) -> None:
+        node = f"node-{self.rng.randrange(self.nodes)}"
+        await self.writer.create(stamped_pod(f"p-{phase}-{seq:06d}", node, phase))
+
+
+class EchoAgents(EchoFanout):
+    def __init__(self, address: str, watchers: int, per_channel: int, seed: int) -> None:
+        super().__init__(address, watchers, per_channel)
+        self.nodes = watchers
+        self.rng = random.Random(seed)
+
+    def decode(self, raw: bytes) -> Any:
+        return core_pb2.Pod.FromString(raw)
+
+    async def warm(self, missing: list[int], round_: int) -> None:
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await self.publish(_echo.publish_request(
+                    self.event(stamped_pod(f"warm-{i}", f"node-{i}", "warm")), i))
+
+        await asyncio.gather(*(one(i) for i in missing))
+
+    async def write(self, phase: str, seq: int) -> None:
+        i = self.rng.randrange(self.nodes)
+        await self.publish(_echo.publish_request(
+            self.event(stamped_pod(f"p-{phase}-{seq:06d}", f"node-{i}", phase)), i))
+
+
+# -- running a scenario -----------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    scenario: str
+    target: str
+    watchers: int
+    rate: float  # writes/s
+    writes: int
+    expected: int  # deliveries
+    delivered: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu: float  # cores used by the server during the phase
+    client_cpu: float  # cores used by this process
+    server_cpu_us_per_delivery: float
+    write_errors: dict[str, int] = field(default_factory=dict)
+    watchers_lost: int = 0
+    start_retries: int = 0  # watch starts the server refused and the client retried
+
+    @property
+    def complete(self) -> bool:
+        return self.delivered >= self.expected
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.delivered / self.seconds if self.seconds else math.nan
+
+
+async def write_phase(target: Target, phase: str, rate: float, duration: float,
+                      errors_: collections.Counter[str]) -> int:
+    """Open-loop writes at ``rate`` for ``duration``; returns the acknowledged count."""
+    n = max(1, round(rate * duration))
+    ok = 0
+
+    async def one(seq: int) -> None:
+        nonlocal ok
+        try:
+            await target.write(phase, seq)
+            ok += 1
+        except Exception as e:
+            errors_[f"{type(e).__name__}: {str(e)[:80]}"] += 1
+
+    tasks = []
+    start = time.monotonic()
+    for seq in range(n):
+        delay = start + seq / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(seq)))
+    await asyncio.gather(*tasks)
+    return ok
+
+
+async def run_scenario(scenario: str, target: Target, server: bench.ServerProcess,
+                       watchers: int, rates: list[float], duration: float) -> list[Phase]:
+    collector = Collector(watchers)
+    await target.setup()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def watcher(i: int) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                await target.watch(i, collector)
+                reason = "stream ended"
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                reason = f"{type(e).__name__}: {getattr(e, 'code', lambda: '')()} {e}"[:200]
+            if i in collector.warm or attempt == START_ATTEMPTS - 1:
+                break
+            # a watch refused while it was being opened (see START_BATCH): retry, as an
+            # informer would
+            collector.start_retries += 1
+            await asyncio.sleep(0.2 * (attempt + 1))
+        collector.ended[i] = reason
+
+    out = []
+    try:
+        for i in range(watchers):
+            tasks.append(asyncio.create_task(watcher(i), name=f"watcher-{i}"))
+            if (i + 1) % START_BATCH == 0:
+                await asyncio.sleep(START_PAUSE)
+        # every watcher registered and receiving before anything is measured
+        deadline = time.monotonic() + 60
+        round_ = 0
+        while len(collector.warm) < watchers - len(collector.ended):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target.name}: only {len(collector.warm)}/{watchers} "
+                                   "watchers received the warm-up writes in 60 s")
+            missing = [i for i in range(watchers)
+                       if i not in collector.warm and i not in collector.ended]
+            await target.warm(missing, round_)
+            round_ += 1
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # let the warm-up traffic settle
+        for rate in rates:
+            phase = f"{scenario}-{rate:g}"
+            errs: collections.Counter[str] = collections.Counter()
+            lost0 = len(collector.ended)
+            s0, c0 = server.cpu_seconds(), bench.self_cpu_seconds()
+            t0 = time.monotonic()
+            acked = await write_phase(target, phase, rate, duration, errs)
+            live = watchers - len(collector.ended)
+            expected = acked * live if scenario == "fanout" else acked
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await collector.wait_delivered(phase, expected)
+            elapsed = max(time.monotonic() - t0, duration)
+            s_cpu, c_cpu = server.cpu_seconds() - s0, bench.self_cpu_seconds() - c0
+            lat = collector.latencies[phase]
+            st = bench.stats(lat, elapsed)
+            out.append(Phase(
+                scenario, target.name, watchers, rate, acked, expected, len(lat), elapsed,
+                st.p50_ms, st.p99_ms, st.max_ms, s_cpu / elapsed, c_cpu / elapsed,
+                1e6 * s_cpu / max(len(lat), 1), dict(errs), len(collector.ended) - lost0,
+                collector.start_retries))
+            print(f"  {scenario:7} {target.name:9} {rate:6g} writes/s: "
+                  f"{len(lat):,}/{expected:,} delivered, p50 {st.p50_ms:.1f} ms, "
+                  f"p99 {st.p99_ms:.1f} ms, server {s_cpu / elapsed:.0%} CPU, "
+                  f"client {c_cpu / elapsed:.0%} CPU", file=sys.stderr, flush=True)
+            await asyncio.sleep(1.0)
+        return out
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await target.close()
+
+
+Factory = Callable[[str], Target]
+
+
+async def run_against(kind: str, scenario: str, factory: Factory, args: argparse.Namespace,
+                      work: Path, rates: list[float], duration: float) -> list[Phase]:
+    if kind == "echo":
+        server = bench.start_echo(work, args.uvloop, name=f"echo-{scenario}")
+    else:
+        server = bench.start_flotilla(work / f"data-{scenario}", work, args.uvloop,
+                                      name=f"flotilla-{scenario}")
+    spy = None
+    try:
+        if args.py_spy and kind == "flotilla":
+            spy = bench.PySpy(server.pid, Path(args.py_spy) / f"server-watch-{scenario}.txt")
+        return await run_scenario(scenario, factory(server.address), server, args.watchers,
+                                  rates, duration)
+    finally:
+        if spy is not None:
+            spy.stop()
+        server.stop()
+
+
+async def run_all(args: argparse.Namespace, work: Path) -> list[Phase]:
+    scenarios = args.scenario.split(",")
+    rates = [float(r) for r in args.rates.split(",")]
+    w, per = args.watchers, args.watchers_per_channel
+    phases: list[Phase] = []
+    if "fanout" in scenarios:
+        phases += await run_against("echo", "fanout", lambda a: EchoFanout(a, w, per),
+                                    args, work, rates, args.duration)
+        phases += await run_against("flotilla", "fanout", lambda a: FlotillaFanout(a, w, per),
+                                    args, work, rates, args.duration)
+    if "agents" in scenarios:
+        ar = [args.agent_rate]
+        phases += await run_against("echo", "agents", lambda a: EchoAgents(a, w, per, 1),
+                                    args, work, ar, args.agent_duration)
+        phases += await run_against("flotilla", "agents",
+                                    lambda a: FlotillaAgents(a, w, per, 1),
+                                    args, work, ar, args.agent_duration)
+    return phases
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def sustained(phases: list[Phase], scenario: str, target: str) -> float:
+    ok = [p.rate for p in phases if p.scenario == scenario and p.target == target
+          and p.complete and p.p99_ms <= SUSTAINED_P99_MS and not p.write_errors]
+    return max(ok, default=0.0)
+
+
+def report(phases: list[Phase]) -> str:
+    base = {(p.scenario, p.rate): p for p in phases if p.target == "bare gRPC"}
+    rows = []
+    for p in phases:
+        b = base.get((p.scenario, p.rate))
+        vs = "" if b is None or p is b else f"{p.p99_ms / b.p99_ms:.1f}x"
+        cpu_vs = ("" if b is None or p is b else
+                  f"{p.server_cpu_us_per_delivery / b.server_cpu_us_per_delivery:.1f}x")
+        rows.append([
+            p.scenario, p.target, p.watchers, f"{p.rate:g}", bench.fmt(p.deliveries_per_s, 0),
+            f"{100 * p.delivered / max(p.expected, 1):.1f}%", bench.fmt(p.p50_ms, 1),
+            bench.fmt(p.p99_ms, 1), bench.fmt(p.max_ms, 0), f"{p.server_cpu:.0%}",
+            f"{p.client_cpu:.0%}", bench.fmt(p.server_cpu_us_per_delivery, 1), vs, cpu_vs])
+    return bench.table(
+        ["scenario", "target", "watchers", "writes/s", "deliveries/s", "delivered",
+         "p50 ms", "p99 ms", "max ms", "server CPU", "client CPU",
+         "server CPU us/delivery", "p99 vs bare", "CPU/delivery vs bare"], rows)
+
+
+def verdict(phases: list[Phase]) -> list[str]:
+    lines = []
+    if any(p.scenario == "fanout" for p in phases):
+        f, b = sustained(phases, "fanout", "flotilla"), sustained(phases, "fanout", "bare gRPC")
+        ratio = f / b if b else math.nan
+        w = phases[0].watchers
+        lines.append(
+            f"fanout: highest tested rate sustained (all delivered, p99 <= "
+            f"{SUSTAINED_P99_MS:g} ms): Flotilla {f:g} writes/s ({f * w:,.0f} deliveries/s), "
+            f"bare gRPC {b:g} writes/s ({b * w:,.0f} deliveries/s): {ratio:.0%} "
+            f"(target >= 80%: {'PASS' if ratio >= 0.8 else 'FAIL'})")
+    for p in phases:
+        if p.scenario == "agents" and p.target == "flotilla":
+            lines.append(
+                f"agents: {p.watchers} node watchers at {p.rate:g} writes/s: p99 "
+                f"{p.p99_ms:.1f} ms, {p.delivered}/{p.expected} delivered (target p99 <= 50 ms: "
+                f"{'PASS' if p.p99_ms <= 50 and p.complete else 'FAIL'})")
+    for p in phases:
+        if p.write_errors:
+            lines.append(f"{p.scenario} {p.target} {p.rate:g}/s write errors: {p.write_errors}")
+        if p.start_retries and p.rate == max(q.rate for q in phases if q.scenario == p.scenario):
+            lines.append(f"{p.scenario} {p.target}: {p.start_retries} watch starts were refused "
+                         "(CANCELLED) and retried before the measurements")
+        if p.watchers_lost:
+            lines.append(f"{p.scenario} {p.target} {p.rate:g}/s: {p.watchers_lost} watch "
+                         "streams ended during the phase")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Watch delivery latency to many watchers: Flotilla vs bare gRPC fan-out.")
+    ap.add_argument("--scenario", default="fanout,agents",
+                    help="comma-separated: fanout, agents (default both)")
+    ap.add_argument("--watchers", type=int, default=1000, help="watch streams (default 1000)")
+    ap.add_argument("--watchers-per-channel", type=int, default=100,
+                    help="watch streams sharing one gRPC connection (default 100)")
+    ap.add_argument("--rates", default="5,10,15",
+                    help="fanout: comma-separated writes/s (default 5,10,15)")
+    ap.add_argument("--duration", type=float, default=8.0,
+                    help="fanout: seconds of writes per rate (default 8)")
+    ap.add_argument("--agent-rate", type=float, default=100.0,
+                    help="agents: writes/s (default 100)")
+    ap.add_argument("--agent-duration", type=float, default=10.0,
+                    help="agents: seconds of writes (default 10)")
+    ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--py-spy", metavar="DIR",
+                    help="record the Flotilla server with py-spy; collapsed stacks go to DIR")
+    args = ap.parse_args(argv)
+    if args.py_spy:
+        Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with bench.temp_workdir("flotilla-watch-bench-") as work:
+        phases = bench.run(lambda: run_all(args, work), args.uvloop)
+    print(f"machine: {bench.machine()}")
+    print(f"command: {bench.command_line('bench.watch_bench')}")
+    print(f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; "
+          f"{args.watchers_per_channel} watch streams per connection; "
+          f"total time {time.monotonic() - started:.0f} s")
+    print()
+    print(report(phases))
+    print()
+    for line in verdict(phases):
+        print(line)
+    if args.py_spy:
+        for f in sorted(Path(args.py_spy).glob("server-watch-*.txt")):
+            print(f"\nserver profile {f.name}:\n{bench.summarize_collapsed(f)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": bench.machine(), "argv": sys.argv[1:],
+            "phases": [asdict(p) | {"deliveries_per_s": p.deliveries_per_s} for p in phases]},
+            indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Argument parsing of the `flotilla` CLI: global flags anywhere, object references, verbs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from control.cli import main as climain
+from control.cli.errors import UsageError
+from control.cli.main import ObjectRef, build_parser, parse_refs, parse_timeout, split_globals
+from control.cli.verbs_server import duration, server_options
+
+
+def test_globals_before_the_verb() -> None:
+    opts, rest = split_globals(["--server", "h:1", "-n", "kube-system", "get", "pods"])
+    assert (opts.server, opts.namespace) == ("h:1", "kube-system")
+    assert rest == ["get", "pods"]
+
+
+def test_globals_after_the_verb_and_inline_forms() -> None:
+    opts, rest = split_globals(
+        ["get", "pods", "--namespace=web", "--debug", "--config=/c", "--request-timeout", "5s"]
+    )
+    assert opts.namespace == "web" and opts.debug and opts.config == "/c"
+    assert opts.request_timeout == "5s"
+    assert rest == ["get", "pods"]
+
+
+def test_short_namespace_glued_and_double_dash_stops() -> None:
+    opts, rest = split_globals(["get", "-nkube-system", "pods", "--", "-n", "x"])
+    assert opts.namespace == "kube-system"
+    assert rest == ["get", "pods", "--", "-n", "x"]
+
+
+def test_global_flag_without_value() -> None:
+    with pytest.raises(UsageError, match="--server"):
+        split_globals(["get", "pods", "--server"])
+
+
+def test_refs_type_and_names() -> None:
+    refs = parse_refs(["deploy", "a", "b"])
+    assert [(r.info.kind, r.name) for r in refs] == [("Deployment", "a"), ("Deployment", "b")]
+
+
+def test_refs_type_slash_name() -> None:
+    refs = parse_refs(["pod/a", "svc/b"])
+    assert [(r.info.kind, r.name) for r in refs] == [("Pod", "a"), ("Service", "b")]
+
+
+def test_refs_comma_types_without_names() -> None:
+    refs = parse_refs(["pods,svc"], names_required=False, allow_many_types=True)
+    assert refs == [
+        ObjectRef(refs[0].info, None),
+        ObjectRef(refs[1].info, None),
+    ]
+    assert [r.info.plural for r in refs] == ["pods", "services"]
+
+
+def test_refs_mixing_forms_is_an_error() -> None:
+    with pytest.raises(UsageError):
+        parse_refs(["pods", "pod/a"])
+    with pytest.raises(UsageError):
+        parse_refs(["pod/"])
+
+
+def test_refs_name_required() -> None:
+    with pytest.raises(UsageError, match="name"):
+        parse_refs(["pods"])
+
+
+def test_unknown_kind_message() -> None:
+    with pytest.raises(climain.CliError) as e:
+        parse_refs(["foo", "x"])
+    assert e.value.message == 'the server doesn\'t have a resource type "foo"'
+
+
+def test_unknown_kind_exit_code_and_stderr() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = climain.main(["get", "foo"], stdout=out, stderr=err)
+    assert code == 1
+    assert err.getvalue() == 'error: the server doesn\'t have a resource type "foo"\n'
+    assert out.getvalue() == ""
+
+
+def test_usage_error_exits_1_not_2() -> None:
+    err = io.StringIO()
+    assert climain.main(["frobnicate"], stderr=err) == 1
+    assert err.getvalue().startswith("error: ")
+
+
+def test_timeouts() -> None:
+    assert parse_timeout("30s", "--timeout") == 30
+    assert parse_timeout("2", "--timeout") == 2
+    assert parse_timeout("1m30s", "--timeout") == 90
+    assert parse_timeout("0", "--timeout") is None
+    with pytest.raises(UsageError):
+        parse_timeout("soon", "--timeout")
+
+
+def test_verb_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["delete", "pod", "x", "--cascade=orphan", "--grace-period", "0",
+                              "--force", "--wait"])
+    assert args.cascade == "Orphan" and args.grace_period == 0 and args.force and args.wait
+    args = parser.parse_args(["apply", "-f", "a.yaml", "-f", "b.yaml", "--dry-run=server"])
+    assert args.filename == ["a.yaml", "b.yaml"] and args.dry_run == "server"
+    args = parser.parse_args(["apply", "-f", "a.yaml", "--dry-run"])
+    assert args.dry_run == "client"
+    args = parser.parse_args(["get", "pods", "-o", "jsonpath={.items[0].metadata.name}", "-w"])
+    assert args.output.startswith("jsonpath=") and args.watch
+
+
+def test_server_flags_go_duration_and_extra() -> None:
+    parser = build_parser()
+    args = parser.parse_args([
+        "server", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x",
+        "--node-monitor-grace-period", "40s", "--pod-eviction-timeout", "5m",
+        "--event-ttl", "1h", "--disable", "scheduler,controllers",
+        "--default-not-ready-toleration-seconds", "30", "--node-eviction-rate", "0.5",
+        "--with-agent", "--node-name", "n1",
+    ])
+    assert args.node_monitor_grace_period == 40.0
+    assert args.pod_eviction_timeout == 300.0
+    assert args.disable == {"scheduler", "controllers"}
+    options, extra = server_options(args, args.data_dir)
+    assert options.event_ttl_seconds == 3600
+    assert options.disable == {"scheduler", "controllers"}
+    assert extra["node_monitor_grace_period"] == 40.0 or hasattr(
+        options, "node_monitor_grace_period")
+    assert duration("2") == 2.0
+
+
+def test_server_unknown_disable_is_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown component"):
+        build_parser().parse_args(["server", "--disable", "dns"])
