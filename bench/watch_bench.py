@@ -71,6 +71,7 @@ START_ATTEMPTS = 5
 STAMP_KEY = "bench-t"
 PHASE_KEY = "bench-p"
 PAD = "x" * 880  # brings a ConfigMap / Pod to ~1 KB
+WATCH_METHOD = "/flotilla.v1.Api/Watch"
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -103,6 +104,22 @@ def stamp_of(obj: Any) -> tuple[str, float] | None:
     return None if t is None else (m.get(PHASE_KEY, ""), float(t))
 
 
+_STAMP = b"\x07" + STAMP_KEY.encode() + b"\x12"  # map entry: key "bench-t", then value
+_PHASE = b"\x07" + PHASE_KEY.encode() + b"\x12"
+
+
+def raw_stamp(raw: bytes) -> tuple[str, float] | None:
+    """The stamp read straight from an encoded event: the watchers of the default mode do
+    no protobuf decoding, so the client process costs as little as gRPC allows and the
+    server is what is measured (``--decode`` decodes like an informer instead)."""
+    i = raw.find(_STAMP)
+    if i < 0:
+        return None
+    j = raw.find(_PHASE) + len(_PHASE)
+    i += len(_STAMP)
+    return raw[j + 1:j + 1 + raw[j]].decode(), float(raw[i + 1:i + 1 + raw[i]])
+
+
 # -- measurement state ------------------------------------------------------------------
 
 
@@ -119,12 +136,11 @@ class Collector:
     waiting_for: tuple[str, int] = ("", 0)
     start_retries: int = 0
 
-    def receive(self, watcher: int, obj: Any) -> None:
+    def receive(self, watcher: int, stamp: tuple[str, float] | None) -> None:
         now = time.monotonic()
-        st = stamp_of(obj)
-        if st is None:
+        if stamp is None:
             return
-        phase, t = st
+        phase, t = stamp
         if phase == "warm":
             self.warm.add(watcher)
             return
@@ -153,8 +169,9 @@ class Target:
 
     name = ""
 
-    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
+    def __init__(self, address: str, watchers: int, per_channel: int, decode: bool) -> None:
         self.address = address
+        self.decode = decode
         self.channels = [grpc.aio.insecure_channel(address, options=channel_options())
                          for _ in range(math.ceil(watchers / per_channel))]
         self.write_channel = grpc.aio.insecure_channel(address, options=channel_options())
@@ -181,9 +198,10 @@ class Target:
 
 class FlotillaFanout(Target):
     name = "flotilla"
+    resource, namespace = "configmaps", FANOUT_NS
 
-    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
-        super().__init__(address, watchers, per_channel)
+    def __init__(self, address: str, watchers: int, per_channel: int, decode: bool) -> None:
+        super().__init__(address, watchers, per_channel, decode)
         self.writer = ApiClient(self.write_channel, address)
 
     async def setup(self) -> None:
@@ -191,11 +209,23 @@ class FlotillaFanout(Target):
             await self.writer.create(core_pb2.Namespace(
                 metadata=meta_pb2.ObjectMeta(name=FANOUT_NS)))
 
+    def field_selector(self, i: int) -> str:
+        return ""
+
     async def watch(self, i: int, c: Collector) -> None:
-        client = ApiClient(self.channel(i), self.address, timeout=None)
-        async for ev in client.watch("configmaps", FANOUT_NS):
-            if ev.object is not None:
-                c.receive(i, ev.object)
+        if self.decode:  # what an informer does: ApiClient decodes every event
+            client = ApiClient(self.channel(i), self.address, timeout=None)
+            async for ev in client.watch(self.resource, self.namespace,
+                                         field_selector=self.field_selector(i)):
+                if ev.object is not None:
+                    c.receive(i, stamp_of(ev.object))
+            return
+        req = api_pb2.WatchRequest(resource=self.resource, namespace=self.namespace,
+                                   field_selector=self.field_selector(i), allow_bookmarks=True)
+        call = self.channel(i).unary_stream(
+            WATCH_METHOD, api_pb2.WatchRequest.SerializeToString, None)(req)
+        async for raw in call:
+            c.receive(i, raw_stamp(raw))
 
     async def warm(self, missing: list[int], round_: int) -> None:
         await self.writer.create(stamped_configmap(f"warm-{round_}", "warm"))
@@ -206,20 +236,21 @@ class FlotillaFanout(Target):
 
 class EchoFanout(Target):
     name = "bare gRPC"
+    message_class: Any = core_pb2.ConfigMap
 
-    def __init__(self, address: str, watchers: int, per_channel: int) -> None:
-        super().__init__(address, watchers, per_channel)
+    def __init__(self, address: str, watchers: int, per_channel: int, decode: bool) -> None:
+        super().__init__(address, watchers, per_channel, decode)
         self.publish = self.write_channel.unary_unary(_echo.PUBLISH, None, None)
 
     async def watch(self, i: int, c: Collector) -> None:
         call = self.channel(i).unary_stream(_echo.SUBSCRIBE, None, None)(
             _echo.subscribe_request(i))
         async for raw in call:
-            ev = api_pb2.WatchEvent.FromString(raw)
-            c.receive(i, self.decode(ev.object))
-
-    def decode(self, raw: bytes) -> Any:
-        return core_pb2.ConfigMap.FromString(raw)
+            if self.decode:
+                ev = api_pb2.WatchEvent.FromString(raw)
+                c.receive(i, stamp_of(self.message_class.FromString(ev.object)))
+            else:
+                c.receive(i, raw_stamp(raw))
 
     @staticmethod
     def event(obj: Any) -> bytes:
@@ -236,8 +267,11 @@ class EchoFanout(Target):
 
 
 class FlotillaAgents(FlotillaFanout):
-    def __init__(self, address: str, watchers: int, per_channel: int, seed: int) -> None:
-        super().__init__(address, watchers, per_channel)
+    resource, namespace = "pods", ""  # an agent watches its pods in every namespace
+
+    def __init__(self, address: str, watchers: int, per_channel: int, decode: bool,
+                 seed: int) -> None:
+        super().__init__(address, watchers, per_channel, decode)
         self.nodes = watchers
         self.rng = random.Random(seed)
         self.warmed = False
@@ -247,11 +281,8 @@ class FlotillaAgents(FlotillaFanout):
             await self.writer.create(core_pb2.Namespace(
                 metadata=meta_pb2.ObjectMeta(name=AGENTS_NS)))
 
-    async def watch(self, i: int, c: Collector) -> None:
-        client = ApiClient(self.channel(i), self.address, timeout=None)
-        async for ev in client.watch("pods", "", field_selector=f"spec.nodeName=node-{i}"):
-            if ev.object is not None:
-                c.receive(i, ev.object)
+    def field_selector(self, i: int) -> str:
+        return f"spec.nodeName=node-{i}"
 
     async def warm(self, missing: list[int], round_: int) -> None:
         # a created pod reaches its watcher live or in the watch's initial snapshot
@@ -273,13 +304,13 @@ class FlotillaAgents(FlotillaFanout):
 
 
 class EchoAgents(EchoFanout):
-    def __init__(self, address: str, watchers: int, per_channel: int, seed: int) -> None:
-        super().__init__(address, watchers, per_channel)
+    message_class = core_pb2.Pod
+
+    def __init__(self, address: str, watchers: int, per_channel: int, decode: bool,
+                 seed: int) -> None:
+        super().__init__(address, watchers, per_channel, decode)
         self.nodes = watchers
         self.rng = random.Random(seed)
-
-    def decode(self, raw: bytes) -> Any:
-        return core_pb2.Pod.FromString(raw)
 
     async def warm(self, missing: list[int], round_: int) -> None:
         sem = asyncio.Semaphore(64)
@@ -455,19 +486,19 @@ async def run_against(kind: str, scenario: str, factory: Factory, args: argparse
 async def run_all(args: argparse.Namespace, work: Path) -> list[Phase]:
     scenarios = args.scenario.split(",")
     rates = [float(r) for r in args.rates.split(",")]
-    w, per = args.watchers, args.watchers_per_channel
+    w, per, dec = args.watchers, args.watchers_per_channel, args.decode
     phases: list[Phase] = []
     if "fanout" in scenarios:
-        phases += await run_against("echo", "fanout", lambda a: EchoFanout(a, w, per),
+        phases += await run_against("echo", "fanout", lambda a: EchoFanout(a, w, per, dec),
                                     args, work, rates, args.duration)
-        phases += await run_against("flotilla", "fanout", lambda a: FlotillaFanout(a, w, per),
+        phases += await run_against("flotilla", "fanout", lambda a: FlotillaFanout(a, w, per, dec),
                                     args, work, rates, args.duration)
     if "agents" in scenarios:
         ar = [args.agent_rate]
-        phases += await run_against("echo", "agents", lambda a: EchoAgents(a, w, per, 1),
+        phases += await run_against("echo", "agents", lambda a: EchoAgents(a, w, per, dec, 1),
                                     args, work, ar, args.agent_duration)
         phases += await run_against("flotilla", "agents",
-                                    lambda a: FlotillaAgents(a, w, per, 1),
+                                    lambda a: FlotillaAgents(a, w, per, dec, 1),
                                     args, work, ar, args.agent_duration)
     return phases
 
@@ -545,6 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="agents: writes/s (default 100)")
     ap.add_argument("--agent-duration", type=float, default=10.0,
                     help="agents: seconds of writes (default 10)")
+    ap.add_argument("--decode", action="store_true",
+                    help="watchers decode every event as an informer does (ApiClient.watch "
+                         "for Flotilla, WatchEvent + object for the baseline) instead of "
+                         "reading the stamp from the raw bytes")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",
@@ -557,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = bench.run(lambda: run_all(args, work), args.uvloop)
     print(f"machine: {bench.machine()}")
     print(f"command: {bench.command_line('bench.watch_bench')}")
-    print(f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; "
+    print(f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; watchers "
+          f"{'decode every event' if args.decode else 'read the stamp from the raw bytes'}; "
           f"{args.watchers_per_channel} watch streams per connection; "
           f"total time {time.monotonic() - started:.0f} s")
     print()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -81,11 +82,11 @@ class ControlPlane:
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((ApiService(self.registry).handler(),))
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        host, _, port = opts.listen.rpartition(":")
+        host = opts.listen.rpartition(":")[0]
         try:
             bound = server.add_insecure_port(opts.listen)
         except RuntimeError as e:
@@ -107,7 +108,7 @@ class ControlPlane:
         assert self.registry is not None
         info = kinds.by_resource("namespaces")
         for name in DEFAULT_NAMESPACES:
-            ns = info.message()
+            ns: Any = info.message()
             ns.metadata.name = name
             try:
                 await self.registry.create(info, "", ns)

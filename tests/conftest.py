@@ -7,10 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.server import ControlPlane, ServerOptions
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> object:
+    """CLI tests configure structlog in-process; give every test the defaults back."""
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

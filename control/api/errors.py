@@ -155,7 +155,7 @@ def from_grpc(code: grpc.StatusCode, details: str | None) -> ApiError:
     details = details or ""
     reason, sep, message = details.partition(": ")
     cls = _BY_REASON.get(reason) if sep else None
-    if cls is None or cls.code != code and cls is not ApiError:
+    if cls is None or (cls.code != code and cls is not ApiError):
         cls = _BY_CODE.get(code, ApiError)
         message = details
     err = cls.__new__(cls)

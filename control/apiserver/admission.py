@@ -15,7 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds
-from control.apiserver import defaults, validation
+from control.apiserver import defaults
+from control.apiserver import validation as validation
 
 if TYPE_CHECKING:
     from control.apiserver.registry import Registry

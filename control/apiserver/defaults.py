@@ -537,9 +537,6 @@ def _job(job: batch_pb2.Job) -> None:
     if not spec.HasField("backoff_limit"):
         # With a per-index limit the global one must not get in the way.
         spec.backoff_limit = _INT32_MAX if spec.HasField("backoff_limit_per_index") else 6
-    template_labels = spec.template.metadata.labels
-    if template_labels and not job.metadata.labels:
-        job.metadata.labels.update(template_labels)
     if not spec.HasField("completion_mode"):
         spec.completion_mode = "NonIndexed"
     if not spec.HasField("suspend"):
@@ -554,6 +551,12 @@ def _job(job: batch_pb2.Job) -> None:
             "Failed" if spec.HasField("pod_failure_policy") else "TerminatingOrFailed"
         )
     _generate_job_selector(job)
+    # After the selector: a job without labels of its own carries its pods' labels
+    # (generated ones included, as a stored Kubernetes Job does), and a second pass finds
+    # nothing more to copy.
+    template_labels = spec.template.metadata.labels
+    if template_labels and not job.metadata.labels:
+        job.metadata.labels.update(template_labels)
     _job_spec_templates(spec)
 
 

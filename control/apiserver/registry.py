@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import secrets
 import time
@@ -223,7 +224,7 @@ class Registry:
                                 flt.node_name, flt, rv, allow_bookmarks)
 
     async def history(self, info: kinds.KindInfo, namespace: str,
-                      name: str) -> list[tuple[str, int, bytes]]:
+                      name: str) -> builtins.list[tuple[str, int, bytes]]:
         events = await self.store.history(object_key(info, namespace, name))
         if not events:
             raise _not_found(info, name)
@@ -353,7 +354,7 @@ class Registry:
                 patched = mergepatch.apply_strategic_patch(base, doc)
             if not isinstance(patched, dict):
                 raise errors.BadRequest("the patch must produce an object")
-            new = info.message()
+            new: Any = info.message()
             convert.from_dict(patched, new)
             self._check_kind(info, new)
             if new.metadata.resource_version and (

@@ -60,7 +60,7 @@ def _unary(fn: Callable[[Any], Awaitable[Message]]) -> Callable[..., Awaitable[M
             return await fn(request)
         except errors.ApiError as e:
             await _abort(context, e)
-        except Exception as e:  # noqa: BLE001 - an unexpected bug must not kill the server
+        except Exception as e:  # an unexpected bug must not kill the server
             log.exception("request failed", method=fn.__name__)
             await _abort(context, errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
         raise AssertionError("unreachable")

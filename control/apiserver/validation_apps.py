@@ -226,7 +226,13 @@ def validate_stateful_set(ss: apps_pb2.StatefulSet, old: apps_pb2.StatefulSet | 
             kind="statefulset",
         )
     )
-    errs.extend(_template(spec.template, "spec.template", ("Always",)))
+    # The claim templates become volumes of every pod: mounts may name them.
+    claims = [pvc.metadata.name for pvc in spec.volume_claim_templates]
+    errs.extend(
+        validate_pod_template(
+            spec.template, "spec.template", restart_policies=("Always",), extra_volumes=claims
+        )
+    )
     errs.extend(_no_active_deadline(spec.template, "spec.template", "StatefulSet"))
     errs.extend(
         enum("spec.podManagementPolicy", spec.pod_management_policy, ("OrderedReady", "Parallel"))
@@ -260,19 +266,10 @@ def validate_stateful_set(ss: apps_pb2.StatefulSet, old: apps_pb2.StatefulSet | 
         errs.extend(non_negative("spec.revisionHistoryLimit", spec.revision_history_limit))
     if spec.HasField("ordinals"):
         errs.extend(non_negative("spec.ordinals.start", spec.ordinals.start))
-    template_volumes = {v.name for v in spec.template.spec.volumes}
     for i, pvc in enumerate(spec.volume_claim_templates):
         p = index("spec.volumeClaimTemplates", i)
         if not pvc.metadata.name:
             errs.append(required(child(p, "metadata.name"), ""))
-        elif pvc.metadata.name in template_volumes:
-            errs.append(
-                invalid(
-                    child(p, "metadata.name"),
-                    pvc.metadata.name,
-                    "conflicts with a volume of the pod template",
-                )
-            )
         errs.extend(validate_pvc_spec(pvc.spec, child(p, "spec")))
     if old is not None:
         # Kubernetes' list of what a StatefulSet update may touch.

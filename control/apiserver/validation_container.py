@@ -226,9 +226,14 @@ def _validate_env_from(env_from: Sequence[core_pb2.EnvFromSource], path: str) ->
     return errs
 
 
-def validate_resources(res: core_pb2.ResourceRequirements, path: str) -> Errors:
-    limits, errs = resource_list(child(path, "limits"), res.limits, container=True)
-    requests, req_errs = resource_list(child(path, "requests"), res.requests, container=True)
+def validate_resources(
+    res: core_pb2.ResourceRequirements, path: str, *, pod_level: bool = False
+) -> Errors:
+    """Resource names and quantities, and requests <= limits per resource. Pod-level
+    resources accept any well-formed name (Kubernetes keeps adding some, such as pids)."""
+    container = not pod_level
+    limits, errs = resource_list(child(path, "limits"), res.limits, container=container)
+    requests, req_errs = resource_list(child(path, "requests"), res.requests, container=container)
     errs.extend(req_errs)
     for name, req in requests.items():
         limit = limits.get(name)

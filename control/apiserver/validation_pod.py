@@ -12,7 +12,7 @@ Pure functions returning every failing field; paths are Kubernetes' JSON paths.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from control.api import labels as label_sel
@@ -310,11 +310,14 @@ def validate_pod_spec(
     path: str = "spec",
     *,
     restart_policies: Sequence[str] = RESTART_POLICIES,
+    extra_volumes: Iterable[str] = (),
 ) -> Errors:
     """Every failing field of a PodSpec; ``restart_policies`` narrows what the owner allows
-    (``("Always",)`` for ReplicaSets, ``("OnFailure", "Never")`` for Jobs)."""
+    (``("Always",)`` for ReplicaSets, ``("OnFailure", "Never")`` for Jobs), and
+    ``extra_volumes`` names volumes the owner adds (a StatefulSet's claim templates)."""
     errs: Errors = []
     volume_names, vol_errs = validate_volumes(spec.volumes, child(path, "volumes"))
+    volume_names |= set(extra_volumes)
     errs.extend(vol_errs)
 
     containers_path = child(path, "containers")
@@ -440,7 +443,7 @@ def validate_pod_spec(
             )
         )
     if spec.HasField("resources"):
-        errs.extend(validate_resources(spec.resources, child(path, "resources")))
+        errs.extend(validate_resources(spec.resources, child(path, "resources"), pod_level=True))
     _, overhead_errs = resource_list(child(path, "overhead"), spec.overhead)
     errs.extend(overhead_errs)
     return errs
@@ -482,6 +485,7 @@ def validate_pod_template(
     path: str,
     *,
     restart_policies: Sequence[str] = RESTART_POLICIES,
+    extra_volumes: Iterable[str] = (),
 ) -> Errors:
     """A PodTemplateSpec: its labels and annotations, and its PodSpec."""
     meta_path = child(path, "metadata")
@@ -490,7 +494,12 @@ def validate_pod_template(
         names.validate_annotations(template.metadata.annotations, child(meta_path, "annotations"))
     )
     errs.extend(
-        validate_pod_spec(template.spec, child(path, "spec"), restart_policies=restart_policies)
+        validate_pod_spec(
+            template.spec,
+            child(path, "spec"),
+            restart_policies=restart_policies,
+            extra_volumes=extra_volumes,
+        )
     )
     return errs
 

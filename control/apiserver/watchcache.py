@@ -296,22 +296,22 @@ class WatchCache:
                 keep.append((rev, fut))
         self._waiters = keep
 
-    async def wait_for(self, revision: int, timeout: float = 10.0) -> None:
-        """Return once the cache has applied ``revision``; Timeout after ``timeout``."""
+    async def wait_for(self, revision: int, limit: float = 10.0) -> None:
+        """Return once the cache has applied ``revision``; Timeout after ``limit`` seconds."""
         if revision <= self.revision:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, fut))
         try:
-            await asyncio.wait_for(fut, timeout)
+            await asyncio.wait_for(fut, limit)
         except TimeoutError:
             raise errors.Timeout(
                 f"too large resource version: {revision}, current: {self.revision}") from None
 
-    async def wait_fresh(self, timeout: float = 10.0) -> None:
+    async def wait_fresh(self, limit: float = 10.0) -> None:
         """Reach the store's newest durable revision: a read then reflects every
         acknowledged write."""
-        await self.wait_for(self.store.revision, timeout)
+        await self.wait_for(self.store.revision, limit)
 
     async def run_bookmarks(self) -> None:
         while True:

@@ -34,6 +34,7 @@ __all__ = [
     "node_roles",
     "node_status",
     "pod_status_cells",
+    "time_seconds",
 ]
 
 Obj = Mapping[str, Any]
@@ -95,7 +96,7 @@ def _map(obj: Any, *path: str | int) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
-def _seconds(ts: Any) -> float | None:
+def time_seconds(ts: Any) -> float | None:
     """Seconds since the epoch of an RFC 3339 string; None when absent or malformed."""
     if not isinstance(ts, str) or not ts:
         return None
@@ -108,7 +109,7 @@ def _seconds(ts: Any) -> float | None:
 
 def age(ts: Any, now: float) -> str:
     """kubectl's ``translateTimestampSince``: ``<unknown>`` for a missing time."""
-    secs = _seconds(ts)
+    secs = time_seconds(ts)
     if secs is None:
         return "<unknown>"
     return timeutil.human_age(now - secs)
@@ -213,7 +214,7 @@ def pod_status_cells(pod: Obj, now: float) -> tuple[str, str, str]:
     total += sum(1 for c in init_specs.values() if _restartable_init(c))
 
     def later(a: float | None, b: Any) -> float | None:
-        t = _seconds(b)
+        t = time_seconds(b)
         if t is None:
             return a
         return t if a is None or t > a else a
@@ -415,7 +416,7 @@ def _job_row(job: Obj, now: float, wide: bool) -> list[str]:
         completions = f"{succeeded}/1 of {parallelism}"
     else:
         completions = f"{succeeded}/1"
-    start, end = _seconds(st.get("startTime")), _seconds(st.get("completionTime"))
+    start, end = time_seconds(st.get("startTime")), time_seconds(st.get("completionTime"))
     duration = ""
     if start is not None:
         duration = timeutil.human_age((end if end is not None else now) - start)

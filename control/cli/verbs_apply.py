@@ -23,12 +23,11 @@ import difflib
 import json
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from google.protobuf.message import Message
 
 from control.api import convert, kinds
 from control.api import errors as api_errors
-from control.cli import manifest
+from control.cli import manifest, printers
 from control.cli.errors import UsageError, describe_exception
 from control.cli.main import ref_name
 
@@ -156,9 +155,8 @@ def _print_result(
     elif output == "name":
         ctx.out(ref_name(info, name))
     elif obj is not None:
-        from control.cli.verbs_get import print_objects
-
-        print_objects([obj], info, output, ctx.stdout, list_kind=False, show_namespace=False)
+        printers.print_objects([obj], info, output, ctx.stdout, list_kind=False,
+                               show_namespace=False)
     ctx.stdout.flush()
 
 
@@ -300,7 +298,7 @@ def _for_diff(data: dict[str, Any] | None) -> str:
     if isinstance(meta, dict):
         for key in _DIFF_IGNORED_META:
             meta.pop(key, None)
-    return yaml.safe_dump(clean, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return printers.dump_yaml(clean)
 
 
 def _diff_path(info: kinds.KindInfo, ns: str, name: str) -> str:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import time
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from control.api import convert, kinds, timeutil
 from control.api import errors as api_errors
+from control.api import kinds
+from control.cli import printers
 from control.cli.errors import CliError, UsageError
 from control.cli.main import ObjectRef, api_error_text, parse_refs
 
@@ -52,6 +49,8 @@ def register(sub: Any) -> None:
     p.add_argument("--show-labels", action="store_true")
     p.add_argument("--no-headers", action="store_true")
     p.add_argument("--show-kind", action="store_true")
+    p.add_argument("--output-watch-events", action="store_true",
+                   help="with -w: show the event type (ADDED, MODIFIED, DELETED)")
     p.set_defaults(handler=run_get)
 
     p = sub.add_parser("describe", help="show an object in detail, with its events")
@@ -92,111 +91,14 @@ async def _select(
         return [], 1
 
 
-# TODO(printers): remove this fallback once control/cli/printers.py is implemented (it was a
-# stub of agreed signatures while this module was written); only json/yaml/name and a NAME
-# AGE table, enough for scripts and tests.
-def _fallback_name(obj: Any, info: kinds.KindInfo) -> str:
-    kind = info.kind.lower() + (f".{info.group}" if info.group else "")
-    return f"{kind}/{obj.metadata.name}"
-
-
-def _fallback_print(
-    objs: list[Any],
-    info: kinds.KindInfo,
-    output: str,
-    out: Any,
-    list_kind: bool,
-    show_namespace: bool,
-) -> None:
-    docs = [convert.to_dict(o) for o in objs]
-    if output in ("json", "yaml"):
-        doc: Any = (
-            docs[0]
-            if (not list_kind and len(docs) == 1)
-            else {
-                "apiVersion": "v1",
-                "kind": "List",
-                "metadata": {"resourceVersion": ""},
-                "items": docs,
-            }
-        )
-        if output == "json":
-            out.write(json.dumps(doc, indent=4, ensure_ascii=False) + "\n")
-        else:
-            out.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    elif output == "name":
-        for o in objs:
-            out.write(_fallback_name(o, info) + "\n")
-    else:
-        if not objs:
-            return
-        now = time.time()
-        rows = [["NAMESPACE", "NAME", "AGE"] if show_namespace else ["NAME", "AGE"]]
-        for o in objs:
-            age = timeutil.human_age(now - o.metadata.creation_timestamp.seconds)
-            row = [o.metadata.name, age]
-            rows.append([o.metadata.namespace, *row] if show_namespace else row)
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            out.write(
-                "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
-            )
-
-
-def print_objects(
-    objs: list[Any],
-    info: kinds.KindInfo,
-    output: str,
-    out: Any,
-    *,
-    list_kind: bool,
-    show_namespace: bool,
-    **kw: Any,
-) -> None:
-    from control.cli import printers
-
-    try:
-        printers.print_objects(
-            objs, info, output, out, list_kind=list_kind, show_namespace=show_namespace, **kw
-        )
-    except NotImplementedError:
-        _fallback_print(objs, info, output, out, list_kind, show_namespace)
-
-
-class _FallbackWatchPrinter:
-    def __init__(self, info: kinds.KindInfo, output: str, out: Any, show_namespace: bool):
-        self.info, self.output, self.out, self.show_namespace = info, output, out, show_namespace
-
-    def print_event(self, event_type: str, obj: Any) -> None:
-        _fallback_print(
-            [obj], self.info, self.output or "name", self.out, False, self.show_namespace
-        )
-
-
-def watch_printer(
-    info: kinds.KindInfo, output: str, out: Any, *, show_namespace: bool, **kw: Any
-) -> Any:
-    from control.cli import printers
-
-    try:
-        return printers.WatchPrinter(info, output, out, show_namespace=show_namespace, **kw)
-    except NotImplementedError:
-        return _FallbackWatchPrinter(info, output, out, show_namespace)
-
-
 def _validate_output(output: str) -> None:
-    from control.cli import printers
-
     try:
         printers.validate_output(output)
-    except NotImplementedError:
-        pass  # TODO(printers): the stub; the fallback printer checks nothing
     except printers.OutputError as e:
         raise UsageError(str(e)) from None
 
 
 async def run_get(ctx: Context, args: argparse.Namespace) -> int:
-
     if not args.resources:
         raise UsageError(
             'you must specify the type of resource to get. Use "flotilla '
@@ -221,40 +123,17 @@ async def run_get(ctx: Context, args: argparse.Namespace) -> int:
     named = any(r.name for r in refs)
     single = named and len(refs) == 1
     infos = [info for info, _ in groups]
-    total = sum(len(objs) for _, objs in groups)
-    show_kind = args.show_kind or len(groups) > 1
-    out = ctx.stdout
-    if args.output in ("json", "yaml") and len(groups) > 1:
-        doc = {
-            "apiVersion": "v1",
-            "kind": "List",
-            "metadata": {"resourceVersion": ""},
-            "items": [convert.to_dict(o) for _, objs in groups for o in objs],
-        }
-        if args.output == "json":
-            out.write(json.dumps(doc, indent=4, ensure_ascii=False) + "\n")
-        else:
-            out.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    else:
-        first = True
-        for info, objs in groups:
-            if not objs and args.output in ("", "wide", "name"):
-                continue
-            if not first and args.output in ("", "wide"):
-                out.write("\n")
-            first = False
-            print_objects(
-                objs,
-                info,
-                args.output,
-                out,
-                list_kind=not single,
-                show_namespace=args.all_namespaces and info.namespaced,
-                show_kind=show_kind,
-                no_headers=args.no_headers,
-                show_labels=args.show_labels,
-            )
-    out.flush()
+    everything = [o for _, objs in groups for o in objs]
+    total = len(everything)
+    # One call for every kind: the printer groups tables by kind and makes one List for
+    # json/yaml, as kubectl does for `get pods,services -o json`.
+    printers.print_objects(
+        everything, infos[0], args.output, ctx.stdout, list_kind=not single,
+        show_namespace=args.all_namespaces and any(i.namespaced for i in infos),
+        show_kind=args.show_kind or len(groups) > 1, no_headers=args.no_headers,
+        show_labels=args.show_labels,
+    )
+    ctx.stdout.flush()
     if total == 0 and not named and args.output in ("", "wide", "name"):
         print(no_resources_message(ctx, infos, args.all_namespaces), file=ctx.stderr)
     return 1 if failed else 0
@@ -277,7 +156,7 @@ async def _watch(ctx: Context, refs: list[ObjectRef], args: argparse.Namespace) 
         field_selector = f"{field_selector},{by_name}" if field_selector else by_name
     ns = _namespace(ctx, info, args.all_namespaces)
     client = await ctx.client()
-    printer = watch_printer(
+    printer = printers.WatchPrinter(
         info,
         args.output,
         ctx.stdout,
@@ -297,8 +176,7 @@ async def _watch(ctx: Context, refs: list[ObjectRef], args: argparse.Namespace) 
             if initial and not args.watch_only:
                 if not listing.items and args.output in ("", "wide"):
                     print(no_resources_message(ctx, [info], args.all_namespaces), file=ctx.stderr)
-                for obj in listing.items:
-                    printer.print_event("ADDED", obj)
+                printer.print_objects(listing.items)
                 ctx.stdout.flush()
             initial = False
         try:

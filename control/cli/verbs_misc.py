@@ -18,10 +18,9 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from control.api import convert, timeutil
 from control.api import errors as api_errors
+from control.cli import printers
 from control.cli.errors import UsageError, describe_exception
 from control.cli.main import api_error_text, parse_refs
 
@@ -112,7 +111,7 @@ def _print_version(ctx: Context, output: str, info: dict[str, Any]) -> None:
     if output == "json":
         ctx.out(json.dumps(info, indent=2))
     elif output == "yaml":
-        ctx.stdout.write(yaml.safe_dump(info, sort_keys=False))
+        ctx.stdout.write(printers.dump_yaml(info))
     else:
         ctx.out(f"Client Version: {info['clientVersion']['gitVersion']}")
         if "serverVersion" in info:
@@ -182,7 +181,7 @@ def _yaml(data: dict[str, Any] | None) -> str:
         return ""
     clean = json.loads(json.dumps(data))
     clean.get("metadata", {}).pop("resourceVersion", None)  # differs on every revision
-    return yaml.safe_dump(clean, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return printers.dump_yaml(clean)
 
 
 async def run_history(ctx: Context, args: argparse.Namespace) -> int:
@@ -217,9 +216,9 @@ async def run_history(ctx: Context, args: argparse.Namespace) -> int:
             "items": [d for _, _, d in docs],
         }
         if args.output == "json":
-            ctx.out(json.dumps(doc, indent=4, ensure_ascii=False))
+            ctx.stdout.write(printers.dump_json(doc))
         else:
-            ctx.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            ctx.stdout.write(printers.dump_yaml(doc))
         return 0
     if args.diff:
         previous: dict[str, Any] | None = None

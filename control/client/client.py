@@ -11,6 +11,7 @@ Concurrency: one ApiClient per channel, usable from many tasks of one event loop
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ class ApiClient:
         await self._call(self._stub.Evict, req)
 
     async def history(self, resource: Resource, name: str,
-                      namespace: str = "") -> list[tuple[str, int, Any]]:
+                      namespace: str = "") -> builtins.list[tuple[str, int, Any]]:
         """Every revision of one object still in the store's log: (type, revision, object)."""
         info = kind_of(resource)
         reply = await self._call(self._stub.History, api_pb2.HistoryRequest(

@@ -189,7 +189,7 @@ async def test_continue_token_expires_after_compaction(cluster: Cluster) -> None
         await c.list(core_pb2.ConfigMap, "default", limit=2, continue_=page1.continue_)
 
 
-async def collect(agen: Any, n: int, timeout: float = 10.0) -> list[Any]:
+async def collect(agen: Any, n: int, limit: float = 10.0) -> list[Any]:
     out: list[Any] = []
 
     async def run() -> None:
@@ -200,7 +200,7 @@ async def collect(agen: Any, n: int, timeout: float = 10.0) -> list[Any]:
             if len(out) >= n:
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), limit)
     return out
 
 

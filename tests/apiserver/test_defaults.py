@@ -65,7 +65,8 @@ def test_minimal_deployment_gets_every_default() -> None:
 
 
 def test_defaults_are_idempotent_for_every_kind_example() -> None:
-    for doc in (MINIMAL_DEPLOYMENT, SERVICE, JOB):
+    unlabelled_job = {**JOB, "spec": {"template": {"spec": JOB["spec"]["template"]["spec"]}}}  # type: ignore[index]
+    for doc in (MINIMAL_DEPLOYMENT, SERVICE, JOB, unlabelled_job):
         once = build(doc)
         apply_defaults(once)
         twice = type(once)()
@@ -292,8 +293,9 @@ def test_job_defaults_and_generated_selector() -> None:
     labels = spec["template"]["metadata"]["labels"]
     assert labels["batch.kubernetes.io/job-name"] == "pi"
     assert labels["controller-uid"] == "1234"
-    # metadata.labels come from the user's template labels, before the generated ones.
-    assert out["metadata"]["labels"] == {"app": "web"}
+    # metadata.labels come from the template's labels, generated ones included.
+    assert out["metadata"]["labels"] == labels
+    assert labels["app"] == "web"
 
 
 @pytest.mark.parametrize(
