@@ -61,6 +61,8 @@ class Admission:
             new.status.CopyFrom(current.status)
         if info.plural == "namespaces":
             new.spec.CopyFrom(current.spec)
+        elif info.plural == "services":
+            keep_allocated_service_fields(new, current)
 
     def prepare_for_status_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
         """UpdateStatus changes status (and labels, annotations, finalizers) only."""
@@ -118,3 +120,16 @@ class Admission:
                 self.event_ttl_seconds + EVENT_LEASE_BUCKET_SECONDS)
             self._event_leases = {bucket: lease}
         return lease
+
+
+def keep_allocated_service_fields(new: Any, current: Any) -> None:
+    """An update that leaves out what the cluster allocated (clusterIP, nodePorts) keeps
+    them, as Kubernetes does: `replace` of a manifest must not try to change them."""
+    if not new.spec.cluster_ip and current.spec.cluster_ip:
+        new.spec.cluster_ip = current.spec.cluster_ip
+        if not new.spec.cluster_ips:
+            new.spec.cluster_ips.extend(current.spec.cluster_ips)
+    old_ports = {(p.port, p.protocol or "TCP"): p.node_port for p in current.spec.ports}
+    for p in new.spec.ports:
+        if not p.node_port:
+            p.node_port = old_ports.get((p.port, p.protocol or "TCP"), 0)

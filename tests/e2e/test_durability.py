@@ -1,0 +1,89 @@
+"""Every acknowledged write survives kill -9 of `flotilla server` (a real subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from control.api import errors
+from control.api.pb import core_pb2
+from control.client.channel import open_channel
+from control.client.client import ApiClient
+
+
+def start_server(data_dir: Path) -> subprocess.Popen[bytes]:
+    conf = data_dir / "admin.conf"
+    conf.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "control.cli.main", "server", "--data-dir", str(data_dir),
+         "--listen", "127.0.0.1:0", "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not conf.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("flotilla server did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def address(data_dir: Path) -> str:
+    return str(yaml.safe_load((data_dir / "admin.conf").read_text())["server"])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = start_server(data)
+    acknowledged: list[str] = []
+    try:
+        channel = open_channel(address(data))
+        client = ApiClient(channel, timeout=5)
+
+        async def writer(w: int) -> None:
+            for i in range(10_000):
+                cm = core_pb2.ConfigMap()
+                cm.metadata.name = f"w{w}-{i}"
+                cm.metadata.namespace = "default"
+                cm.data["payload"] = "x" * 512
+                try:
+                    await client.create(cm)
+                except errors.ApiError:
+                    return  # the server is gone; unacknowledged writes may be lost
+                acknowledged.append(cm.metadata.name)
+
+        tasks = [asyncio.ensure_future(writer(w)) for w in range(16)]
+        deadline = time.monotonic() + 20
+        while len(acknowledged) < 300 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await channel.close()
+        assert len(acknowledged) >= 300
+    finally:
+        stop(proc)
+
+    proc = start_server(data)
+    try:
+        channel = open_channel(address(data))
+        client = ApiClient(channel, timeout=10)
+        present = {o.metadata.name for o in
+                   (await client.list_all(core_pb2.ConfigMap, "default")).items}
+        missing = [n for n in acknowledged if n not in present]
+        assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+        await channel.close()
+    finally:
+        stop(proc)
