@@ -347,7 +347,10 @@ def main(
         if getattr(args, "configures_logging", False) is False:
             from control import logs
 
-            logs.configure(opts.log_level or ("debug" if debug else "warning"), "auto")
+            try:
+                logs.configure(opts.log_level or ("debug" if debug else "warning"), "auto")
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         ctx = Context(opts, stdout=stdout, stderr=stderr, stdin=stdin)
         return _run(handler, ctx, args)
     except CliError as e:

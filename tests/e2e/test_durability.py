@@ -49,6 +49,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     data.mkdir()
     proc = start_server(data)
     acknowledged: list[str] = []
+    enough = asyncio.Event()
     try:
         channel = open_channel(address(data))
         client = ApiClient(channel, timeout=5)
@@ -64,11 +65,11 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
                 except errors.ApiError:
                     return  # the server is gone; unacknowledged writes may be lost
                 acknowledged.append(cm.metadata.name)
+                if len(acknowledged) >= 300:
+                    enough.set()
 
         tasks = [asyncio.ensure_future(writer(w)) for w in range(16)]
-        deadline = time.monotonic() + 20
-        while len(acknowledged) < 300 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(enough.wait(), 20)
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         await channel.close()
