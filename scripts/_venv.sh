@@ -17,7 +17,13 @@ fi
 venv="$root/.venv"
 stamp="$venv/.installed-$1"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e "$root[$1]"
+  echo "installing flotilla[$1] into $venv ..." >&2
+  log="$venv/pip-install.log"
+  if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
+         "$venv/bin/python" -m pip install -q -e "$root[$1]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "pip install failed; the whole log is $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

@@ -120,6 +120,8 @@ def smart_label(field: str) -> str:
     """kubectl's ``smartLabelFor``: ``creationTimestamp`` -> ``Creation Timestamp``."""
     if any(not (c.isalpha() or c == "-") for c in field):
         return field
+    if "-" in field:
+        return "-".join(smart_label(piece) for piece in field.split("-"))
     words = []
     for part in _WORD.findall(field):
         words.append(part.upper() if part.upper() in _ACRONYMS else part[:1].upper() + part[1:])

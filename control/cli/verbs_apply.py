@@ -155,8 +155,9 @@ def _print_result(
     elif output == "name":
         ctx.out(ref_name(info, name))
     elif obj is not None:
-        printers.print_objects([obj], info, output, ctx.stdout, list_kind=False,
-                               show_namespace=False)
+        printers.print_objects(
+            [obj], info, output, ctx.stdout, list_kind=False, show_namespace=False
+        )
     ctx.stdout.flush()
 
 

@@ -49,8 +49,11 @@ def register(sub: Any) -> None:
     p.add_argument("--show-labels", action="store_true")
     p.add_argument("--no-headers", action="store_true")
     p.add_argument("--show-kind", action="store_true")
-    p.add_argument("--output-watch-events", action="store_true",
-                   help="with -w: show the event type (ADDED, MODIFIED, DELETED)")
+    p.add_argument(
+        "--output-watch-events",
+        action="store_true",
+        help="with -w: show the event type (ADDED, MODIFIED, DELETED)",
+    )
     p.set_defaults(handler=run_get)
 
     p = sub.add_parser("describe", help="show an object in detail, with its events")
@@ -128,9 +131,14 @@ async def run_get(ctx: Context, args: argparse.Namespace) -> int:
     # One call for every kind: the printer groups tables by kind and makes one List for
     # json/yaml, as kubectl does for `get pods,services -o json`.
     printers.print_objects(
-        everything, infos[0], args.output, ctx.stdout, list_kind=not single,
+        everything,
+        infos[0],
+        args.output,
+        ctx.stdout,
+        list_kind=not single,
         show_namespace=args.all_namespaces and any(i.namespaced for i in infos),
-        show_kind=args.show_kind or len(groups) > 1, no_headers=args.no_headers,
+        show_kind=args.show_kind or len(groups) > 1,
+        no_headers=args.no_headers,
         show_labels=args.show_labels,
     )
     ctx.stdout.flush()

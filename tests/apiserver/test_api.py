@@ -428,3 +428,29 @@ async def test_dry_run_writes_nothing(cluster: Cluster) -> None:
     assert out.metadata.uid
     with pytest.raises(errors.NotFound):
         await c.get(core_pb2.ConfigMap, "dry", "default")
+
+
+async def test_health_and_reflection(cluster: Cluster) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = cluster.client.channel
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service="flotilla.v1.Api"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        list_services="")]))
+    async for resp in call:
+        names = {s.name for s in resp.list_services_response.service}
+        assert "flotilla.v1.Api" in names
+        break
+    call.cancel()
+
+
+async def test_large_list_beyond_grpc_default_message_size(cluster: Cluster) -> None:
+    c = cluster.client
+    big = "x" * 600_000
+    await asyncio.gather(*(c.create(cm(f"big-{i}", blob=big)) for i in range(8)))
+    res = await c.list(core_pb2.ConfigMap, "default")
+    assert len(res.items) == 8  # ~4.8 MB in one reply

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 
 from control.api import convert, kinds
 from control.cli.errors import UsageError
@@ -15,12 +17,15 @@ SVC = {
     "apiVersion": "v1",
     "kind": "Service",
     "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web", "tier": "x"}},
-    "spec": {"selector": {"app": "web"}, "type": "NodePort",
-             "ports": [{"port": 80, "targetPort": 8080}]},
+    "spec": {
+        "selector": {"app": "web"},
+        "type": "NodePort",
+        "ports": [{"port": 80, "targetPort": 8080}],
+    },
 }
 
 
-def _msg(data: dict) -> object:
+def _msg(data: dict[str, Any]) -> Message:
     return convert.from_dict(data, kinds.by_kind("Service").message())
 
 
@@ -58,9 +63,16 @@ def test_removed_field_is_deleted_cluster_field_kept() -> None:
 
 
 def test_jsonpath_values() -> None:
-    doc = {"status": {"phase": "Running", "conditions": [
-        {"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]},
-        "spec": {"replicas": 3}}
+    doc = {
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "Other", "status": "False"},
+            ],
+        },
+        "spec": {"replicas": 3},
+    }
     assert jsonpath_values("{.status.phase}", doc) == ["Running"]
     assert jsonpath_values("{.spec.replicas}", doc) == [3]
     assert jsonpath_values('{.status.conditions[?(@.type=="Other")].status}', doc) == ["False"]
@@ -70,10 +82,15 @@ def test_jsonpath_values() -> None:
 
 
 def test_parse_for_forms() -> None:
-    pod = convert.from_dict({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-                             "status": {"phase": "Running",
-                                        "conditions": [{"type": "Ready", "status": "True"}]}},
-                            kinds.by_kind("Pod").message())
+    pod = convert.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        },
+        kinds.by_kind("Pod").message(),
+    )
     assert parse_for("condition=Ready").check(pod)
     assert parse_for("condition=ready=true").check(pod)
     assert not parse_for("condition=Ready=False").check(pod)

@@ -100,8 +100,9 @@ def test_timeouts() -> None:
 
 def test_verb_flags() -> None:
     parser = build_parser()
-    args = parser.parse_args(["delete", "pod", "x", "--cascade=orphan", "--grace-period", "0",
-                              "--force", "--wait"])
+    args = parser.parse_args(
+        ["delete", "pod", "x", "--cascade=orphan", "--grace-period", "0", "--force", "--wait"]
+    )
     assert args.cascade == "Orphan" and args.grace_period == 0 and args.force and args.wait
     args = parser.parse_args(["apply", "-f", "a.yaml", "-f", "b.yaml", "--dry-run=server"])
     assert args.filename == ["a.yaml", "b.yaml"] and args.dry_run == "server"
@@ -113,21 +114,42 @@ def test_verb_flags() -> None:
 
 def test_server_flags_go_duration_and_extra() -> None:
     parser = build_parser()
-    args = parser.parse_args([
-        "server", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x",
-        "--node-monitor-grace-period", "40s", "--pod-eviction-timeout", "5m",
-        "--event-ttl", "1h", "--disable", "scheduler,controllers",
-        "--default-not-ready-toleration-seconds", "30", "--node-eviction-rate", "0.5",
-        "--with-agent", "--node-name", "n1",
-    ])
+    args = parser.parse_args(
+        [
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+            "--node-monitor-grace-period",
+            "40s",
+            "--pod-eviction-timeout",
+            "5m",
+            "--event-ttl",
+            "1h",
+            "--disable",
+            "scheduler,controllers",
+            "--default-not-ready-toleration-seconds",
+            "30",
+            "--node-eviction-rate",
+            "0.5",
+            "--with-agent",
+            "--node-name",
+            "n1",
+        ]
+    )
     assert args.node_monitor_grace_period == 40.0
     assert args.pod_eviction_timeout == 300.0
     assert args.disable == {"scheduler", "controllers"}
     options, extra = server_options(args, args.data_dir)
     assert options.event_ttl_seconds == 3600
     assert options.disable == {"scheduler", "controllers"}
-    assert extra["node_monitor_grace_period"] == 40.0 or hasattr(
-        options, "node_monitor_grace_period")
+    # a flag ServerOptions has no field for yet is kept in ``extra`` until it does
+    assert 40.0 in (
+        extra.get("node_monitor_grace_period"),
+        getattr(options, "node_monitor_grace_period", None),
+    )
+    assert extra.get("with_agent", getattr(options, "with_agent", None)) is True
     assert duration("2") == 2.0
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -40,9 +41,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("server")
     log = (data_dir / "server.log").open("wb")
     proc = subprocess.Popen(
-        [*CLI, "server", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
-         "--log-format", "json", "--event-ttl", "5m"],
-        stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+        [
+            *CLI,
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--event-ttl",
+            "5m",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        cwd=ROOT,
     )
     try:
         conf = data_dir / "admin.conf"
@@ -50,8 +64,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while not conf.exists():
             if proc.poll() is not None:
                 log.flush()
-                pytest.fail(f"flotilla server exited with {proc.returncode}:\n"
-                            f"{(data_dir / 'server.log').read_text()}")
+                pytest.fail(
+                    f"flotilla server exited with {proc.returncode}:\n"
+                    f"{(data_dir / 'server.log').read_text()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("flotilla server did not write admin.conf in time")
             time.sleep(0.05)
@@ -71,11 +87,17 @@ class Flotilla:
         self.address = address
         self.cwd = cwd
 
-    def __call__(self, *args: str, stdin: str | None = None,
-                 timeout: float = CMD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, stdin: str | None = None, timeout: float = CMD_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*CLI, *args, "--server", self.address], input=stdin, capture_output=True,
-            text=True, timeout=timeout, env=_env(), cwd=self.cwd,
+            [*CLI, *args, "--server", self.address],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env(),
+            cwd=self.cwd,
         )
 
     def ok(self, *args: str, stdin: str | None = None) -> str:
@@ -85,8 +107,14 @@ class Flotilla:
         return r.stdout
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*CLI, *args, "--server", self.address], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=_env(), cwd=self.cwd)
+        return subprocess.Popen(
+            [*CLI, *args, "--server", self.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=self.cwd,
+        )
 
     def get_json(self, *args: str) -> dict:
         return json.loads(self.ok("get", *args, "-o", "json"))  # type: ignore[no-any-return]
@@ -137,7 +165,8 @@ def test_apply_examples_then_unchanged(fl: Flotilla) -> None:
     # without a name: always a List, even for one match
     listed = fl.get_json("configmaps", "-n", "demo")
     assert listed["kind"] == "List" and [i["metadata"]["name"] for i in listed["items"]] == [
-        "web-settings"]
+        "web-settings"
+    ]
     assert fl.ok("get", "svc/web", "-n", "demo", "-o", "name").strip() == "service/web"
 
 
@@ -150,17 +179,31 @@ def test_get_empty_and_namespaced_message(fl: Flotilla) -> None:
     assert listed["kind"] == "List" and listed["items"] == []
 
 
-def test_reapply_prunes_dropped_fields_and_keeps_cluster_set_ones(fl: Flotilla,
-                                                                 tmp_path: Path) -> None:
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "np", "labels": {"app": "np", "tier": "front"}},
-           "spec": {"type": "NodePort", "selector": {"app": "np"},
-                    "ports": [{"port": 80, "targetPort": 8080}]}}
+def test_reapply_prunes_dropped_fields_and_keeps_cluster_set_ones(
+    fl: Flotilla, tmp_path: Path
+) -> None:
+    svc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "np", "labels": {"app": "np", "tier": "front"}},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": "np"},
+            "ports": [{"port": 80, "targetPort": 8080}],
+        },
+    }
     f = _write(tmp_path / "svc.yaml", [svc])
     assert fl.ok("apply", "-f", str(f)).strip() == "service/np created"
     # someone else (here: by hand; normally the cluster) sets fields apply never set
-    fl.ok("patch", "svc", "np", "--type", "strategic",
-          "-p", '{"spec":{"ports":[{"port":80,"nodePort":30080}]}}')
+    fl.ok(
+        "patch",
+        "svc",
+        "np",
+        "--type",
+        "strategic",
+        "-p",
+        '{"spec":{"ports":[{"port":80,"nodePort":30080}]}}',
+    )
     fl.ok("label", "svc", "np", "owner=ops")
     del svc["metadata"]["labels"]["tier"]
     _write(f, [svc])
@@ -173,9 +216,12 @@ def test_reapply_prunes_dropped_fields_and_keeps_cluster_set_ones(fl: Flotilla,
 
 def test_bad_file_writes_nothing(fl: Flotilla, tmp_path: Path) -> None:
     good = _cm("bad-file-good", {"a": "1"})
-    bad = {"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": "bad-file-deploy"},
-           "spec": {"selector": {"matchLabels": {"a": "b"}}, "bogus": True}}
+    bad = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad-file-deploy"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "bogus": True},
+    }
     f = _write(tmp_path / "mixed.yaml", [good, bad])
     r = fl("apply", "-f", str(f))
     assert r.returncode == 1
@@ -191,11 +237,16 @@ def test_bad_file_writes_nothing(fl: Flotilla, tmp_path: Path) -> None:
 
 
 def test_server_refusal_is_per_object(fl: Flotilla, tmp_path: Path) -> None:
-    f = _write(tmp_path / "two.yaml", [
-        {**_cm("per-object-a", {"k": "v"}), "metadata": {"name": "per-object-a",
-                                                         "namespace": "does-not-exist"}},
-        _cm("per-object-b", {"k": "v"}),
-    ])
+    f = _write(
+        tmp_path / "two.yaml",
+        [
+            {
+                **_cm("per-object-a", {"k": "v"}),
+                "metadata": {"name": "per-object-a", "namespace": "does-not-exist"},
+            },
+            _cm("per-object-b", {"k": "v"}),
+        ],
+    )
     r = fl("apply", "-f", str(f))
     assert r.returncode == 1
     assert "configmap/per-object-b created" in r.stdout
@@ -213,11 +264,14 @@ def test_namespace_conflict_with_flag(fl: Flotilla, tmp_path: Path) -> None:
 def test_dry_run_writes_nothing(fl: Flotilla, tmp_path: Path) -> None:
     f = _write(tmp_path / "dry.yaml", [_cm("dry", {"k": "v"})])
     assert fl.ok("apply", "-f", str(f), "--dry-run=server").strip() == (
-        "configmap/dry created (server dry run)")
+        "configmap/dry created (server dry run)"
+    )
     assert fl.ok("apply", "-f", str(f), "--dry-run=client").strip() == (
-        "configmap/dry created (dry run)")
+        "configmap/dry created (dry run)"
+    )
     assert fl.ok("create", "-f", str(f), "--dry-run=server").strip() == (
-        "configmap/dry created (server dry run)")
+        "configmap/dry created (server dry run)"
+    )
     assert fl("get", "cm", "dry").returncode == 1
 
 
@@ -274,8 +328,7 @@ def test_diff(fl: Flotilla, tmp_path: Path) -> None:
 def test_wait_jsonpath_condition_and_delete(fl: Flotilla, tmp_path: Path) -> None:
     f = _write(tmp_path / "w.yaml", [_cm("waiter", {"state": "starting"})])
     fl.ok("apply", "-f", str(f))
-    waiter = fl.popen("wait", "--for=jsonpath={.data.state}=ready", "cm/waiter",
-                      "--timeout", "20s")
+    waiter = fl.popen("wait", "--for=jsonpath={.data.state}=ready", "cm/waiter", "--timeout", "20s")
     try:
         time.sleep(0.5)
         fl.ok("patch", "cm", "waiter", "--type", "merge", "-p", '{"data":{"state":"ready"}}')
@@ -301,9 +354,16 @@ def test_wait_jsonpath_condition_and_delete(fl: Flotilla, tmp_path: Path) -> Non
 
 
 def test_pod_graceful_then_forced_delete(fl: Flotilla, tmp_path: Path) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stuck"},
-           "spec": {"nodeName": "no-such-node", "terminationGracePeriodSeconds": 30,
-                    "containers": [{"name": "c", "image": "busybox"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stuck"},
+        "spec": {
+            "nodeName": "no-such-node",
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{"name": "c", "image": "busybox"}],
+        },
+    }
     f = _write(tmp_path / "pod.yaml", [pod])
     fl.ok("apply", "-f", str(f))
     # bound to a node: a normal delete only marks it (no agent will ever confirm)
@@ -317,10 +377,14 @@ def test_pod_graceful_then_forced_delete(fl: Flotilla, tmp_path: Path) -> None:
 def test_get_watch_flushes_each_line(fl: Flotilla, tmp_path: Path) -> None:
     lines: queue.Queue[str] = queue.Queue()
     watcher = fl.popen("get", "configmaps", "-n", "watch-ns", "-w", "--watch-only", "-o", "name")
-    reader = threading.Thread(
-        target=lambda: [lines.put(line) for line in iter(watcher.stdout.readline, "")],  # type: ignore[union-attr]
-        daemon=True,
-    )
+    stdout = watcher.stdout
+    assert stdout is not None
+
+    def read() -> None:
+        for line in iter(stdout.readline, ""):
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         fl.ok("create", "namespace", "watch-ns")
@@ -334,8 +398,14 @@ def test_get_watch_flushes_each_line(fl: Flotilla, tmp_path: Path) -> None:
 
 def test_unreachable_server_one_line(tmp_path: Path) -> None:
     started = time.monotonic()
-    r = subprocess.run([*CLI, "get", "pods", "--server", "127.0.0.1:1"], capture_output=True,
-                       text=True, timeout=CMD_TIMEOUT, env=_env(), cwd=ROOT)
+    r = subprocess.run(
+        [*CLI, "get", "pods", "--server", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT,
+        env=_env(),
+        cwd=ROOT,
+    )
     assert time.monotonic() - started < 10
     assert r.returncode == 1
     assert r.stdout == ""
@@ -346,15 +416,27 @@ def test_unreachable_server_one_line(tmp_path: Path) -> None:
 
 def test_config_file_and_env_lookup(server: str, tmp_path: Path) -> None:
     conf = tmp_path / "my.conf"
-    conf.write_text(yaml.safe_dump({"apiVersion": "flotilla/v1", "kind": "Config",
-                                    "server": server}))
+    conf.write_text(
+        yaml.safe_dump({"apiVersion": "flotilla/v1", "kind": "Config", "server": server})
+    )
     env = {**_env(), "FLOTILLA_CONFIG": str(conf)}
-    r = subprocess.run([*CLI, "get", "ns", "default", "-o", "name"], capture_output=True,
-                       text=True, timeout=CMD_TIMEOUT, env=env, cwd=ROOT)
+    r = subprocess.run(
+        [*CLI, "get", "ns", "default", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT,
+        env=env,
+        cwd=ROOT,
+    )
     assert (r.returncode, r.stdout.strip()) == (0, "namespace/default"), r.stderr
-    r = subprocess.run([*CLI, "--config", str(conf), "get", "ns", "default", "-o", "name"],
-                       capture_output=True, text=True, timeout=CMD_TIMEOUT, env=_env(),
-                       cwd=ROOT)
+    r = subprocess.run(
+        [*CLI, "--config", str(conf), "get", "ns", "default", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT,
+        env=_env(),
+        cwd=ROOT,
+    )
     assert (r.returncode, r.stdout.strip()) == (0, "namespace/default"), r.stderr
 
 

@@ -49,7 +49,7 @@ DATA: dict[str, Any] = {
         ('{range .items[*]}{.metadata.name}{"\\n"}{end}', "a\nb\n"),
         ("{range .items[*]}{.metadata.name}:{.spec.replicas} {end}", "a:2 b:5 "),
         (
-            '{range .items[*]}{range .status.conditions[*]}{.type}={.status},{end};{end}',
+            "{range .items[*]}{range .status.conditions[*]}{.type}={.status},{end};{end}",
             "Ready=True,Scheduled=False,;Ready=False,;",
         ),
         ('{.items[0].status.conditions[?(@.type=="Ready")].status}', "True"),
@@ -94,7 +94,7 @@ def test_parse_errors(template: str, message: str) -> None:
         ("{.items[2].metadata.name}", "array index out of bounds: index 2, length 2", True),
         ("{.kind[0]}", "string is not array or slice", True),
         ("{.items[0].missing}", "missing is not found", False),
-        ("{.items[?(@.spec.replicas>\"x\")]}", "incompatible types", True),
+        ('{.items[?(@.spec.replicas>"x")]}', "incompatible types", True),
     ],
 )
 def test_execute_errors(template: str, message: str, allow_missing: bool) -> None:
@@ -109,8 +109,15 @@ def test_as_json_prints_each_result_set_as_an_array() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("s", "s"), (3, "3"), (1.5, "1.5"), (2.0, "2"), (False, "false"), (None, "<nil>"),
-     ({"b": 1, "a": [1]}, '{"a":[1],"b":1}')],
+    [
+        ("s", "s"),
+        (3, "3"),
+        (1.5, "1.5"),
+        (2.0, "2"),
+        (False, "false"),
+        (None, "<nil>"),
+        ({"b": 1, "a": [1]}, '{"a":[1],"b":1}'),
+    ],
 )
 def test_format_value(value: Any, text: str) -> None:
     assert jsonpath.format_value(value) == text

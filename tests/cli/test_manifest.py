@@ -57,8 +57,11 @@ def test_multi_document_yaml(tmp_path: Path) -> None:
 
 def test_json_stream_and_list(tmp_path: Path) -> None:
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}
-    lst = {"apiVersion": "v1", "kind": "List", "items": [
-        {**cm, "metadata": {"name": "b"}}, {**cm, "metadata": {"name": "c"}}]}
+    lst = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [{**cm, "metadata": {"name": "b"}}, {**cm, "metadata": {"name": "c"}}],
+    }
     f = tmp_path / "x.json"
     f.write_text(json.dumps(cm) + "\n" + json.dumps(lst, indent=2))
     ms = manifest.load([str(f)], "ns1", False)
@@ -75,8 +78,9 @@ def test_kyaml_flow_style(tmp_path: Path) -> None:
 
 def test_directory_in_name_order_and_recursive(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(CM.replace("settings", "b"))
-    (tmp_path / "a.json").write_text(json.dumps(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}))
+    (tmp_path / "a.json").write_text(
+        json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
+    )
     (tmp_path / "notes.txt").write_text("not a manifest")
     sub = tmp_path / "sub"
     sub.mkdir()
@@ -102,7 +106,9 @@ def test_bad_yaml_names_file_and_document(tmp_path: Path) -> None:
 
 def test_unknown_field_path(tmp_path: Path) -> None:
     f = tmp_path / "d.yaml"
-    f.write_text(CM + "---\n" + DEPLOY.replace("image: busybox", "image: busybox\n        bogus: 1"))
+    f.write_text(
+        CM + "---\n" + DEPLOY.replace("image: busybox", "image: busybox\n        bogus: 1")
+    )
     with pytest.raises(CliError) as e:
         manifest.load([str(f)], "default", False)
     msg = e.value.message
@@ -112,8 +118,9 @@ def test_unknown_field_path(tmp_path: Path) -> None:
 
 def test_wrong_type_and_every_error_collected(tmp_path: Path) -> None:
     f = tmp_path / "d.yaml"
-    f.write_text(DEPLOY.replace("replicas: 2", "replicas: two") + "---\n"
-                 + CM.replace('a: "1"', "a: [1]"))
+    f.write_text(
+        DEPLOY.replace("replicas: 2", "replicas: two") + "---\n" + CM.replace('a: "1"', "a: [1]")
+    )
     with pytest.raises(CliError) as e:
         manifest.load([str(f)], "default", False)
     msg = e.value.message

@@ -90,7 +90,9 @@ INIT = {
         (
             pod(
                 phase="Pending",
-                containerStatuses=[{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}],
+                containerStatuses=[
+                    {"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}
+                ],
             ),
             "0/1",
             "ContainerCreating",
@@ -151,9 +153,7 @@ INIT = {
             pod(
                 spec=INIT,
                 phase="Pending",
-                initContainerStatuses=[
-                    {"name": "init", "state": {"terminated": {"exitCode": 3}}}
-                ],
+                initContainerStatuses=[{"name": "init", "state": {"terminated": {"exitCode": 3}}}],
             ),
             "0/1",
             "Init:ExitCode:3",
@@ -162,7 +162,9 @@ INIT = {
         (
             pod(
                 phase="Running",
-                conditions=[{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}],
+                conditions=[
+                    {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}
+                ],
             ),
             "0/1",
             "SchedulingGated",
@@ -194,8 +196,16 @@ def test_pod_table_layout_and_wide() -> None:
     )
     header, rows = printers.table_rows(pods[:1], POD, True, True, NOW)
     assert header == [
-        "NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE",
-        "IP", "NODE", "NOMINATED NODE", "READINESS GATES",
+        "NAMESPACE",
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED NODE",
+        "READINESS GATES",
     ]
     assert rows[0][0] == "default"
     assert rows[0][6:] == ["<none>", "<none>", "<none>", "<none>"]
@@ -209,10 +219,18 @@ def test_format_table_minimum_width_and_last_column_unpadded() -> None:
 @pytest.mark.parametrize(
     ("ports", "type_", "expected_ports", "external"),
     [
-        ([{"port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}], "NodePort",
-         "80:30080/TCP", "<none>"),
-        ([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}], "ClusterIP",
-         "53/UDP,53/TCP", "<none>"),
+        (
+            [{"port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}],
+            "NodePort",
+            "80:30080/TCP",
+            "<none>",
+        ),
+        (
+            [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            "ClusterIP",
+            "53/UDP,53/TCP",
+            "<none>",
+        ),
         ([], "LoadBalancer", "<none>", "<pending>"),
     ],
 )
@@ -297,14 +315,33 @@ def test_node_status(n: Message, status: str) -> None:
                     "conditions": [{"type": "Complete", "status": "True"}],
                 },
             },
-            ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
+            [
+                "NAME",
+                "STATUS",
+                "COMPLETIONS",
+                "DURATION",
+                "AGE",
+                "CONTAINERS",
+                "IMAGES",
+                "SELECTOR",
+            ],
             ["x", "Complete", "3/3", "42s", "60m", "", "", "<none>"],
         ),
         (
             "CronJob",
             {"spec": {"schedule": "*/5 * * * *", "suspend": False}},
-            ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE",
-             "CONTAINERS", "IMAGES", "SELECTOR"],
+            [
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE",
+                "AGE",
+                "CONTAINERS",
+                "IMAGES",
+                "SELECTOR",
+            ],
             ["x", "*/5 * * * *", "<none>", "False", "0", "<none>", "60m", "", "", "<none>"],
         ),
         (
@@ -334,8 +371,10 @@ def test_node_status(n: Message, status: str) -> None:
         ),
         (
             "RoleBinding",
-            {"roleRef": {"kind": "ClusterRole", "name": "view"},
-             "subjects": [{"kind": "User", "name": "jane"}]},
+            {
+                "roleRef": {"kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": "jane"}],
+            },
             ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
             ["x", "ClusterRole/view", "60m", "jane", "", ""],
         ),
@@ -352,8 +391,12 @@ def test_node_status(n: Message, status: str) -> None:
             ["x", "1000", "false", "<unset>", "60m"],
         ),
         ("Role", {}, ["NAME", "CREATED AT"], ["x", CREATED]),
-        ("ControllerRevision", {"revision": 2}, ["NAME", "CONTROLLER", "REVISION", "AGE"],
-         ["x", "<none>", "2", "60m"]),
+        (
+            "ControllerRevision",
+            {"revision": 2},
+            ["NAME", "CONTROLLER", "REVISION", "AGE"],
+            ["x", "<none>", "2", "60m"],
+        ),
     ],
 )
 def test_kind_rows(kind: str, data: dict[str, Any], header: list[str], row: list[str]) -> None:
@@ -364,7 +407,9 @@ def test_kind_rows(kind: str, data: dict[str, Any], header: list[str], row: list
 
 def test_every_kind_has_a_table() -> None:
     for info in kinds.KINDS:
-        o = obj(info.kind, {"metadata": {"name": "x", "namespace": "ns", "creationTimestamp": CREATED}})
+        o = obj(
+            info.kind, {"metadata": {"name": "x", "namespace": "ns", "creationTimestamp": CREATED}}
+        )
         for wide in (False, True):
             header, rows = printers.table_rows([o], info, wide, True, NOW, show_labels=True)
             assert len(header) == len(rows[0]), info.kind
@@ -408,12 +453,14 @@ def test_show_kind_and_labels() -> None:
         ({}, "<none>"),
         ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
         (
-            {"matchExpressions": [
-                {"key": "tier", "operator": "In", "values": ["b", "a"]},
-                {"key": "env", "operator": "NotIn", "values": ["prod"]},
-                {"key": "x", "operator": "Exists"},
-                {"key": "legacy", "operator": "DoesNotExist"},
-            ]},
+            {
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["b", "a"]},
+                    {"key": "env", "operator": "NotIn", "values": ["prod"]},
+                    {"key": "x", "operator": "Exists"},
+                    {"key": "legacy", "operator": "DoesNotExist"},
+                ]
+            },
             "env notin (prod),!legacy,tier in (a,b),x",
         ),
     ],
@@ -477,7 +524,9 @@ def test_jsonpath_output() -> None:
 
 
 def test_custom_columns() -> None:
-    text = render([pod("a")], "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName", list_kind=True)
+    text = render(
+        [pod("a")], "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName", list_kind=True
+    )
     assert text == "NAME   NODE\na      <none>\n"
 
 
@@ -530,7 +579,9 @@ def test_watch_printer_table() -> None:
     out = FlushCounter()
     w = printers.WatchPrinter(POD, "", out, show_namespace=False)
     w.print_event("ADDED", pod("a", phase="Pending"), NOW)
-    w.print_event("MODIFIED", pod("a-longer-name", phase="Running", containerStatuses=[running()]), NOW)
+    w.print_event(
+        "MODIFIED", pod("a-longer-name", phase="Running", containerStatuses=[running()]), NOW
+    )
     assert out.getvalue() == (
         "NAME   READY   STATUS    RESTARTS   AGE\n"
         "a      0/1     Pending   0          60m\n"
