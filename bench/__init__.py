@@ -224,6 +224,37 @@ def self_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds every core of the machine has spent busy (not idle/iowait), /proc/stat."""
+    try:
+        line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return 0.0
+    v = [int(x) for x in line.split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / _CLK_TCK
+
+
+class CpuMeter:
+    """Cores used over an interval by a server process, by this process, and by the rest of
+    the machine (other people's tests share it: the column says how quiet a phase was)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.t0 = time.monotonic()
+        self.s0 = process_cpu_seconds(server_pid)
+        self.c0 = self_cpu_seconds()
+        self.m0 = machine_busy_seconds()
+
+    def read(self) -> tuple[float, float, float, float]:
+        """(seconds, server CPU-s, client CPU-s, other CPU-s) since construction."""
+        dt = time.monotonic() - self.t0
+        s = process_cpu_seconds(self.server_pid) - self.s0
+        c = self_cpu_seconds() - self.c0
+        m = machine_busy_seconds() - self.m0
+        return dt, s, c, max(0.0, m - s - c)
+
+
 # -- profiling --------------------------------------------------------------------------
 
 

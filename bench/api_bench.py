@@ -66,6 +66,7 @@ class Phase:
     max_ms: float
     server_cpu_us: float  # server CPU per request
     client_cpu_us: float  # client (this process) CPU per request
+    other_cpu: float  # cores used by the rest of the machine during the phase (noise)
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -94,18 +95,17 @@ async def measure(target: str, op: str, concurrency: int,
                 continue
             latencies.append(clock() - t0)
 
-    server_cpu0, client_cpu0 = server.cpu_seconds(), bench.self_cpu_seconds()
+    meter = bench.CpuMeter(server.pid)
     start = clock()
     if duration is not None:
         deadline = start + duration
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = clock() - start
-    server_cpu = server.cpu_seconds() - server_cpu0
-    client_cpu = bench.self_cpu_seconds() - client_cpu0
+    dt, server_cpu, client_cpu, other_cpu = meter.read()
     st = bench.stats(latencies, elapsed)
     n = max(st.count, 1)
     return Phase(target, op, concurrency, st.count, elapsed, st.p50_ms, st.p99_ms, st.max_ms,
-                 1e6 * server_cpu / n, 1e6 * client_cpu / n, dict(errors))
+                 1e6 * server_cpu / n, 1e6 * client_cpu / n, other_cpu / dt, dict(errors))
 
 
 def _counter_jobs(counter: Iterator[int], count: int | None,
@@ -132,24 +132,26 @@ def echo_payload() -> bytes:
 # -- echo -------------------------------------------------------------------------------
 
 
-async def run_echo(server: bench.ServerProcess, concurrencies: list[int], count: int | None,
-                   duration: float | None) -> list[Phase]:
-    payload = echo_payload()
-    channel = grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
-    try:
-        call = channel.unary_unary(_echo.ECHO, None, None)
+class EchoTarget:
+    def __init__(self, server: bench.ServerProcess) -> None:
+        self.server = server
+        self.payload = echo_payload()
+        self.channel = grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+        self.call = self.channel.unary_unary(_echo.ECHO, None, None)
 
-        def jobs_for(n: int | None) -> Callable[[int], Iterator[Job]]:
-            counter = itertools.count()
-            return lambda w: _counter_jobs(counter, n, lambda i: lambda: call(payload))
+    def _jobs(self, n: int | None) -> Callable[[int], Iterator[Job]]:
+        counter = itertools.count()
+        call, payload = self.call, self.payload
+        return lambda w: _counter_jobs(counter, n, lambda i: lambda: call(payload))
 
-        await measure("echo", "warmup", 16, jobs_for(WARMUP_REQUESTS), None, server)
-        out = []
-        for c in concurrencies:
-            out.append(await measure("echo", "echo", c, jobs_for(count), duration, server))
-        return out
-    finally:
-        await channel.close(None)
+    async def warmup(self) -> None:
+        await measure("echo", "warmup", 16, self._jobs(WARMUP_REQUESTS), None, self.server)
+
+    async def run(self, c: int, count: int | None, duration: float | None) -> Phase:
+        return await measure("echo", "echo", c, self._jobs(count), duration, self.server)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
 
 
 # -- flotilla ---------------------------------------------------------------------------
@@ -176,69 +178,81 @@ async def ensure_namespace(client: ApiClient, name: str) -> None:
         pass
 
 
-async def run_flotilla(server: bench.ServerProcess, concurrencies: list[int],
-                       count: int | None, duration: float | None, written: Written,
-                       profile_dir: Path | None) -> list[Phase]:
-    channel = open_channel(server.address)
-    client = ApiClient(channel, server.address)
-    out: list[Phase] = []
-    try:
-        # warm-up (not measured): connection, caches, the store's first transactions
-        await ensure_namespace(client, "bench-warmup")
+class FlotillaTarget:
+    def __init__(self, server: bench.ServerProcess, written: Written,
+                 profile_dir: Path | None) -> None:
+        self.server = server
+        self.written = written
+        self.profile_dir = profile_dir
+        self.channel = open_channel(server.address)
+        self.client = ApiClient(self.channel, server.address)
+
+    async def warmup(self) -> None:
+        """Not measured: connection, caches, the store's first transactions."""
+        await ensure_namespace(self.client, "bench-warmup")
         counter = itertools.count()
+        client = self.client
         await measure("flotilla", "warmup", 16, lambda w: _counter_jobs(
             counter, WARMUP_REQUESTS, lambda i: lambda: client.create(
-                configmap("bench-warmup", f"cm-{i:06d}", i))), None, server)
+                configmap("bench-warmup", f"cm-{i:06d}", i))), None, self.server)
 
-        for c in concurrencies:
-            ns = f"bench-c{c}"
-            await ensure_namespace(client, ns)
-            objects: dict[int, Any] = {}
+    async def run(self, c: int, count: int | None, duration: float | None,
+                  profile: bool) -> list[Phase]:
+        """Create (N or for ``duration``) ConfigMaps in namespace bench-c<c>, then update each
+        with the resourceVersion of its last write."""
+        client, written = self.client, self.written
+        ns = f"bench-c{c}"
+        await ensure_namespace(client, ns)
+        objects: dict[int, Any] = {}
 
-            def create_job(i: int, ns: str = ns, objects: dict[int, Any] = objects) -> Job:
-                async def job() -> None:
-                    obj = await client.create(configmap(ns, f"cm-{i:06d}", i))
-                    objects[i] = obj
-                    written.ack(obj)
-                return job
+        def create_job(i: int) -> Job:
+            async def job() -> None:
+                obj = await client.create(configmap(ns, f"cm-{i:06d}", i))
+                objects[i] = obj
+                written.ack(obj)
+            return job
 
-            shared = itertools.count()
+        shared = itertools.count()
 
-            def create_jobs(w: int, shared: Iterator[int] = shared,
-                            create_job: Callable[[int], Job] = create_job) -> Iterator[Job]:
-                return _counter_jobs(shared, count, create_job)
+        def create_jobs(w: int) -> Iterator[Job]:
+            return _counter_jobs(shared, count, create_job)
 
-            spy = _spy(server, profile_dir, f"create-c{c}", c == max(concurrencies))
-            try:
-                out.append(await measure("flotilla", "create", c, create_jobs, duration, server))
-            finally:
-                if spy:
-                    spy.stop()
+        spy = self._spy(f"create-c{c}", profile)
+        try:
+            created = await measure("flotilla", "create", c, create_jobs, duration, self.server)
+        finally:
+            if spy:
+                spy.stop()
 
-            ids = sorted(objects)
+        ids = sorted(objects)
 
-            def update_jobs(w: int, c: int = c, ids: list[int] = ids,
-                            objects: dict[int, Any] = objects) -> Iterator[Job]:
-                mine = ids[w::c]
-                passes = itertools.count(1)
-                while mine:
-                    p = next(passes)
-                    for i in mine:
-                        def job(i: int = i, p: int = p) -> Awaitable[None]:
-                            return _update(client, objects, i, p, written)
-                        yield job
-                    if count is not None:
-                        return
+        def update_jobs(w: int) -> Iterator[Job]:
+            mine = ids[w::c]  # each worker owns its objects: no self-inflicted conflicts
+            for p in itertools.count(1):
+                if not mine:
+                    return
+                for i in mine:
+                    def job(i: int = i, p: int = p) -> Awaitable[None]:
+                        return _update(client, objects, i, p, written)
+                    yield job
+                if count is not None:
+                    return
 
-            spy = _spy(server, profile_dir, f"update-c{c}", c == max(concurrencies))
-            try:
-                out.append(await measure("flotilla", "update", c, update_jobs, duration, server))
-            finally:
-                if spy:
-                    spy.stop()
-        return out
-    finally:
-        await channel.close(None)
+        spy = self._spy(f"update-c{c}", profile)
+        try:
+            updated = await measure("flotilla", "update", c, update_jobs, duration, self.server)
+        finally:
+            if spy:
+                spy.stop()
+        return [created, updated]
+
+    def _spy(self, name: str, wanted: bool) -> bench.PySpy | None:
+        if self.profile_dir is None or not wanted:
+            return None
+        return bench.PySpy(self.server.pid, self.profile_dir / f"server-{name}.txt")
+
+    async def close(self) -> None:
+        await self.channel.close(None)
 
 
 async def _update(client: ApiClient, objects: dict[int, Any], i: int, p: int,
@@ -248,14 +262,6 @@ async def _update(client: ApiClient, objects: dict[int, Any], i: int, p: int,
     new = await client.update(obj)
     objects[i] = new
     written.ack(new)
-
-
-def _spy(server: bench.ServerProcess, profile_dir: Path | None, name: str,
-         wanted: bool) -> bench.PySpy | None:
-    if profile_dir is None or not wanted:
-        return None
-    profile_dir.mkdir(parents=True, exist_ok=True)
-    return bench.PySpy(server.pid, profile_dir / f"server-{name}.txt")
 
 
 async def verify_durable(address: str, written: Written) -> tuple[int, list[str]]:
@@ -293,10 +299,10 @@ def report(phases: list[Phase]) -> str:
         p99_ratio = "" if p.op == "echo" or base is None else f"{p.p99_ms / base.p99_ms:.1f}x"
         rows.append([p.target, p.op, p.concurrency, p.requests, bench.fmt(p.rate, 0),
                      bench.fmt(p.p50_ms, 2), bench.fmt(p.p99_ms, 2), bench.fmt(p.max_ms, 1),
-                     bench.fmt(p.server_cpu_us, 0), bench.fmt(p.client_cpu_us, 0), ratio,
-                     p99_ratio])
+                     bench.fmt(p.server_cpu_us, 0), bench.fmt(p.client_cpu_us, 0),
+                     f"{p.other_cpu:.0%}", ratio, p99_ratio])
     return bench.table(["target", "op", "conc", "requests", "req/s", "p50 ms", "p99 ms",
-                        "max ms", "server CPU us/req", "client CPU us/req",
+                        "max ms", "server CPU us/req", "client CPU us/req", "others CPU",
                         "req/s vs echo", "p99 vs echo"], rows)
 
 
@@ -332,29 +338,38 @@ class Results:
 
 
 async def run_all(args: argparse.Namespace, work: Path) -> Results:
+    """Both servers up; for each concurrency the echo phase, then Flotilla's create and
+    update phases right after it (the figures of a ratio see the same machine state)."""
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     duration = None if args.count else args.duration
     profile_dir = Path(args.py_spy) if args.py_spy else None
     phases: list[Phase] = []
     written = Written()
-    echo = bench.start_echo(work, args.uvloop)
-    try:
-        phases += await run_echo(echo, concurrencies, args.count, duration)
-    finally:
-        echo.stop()
     data_dir = work / "data"
-    server = bench.start_flotilla(data_dir, work, args.uvloop)
+    echo_server = server = None
+    echo = flotilla = None
     try:
-        phases += await run_flotilla(server, concurrencies, args.count, duration,
-                                     written, profile_dir)
+        echo_server = bench.start_echo(work, args.uvloop)
+        server = bench.start_flotilla(data_dir, work, args.uvloop)
+        echo = EchoTarget(echo_server)
+        flotilla = FlotillaTarget(server, written, profile_dir)
+        await echo.warmup()
+        await flotilla.warmup()
+        for c in concurrencies:
+            phases.append(await echo.run(c, args.count, duration))
+            phases += await flotilla.run(c, args.count, duration, c == max(concurrencies))
+        await flotilla.close()
+        flotilla = None
         server.kill()  # a crash: only what was durable survives
         server = bench.start_flotilla(data_dir, work, args.uvloop, name="flotilla-restart")
         durable_ok, problems = await verify_durable(server.address, written)
     finally:
-        server.stop()
-    phases = [p for p in phases if p.op != "warmup"]
-    order = {c: i for i, c in enumerate(concurrencies)}
-    phases.sort(key=lambda p: (order[p.concurrency], p.target != "echo"))
+        for t in (echo, flotilla):
+            if t is not None:
+                await t.close()
+        for sp in (echo_server, server):
+            if sp is not None:
+                sp.stop()
     return Results(phases, written, durable_ok, problems)
 
 
@@ -398,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="record the Flotilla server with py-spy during the phases at the "
                          "highest concurrency; collapsed stacks and a summary go to DIR")
     args = ap.parse_args(argv)
+    if args.py_spy:
+        Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     with bench.temp_workdir("flotilla-api-bench-") as work:
         r = bench.run(lambda: run_all(args, work), args.uvloop)
     print_results(args, r)

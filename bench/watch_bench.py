@@ -135,6 +135,7 @@ class Collector:
     delivered_event: asyncio.Event = field(default_factory=asyncio.Event)
     waiting_for: tuple[str, int] = ("", 0)
     start_retries: int = 0
+    last_receive: dict[str, float] = field(default_factory=dict)
 
     def receive(self, watcher: int, stamp: tuple[str, float] | None) -> None:
         now = time.monotonic()
@@ -146,6 +147,7 @@ class Collector:
             return
         lat = self.latencies[phase]
         lat.append(now - t)
+        self.last_receive[phase] = now
         if self.waiting_for[0] == phase and len(lat) >= self.waiting_for[1]:
             self.delivered_event.set()
 
@@ -346,6 +348,7 @@ class Phase:
     max_ms: float
     server_cpu: float  # cores used by the server during the phase
     client_cpu: float  # cores used by this process
+    other_cpu: float  # cores used by the rest of the machine (noise)
     server_cpu_us_per_delivery: float
     write_errors: dict[str, int] = field(default_factory=dict)
     watchers_lost: int = 0
@@ -385,102 +388,125 @@ async def write_phase(target: Target, phase: str, rate: float, duration: float,
     return ok
 
 
-async def run_scenario(scenario: str, target: Target, server: bench.ServerProcess,
-                       watchers: int, rates: list[float], duration: float) -> list[Phase]:
-    collector = Collector(watchers)
-    await target.setup()
-    tasks: list[asyncio.Task[None]] = []
+class Session:
+    """One target's watchers, connected and warm, ready to run phases."""
 
-    async def watcher(i: int) -> None:
+    def __init__(self, scenario: str, target: Target, server: bench.ServerProcess,
+                 watchers: int) -> None:
+        self.scenario = scenario
+        self.target = target
+        self.server = server
+        self.watchers = watchers
+        self.collector = Collector(watchers)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def _watcher(self, i: int) -> None:
+        c = self.collector
+        reason = ""
         for attempt in range(START_ATTEMPTS):
             try:
-                await target.watch(i, collector)
+                await self.target.watch(i, c)
                 reason = "stream ended"
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                reason = f"{type(e).__name__}: {getattr(e, 'code', lambda: '')()} {e}"[:200]
-            if i in collector.warm or attempt == START_ATTEMPTS - 1:
+                reason = f"{type(e).__name__}: {e}"[:200]
+            if i in c.warm or attempt == START_ATTEMPTS - 1:
                 break
-            # a watch refused while it was being opened (see START_BATCH): retry, as an
-            # informer would
-            collector.start_retries += 1
+            # refused while being opened (see START_BATCH): retry, as an informer would
+            c.start_retries += 1
             await asyncio.sleep(0.2 * (attempt + 1))
-        collector.ended[i] = reason
+        c.ended[i] = reason
 
-    out = []
-    try:
-        for i in range(watchers):
-            tasks.append(asyncio.create_task(watcher(i), name=f"watcher-{i}"))
+    async def start(self) -> None:
+        """Open every watch, then write until every watcher has received something."""
+        await self.target.setup()
+        c = self.collector
+        for i in range(self.watchers):
+            self.tasks.append(asyncio.create_task(self._watcher(i), name=f"watcher-{i}"))
             if (i + 1) % START_BATCH == 0:
                 await asyncio.sleep(START_PAUSE)
-        # every watcher registered and receiving before anything is measured
         deadline = time.monotonic() + 60
         round_ = 0
-        while len(collector.warm) < watchers - len(collector.ended):
+        while len(c.warm) < self.watchers - len(c.ended):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{target.name}: only {len(collector.warm)}/{watchers} "
+                raise RuntimeError(f"{self.target.name}: only {len(c.warm)}/{self.watchers} "
                                    "watchers received the warm-up writes in 60 s")
-            missing = [i for i in range(watchers)
-                       if i not in collector.warm and i not in collector.ended]
-            await target.warm(missing, round_)
+            missing = [i for i in range(self.watchers) if i not in c.warm and i not in c.ended]
+            await self.target.warm(missing, round_)
             round_ += 1
             await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)  # let the warm-up traffic settle
-        for rate in rates:
-            phase = f"{scenario}-{rate:g}"
-            errs: collections.Counter[str] = collections.Counter()
-            lost0 = len(collector.ended)
-            s0, c0 = server.cpu_seconds(), bench.self_cpu_seconds()
-            t0 = time.monotonic()
-            acked = await write_phase(target, phase, rate, duration, errs)
-            live = watchers - len(collector.ended)
-            expected = acked * live if scenario == "fanout" else acked
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_TIMEOUT):
-                    await collector.wait_delivered(phase, expected)
-            elapsed = max(time.monotonic() - t0, duration)
-            s_cpu, c_cpu = server.cpu_seconds() - s0, bench.self_cpu_seconds() - c0
-            lat = collector.latencies[phase]
-            st = bench.stats(lat, elapsed)
-            out.append(Phase(
-                scenario, target.name, watchers, rate, acked, expected, len(lat), elapsed,
-                st.p50_ms, st.p99_ms, st.max_ms, s_cpu / elapsed, c_cpu / elapsed,
-                1e6 * s_cpu / max(len(lat), 1), dict(errs), len(collector.ended) - lost0,
-                collector.start_retries))
-            print(f"  {scenario:7} {target.name:9} {rate:6g} writes/s: "
-                  f"{len(lat):,}/{expected:,} delivered, p50 {st.p50_ms:.1f} ms, "
-                  f"p99 {st.p99_ms:.1f} ms, server {s_cpu / elapsed:.0%} CPU, "
-                  f"client {c_cpu / elapsed:.0%} CPU", file=sys.stderr, flush=True)
-            await asyncio.sleep(1.0)
-        return out
-    finally:
-        for t in tasks:
+
+    async def phase(self, rate: float, duration: float) -> Phase:
+        c = self.collector
+        name = f"{self.scenario}-{rate:g}"
+        errs: collections.Counter[str] = collections.Counter()
+        lost0 = len(c.ended)
+        meter = bench.CpuMeter(self.server.pid)
+        t0 = time.monotonic()
+        acked = await write_phase(self.target, name, rate, duration, errs)
+        live = self.watchers - len(c.ended)
+        expected = acked * live if self.scenario == "fanout" else acked
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await c.wait_delivered(name, expected)
+        dt, s_cpu, c_cpu, o_cpu = meter.read()
+        lat = c.latencies[name]
+        # throughput over the time it took: first write to last delivery
+        span = max(c.last_receive.get(name, t0) - t0, 1e-9)
+        st = bench.stats(lat, span)
+        p = Phase(self.scenario, self.target.name, self.watchers, rate, acked, expected,
+                  len(lat), span, st.p50_ms, st.p99_ms, st.max_ms, s_cpu / dt, c_cpu / dt,
+                  o_cpu / dt, 1e6 * s_cpu / max(len(lat), 1), dict(errs),
+                  len(c.ended) - lost0, c.start_retries)
+        print(f"  {self.scenario:7} {self.target.name:9} {rate:6g} writes/s: "
+              f"{len(lat):,}/{expected:,} delivered, p50 {st.p50_ms:.1f} ms, "
+              f"p99 {st.p99_ms:.1f} ms, server {p.server_cpu:.0%} CPU, client "
+              f"{p.client_cpu:.0%}, others {p.other_cpu:.0%}", file=sys.stderr, flush=True)
+        return p
+
+    async def close(self) -> None:
+        for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await target.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.target.close()
 
 
-Factory = Callable[[str], Target]
-
-
-async def run_against(kind: str, scenario: str, factory: Factory, args: argparse.Namespace,
-                      work: Path, rates: list[float], duration: float) -> list[Phase]:
-    if kind == "echo":
-        server = bench.start_echo(work, args.uvloop, name=f"echo-{scenario}")
-    else:
-        server = bench.start_flotilla(work / f"data-{scenario}", work, args.uvloop,
-                                      name=f"flotilla-{scenario}")
+async def run_scenario(scenario: str, args: argparse.Namespace, work: Path,
+                       make_echo: Callable[[str], Target], make_flotilla: Callable[[str], Target],
+                       rates: list[float], duration: float) -> list[Phase]:
+    """Both servers up and both sets of watchers connected; then, for each rate, a phase
+    against the baseline immediately followed by the same phase against Flotilla, so that
+    the two figures of a ratio see the same machine."""
+    echo = flotilla = None
+    sessions: list[Session] = []
     spy = None
+    out: list[Phase] = []
     try:
-        if args.py_spy and kind == "flotilla":
-            spy = bench.PySpy(server.pid, Path(args.py_spy) / f"server-watch-{scenario}.txt")
-        return await run_scenario(scenario, factory(server.address), server, args.watchers,
-                                  rates, duration)
+        echo = bench.start_echo(work, args.uvloop, name=f"echo-{scenario}")
+        flotilla = bench.start_flotilla(work / f"data-{scenario}", work, args.uvloop,
+                                        name=f"flotilla-{scenario}")
+        sessions = [Session(scenario, make_echo(echo.address), echo, args.watchers),
+                    Session(scenario, make_flotilla(flotilla.address), flotilla,
+                            args.watchers)]
+        for s in sessions:
+            await s.start()
+        await asyncio.sleep(1.0)  # let the warm-up traffic settle
+        if args.py_spy:
+            spy = bench.PySpy(flotilla.pid, Path(args.py_spy) / f"server-watch-{scenario}.txt")
+        for rate in rates:
+            for s in sessions:
+                out.append(await s.phase(rate, duration))
+                await asyncio.sleep(1.0)
+        return out
     finally:
         if spy is not None:
             spy.stop()
-        server.stop()
+        for s in sessions:
+            await s.close()
+        for sp in (echo, flotilla):
+            if sp is not None:
+                sp.stop()
 
 
 async def run_all(args: argparse.Namespace, work: Path) -> list[Phase]:
@@ -489,17 +515,14 @@ async def run_all(args: argparse.Namespace, work: Path) -> list[Phase]:
     w, per, dec = args.watchers, args.watchers_per_channel, args.decode
     phases: list[Phase] = []
     if "fanout" in scenarios:
-        phases += await run_against("echo", "fanout", lambda a: EchoFanout(a, w, per, dec),
-                                    args, work, rates, args.duration)
-        phases += await run_against("flotilla", "fanout", lambda a: FlotillaFanout(a, w, per, dec),
-                                    args, work, rates, args.duration)
+        phases += await run_scenario(
+            "fanout", args, work, lambda a: EchoFanout(a, w, per, dec),
+            lambda a: FlotillaFanout(a, w, per, dec), rates, args.duration)
     if "agents" in scenarios:
-        ar = [args.agent_rate]
-        phases += await run_against("echo", "agents", lambda a: EchoAgents(a, w, per, dec, 1),
-                                    args, work, ar, args.agent_duration)
-        phases += await run_against("flotilla", "agents",
-                                    lambda a: FlotillaAgents(a, w, per, dec, 1),
-                                    args, work, ar, args.agent_duration)
+        phases += await run_scenario(
+            "agents", args, work, lambda a: EchoAgents(a, w, per, dec, 1),
+            lambda a: FlotillaAgents(a, w, per, dec, 1), [args.agent_rate],
+            args.agent_duration)
     return phases
 
 
@@ -524,10 +547,11 @@ def report(phases: list[Phase]) -> str:
             p.scenario, p.target, p.watchers, f"{p.rate:g}", bench.fmt(p.deliveries_per_s, 0),
             f"{100 * p.delivered / max(p.expected, 1):.1f}%", bench.fmt(p.p50_ms, 1),
             bench.fmt(p.p99_ms, 1), bench.fmt(p.max_ms, 0), f"{p.server_cpu:.0%}",
-            f"{p.client_cpu:.0%}", bench.fmt(p.server_cpu_us_per_delivery, 1), vs, cpu_vs])
+            f"{p.client_cpu:.0%}", f"{p.other_cpu:.0%}",
+            bench.fmt(p.server_cpu_us_per_delivery, 1), vs, cpu_vs])
     return bench.table(
         ["scenario", "target", "watchers", "writes/s", "deliveries/s", "delivered",
-         "p50 ms", "p99 ms", "max ms", "server CPU", "client CPU",
+         "p50 ms", "p99 ms", "max ms", "server CPU", "client CPU", "others CPU",
          "server CPU us/delivery", "p99 vs bare", "CPU/delivery vs bare"], rows)
 
 
