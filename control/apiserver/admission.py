@@ -58,7 +58,10 @@ class Admission:
     def prepare_for_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
         """Update never changes status."""
         if info.has_status:
-            new.status.CopyFrom(current.status)
+            if current.HasField("status"):
+                new.status.CopyFrom(current.status)
+            else:
+                new.ClearField("status")  # an empty status is not written as "status: {}"
         if info.plural == "namespaces":
             new.spec.CopyFrom(current.spec)
         elif info.plural == "services":
