@@ -38,7 +38,7 @@ from control.api import convert, errors, kinds, labels
 from control.api import fields as fieldsel
 from control.api import merge as mergepatch
 from control.apiserver import admission, codec
-from control.apiserver.watchcache import CachedObject, WatchCache, Watcher
+from control.apiserver.watchcache import CachedObject, WatchCache, Watcher, cached_object
 from control.store.interface import (
     Compacted,
     KeyExists,
@@ -201,11 +201,9 @@ class Registry:
                     "The provided continue parameter is too old to display a consistent list "
                     "result. You can start a new list without the continue parameter.") from None
             for kv in chunk.kvs:
-                raw = codec.with_revision(kv.value, kv.mod_revision)
-                co = CachedObject(kv.key, namespace, codec.decode(info, raw), raw, kv.mod_revision)
-                co.namespace = co.obj.metadata.namespace
+                co = cached_object(info, kv.key, kv.value, kv.mod_revision)
                 if flt(co):
-                    items.append((kv.key, raw))
+                    items.append((kv.key, co.raw))
                 start = kv.key + "\x00"
             more = chunk.more
         next_token = ""

@@ -77,6 +77,13 @@ class CacheEvent:
         return b
 
 
+def cached_object(info: kinds.KindInfo, key: str, value: bytes, revision: int) -> CachedObject:
+    """Decode a stored value at ``revision`` (the one place objects leave the store)."""
+    raw = codec.with_revision(value, revision)
+    obj = codec.decode(info, raw)
+    return CachedObject(key, obj.metadata.namespace, obj, raw, revision)
+
+
 Matcher = Callable[[CachedObject], bool]
 
 _CLOSED = object()
@@ -254,15 +261,9 @@ class WatchCache:
             if rc is None:
                 log.warning("unknown resource in store", key=kv.key)
                 continue
-            rc.put(self._cached(rc.info, kv.key, kv.value, kv.mod_revision))
+            rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
         self._ready.set()
         log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
-
-    @staticmethod
-    def _cached(info: kinds.KindInfo, key: str, value: bytes, revision: int) -> CachedObject:
-        raw = codec.with_revision(value, revision)
-        obj = codec.decode(info, raw)
-        return CachedObject(key, obj.metadata.namespace, obj, raw, revision)
 
     async def run(self) -> None:
         """Follow the store from the loaded revision (a supervised long-lived task)."""
@@ -274,12 +275,12 @@ class WatchCache:
             rc = self.resources.get(resource_of_key(ev.kv.key))
             if rc is not None:
                 if ev.type is EventType.PUT:
-                    co = self._cached(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
+                    co = cached_object(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
                     prev = rc.put(co)
                     rc.record(CacheEvent(ev.kv.mod_revision, False, co, prev))
                 else:
                     prev = rc.remove(ev.kv.key)
-                    last = self._cached(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
+                    last = cached_object(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
                     rc.record(CacheEvent(ev.kv.mod_revision, True, last, prev))
             self.revision = ev.kv.mod_revision
         self._wake()
