@@ -171,6 +171,8 @@ class Target:
 
     name = ""
 
+    bookmarks = True  # Flotilla watchers ask for bookmarks, as informers do
+
     def __init__(self, address: str, watchers: int, per_channel: int, decode: bool) -> None:
         self.address = address
         self.decode = decode
@@ -218,12 +220,14 @@ class FlotillaFanout(Target):
         if self.decode:  # what an informer does: ApiClient decodes every event
             client = ApiClient(self.channel(i), self.address, timeout=None)
             async for ev in client.watch(self.resource, self.namespace,
-                                         field_selector=self.field_selector(i)):
+                                         field_selector=self.field_selector(i),
+                                         allow_bookmarks=self.bookmarks):
                 if ev.object is not None:
                     c.receive(i, stamp_of(ev.object))
             return
         req = api_pb2.WatchRequest(resource=self.resource, namespace=self.namespace,
-                                   field_selector=self.field_selector(i), allow_bookmarks=True)
+                                   field_selector=self.field_selector(i),
+                                   allow_bookmarks=self.bookmarks)
         call = self.channel(i).unary_stream(
             WATCH_METHOD, api_pb2.WatchRequest.SerializeToString, None)(req)
         async for raw in call:
@@ -510,6 +514,7 @@ async def run_scenario(scenario: str, args: argparse.Namespace, work: Path,
 
 
 async def run_all(args: argparse.Namespace, work: Path) -> list[Phase]:
+    Target.bookmarks = not args.no_bookmarks
     scenarios = args.scenario.split(",")
     rates = [float(r) for r in args.rates.split(",")]
     w, per, dec = args.watchers, args.watchers_per_channel, args.decode
@@ -604,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="watchers decode every event as an informer does (ApiClient.watch "
                          "for Flotilla, WatchEvent + object for the baseline) instead of "
                          "reading the stamp from the raw bytes")
+    ap.add_argument("--no-bookmarks", action="store_true",
+                    help="Flotilla watchers do not ask for BOOKMARK events (a diagnostic)")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",
@@ -617,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {bench.machine()}")
     print(f"command: {bench.command_line('bench.watch_bench')}")
     print(f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; watchers "
-          f"{'decode every event' if args.decode else 'read the stamp from the raw bytes'}; "
+          f"{'decode every event' if args.decode else 'read the stamp from the raw bytes'}"
+          f"{'' if not args.no_bookmarks else ', no bookmarks'}; "
           f"{args.watchers_per_channel} watch streams per connection; "
           f"total time {time.monotonic() - started:.0f} s")
     print()

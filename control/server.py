@@ -3,7 +3,8 @@ add them) the scheduler, the controllers and an in-process agent.
 
 Start order: open the store -> load the watch cache -> serve gRPC -> create the default
 namespaces -> start the supervised background tasks (cache follower, bookmarks, store
-maintenance). Stop order is the reverse: stop accepting calls (bounded grace), close the
+maintenance) -> start the controller manager (unless ``disable`` has "controllers"). Stop
+order is the reverse: stop the controllers, stop accepting calls (bounded grace), close the
 watchers, stop the tasks, close the store (pending writes are finished, never dropped).
 
 Concurrency: everything runs on one event loop; long-lived tasks belong to one Supervisor.
@@ -28,6 +29,7 @@ from control.apiserver.service import SERVICE_NAME, ApiService
 from control.apiserver.watchcache import WatchCache
 from control.client.channel import SERVER_OPTIONS
 from control.client.config import write_admin_conf
+from control.controllers.manager import ControllerManager
 from control.runtime.supervisor import Supervisor
 from control.store.sqlite import SqliteStore
 
@@ -59,6 +61,7 @@ class ControlPlane:
         self.store: SqliteStore | None = None
         self.cache: WatchCache | None = None
         self.registry: Registry | None = None
+        self.controllers: ControllerManager | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> str:
@@ -97,6 +100,10 @@ class ControlPlane:
         self._server = server
         self.address = f"{host or '127.0.0.1'}:{bound}"
         await self._bootstrap()
+        if "controllers" not in opts.disable:
+            # A client of our own API like any other (the one rule of data flow).
+            self.controllers = ControllerManager.connect(self.address)
+            await self.controllers.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         write_admin_conf(opts.data_dir, self.address)
@@ -122,6 +129,9 @@ class ControlPlane:
         if self._stopped.is_set():
             return
         log.info("control plane stopping")
+        if self.controllers is not None:
+            # first: they are API clients, and would only log the server going away
+            await self.controllers.stop()
         if self.cache is not None:
             self.cache.close_all()
         if self._server is not None:

@@ -1,0 +1,154 @@
+"""The agent's options (:class:`AgentOptions`) and the parsers of its list-valued flags.
+
+Owns what ``flotilla agent`` is configured with, with Kubernetes' kubelet defaults (lease
+duration 40 s renewed every quarter of it, node status every 10 s, 110 pods), and the pure
+parsers for ``--labels k=v,...``, ``--register-with-taints key=value:Effect,...`` and
+``--system-reserved cpu=100m,memory=256Mi``. Each parser raises ``ValueError`` with a
+message naming the bad item, which the CLI turns into a usage error.
+
+Pure module: no I/O apart from :func:`default_data_dir` reading the effective uid.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control.api import names, quantity
+from control.client.config import default_data_dir as control_data_dir
+
+DEFAULT_MAX_PODS = 110
+DEFAULT_LEASE_DURATION_SECONDS = 40
+# kubelet: renewInterval = 0.25 * leaseDuration (nodeLeaseRenewIntervalFraction).
+LEASE_RENEW_FRACTION = 0.25
+DEFAULT_NODE_STATUS_UPDATE_FREQUENCY = 10.0
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+# The resources --system-reserved may name (kubelet also knows "pid", which has no
+# capacity entry here to subtract it from).
+RESERVABLE = ("cpu", "memory", "ephemeral-storage")
+
+
+@dataclass(frozen=True)
+class TaintSpec:
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass
+class AgentOptions:
+    """Everything one agent runs with; tests shorten the timings."""
+
+    server: str
+    node_name: str
+    data_dir: Path
+    node_ip: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[TaintSpec] = field(default_factory=list)
+    max_pods: int = DEFAULT_MAX_PODS
+    system_reserved: dict[str, str] = field(default_factory=dict)
+    node_lease_duration_seconds: int = DEFAULT_LEASE_DURATION_SECONDS
+    node_status_update_frequency: float = DEFAULT_NODE_STATUS_UPDATE_FREQUENCY
+    # None: LEASE_RENEW_FRACTION * node_lease_duration_seconds, as kubelet computes it.
+    lease_renew_interval: float | None = None
+    # Per-request deadline: a hung server must not stall a heartbeat past the lease.
+    request_timeout: float = 10.0
+    # Retry pacing while the server is unreachable (kubelet's lease retries cap at 7 s).
+    retry_initial: float = 0.2
+    retry_max: float = 7.0
+
+    @property
+    def renew_interval(self) -> float:
+        if self.lease_renew_interval is not None:
+            return self.lease_renew_interval
+        return LEASE_RENEW_FRACTION * self.node_lease_duration_seconds
+
+    def validate(self) -> None:
+        """ValueError naming the first bad option."""
+        if errs := names.is_dns1123_subdomain(self.node_name):
+            raise ValueError(f"invalid node name {self.node_name!r}: {'; '.join(errs)}")
+        if self.max_pods < 0:
+            raise ValueError("max pods must not be negative")
+        if self.node_lease_duration_seconds <= 0:
+            raise ValueError("node lease duration must be positive")
+        if self.node_status_update_frequency <= 0 or self.renew_interval <= 0:
+            raise ValueError("intervals must be positive")
+
+
+def default_node_name() -> str:
+    """kubelet's default: the hostname, lower-cased."""
+    return socket.gethostname().lower()
+
+
+def default_data_dir(node_name: str) -> Path:
+    """``/var/lib/flotilla/agent/<node>`` as root, else ``~/.local/share/flotilla/agent/<node>``:
+    per node, so several agents share one host without sharing state."""
+    return control_data_dir() / "agent" / node_name
+
+
+def _items(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` -> dict; keys and values checked as Kubernetes label keys and values."""
+    out: dict[str, str] = {}
+    for item in _items(text):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"invalid label {item!r}: expected key=value")
+        if errs := names.is_qualified_name(key):
+            raise ValueError(f"invalid label key {key!r}: {'; '.join(errs)}")
+        if errs := names.is_valid_label_value(value):
+            raise ValueError(f"invalid label value {value!r} for {key!r}: {'; '.join(errs)}")
+        out[key] = value
+    return out
+
+
+def parse_taints(text: str) -> list[TaintSpec]:
+    """``key=value:Effect`` or ``key:Effect``, comma-separated (kubelet's flag syntax)."""
+    out: list[TaintSpec] = []
+    seen: set[tuple[str, str]] = set()
+    for item in _items(text):
+        head, sep, effect = item.rpartition(":")
+        if not sep or not head:
+            raise ValueError(f"invalid taint {item!r}: expected key=value:Effect or key:Effect")
+        key, _, value = head.partition("=")
+        if effect not in TAINT_EFFECTS:
+            raise ValueError(
+                f"invalid taint {item!r}: effect must be one of {', '.join(TAINT_EFFECTS)}"
+            )
+        if errs := names.is_qualified_name(key):
+            raise ValueError(f"invalid taint key {key!r}: {'; '.join(errs)}")
+        if value and (errs := names.is_valid_label_value(value)):
+            raise ValueError(f"invalid taint value {value!r}: {'; '.join(errs)}")
+        if (key, effect) in seen:
+            # The apiserver refuses duplicates too; saying so here names the flag.
+            raise ValueError(f"duplicate taint {key}:{effect}")
+        seen.add((key, effect))
+        out.append(TaintSpec(key, value, effect))
+    return out
+
+
+def parse_resource_list(text: str) -> dict[str, str]:
+    """``cpu=100m,memory=256Mi`` -> dict of canonical quantities; only RESERVABLE names."""
+    out: dict[str, str] = {}
+    for item in _items(text):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ValueError(f"invalid resource {item!r}: expected name=quantity")
+        if name not in RESERVABLE:
+            raise ValueError(f"invalid resource {name!r}: one of {', '.join(RESERVABLE)}")
+        try:
+            amount = quantity.parse_quantity(value)
+        except quantity.QuantityError as e:
+            raise ValueError(f"invalid quantity {value!r} for {name}: {e}") from None
+        if amount < 0:
+            raise ValueError(f"invalid quantity {value!r} for {name}: must not be negative")
+        out[name] = quantity.canonicalize(value)
+    return out

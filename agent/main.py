@@ -1,0 +1,98 @@
+"""`flotilla agent`'s wiring: one channel to the server, the node-side tasks under a Supervisor.
+
+Owns the agent's lifecycle. :class:`Agent` reads the machine's facts, opens the one channel
+(:func:`control.client.channel.open_channel`), and supervises two named tasks:
+``node-status`` (registration, then status posts) and ``node-lease`` (heartbeats). They are
+independent on purpose: the Lease is the cheap heartbeat the control plane watches, and it
+keeps beating while a status post is slow or retrying. Later slices add the pod workers
+and the proxy under the same supervisor.
+
+:func:`run_agent` is the entry point used by the CLI and tests: start, wait for
+``stop_event``, stop. Nothing here parses flags or configures logging (the CLI does), so
+the agent also runs inside ``flotilla server --with-agent``.
+
+Concurrency contract: one event loop; ``start`` and ``stop`` are called from one task;
+``stop`` is idempotent and bounded by ``stop_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from agent.config import AgentOptions
+from agent.kubelet.lease import LeaseController
+from agent.kubelet.machine import MachineInfo, read_machine
+from agent.kubelet.node_status import NodeStatusManager
+from control.client.channel import open_channel
+from control.client.client import ApiClient
+from control.runtime import Backoff, Clock, RealClock, Supervisor
+
+log = structlog.get_logger(__name__)
+
+# A task that fails outside the API's error handling (a bug) restarts after this backoff.
+TASK_BACKOFF = Backoff(initial=1.0, max_delay=30.0, jitter=0.2)
+
+
+class Agent:
+    """One node's agent; see the module docstring."""
+
+    def __init__(
+        self,
+        options: AgentOptions,
+        *,
+        clock: Clock | None = None,
+        machine: MachineInfo | None = None,
+    ) -> None:
+        options.validate()
+        self.options = options
+        self.clock = clock or RealClock()
+        self._machine = machine
+        self._supervisor: Supervisor | None = None
+        self._client: ApiClient | None = None
+        self.node_status: NodeStatusManager | None = None
+        self.lease: LeaseController | None = None
+        self._log = log.bind(component="agent", node=options.node_name)
+
+    async def start(self) -> None:
+        opts = self.options
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        # Read before connecting: capacity must describe this machine, and a broken /proc
+        # should fail start, not the first heartbeat.
+        machine = self._machine or read_machine(opts.data_dir)
+        channel = open_channel(opts.server)
+        self._client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
+        self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock)
+        status = self.node_status
+        self.lease = LeaseController(self._client, opts, clock=self.clock,
+                                     node_uid=lambda: status.node_uid)
+        sup = Supervisor(f"agent/{opts.node_name}", clock=self.clock)
+        self._supervisor = sup
+        sup.start("node-status", status.run, backoff=TASK_BACKOFF)
+        sup.start("node-lease", self.lease.run, backoff=TASK_BACKOFF)
+        self._log.info(
+            "agent started", server=opts.server, data_dir=str(opts.data_dir),
+            node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
+        )
+
+    async def stop(self, stop_timeout: float = 10.0) -> None:
+        """Stop the tasks, then close the channel (in that order: no call on a closed one)."""
+        if self._supervisor is not None:
+            await self._supervisor.stop(stop_timeout)
+            self._supervisor = None
+        if self._client is not None:
+            await self._client.channel.close(None)
+            self._client = None
+            self._log.info("agent stopped")
+
+
+async def run_agent(options: AgentOptions, stop_event: asyncio.Event, *,
+                    clock: Clock | None = None) -> None:
+    """Run an agent until ``stop_event`` is set; always stops cleanly."""
+    agent = Agent(options, clock=clock)
+    try:
+        await agent.start()
+        await stop_event.wait()
+    finally:
+        await agent.stop()

@@ -1,0 +1,163 @@
+"""The controller manager: builds every enabled controller around one shared InformerSet and
+runs them under one Supervisor (kube-controller-manager's role).
+
+Start order (``start``): construct the controllers (each asks the shared ``InformerSet`` for
+the informers it needs and registers its event handlers) -> start the informers as the
+supervised tasks ``informer/<resource>`` -> wait until every cache has synced (bounded by
+``sync_timeout``; a controller acting on an empty cache would believe objects are gone) ->
+start each controller's reconcile loop as the supervised task ``controller/<name>``
+(restarted with backoff if it ever dies). ``stop`` is the reverse: the Supervisor cancels the
+controllers first (in-flight reconciles finish within their own bound), then the informers,
+then the manager closes the channel it opened, if it opened one.
+
+Leader election seam: with several servers sharing one etcd, only the Lease holder may run
+controllers. It goes between "informers synced" and "start the controllers" in ``start``:
+informers may run everywhere (warm caches make fail-over fast), reconcile loops only on the
+leader, and losing the lease must stop them (``Supervisor.stop``) before anything else
+writes. Not implemented yet: today each server is the only one.
+
+Concurrency contract: one event loop. ``start`` and ``stop`` are called once each, from the
+task that owns the manager; ``stop`` is idempotent and safe after a failed ``start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import structlog
+
+from control.client.channel import open_channel
+from control.client.client import ApiClient
+from control.client.listwatch import ApiListWatcher
+from control.controllers.namespace import NamespaceController
+from control.runtime.clock import Clock, RealClock
+from control.runtime.controller import Controller
+from control.runtime.informer import InformerSet, ListWatcher
+from control.runtime.supervisor import Supervisor
+
+log = structlog.get_logger(__name__).bind(component="controller-manager")
+
+DEFAULT_WORKERS = 5
+DEFAULT_SYNC_TIMEOUT = 30.0
+# Re-drives level-triggered controllers even if an event was somehow missed.
+DEFAULT_RESYNC_PERIOD = 300.0
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """What a controller is built from: the API, the shared caches and the clock."""
+
+    client: ApiClient
+    informers: InformerSet
+    clock: Clock
+    workers: int
+
+
+class ManagedController(Protocol):
+    """One controller as the manager sees it: a name and the reconcile loop to run."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def controller(self) -> Controller: ...
+
+
+ControllerFactory = Callable[[ControllerContext], ManagedController]
+
+
+# name -> factory of every controller the manager knows (controller modules import this
+# module's types only under TYPE_CHECKING, so this import is not circular).
+CONTROLLERS: dict[str, ControllerFactory] = {
+    "namespace": NamespaceController,
+}
+
+
+class ControllerManager:
+    """Runs the enabled controllers; see the module docstring."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        clock: Clock | None = None,
+        workers: int | Mapping[str, int] = DEFAULT_WORKERS,
+        controllers: Mapping[str, ControllerFactory] | None = None,
+        disable: Iterable[str] = (),
+        sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
+        resync_period: float | None = DEFAULT_RESYNC_PERIOD,
+    ) -> None:
+        """``workers``: reconcile workers per controller (one number, or per name);
+        ``controllers``: name -> factory (default: every known controller), minus
+        ``disable``."""
+        self.client = client
+        self._clock = clock or RealClock()
+        self._workers = workers
+        if controllers is None:
+            controllers = CONTROLLERS
+        skip = set(disable)
+        self._factories = {n: f for n, f in controllers.items() if n not in skip}
+        self._sync_timeout = sync_timeout
+        self.informers = InformerSet(self._list_watcher, clock=self._clock,
+                                     resync_period=resync_period)
+        self.supervisor = Supervisor("controller-manager", clock=self._clock)
+        self.controllers: dict[str, ManagedController] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._started = False
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        clock: Clock | None = None,
+        workers: int | Mapping[str, int] = DEFAULT_WORKERS,
+        disable: Iterable[str] = (),
+    ) -> ControllerManager:
+        """A manager on its own channel to ``address``, closed by ``stop``."""
+        channel = open_channel(address)
+        manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
+                      disable=disable)
+        manager._channel = channel
+        return manager
+
+    def _list_watcher(self, resource: str) -> ListWatcher[object]:
+        # Controllers see every namespace: one cluster-wide informer per resource.
+        return ApiListWatcher(self.client, resource)  # type: ignore[return-value]
+
+    def _workers_for(self, name: str) -> int:
+        if isinstance(self._workers, int):
+            return self._workers
+        return self._workers.get(name, DEFAULT_WORKERS)
+
+    async def start(self) -> None:
+        """Build the controllers, sync the caches, start the reconcile loops."""
+        if self._started:
+            raise RuntimeError("controller manager already started")
+        self._started = True
+        for name, factory in self._factories.items():
+            ctx = ControllerContext(self.client, self.informers, self._clock,
+                                    self._workers_for(name))
+            self.controllers[name] = factory(ctx)
+        self.informers.start(self.supervisor)
+        if not await self.informers.wait_for_sync(self._sync_timeout):
+            await self.stop()
+            raise TimeoutError(
+                f"controller caches did not sync within {self._sync_timeout} s "
+                f"(informers: {', '.join(self.informers.resources())})")
+        # Leader election goes here (see the module docstring).
+        for name, managed in self.controllers.items():
+            self.supervisor.start(f"controller/{name}", managed.controller.run, restart=True)
+        log.info("controllers started", controllers=sorted(self.controllers))
+
+    # The bound is measured on the injected Clock, as Supervisor.stop does.
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop the controllers, then the informers; close our own channel."""
+        await self.supervisor.stop(timeout)
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close(None)
+        log.info("controllers stopped")
