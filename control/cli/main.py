@@ -280,6 +280,7 @@ GLOBAL_HELP = """global flags (before or after the verb):
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the verb modules import helpers from this one.
     from control.cli import (
+        verbs_agent,
         verbs_apply,
         verbs_delete,
         verbs_get,
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in (
         verbs_server,
+        verbs_agent,
         verbs_apply,
         verbs_get,
         verbs_delete,

@@ -414,6 +414,9 @@ async def test_terminating_namespace_refuses_content(cluster: Cluster) -> None:
     ns = convert.from_dict({"apiVersion": "v1", "kind": "Namespace",
                             "metadata": {"name": "doomed"}}, core_pb2.Namespace())
     await c.create(ns)
+    # content the namespace controller cannot remove at once (a bound pod waits for its
+    # agent), so the namespace is certainly still Terminating below
+    await c.create(pod("held", node="n1", ns="doomed"))
     _, pending = await c.delete(core_pb2.Namespace, "doomed")
     assert pending
     got = await c.get(core_pb2.Namespace, "doomed")
