@@ -1,0 +1,508 @@
+"""The scheduling framework: extension points, typed statuses and the per-pod pipeline.
+
+Owns ``Status`` (Success / Unschedulable / UnschedulableAndUnresolvable / Error / Skip with
+reasons), ``CycleState`` (the per-cycle scratchpad plugins pass data through), the plugin
+base classes (one per extension point: queue sort, pre-filter, filter, post-filter,
+pre-score, score + normalize, reserve/unreserve, bind), ``Framework`` (one profile's plugin
+set, running them in kube-scheduler's order) and ``FitError`` (which turns the per-node
+statuses into Kubernetes' "0/3 nodes are available: ..." message).
+
+Pipeline of one scheduling cycle (``Framework.schedule``)::
+
+    PreFilter (may skip a plugin's Filter/Score, or narrow the nodes) -> Filter over nodes
+    starting at a rotating index until enough feasible nodes are found
+    (percentageOfNodesToScore) -> PreScore -> Score -> NormalizeScore -> x weight -> pick the
+    best (ties at random) ... and on failure: PostFilter (preemption).
+
+Fast path conventions: ``filter`` returns ``None`` for success (no Status allocated per
+node), and a score plugin may override ``score_nodes`` to score every node in one call.
+
+Concurrency contract: ``schedule`` is synchronous and never awaits, so the cache it reads
+cannot change under it: the cache is its own snapshot for the length of a cycle. Only
+``bind`` awaits (the binding cycle runs as its own task, after ``reserve``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from control.scheduler.types import NodeInfo, PodInfo
+
+if TYPE_CHECKING:
+    from control.scheduler.cache import Cache
+
+MAX_NODE_SCORE = 100
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+
+
+class Code(IntEnum):
+    SUCCESS = 0
+    ERROR = 1
+    UNSCHEDULABLE = 2
+    UNSCHEDULABLE_AND_UNRESOLVABLE = 3
+    SKIP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A plugin's verdict; ``reasons`` are the user-facing texts counted in FitError."""
+
+    code: Code
+    reasons: tuple[str, ...] = ()
+    plugin: str = ""
+
+    @staticmethod
+    def unschedulable(*reasons: str) -> Status:
+        return Status(Code.UNSCHEDULABLE, reasons)
+
+    @staticmethod
+    def unresolvable(*reasons: str) -> Status:
+        """Unschedulable and preemption cannot help (wrong labels, cordoned...)."""
+        return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, reasons)
+
+    @staticmethod
+    def error(message: str) -> Status:
+        return Status(Code.ERROR, (message,))
+
+    @property
+    def is_success(self) -> bool:
+        return self.code == Code.SUCCESS
+
+    @property
+    def is_rejected(self) -> bool:
+        return self.code in (Code.UNSCHEDULABLE, Code.UNSCHEDULABLE_AND_UNRESOLVABLE)
+
+    @property
+    def message(self) -> str:
+        return ", ".join(self.reasons)
+
+
+SUCCESS = Status(Code.SUCCESS)
+SKIP = Status(Code.SKIP)
+
+
+@dataclass(slots=True)
+class PreFilterResult:
+    """A pre-filter's answer that narrows the candidates (NodeName, matchFields)."""
+
+    node_names: set[str] | None = None
+
+
+class CycleState:
+    """The per-cycle scratchpad: plugins write in pre-filter/pre-score, read in filter/score.
+
+    ``snapshot`` is the cache (read-only during the cycle). ``skip_filter`` and
+    ``skip_score`` name the plugins whose pre-step said "nothing to do for this pod"."""
+
+    __slots__ = ("data", "skip_filter", "skip_score", "snapshot")
+
+    def __init__(self, snapshot: Cache) -> None:
+        self.snapshot = snapshot
+        self.data: dict[str, Any] = {}
+        self.skip_filter: set[str] = set()
+        self.skip_score: set[str] = set()
+
+    def clone(self) -> CycleState:
+        c = CycleState(self.snapshot)
+        c.data = {k: (v.clone() if hasattr(v, "clone") else v) for k, v in self.data.items()}
+        c.skip_filter = set(self.skip_filter)
+        c.skip_score = set(self.skip_score)
+        return c
+
+
+# -- plugin interfaces ---------------------------------------------------------------------
+
+
+class Plugin:
+    name: ClassVar[str] = ""
+
+
+class QueueSortPlugin(Plugin):
+    def sort_key(self, priority: int, timestamp: float) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+
+class PreFilterPlugin(Plugin):
+    def pre_filter(self, state: CycleState, pod: PodInfo) -> Status | PreFilterResult | None:
+        """None or SUCCESS to go on; SKIP to skip this plugin's filter for the pod."""
+        raise NotImplementedError
+
+    # PreFilterExtensions: keep pre-filter state right when preemption removes/adds pods.
+    def add_pod(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo) -> None:
+        return None
+
+    def remove_pod(self, state: CycleState, pod: PodInfo, other: PodInfo,
+                   node: NodeInfo) -> None:
+        return None
+
+
+class FilterPlugin(Plugin):
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class PostFilterResult:
+    nominated_node: str
+    victims: list[PodInfo] = field(default_factory=list)
+
+
+class PostFilterPlugin(Plugin):
+    def post_filter(self, state: CycleState, pod: PodInfo, fw: Framework,
+                    statuses: Mapping[str, Status]) -> tuple[PostFilterResult | None, str]:
+        """A result (e.g. a node to nominate and pods to evict) or None, and a message."""
+        raise NotImplementedError
+
+
+class PreScorePlugin(Plugin):
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> Status | None:
+        raise NotImplementedError
+
+
+class ScorePlugin(Plugin):
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        raise NotImplementedError
+
+    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
+        score = self.score
+        return [score(state, pod, n) for n in nodes]
+
+    def normalize(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
+        return None
+
+
+class ReservePlugin(Plugin):
+    def reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        raise NotImplementedError
+
+    def unreserve(self, state: CycleState, pod: PodInfo, node_name: str) -> None:
+        return None
+
+
+class BindPlugin(Plugin):
+    async def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        """SKIP passes the pod to the next binder."""
+        raise NotImplementedError
+
+
+# -- helpers shared by score plugins -------------------------------------------------------
+
+
+def normalize_max(scores: list[int], reverse: bool = False) -> None:
+    """Kubernetes' DefaultNormalizeScore: scale to 0..100 by the maximum (reversed:
+    100 - that), in place."""
+    top = max(scores, default=0)
+    if top == 0:
+        if reverse:
+            scores[:] = [MAX_NODE_SCORE] * len(scores)
+        return
+    for i, s in enumerate(scores):
+        v = MAX_NODE_SCORE * s // top
+        scores[i] = MAX_NODE_SCORE - v if reverse else v
+
+
+def normalize_min_max(scores: list[int]) -> None:
+    """Scale to 0..100 between the minimum and the maximum (InterPodAffinity's way)."""
+    if not scores:
+        return
+    lo, hi = min(scores), max(scores)
+    span = hi - lo
+    for i, s in enumerate(scores):
+        scores[i] = MAX_NODE_SCORE * (s - lo) // span if span else 0
+
+
+# -- results and errors --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    node_statuses: dict[str, Status] = field(default_factory=dict)
+    unschedulable_plugins: set[str] = field(default_factory=set)
+    pre_filter_msg: str = ""
+    post_filter_msg: str = ""
+
+
+class FitError(Exception):
+    """No node fits; ``str()`` is the FailedScheduling message."""
+
+    def __init__(self, pod: PodInfo, num_all_nodes: int, diagnosis: Diagnosis) -> None:
+        self.pod = pod
+        self.num_all_nodes = num_all_nodes
+        self.diagnosis = diagnosis
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        return fit_error_message(self.num_all_nodes, self.diagnosis)
+
+
+def reason_histogram(statuses: Iterable[Status]) -> list[str]:
+    """Each distinct reason prefixed by how many nodes gave it: the most common first
+    (ties alphabetical), the order the issue's example shows."""
+    counts: dict[str, int] = {}
+    for st in statuses:
+        for r in st.reasons:
+            counts[r] = counts.get(r, 0) + 1
+    return [f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def fit_error_message(num_all_nodes: int, d: Diagnosis) -> str:
+    if num_all_nodes == 0 and not d.pre_filter_msg:
+        return "no nodes available to schedule pods"
+    msg = f"0/{num_all_nodes} nodes are available:"
+    if d.pre_filter_msg:
+        msg += f" {d.pre_filter_msg}."
+    else:
+        hist = reason_histogram(d.node_statuses.values())
+        if hist:
+            msg += " " + ", ".join(hist) + "."
+    if d.post_filter_msg:
+        msg += f" {d.post_filter_msg}."
+    return msg
+
+
+@dataclass(slots=True)
+class ScheduleResult:
+    node: str
+    evaluated: int
+    feasible: int
+
+
+# -- the framework -------------------------------------------------------------------------
+
+
+@dataclass
+class PluginSet:
+    """The enabled plugins of one profile, per extension point, in order."""
+
+    queue_sort: QueueSortPlugin | None = None
+    pre_filter: list[PreFilterPlugin] = field(default_factory=list)
+    filter: list[FilterPlugin] = field(default_factory=list)
+    post_filter: list[PostFilterPlugin] = field(default_factory=list)
+    pre_score: list[PreScorePlugin] = field(default_factory=list)
+    score: list[tuple[ScorePlugin, int]] = field(default_factory=list)
+    reserve: list[ReservePlugin] = field(default_factory=list)
+    bind: list[BindPlugin] = field(default_factory=list)
+
+
+def num_feasible_nodes_to_find(num_all: int, percentage: int) -> int:
+    """kube-scheduler's adaptive percentageOfNodesToScore: all nodes below 100; else
+    ``percentage`` (0 = 50 - nodes/125, at least 5) percent, never fewer than 100."""
+    if num_all < MIN_FEASIBLE_NODES_TO_FIND:
+        return num_all
+    pct = percentage
+    if pct <= 0:
+        pct = max(50 - num_all // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    if pct >= 100:
+        return num_all
+    return max(num_all * pct // 100, MIN_FEASIBLE_NODES_TO_FIND)
+
+
+class Framework:
+    """One profile: its scheduler name, its plugins, and the pipeline that runs them."""
+
+    def __init__(self, scheduler_name: str, plugins: PluginSet, *,
+                 percentage_of_nodes_to_score: int = 0,
+                 rng: random.Random | None = None) -> None:
+        self.scheduler_name = scheduler_name
+        self.plugins = plugins
+        self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
+        self._rng = rng or random.Random()
+        self._next_start = 0
+
+    def plugin(self, name: str) -> Plugin | None:
+        ps = self.plugins
+        every: list[Plugin] = [*ps.pre_filter, *ps.filter, *ps.post_filter, *ps.pre_score,
+                               *(p for p, _ in ps.score), *ps.reserve, *ps.bind]
+        if ps.queue_sort is not None:
+            every.append(ps.queue_sort)
+        return next((p for p in every if p.name == name), None)
+
+    # -- pre-filter / filter -----------------------------------------------------------
+
+    def run_pre_filter(self, state: CycleState, pod: PodInfo) -> tuple[Status | None, set[str] | None]:
+        """(rejection or None, node names to restrict to or None)."""
+        allowed: set[str] | None = None
+        for p in self.plugins.pre_filter:
+            r = p.pre_filter(state, pod)
+            if r is None:
+                continue
+            if isinstance(r, PreFilterResult):
+                if r.node_names is not None:
+                    allowed = r.node_names if allowed is None else allowed & r.node_names
+                continue
+            if r.code == Code.SKIP:
+                state.skip_filter.add(p.name)
+                continue
+            if r.code != Code.SUCCESS:
+                return Status(r.code, r.reasons, p.name), allowed
+        return None, allowed
+
+    def filters(self, state: CycleState) -> list[tuple[str, Callable[..., Status | None]]]:
+        skip = state.skip_filter
+        return [(p.name, p.filter) for p in self.plugins.filter if p.name not in skip]
+
+    def run_filters(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        """Every enabled filter on one node; the first rejection (with its plugin)."""
+        for name, f in self.filters(state):
+            st = f(state, pod, node)
+            if st is not None and st.code != Code.SUCCESS:
+                return Status(st.code, st.reasons, name)
+        return None
+
+    def run_remove_pod(self, state: CycleState, pod: PodInfo, other: PodInfo,
+                       node: NodeInfo) -> None:
+        for p in self.plugins.pre_filter:
+            if p.name not in state.skip_filter:
+                p.remove_pod(state, pod, other, node)
+
+    def run_add_pod(self, state: CycleState, pod: PodInfo, other: PodInfo,
+                    node: NodeInfo) -> None:
+        for p in self.plugins.pre_filter:
+            if p.name not in state.skip_filter:
+                p.add_pod(state, pod, other, node)
+
+    def find_feasible(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
+                      diagnosis: Diagnosis) -> tuple[list[NodeInfo], int]:
+        """Filter from a rotating start until enough nodes fit; (feasible, evaluated)."""
+        n = len(nodes)
+        if n == 0:
+            return [], 0
+        to_find = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score)
+        filters = self.filters(state)
+        feasible: list[NodeInfo] = []
+        start = self._next_start % n
+        statuses = diagnosis.node_statuses
+        evaluated = 0
+        order = nodes[start:] + nodes[:start] if start else nodes
+        for ni in order:
+            evaluated += 1
+            for name, f in filters:
+                st = f(state, pod, ni)
+                if st is not None and st.code != Code.SUCCESS:
+                    if st.code == Code.ERROR:
+                        raise SchedulingError(f"plugin {name}: {st.message}")
+                    statuses[ni.name] = Status(st.code, st.reasons, name)
+                    diagnosis.unschedulable_plugins.add(name)
+                    break
+            else:
+                feasible.append(ni)
+                if len(feasible) >= to_find:
+                    break
+        self._next_start = (start + evaluated) % n
+        return feasible, evaluated
+
+    # -- score -------------------------------------------------------------------------
+
+    def run_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
+        for p in self.plugins.pre_score:
+            st = p.pre_score(state, pod, nodes)
+            if st is not None:
+                if st.code == Code.SKIP:
+                    state.skip_score.add(p.name)
+                elif st.code != Code.SUCCESS:
+                    raise SchedulingError(f"plugin {p.name}: {st.message}")
+        total = [0] * len(nodes)
+        for p, weight in self.plugins.score:
+            if p.name in state.skip_score:
+                continue
+            scores = p.score_nodes(state, pod, nodes)
+            p.normalize(state, pod, scores)
+            for i, s in enumerate(scores):
+                total[i] += s * weight
+        return total
+
+    def select_host(self, nodes: Sequence[NodeInfo], scores: Sequence[int]) -> str:
+        """The best score; ties are broken uniformly at random (reservoir sampling)."""
+        best = -1
+        chosen = ""
+        ties = 0
+        for ni, s in zip(nodes, scores, strict=True):
+            if s > best:
+                best, chosen, ties = s, ni.name, 1
+            elif s == best:
+                ties += 1
+                if self._rng.randrange(ties) == 0:
+                    chosen = ni.name
+        return chosen
+
+    # -- the cycle ---------------------------------------------------------------------
+
+    def schedule(self, state: CycleState, pod: PodInfo) -> ScheduleResult:
+        """Pick a node for ``pod``; ``FitError`` if none fits. Synchronous (see module doc)."""
+        cache = state.snapshot
+        all_nodes = cache.node_list()
+        diagnosis = Diagnosis()
+        rejected, allowed = self.run_pre_filter(state, pod)
+        if rejected is not None:
+            if rejected.code == Code.ERROR:
+                raise SchedulingError(f"plugin {rejected.plugin}: {rejected.message}")
+            diagnosis.pre_filter_msg = rejected.message
+            diagnosis.unschedulable_plugins.add(rejected.plugin)
+            for ni in all_nodes:
+                diagnosis.node_statuses[ni.name] = rejected
+            raise FitError(pod, len(all_nodes), diagnosis)
+        # The node a preemption nominated is tried first and alone: the room was made there.
+        nominated = pod.pod.status.nominated_node_name
+        if nominated:
+            ni = cache.node(nominated)
+            if ni is not None and (allowed is None or nominated in allowed) \
+                    and self.run_filters(state, pod, ni) is None:
+                return ScheduleResult(nominated, 1, 1)
+        candidates: Sequence[NodeInfo] = all_nodes
+        if allowed is not None:
+            candidates = [ni for ni in all_nodes if ni.name in allowed]
+            for ni in all_nodes:
+                if ni.name not in allowed:
+                    diagnosis.node_statuses[ni.name] = Status(
+                        Code.UNSCHEDULABLE_AND_UNRESOLVABLE,
+                        ("node(s) didn't satisfy plugin(s) pre-filter",), "PreFilter")
+        feasible, evaluated = self.find_feasible(state, pod, candidates, diagnosis)
+        if not feasible:
+            raise FitError(pod, len(all_nodes), diagnosis)
+        if len(feasible) == 1:
+            return ScheduleResult(feasible[0].name, evaluated, 1)
+        scores = self.run_score(state, pod, feasible)
+        return ScheduleResult(self.select_host(feasible, scores), evaluated, len(feasible))
+
+    def run_post_filter(self, state: CycleState, pod: PodInfo,
+                        diagnosis: Diagnosis) -> PostFilterResult | None:
+        msgs: list[str] = []
+        for p in self.plugins.post_filter:
+            result, msg = p.post_filter(state, pod, self, diagnosis.node_statuses)
+            if msg:
+                msgs.append(msg)
+            if result is not None:
+                diagnosis.post_filter_msg = "; ".join(msgs)
+                return result
+        diagnosis.post_filter_msg = "; ".join(msgs)
+        return None
+
+    def run_reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        for i, p in enumerate(self.plugins.reserve):
+            st = p.reserve(state, pod, node_name)
+            if st is not None and st.code != Code.SUCCESS:
+                for q in reversed(self.plugins.reserve[: i + 1]):
+                    q.unreserve(state, pod, node_name)
+                return Status(st.code, st.reasons, p.name)
+        return None
+
+    def run_unreserve(self, state: CycleState, pod: PodInfo, node_name: str) -> None:
+        for p in reversed(self.plugins.reserve):
+            p.unreserve(state, pod, node_name)
+
+    async def run_bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        for p in self.plugins.bind:
+            st = await p.bind(state, pod, node_name)
+            if st is not None and st.code == Code.SKIP:
+                continue
+            return st
+        return Status.error("no bind plugin accepted the pod")
+
+
+class SchedulingError(Exception):
+    """A plugin failed (not "no fit"): the pod is retried after a backoff."""
