@@ -456,8 +456,9 @@ class Session:
                 await c.wait_delivered(name, expected)
         dt, s_cpu, c_cpu, o_cpu = meter.read()
         lat = c.latencies[name]
-        # throughput over the time it took: first write to last delivery
-        span = max(c.last_receive.get(name, t0) - t0, 1e-9)
+        # throughput over the time it took: first write to last delivery (at least the
+        # time the writes were scheduled over)
+        span = max(c.last_receive.get(name, t0) - t0, max(1, round(rate * duration)) / rate)
         st = bench.stats(lat, span)
         p = Phase(self.scenario, self.target.name, self.watchers, rate, acked, expected,
                   len(lat), span, st.p50_ms, st.p99_ms, st.max_ms, s_cpu / dt, c_cpu / dt,

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
 from control.api.pb import api_pb2
+from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
 from control.apiserver.watchcache import WatchCache
@@ -84,7 +85,9 @@ class ControlPlane:
             opts.compaction_interval, opts.retain_revisions))
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((ApiService(self.registry).handler(),))
+        proxy = NodeProxy(self.registry)  # logs and exec: forwarded to the pod's agent
+        server.add_generic_rpc_handlers(
+            (ApiService(self.registry, logs=proxy.logs, exec_=proxy.exec).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -98,7 +98,7 @@ def crash_loop_message(delay: float, container: str, pod_name: str, namespace: s
 
 def format_delay(seconds: float) -> str:
     """Go's Duration.String for whole seconds and minutes: 10s, 2m40s, 5m0s."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     return f"{s // 60}m{s % 60}s"

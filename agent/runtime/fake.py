@@ -115,6 +115,10 @@ class _Container:
     message: str = ""
     pid: int = 0
 
+    @property
+    def name(self) -> str:
+        return self.config.name
+
 
 @dataclass
 class _Sandbox:

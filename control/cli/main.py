@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         verbs_apply,
         verbs_delete,
         verbs_get,
+        verbs_logs,
         verbs_meta,
         verbs_misc,
         verbs_server,
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         verbs_delete,
         verbs_meta,
         verbs_wait,
+        verbs_logs,
         verbs_misc,
     ):
         module.register(sub)

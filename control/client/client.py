@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -285,3 +285,67 @@ class ApiClient:
                 raise _translate(e, self.target) from None
         finally:
             call.cancel()
+
+    def exec(self, namespace: str, name: str, command: Sequence[str], *, container: str = "",
+             stdin: AsyncIterable[bytes] | None = None, tty: bool = False) -> ExecStream:
+        """Run ``command`` in a container of a running pod (``kubectl exec``).
+
+        Iterate the returned :class:`ExecStream` for ``("stdout"|"stderr", bytes)`` chunks
+        as they come; afterwards its ``exit_code`` is the command's. ``stdin`` (for ``-i``)
+        is sent chunk by chunk and closed when it ends. Errors arrive as ``ApiError``.
+        """
+        first = api_pb2.ExecRequest(namespace=namespace, name=name, container=container,
+                                    command=list(command), stdin=stdin is not None, tty=tty)
+        return ExecStream(self, first, stdin)
+
+
+class ExecStream:
+    """One exec call: an async iterator of ``(stream, chunk)``, then ``exit_code``.
+
+    The request side (first message, then stdin chunks, then ``stdin_close``) is a
+    generator grpc consumes while the output is read; leaving the iteration early cancels
+    the call (and the server kills the command).
+    """
+
+    def __init__(self, client: ApiClient, first: api_pb2.ExecRequest,
+                 stdin: AsyncIterable[bytes] | None) -> None:
+        self._client = client
+        self._first = first
+        self._stdin = stdin
+        self.exit_code: int | None = None
+
+    async def _requests(self) -> AsyncIterator[api_pb2.ExecRequest]:
+        yield self._first
+        if self._stdin is None:
+            return
+        async for data in self._stdin:
+            if data:
+                yield api_pb2.ExecRequest(stdin_data=data)
+        yield api_pb2.ExecRequest(stdin_close=True)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
+        call = self._client._stub.Exec(self._requests())
+        try:
+            async for out in call:
+                if out.stdout:
+                    yield "stdout", out.stdout
+                if out.stderr:
+                    yield "stderr", out.stderr
+                if out.HasField("exit_code"):
+                    self.exit_code = out.exit_code
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise _translate(e, self._client.target) from None
+            return
+        finally:
+            call.cancel()
+        if self.exit_code is None:
+            raise errors.ApiError("the exec stream ended without the command's exit code")
+
+    async def wait(self) -> tuple[int, bytes, bytes]:
+        """Run to the end, collecting the output: (exit code, stdout, stderr)."""
+        out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        async for stream, data in self:
+            out[stream].append(data)
+        assert self.exit_code is not None
+        return self.exit_code, b"".join(out["stdout"]), b"".join(out["stderr"])

@@ -32,7 +32,10 @@ import structlog
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher
+from control.controllers.gc import GarbageCollector
 from control.controllers.namespace import NamespaceController
+from control.controllers.podgc import PodGarbageCollector
+from control.controllers.replicaset import ReplicaSetController, replication_controller
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller
 from control.runtime.informer import InformerSet, ListWatcher
@@ -73,6 +76,10 @@ ControllerFactory = Callable[[ControllerContext], ManagedController]
 # module's types only under TYPE_CHECKING, so this import is not circular).
 CONTROLLERS: dict[str, ControllerFactory] = {
     "namespace": NamespaceController,
+    "replicaset": ReplicaSetController,
+    "replicationcontroller": replication_controller,
+    "garbagecollector": GarbageCollector,
+    "podgc": PodGarbageCollector,
 }
 
 

@@ -506,3 +506,12 @@ class Framework:
 
 class SchedulingError(Exception):
     """A plugin failed (not "no fit"): the pod is retried after a backoff."""
+
+
+@dataclass
+class Handle:
+    """What a plugin may use besides the cycle state: the API client (binder) and the
+    scheduler's cache (for plugins that need it outside a cycle)."""
+
+    client: Any = None
+    cache: Cache | None = None

@@ -218,6 +218,24 @@ def compile_term(t: core_pb2.PodAffinityTerm, pod: core_pb2.Pod, weight: int = 0
     return AffinityTerm(sel, namespaces, ns_sel, t.topology_key, weight, sig)
 
 
+@dataclass(frozen=True, slots=True)
+class TolerationInfo:
+    key: str
+    operator: str  # "Equal" or "Exists"
+    value: str
+    effect: str  # "" tolerates every effect
+
+    def tolerates(self, key: str, value: str, effect: str) -> bool:
+        """Kubernetes' Toleration.ToleratesTaint."""
+        if self.effect and self.effect != effect:
+            return False
+        if self.key and self.key != key:
+            return False
+        if self.operator == "Exists":
+            return True
+        return self.operator == "Equal" and self.value == value
+
+
 # -- PodInfo -------------------------------------------------------------------------------
 
 
@@ -243,6 +261,7 @@ class PodInfo:
     preferred_affinity: list[AffinityTerm]
     preferred_anti_affinity: list[AffinityTerm]
     terminating: bool
+    tolerations: tuple[TolerationInfo, ...] = ()
 
     @property
     def has_affinity(self) -> bool:
@@ -300,6 +319,8 @@ def new_pod_info(pod: core_pb2.Pod, priority: int = 0) -> PodInfo:
         owner_uid=controller_owner_uid(pod), required_affinity=ra,
         required_anti_affinity=raa, preferred_affinity=pa, preferred_anti_affinity=paa,
         terminating=pod.metadata.HasField("deletion_timestamp"),
+        tolerations=tuple(TolerationInfo(t.key, t.operator or "Equal", t.value, t.effect)
+                          for t in spec.tolerations),
     )
 
 

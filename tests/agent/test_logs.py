@@ -129,8 +129,8 @@ async def test_rotated_files_in_order(tmp_path: Path) -> None:
     assert await collect(path, tail_lines=1) == b"current\n"
 
 
-async def _next(it: AsyncIterator[bytes], timeout: float = 3.0) -> bytes:
-    return await asyncio.wait_for(it.__anext__(), timeout)
+async def _next(it: AsyncIterator[bytes], within: float = 3.0) -> bytes:
+    return await asyncio.wait_for(it.__anext__(), within)
 
 
 async def test_follow_appends_and_rotation(tmp_path: Path) -> None:

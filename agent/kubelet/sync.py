@@ -1,0 +1,593 @@
+"""``sync_pod``: the level-triggered reconcile of one pod against the runtime.
+
+:class:`PodSyncer` owns no loop; a pod's serial worker calls it, and every call looks at
+the runtime afresh (sandboxes and containers of the pod's uid), decides, acts, and returns
+the status to post plus when to look again. It may run on any wake-up, after a kubelet
+restart (it then *adopts* the sandbox and containers it finds: nothing is started twice),
+or twice in a row, and converges anyway. Rules, as Kubernetes' ``computePodActions``:
+
+1. A terminal pod (Succeeded/Failed, or one the kubelet failed for
+   ``activeDeadlineSeconds`` with reason ``DeadlineExceeded``) has its running containers
+   stopped and nothing started.
+2. Sandbox: the pod's READY sandbox is reused, else one is created
+   (``<data_dir>/pods/<uid>/``; volumes from the VolumeManager, else one empty directory
+   per volume under ``volumes/``, so mounts always resolve).
+3. Init containers in order: a regular one must exit 0 before the next starts (a failure
+   restarts it per ``restartPolicy``; under ``Never`` the pod fails); a sidecar
+   (``restartPolicy: Always``) must be running and started before the next one, and keeps
+   running. App containers start once initialisation is done — proven for good by any app
+   container having existed.
+4. App containers restart per ``restartPolicy`` (Always; OnFailure on a non-zero exit;
+   Never), and when liveness failed; each restart goes through the crash-loop backoff
+   (waiting ``CrashLoopBackOff`` meanwhile). When every app container has finished for
+   good, sidecars are stopped, last first.
+5. Starting a container: resolve its config (:mod:`container_spec`; errors show as waiting
+   ``CreateContainerConfigError``), create with the next attempt number (= restartCount),
+   log to ``logs/<container>/<attempt>.log``, start, run postStart (failure kills it:
+   ``FailedPostStartHook``); older attempts beyond the previous one are removed.
+
+:meth:`PodSyncer.terminate` stops a pod for deletion or as an orphan: preStop, then SIGTERM
+and SIGKILL after the grace period, app containers together, then sidecars last first;
+then the sandbox, volumes and the pod directory go.
+
+Concurrency contract: one call at a time per pod (the pod worker guarantees it); calls for
+different pods run concurrently and share only the runtime, the backoff table (keyed by pod)
+and the probe manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from agent.kubelet import container_spec, hooks
+from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
+from agent.kubelet.status import (
+    FAILED,
+    SUCCEEDED,
+    TERMINAL,
+    ContainerView,
+    PodFacts,
+    compute_status,
+    is_sidecar,
+)
+from agent.runtime.interface import (
+    ContainerState,
+    ContainerStatus,
+    Runtime,
+    RuntimeError_,
+    SandboxConfig,
+    SandboxState,
+    SandboxStatus,
+)
+from control.api.pb import core_pb2
+from control.api.timeutil import timestamp_seconds
+from control.runtime.clock import Clock
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_GRACE = 30.0
+DEADLINE_REASON = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+class ProbeManagerLike(Protocol):
+    """What the kubelet needs of ``agent.kubelet.probes.ProbeManager``."""
+
+    def add_pod(self, pod: core_pb2.Pod, container_ids: dict[str, str]) -> None: ...
+
+    def remove_pod(self, uid: str) -> None: ...
+
+    def is_ready(self, uid: str, container: str) -> bool: ...
+
+    def is_started(self, uid: str, container: str) -> bool: ...
+
+    def liveness_failed(self, uid: str, container: str) -> bool: ...
+
+
+class VolumeManagerLike(Protocol):
+    """What the kubelet needs of ``agent.kubelet.volumes.VolumeManager``."""
+
+    async def setup(self, pod: core_pb2.Pod) -> dict[str, str]: ...
+
+    async def teardown(self, pod_uid: str) -> None: ...
+
+
+# (kind "configmaps"/"secrets", namespace, name) -> the object, or None when it is missing
+Fetcher = Callable[[str, str, str], Awaitable[Any]]
+
+
+@dataclass
+class SyncConfig:
+    node_name: str
+    data_dir: Path
+    host_ip: str = ""
+    allocatable: Mapping[str, str] = field(default_factory=dict)
+    # never give a container less than this to stop (kubelet's minimumGracePeriodInSeconds)
+    minimum_grace: float = 2.0
+    # how soon to retry a container whose config or creation failed
+    retry_period: float = 10.0
+
+
+@dataclass
+class PodState:
+    """The kubelet's memory of one pod between syncs (owned by its worker)."""
+
+    uid: str
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
+    volume_paths: dict[str, str] | None = None
+    probe_ids: dict[str, str] = field(default_factory=dict)
+    phase_override: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    status: core_pb2.PodStatus
+    requeue_after: float | None = None
+
+
+# -- pure decisions -------------------------------------------------------------------------
+
+
+def should_restart(policy: str, exit_code: int) -> bool:
+    """Whether an exited app container runs again under the pod's restartPolicy."""
+    if policy == "Never":
+        return False
+    if policy == "OnFailure":
+        return exit_code != 0
+    return True
+
+
+@dataclass(frozen=True)
+class InitStep:
+    """What to do next with the init containers."""
+
+    start: str = ""  # (re)start this one
+    wait: bool = False  # one is running / starting: nothing else this time
+    failed: str = ""  # this one failed under restartPolicy Never: the pod fails
+    done: bool = False
+
+
+def next_init_step(pod: core_pb2.Pod, latest: Mapping[str, ContainerStatus | None],
+                   started: Callable[[str], bool]) -> InitStep:
+    """Walk the init containers in order (Kubernetes' computeInitContainerActions)."""
+    policy = pod.spec.restart_policy or "Always"
+    for c in pod.spec.init_containers:
+        cur = latest.get(c.name)
+        if is_sidecar(c):
+            if cur is not None and cur.state is ContainerState.RUNNING:
+                if started(c.name):
+                    continue
+                return InitStep(wait=True)
+            return InitStep(start=c.name)
+        if cur is None or cur.state is ContainerState.CREATED:
+            return InitStep(start=c.name)
+        if cur.state is ContainerState.RUNNING:
+            return InitStep(wait=True)
+        if cur.exit_code == 0:
+            continue
+        if policy == "Never":
+            return InitStep(failed=c.name)
+        return InitStep(start=c.name)
+    return InitStep(done=True)
+
+
+def kill_grace(pod: core_pb2.Pod, now: float, minimum: float) -> float:
+    """Seconds a deleted pod's containers get: min(terminationGracePeriodSeconds, what is
+    left of the deletion's grace), never below ``minimum``."""
+    spec_grace = (float(pod.spec.termination_grace_period_seconds)
+                  if pod.spec.HasField("termination_grace_period_seconds") else DEFAULT_GRACE)
+    grace = spec_grace
+    meta = pod.metadata
+    if meta.HasField("deletion_timestamp"):
+        grace = min(grace, timestamp_seconds(meta.deletion_timestamp) - now)
+    if meta.HasField("deletion_grace_period_seconds"):
+        grace = min(grace, float(meta.deletion_grace_period_seconds))
+    return max(grace, minimum)
+
+
+def group_containers(containers: Sequence[ContainerStatus]) -> dict[str, list[ContainerStatus]]:
+    """Runtime containers by name, newest attempt first."""
+    out: dict[str, list[ContainerStatus]] = {}
+    for c in containers:
+        out.setdefault(c.name, []).append(c)
+    for lst in out.values():
+        lst.sort(key=lambda c: (c.attempt, c.created_at), reverse=True)
+    return out
+
+
+# -- the syncer -----------------------------------------------------------------------------
+
+
+class PodSyncer:
+    """See the module docstring."""
+
+    def __init__(self, runtime: Runtime, clock: Clock, config: SyncConfig,
+                 backoff: CrashLoopBackoff, *, fetch: Fetcher | None = None,
+                 probes: ProbeManagerLike | None = None,
+                 volumes: VolumeManagerLike | None = None) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.config = config
+        self.backoff = backoff
+        self.fetch = fetch
+        self.probes = probes
+        self.volumes = volumes
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.config.data_dir / "pods" / uid
+
+    # -- runtime snapshot ---------------------------------------------------------------
+
+    async def _sandboxes(self, uid: str) -> list[SandboxStatus]:
+        return [s for s in await self.runtime.list_pod_sandboxes() if s.pod_uid == uid]
+
+    async def _containers(self, sandbox_id: str) -> dict[str, list[ContainerStatus]]:
+        return group_containers(await self.runtime.list_containers(sandbox_id))
+
+    # -- sync -------------------------------------------------------------------------------
+
+    async def sync_pod(self, pod: core_pb2.Pod, state: PodState) -> SyncResult:
+        uid = pod.metadata.uid
+        now = self.clock.now()
+        state.waiting = {}
+        requeue: list[float] = []
+        spec = pod.spec
+        grace = kill_grace(pod, now, self.config.minimum_grace)
+        if (not state.phase_override and pod.status.phase not in TERMINAL
+                and spec.HasField("active_deadline_seconds")):
+            # startTime is set by this very sync when the pod is new
+            started = (timestamp_seconds(pod.status.start_time)
+                       if pod.status.HasField("start_time") else now)
+            left = started + spec.active_deadline_seconds - now
+            if left <= 0:
+                state.phase_override = FAILED
+                state.reason, state.message = DEADLINE_REASON, DEADLINE_MESSAGE
+            else:
+                requeue.append(left)
+        sandboxes = await self._sandboxes(uid)
+        ready = [s for s in sandboxes if s.state is SandboxState.READY]
+        if state.phase_override or pod.status.phase in TERMINAL:
+            for sb in ready:
+                await self._stop_all(pod, sb.id, grace)
+            views = await self._views(pod, state, ready[0] if ready else None)
+            facts = self._facts(ready[0] if ready else None, now, state)
+            return SyncResult(compute_status(pod, views, facts), None)
+
+        sandbox = ready[0] if ready else None
+        for stale in sandboxes:
+            if stale.state is not SandboxState.READY:
+                # a sandbox that died (runtime restart): clear it, start over in a new one
+                await self._stop_all(pod, stale.id, self.config.minimum_grace)
+                await self.runtime.remove_pod_sandbox(stale.id)
+        if sandbox is None:
+            sid = await self.runtime.run_pod_sandbox(self._sandbox_config(pod))
+            sandbox = next((s for s in await self._sandboxes(uid) if s.id == sid), None)
+        if state.volume_paths is None:
+            try:
+                state.volume_paths = await self._setup_volumes(pod)
+            except Exception as e:
+                for c in (*spec.init_containers, *spec.containers):
+                    state.waiting[c.name] = ("ContainerCreating", f"volumes not ready: {e}")
+                views = await self._views(pod, state, sandbox)
+                return SyncResult(compute_status(pod, views, self._facts(sandbox, now, state)),
+                                  self.config.retry_period)
+        if sandbox is not None:
+            await self._act(pod, state, sandbox, grace, requeue)
+        views = await self._views(pod, state, sandbox)
+        status = compute_status(pod, views, self._facts(sandbox, now, state))
+        return SyncResult(status, min(requeue) if requeue else None)
+
+    async def _act(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus,
+                   grace: float, requeue: list[float]) -> None:
+        uid = pod.metadata.uid
+        spec = pod.spec
+        policy = spec.restart_policy or "Always"
+        by_name = await self._containers(sandbox.id)
+
+        def latest(name: str) -> ContainerStatus | None:
+            lst = by_name.get(name)
+            return lst[0] if lst else None
+
+        initialized = any(c.name in by_name for c in spec.containers)
+        if not initialized:
+            step = next_init_step(pod, {c.name: latest(c.name) for c in spec.init_containers},
+                                  lambda n: self._started(pod, n, latest(n)))
+            if step.failed:
+                state.phase_override = FAILED
+                await self._stop_all(pod, sandbox.id, grace)
+                return
+            if step.start:
+                c = next(x for x in spec.init_containers if x.name == step.start)
+                await self._start(pod, state, sandbox, c, latest(c.name), grace, requeue)
+                return
+            if step.wait:
+                return
+        # app containers (and sidecars that stopped after initialisation)
+        app_done = True
+        for c in spec.containers:
+            cur = latest(c.name)
+            if cur is not None and cur.state is ContainerState.RUNNING:
+                if (c.HasField("liveness_probe") and self.probes is not None
+                        and self.probes.liveness_failed(uid, c.name)):
+                    log.info("liveness probe failed; restarting", pod=pod.metadata.name,
+                             container=c.name)
+                    await self._kill(pod, cur.id, c, grace, run_pre_stop=True)
+                    cur = await self.runtime.container_status(cur.id)
+                else:
+                    app_done = False
+                    continue
+            if cur is None or cur.state is ContainerState.CREATED:
+                app_done = False
+                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+            elif should_restart(policy, cur.exit_code):
+                app_done = False
+                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+        sidecars = [c for c in spec.init_containers if is_sidecar(c)]
+        if app_done and spec.containers:
+            # every app container finished for good: sidecars go, last started first
+            for c in reversed(sidecars):
+                cur = latest(c.name)
+                if cur is not None and cur.state is ContainerState.RUNNING:
+                    await self._kill(pod, cur.id, c, grace, run_pre_stop=True)
+            return
+        for c in sidecars:
+            cur = latest(c.name)
+            if cur is None or cur.state is not ContainerState.RUNNING:
+                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+
+    def _started(self, pod: core_pb2.Pod, name: str, cur: ContainerStatus | None) -> bool:
+        if cur is None or cur.state is not ContainerState.RUNNING:
+            return False
+        spec = self._spec(pod, name)
+        if spec is None or not spec.HasField("startup_probe") or self.probes is None:
+            return True
+        return self.probes.is_started(pod.metadata.uid, name)
+
+    @staticmethod
+    def _spec(pod: core_pb2.Pod, name: str) -> core_pb2.Container | None:
+        for c in (*pod.spec.init_containers, *pod.spec.containers):
+            if c.name == name:
+                return c
+        return None
+
+    async def _start(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus,
+                     c: core_pb2.Container, cur: ContainerStatus | None, grace: float,
+                     requeue: list[float]) -> bool:
+        """Start (or restart) ``c``; False when it could not (state.waiting says why)."""
+        uid = pod.metadata.uid
+        key = (uid, c.name)
+        if cur is not None and cur.state is ContainerState.EXITED:
+            remaining = self.backoff.remaining(key, cur.finished_at)
+            if remaining > 0:
+                state.waiting[c.name] = ("CrashLoopBackOff", crash_loop_message(
+                    self.backoff.delay(key), c.name, pod.metadata.name,
+                    pod.metadata.namespace, uid))
+                requeue.append(remaining)
+                return False
+            self.backoff.next(key, cur.finished_at)
+        attempt = cur.attempt + 1 if cur is not None else 0
+        if cur is not None and cur.state is ContainerState.CREATED:
+            # created but never started (we died in between): replace it, same attempt
+            attempt = cur.attempt
+            await self.runtime.remove_container(cur.id)
+        pod_dir = self.pod_dir(uid)
+        log_path = pod_dir / "logs" / c.name / f"{attempt}.log"
+        try:
+            ctx = await self._context(pod, c, sandbox)
+            config = container_spec.build_config(c, ctx, volume_paths=state.volume_paths or {},
+                                                 log_path=str(log_path))
+        except container_spec.ContainerConfigError as e:
+            state.waiting[c.name] = (container_spec.CONFIG_ERROR, str(e))
+            requeue.append(self.config.retry_period)
+            return False
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            cid = await self.runtime.create_container(sandbox.id, config, attempt)
+        except RuntimeError_ as e:
+            state.waiting[c.name] = (e.reason, str(e))
+            requeue.append(self.config.retry_period)
+            return False
+        try:
+            await self.runtime.start_container(cid)
+        except RuntimeError_ as e:
+            state.waiting[c.name] = ("RunContainerError", str(e))
+            requeue.append(self.config.retry_period)
+            return False
+        log.info("container started", pod=pod.metadata.name, container=c.name,
+                 attempt=attempt)
+        await self._gc_attempts(sandbox.id, c.name)
+        if c.lifecycle.HasField("post_start") and hooks.has_handler(c.lifecycle.post_start):
+            err = await hooks.run_hook(self.runtime, self.clock, cid, c,
+                                       c.lifecycle.post_start, pod_ip=sandbox.ip,
+                                       host_ip=self.config.host_ip, timeout=grace)
+            if err is not None:
+                log.warning("FailedPostStartHook", pod=pod.metadata.name, container=c.name,
+                            error=err)
+                state.waiting[c.name] = ("PostStartHookError", err)
+                await self.runtime.stop_container(cid, self.config.minimum_grace)
+                requeue.append(0.0)
+                return False
+        return True
+
+    async def _gc_attempts(self, sandbox_id: str, name: str) -> None:
+        """Keep the newest two attempts of a container (current + lastState)."""
+        for old in (await self._containers(sandbox_id)).get(name, [])[2:]:
+            if old.state is not ContainerState.RUNNING:
+                try:
+                    await self.runtime.remove_container(old.id)
+                except RuntimeError_ as e:
+                    log.warning("cannot remove old container", container=old.id, error=str(e))
+
+    async def _context(self, pod: core_pb2.Pod, c: core_pb2.Container,
+                       sandbox: SandboxStatus) -> container_spec.PodContext:
+        cms, secrets = container_spec.referenced_objects(c)
+        ns = pod.metadata.namespace
+        cm_objs: dict[str, Any] = {}
+        secret_objs: dict[str, Any] = {}
+        if self.fetch is not None:
+            for name in sorted(cms):
+                cm_objs[name] = await self.fetch("configmaps", ns, name)
+            for name in sorted(secrets):
+                secret_objs[name] = await self.fetch("secrets", ns, name)
+        return container_spec.PodContext(
+            pod=pod, node_name=self.config.node_name, host_ip=self.config.host_ip,
+            pod_ip=sandbox.ip or self.config.host_ip, config_maps=cm_objs, secrets=secret_objs,
+            allocatable=self.config.allocatable)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def _kill(self, pod: core_pb2.Pod, cid: str, c: core_pb2.Container | None,
+                    grace: float, *, run_pre_stop: bool) -> None:
+        """preStop (bounded by grace), then SIGTERM, SIGKILL after what is left."""
+        start = self.clock.monotonic()
+        if (run_pre_stop and c is not None and c.lifecycle.HasField("pre_stop")
+                and hooks.has_handler(c.lifecycle.pre_stop)):
+            err = await hooks.run_hook(self.runtime, self.clock, cid, c, c.lifecycle.pre_stop,
+                                       pod_ip="", host_ip=self.config.host_ip, timeout=grace)
+            if err is not None:
+                log.warning("FailedPreStopHook", pod=pod.metadata.name, container=c.name,
+                            error=err)
+        left = max(grace - (self.clock.monotonic() - start), self.config.minimum_grace)
+        try:
+            await self.runtime.stop_container(cid, left)
+        except RuntimeError_ as e:
+            log.warning("stop container failed", container=cid, error=str(e))
+
+    async def _stop_all(self, pod: core_pb2.Pod | None, sandbox_id: str, grace: float) -> None:
+        """Stop every running container of the sandbox: app containers together, then
+        sidecars last started first, then anything else."""
+        by_name = await self._containers(sandbox_id)
+        running = {n: lst[0] for n, lst in by_name.items()
+                   if lst and lst[0].state is ContainerState.RUNNING}
+        if not running:
+            return
+        placeholder = pod or core_pb2.Pod()
+        app = [c for c in placeholder.spec.containers if c.name in running]
+        sidecars = [c for c in reversed(placeholder.spec.init_containers) if c.name in running]
+        await asyncio.gather(*(self._kill(placeholder, running.pop(c.name).id, c, grace,
+                                          run_pre_stop=True) for c in app))
+        for c in sidecars:
+            await self._kill(placeholder, running.pop(c.name).id, c, grace, run_pre_stop=True)
+        await asyncio.gather(*(self._kill(placeholder, cs.id, None, grace, run_pre_stop=False)
+                               for cs in running.values()))
+
+    async def terminate(self, pod: core_pb2.Pod | None, uid: str, state: PodState | None,
+                        grace: float) -> core_pb2.PodStatus | None:
+        """Stop everything of pod ``uid`` and remove its sandbox, volumes and directory.
+
+        Returns the pod's final status (terminal phase) when ``pod`` is known."""
+        sandboxes = await self._sandboxes(uid)
+        for sb in sandboxes:
+            await self._stop_all(pod, sb.id, grace)
+        status = None
+        if pod is not None:
+            st = state or PodState(uid)
+            ready = next((s for s in sandboxes if s.state is SandboxState.READY), None)
+            views = await self._views(pod, st, ready, terminating=True)
+            app = [views[c.name] for c in pod.spec.containers if c.name in views]
+            ok = all(v.current is not None and v.current.exit_code == 0 for v in app)
+            if pod.status.phase in TERMINAL:
+                phase = pod.status.phase
+            else:
+                phase = st.phase_override or (SUCCEEDED if ok and app else FAILED)
+            facts = PodFacts(now=self.clock.now(), host_ip=self.config.host_ip,
+                             pod_ip=(ready.ip if ready else "") or self.config.host_ip,
+                             phase_override=phase, reason=st.reason, message=st.message)
+            status = compute_status(pod, views, facts)
+        if self.probes is not None:
+            self.probes.remove_pod(uid)
+        for sb in sandboxes:
+            await self.runtime.stop_pod_sandbox(sb.id)
+            await self.runtime.remove_pod_sandbox(sb.id)
+        if self.volumes is not None:
+            await self.volumes.teardown(uid)
+        self._remove_pod_dir(uid)
+        self.backoff.forget_pod(uid)
+        return status
+
+    def _remove_pod_dir(self, uid: str) -> None:
+        pod_dir = self.pod_dir(uid)
+        if not pod_dir.exists():
+            return
+        volumes = pod_dir / "volumes"
+        if self.volumes is not None and volumes.exists() and any(volumes.iterdir()):
+            # the volume manager owns what is left there (mounts?): never delete through it
+            shutil.rmtree(pod_dir / "logs", ignore_errors=True)
+            log.warning("pod volumes left behind after teardown", path=str(volumes))
+            return
+        shutil.rmtree(pod_dir, ignore_errors=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _sandbox_config(self, pod: core_pb2.Pod) -> SandboxConfig:
+        uid = pod.metadata.uid
+        pod_dir = self.pod_dir(uid)
+        (pod_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (pod_dir / "volumes").mkdir(parents=True, exist_ok=True)
+        return SandboxConfig(
+            pod_uid=uid, namespace=pod.metadata.namespace, name=pod.metadata.name,
+            hostname=pod.spec.hostname or pod.metadata.name, pod_dir=str(pod_dir),
+            labels=dict(pod.metadata.labels), annotations=dict(pod.metadata.annotations),
+            host_network=pod.spec.host_network)
+
+    async def _setup_volumes(self, pod: core_pb2.Pod) -> dict[str, str]:
+        if self.volumes is not None:
+            return await self.volumes.setup(pod)
+        # no volume manager: an empty directory per volume, so every mount resolves
+        base = self.pod_dir(pod.metadata.uid) / "volumes"
+        paths: dict[str, str] = {}
+        for v in pod.spec.volumes:
+            path = base / v.name
+            path.mkdir(parents=True, exist_ok=True)
+            paths[v.name] = str(path)
+        return paths
+
+    async def _views(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus | None,
+                     *, terminating: bool = False) -> dict[str, ContainerView]:
+        uid = pod.metadata.uid
+        by_name = await self._containers(sandbox.id) if sandbox is not None else {}
+        policy = pod.spec.restart_policy or "Always"
+        terminal = terminating or bool(state.phase_override) or pod.status.phase in TERMINAL
+        views: dict[str, ContainerView] = {}
+        ids: dict[str, str] = {}
+        for c in (*pod.spec.init_containers, *pod.spec.containers):
+            lst = by_name.get(c.name, [])
+            cur = lst[0] if lst else None
+            prev = lst[1] if len(lst) > 1 else None
+            running = cur is not None and cur.state is ContainerState.RUNNING
+            if running and cur is not None:
+                ids[c.name] = cur.id
+            ready = running and not terminating
+            if ready and c.HasField("readiness_probe") and self.probes is not None:
+                ready = self.probes.is_ready(uid, c.name)
+            started = self._started(pod, c.name, cur)
+            if c in pod.spec.containers:
+                will_restart = not terminal and cur is not None and should_restart(
+                    policy, cur.exit_code)
+            else:
+                will_restart = not terminal and (is_sidecar(c) or (
+                    cur is not None and cur.exit_code != 0 and policy != "Never"))
+            reason, message = state.waiting.get(c.name, ("", ""))
+            views[c.name] = ContainerView(c.name, cur, prev, reason, message, ready,
+                                          started, will_restart)
+        if self.probes is not None and not terminating and ids != state.probe_ids:
+            state.probe_ids = dict(ids)
+            self.probes.add_pod(pod, dict(ids))
+        return views
+
+    def _facts(self, sandbox: SandboxStatus | None, now: float, state: PodState) -> PodFacts:
+        pod_ip = (sandbox.ip if sandbox is not None else "") or self.config.host_ip
+        return PodFacts(now=now, host_ip=self.config.host_ip, pod_ip=pod_ip,
+                        phase_override=state.phase_override, reason=state.reason,
+                        message=state.message)
+
+

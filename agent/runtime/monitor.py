@@ -1,0 +1,458 @@
+"""The per-container monitor (Flotilla's conmon / containerd-shim) and the exec helper.
+
+``python -m agent.runtime.monitor run <container-dir> <sync-fd>``
+    Daemonizes (the process the runtime started exits at once; the monitor carries on,
+    re-parented away from the agent, in its own session with no terminal), then forks the
+    container and owns it until it exits: copies its stdout/stderr into the CRI log file
+    with rotation, waits for it, and writes ``status.json`` atomically. As soon as the
+    container's program has been exec'd it writes ``monitor.json`` (its own pid and the
+    container's, with their start times) and reports ``{"ok": true, "pid": N}`` on the sync
+    fd (or ``{"ok": false, "error": "..."}`` when the container could not start). Nothing
+    ties it to the agent afterwards: the agent may die (even by SIGKILL) and a new runtime
+    finds everything in the container directory.
+
+    With isolation (root): the monitor unshares a PID namespace before forking, so the
+    container's process is PID 1 of its own namespace (``sh -c 'echo $$'`` prints 1, as in
+    Docker without ``--init``); that child joins the container's cgroups, unshares mount,
+    UTS and IPC namespaces, builds its overlay root (``rootfs.py``), sets the hostname,
+    limits its capabilities, switches user and execs. Without isolation it only starts a
+    new session (the container is a process group) and execs.
+
+``python -m agent.runtime.monitor exec [--tty] <container-dir> -- ARGV...``
+    Runs a command in a running container: joins its cgroups and its IPC, UTS, PID and
+    mount namespaces (setns), forks so that the command is inside the PID namespace, takes
+    the container's user, capabilities, environment and working directory, and exits with
+    the command's exit code (128 + signal when it was killed). The command dies with the
+    helper (parent-death signal), so killing the helper's process group ends an exec.
+
+Files in the container directory (written by ``process.py`` unless noted):
+``spec.json`` (what to run), ``monitor.json`` and ``status.json`` (by the monitor, each
+written to a temporary file then renamed), ``monitor.log`` (the monitor's own stderr).
+
+Concurrency: one monitor per container, single-threaded, blocking I/O on a selector; it
+shares no file with any other process except the log (it is the only writer) and the
+state files above (atomic replace; readers see the old or the new content).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import stat
+import sys
+import termios
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from agent.runtime import linux
+from agent.runtime.cgroups import read_oom_kills
+from agent.runtime.rootfs import RootfsPlan, host_path_of, setup_rootfs
+
+LOG_MAX_LINE = 16 * 1024  # a longer line is split into P chunks, as the kubelet does
+READ_SIZE = 64 * 1024
+MESSAGE_MAX = 4096
+START_ERROR_EXIT = 128  # containerd's exit code for a container that could not start
+
+
+# ---- small helpers shared with process.py ------------------------------------------------
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def rfc3339_nano(ns: int) -> str:
+    """UTC with all nine fraction digits (fixed width keeps lines sortable; every
+    RFC 3339 parser, Go's included, accepts it)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+
+
+def exit_code_of(wait_status: int) -> tuple[int, int]:
+    """(exit code as Kubernetes shows it, signal or 0)."""
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        return 128 + sig, sig
+    return os.waitstatus_to_exitcode(wait_status), 0
+
+
+# ---- the CRI log writer -----------------------------------------------------------------
+
+class CriLogWriter:
+    """Writes ``<time> <stream> <F|P> <text>\\n`` lines to ``path``; rotates to
+    ``path.1`` ... ``path.<max_files>`` when the next write would pass ``max_bytes``.
+
+    A chunk that ends without a newline is written at once as a ``P`` line (so a prompt
+    or a progress bar is visible to ``logs -f``), and so is each 16 KiB piece of an
+    over-long line; the line's last piece is ``F``. At end of stream nothing is pending."""
+
+    def __init__(self, path: str, max_bytes: int = 10 * 1024 * 1024,
+                 max_files: int = 4) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                       0o640)
+
+    def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
+        if not data:
+            return
+        prefix = rfc3339_nano(now_ns if now_ns is not None else time.time_ns())
+        head_f = f"{prefix} {stream} F ".encode()
+        head_p = f"{prefix} {stream} P ".encode()
+        out: list[bytes] = []
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when data ended with a newline
+        for line in lines:
+            while len(line) > LOG_MAX_LINE:
+                out.append(head_p + line[:LOG_MAX_LINE] + b"\n")
+                line = line[LOG_MAX_LINE:]
+            out.append(head_f + line + b"\n")
+        while tail:
+            out.append(head_p + tail[:LOG_MAX_LINE] + b"\n")
+            tail = tail[LOG_MAX_LINE:]
+        self._emit(b"".join(out))
+
+    def _emit(self, data: bytes) -> None:
+        if self._size > 0 and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for i in range(self.max_files - 1, 0, -1):
+            src = f"{self.path}.{i}"
+            if os.path.exists(src):
+                os.replace(src, f"{self.path}.{i + 1}")
+        if self.max_files > 0:
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+        self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+# ---- the container's own process ----------------------------------------------------------
+
+def apply_credentials(spec: dict[str, Any]) -> None:
+    """Capabilities (bounding set), groups, gid, uid: after the namespaces and mounts,
+    which need the capabilities this drops."""
+    caps = spec.get("capabilities")
+    if caps is not None:
+        linux.limit_bounding_set(caps)
+    os.setgroups([int(g) for g in spec.get("groups") or []])
+    gid = spec.get("gid")
+    os.setgid(int(gid) if gid is not None else 0)
+    uid = spec.get("uid")
+    os.setuid(int(uid) if uid is not None else 0)
+
+
+def _exec_program(spec: dict[str, Any], argv: Sequence[str]) -> NoReturn:
+    env = {k: v for k, v in spec["env"]}
+    os.chdir(spec.get("working_dir") or "/")
+    os.execvpe(argv[0], list(argv), env)
+
+
+def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int) -> NoReturn:
+    """Runs in the forked child; never returns. Any failure goes to ``errpipe`` (closed
+    on exec by O_CLOEXEC, so EOF without data means the program is running)."""
+    step = "preparing"
+    try:
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        step = "joining cgroups"
+        for procs in spec.get("cgroup_procs") or []:
+            with open(procs, "w") as f:
+                f.write("0")  # "0" = the writing process, in v1 and v2
+        os.setsid()
+        if spec.get("isolate"):
+            step = "creating namespaces"
+            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
+            step = "building the root filesystem"
+            setup_rootfs(RootfsPlan.from_json(spec["rootfs"]))
+            step = "setting the hostname"
+            if spec.get("hostname"):
+                linux.sethostname(spec["hostname"])
+            step = "switching user and capabilities"
+            apply_credentials(spec)
+        step = f"changing to working directory {spec.get('working_dir') or '/'!r}"
+        os.chdir(spec.get("working_dir") or "/")
+        step = f"exec {spec['argv'][0]!r}"
+        _exec_program(spec, spec["argv"])
+    except BaseException as e:
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, OSError) and e.errno == errno.ENOENT and step.startswith("exec"):
+            detail = "executable file not found in $PATH (or no such file)"
+        message = f"{step}: {detail}"
+        try:
+            os.write(errpipe, message.encode(errors="replace")[:MESSAGE_MAX])
+        finally:
+            os._exit(127)
+
+
+# ---- the monitor ------------------------------------------------------------------------
+
+def _read_until_eof(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _send_sync(sync_fd: int, payload: dict[str, Any]) -> None:
+    try:
+        os.write(sync_fd, json.dumps(payload).encode() + b"\n")
+    except OSError:
+        pass  # the agent went away: the state files tell the next one
+    finally:
+        os.close(sync_fd)
+
+
+def _termination_message(spec: dict[str, Any]) -> str:
+    path = spec.get("termination_message_path") or ""
+    if not path:
+        return ""
+    host: str | None = path
+    if spec.get("isolate") and spec.get("rootfs"):
+        host = host_path_of(RootfsPlan.from_json(spec["rootfs"]), path)
+    if host is None:
+        return ""
+    try:
+        # O_NOFOLLOW: the container may have planted a symlink to a host file.
+        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, MESSAGE_MAX).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _oom_kills(spec: dict[str, Any]) -> int:
+    path = spec.get("oom_file")
+    return read_oom_kills(path) if path else 0
+
+
+def _pump(spec: dict[str, Any], pid: int, out_r: int, err_r: int) -> int:
+    """Copy output to the log until the container exits; returns its wait status."""
+    writer = CriLogWriter(spec.get("log_path") or os.path.join(spec["dir"], "container.log"),
+                          int(spec.get("log_max_bytes") or 10 * 1024 * 1024),
+                          int(spec.get("log_max_files") or 4))
+    sel = selectors.DefaultSelector()
+    streams = {out_r: "stdout", err_r: "stderr"}
+    for fd in streams:
+        sel.register(fd, selectors.EVENT_READ)
+    pidfd = os.pidfd_open(pid)
+    sel.register(pidfd, selectors.EVENT_READ)
+    wait_status: int | None = None
+
+    def read_one(fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if data:
+            writer.write(streams[fd], data)
+        else:
+            sel.unregister(fd)
+            os.close(fd)
+            del streams[fd]
+
+    while wait_status is None:
+        for key, _ in sel.select():
+            fd = int(key.fd)
+            if fd == pidfd:
+                _, wait_status = os.waitpid(pid, 0)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+            elif fd in streams:
+                read_one(fd)
+    if not spec.get("isolate"):
+        # The container is its process group: what it left behind goes with it (in a
+        # PID namespace the kernel does this when PID 1 exits).
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    # Drain what is still in the pipes; a straggler that escaped the group may keep one
+    # open, so stop after a short while rather than wait for EOF forever.
+    deadline = time.monotonic() + 1.0
+    while streams and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.1):
+            if int(key.fd) in streams:
+                read_one(int(key.fd))
+    for fd in list(streams):
+        os.close(fd)
+    writer.close()
+    return wait_status
+
+
+def run_monitor(container_dir: str, sync_fd: int) -> None:
+    os.set_inheritable(sync_fd, False)
+    if os.fork() != 0:
+        os._exit(0)  # the runtime reaps this intermediate; the monitor is nobody's child
+    spec = read_json(os.path.join(container_dir, "spec.json"))
+    if spec is None:
+        _send_sync(sync_fd, {"ok": False, "error": "spec.json missing or unreadable"})
+        return
+    spec["dir"] = container_dir
+    status_path = os.path.join(container_dir, "status.json")
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    errpipe_r, errpipe_w = os.pipe()
+    try:
+        if spec.get("isolate"):
+            # Our next child is PID 1 of a new PID namespace; the monitor stays outside.
+            linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+    except OSError as e:
+        _send_sync(sync_fd, {"ok": False, "error": f"starting the container: {e}"})
+        return
+    if pid == 0:
+        os.close(out_r)
+        os.close(err_r)
+        os.close(errpipe_r)
+        _container_child(spec, out_w, err_w, errpipe_w)
+    for fd in (out_w, err_w, errpipe_w):
+        os.close(fd)
+    failure = _read_until_eof(errpipe_r).decode(errors="replace")
+    os.close(errpipe_r)
+    if failure:
+        os.waitpid(pid, 0)
+        write_json_atomic(status_path, {
+            "exit_code": START_ERROR_EXIT, "signal": 0, "oom_killed": False,
+            "reason": "StartError", "message": failure, "started_at": 0.0,
+            "finished_at": time.time(), "pid": pid})
+        _send_sync(sync_fd, {"ok": False, "error": failure})
+        return
+    started_at = time.time()
+    write_json_atomic(os.path.join(container_dir, "monitor.json"), {
+        "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
+        "pid": pid, "pid_start": linux.proc_start_time(pid), "started_at": started_at})
+    _send_sync(sync_fd, {"ok": True, "pid": pid})
+
+    wait_status = _pump(spec, pid, out_r, err_r)
+    exit_code, sig = exit_code_of(wait_status)
+    oom = _oom_kills(spec) > 0
+    reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
+    write_json_atomic(status_path, {
+        "exit_code": exit_code, "signal": sig, "oom_killed": oom, "reason": reason,
+        "message": _termination_message(spec), "started_at": started_at,
+        "finished_at": time.time(), "pid": pid})
+
+
+# ---- exec -------------------------------------------------------------------------------
+
+_NAMESPACES = (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
+               ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS))
+
+
+def run_exec(container_dir: str, argv: Sequence[str], tty: bool) -> int:
+    spec = read_json(os.path.join(container_dir, "spec.json"))
+    mon = read_json(os.path.join(container_dir, "monitor.json"))
+    if spec is None or mon is None or not argv:
+        sys.stderr.write("exec: container not found or no command\n")
+        return 126
+    pid, start = int(mon["pid"]), mon.get("pid_start")
+    if start is None or not linux.process_alive(pid, int(start)):
+        sys.stderr.write("exec: container is not running\n")
+        return 126
+    if spec.get("isolate"):
+        fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
+               for name, flag in _NAMESPACES]
+        # The pid could have been reused between the check and the opens.
+        if not linux.process_alive(pid, int(start)):
+            sys.stderr.write("exec: container is not running\n")
+            return 126
+        for procs in spec.get("cgroup_procs") or []:
+            try:
+                with open(procs, "w") as f:
+                    f.write("0")
+            except OSError:
+                pass  # the cgroup may be gone already; run unaccounted rather than fail
+        for fd, flag in fds:
+            linux.setns(fd, flag)
+            os.close(fd)
+    child = os.fork()  # so the command is inside the PID namespace we just joined
+    if child == 0:
+        try:
+            if tty:
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            if spec.get("isolate"):
+                apply_credentials(spec)
+            # Set after the uid change, which clears it: the command dies with us.
+            linux.set_parent_death_signal(signal.SIGKILL)
+            _exec_program(spec, argv)
+        except OSError as e:
+            sys.stderr.write(f"exec {argv[0]!r}: {e.strerror or e}\n")
+            sys.stderr.flush()
+            os._exit(127 if e.errno == errno.ENOENT else 126)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, forward)
+    _, wait_status = os.waitpid(child, 0)
+    return exit_code_of(wait_status)[0]
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) >= 3 and argv[0] == "run":
+        run_monitor(argv[1], int(argv[2]))
+        return 0
+    if len(argv) >= 3 and argv[0] == "exec":
+        rest = list(argv[1:])
+        tty = False
+        if rest and rest[0] == "--tty":
+            tty = True
+            rest = rest[1:]
+        if len(rest) >= 2 and rest[1] == "--":
+            return run_exec(rest[0], rest[2:], tty)
+    sys.stderr.write("usage: python -m agent.runtime.monitor run DIR SYNC_FD | "
+                     "exec [--tty] DIR -- ARGV...\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,726 @@
+"""The process runtime: containers are process groups started from the host's filesystem,
+each owned by a monitor process of its own (``monitor.py``); with root, each container also
+gets private PID, mount, UTS and IPC namespaces, an overlay root over the host's ``/`` with
+its volumes bind-mounted at their mountPath, the pod's hostname, a capability set and user,
+and cgroup limits (``cgroups.py``).
+
+State lives only in files under ``root_dir`` (one root per node, so several agents share a
+host)::
+
+    sandboxes/<id>/sandbox.json   the pod's sandbox (+ hosts, resolv.conf, hostname files)
+    containers/<id>/spec.json     what to run (written here, read by the monitor)
+    containers/<id>/monitor.json  monitor and container pids + start times (by the monitor)
+    containers/<id>/status.json   exit code, signal, OOM flag, times, message (by the monitor)
+    containers/<id>/upper, work   the overlay's writable layer (root only)
+
+so a new :class:`ProcessRuntime` on the same ``root_dir`` (after the agent was killed)
+lists every sandbox and container with its true state: RUNNING while the recorded pid is
+alive *and* still has the recorded start time (pids get reused), EXITED with the code the
+monitor wrote.
+
+Without root (or with ``isolate=False``) containers are plain process groups: no
+namespaces, cgroups or overlay; a volume can only be used at its own host path, and the
+securityContext fields that need root are refused by name (:meth:`isolation_report` says
+what is off). The container's stdin is /dev/null and ``tty`` is ignored (there is no attach).
+
+Concurrency: every method is a coroutine on the agent's loop and keeps no in-memory state
+that could disagree with the files; blocking work that may take long (removing a
+container's files, waiting for a cgroup to empty) runs in worker threads. The kubelet
+serialises calls per pod; calls for different pods touch disjoint files. Sandbox creation
+takes a lock so that ``run_pod_sandbox`` stays idempotent per pod uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import agent
+from agent.runtime import linux
+from agent.runtime.cgroups import Cgroups
+from agent.runtime.interface import (
+    ContainerConfig,
+    ContainerState,
+    ContainerStatus,
+    CreateContainerError,
+    ExecResult,
+    NotFoundError,
+    Resources,
+    RuntimeError_,
+    SandboxConfig,
+    SandboxState,
+    SandboxStatus,
+    StartContainerError,
+)
+from agent.runtime.monitor import read_json, write_json_atomic
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_MAX_FILES = 4
+_POLL = 0.02
+# Exit code reported when a monitor died without recording the container's status.
+LOST_EXIT_CODE = 255
+
+
+def _helper_env() -> dict[str, str]:
+    """The monitor's environment: nothing of the agent's, only what finds our package."""
+    package_root = str(Path(agent.__file__).resolve().parent.parent)
+    return {"PATH": DEFAULT_PATH, "PYTHONPATH": package_root, "LANG": "C.UTF-8"}
+
+
+def _helper_argv(*args: str) -> list[str]:
+    # -S: the monitor needs only the standard library and our package (PYTHONPATH), and
+    # skipping site saves startup time for every container and every exec.
+    return [sys.executable, "-S", "-m", "agent.runtime.monitor", *args]
+
+
+class ProcessRuntime:
+    """The real runtime (see the module docstring)."""
+
+    name = "flotilla-process"
+    version = "0.1.0"
+
+    def __init__(self, root_dir: Path, cgroup_prefix: str | None = None, *,
+                 isolate: bool | None = None, log_max_bytes: int = LOG_MAX_BYTES,
+                 log_max_files: int = LOG_MAX_FILES, start_timeout: float = 30.0) -> None:
+        self.root_dir = Path(root_dir).resolve()
+        self._sandboxes = self.root_dir / "sandboxes"
+        self._containers = self.root_dir / "containers"
+        self._sandboxes.mkdir(parents=True, exist_ok=True)
+        self._containers.mkdir(parents=True, exist_ok=True)
+        self.isolate = linux.is_root() if isolate is None else isolate
+        if self.isolate and not linux.is_root():
+            raise ValueError("isolation (namespaces, cgroups, overlay root) needs root")
+        self.cgroup_prefix = cgroup_prefix or f"flotilla/{socket.gethostname()}"
+        self.cgroups = Cgroups.detect(self.cgroup_prefix) if self.isolate else None
+        self.log_max_bytes = log_max_bytes
+        self.log_max_files = log_max_files
+        self.start_timeout = start_timeout
+        self._sandbox_lock = asyncio.Lock()
+
+    # ---- reporting -----------------------------------------------------------------------
+
+    def isolation_report(self) -> list[str]:
+        """One line per isolation feature that is off (empty: everything is on)."""
+        if not self.isolate:
+            why = "not running as root" if not linux.is_root() else "isolation disabled"
+            return [
+                f"{why}: containers are plain process groups on the host "
+                "(no PID, mount, UTS or IPC namespaces; no pod hostname)",
+                f"{why}: no cgroup limits (memory and cpu limits are not enforced)",
+                f"{why}: no overlay root; volumes work only at their own host path, "
+                "read-only mounts are not enforced",
+                f"{why}: securityContext runAsUser/runAsGroup/supplementalGroups (other than "
+                "the agent's), readOnlyRootFilesystem, privileged and capabilities.add "
+                "are refused",
+                "pod network namespaces are not implemented yet: containers use the host's "
+                "network",
+            ]
+        report = ["pod network namespaces are not implemented yet: containers use the "
+                  "host's network"]
+        if self.cgroups is None:
+            report.insert(0, "no usable cgroup memory controller (v1 or delegated v2): "
+                             "memory and cpu limits are not enforced")
+        else:
+            report[:0] = self.cgroups.describe()
+        return report
+
+    # ---- sandboxes -----------------------------------------------------------------------
+
+    def _sandbox_dir(self, sandbox_id: str) -> Path:
+        return self._sandboxes / sandbox_id
+
+    def _load_sandbox(self, sandbox_id: str) -> dict[str, Any]:
+        data = read_json(str(self._sandbox_dir(sandbox_id) / "sandbox.json")) \
+            if _safe_id(sandbox_id) else None
+        if data is None:
+            raise NotFoundError(f"sandbox {sandbox_id!r} not found")
+        return data
+
+    def _all_sandboxes(self) -> list[dict[str, Any]]:
+        found = []
+        for entry in sorted(os.listdir(self._sandboxes)):
+            data = read_json(str(self._sandboxes / entry / "sandbox.json"))
+            if data is not None:
+                found.append(data)
+        return found
+
+    async def run_pod_sandbox(self, config: SandboxConfig) -> str:
+        async with self._sandbox_lock:
+            for existing in self._all_sandboxes():
+                if existing["pod_uid"] == config.pod_uid and \
+                        existing["state"] == SandboxState.READY.value:
+                    return str(existing["id"])
+            sandbox_id = uuid.uuid4().hex
+            sdir = self._sandbox_dir(sandbox_id)
+            sdir.mkdir(mode=0o700)
+            (sdir / "hostname").write_text(config.hostname + "\n")
+            if config.hosts_file is not None:
+                (sdir / "hosts").write_text(config.hosts_file)
+            if config.resolv_conf is not None:
+                (sdir / "resolv.conf").write_text(config.resolv_conf)
+            if self.cgroups is not None:
+                try:
+                    self.cgroups.create(config.pod_uid)
+                except OSError as e:
+                    shutil.rmtree(sdir, ignore_errors=True)
+                    raise RuntimeError_(f"creating the pod's cgroup: {e}") from e
+            write_json_atomic(str(sdir / "sandbox.json"), {
+                "id": sandbox_id, "pod_uid": config.pod_uid, "namespace": config.namespace,
+                "name": config.name, "hostname": config.hostname, "pod_dir": config.pod_dir,
+                "labels": dict(config.labels), "annotations": dict(config.annotations),
+                "host_network": config.host_network,
+                "hosts_file": config.hosts_file is not None,
+                "resolv_conf": config.resolv_conf is not None,
+                "created_at": time.time(), "state": SandboxState.READY.value})
+            return sandbox_id
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self._load_sandbox(sandbox_id)
+        containers = [c for c in self._container_ids() if self._sandbox_of(c) == sandbox_id]
+        await asyncio.gather(*(self.stop_container(c, 0) for c in containers))
+        if sandbox["state"] != SandboxState.NOTREADY.value:
+            sandbox["state"] = SandboxState.NOTREADY.value
+            write_json_atomic(str(self._sandbox_dir(sandbox_id) / "sandbox.json"), sandbox)
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        """Idempotent, as CRI's RemovePodSandbox: a missing sandbox is already removed."""
+        try:
+            sandbox = self._load_sandbox(sandbox_id)
+        except NotFoundError:
+            return
+        await self.stop_pod_sandbox(sandbox_id)
+        for cid in [c for c in self._container_ids() if self._sandbox_of(c) == sandbox_id]:
+            with contextlib.suppress(NotFoundError):
+                await self.remove_container(cid)
+        pod_uid = str(sandbox["pod_uid"])
+        others = [s for s in self._all_sandboxes()
+                  if s["pod_uid"] == pod_uid and s["id"] != sandbox_id]
+        if self.cgroups is not None and not others:
+            try:
+                await asyncio.to_thread(self.cgroups.remove, pod_uid)
+            except OSError as e:
+                raise RuntimeError_(f"removing the pod's cgroup: {e}") from e
+        await asyncio.to_thread(shutil.rmtree, self._sandbox_dir(sandbox_id), True)
+
+    async def list_pod_sandboxes(self) -> list[SandboxStatus]:
+        return [SandboxStatus(
+            id=s["id"], pod_uid=s["pod_uid"], namespace=s["namespace"], name=s["name"],
+            state=SandboxState(s["state"]), created_at=float(s["created_at"]))
+            for s in self._all_sandboxes()]
+
+    # ---- containers: create / start ------------------------------------------------------
+
+    def _container_dir(self, container_id: str) -> Path:
+        if not _safe_id(container_id):
+            raise NotFoundError(f"container {container_id!r} not found")
+        return self._containers / container_id
+
+    def _load_spec(self, container_id: str) -> dict[str, Any]:
+        spec = read_json(str(self._container_dir(container_id) / "spec.json"))
+        if spec is None:
+            raise NotFoundError(f"container {container_id!r} not found")
+        return spec
+
+    def _container_ids(self) -> list[str]:
+        # ".removing-<id>" directories are on their way out: not containers any more.
+        return sorted(e for e in os.listdir(self._containers) if _safe_id(e))
+
+    def _sandbox_of(self, container_id: str) -> str | None:
+        spec = read_json(str(self._containers / container_id / "spec.json"))
+        return None if spec is None else str(spec["sandbox_id"])
+
+    def _validate(self, config: ContainerConfig) -> None:
+        if not config.argv:
+            raise CreateContainerError("no command specified")
+        sec = config.security
+        for m in config.mounts:
+            if not os.path.isabs(m.container_path):
+                raise CreateContainerError(
+                    f"volume mount {m.container_path!r}: mountPath must be absolute")
+            if not os.path.exists(m.host_path):
+                raise CreateContainerError(
+                    f"volume mount {m.container_path}: source {m.host_path} does not exist")
+        try:
+            linux.effective_capabilities(sec.capabilities_add, sec.capabilities_drop,
+                                         sec.privileged)
+        except ValueError as e:
+            raise CreateContainerError(f"securityContext.capabilities: {e}") from e
+        if self.isolate:
+            return
+        why = "needs the process runtime to run as root"
+        for m in config.mounts:
+            if os.path.normpath(m.container_path) != os.path.normpath(m.host_path):
+                raise CreateContainerError(
+                    f"volume mount {m.container_path}: showing {m.host_path} at another "
+                    f"path {why} (without root containers see the host's filesystem)")
+        if sec.run_as_user is not None and sec.run_as_user != os.getuid():
+            raise CreateContainerError(f"securityContext.runAsUser {why}")
+        if sec.run_as_group is not None and sec.run_as_group != os.getgid():
+            raise CreateContainerError(f"securityContext.runAsGroup {why}")
+        if set(sec.supplemental_groups) - set(os.getgroups()) - {os.getgid()}:
+            raise CreateContainerError(f"securityContext.supplementalGroups {why}")
+        if sec.read_only_root_filesystem:
+            raise CreateContainerError(f"securityContext.readOnlyRootFilesystem {why}")
+        if sec.privileged:
+            raise CreateContainerError(f"securityContext.privileged {why}")
+        if sec.capabilities_add:
+            raise CreateContainerError(f"securityContext.capabilities.add {why}")
+
+    async def create_container(self, sandbox_id: str, config: ContainerConfig,
+                               attempt: int = 0) -> str:
+        sandbox = self._load_sandbox(sandbox_id)
+        if sandbox["state"] != SandboxState.READY.value:
+            raise CreateContainerError(f"sandbox {sandbox_id} is not ready")
+        self._validate(config)
+        sec = config.security
+        container_id = uuid.uuid4().hex
+        cdir = self._containers / container_id
+        sdir = self._sandbox_dir(sandbox_id)
+        env = dict(config.env)
+        env.setdefault("PATH", DEFAULT_PATH)
+        if self.isolate:
+            env.setdefault("HOSTNAME", str(sandbox["hostname"]))
+        env.setdefault("HOME", "/root" if not sec.run_as_user else "/")
+        spec: dict[str, Any] = {
+            "id": container_id, "sandbox_id": sandbox_id, "pod_uid": sandbox["pod_uid"],
+            "name": config.name, "attempt": attempt, "created_at": time.time(),
+            "argv": list(config.argv), "env": list(env.items()),
+            "working_dir": config.working_dir, "image": config.image,
+            "labels": dict(config.labels),
+            "log_path": config.log_path or str(cdir / "container.log"),
+            "log_max_bytes": self.log_max_bytes, "log_max_files": self.log_max_files,
+            "termination_message_path": config.termination_message_path,
+            "isolate": self.isolate, "hostname": sandbox["hostname"],
+            "resources": {
+                "cpu_quota_millis": config.resources.cpu_quota_millis,
+                "cpu_shares": config.resources.cpu_shares,
+                "memory_limit_bytes": config.resources.memory_limit_bytes},
+        }
+        if self.isolate:
+            mounts = [[m.host_path, m.container_path, m.read_only] for m in config.mounts]
+            taken = {os.path.normpath(m.container_path) for m in config.mounts}
+            for name, flag in (("hosts", "hosts_file"), ("resolv.conf", "resolv_conf"),
+                               ("hostname", None)):
+                target = f"/etc/{name}"
+                if (flag is None or sandbox.get(flag)) and target not in taken:
+                    mounts.append([str(sdir / name), target, False])
+            spec["rootfs"] = {
+                "merged": str(cdir / "merged"), "upper": str(cdir / "upper"),
+                "work": str(cdir / "work"), "mounts": mounts,
+                "read_only": sec.read_only_root_filesystem, "privileged": sec.privileged,
+                "masks": [str(self.root_dir)]}
+            spec["uid"] = sec.run_as_user
+            spec["gid"] = sec.run_as_group
+            spec["groups"] = list(sec.supplemental_groups)
+            spec["capabilities"] = sorted(linux.effective_capabilities(
+                sec.capabilities_add, sec.capabilities_drop, sec.privileged))
+            if self.cgroups is not None:
+                rel = f"{sandbox['pod_uid']}/{container_id}"
+                spec["cgroup_rel"] = rel
+                spec["cgroup_procs"] = self.cgroups.procs_files(rel)
+                spec["oom_file"] = self.cgroups.oom_file(rel)
+        cdir.mkdir(mode=0o700)
+        if self.isolate:
+            for sub in ("upper", "work", "merged"):
+                (cdir / sub).mkdir()
+        write_json_atomic(str(cdir / "spec.json"), spec)
+        return container_id
+
+    async def start_container(self, container_id: str) -> None:
+        spec = self._load_spec(container_id)
+        cdir = self._container_dir(container_id)
+        if (cdir / "monitor.json").exists() or (cdir / "status.json").exists() or \
+                (cdir / "monitor.log").exists():
+            raise StartContainerError(f"container {container_id} was already started")
+        if self.cgroups is not None and spec.get("cgroup_rel"):
+            try:
+                self.cgroups.create(spec["cgroup_rel"], Resources(**spec["resources"]))
+            except OSError as e:
+                raise StartContainerError(f"cgroup: {e}") from e
+        Path(spec["log_path"]).parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(cdir / "monitor.log", "ab") as monitor_log:
+                proc = subprocess.Popen(
+                    _helper_argv("run", str(cdir), str(write_fd)), pass_fds=(write_fd,),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=monitor_log,
+                    start_new_session=True, cwd="/", env=_helper_env())
+        except OSError as e:
+            os.close(read_fd)
+            raise StartContainerError(f"starting the monitor: {e}") from e
+        finally:
+            os.close(write_fd)
+        try:
+            raw = await _read_until_eof(read_fd, self.start_timeout)
+        finally:
+            # The process we started exits as soon as the monitor has forked away.
+            await asyncio.to_thread(proc.wait)
+        try:
+            result = json.loads(raw.splitlines()[0]) if raw.strip() else None
+        except (json.JSONDecodeError, IndexError):
+            result = None
+        if result is None:
+            raise StartContainerError(
+                "the container's monitor exited without reporting: "
+                + _tail(cdir / "monitor.log"))
+        if not result.get("ok"):
+            raise StartContainerError(str(result.get("error")))
+
+    # ---- containers: state ---------------------------------------------------------------
+
+    async def container_status(self, container_id: str) -> ContainerStatus:
+        spec = self._load_spec(container_id)
+        cdir = self._container_dir(container_id)
+        base: dict[str, Any] = {
+            "id": container_id, "sandbox_id": spec["sandbox_id"], "name": spec["name"],
+            "created_at": float(spec["created_at"]), "log_path": spec["log_path"],
+            "labels": spec.get("labels") or {}, "attempt": int(spec.get("attempt", 0))}
+        status = read_json(str(cdir / "status.json"))
+        mon = read_json(str(cdir / "monitor.json"))
+        if status is None and mon is not None:
+            if _alive(mon, "pid"):
+                return ContainerStatus(state=ContainerState.RUNNING,
+                                       started_at=float(mon["started_at"]),
+                                       pid=int(mon["pid"]), **base)
+            # Exited: the monitor is writing its status (give it a moment), or it is gone.
+            deadline = time.monotonic() + 2.0
+            while status is None and _alive(mon, "monitor") and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL)
+                status = read_json(str(cdir / "status.json"))
+            if status is None:
+                return ContainerStatus(
+                    state=ContainerState.EXITED, started_at=float(mon["started_at"]),
+                    finished_at=time.time(), exit_code=LOST_EXIT_CODE, reason="Error",
+                    message="the container's monitor died: its exit status is lost",
+                    pid=int(mon["pid"]), **base)
+        if status is not None:
+            return ContainerStatus(
+                state=ContainerState.EXITED,
+                started_at=float(status.get("started_at") or 0.0),
+                finished_at=float(status["finished_at"]), exit_code=int(status["exit_code"]),
+                reason=str(status["reason"]), message=str(status.get("message") or ""),
+                pid=int(status.get("pid") or 0), **base)
+        return ContainerStatus(state=ContainerState.CREATED, **base)
+
+    async def list_containers(self, sandbox_id: str | None = None) -> list[ContainerStatus]:
+        out = []
+        for cid in self._container_ids():
+            if sandbox_id is not None and self._sandbox_of(cid) != sandbox_id:
+                continue
+            with contextlib.suppress(NotFoundError):  # removed while we looked
+                out.append(await self.container_status(cid))
+        return out
+
+    async def container_stats(self, container_id: str) -> dict[str, int]:
+        """Current usage from the container's cgroup: ``memory_bytes``, ``cpu_nanos``
+        (cumulative), ``pids``; empty without cgroups."""
+        spec = self._load_spec(container_id)
+        if self.cgroups is None or not spec.get("cgroup_rel"):
+            return {}
+        return self.cgroups.usage(spec["cgroup_rel"])
+
+    # ---- containers: stop / remove -------------------------------------------------------
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        spec = self._load_spec(container_id)
+        cdir = self._container_dir(container_id)
+        mon = read_json(str(cdir / "monitor.json"))
+        if (cdir / "status.json").exists():
+            return
+        if mon is None:
+            if not (cdir / "monitor.log").exists():
+                # Created, never started: stopping makes it EXITED (and unstartable), as in
+                # CRI. (monitor.log exists once a start is under way.)
+                write_json_atomic(str(cdir / "status.json"), {
+                    "exit_code": 0, "signal": 0, "oom_killed": False, "reason": "",
+                    "message": "", "started_at": 0.0, "finished_at": time.time(), "pid": 0})
+            return
+        if timeout > 0:
+            _signal_group(mon, signal.SIGTERM)
+            if await _wait_exited(cdir, mon, timeout):
+                return
+        _signal_group(mon, signal.SIGKILL)
+        if self.cgroups is not None and spec.get("cgroup_rel"):
+            self.cgroups.kill(spec["cgroup_rel"])
+        if not await _wait_exited(cdir, mon, 10.0):
+            raise RuntimeError_(f"container {container_id} did not exit after SIGKILL")
+
+    async def remove_container(self, container_id: str) -> None:
+        """Idempotent; a running container is killed first (CRI: "forcibly removed")."""
+        try:
+            spec = self._load_spec(container_id)
+        except NotFoundError:
+            return
+        cdir = self._container_dir(container_id)
+        await self.stop_container(container_id, 0)
+        if self.cgroups is not None and spec.get("cgroup_rel"):
+            try:
+                await asyncio.to_thread(self.cgroups.remove, spec["cgroup_rel"])
+            except OSError as e:
+                raise RuntimeError_(f"removing the container's cgroup: {e}") from e
+        # Rename first so that a concurrent list never sees a half-deleted container.
+        trash = self._containers / f".removing-{container_id}"
+        try:
+            os.replace(cdir, trash)
+        except FileNotFoundError:
+            return
+        await asyncio.to_thread(shutil.rmtree, trash, True)
+
+    # ---- exec ----------------------------------------------------------------------------
+
+    async def _exec_target(self, container_id: str) -> Path:
+        status = await self.container_status(container_id)
+        if status.state != ContainerState.RUNNING:
+            raise RuntimeError_(f"container {container_id} is not running "
+                                f"({status.state.value})")
+        return self._container_dir(container_id)
+
+    async def exec_sync(self, container_id: str, argv: Sequence[str],
+                        timeout: float) -> ExecResult:
+        cdir = await self._exec_target(container_id)
+        if not argv:
+            raise RuntimeError_("exec: no command specified")
+        proc = await asyncio.create_subprocess_exec(
+            *_helper_argv("exec", str(cdir), "--", *argv), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            cwd="/", env=_helper_env())
+        communicate = asyncio.ensure_future(proc.communicate())
+        try:
+            out, err = await asyncio.wait_for(asyncio.shield(communicate),
+                                              timeout if timeout > 0 else None)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            try:
+                out, err = await asyncio.wait_for(communicate, 5.0)
+            except TimeoutError:  # a straggler keeps the pipes open: give up the output
+                out, err = b"", b""
+            return ExecResult(exit_code=128 + signal.SIGKILL, stdout=out, stderr=err,
+                              timed_out=True)
+        except BaseException:
+            _kill_group(proc.pid)
+            communicate.cancel()
+            raise
+        code = proc.returncode if proc.returncode is not None else 1
+        return ExecResult(exit_code=code if code >= 0 else 128 - code, stdout=out,
+                          stderr=err)
+
+    async def exec(self, container_id: str, argv: Sequence[str], *, stdin: bool,
+                   tty: bool) -> ProcessExecSession:
+        cdir = await self._exec_target(container_id)
+        if not argv:
+            raise RuntimeError_("exec: no command specified")
+        if tty:
+            master, slave = os.openpty()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *_helper_argv("exec", "--tty", str(cdir), "--", *argv),
+                    stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                    cwd="/", env=_helper_env())
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            return ProcessExecSession(proc, master)
+        proc = await asyncio.create_subprocess_exec(
+            *_helper_argv("exec", str(cdir), "--", *argv),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            cwd="/", env=_helper_env())
+        return ProcessExecSession(proc, None)
+
+    async def close(self) -> None:
+        """Nothing to release: monitors and containers live on by design."""
+
+
+class ProcessExecSession:
+    """An exec started by :meth:`ProcessRuntime.exec`. Output arrives through a bounded
+    queue fed by reader tasks owned by the session (so a consumer that stops reading
+    applies back-pressure to the command instead of growing memory); with a tty, all
+    output is "stdout", as in Kubernetes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, master_fd: int | None) -> None:
+        self._proc = proc
+        self._master = master_fd
+        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=64)
+        self._tasks: list[asyncio.Task[None]] = []
+        if master_fd is not None:
+            os.set_blocking(master_fd, False)
+            self._tasks.append(asyncio.create_task(self._read_pty(), name="exec-pty"))
+        else:
+            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+                if stream is not None:
+                    self._tasks.append(asyncio.create_task(
+                        self._read_stream(name, stream), name=f"exec-{name}"))
+        self._open = len(self._tasks)
+
+    async def _read_stream(self, name: str, stream: asyncio.StreamReader) -> None:
+        try:
+            while chunk := await stream.read(65536):
+                await self._queue.put((name, chunk))
+        finally:
+            await self._stream_done()
+
+    async def _read_pty(self) -> None:
+        assert self._master is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                readable = loop.create_future()
+                loop.add_reader(self._master, readable.set_result, None)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(self._master)
+                try:
+                    chunk = os.read(self._master, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: every slave end is closed
+                    break
+                if not chunk:
+                    break
+                await self._queue.put(("stdout", chunk))
+        finally:
+            await self._stream_done()
+
+    async def _stream_done(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            await self._queue.put(None)
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._master is not None:
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._master, view):]
+                except BlockingIOError:
+                    await asyncio.sleep(_POLL)
+            return
+        if self._proc.stdin is None:
+            raise RuntimeError_("exec was started without stdin")
+        self._proc.stdin.write(data)
+        await self._proc.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        if self._master is not None:
+            await self.write_stdin(b"\x04")  # the terminal's end-of-file character
+        elif self._proc.stdin is not None:
+            self._proc.stdin.close()
+
+    async def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        while (item := await self._queue.get()) is not None:
+            yield item
+
+    async def wait(self) -> int:
+        code = await self._proc.wait()
+        if self._tasks:
+            # Output ends when the pipes close; do not hold the caller for a straggler.
+            await asyncio.wait(self._tasks, timeout=2.0)
+        if self._master is not None:
+            for t in self._tasks:
+                t.cancel()
+            with contextlib.suppress(OSError):
+                os.close(self._master)
+            self._master = None
+        return code if code >= 0 else 128 - code
+
+    async def kill(self) -> None:
+        _kill_group(self._proc.pid)
+        await self.wait()
+        for t in self._tasks:
+            t.cancel()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def _safe_id(value: str) -> bool:
+    return bool(value) and all(c in "0123456789abcdef" for c in value)
+
+
+def _alive(mon: dict[str, Any], which: str) -> bool:
+    pid, start = mon.get(f"{which}_pid" if which == "monitor" else "pid"), \
+        mon.get(f"{which}_start" if which == "monitor" else "pid_start")
+    return pid is not None and start is not None and linux.process_alive(int(pid), int(start))
+
+
+def _signal_group(mon: dict[str, Any], sig: int) -> None:
+    """Signal the container's process group (its pid is the group's id: the container
+    starts a new session). Checked against the recorded start time so a reused pid is
+    never signalled. SIGKILL also goes to the process itself: as PID 1 of its namespace
+    its death takes every process of the namespace with it."""
+    if not _alive(mon, "pid"):
+        return
+    pid = int(mon["pid"])
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    if sig == signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _wait_exited(cdir: Path, mon: dict[str, Any], timeout: float) -> bool:
+    """Until the monitor has recorded the exit (or, if it died, the container is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (cdir / "status.json").exists():
+            return True
+        if not _alive(mon, "pid") and not _alive(mon, "monitor"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL)
+
+
+async def _read_until_eof(fd: int, timeout: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    done: asyncio.Future[None] = loop.create_future()
+    buf = bytearray()
+
+    def on_readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if chunk:
+            buf.extend(chunk)
+        elif not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        raise StartContainerError(f"the container did not start within {timeout:g}s") \
+            from None
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return bytes(buf)
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-limit:].decode(errors="replace").strip() or "(no output)"
+    except OSError:
+        return "(no monitor log)"
