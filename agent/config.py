@@ -59,6 +59,8 @@ class AgentOptions:
     # Retry pacing while the server is unreachable (kubelet's lease retries cap at 7 s).
     retry_initial: float = 0.2
     retry_max: float = 7.0
+    # the agent's own gRPC port (logs, exec); 0 = pick a free one at start and advertise it
+    daemon_port: int = 0
 
     @property
     def renew_interval(self) -> float:

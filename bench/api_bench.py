@@ -20,7 +20,10 @@ acknowledged write. (A process crash, not a power cut: the store's fsync policy,
 ``synchronous=FULL``, is what covers the latter.)
 
 Servers run in subprocesses (server and client use both cores); the client is this process.
-Run from the repository root::
+Both servers are up for the whole run, and for each concurrency the echo phase runs right
+before Flotilla's create and update phases, so the figures of a ratio see the same machine;
+the "others CPU" column is what the rest of the machine used during the phase (noise).
+A warm-up of 300 requests per server is not measured. Run from the repository root::
 
     .venv/bin/python -m bench.api_bench                      # 5 s per phase, concurrency 1 and 64
     .venv/bin/python -m bench.api_bench --count 3000 --concurrency 1,16,64 --uvloop

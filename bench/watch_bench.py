@@ -2,35 +2,43 @@
 
 Two scenarios, each run against Flotilla and against the bare ``grpc.aio`` baseline
 (:mod:`bench._echo`: ``Publish`` queues the same pre-serialized bytes to every subscribed
-stream, which is the least any fan-out server can do) in the same run:
+stream, the least any fan-out server can do) in the same run:
 
 - **fanout**: ``--watchers`` (default 1,000) watchers of ConfigMaps in one namespace; the
-  writer creates ConfigMaps (~1 KB of data) at each rate of ``--rates`` (writes/s, default
-  5, 10, 15) for ``--duration`` seconds. Every write reaches every watcher, so 15 writes/s
-  is 15,000 deliveries/s (PERFORMANCE.md: the machine sustains ~15,000/s with bare gRPC).
+  writer creates ConfigMaps (~1 KB) at each rate of ``--rates`` (writes/s, default 5, 10, 15)
+  for ``--duration`` seconds. Every write reaches every watcher: 15 writes/s is 15,000
+  deliveries/s (PERFORMANCE.md: the machine's bare-gRPC limit is about that).
 - **agents**: ``--watchers`` watchers of pods, each with the field selector
   ``spec.nodeName=node-i`` (an agent watching only its own pods); the writer creates pods
   bound to random nodes at ``--agent-rate`` (default 100) writes/s. Each write reaches one
   watcher. Baseline: ``Publish`` to the one stream of that node.
 
 Latency: the writer stamps ``time.monotonic()`` into the object (ConfigMap data / pod
-annotation) just before sending; every watcher computes ``monotonic() - stamp`` when its
-client hands it the decoded event (CLOCK_MONOTONIC is one clock for the whole machine).
-Writes are open-loop (sent on schedule, not after the previous answer). The baseline's
-watchers decode the same WatchEvent + object messages as Flotilla's client does, so the
-client-side work is the same on both sides.
+annotation) just before sending; each watcher computes ``monotonic() - stamp`` on receipt
+(CLOCK_MONOTONIC is one clock for the whole machine). Writes are open-loop (sent on
+schedule, not after the previous answer). By default the watchers read the stamp straight
+from the received bytes (no protobuf decoding), so the client process costs what gRPC
+costs and the server is what is measured; ``--decode`` makes them decode every event as an
+informer does (``ApiClient.watch`` for Flotilla, WatchEvent + object for the baseline).
 
-Processes: the server (Flotilla or baseline) in a subprocess, the writer and all watchers in
-this process (``--watchers-per-channel`` streams per gRPC connection, default 100). Targets
-(PERFORMANCE.md): fan-out >= 80% of bare gRPC over 1,000 watchers with p99 <= 100 ms; agents
-at 100 writes/s: p99 <= 50 ms. The "sustained" column is the highest tested rate whose
-deliveries all arrived with p99 <= 100 ms. A full run takes about two minutes.
+Processes: the two servers (Flotilla, baseline) in subprocesses, both up for the whole
+scenario; the writer and all watchers (``--watchers-per-channel`` streams per connection,
+default 100) in this process. For each rate the baseline phase runs immediately before the
+Flotilla phase, so the two sides of a ratio see the same machine; the "others CPU" column
+is what the rest of the machine used meanwhile (a noisy phase shows there).
+
+Reported per phase: deliveries/s, share delivered, p50/p99/max latency, CPU (cores) of
+server, client and others, server CPU per delivery, and ratios to the baseline. Targets
+(PERFORMANCE.md): fan-out capacity >= 80% of bare gRPC over 1,000 watchers (measured as the
+ratio of server CPU per delivery at the highest rate) with p99 <= 100 ms; agents at 100
+writes/s: p99 <= 50 ms. A full run takes about 100 s.
 
 Run from the repository root::
 
     .venv/bin/python -m bench.watch_bench                         # both scenarios
     .venv/bin/python -m bench.watch_bench --scenario fanout --rates 5,10,15,20 --uvloop
     .venv/bin/python -m bench.watch_bench --watchers 200 --duration 4   # quick look
+    .venv/bin/python -m bench.watch_bench --scenario agents --no-bookmarks  # diagnostic
     .venv/bin/python -m bench.watch_bench --py-spy /tmp/prof     # profile the Flotilla server
 """
 

@@ -63,6 +63,7 @@ class ControlPlane:
         self.cache: WatchCache | None = None
         self.registry: Registry | None = None
         self.controllers: ControllerManager | None = None
+        self.scheduler: Any = None  # control.scheduler.scheduler.Scheduler when enabled
         self._stopped = asyncio.Event()
 
     async def start(self) -> str:
@@ -107,6 +108,12 @@ class ControlPlane:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(self.address)
             await self.controllers.start()
+        if "scheduler" not in opts.disable:
+            # The scheduler is an API client too; --scheduler-config when ServerOptions has it.
+            from control.scheduler.scheduler import Scheduler, load_config
+            self.scheduler = Scheduler.connect(
+                self.address, load_config(getattr(opts, "scheduler_config", None)))
+            await self.scheduler.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         write_admin_conf(opts.data_dir, self.address)
@@ -132,6 +139,8 @@ class ControlPlane:
         if self._stopped.is_set():
             return
         log.info("control plane stopping")
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.controllers is not None:
             # first: they are API clients, and would only log the server going away
             await self.controllers.stop()

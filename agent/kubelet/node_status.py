@@ -205,6 +205,9 @@ def apply_status(
     del status.addresses[:]
     status.addresses.add(type="InternalIP", address=node_ip)
     status.addresses.add(type="Hostname", address=options.node_name)
+    # where the apiserver reaches this agent for logs and exec (an ephemeral port: several
+    # agents share a host)
+    status.daemon_endpoints.kubelet_endpoint.port = options.daemon_port
     info = status.node_info
     info.machine_id = machine.machine_id
     info.system_uuid = machine.system_uuid

@@ -559,6 +559,7 @@ class PodSyncer:
         terminal = terminating or bool(state.phase_override) or pod.status.phase in TERMINAL
         views: dict[str, ContainerView] = {}
         ids: dict[str, str] = {}
+        app_names = {c.name for c in pod.spec.containers}
         for c in (*pod.spec.init_containers, *pod.spec.containers):
             lst = by_name.get(c.name, [])
             cur = lst[0] if lst else None
@@ -570,7 +571,7 @@ class PodSyncer:
             if ready and c.HasField("readiness_probe") and self.probes is not None:
                 ready = self.probes.is_ready(uid, c.name)
             started = self._started(pod, c.name, cur)
-            if c in pod.spec.containers:
+            if c.name in app_names:
                 will_restart = not terminal and cur is not None and should_restart(
                     policy, cur.exit_code)
             else:

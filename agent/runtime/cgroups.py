@@ -50,7 +50,7 @@ class Hierarchies:
         with open(path) as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                fstype, _source, options = (right.split() + ["", "", ""])[:3]
+                fstype, _source, options = [*right.split(), "", "", ""][:3]
                 mount_point = left.split()[4]
                 if fstype == "cgroup2" and not v2:
                     v2 = mount_point
@@ -154,14 +154,14 @@ class Cgroups:
     def procs_files(self, rel: str) -> list[str]:
         return [os.path.join(d, "cgroup.procs") for d in self.dirs(rel)]
 
-    def _dir_of(self, controller: str, rel: str) -> str | None:
+    def controller_dir(self, controller: str, rel: str) -> str | None:
         if self.version == 2:
             return os.path.join(self._h.v2, self.prefix, rel)
         root = self._h.v1.get(controller)
         return os.path.join(root, self.prefix, rel) if root else None
 
     def oom_file(self, rel: str) -> str:
-        d = self._dir_of("memory", rel)
+        d = self.controller_dir("memory", rel)
         assert d is not None
         return os.path.join(d, "memory.oom_control" if self.version == 1 else "memory.events")
 
@@ -197,7 +197,7 @@ class Cgroups:
 
     def _apply(self, rel: str, r: Resources) -> None:
         def put(controller: str, name: str, value: str, optional: bool = False) -> None:
-            d = self._dir_of(controller, rel)
+            d = self.controller_dir(controller, rel)
             if d is None:
                 if optional:
                     return
@@ -264,7 +264,7 @@ class Cgroups:
             if not os.path.isdir(d):
                 continue
             subdirs = [os.path.join(dp, n) for dp, dns, _ in os.walk(d) for n in dns]
-            for sub in sorted(subdirs, key=len, reverse=True) + [d]:
+            for sub in [*sorted(subdirs, key=len, reverse=True), d]:
                 self._rmdir(sub, rel, deadline)
 
     def remove_all(self, timeout: float = 5.0) -> None:
@@ -303,7 +303,7 @@ class Cgroups:
         out: dict[str, int] = {}
 
         def read_int(controller: str, name: str) -> int | None:
-            d = self._dir_of(controller, rel)
+            d = self.controller_dir(controller, rel)
             try:
                 return int(_read(os.path.join(d, name)).split()[0]) if d else None
             except (OSError, ValueError, IndexError):
@@ -315,7 +315,7 @@ class Cgroups:
         else:
             mem = read_int("memory", "memory.current")
             cpu = None
-            d = self._dir_of("cpu", rel)
+            d = self.controller_dir("cpu", rel)
             with contextlib.suppress(OSError, ValueError):
                 for line in _read(os.path.join(d or "", "cpu.stat")).splitlines():
                     if line.startswith("usage_usec "):

@@ -134,15 +134,26 @@ class CriLogWriter:
         while tail:
             out.append(head_p + tail[:LOG_MAX_LINE] + b"\n")
             tail = tail[LOG_MAX_LINE:]
-        self._emit(b"".join(out))
+        self._emit(out)
 
-    def _emit(self, data: bytes) -> None:
-        if self._size > 0 and self._size + len(data) > self.max_bytes:
-            self._rotate()
+    def _emit(self, lines: list[bytes]) -> None:
+        # One write per batch of lines that fits; rotate between lines, never inside one.
+        batch: list[bytes] = []
+        size = self._size
+        for line in lines:
+            if size > 0 and size + len(line) > self.max_bytes:
+                self._write_all(b"".join(batch))
+                batch = []
+                self._rotate()
+                size = 0
+            batch.append(line)
+            size += len(line)
+        self._write_all(b"".join(batch))
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+            view = view[os.write(self._fd, view):]
         self._size += len(data)
 
     def _rotate(self) -> None:
@@ -225,7 +236,7 @@ def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int)
 # ---- the monitor ------------------------------------------------------------------------
 
 def _read_until_eof(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 4096)
         if not chunk:

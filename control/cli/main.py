@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         verbs_logs,
         verbs_meta,
         verbs_misc,
+        verbs_rollout,
         verbs_server,
         verbs_wait,
     )
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         verbs_meta,
         verbs_wait,
         verbs_logs,
+        verbs_rollout,
         verbs_misc,
     ):
         module.register(sub)

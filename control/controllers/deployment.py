@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from control.api import errors, labels
-from control.api.pb import apps_pb2, core_pb2
+from control.api.pb import apps_pb2
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from control.controllers.events import NORMAL, WARNING, EventRecorder

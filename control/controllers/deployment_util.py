@@ -32,7 +32,6 @@ Concurrency contract: pure functions; safe anywhere.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -463,8 +462,11 @@ def is_saturated(d: Deployment, rs: ReplicaSet | None) -> bool:
             and rs.status.available_replicas == d.spec.replicas)
 
 
-def _round_half_away(x: float) -> int:
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+def _round_div(num: int, den: int) -> int:
+    """num / den rounded half away from zero (Go's math.Round), exactly; den > 0."""
+    if num >= 0:
+        return (2 * num + den) // (2 * den)
+    return -((-2 * num + den) // (2 * den))
 
 
 def rs_fraction(rs: ReplicaSet, d: Deployment) -> int:
@@ -478,7 +480,7 @@ def rs_fraction(rs: ReplicaSet, d: Deployment) -> int:
         annotated = d.status.replicas
     if annotated <= 0:
         return 0
-    return _round_half_away(rs.spec.replicas * deployment_replicas / annotated) - rs.spec.replicas
+    return _round_div(rs.spec.replicas * deployment_replicas, annotated) - rs.spec.replicas
 
 
 def proportion(rs: ReplicaSet, d: Deployment, to_add: int, added: int) -> int:

@@ -32,6 +32,7 @@ import structlog
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher
+from control.controllers.deployment import DeploymentController
 from control.controllers.gc import GarbageCollector
 from control.controllers.namespace import NamespaceController
 from control.controllers.podgc import PodGarbageCollector
@@ -78,6 +79,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "namespace": NamespaceController,
     "replicaset": ReplicaSetController,
     "replicationcontroller": replication_controller,
+    "deployment": DeploymentController,
     "garbagecollector": GarbageCollector,
     "podgc": PodGarbageCollector,
 }

@@ -99,8 +99,9 @@ class EventRecorder:
                 tg.create_task(self._writer(), name=f"event-writer-{i}")
 
     async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - for tests/shutdown
+        """Wait (real time, bounded) until nothing is pending or being written."""
         deadline = time.monotonic() + timeout
-        while (self._pending or self._busy) and time.monotonic() < deadline:
+        while (self._pending or self._busy) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     async def _writer(self) -> None:

@@ -378,7 +378,7 @@ class Framework:
         start = self._next_start % n
         statuses = diagnosis.node_statuses
         evaluated = 0
-        order = nodes[start:] + nodes[:start] if start else nodes
+        order = [*nodes[start:], *nodes[:start]] if start else nodes
         for ni in order:
             evaluated += 1
             for name, f in filters:
@@ -399,13 +399,13 @@ class Framework:
     # -- score -------------------------------------------------------------------------
 
     def run_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
-        for p in self.plugins.pre_score:
-            st = p.pre_score(state, pod, nodes)
+        for pre in self.plugins.pre_score:
+            st = pre.pre_score(state, pod, nodes)
             if st is not None:
                 if st.code == Code.SKIP:
-                    state.skip_score.add(p.name)
+                    state.skip_score.add(pre.name)
                 elif st.code != Code.SUCCESS:
-                    raise SchedulingError(f"plugin {p.name}: {st.message}")
+                    raise SchedulingError(f"plugin {pre.name}: {st.message}")
         total = [0] * len(nodes)
         for p, weight in self.plugins.score:
             if p.name in state.skip_score:
@@ -449,9 +449,9 @@ class Framework:
         # The node a preemption nominated is tried first and alone: the room was made there.
         nominated = pod.pod.status.nominated_node_name
         if nominated:
-            ni = cache.node(nominated)
-            if ni is not None and (allowed is None or nominated in allowed) \
-                    and self.run_filters(state, pod, ni) is None:
+            nom = cache.node(nominated)
+            if nom is not None and (allowed is None or nominated in allowed) \
+                    and self.run_filters(state, pod, nom) is None:
                 return ScheduleResult(nominated, 1, 1)
         candidates: Sequence[NodeInfo] = all_nodes
         if allowed is not None:

@@ -137,7 +137,7 @@ class SchedulerMetrics:
                                           "Pods evicted to make room for higher-priority pods.")
         self.events_dropped = Counter("scheduler_events_dropped_total",
                                       "Events not written because the recorder was full.")
-        self.all = [self.attempts, self.attempt_duration, self.e2e_duration, self.pending,
+        self.all: list[Counter | Gauge | Histogram] = [self.attempts, self.attempt_duration, self.e2e_duration, self.pending,
                     self.preemption_attempts, self.preemption_victims, self.events_dropped]
 
     def render(self) -> str:

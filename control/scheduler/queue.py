@@ -125,6 +125,19 @@ class SchedulingQueue:
         elif q.where == ACTIVE and info.priority != old_priority:
             self._push_active(q)  # re-sort; the old heap entry is now stale
 
+    def refresh(self, info: PodInfo) -> None:
+        """Replace a queued pod's object without moving it (a status-only update)."""
+        q = self._pods.get(info.key) or self._in_flight.get(info.key)
+        if q is not None:
+            q.info = info
+
+    def readd_backoff(self, q: QueuedPodInfo) -> None:
+        """A pod that had left the queue (assumed) comes back after its bind failed."""
+        if q.key in self._pods or q.key in self._in_flight:
+            return
+        self._in_flight[q.key] = q
+        self.add_backoff(q)
+
     def delete(self, key: str) -> None:
         q = self._pods.pop(key, None)
         if q is not None:

@@ -8,6 +8,10 @@ pod fits, then add the removed pods back from the most important down, keeping o
 those whose return would make it not fit again ("reprieve"). The node chosen has the fewest
 victims, then the lowest highest-victim priority, then the lowest sum of priorities.
 
+When no placed pod anywhere has a lower priority, preemption is silent (no message): the
+FailedScheduling text is then exactly the filter reasons, as the issue's example shows.
+Otherwise a failed attempt appends Kubernetes' "preemption: 0/N nodes are available: ..." part.
+
 The plugin only decides; the scheduler evicts the victims (graceful delete) and records the
 node in the pod's ``status.nominatedNodeName``. A pod with ``preemptionPolicy: Never`` never
 preempts; assumed pods (bind in flight) and pods already terminating are never victims, and a
@@ -98,6 +102,11 @@ class DefaultPreemption(PostFilterPlugin):
                                       for p in ni.pods.values()):
                 return None, "preemption: not eligible: victims on the nominated node " \
                     "are still terminating"
+        if not any(p.priority < pod.priority for ni in cache.node_list()
+                   for p in ni.pods.values()):
+            # Nothing anywhere could be preempted: say nothing rather than list every node
+            # as "no victims" (the user's message stays the filter reasons alone).
+            return None, ""
         best: tuple[tuple[int, int, int], str, list[PodInfo]] | None = None
         refusals: list[Status] = []
         for ni in cache.node_list():

@@ -1,0 +1,331 @@
+"""The process runtime for real, as plain process groups (``isolate=False``, which is what
+an agent without root runs): exit codes and CRI logs, stop with SIGTERM and SIGKILL,
+adoption by a new runtime after the agent was killed with SIGKILL, exec, termination
+messages, and the refusals of what needs root. Every test removes what it started, even on
+failure; every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.runtime import linux
+from agent.runtime.interface import (
+    ContainerConfig,
+    ContainerState,
+    ContainerStatus,
+    CreateContainerError,
+    Mount,
+    NotFoundError,
+    SandboxConfig,
+    Security,
+    StartContainerError,
+)
+from agent.runtime.process import ProcessRuntime
+
+REPO = Path(__file__).resolve().parents[3]
+CRI_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] ")
+
+
+async def cleanup(rt: ProcessRuntime) -> None:
+    """Remove every sandbox and container of ``rt`` and its cgroup prefix."""
+    try:
+        async with asyncio.timeout(30):
+            for c in await rt.list_containers():
+                await rt.remove_container(c.id)
+            for s in await rt.list_pod_sandboxes():
+                await rt.remove_pod_sandbox(s.id)
+    finally:
+        if rt.cgroups is not None:
+            rt.cgroups.remove_all()
+
+
+def make_runtime(root: Path, isolate: bool, **kwargs: object) -> ProcessRuntime:
+    return ProcessRuntime(root, f"flotilla/test-{uuid.uuid4().hex[:8]}", isolate=isolate,
+                          **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
+    rt = make_runtime(tmp_path / "rt", isolate=False)
+    try:
+        yield rt
+    finally:
+        await cleanup(rt)
+
+
+async def sandbox(rt: ProcessRuntime, tmp_path: Path, uid: str = "uid-1",
+                  hostname: str = "web-0", **kwargs: object) -> str:
+    return await rt.run_pod_sandbox(SandboxConfig(
+        pod_uid=uid, namespace="default", name=hostname, hostname=hostname,
+        pod_dir=str(tmp_path / "pods" / uid), **kwargs))  # type: ignore[arg-type]
+
+
+async def run(rt: ProcessRuntime, sid: str, argv: list[str], tmp_path: Path,
+              name: str = "c", **kwargs: object) -> str:
+    cid = await rt.create_container(sid, ContainerConfig(
+        name=name, argv=argv, log_path=str(tmp_path / "logs" / name / "0.log"),
+        **kwargs))  # type: ignore[arg-type]
+    await rt.start_container(cid)
+    return cid
+
+
+async def wait_exited(rt: ProcessRuntime, cid: str,
+                      timeout: float = 10) -> ContainerStatus:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await rt.container_status(cid)
+        if st.state == ContainerState.EXITED:
+            return st
+        assert time.monotonic() < deadline, f"container still {st.state} after {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+def read_text(path: Path | str) -> str:
+    """The file's text, "" if missing (sync: small files, in tests)."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def exists(path: Path | str) -> bool:
+    return os.path.lexists(path)
+
+
+async def wait_for_log(path: Path, text: str,
+                       timeout: float = 10) -> str:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        content = read_text(path)
+        if text in content:
+            return content
+        assert time.monotonic() < deadline, f"{text!r} not in {path}: {content!r}"
+        await asyncio.sleep(0.02)
+
+
+def log_entries(path: Path) -> list[tuple[str, str]]:
+    out = []
+    for line in path.read_text().splitlines():
+        assert CRI_LINE.match(line), line
+        _, stream, _, text = line.split(" ", 3)
+        out.append((stream, text))
+    return out
+
+
+async def test_exit_code_reason_and_cri_logs(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sh", "-c", "echo out; echo err >&2; echo $FOO; pwd; exit 3"],
+                    tmp_path, env=[("FOO", "bar")], working_dir=str(tmp_path))
+    st = await wait_exited(runtime, cid)
+    assert (st.exit_code, st.reason, st.name, st.sandbox_id) == (3, "Error", "c", sid)
+    assert st.started_at > 0 and st.finished_at >= st.started_at
+    entries = log_entries(tmp_path / "logs" / "c" / "0.log")
+    assert sorted(entries) == sorted([("stdout", "out"), ("stderr", "err"),
+                                      ("stdout", "bar"), ("stdout", str(tmp_path))])
+
+
+async def test_completed_and_listing(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    assert await sandbox(runtime, tmp_path) == sid  # idempotent per pod uid
+    cid = await run(runtime, sid, ["true"], tmp_path)
+    st = await wait_exited(runtime, cid)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    assert [c.id for c in await runtime.list_containers(sid)] == [cid]
+    assert await runtime.list_containers("0" * 32) == []
+    [sb] = await runtime.list_pod_sandboxes()
+    assert (sb.id, sb.pod_uid, sb.state.value) == (sid, "uid-1", "READY")
+
+
+async def test_no_command_and_missing_executable(runtime: ProcessRuntime,
+                                                 tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    with pytest.raises(CreateContainerError, match="no command specified"):
+        await runtime.create_container(sid, ContainerConfig(name="c", argv=[]))
+    cid = await runtime.create_container(sid, ContainerConfig(
+        name="c", argv=["/no/such/program"], log_path=str(tmp_path / "l.log")))
+    with pytest.raises(StartContainerError, match="/no/such/program"):
+        await runtime.start_container(cid)
+    st = await runtime.container_status(cid)
+    assert (st.state, st.exit_code, st.reason) == (ContainerState.EXITED, 128, "StartError")
+    with pytest.raises(NotFoundError):
+        await runtime.container_status("f" * 32)
+    with pytest.raises(NotFoundError):
+        await runtime.create_container("f" * 32, ContainerConfig(name="c", argv=["true"]))
+
+
+async def test_stop_sigterm_then_sigkill(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    stubborn = await run(runtime, sid, ["sh", "-c", "trap '' TERM; echo ready; "
+                                        "while :; do sleep 0.05; done"], tmp_path, name="a")
+    polite = await run(runtime, sid, ["sleep", "100"], tmp_path, name="b")
+    await wait_for_log(tmp_path / "logs" / "a" / "0.log", "ready")
+    assert (await runtime.container_status(stubborn)).state == ContainerState.RUNNING
+    t0 = time.monotonic()
+    await runtime.stop_container(stubborn, 0.5)
+    assert 0.5 <= time.monotonic() - t0 < 5
+    st = await runtime.container_status(stubborn)
+    assert (st.state, st.exit_code) == (ContainerState.EXITED, 137)
+    t0 = time.monotonic()
+    await runtime.stop_container(polite, 10)
+    assert time.monotonic() - t0 < 3
+    assert (await runtime.container_status(polite)).exit_code == 143
+    await runtime.stop_container(polite, 10)  # stopping an exited container is a no-op
+
+
+async def test_remove_sandbox_leaves_nothing_running(runtime: ProcessRuntime,
+                                                     tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sh", "-c", "sleep 100 & sleep 100"], tmp_path)
+    pid = (await runtime.container_status(cid)).pid
+    start = linux.proc_start_time(pid)
+    assert start is not None
+    created = await runtime.create_container(sid, ContainerConfig(name="later", argv=["true"]))
+    await runtime.stop_pod_sandbox(sid)
+    assert (await runtime.list_pod_sandboxes())[0].state.value == "NOTREADY"
+    with pytest.raises(CreateContainerError, match="not ready"):
+        await runtime.create_container(sid, ContainerConfig(name="x", argv=["true"]))
+    assert (await runtime.container_status(created)).state == ContainerState.EXITED
+    await runtime.remove_pod_sandbox(sid)
+    assert not linux.process_alive(pid, start)
+    assert await runtime.list_pod_sandboxes() == []
+    assert await runtime.list_containers() == []
+    assert os.listdir(runtime.root_dir / "containers") == []
+    await runtime.remove_pod_sandbox(sid)  # idempotent
+
+
+async def test_agent_killed_runtime_readopts(tmp_path: Path) -> None:
+    """An agent process starts a container and dies by SIGKILL; the container keeps
+    running and writing its log, and a new runtime on the same directory reports it
+    RUNNING, then its true exit code."""
+    root = tmp_path / "rt"
+    go = tmp_path / "signals"
+    go.mkdir()
+    log = tmp_path / "logs" / "c" / "0.log"
+    argv = ["sh", "-c", f"echo started; while [ ! -e {go}/go ]; do sleep 0.02; done; "
+                        "echo finishing; exit 7"]
+    script = (
+        "import asyncio\nfrom pathlib import Path\n"
+        "from agent.runtime.process import ProcessRuntime\n"
+        "from agent.runtime.interface import SandboxConfig, ContainerConfig, Mount\n"
+        "async def main():\n"
+        f"    rt = ProcessRuntime(Path({str(root)!r}), 'flotilla/test-adopt', isolate=False)\n"
+        f"    sid = await rt.run_pod_sandbox(SandboxConfig('uid-a', 'default', 'a', 'a', "
+        f"{str(tmp_path)!r}))\n"
+        f"    cid = await rt.create_container(sid, ContainerConfig('c', {argv!r}, "
+        f"log_path={str(log)!r}, mounts=[Mount({str(go)!r}, {str(go)!r})]))\n"
+        "    await rt.start_container(cid)\n"
+        "    print(cid, flush=True)\n"
+        "    await asyncio.sleep(3600)\n"
+        "asyncio.run(main())\n")
+    agent_proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=REPO, stdout=subprocess.PIPE)
+    rt = ProcessRuntime(root, "flotilla/test-adopt", isolate=False)
+    try:
+        assert agent_proc.stdout is not None
+        cid = (await asyncio.wait_for(agent_proc.stdout.readline(), 20)).decode().strip()
+        agent_proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(agent_proc.wait(), 10)
+        await wait_for_log(log, "started")
+        st = await rt.container_status(cid)
+        assert st.state == ContainerState.RUNNING and st.pid > 0
+        assert [c.id for c in await rt.list_containers()] == [cid]
+        assert [s.pod_uid for s in await rt.list_pod_sandboxes()] == ["uid-a"]
+        (go / "go").touch()
+        st = await wait_exited(rt, cid)
+        assert (st.exit_code, st.reason) == (7, "Error")
+        assert ("stdout", "finishing") in log_entries(log)
+    finally:
+        if agent_proc.returncode is None:
+            agent_proc.kill()
+            await agent_proc.wait()
+        await cleanup(rt)
+
+
+async def test_exec_sync_and_timeout(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sleep", "100"], tmp_path, env=[("FOO", "from-env")],
+                    working_dir=str(tmp_path))
+    r = await runtime.exec_sync(cid, ["sh", "-c", "echo $FOO; pwd; echo e >&2; exit 5"], 10)
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (
+        5, f"from-env\n{tmp_path}\n".encode(), b"e\n", False)
+    t0 = time.monotonic()
+    r = await runtime.exec_sync(cid, ["sleep", "30"], 0.5)
+    assert r.timed_out and time.monotonic() - t0 < 5
+    r = await runtime.exec_sync(cid, ["/no/such/thing"], 10)
+    assert r.exit_code == 127 and b"/no/such/thing" in r.stderr
+
+
+async def test_exec_session_stdin_and_tty(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sleep", "100"], tmp_path)
+    session = await runtime.exec(cid, ["sh", "-c", "cat; echo bye >&2; exit 2"], stdin=True,
+                                 tty=False)
+    await session.write_stdin(b"hello\n")
+    await session.close_stdin()
+    chunks = [c async for c in session.output()]
+    assert await asyncio.wait_for(session.wait(), 10) == 2
+    assert b"".join(d for s, d in chunks if s == "stdout") == b"hello\n"
+    assert b"".join(d for s, d in chunks if s == "stderr") == b"bye\n"
+    session = await runtime.exec(cid, ["sh", "-c", "tty; exit 0"], stdin=True, tty=True)
+    out = b"".join([d async for _, d in session.output()])
+    assert await asyncio.wait_for(session.wait(), 10) == 0
+    assert b"/dev/pts/" in out
+    session = await runtime.exec(cid, ["sleep", "100"], stdin=False, tty=False)
+    await asyncio.wait_for(session.kill(), 10)
+
+
+async def test_termination_message(runtime: ProcessRuntime, tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    msg = tmp_path / "termination-log"
+    cid = await run(runtime, sid, ["sh", "-c", f"printf 'all done' > {msg}; exit 1"],
+                    tmp_path, termination_message_path=str(msg))
+    st = await wait_exited(runtime, cid)
+    assert (st.exit_code, st.message) == (1, "all done")
+
+
+async def test_log_rotation(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path / "rt", isolate=False, log_max_bytes=4096, log_max_files=2)
+    try:
+        sid = await sandbox(rt, tmp_path)
+        cid = await run(rt, sid, ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; "
+                                              "i=$((i+1)); done"], tmp_path)
+        await wait_exited(rt, cid)
+        base = tmp_path / "logs" / "c" / "0.log"
+        files = [Path(f"{base}.2"), Path(f"{base}.1"), base]
+        assert all(f.exists() and f.stat().st_size <= 4096 for f in files)
+        numbers = [int(t.split()[1]) for f in files for _, t in log_entries(f)]
+        assert numbers[-1] == 399 and numbers == list(range(numbers[0], 400))
+    finally:
+        await cleanup(rt)
+
+
+async def test_what_needs_root_is_refused_by_name(runtime: ProcessRuntime,
+                                                  tmp_path: Path) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    assert any("process groups" in line for line in runtime.isolation_report())
+    with pytest.raises(CreateContainerError, match="volume mount /data"):
+        await runtime.create_container(sid, ContainerConfig(
+            name="c", argv=["true"], mounts=[Mount(str(vol), "/data")]))
+    # the same path works: the container sees the host's filesystem
+    await runtime.create_container(sid, ContainerConfig(
+        name="c", argv=["true"], mounts=[Mount(str(vol), str(vol))]))
+    for security, field in ((Security(read_only_root_filesystem=True), "readOnlyRoot"),
+                            (Security(privileged=True), "privileged"),
+                            (Security(capabilities_add=["NET_ADMIN"]), "capabilities.add"),
+                            (Security(run_as_user=os.getuid() + 1), "runAsUser")):
+        with pytest.raises(CreateContainerError, match=field):
+            await runtime.create_container(sid, ContainerConfig(name="c", argv=["true"],
+                                                                security=security))
