@@ -216,6 +216,13 @@ def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int)
             step = "setting the hostname"
             if spec.get("hostname"):
                 linux.sethostname(spec["hostname"])
+            if spec.get("working_dir"):
+                # As runc does: a missing working directory is created (in the overlay,
+                # never on the host), unless the root is read-only.
+                try:
+                    os.makedirs(spec["working_dir"], exist_ok=True)
+                except OSError:
+                    pass  # chdir below reports it
             step = "switching user and capabilities"
             apply_credentials(spec)
         step = f"changing to working directory {spec.get('working_dir') or '/'!r}"
@@ -411,18 +418,21 @@ def run_exec(container_dir: str, argv: Sequence[str], tty: bool) -> int:
         if not linux.process_alive(pid, int(start)):
             sys.stderr.write("exec: container is not running\n")
             return 126
-        for procs in spec.get("cgroup_procs") or []:
-            try:
-                with open(procs, "w") as f:
-                    f.write("0")
-            except OSError:
-                pass  # the cgroup may be gone already; run unaccounted rather than fail
         for fd, flag in fds:
             linux.setns(fd, flag)
             os.close(fd)
     child = os.fork()  # so the command is inside the PID namespace we just joined
     if child == 0:
         try:
+            if spec.get("isolate"):
+                # Joined by the child, not the helper: the helper's own memory stays
+                # charged where it is, so a probe cannot push a small container into OOM.
+                for procs in spec.get("cgroup_procs") or []:
+                    try:
+                        with open(procs, "w") as f:
+                            f.write("0")
+                    except OSError:
+                        pass  # the cgroup is going away with the container
             if tty:
                 os.setsid()
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)

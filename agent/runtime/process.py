@@ -379,9 +379,15 @@ class ProcessRuntime:
         except (json.JSONDecodeError, IndexError):
             result = None
         if result is None:
-            raise StartContainerError(
-                "the container's monitor exited without reporting: "
-                + _tail(cdir / "monitor.log"))
+            message = "the container's monitor exited without reporting: " + \
+                _tail(cdir / "monitor.log")
+            if not (cdir / "monitor.json").exists() and not (cdir / "status.json").exists():
+                # Nothing was started: record the failure so the container reads EXITED.
+                write_json_atomic(str(cdir / "status.json"), {
+                    "exit_code": 128, "signal": 0, "oom_killed": False,
+                    "reason": "StartError", "message": message[:4096], "started_at": 0.0,
+                    "finished_at": time.time(), "pid": 0})
+            raise StartContainerError(message)
         if not result.get("ok"):
             raise StartContainerError(str(result.get("error")))
 
