@@ -1,11 +1,14 @@
 """`flotilla agent`'s wiring: one channel to the server, the node-side tasks under a Supervisor.
 
 Owns the agent's lifecycle. :class:`Agent` reads the machine's facts, opens the one channel
-(:func:`control.client.channel.open_channel`), and supervises two named tasks:
-``node-status`` (registration, then status posts) and ``node-lease`` (heartbeats). They are
+(:func:`control.client.channel.open_channel`), opens the container runtime (the process
+runtime unless one is injected), starts the agent's own gRPC server (logs, exec) on an
+ephemeral port that the Node advertises, and supervises three named tasks: ``node-status``
+(registration, then status posts), ``node-lease`` (heartbeats) and ``kubelet`` (the pods
+bound to this node: workers, probes, volumes, status). Node status and lease are
 independent on purpose: the Lease is the cheap heartbeat the control plane watches, and it
-keeps beating while a status post is slow or retrying. Later slices add the pod workers
-and the proxy under the same supervisor.
+keeps beating while a status post is slow or retrying. The proxy comes later under the
+same supervisor.
 
 :func:`run_agent` is the entry point used by the CLI and tests: start, wait for
 ``stop_event``, stop. Nothing here parses flags or configures logging (the CLI does), so
@@ -22,9 +25,15 @@ import asyncio
 import structlog
 
 from agent.config import AgentOptions
+from agent.kubelet.kubelet import Kubelet, KubeletOptions
 from agent.kubelet.lease import LeaseController
 from agent.kubelet.machine import MachineInfo, read_machine
-from agent.kubelet.node_status import NodeStatusManager
+from agent.kubelet.node_status import NodeStatusManager, allocatable, machine_capacity
+from agent.kubelet.probes import ProbeManager
+from agent.kubelet.volumes import VolumeManager
+from agent.runtime.interface import Runtime
+from agent.runtime.process import ProcessRuntime
+from agent.server import AgentServer
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.runtime import Backoff, Clock, RealClock, Supervisor
@@ -44,11 +53,18 @@ class Agent:
         *,
         clock: Clock | None = None,
         machine: MachineInfo | None = None,
+        runtime: Runtime | None = None,
+        kubelet_options: KubeletOptions | None = None,
     ) -> None:
         options.validate()
         self.options = options
         self.clock = clock or RealClock()
         self._machine = machine
+        self.runtime = runtime
+        self._kubelet_options = kubelet_options
+        self.kubelet: Kubelet | None = None
+        self.agent_server: AgentServer | None = None
+        self.probes: ProbeManager | None = None
         self._supervisor: Supervisor | None = None
         self._client: ApiClient | None = None
         self.node_status: NodeStatusManager | None = None
@@ -63,24 +79,54 @@ class Agent:
         machine = self._machine or read_machine(opts.data_dir)
         channel = open_channel(opts.server)
         self._client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
+        if self.runtime is None:
+            # state and cgroups under a per-node prefix: several agents may share a host
+            runtime = ProcessRuntime(opts.data_dir / "runtime",
+                                     cgroup_prefix=f"flotilla/{opts.node_name}")
+            for line in runtime.isolation_report():
+                self._log.warning("isolation off", detail=line)
+            self.runtime = runtime
+        self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
+        opts.daemon_port = await self.agent_server.start(host="0.0.0.0", port=opts.daemon_port)
         self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock)
         status = self.node_status
         self.lease = LeaseController(self._client, opts, clock=self.clock,
                                      node_uid=lambda: status.node_uid)
+        node_allocatable = allocatable(machine_capacity(machine, opts.max_pods),
+                                       opts.system_reserved)
+        kopts = self._kubelet_options or KubeletOptions(data_dir=opts.data_dir)
+        kopts.node_ip = status.node_ip
+        kopts.allocatable = node_allocatable
+        self.probes = ProbeManager(self.runtime, self.clock)
+        volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
+        self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,
+                               probes=self.probes, volumes=volumes)
         sup = Supervisor(f"agent/{opts.node_name}", clock=self.clock)
         self._supervisor = sup
         sup.start("node-status", status.run, backoff=TASK_BACKOFF)
         sup.start("node-lease", self.lease.run, backoff=TASK_BACKOFF)
+        sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         self._log.info(
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
             node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
         )
 
     async def stop(self, stop_timeout: float = 10.0) -> None:
-        """Stop the tasks, then close the channel (in that order: no call on a closed one)."""
+        """Stop the tasks, then close the channel (in that order: no call on a closed one).
+        Containers keep running: a restarted agent adopts them."""
+        if self.kubelet is not None:
+            await self.kubelet.stop()
         if self._supervisor is not None:
             await self._supervisor.stop(stop_timeout)
             self._supervisor = None
+        if self.probes is not None:
+            await self.probes.close()
+            self.probes = None
+        if self.agent_server is not None:
+            await self.agent_server.stop()
+            self.agent_server = None
+        if self.runtime is not None:
+            await self.runtime.close()
         if self._client is not None:
             await self._client.channel.close(None)
             self._client = None

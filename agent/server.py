@@ -42,6 +42,12 @@ from typing import Any, NamedTuple, Protocol
 import grpc
 import structlog
 
+from agent.kubelet.container_spec import (
+    CONTAINER_NAME_LABEL,
+    POD_NAME_LABEL,
+    POD_NAMESPACE_LABEL,
+    POD_UID_LABEL,
+)
 from agent.kubelet.logs import DEFAULT_POLL_INTERVAL, LogOptions, read_logs
 from agent.runtime.interface import (
     ContainerState,
@@ -60,10 +66,10 @@ log = structlog.get_logger(__name__)
 SERVICE_NAME = "flotilla.v1.Agent"
 
 # The labels the kubelet puts on every container (Kubernetes' own names).
-LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
-LABEL_POD_NAME = "io.kubernetes.pod.name"
-LABEL_POD_UID = "io.kubernetes.pod.uid"
-LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+LABEL_POD_NAMESPACE = POD_NAMESPACE_LABEL
+LABEL_POD_NAME = POD_NAME_LABEL
+LABEL_POD_UID = POD_UID_LABEL
+LABEL_CONTAINER_NAME = CONTAINER_NAME_LABEL
 
 
 class ContainerRef(NamedTuple):

@@ -347,8 +347,11 @@ def map_mounts(container: core_pb2.Container, volume_paths: Mapping[str, str],
 # -- everything -----------------------------------------------------------------------------
 
 
-CONTAINER_NAME_LABEL = "flotilla.io/container-name"
-POD_UID_LABEL = "flotilla.io/pod-uid"
+# Kubernetes' own container labels: the agent's log/exec server finds containers by them
+CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+POD_NAME_LABEL = "io.kubernetes.pod.name"
 
 
 def build_config(container: core_pb2.Container, ctx: PodContext, *,
@@ -370,7 +373,9 @@ def build_config(container: core_pb2.Container, ctx: PodContext, *,
         stdin_once=container.stdin_once,
         tty=container.tty,
         image=container.image,
-        labels={CONTAINER_NAME_LABEL: container.name, POD_UID_LABEL: ctx.pod.metadata.uid},
+        labels={CONTAINER_NAME_LABEL: container.name, POD_UID_LABEL: ctx.pod.metadata.uid,
+                POD_NAMESPACE_LABEL: ctx.pod.metadata.namespace,
+                POD_NAME_LABEL: ctx.pod.metadata.name},
         termination_message_path=container.termination_message_path or "/dev/termination-log",
     )
 

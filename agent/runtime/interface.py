@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-class RuntimeError_(Exception):  # noqa: N801 - avoid shadowing the builtin RuntimeError
+class RuntimeError_(Exception):  # trailing _: not the builtin RuntimeError
     """Base of runtime failures; ``reason`` is what a container status shows (e.g.
     CreateContainerError, RunContainerError)."""
 
@@ -203,7 +203,7 @@ class Runtime(Protocol):
 
     async def start_container(self, container_id: str) -> None: ...
 
-    async def stop_container(self, container_id: str, timeout: float) -> None:
+    async def stop_container(self, container_id: str, timeout: float) -> None:  # noqa: ASYNC109
         """SIGTERM the container's process group, SIGKILL after ``timeout`` seconds; returns
         once it has exited."""
         ...
@@ -215,7 +215,7 @@ class Runtime(Protocol):
     async def list_containers(self, sandbox_id: str | None = None) -> list[ContainerStatus]: ...
 
     async def exec_sync(self, container_id: str, argv: Sequence[str],
-                        timeout: float) -> ExecResult: ...
+                        timeout: float) -> ExecResult: ...  # noqa: ASYNC109 - CRI's shape
 
     async def exec(self, container_id: str, argv: Sequence[str], *, stdin: bool,
                    tty: bool) -> ExecSession: ...

@@ -22,8 +22,11 @@
     Runs a command in a running container: joins its cgroups and its IPC, UTS, PID and
     mount namespaces (setns), forks so that the command is inside the PID namespace, takes
     the container's user, capabilities, environment and working directory, and exits with
-    the command's exit code (128 + signal when it was killed). The command dies with the
-    helper (parent-death signal), so killing the helper's process group ends an exec.
+    the command's exit code (128 + signal when it was killed). SIGUSR2 asks the helper to
+    SIGKILL the command and reap it (the runtime's timeout and kill); should the helper
+    itself die, the command follows it (parent-death signal). With ``--tty`` in a
+    container with namespaces, the command gets a pty from the container's own devpts
+    (so ``tty`` and ``ttyname`` work) and the helper relays between it and its stdio.
 
 Files in the container directory (written by ``process.py`` unless noted):
 ``spec.json`` (what to run), ``monitor.json`` and ``status.json`` (by the monitor, each
@@ -36,6 +39,7 @@ state files above (atomic replace; readers see the old or the new content).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -411,32 +415,46 @@ def run_exec(container_dir: str, argv: Sequence[str], tty: bool) -> int:
     if start is None or not linux.process_alive(pid, int(start)):
         sys.stderr.write("exec: container is not running\n")
         return 126
-    if spec.get("isolate"):
+    isolate = bool(spec.get("isolate"))
+    cgroup_fds: list[int] = []
+    if isolate:
         fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
                for name, flag in _NAMESPACES]
         # The pid could have been reused between the check and the opens.
         if not linux.process_alive(pid, int(start)):
             sys.stderr.write("exec: container is not running\n")
             return 126
+        # Opened now: the container's mount namespace has no cgroup filesystem.
+        for procs in spec.get("cgroup_procs") or []:
+            try:
+                cgroup_fds.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+            except OSError:
+                pass  # the cgroup is going away with the container
         for fd, flag in fds:
             linux.setns(fd, flag)
             os.close(fd)
+    # With a terminal and a mount namespace, the pty must come from the container's own
+    # devpts (so that ttyname() works inside); we relay between it and our stdio.
+    relay = tty and isolate
+    master = slave = -1
+    if relay:
+        master, slave = os.openpty()
+        set_raw(0)
     child = os.fork()  # so the command is inside the PID namespace we just joined
     if child == 0:
         try:
-            if spec.get("isolate"):
+            for fd in cgroup_fds:
                 # Joined by the child, not the helper: the helper's own memory stays
-                # charged where it is, so a probe cannot push a small container into OOM.
-                for procs in spec.get("cgroup_procs") or []:
-                    try:
-                        with open(procs, "w") as f:
-                            f.write("0")
-                    except OSError:
-                        pass  # the cgroup is going away with the container
+                # charged where it was, so a probe cannot push a small container to OOM.
+                with contextlib.suppress(OSError):
+                    os.write(fd, b"0")
             if tty:
                 os.setsid()
+                if relay:
+                    for target in (0, 1, 2):
+                        os.dup2(slave, target)
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            if spec.get("isolate"):
+            if isolate:
                 apply_credentials(spec)
             # Set after the uid change, which clears it: the command dies with us.
             linux.set_parent_death_signal(signal.SIGKILL)
@@ -447,14 +465,70 @@ def run_exec(container_dir: str, argv: Sequence[str], tty: bool) -> int:
             os._exit(127 if e.errno == errno.ENOENT else 126)
 
     def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
+        # SIGUSR2 is the runtime's "kill the command": we SIGKILL it and still reap it
+        # (killed together with us, it would be re-parented to the container's PID 1,
+        # which may never reap it: a zombie per timed-out probe).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL if signum == signal.SIGUSR2 else signum)
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
         signal.signal(s, forward)
+    if relay:
+        os.close(slave)
+        return _relay_pty(child, master)
     _, wait_status = os.waitpid(child, 0)
+    return exit_code_of(wait_status)[0]
+
+
+def set_raw(fd: int) -> None:
+    """Our side of the outer terminal passes bytes through untouched: the container's
+    pty does the echo and line editing (otherwise every key would be echoed twice)."""
+    with contextlib.suppress(termios.error):
+        attrs = termios.tcgetattr(fd)
+        attrs[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP |
+                      termios.IXON)
+        attrs[1] &= ~termios.OPOST
+        attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+        attrs[6][termios.VMIN] = 1
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _relay_pty(child: int, master: int) -> int:
+    """Copy stdin -> the container's pty and the pty -> stdout until the command has
+    exited and its output is drained (EIO once no slave is open, or 0.2 s of quiet: a
+    background process may keep the slave open)."""
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ)
+    sel.register(master, selectors.EVENT_READ)
+    pidfd = os.pidfd_open(child)
+    sel.register(pidfd, selectors.EVENT_READ)
+    wait_status: int | None = None
+    master_open = True
+    while master_open:
+        events = sel.select(timeout=0.2 if wait_status is not None else None)
+        if not events and wait_status is not None:
+            break
+        for key, _ in events:
+            fd = int(key.fd)
+            if fd == pidfd:
+                _, wait_status = os.waitpid(child, 0)
+                sel.unregister(pidfd)
+                continue
+            try:
+                data = os.read(fd, READ_SIZE)
+            except OSError:  # EIO on the master: no slave left open
+                data = b""
+            if not data:
+                sel.unregister(fd)
+                master_open = master_open and fd != master
+                continue
+            view = memoryview(data)
+            target = master if fd == 0 else 1
+            while view:
+                view = view[os.write(target, view):]
+    if wait_status is None:
+        _, wait_status = os.waitpid(child, 0)
     return exit_code_of(wait_status)[0]
 
 

@@ -64,7 +64,7 @@ from agent.runtime.interface import (
     SandboxStatus,
     StartContainerError,
 )
-from agent.runtime.monitor import read_json, write_json_atomic
+from agent.runtime.monitor import read_json, set_raw, write_json_atomic
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -515,7 +515,7 @@ class ProcessRuntime:
             out, err = await asyncio.wait_for(asyncio.shield(communicate),
                                               timeout if timeout > 0 else None)
         except TimeoutError:
-            _kill_group(proc.pid)
+            await _kill_exec(proc)
             try:
                 out, err = await asyncio.wait_for(communicate, 5.0)
             except TimeoutError:  # a straggler keeps the pipes open: give up the output
@@ -537,6 +537,11 @@ class ProcessRuntime:
             raise RuntimeError_("exec: no command specified")
         if tty:
             master, slave = os.openpty()
+            if self.isolate:
+                # The helper relays to a pty inside the container, which echoes and
+                # edits lines; this outer one must pass bytes through untouched (set
+                # here too, so input written before the helper runs is not echoed).
+                set_raw(slave)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *_helper_argv("exec", "--tty", str(cdir), "--", *argv),
@@ -653,7 +658,7 @@ class ProcessExecSession:
         return code if code >= 0 else 128 - code
 
     async def kill(self) -> None:
-        _kill_group(self._proc.pid)
+        await _kill_exec(self._proc)
         await self.wait()
         for t in self._tasks:
             t.cancel()
@@ -684,6 +689,17 @@ def _signal_group(mon: dict[str, Any], sig: int) -> None:
     if sig == signal.SIGKILL:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+async def _kill_exec(proc: asyncio.subprocess.Process) -> None:
+    """Ask the exec helper to SIGKILL its command and reap it (SIGUSR2), so no zombie is
+    left in the container; SIGKILL the helper's whole group if it does not exit soon."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGUSR2)
+    try:
+        await asyncio.wait_for(proc.wait(), 2.0)
+    except TimeoutError:
+        _kill_group(proc.pid)
 
 
 def _kill_group(pid: int) -> None:

@@ -114,10 +114,6 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         value = getattr(args, dest)
         if value is not None:
             wanted[dest] = int(value) if dest == "event_ttl_seconds" else value
-    if args.with_agent:
-        wanted["with_agent"] = True
-    if args.node_name is not None:
-        wanted["node_name"] = args.node_name
     fields = {f.name for f in dataclasses.fields(ServerOptions)}
     known = {k: v for k, v in wanted.items() if k in fields}
     extra = {k: v for k, v in wanted.items() if k not in fields}
@@ -142,6 +138,7 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     from control.server import ControlPlane
 
     cp = ControlPlane(options)
+    agent: Any = None
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,13 +149,30 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
         except OSError as e:
             await cp.stop()
             raise CliError(str(e)) from None
+        if args.with_agent:
+            agent = await start_in_process_agent(cp.address, data_dir, args.node_name)
         waiter = asyncio.create_task(cp.wait(), name="server-wait")
         stopper = asyncio.create_task(stop_requested.wait(), name="server-signal")
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in (waiter, stopper):
             t.cancel()
+        if agent is not None:
+            await agent.stop()
         await cp.stop()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def start_in_process_agent(address: str, data_dir: Path, node_name: str | None) -> Any:
+    """`--with-agent`: an agent in this process, a client of the API like any other (the
+    one place where both sides are wired together)."""
+    from agent.config import AgentOptions, default_node_name
+    from agent.main import Agent
+
+    name = node_name or default_node_name()
+    agent = Agent(AgentOptions(server=address, node_name=name,
+                               data_dir=data_dir / "agent" / name))
+    await agent.start()
+    return agent

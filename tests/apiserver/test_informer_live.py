@@ -15,7 +15,7 @@ from tests.conftest import Cluster
 
 async def eventually(pred: Any, limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
-        while not pred():  # noqa: ASYNC110 - polls state that other tasks change
+        while not pred():
             await asyncio.sleep(0.02)
 
 

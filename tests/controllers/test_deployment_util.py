@@ -67,6 +67,11 @@ def sized(rs_: apps_pb2.ReplicaSet, desired: int, max_replicas: int) -> apps_pb2
     return rs_
 
 
+def revised(rs_: apps_pb2.ReplicaSet, revision: int) -> apps_pb2.ReplicaSet:
+    rs_.metadata.annotations[du.REVISION_ANNOTATION] = str(revision)
+    return rs_
+
+
 # -- fenceposts ----------------------------------------------------------------------------
 
 
@@ -291,9 +296,8 @@ def test_set_new_rs_annotations(before: dict[str, str], new_revision: int, exist
 def test_cleanup_candidates_respects_revision_history_limit() -> None:
     d = deploy()
     d.spec.revision_history_limit = 1
-    old = [rs(f"r{i}", 0, created=i, **{"deployment.kubernetes.io/revision": str(i)})
-           for i in (1, 2, 3)]
-    busy = rs("r0", 1, created=0, **{"deployment.kubernetes.io/revision": "0"})
+    old = [revised(rs(f"r{i}", 0, created=i), i) for i in (1, 2, 3)]
+    busy = revised(rs("r0", 1, created=0), 0)
     names = [r.metadata.name for r in du.cleanup_candidates(d, [*old, busy])]
     # 4 old, keep 1 -> the 3 oldest revisions are candidates; r0 still has replicas
     assert names == ["r1", "r2"]

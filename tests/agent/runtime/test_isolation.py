@@ -149,7 +149,8 @@ async def test_cpu_quota_and_cgroup_removal(runtime: ProcessRuntime, tmp_path: P
 async def test_exec_inside_the_namespaces(runtime: ProcessRuntime, tmp_path: Path) -> None:
     sid = await sandbox(runtime, tmp_path, hostname="exec-pod")
     cid = await run(runtime, sid, ["sh", "-c", "echo inside > /tmp/marker; exec sleep 100"],
-                    tmp_path, env=[("FOO", "bar")])
+                    tmp_path, env=[("FOO", "bar")], working_dir="/created/by/runtime")
+    assert not exists("/created")
     deadline = time.monotonic() + 10
     while True:  # the marker is written right after start
         r = await runtime.exec_sync(cid, ["cat", "/tmp/marker"], 10)
@@ -157,16 +158,27 @@ async def test_exec_inside_the_namespaces(runtime: ProcessRuntime, tmp_path: Pat
             break
         await asyncio.sleep(0.05)
     assert r.stdout == b"inside\n"  # the container's overlay, not the host's /tmp
-    r = await runtime.exec_sync(cid, ["sh", "-c", "hostname; echo $FOO; "
+    r = await runtime.exec_sync(cid, ["sh", "-c", "hostname; echo $FOO; pwd; "
                                       "cat /proc/1/cmdline | tr '\\0' ' '; exit 4"], 10)
-    assert (r.exit_code, r.stdout.decode().split("\n")[:3]) == (
-        4, ["exec-pod", "bar", "sleep 100 "])
+    assert (r.exit_code, r.stdout.decode().split("\n")[:4]) == (
+        4, ["exec-pod", "bar", "/created/by/runtime", "sleep 100 "])
+    # the exec'd command is accounted to the container's cgroup
+    r = await runtime.exec_sync(cid, ["cat", "/proc/self/cgroup"], 10)
+    assert f"memory:/{runtime.cgroup_prefix}/uid-1/{cid}" in r.stdout.decode()
     t0 = time.monotonic()
     r = await runtime.exec_sync(cid, ["sleep", "30"], 0.5)
     assert r.timed_out and time.monotonic() - t0 < 5
-    # the timed-out command is gone from the container's PID namespace
-    r = await runtime.exec_sync(cid, ["sh", "-c", "ls /proc | grep -c '^[0-9]'"], 10)
-    assert int(r.stdout) <= 4
+    # a terminal from the container's own devpts, echoing once
+    session = await runtime.exec(cid, ["sh", "-c", "tty; read x; echo got $x"], stdin=True,
+                                 tty=True)
+    await session.write_stdin(b"abc\n")
+    out = b"".join([d async for _, d in session.output()])
+    assert await asyncio.wait_for(session.wait(), 10) == 0
+    assert out.replace(b"\r\n", b"\n") == b"abc\n/dev/pts/0\ngot abc\n"
+    # the timed-out command is gone from the container, not even a zombie of PID 1's
+    r = await runtime.exec_sync(cid, ["sh", "-c", "cat /proc/[0-9]*/stat"], 10)
+    assert b"(sleep)" in r.stdout and b" Z " not in r.stdout, r.stdout
+    assert r.stdout.count(b"(sleep)") == 1
 
 
 async def test_pid1_ignores_sigterm_and_is_killed_after_the_timeout(
