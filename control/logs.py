@@ -2,7 +2,7 @@
 
 JSON lines when stderr is not a terminal (or ``--log-format json``), readable coloured lines
 on a terminal (``--log-format console``). Components bind ``component=...`` and object keys
-themselves: ``structlog.get_logger().bind(component="apiserver")``.
+themselves: ``structlog.get_logger(component="apiserver")``.
 
 Call :func:`configure` once at process start (the CLI does); it is idempotent.
 """

@@ -34,7 +34,7 @@ from control.controllers.manager import ControllerManager
 from control.runtime.supervisor import Supervisor
 from control.store.sqlite import SqliteStore
 
-log = structlog.get_logger().bind(component="server")
+log = structlog.get_logger(component="server")
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 

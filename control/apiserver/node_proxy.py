@@ -39,7 +39,7 @@ from control.api.pb import agent_pb2, agent_pb2_grpc, api_pb2
 from control.apiserver.registry import Registry
 from control.client.channel import open_channel
 
-log = structlog.get_logger().bind(component="node-proxy")
+log = structlog.get_logger(component="node-proxy")
 
 CONNECT_TIMEOUT = 3.0
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"

@@ -25,7 +25,7 @@ from control.api.pb import api_pb2
 from control.apiserver import subresources
 from control.apiserver.registry import Registry
 
-log = structlog.get_logger().bind(component="apiserver")
+log = structlog.get_logger(component="apiserver")
 
 SERVICE_NAME = "flotilla.v1.Api"
 VERSION = "0.1.0"

@@ -31,7 +31,7 @@ from control.api.pb import api_pb2
 from control.apiserver import codec
 from control.store.interface import Event, EventType, Store
 
-log = structlog.get_logger().bind(component="watchcache")
+log = structlog.get_logger(component="watchcache")
 
 PREFIX = "/registry/"
 

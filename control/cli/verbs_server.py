@@ -131,7 +131,7 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     options, extra = server_options(args, data_dir)
     import structlog
 
-    log = structlog.get_logger().bind(component="cli")
+    log = structlog.get_logger(component="cli")
     if extra:
         # Accepted now so scripts keep working; ServerOptions grows these fields later.
         log.warning("server options not supported yet, ignored", options=sorted(extra))

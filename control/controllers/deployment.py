@@ -58,7 +58,7 @@ from control.runtime.indexer import NAMESPACE_INDEX, namespace_index
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
-log = structlog.get_logger(__name__).bind(component="controller", controller="deployment")
+log = structlog.get_logger(__name__, component="controller", controller="deployment")
 
 NAME = "deployment"
 COMPONENT = "deployment-controller"

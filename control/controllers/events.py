@@ -43,7 +43,7 @@ from control.api.timeutil import format_rfc3339
 from control.client.client import ApiClient
 from control.runtime.clock import Clock, RealClock
 
-log = structlog.get_logger(__name__).bind(component="event-recorder")
+log = structlog.get_logger(__name__, component="event-recorder")
 
 NORMAL = "Normal"
 WARNING = "Warning"

@@ -57,7 +57,7 @@ from control.runtime.informer import EventHandler, SharedInformer
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
-log = structlog.get_logger(__name__).bind(component="controller", controller="garbagecollector")
+log = structlog.get_logger(__name__, component="controller", controller="garbagecollector")
 
 NAME = "garbagecollector"
 FOREGROUND = "foregroundDeletion"

@@ -42,7 +42,7 @@ from control.runtime.controller import Controller
 from control.runtime.informer import InformerSet, ListWatcher
 from control.runtime.supervisor import Supervisor
 
-log = structlog.get_logger(__name__).bind(component="controller-manager")
+log = structlog.get_logger(__name__, component="controller-manager")
 
 DEFAULT_WORKERS = 5
 DEFAULT_SYNC_TIMEOUT = 30.0

@@ -39,7 +39,7 @@ from control.runtime.controller import Controller, Result
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
-log = structlog.get_logger(__name__).bind(component="controller", controller="namespace")
+log = structlog.get_logger(__name__, component="controller", controller="namespace")
 
 FINALIZER = "kubernetes"
 NAME = "namespace"

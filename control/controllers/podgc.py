@@ -40,7 +40,7 @@ from control.runtime.controller import Controller, Result
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
-log = structlog.get_logger(__name__).bind(component="controller", controller="podgc")
+log = structlog.get_logger(__name__, component="controller", controller="podgc")
 
 NAME = "podgc"
 KEY = "podgc"

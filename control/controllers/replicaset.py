@@ -64,7 +64,7 @@ from control.runtime.indexer import NAMESPACE_INDEX, meta_namespace_key, namespa
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
-log = structlog.get_logger(__name__).bind(component="controller")
+log = structlog.get_logger(__name__, component="controller")
 
 # Kubernetes' BurstReplicas: how many pods one pass may create or delete.
 BURST_REPLICAS = 500

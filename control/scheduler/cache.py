@@ -36,7 +36,7 @@ from control.api.pb import core_pb2
 from control.runtime.clock import Clock, RealClock
 from control.scheduler.types import ZONE_LABEL, AffinityTerm, NodeInfo, PodInfo
 
-log = structlog.get_logger(__name__).bind(component="scheduler-cache")
+log = structlog.get_logger(__name__, component="scheduler-cache")
 
 DEFAULT_ASSUME_TTL = 30.0
 

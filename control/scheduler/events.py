@@ -28,7 +28,7 @@ from control.api.pb import core_pb2
 from control.runtime.clock import Clock, RealClock
 from control.scheduler.metrics import SchedulerMetrics
 
-log = structlog.get_logger(__name__).bind(component="scheduler-events")
+log = structlog.get_logger(__name__, component="scheduler-events")
 
 NORMAL = "Normal"
 WARNING = "Warning"

@@ -120,6 +120,10 @@ class CycleState:
 
 class Plugin:
     name: ClassVar[str] = ""
+    # True when the plugin's filter/score for a pod on a node depend only on that node's
+    # own state and the pod's class (types.PodInfo.class_key): the framework may then
+    # reuse the answer until the node changes.
+    node_local: ClassVar[bool] = False
 
 
 class QueueSortPlugin(Plugin):
@@ -313,6 +317,9 @@ class Framework:
         self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
         self._rng = rng or random.Random()
         self._next_start = 0
+        # node name -> (generation, pod class, verdict) / (generation, key, sum, raw scores)
+        self._filter_memo: dict[str, tuple[int, int, Status | None]] = {}
+        self._score_memo: dict[str, tuple[int, Any, int, tuple[int, ...]]] = {}
 
     def plugin(self, name: str) -> Plugin | None:
         ps = self.plugins
@@ -368,12 +375,21 @@ class Framework:
 
     def find_feasible(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
                       diagnosis: Diagnosis) -> tuple[list[NodeInfo], int]:
-        """Filter from a rotating start until enough nodes fit; (feasible, evaluated)."""
+        """Filter from a rotating start until enough nodes fit; (feasible, evaluated).
+
+        When every filter still enabled for the pod is node-local, a node's verdict for
+        the pod's class is memoised on the node's generation: a stream of similar pods
+        re-evaluates only the nodes that changed since (usually the one that got the last
+        pod), the rest is a dict lookup."""
         n = len(nodes)
         if n == 0:
             return [], 0
         to_find = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score)
         filters = self.filters(state)
+        memo = self._filter_memo if all(
+            p.node_local for p in self.plugins.filter if p.name not in state.skip_filter) \
+            else None
+        cls = pod.class_key
         feasible: list[NodeInfo] = []
         start = self._next_start % n
         statuses = diagnosis.node_statuses
@@ -381,24 +397,44 @@ class Framework:
         order = [*nodes[start:], *nodes[:start]] if start else nodes
         for ni in order:
             evaluated += 1
+            if memo is not None:
+                m = memo.get(ni.name)
+                if m is not None and m[0] == ni.generation and m[1] == cls:
+                    st = m[2]
+                    if st is None:
+                        feasible.append(ni)
+                        if len(feasible) >= to_find:
+                            break
+                    else:
+                        statuses[ni.name] = st
+                        diagnosis.unschedulable_plugins.add(st.plugin)
+                    continue
+            verdict: Status | None = None
             for name, f in filters:
                 st = f(state, pod, ni)
                 if st is not None and st.code != Code.SUCCESS:
                     if st.code == Code.ERROR:
                         raise SchedulingError(f"plugin {name}: {st.message}")
-                    statuses[ni.name] = Status(st.code, st.reasons, name)
-                    diagnosis.unschedulable_plugins.add(name)
+                    verdict = Status(st.code, st.reasons, name)
                     break
-            else:
+            if memo is not None:
+                memo[ni.name] = (ni.generation, cls, verdict)
+            if verdict is None:
                 feasible.append(ni)
                 if len(feasible) >= to_find:
                     break
+            else:
+                statuses[ni.name] = verdict
+                diagnosis.unschedulable_plugins.add(verdict.plugin)
         self._next_start = (start + evaluated) % n
         return feasible, evaluated
 
     # -- score -------------------------------------------------------------------------
 
     def run_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
+        """Weighted sum of the normalised scores. Node-local plugins' raw scores are
+        memoised per (node generation, pod class) like the filters' verdicts; those that
+        do not normalise are kept pre-summed."""
         for pre in self.plugins.pre_score:
             st = pre.pre_score(state, pod, nodes)
             if st is not None:
@@ -406,29 +442,42 @@ class Framework:
                     state.skip_score.add(pre.name)
                 elif st.code != Code.SUCCESS:
                     raise SchedulingError(f"plugin {pre.name}: {st.message}")
+        active = [(p, w) for p, w in self.plugins.score if p.name not in state.skip_score]
+        flat = [(p, w) for p, w in active
+                if p.node_local and type(p).normalize is ScorePlugin.normalize]
+        local_norm = [(p, w) for p, w in active
+                      if p.node_local and type(p).normalize is not ScorePlugin.normalize]
+        others = [(p, w) for p, w in active if not p.node_local]
         total = [0] * len(nodes)
-        for p, weight in self.plugins.score:
-            if p.name in state.skip_score:
-                continue
+        if flat or local_norm:
+            key = (pod.class_key, tuple(p.name for p, _ in active if p.node_local))
+            memo = self._score_memo
+            columns: list[list[int]] = [[] for _ in local_norm]
+            for i, ni in enumerate(nodes):
+                m = memo.get(ni.name)
+                if m is None or m[0] != ni.generation or m[1] != key:
+                    base = sum(p.score(state, pod, ni) * w for p, w in flat)
+                    raw = tuple(p.score(state, pod, ni) for p, _ in local_norm)
+                    m = memo[ni.name] = (ni.generation, key, base, raw)
+                total[i] = m[2]
+                for j, v in enumerate(m[3]):
+                    columns[j].append(v)
+            for (p, w), col in zip(local_norm, columns, strict=True):
+                p.normalize(state, pod, col)
+                for i, v in enumerate(col):
+                    total[i] += v * w
+        for p, w in others:
             scores = p.score_nodes(state, pod, nodes)
             p.normalize(state, pod, scores)
-            for i, s in enumerate(scores):
-                total[i] += s * weight
+            for i, v in enumerate(scores):
+                total[i] += v * w
         return total
 
     def select_host(self, nodes: Sequence[NodeInfo], scores: Sequence[int]) -> str:
-        """The best score; ties are broken uniformly at random (reservoir sampling)."""
-        best = -1
-        chosen = ""
-        ties = 0
-        for ni, s in zip(nodes, scores, strict=True):
-            if s > best:
-                best, chosen, ties = s, ni.name, 1
-            elif s == best:
-                ties += 1
-                if self._rng.randrange(ties) == 0:
-                    chosen = ni.name
-        return chosen
+        """The best score; ties are broken uniformly at random."""
+        best = max(scores)
+        ties = [i for i, s in enumerate(scores) if s == best]
+        return nodes[ties[0] if len(ties) == 1 else self._rng.choice(ties)].name
 
     # -- the cycle ---------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from control.scheduler.queue import QueuedPodInfo, SchedulingQueue
 from control.scheduler.registry import build_framework
 from control.scheduler.types import PodInfo, new_pod_info, pod_key
 
-log = structlog.get_logger(__name__).bind(component="scheduler")
+log = structlog.get_logger(__name__, component="scheduler")
 
 DEFAULT_BIND_CONCURRENCY = 64
 DEFAULT_SYNC_TIMEOUT = 30.0

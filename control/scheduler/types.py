@@ -16,6 +16,7 @@ event loop between awaits; a scheduling cycle reads them without awaiting.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,10 @@ DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+
+# Process-wide, so that a NodeInfo's generation identifies its state across re-creation
+# (the framework memoises per-node results on it).
+_GENERATION = itertools.count(1)
 
 _QTY_MEMO: dict[tuple[str, bool], int] = {}
 
@@ -262,6 +267,9 @@ class PodInfo:
     preferred_anti_affinity: list[AffinityTerm]
     terminating: bool
     tolerations: tuple[TolerationInfo, ...] = ()
+    # Pods with equal class keys get equal answers from node-local plugins on a node
+    # (same requests, tolerations, node constraints, ports): see Framework's memo.
+    class_key: int = 0
 
     @property
     def has_affinity(self) -> bool:
@@ -321,7 +329,32 @@ def new_pod_info(pod: core_pb2.Pod, priority: int = 0) -> PodInfo:
         terminating=pod.metadata.HasField("deletion_timestamp"),
         tolerations=tuple(TolerationInfo(t.key, t.operator or "Equal", t.value, t.effect)
                           for t in spec.tolerations),
+        class_key=_class_key(pod, req, nz),
     )
+
+
+_CLASS_KEYS: dict[tuple[object, ...], int] = {}
+
+
+def _class_key(pod: core_pb2.Pod, req: Resources, nz: Resources) -> int:
+    """A small int naming what node-local plugins see of the pod (interned)."""
+    spec = pod.spec
+    node_aff = spec.affinity.node_affinity.SerializeToString(deterministic=True) \
+        if spec.HasField("affinity") else b""
+    key = (spec.scheduler_name, req.milli_cpu, req.memory, req.ephemeral_storage,
+           tuple(sorted(req.scalar.items())), nz.milli_cpu, nz.memory,
+           tuple(sorted(spec.node_selector.items())), node_aff, spec.node_name,
+           tuple((t.key, t.operator, t.value, t.effect) for t in spec.tolerations),
+           tuple(host_ports(spec)))
+    k = _CLASS_KEYS.get(key)
+    if k is None:
+        if len(_CLASS_KEYS) > 100_000:
+            _CLASS_KEYS.clear()  # ids stay unique: the counter never restarts
+        k = _CLASS_KEYS[key] = next(_CLASS_IDS)
+    return k
+
+
+_CLASS_IDS = itertools.count(1)
 
 
 # -- NodeInfo ------------------------------------------------------------------------------
@@ -359,7 +392,7 @@ class NodeInfo:
         self.pods_with_affinity = 0
         self.pods_with_required_anti_affinity = 0
         self.used_ports: dict[tuple[str, int], list[str]] = {}
-        self.generation = 0
+        self.generation = next(_GENERATION)
         if node is not None:
             self.set_node(node)
 
@@ -370,7 +403,7 @@ class NodeInfo:
         self.taints = tuple(TaintInfo(t.key, t.value, t.effect) for t in node.spec.taints)
         self.unschedulable = node.spec.unschedulable
         self.allocatable = Resources.from_map(node.status.allocatable)
-        self.generation += 1
+        self.generation = next(_GENERATION)
 
     def add_pod(self, pi: PodInfo) -> None:
         self.pods[pi.key] = pi
@@ -383,7 +416,7 @@ class NodeInfo:
             self.pods_with_required_anti_affinity += 1
         for ip, proto, port in pi.host_ports:
             self.used_ports.setdefault((proto, port), []).append(ip)
-        self.generation += 1
+        self.generation = next(_GENERATION)
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pi = self.pods.pop(key, None)
@@ -403,7 +436,7 @@ class NodeInfo:
                     ips.remove(ip)
                 if not ips:
                     del self.used_ports[(proto, port)]
-        self.generation += 1
+        self.generation = next(_GENERATION)
         return pi
 
     def clone(self) -> NodeInfo:
@@ -421,7 +454,7 @@ class NodeInfo:
         c.pods_with_affinity = self.pods_with_affinity
         c.pods_with_required_anti_affinity = self.pods_with_required_anti_affinity
         c.used_ports = {k: list(v) for k, v in self.used_ports.items()}
-        c.generation = self.generation
+        c.generation = next(_GENERATION)  # a what-if copy never shares memoised results
         return c
 
 

@@ -33,6 +33,7 @@ def balanced_score(fractions: Sequence[float]) -> int:
 
 class NodeResourcesBalancedAllocation(ScorePlugin):
     name = "NodeResourcesBalancedAllocation"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         res = (args or {}).get("resources") or [{"name": CPU}, {"name": MEMORY}]

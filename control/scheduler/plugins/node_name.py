@@ -32,6 +32,7 @@ def fits(wanted: str, node_name: str) -> bool:
 
 class NodeName(PreFilterPlugin, FilterPlugin):
     name = "NodeName"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         pass

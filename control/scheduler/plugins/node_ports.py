@@ -31,6 +31,7 @@ def ports_fit(wanted: Iterable[tuple[str, str, int]],
 
 class NodePorts(PreFilterPlugin, FilterPlugin):
     name = "NodePorts"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         pass

@@ -91,6 +91,7 @@ def requested_and_capacity(resource: str, pod: PodInfo, node: NodeInfo) -> tuple
 
 class NodeResourcesFit(FilterPlugin, ScorePlugin):
     name = "NodeResourcesFit"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         args = args or {}

@@ -23,6 +23,7 @@ def tolerates_unschedulable(tolerations: tuple[TolerationInfo, ...]) -> bool:
 
 class NodeUnschedulable(FilterPlugin):
     name = "NodeUnschedulable"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         pass

@@ -48,6 +48,7 @@ def count_intolerable_prefer(taints: Iterable[TaintInfo],
 
 class TaintToleration(FilterPlugin, ScorePlugin):
     name = "TaintToleration"
+    node_local = True
 
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Handle | None = None) -> None:
         pass
