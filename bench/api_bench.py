@@ -37,6 +37,7 @@ import asyncio
 import collections
 import itertools
 import json
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -71,6 +72,7 @@ class Phase:
     client_cpu_us: float  # client (this process) CPU per request
     other_cpu: float  # cores used by the rest of the machine during the phase (noise)
     errors: dict[str, int] = field(default_factory=dict)
+    repeats: int = 1  # phases this row is the median of
 
     @property
     def rate(self) -> float:
@@ -200,11 +202,11 @@ class FlotillaTarget:
                 configmap("bench-warmup", f"cm-{i:06d}", i))), None, self.server)
 
     async def run(self, c: int, count: int | None, duration: float | None,
-                  profile: bool) -> list[Phase]:
+                  profile: bool, round_: int = 0) -> list[Phase]:
         """Create (N or for ``duration``) ConfigMaps in namespace bench-c<c>, then update each
         with the resourceVersion of its last write."""
         client, written = self.client, self.written
-        ns = f"bench-c{c}"
+        ns = f"bench-c{c}" + (f"-r{round_}" if round_ else "")
         await ensure_namespace(client, ns)
         objects: dict[int, Any] = {}
 
@@ -358,9 +360,11 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
         flotilla = FlotillaTarget(server, written, profile_dir)
         await echo.warmup()
         await flotilla.warmup()
-        for c in concurrencies:
-            phases.append(await echo.run(c, args.count, duration))
-            phases += await flotilla.run(c, args.count, duration, c == max(concurrencies))
+        for r in range(args.repeat):
+            for c in concurrencies:
+                phases.append(await echo.run(c, args.count, duration))
+                phases += await flotilla.run(c, args.count, duration,
+                                             r == 0 and c == max(concurrencies), r)
         await flotilla.close()
         flotilla = None
         server.kill()  # a crash: only what was durable survives
@@ -373,13 +377,38 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
         for sp in (echo_server, server):
             if sp is not None:
                 sp.stop()
-    return Results(phases, written, durable_ok, problems)
+    return Results(median_phases(phases), written, durable_ok, problems)
+
+
+def median_phases(phases: list[Phase]) -> list[Phase]:
+    """One phase per (target, op, concurrency): the median of each figure over repeats."""
+    groups: dict[tuple[str, str, int], list[Phase]] = {}
+    for p in phases:
+        groups.setdefault((p.target, p.op, p.concurrency), []).append(p)
+    out = []
+    for (target, op, c), ps in groups.items():
+        if len(ps) == 1:
+            out.append(ps[0])
+            continue
+        med = statistics.median
+        errors: collections.Counter[str] = collections.Counter()
+        for p in ps:
+            errors.update(p.errors)
+        rate = med(p.rate for p in ps)
+        requests = round(med(p.requests for p in ps))
+        out.append(Phase(target, op, c, requests, requests / rate, med(p.p50_ms for p in ps),
+                         med(p.p99_ms for p in ps), max(p.max_ms for p in ps),
+                         med(p.server_cpu_us for p in ps), med(p.client_cpu_us for p in ps),
+                         med(p.other_cpu for p in ps), dict(errors), len(ps)))
+    return out
 
 
 def print_results(args: argparse.Namespace, r: Results) -> None:
     print(f"machine: {bench.machine()}")
     print(f"command: {bench.command_line('bench.api_bench')}")
     mode = f"--count {args.count} per phase" if args.count else f"{args.duration:g} s per phase"
+    if args.repeat > 1:
+        mode += f", median of {args.repeat} interleaved repeats (max ms: the largest)"
     print(f"mode: {mode}; uvloop: {'yes (both sides)' if args.uvloop else 'no'}")
     print()
     print(report(r.phases))
@@ -410,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                            "update of each)")
     ap.add_argument("--concurrency", default="1,64",
                     help="comma-separated concurrency levels (default 1,64)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every phase this many times (interleaved) and report medians")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",

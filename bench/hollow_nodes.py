@@ -89,13 +89,21 @@ async def heartbeat(client: ApiClient, names: list[str], period: float = 10.0,
             except errors.Conflict:
                 leases.pop(name, None)
 
-    while True:
-        start = time.monotonic()
-        step = period / max(len(names), 1)
-        for i, name in enumerate(names):
-            await asyncio.sleep(max(0.0, start + i * step - time.monotonic()))
-            asyncio.ensure_future(renew(name))  # noqa: RUF006 - bounded by sem, next round waits
-        await asyncio.sleep(max(0.0, start + period - time.monotonic()))
+    inflight: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            start = time.monotonic()
+            step = period / max(len(names), 1)
+            for i, name in enumerate(names):
+                await asyncio.sleep(max(0.0, start + i * step - time.monotonic()))
+                t = asyncio.create_task(renew(name), name=f"lease/{name}")
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+            await asyncio.sleep(max(0.0, start + period - time.monotonic()))
+    finally:
+        for t in inflight:
+            t.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
 
 
 async def _main(args: argparse.Namespace) -> None:

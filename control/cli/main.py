@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         verbs_meta,
         verbs_misc,
         verbs_rollout,
+        verbs_scheduler,
         verbs_server,
         verbs_wait,
     )
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in (
         verbs_server,
+        verbs_scheduler,
         verbs_agent,
         verbs_apply,
         verbs_get,

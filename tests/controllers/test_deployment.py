@@ -16,6 +16,7 @@ from control.api import convert, errors
 from control.api.pb import apps_pb2, core_pb2
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
+from control.controllers.manager import ControllerManager
 from tests.conftest import Cluster
 
 NS = "default"
@@ -122,7 +123,7 @@ async def simulated_pods(client: ApiClient,
 
 async def eventually(check: Callable[[], Awaitable[bool]], limit: float = WAIT) -> None:
     async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - polls the API, which has no event to wait on
+        while not await check():  # polls the API: there is no event to wait on
             await asyncio.sleep(0.05)
 
 
@@ -476,3 +477,26 @@ async def _count_owned(c: ApiClient, uid: str, n: int) -> bool:
     owned = [rs for rs in (await c.list(apps_pb2.ReplicaSet, NS)).items
              if (ref := du.controller_ref(rs)) is not None and ref.uid == uid]
     return len(owned) == n
+
+
+async def test_controller_manager_restart_mid_rollout_finishes_it(cluster: Cluster) -> None:
+    c = cluster.client
+    old_manager = cluster.plane.controllers
+    assert old_manager is not None
+    async with simulated_pods(c, ready=lambda p: image_of(p) == "v1") as sim:
+        await c.create(deployment("again", 3, surge=1, unavailable=0))
+        await eventually(lambda: rolled_out(c, "again"))
+        await set_image(c, "again", "v2")
+        await eventually(lambda: rolled_out_partially(c, "again", "v2"))
+        await old_manager.stop()
+        manager = ControllerManager.connect(cluster.address)
+        try:
+            await manager.start()
+            sim.ready = lambda _p: True
+            await sim.recheck()
+            await eventually(lambda: rolled_out(c, "again", "v2"))
+        finally:
+            await manager.stop()
+    rss = await replica_sets(c, "again")
+    assert sorted(rs.spec.replicas for rs in rss) == [0, 3]  # no second new ReplicaSet
+    assert len(await pods(c, "again")) == 3

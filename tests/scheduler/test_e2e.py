@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
+from control.api.pb import core_pb2, scheduling_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
-from control.server import ControlPlane, ServerOptions
-
-from control.api.pb import core_pb2, scheduling_pb2
 from control.scheduler.scheduler import Scheduler
+from control.server import ControlPlane, ServerOptions
 from tests.conftest import Cluster
 from tests.scheduler.builders import anti_affinity, node, pod
 
