@@ -94,7 +94,8 @@ class ProcessRuntime:
 
     def __init__(self, root_dir: Path, cgroup_prefix: str | None = None, *,
                  isolate: bool | None = None, log_max_bytes: int = LOG_MAX_BYTES,
-                 log_max_files: int = LOG_MAX_FILES, start_timeout: float = 30.0) -> None:
+                 log_max_files: int = LOG_MAX_FILES, start_timeout: float = 30.0,
+                 mask_paths: Sequence[str] = ()) -> None:
         self.root_dir = Path(root_dir).resolve()
         self._sandboxes = self.root_dir / "sandboxes"
         self._containers = self.root_dir / "containers"
@@ -108,6 +109,10 @@ class ProcessRuntime:
         self.log_max_bytes = log_max_bytes
         self.log_max_files = log_max_files
         self.start_timeout = start_timeout
+        # Host directories hidden (empty, read-only) inside every container's overlay
+        # root: always our own state (every container's env is in it), plus what the
+        # agent names (its data directory, with every pod's secrets).
+        self.mask_paths = [str(self.root_dir), *(str(Path(p).resolve()) for p in mask_paths)]
         self._sandbox_lock = asyncio.Lock()
 
     # ---- reporting -----------------------------------------------------------------------
@@ -325,7 +330,7 @@ class ProcessRuntime:
                 "merged": str(cdir / "merged"), "upper": str(cdir / "upper"),
                 "work": str(cdir / "work"), "mounts": mounts,
                 "read_only": sec.read_only_root_filesystem, "privileged": sec.privileged,
-                "masks": [str(self.root_dir)]}
+                "masks": self.mask_paths}
             spec["uid"] = sec.run_as_user
             spec["gid"] = sec.run_as_group
             spec["groups"] = list(sec.supplemental_groups)

@@ -149,7 +149,9 @@ def test_server_flags_go_duration_and_extra() -> None:
         extra.get("node_monitor_grace_period"),
         getattr(options, "node_monitor_grace_period", None),
     )
-    assert extra.get("with_agent", getattr(options, "with_agent", None)) is True
+    # the in-process agent is the CLI's wiring, not a control-plane option
+    assert args.with_agent is True and args.node_name == "n1"
+    assert "with_agent" not in extra
     assert duration("2") == 2.0
 
 
