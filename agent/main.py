@@ -81,8 +81,11 @@ class Agent:
         self._client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
         if self.runtime is None:
             # state and cgroups under a per-node prefix: several agents may share a host
+            # the data dir holds every pod's volumes (secrets included): hidden inside
+            # containers, which see only their own volumes at their mount paths
             runtime = ProcessRuntime(opts.data_dir / "runtime",
-                                     cgroup_prefix=f"flotilla/{opts.node_name}")
+                                     cgroup_prefix=f"flotilla/{opts.node_name}",
+                                     mask_paths=(str(opts.data_dir),))
             for line in runtime.isolation_report():
                 self._log.warning("isolation off", detail=line)
             self.runtime = runtime
