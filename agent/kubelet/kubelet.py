@@ -9,7 +9,10 @@ Owns, under one :class:`~control.runtime.Supervisor`:
   a pod whose containers changed (an exit, a new container) is synced, and a sandbox whose
   pod is not in the API (after the informer synced) is an orphan whose worker stops and
   removes it;
-- ``status`` — the :class:`~agent.kubelet.status_manager.StatusManager`.
+- ``status`` — the :class:`~agent.kubelet.status_manager.StatusManager`;
+- ``volume-refresh`` — every ``options.volume_refresh_period`` the configMap, secret,
+  downwardAPI and projected volumes of every pod set up here are re-projected (kubelet does
+  this on its sync period: that is how a configMap update reaches a mounted file).
 
 A pod worker's sync (:meth:`Kubelet.sync`) is one of three things:
 
@@ -38,7 +41,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -89,6 +92,19 @@ class KubeletOptions:
     retry_period: float = 10.0
     status_workers: int = 4
     stop_timeout: float = 10.0
+    # re-project configMap/secret/downwardAPI/projected volumes (kubelet: its sync period)
+    volume_refresh_period: float = 60.0
+
+
+@runtime_checkable
+class VolumeRefresher(Protocol):
+    """A volume manager that can re-project volumes already set up (the real one can)."""
+
+    async def refresh(self, pod: core_pb2.Pod) -> dict[str, str]: ...
+
+
+# volume kinds whose content comes from the API and changes while the pod runs
+_REFRESHED = ("config_map", "secret", "downward_api", "projected")
 
 
 class Kubelet:
@@ -109,6 +125,7 @@ class Kubelet:
         self.options = options
         self.clock = clock or RealClock()
         self.probes = probes
+        self.volumes = volumes
         self.backoff = CrashLoopBackoff(self.clock, initial=options.backoff_initial,
                                         max_delay=options.backoff_max,
                                         reset_after=options.backoff_reset)
@@ -145,6 +162,8 @@ class Kubelet:
             sup.start("pod-informer", self.pods.run, backoff=task_backoff)
             sup.start("pod-status", self.status.run, backoff=task_backoff)
             sup.start("pleg", self._pleg, backoff=task_backoff)
+            if isinstance(self.volumes, VolumeRefresher):
+                sup.start("volume-refresh", self._refresh_volumes, backoff=task_backoff)
             self._log.info("kubelet started")
             await self._stop.wait()
         finally:
@@ -231,6 +250,30 @@ class Kubelet:
 
     def _probe_changed(self, uid: str) -> None:
         self.workers.update(uid)
+
+    # -- volume refresh ---------------------------------------------------------------------
+
+    async def _refresh_volumes(self) -> None:
+        while True:
+            await self.clock.sleep(self.options.volume_refresh_period)
+            await self.refresh_volumes()
+
+    async def refresh_volumes(self) -> None:
+        """Re-project the API-backed volumes of every live pod whose volumes are set up.
+
+        Runs beside the pod workers: the volume manager's per-pod lock orders it with setup
+        and teardown, and a refresh of a pod torn down meanwhile writes nothing."""
+        if not isinstance(self.volumes, VolumeRefresher):
+            return
+        for uid, state in list(self._states.items()):
+            pod = self.pods.get(uid)
+            if (pod is None or state.volume_paths is None or state.phase_override
+                    or pod.metadata.HasField("deletion_timestamp")
+                    or pod.status.phase in ("Succeeded", "Failed")):
+                continue
+            if not any(v.HasField(k) for v in pod.spec.volumes for k in _REFRESHED):
+                continue
+            await self.volumes.refresh(pod)
 
     # -- PLEG -------------------------------------------------------------------------------
 

@@ -277,7 +277,14 @@ class Cgroups:
             for entry in os.listdir(top):
                 if os.path.isdir(os.path.join(top, entry)):
                     self.remove(entry, timeout)
-            parts = self.prefix.split("/")
+        self.remove_empty_prefix()
+
+    def remove_empty_prefix(self) -> None:
+        """Remove our prefix's directories that are empty (no pod cgroups left under them);
+        a prefix still holding running containers stays, and ``flotilla/`` stays while
+        another agent uses it."""
+        parts = self.prefix.split("/")
+        for root in self.roots:
             for depth in range(len(parts), 0, -1):
                 try:
                     os.rmdir(os.path.join(root, *parts[:depth]))

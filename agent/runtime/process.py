@@ -566,7 +566,10 @@ class ProcessRuntime:
         return ProcessExecSession(proc, None)
 
     async def close(self) -> None:
-        """Nothing to release: monitors and containers live on by design."""
+        """Monitors and containers live on by design; only this node's cgroup prefix goes,
+        and only when no container cgroup is left under it."""
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove_empty_prefix)
 
 
 class ProcessExecSession:

@@ -9,9 +9,10 @@ Kubernetes' ``controller.RealPodControl`` and ``ControllerRefManager`` in one pl
 - ``PodControl.create_pod`` / ``delete_pod``: the API calls, each followed by the Event a
   user expects (SuccessfulCreate / FailedCreate / SuccessfulDelete / FailedDelete).
 - ``PodControl.adopt`` / ``release``: add or remove our controller reference on an existing
-  pod with a compare-and-swap update of the cached copy. A lost race (Conflict) is
-  reported to the caller, which retries in its next reconcile with a fresher cache; a pod
-  that has gone (NotFound) needs nothing.
+  pod with a compare-and-swap update of the cached copy; when that copy was stale (another
+  writer, e.g. the scheduler, got there first) the pod is read again, re-checked and
+  written again, a few times, before Conflict goes back to the caller. A pod that has
+  gone (NotFound) needs nothing.
 - ``controller_ref`` / ``owner_index``: reading controller references, and an informer
   index "pods by controller uid" shared by every controller that owns pods.
 
@@ -21,6 +22,7 @@ may be awaited from many tasks at once. Callers keep their own expectations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from control.api import errors, kinds
@@ -35,6 +37,8 @@ CONTROLLER_UID_INDEX = "flotilla.io/controller-uid"
 # Kubernetes truncates generateName prefixes so that "<prefix><5 random chars>" is a
 # valid 63-character name.
 _MAX_PREFIX = 58
+# Compare-and-swap attempts before giving up (the caller's reconcile then retries).
+_RETRIES = 3
 
 
 def controller_ref(obj: Any) -> meta_pb2.OwnerReference | None:
@@ -118,34 +122,57 @@ class PodControl:
             raise
         await self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
 
-    async def adopt(self, pod: Any, owner: Any) -> bool:
-        """Make ``owner`` the controller of the orphan ``pod``; False if it went away.
-
-        Raises ``Conflict`` if the pod changed since it was cached."""
-        new = core_pb2.Pod()
-        new.CopyFrom(pod)
-        if controller_ref(new) is not None:
-            return False
-        new.metadata.owner_references.append(owner_reference(owner))
-        try:
-            await self._client.update(new)
-        except errors.NotFound:
-            return False
-        return True
+    async def adopt(self, pod: Any, owner: Any,
+                    still_wanted: Callable[[Any], bool] = lambda _p: True) -> bool:
+        """Make ``owner`` the controller of the orphan ``pod``; False if it went away, got
+        another controller, is being deleted or no longer satisfies ``still_wanted``
+        (checked again on a fresh read whenever the cached copy was stale)."""
+        current = pod
+        for _ in range(_RETRIES):
+            if (current.metadata.uid != pod.metadata.uid or controller_ref(current) is not None
+                    or current.metadata.HasField("deletion_timestamp")
+                    or not still_wanted(current)):
+                return False
+            new = core_pb2.Pod()
+            new.CopyFrom(current)
+            new.metadata.owner_references.append(owner_reference(owner))
+            try:
+                await self._client.update(new)
+                return True
+            except errors.NotFound:
+                return False
+            except errors.Conflict:
+                current = await self._fresh(pod)
+                if current is None:
+                    return False
+        raise errors.Conflict(f"could not adopt pod {pod.metadata.name}: it keeps changing")
 
     async def release(self, pod: Any, owner: Any) -> bool:
-        """Remove ``owner``'s references from ``pod``; False if it went away.
+        """Remove ``owner``'s references from ``pod``; False if it went away."""
+        current = pod
+        for _ in range(_RETRIES):
+            if current.metadata.uid != pod.metadata.uid:
+                return False
+            new = core_pb2.Pod()
+            new.CopyFrom(current)
+            keep = [r for r in new.metadata.owner_references if r.uid != owner.metadata.uid]
+            if len(keep) == len(new.metadata.owner_references):
+                return True
+            del new.metadata.owner_references[:]
+            new.metadata.owner_references.extend(keep)
+            try:
+                await self._client.update(new)
+                return True
+            except errors.NotFound:
+                return False
+            except errors.Conflict:
+                current = await self._fresh(pod)
+                if current is None:
+                    return False
+        raise errors.Conflict(f"could not release pod {pod.metadata.name}: it keeps changing")
 
-        Raises ``Conflict`` if the pod changed since it was cached."""
-        new = core_pb2.Pod()
-        new.CopyFrom(pod)
-        keep = [r for r in new.metadata.owner_references if r.uid != owner.metadata.uid]
-        if len(keep) == len(new.metadata.owner_references):
-            return True
-        del new.metadata.owner_references[:]
-        new.metadata.owner_references.extend(keep)
+    async def _fresh(self, pod: Any) -> Any | None:
         try:
-            await self._client.update(new)
+            return await self._client.get(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace)
         except errors.NotFound:
-            return False
-        return True
+            return None

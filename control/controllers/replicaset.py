@@ -421,7 +421,7 @@ class ReplicaSetController:
                 if matches:
                     claimed.append(pod)
                 elif not owner_deleting:
-                    await self._try(self.pod_control.release(pod, owner), "release", pod)
+                    await self.pod_control.release(pod, owner)
                 continue
             if not matches or owner_deleting:
                 continue
@@ -429,17 +429,10 @@ class ReplicaSetController:
                 can_adopt = await self._owner_still_current(owner)
             if not can_adopt:
                 continue
-            if await self._try(self.pod_control.adopt(pod, owner), "adopt", pod):
+            if await self.pod_control.adopt(
+                    pod, owner, lambda p: selector.matches(p.metadata.labels)):
                 claimed.append(pod)
         return claimed
-
-    async def _try(self, call: Any, what: str, pod: Any) -> bool:
-        try:
-            return bool(await call)
-        except errors.Conflict:
-            # The pod changed under us; its update event brings us back with a fresh copy.
-            self._log.debug(f"{what} lost a race; will retry", pod=pod.metadata.name)
-            return False
 
     async def _owner_still_current(self, owner: Any) -> bool:
         """Adoption needs a fresh read: a cached owner may already be deleted (and its

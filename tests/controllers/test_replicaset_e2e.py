@@ -28,7 +28,7 @@ TIMEOUT = 15.0
 
 async def eventually(check: Callable[[], Awaitable[bool]], limit: float = TIMEOUT) -> None:
     async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - polls the API, which has no event to wait on
+        while not await check():  # polls the API, which has no event to wait on
             await asyncio.sleep(0.05)
 
 
