@@ -31,6 +31,7 @@ from control.apiserver.watchcache import WatchCache
 from control.client.channel import SERVER_OPTIONS
 from control.client.config import write_admin_conf
 from control.controllers.manager import ControllerManager
+from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.runtime.supervisor import Supervisor
 from control.store.sqlite import SqliteStore
 
@@ -51,6 +52,25 @@ class ServerOptions:
     bookmark_interval: float = 5.0
     shutdown_grace: float = 5.0
     disable: set[str] = field(default_factory=set)
+    # node lifecycle (kube-controller-manager's flags and defaults)
+    node_monitor_grace_period: float = 50.0
+    pod_eviction_timeout: float = 300.0
+    node_eviction_rate: float = 0.1
+    secondary_node_eviction_rate: float = 0.01
+    large_cluster_size_threshold: int = 50
+    unhealthy_zone_threshold: float = 0.55
+    # DefaultTolerationSeconds admission
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
+
+    def node_lifecycle(self) -> NodeLifecycleOptions:
+        return NodeLifecycleOptions(
+            node_monitor_grace_period=self.node_monitor_grace_period,
+            pod_eviction_timeout=self.pod_eviction_timeout,
+            node_eviction_rate=self.node_eviction_rate,
+            secondary_node_eviction_rate=self.secondary_node_eviction_rate,
+            large_cluster_size_threshold=self.large_cluster_size_threshold,
+            unhealthy_zone_threshold=self.unhealthy_zone_threshold)
 
 
 class ControlPlane:
@@ -76,6 +96,10 @@ class ControlPlane:
         await self.cache.load()
         self.registry = Registry(self.store, self.cache)
         self.registry.admission.event_ttl_seconds = opts.event_ttl_seconds
+        self.registry.admission.default_not_ready_toleration_seconds = (
+            opts.default_not_ready_toleration_seconds)
+        self.registry.admission.default_unreachable_toleration_seconds = (
+            opts.default_unreachable_toleration_seconds)
 
         sup = self.supervisor
         cache, store = self.cache, self.store
@@ -106,7 +130,8 @@ class ControlPlane:
         await self._bootstrap()
         if "controllers" not in opts.disable:
             # A client of our own API like any other (the one rule of data flow).
-            self.controllers = ControllerManager.connect(self.address)
+            self.controllers = ControllerManager.connect(
+                self.address, node_lifecycle=opts.node_lifecycle())
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too; --scheduler-config when ServerOptions has it.

@@ -211,8 +211,11 @@ def compute_conditions(pod: core_pb2.Pod, phase: str,
                   and not (st.state.HasField("terminated") and st.state.terminated.exit_code == 0
                            and not is_sidecar(c))]
     started_app = any(st.container_id or st.last_state.HasField("terminated") for st in app)
-    if started_app or phase in TERMINAL:
-        incomplete = []  # initialisation is not undone by a sidecar restarting later
+    if started_app or phase == SUCCEEDED:
+        # initialisation is not undone by a sidecar restarting later; a pod that failed
+        # before its app started (an init container failed, its deadline passed) was not
+        # initialised, as kubelet reports it
+        incomplete = []
     unready = [st.name for c, st in zip(spec.init_containers, init, strict=True)
                if is_sidecar(c) and not st.ready]
     unready += [st.name for st in app if not st.ready]

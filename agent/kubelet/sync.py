@@ -25,6 +25,9 @@ or twice in a row, and converges anyway. Rules, as Kubernetes' ``computePodActio
    ``CreateContainerConfigError``), create with the next attempt number (= restartCount),
    log to ``logs/<container>/<attempt>.log``, start, run postStart (failure kills it:
    ``FailedPostStartHook``); older attempts beyond the previous one are removed.
+6. Termination messages: the runtime reads ``terminationMessagePath``; under
+   ``terminationMessagePolicy: FallbackToLogsOnError`` a container that failed with no
+   message gets the tail of its log instead (80 lines, at most 2048 bytes, as kubelet).
 
 :meth:`PodSyncer.terminate` stops a pod for deletion or as an orphan: preStop, then SIGTERM
 and SIGKILL after the grace period, app containers together, then sidecars last first;
@@ -38,6 +41,7 @@ and the probe manager.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +52,7 @@ import structlog
 
 from agent.kubelet import container_spec, hooks
 from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
+from agent.kubelet.logs import LogOptions, read_logs
 from agent.kubelet.status import (
     FAILED,
     SUCCEEDED,
@@ -75,6 +80,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_GRACE = 30.0
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+# FallbackToLogsOnError: kubelet's MaxContainerTerminationMessageLogLines / ...LogLength
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
 
 
 class ProbeManagerLike(Protocol):
@@ -126,6 +134,8 @@ class PodState:
     phase_override: str = ""
     reason: str = ""
     message: str = ""
+    # FallbackToLogsOnError messages already read, by runtime container id
+    log_messages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,15 @@ def group_containers(containers: Sequence[ContainerStatus]) -> dict[str, list[Co
     for lst in out.values():
         lst.sort(key=lambda c: (c.attempt, c.created_at), reverse=True)
     return out
+
+
+async def log_tail_message(path: str) -> str:
+    """The termination message FallbackToLogsOnError gives: the log's last lines."""
+    try:
+        chunks = [c async for c in read_logs(path, LogOptions(tail_lines=FALLBACK_LOG_LINES))]
+    except OSError:
+        return ""
+    return b"".join(chunks)[-FALLBACK_LOG_BYTES:].decode("utf-8", "replace")
 
 
 # -- the syncer -----------------------------------------------------------------------------
@@ -560,10 +579,12 @@ class PodSyncer:
         views: dict[str, ContainerView] = {}
         ids: dict[str, str] = {}
         app_names = {c.name for c in pod.spec.containers}
+        known = {cs.id for lst in by_name.values() for cs in lst}
+        state.log_messages = {k: v for k, v in state.log_messages.items() if k in known}
         for c in (*pod.spec.init_containers, *pod.spec.containers):
             lst = by_name.get(c.name, [])
-            cur = lst[0] if lst else None
-            prev = lst[1] if len(lst) > 1 else None
+            cur = await self._message(c, lst[0], state) if lst else None
+            prev = await self._message(c, lst[1], state) if len(lst) > 1 else None
             running = cur is not None and cur.state is ContainerState.RUNNING
             if running and cur is not None:
                 ids[c.name] = cur.id
@@ -584,6 +605,19 @@ class PodSyncer:
             state.probe_ids = dict(ids)
             self.probes.add_pod(pod, dict(ids))
         return views
+
+    @staticmethod
+    async def _message(c: core_pb2.Container, cs: ContainerStatus,
+                       state: PodState) -> ContainerStatus:
+        """``cs`` with its FallbackToLogsOnError message, when that policy applies."""
+        if (c.termination_message_policy != "FallbackToLogsOnError" or cs.message
+                or cs.state is not ContainerState.EXITED or cs.exit_code == 0
+                or not cs.log_path):
+            return cs
+        message = state.log_messages.get(cs.id)
+        if message is None:
+            message = state.log_messages[cs.id] = await log_tail_message(cs.log_path)
+        return dataclasses.replace(cs, message=message)
 
     def _facts(self, sandbox: SandboxStatus | None, now: float, state: PodState) -> PodFacts:
         pod_ip = (sandbox.ip if sandbox is not None else "") or self.config.host_ip

@@ -2,9 +2,11 @@
 
 The chain (Kubernetes' order, simplified): namespace lifecycle (the namespace must exist and
 not be terminating) -> per-kind preparation (reset status on create, keep status on update,
-keep spec on status update) -> defaulting -> validation. Also the per-kind deletion rules
-(pods bound to a node terminate gracefully) and the TTL of Events (a store lease shared by
-every Event created in the same ten minutes, so that events expire without a lease each).
+keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new pods tolerate
+the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
+validation. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
+and the TTL of Events (a store lease shared by every Event created in the same ten
+minutes, so that events expire without a lease each).
 
 Concurrency: called from the registry on the event loop; holds only the event-lease cache.
 """
@@ -23,12 +25,23 @@ if TYPE_CHECKING:
 
 EVENT_LEASE_BUCKET_SECONDS = 600
 DEFAULT_POD_GRACE_SECONDS = 30
+# DefaultTolerationSeconds: how long pods stay on a not-ready / unreachable node.
+DEFAULT_NOT_READY_TOLERATION_SECONDS = 300
+DEFAULT_UNREACHABLE_TOLERATION_SECONDS = 300
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
 class Admission:
-    def __init__(self, registry: Registry, event_ttl_seconds: int = 3600) -> None:
+    def __init__(self, registry: Registry, event_ttl_seconds: int = 3600,
+                 default_not_ready_toleration_seconds: int =
+                 DEFAULT_NOT_READY_TOLERATION_SECONDS,
+                 default_unreachable_toleration_seconds: int =
+                 DEFAULT_UNREACHABLE_TOLERATION_SECONDS) -> None:
         self.registry = registry
         self.event_ttl_seconds = event_ttl_seconds
+        self.default_not_ready_toleration_seconds = default_not_ready_toleration_seconds
+        self.default_unreachable_toleration_seconds = default_unreachable_toleration_seconds
         self._event_leases: dict[int, int] = {}
 
     def check_namespace(self, info: kinds.KindInfo, namespace: str) -> None:
@@ -96,6 +109,9 @@ class Admission:
 
     def admit(self, info: kinds.KindInfo, obj: Any, old: Any) -> None:
         defaults.apply_defaults(obj)
+        if info.plural == "pods" and old is None:
+            add_default_tolerations(obj, self.default_not_ready_toleration_seconds,
+                                    self.default_unreachable_toleration_seconds)
 
     def validate(self, info: kinds.KindInfo, obj: Any, old: Any) -> list[errors.FieldError]:
         return validation.validate(obj, old)
@@ -123,6 +139,19 @@ class Admission:
                 self.event_ttl_seconds + EVENT_LEASE_BUCKET_SECONDS)
             self._event_leases = {bucket: lease}
         return lease
+
+
+def add_default_tolerations(pod: Any, not_ready_seconds: int, unreachable_seconds: int) -> None:
+    """DefaultTolerationSeconds: a new pod tolerates the not-ready and unreachable
+    NoExecute taints for a while (so a short blip does not evict it), unless it already
+    says how long it tolerates them."""
+    for key, seconds in ((TAINT_NOT_READY, not_ready_seconds),
+                         (TAINT_UNREACHABLE, unreachable_seconds)):
+        if any(t.key in (key, "") and t.effect in ("NoExecute", "")
+               for t in pod.spec.tolerations):
+            continue
+        pod.spec.tolerations.add(key=key, operator="Exists", effect="NoExecute",
+                                 toleration_seconds=seconds)
 
 
 def keep_allocated_service_fields(new: Any, current: Any) -> None:

@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     from control.cli import (
         verbs_agent,
         verbs_apply,
+        verbs_controller_manager,
         verbs_delete,
+        verbs_drain,
         verbs_get,
         verbs_logs,
         verbs_meta,
@@ -304,11 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         verbs_server,
         verbs_scheduler,
+        verbs_controller_manager,
         verbs_agent,
         verbs_apply,
         verbs_get,
         verbs_delete,
         verbs_meta,
+        verbs_drain,
         verbs_wait,
         verbs_logs,
         verbs_rollout,

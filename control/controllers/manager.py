@@ -23,7 +23,7 @@ task that owns the manager; ``stop`` is idempotent and safe after a failed ``sta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
@@ -33,10 +33,14 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher
 from control.controllers.deployment import DeploymentController
+from control.controllers.disruption import DisruptionController
 from control.controllers.gc import GarbageCollector
 from control.controllers.namespace import NamespaceController
+from control.controllers.node_lifecycle import NodeLifecycleController
+from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
+from control.controllers.taint_eviction import TaintEvictionController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller
 from control.runtime.informer import InformerSet, ListWatcher
@@ -58,6 +62,8 @@ class ControllerContext:
     informers: InformerSet
     clock: Clock
     workers: int
+    # kube-controller-manager's node lifecycle flags (grace period, eviction rates)
+    node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
 
 
 class ManagedController(Protocol):
@@ -82,6 +88,9 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "deployment": DeploymentController,
     "garbagecollector": GarbageCollector,
     "podgc": PodGarbageCollector,
+    "nodelifecycle": NodeLifecycleController,
+    "taint-eviction-controller": TaintEvictionController,
+    "disruption": DisruptionController,
 }
 
 
@@ -98,6 +107,7 @@ class ControllerManager:
         disable: Iterable[str] = (),
         sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
         resync_period: float | None = DEFAULT_RESYNC_PERIOD,
+        node_lifecycle: NodeLifecycleOptions | None = None,
     ) -> None:
         """``workers``: reconcile workers per controller (one number, or per name);
         ``controllers``: name -> factory (default: every known controller), minus
@@ -110,6 +120,7 @@ class ControllerManager:
         skip = set(disable)
         self._factories = {n: f for n, f in controllers.items() if n not in skip}
         self._sync_timeout = sync_timeout
+        self._node_lifecycle = node_lifecycle or NodeLifecycleOptions()
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
@@ -125,11 +136,12 @@ class ControllerManager:
         clock: Clock | None = None,
         workers: int | Mapping[str, int] = DEFAULT_WORKERS,
         disable: Iterable[str] = (),
+        node_lifecycle: NodeLifecycleOptions | None = None,
     ) -> ControllerManager:
         """A manager on its own channel to ``address``, closed by ``stop``."""
         channel = open_channel(address)
         manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
-                      disable=disable)
+                      disable=disable, node_lifecycle=node_lifecycle)
         manager._channel = channel
         return manager
 
@@ -149,7 +161,7 @@ class ControllerManager:
         self._started = True
         for name, factory in self._factories.items():
             ctx = ControllerContext(self.client, self.informers, self._clock,
-                                    self._workers_for(name))
+                                    self._workers_for(name), self._node_lifecycle)
             self.controllers[name] = factory(ctx)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):

@@ -43,7 +43,7 @@ def service(name: str, ns: str) -> core_pb2.Service:
 
 async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 15.0) -> None:
     async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - polls the API, which has no event to wait on
+        while not await check():
             await asyncio.sleep(0.05)
 
 

@@ -145,7 +145,7 @@ async def eventually(cond: Callable[[], bool], within: float = 5.0) -> None:
 
     async def _wait() -> None:
         # Polling is the point: the condition is arbitrary state with no event to wait on.
-        while not cond():  # noqa: ASYNC110
+        while not cond():
             await asyncio.sleep(0.001)
 
     await asyncio.wait_for(_wait(), within)

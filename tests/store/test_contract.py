@@ -518,7 +518,7 @@ async def test_maintenance_loop_compacts(open_store: OpenStore) -> None:
     try:
         async with asyncio.timeout(T):
             # compaction emits no event to wait on: poll the in-memory property
-            while store.compacted_revision < store.revision - 5:  # noqa: ASYNC110
+            while store.compacted_revision < store.revision - 5:
                 await asyncio.sleep(0.01)
         assert len(await store.history("/m")) <= 6
     finally:
