@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -29,15 +31,31 @@ class Cluster:
     data_dir: Path
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    plane = ControlPlane(ServerOptions(data_dir=tmp_path / "data", listen="127.0.0.1:0",
-                                       bookmark_interval=0.2, shutdown_grace=0.5))
+@asynccontextmanager
+async def running_cluster(data_dir: Path, **options: Any) -> AsyncIterator[Cluster]:
+    """A control plane on ``data_dir`` with a client; stopped on exit."""
+    options.setdefault("bookmark_interval", 0.2)
+    options.setdefault("shutdown_grace", 0.5)
+    plane = ControlPlane(ServerOptions(data_dir=data_dir, listen="127.0.0.1:0", **options))
     address = await plane.start()
     channel = open_channel(address)
     try:
-        yield Cluster(plane, ApiClient(channel, address, timeout=10), address,
-                      tmp_path / "data")
+        yield Cluster(plane, ApiClient(channel, address, timeout=10), address, data_dir)
     finally:
         await channel.close(None)
         await plane.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """The whole control plane: apiserver, scheduler, controllers."""
+    async with running_cluster(tmp_path / "data") as c:
+        yield c
+
+
+@pytest.fixture
+async def api_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """The apiserver alone (no scheduler, no controllers): for API semantics tests that
+    must not race a controller."""
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
+        yield c

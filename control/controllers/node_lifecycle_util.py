@@ -254,6 +254,9 @@ def all_fully_disrupted(states: Mapping[str, ZoneState]) -> bool:
     return bool(states) and all(s is ZoneState.FULL_DISRUPTION for s in states.values())
 
 
+_EPSILON = 1e-9
+
+
 class TokenBucket:
     """A token bucket (client-go's flowcontrol), burst 1 by default; rate 0 refuses all.
 
@@ -274,8 +277,8 @@ class TokenBucket:
         if self.qps <= 0:
             return False
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPSILON:  # refills add up in floating point
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 

@@ -12,6 +12,12 @@ from control.api.pb import apps_pb2, core_pb2, policy_pb2
 from tests.conftest import Cluster
 
 
+@pytest.fixture
+def cluster(api_cluster: Cluster) -> Cluster:
+    """These tests check the API's own semantics: no controller may race them."""
+    return api_cluster
+
+
 def cm(name: str, ns: str = "default", labels: dict[str, str] | None = None,
        **data: str) -> core_pb2.ConfigMap:
     return convert.from_dict({"apiVersion": "v1", "kind": "ConfigMap",

@@ -189,7 +189,7 @@ async def test_unreachable_node_is_tainted_and_its_pods_evicted(env: Env) -> Non
     assert not taints(await c.get(core_pb2.Node, "n2"))
     assert elsewhere.metadata.uid == pod.metadata.uid
 
-    async def events() -> set[str]:
+    async def events() -> set[tuple[str, str]]:
         evs = (await c.list_all(core_pb2.Event, "default")).items
         seen = {(e.reason, e.involved_object.name) for e in evs}
         want = {("NodeNotReady", "n1"), ("TaintManagerEviction", "doomed")}
