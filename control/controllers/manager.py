@@ -10,11 +10,10 @@ start each controller's reconcile loop as the supervised task ``controller/<name
 controllers first (in-flight reconciles finish within their own bound), then the informers,
 then the manager closes the channel it opened, if it opened one.
 
-Leader election seam: with several servers sharing one etcd, only the Lease holder may run
-controllers. It goes between "informers synced" and "start the controllers" in ``start``:
-informers may run everywhere (warm caches make fail-over fast), reconcile loops only on the
-leader, and losing the lease must stop them (``Supervisor.stop``) before anything else
-writes. Not implemented yet: today each server is the only one.
+Leader election lives outside the manager: ``flotilla controller-manager --leader-elect``
+runs a :class:`control.runtime.leaderelection.LeaderElector` and builds a fresh manager for
+each term of leadership, stopping it completely when the Lease is lost. Inside ``flotilla
+server`` the manager is the only one and runs unconditionally.
 
 Concurrency contract: one event loop. ``start`` and ``stop`` are called once each, from the
 task that owns the manager; ``stop`` is idempotent and safe after a failed ``start``.
@@ -169,7 +168,6 @@ class ControllerManager:
             raise TimeoutError(
                 f"controller caches did not sync within {self._sync_timeout} s "
                 f"(informers: {', '.join(self.informers.resources())})")
-        # Leader election goes here (see the module docstring).
         for name, managed in self.controllers.items():
             self.supervisor.start(f"controller/{name}", managed.controller.run, restart=True)
         log.info("controllers started", controllers=sorted(self.controllers))
