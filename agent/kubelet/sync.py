@@ -204,6 +204,24 @@ def kill_grace(pod: core_pb2.Pod, now: float, minimum: float) -> float:
     return max(grace, minimum)
 
 
+def hosts_file(pod: core_pb2.Pod, host_hosts: str) -> str | None:
+    """The pod's /etc/hosts: None (the host's, unchanged) unless it has ``hostAliases``,
+    which are appended to the host's file as kubelet does for host-network pods (pods
+    share the host's network until pod network namespaces exist)."""
+    if not pod.spec.host_aliases:
+        return None
+    lines = [host_hosts.rstrip("\n"), "", "# Entries added by HostAliases."]
+    lines += ["\t".join([a.ip, *a.hostnames]) for a in pod.spec.host_aliases]
+    return "\n".join(lines) + "\n"
+
+
+def _read_host_hosts() -> str:
+    try:
+        return Path("/etc/hosts").read_text()
+    except OSError:
+        return ""
+
+
 def group_containers(containers: Sequence[ContainerStatus]) -> dict[str, list[ContainerStatus]]:
     """Runtime containers by name, newest attempt first."""
     out: dict[str, list[ContainerStatus]] = {}
@@ -556,7 +574,8 @@ class PodSyncer:
             pod_uid=uid, namespace=pod.metadata.namespace, name=pod.metadata.name,
             hostname=pod.spec.hostname or pod.metadata.name, pod_dir=str(pod_dir),
             labels=dict(pod.metadata.labels), annotations=dict(pod.metadata.annotations),
-            host_network=pod.spec.host_network)
+            host_network=pod.spec.host_network,
+            hosts_file=hosts_file(pod, _read_host_hosts()) if pod.spec.host_aliases else None)
 
     async def _setup_volumes(self, pod: core_pb2.Pod) -> dict[str, str]:
         if self.volumes is not None:
