@@ -11,7 +11,8 @@ or twice in a row, and converges anyway. Rules, as Kubernetes' ``computePodActio
    stopped and nothing started.
 2. Sandbox: the pod's READY sandbox is reused, else one is created
    (``<data_dir>/pods/<uid>/``; volumes from the VolumeManager, else one empty directory
-   per volume under ``volumes/``, so mounts always resolve).
+   per volume under ``volumes/``, so mounts always resolve; ``hostAliases`` appended to
+   the host's /etc/hosts).
 3. Init containers in order: a regular one must exit 0 before the next starts (a failure
    restarts it per ``restartPolicy``; under ``Never`` the pod fails); a sidecar
    (``restartPolicy: Always``) must be running and started before the next one, and keeps

@@ -49,8 +49,8 @@ def register(sub: Any) -> None:
 
 
 async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
+    from control.runtime.leaderelection import LeaderElector
     from control.scheduler import config as configmod
-    from control.scheduler.leaderelection import LeaderElector, LeaseLost
     from control.scheduler.registry import ConfigError
     from control.scheduler.scheduler import Scheduler, load_config
 
@@ -86,25 +86,32 @@ async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
             return 0
         client = await ctx.client()
         elector = LeaderElector(
-            client, identity, namespace=args.leader_elect_resource_namespace,
-            name=args.leader_elect_resource_name,
-            lease_duration=args.leader_elect_lease_duration,
+            client, args.leader_elect_resource_namespace, args.leader_elect_resource_name,
+            identity, lease_duration=args.leader_elect_lease_duration,
             renew_deadline=args.leader_elect_renew_deadline,
             retry_period=args.leader_elect_retry_period)
-        runner = asyncio.ensure_future(elector.run(schedule_until_stopped))
+        lost = False
+
+        def stopped_leading() -> None:
+            nonlocal lost
+            lost = not stop.is_set()
+
+        runner = asyncio.ensure_future(elector.run(schedule_until_stopped, stopped_leading))
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not runner.done():
             stop.set()  # leader: the scheduler stops and the lease is released
-            if not elector.is_leader:
+            if not elector.is_leader():
                 runner.cancel()  # still waiting to be elected
         stopper.cancel()
         try:
             await runner
         except asyncio.CancelledError:
             pass
-        except LeaseLost as e:
-            raise CliError(str(e)) from None
+        if lost:
+            # as kube-scheduler: a scheduler that lost its lease exits rather than race
+            # the new leader; its supervisor restarts it as a candidate
+            raise CliError("leader election lost")
         return 0
     except TimeoutError as e:
         raise CliError(str(e)) from None

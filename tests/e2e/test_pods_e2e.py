@@ -9,6 +9,7 @@ before it stops, so no container outlives a test, passed or failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -40,18 +41,58 @@ async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
     try:
         yield a
     finally:
-        # remove every pod so no process outlives the test
-        pods = (await cluster.client.list(core_pb2.Pod)).items
-        for p in pods:
-            try:
-                await cluster.client.delete(core_pb2.Pod, p.metadata.name, p.metadata.namespace,
-                                            grace_period_seconds=1)
-            except errors.NotFound:
-                pass
-        async with asyncio.timeout(30):
-            while (await cluster.client.list(core_pb2.Pod)).items:
-                await asyncio.sleep(0.2)
+        await stop_agent_and_pods(cluster, a, NODE)
+
+
+async def stop_agent_and_pods(cluster: Cluster, a: Agent, node: str) -> None:
+    """Delete every pod through the agent (bounded), stop the agent, then make sure: any
+    container still in the agent's runtime is a leak, killed and reported as a failure."""
+    try:
+        with contextlib.suppress(TimeoutError, errors.ApiError):
+            async with asyncio.timeout(30):
+                for p in (await cluster.client.list(core_pb2.Pod)).items:
+                    with contextlib.suppress(errors.NotFound):
+                        await cluster.client.delete(core_pb2.Pod, p.metadata.name,
+                                                    p.metadata.namespace,
+                                                    grace_period_seconds=1)
+                while (await cluster.client.list(core_pb2.Pod)).items:
+                    await asyncio.sleep(0.2)
+    finally:
         await a.stop()
+        leaked = await remove_leftovers(a.options.data_dir, node)
+    assert not leaked, f"containers left running after every pod was deleted: {leaked}"
+
+
+async def remove_leftovers(data_dir: Path, node: str) -> list[str]:
+    """Stop and remove every container and sandbox of the agent's runtime, unmount its pod
+    volumes; the names of the containers that were still running."""
+    from agent.kubelet.volumes import VolumeManager
+    from agent.runtime.interface import ContainerState
+    from agent.runtime.process import ProcessRuntime
+
+    runtime = ProcessRuntime(data_dir / "runtime", cgroup_prefix=f"flotilla/{node}")
+    leaked: list[str] = []
+    try:
+        for cs in await runtime.list_containers():
+            if cs.state is ContainerState.RUNNING:
+                leaked.append(cs.name)
+            with contextlib.suppress(Exception):
+                await runtime.stop_container(cs.id, 1.0)
+            with contextlib.suppress(Exception):
+                await runtime.remove_container(cs.id)
+        for sb in await runtime.list_pod_sandboxes():
+            with contextlib.suppress(Exception):
+                await runtime.stop_pod_sandbox(sb.id)
+            with contextlib.suppress(Exception):
+                await runtime.remove_pod_sandbox(sb.id)
+    finally:
+        await runtime.close()
+    pods_dir = data_dir / "pods"
+    volumes = VolumeManager(None, pods_dir)
+    for pod_dir in pods_dir.iterdir() if pods_dir.is_dir() else ():
+        with contextlib.suppress(Exception):
+            await volumes.teardown(pod_dir.name)
+    return leaked
 
 
 def pod(name: str, command: list[str], restart: str = "Always", **spec: Any) -> core_pb2.Pod:
