@@ -66,17 +66,20 @@ def run(main: Callable[[], Awaitable[T]], use_uvloop: bool = False) -> T:
 def _flotilla_server_main() -> None:
     """Entry point of the Flotilla server subprocess (``python -c`` calls it).
 
-    argv: data_dir addr_file use_uvloop(0/1). Writes the listen address to addr_file once
-    serving; stops cleanly on SIGTERM/SIGINT.
+    argv: data_dir addr_file use_uvloop(0/1) [disable: comma-separated parts of the server
+    not to start, e.g. "controllers,scheduler"]. Writes the listen address to addr_file
+    once serving; stops cleanly on SIGTERM/SIGINT.
     """
     data_dir, addr_file, use_uvloop = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    disable = {d for d in (sys.argv[4] if len(sys.argv) > 4 else "").split(",") if d}
 
     async def main() -> None:
         from control import logs
         from control.server import ControlPlane, ServerOptions
 
         logs.configure("warning", "json")
-        cp = ControlPlane(ServerOptions(data_dir=Path(data_dir), listen="127.0.0.1:0"))
+        cp = ControlPlane(ServerOptions(data_dir=Path(data_dir), listen="127.0.0.1:0",
+                                        disable=disable))
         address = await cp.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -168,12 +171,13 @@ class ServerProcess:
 
 
 def start_flotilla(data_dir: Path, workdir: Path, use_uvloop: bool = False,
-                   name: str = "flotilla") -> ServerProcess:
-    """Start ``ControlPlane`` on ``data_dir`` in a subprocess; returns once it serves."""
+                   name: str = "flotilla", disable: str = "") -> ServerProcess:
+    """Start ``ControlPlane`` on ``data_dir`` in a subprocess; returns once it serves.
+    ``disable``: comma-separated ``ServerOptions.disable`` entries ("controllers", ...)."""
     code = "import bench; bench._flotilla_server_main()"
     sp = ServerProcess(name, [PYTHON, "-c", code, str(data_dir),
-                              str(workdir / f"{name}.addr"), "1" if use_uvloop else "0"],
-                       workdir)
+                              str(workdir / f"{name}.addr"), "1" if use_uvloop else "0",
+                              disable], workdir)
     try:
         sp.wait_ready()
     except BaseException:

@@ -355,7 +355,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
     echo = flotilla = None
     try:
         echo_server = bench.start_echo(work, args.uvloop)
-        server = bench.start_flotilla(data_dir, work, args.uvloop)
+        server = bench.start_flotilla(data_dir, work, args.uvloop, disable=args.server_disable)
         echo = EchoTarget(echo_server)
         flotilla = FlotillaTarget(server, written, profile_dir)
         await echo.warmup()
@@ -368,7 +368,8 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
         await flotilla.close()
         flotilla = None
         server.kill()  # a crash: only what was durable survives
-        server = bench.start_flotilla(data_dir, work, args.uvloop, name="flotilla-restart")
+        server = bench.start_flotilla(data_dir, work, args.uvloop, name="flotilla-restart",
+                                      disable=args.server_disable)
         durable_ok, problems = await verify_durable(server.address, written)
     finally:
         for t in (echo, flotilla):
@@ -409,7 +410,8 @@ def print_results(args: argparse.Namespace, r: Results) -> None:
     mode = f"--count {args.count} per phase" if args.count else f"{args.duration:g} s per phase"
     if args.repeat > 1:
         mode += f", median of {args.repeat} interleaved repeats (max ms: the largest)"
-    print(f"mode: {mode}; uvloop: {'yes (both sides)' if args.uvloop else 'no'}")
+    print(f"mode: {mode}; uvloop: {'yes (both sides)' if args.uvloop else 'no'}; Flotilla "
+          f"server: {'without ' + args.server_disable if args.server_disable else 'complete'}")
     print()
     print(report(r.phases))
     print()
@@ -441,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated concurrency levels (default 1,64)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run every phase this many times (interleaved) and report medians")
+    ap.add_argument("--server-disable", default="", metavar="PARTS",
+                    help="parts of the Flotilla server not to start (ServerOptions.disable), "
+                         "e.g. controllers,scheduler to measure the apiserver alone")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",

@@ -498,7 +498,8 @@ async def run_scenario(scenario: str, args: argparse.Namespace, work: Path,
     try:
         echo = bench.start_echo(work, args.uvloop, name=f"echo-{scenario}")
         flotilla = bench.start_flotilla(work / f"data-{scenario}", work, args.uvloop,
-                                        name=f"flotilla-{scenario}")
+                                        name=f"flotilla-{scenario}",
+                                        disable=args.server_disable)
         sessions = [Session(scenario, make_echo(echo.address), echo, args.watchers),
                     Session(scenario, make_flotilla(flotilla.address), flotilla,
                             args.watchers)]
@@ -633,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
                          "reading the stamp from the raw bytes")
     ap.add_argument("--no-bookmarks", action="store_true",
                     help="Flotilla watchers do not ask for BOOKMARK events (a diagnostic)")
+    ap.add_argument("--server-disable", default="", metavar="PARTS",
+                    help="parts of the Flotilla server not to start (ServerOptions.disable), "
+                         "e.g. controllers,scheduler to measure the apiserver alone")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",
@@ -645,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = bench.run(lambda: run_all(args, work), args.uvloop)
     print(f"machine: {bench.machine()}")
     print(f"command: {bench.command_line('bench.watch_bench')}")
-    print(f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; watchers "
+    print(f"server: {'without ' + args.server_disable if args.server_disable else 'complete'}; "
+          f"uvloop: {'yes (both sides)' if args.uvloop else 'no'}; watchers "
           f"{'decode every event' if args.decode else 'read the stamp from the raw bytes'}"
           f"{'' if not args.no_bookmarks else ', no bookmarks'}; "
           f"{args.watchers_per_channel} watch streams per connection; "

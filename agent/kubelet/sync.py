@@ -431,12 +431,16 @@ class PodSyncer:
         try:
             cid = await self.runtime.create_container(sandbox.id, config, attempt)
         except RuntimeError_ as e:
+            log.warning("cannot create container", pod=pod.metadata.name, container=c.name,
+                        attempt=attempt, reason=e.reason, error=str(e))
             state.waiting[c.name] = (e.reason, str(e))
             requeue.append(self.config.retry_period)
             return False
         try:
             await self.runtime.start_container(cid)
         except RuntimeError_ as e:
+            log.warning("cannot start container", pod=pod.metadata.name, container=c.name,
+                        attempt=attempt, error=str(e))
             state.waiting[c.name] = ("RunContainerError", str(e))
             requeue.append(self.config.retry_period)
             return False
