@@ -52,6 +52,8 @@ class ServerOptions:
     bookmark_interval: float = 5.0
     shutdown_grace: float = 5.0
     disable: set[str] = field(default_factory=set)
+    # --scheduler-config: profiles and plugins of the in-process scheduler (None: defaults)
+    scheduler_config: str | None = None
     # node lifecycle (kube-controller-manager's flags and defaults)
     node_monitor_grace_period: float = 50.0
     pod_eviction_timeout: float = 300.0
@@ -134,10 +136,9 @@ class ControlPlane:
                 self.address, node_lifecycle=opts.node_lifecycle())
             await self.controllers.start()
         if "scheduler" not in opts.disable:
-            # The scheduler is an API client too; --scheduler-config when ServerOptions has it.
+            # The scheduler is an API client too.
             from control.scheduler.scheduler import Scheduler, load_config
-            self.scheduler = Scheduler.connect(
-                self.address, load_config(getattr(opts, "scheduler_config", None)))
+            self.scheduler = Scheduler.connect(self.address, load_config(opts.scheduler_config))
             await self.scheduler.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

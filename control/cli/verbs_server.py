@@ -98,6 +98,8 @@ def register(sub: Any) -> None:
         help="also run an agent in this process (a one-machine cluster)",
     )
     p.add_argument("--node-name", default=None, help="the in-process agent's node name")
+    p.add_argument("--scheduler-config", default=None, metavar="FILE",
+                   help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     p.set_defaults(handler=run_server, configures_logging=True)
 
 
@@ -110,6 +112,8 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         "listen": args.listen,
         "disable": set(args.disable),
     }
+    if args.scheduler_config:
+        wanted["scheduler_config"] = args.scheduler_config
     for dest in (*_DURATION_FLAGS.values(), *_INT_FLAGS.values(), *_FLOAT_FLAGS.values()):
         value = getattr(args, dest)
         if value is not None:
@@ -135,8 +139,17 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     if extra:
         # Accepted now so scripts keep working; ServerOptions grows these fields later.
         log.warning("server options not supported yet, ignored", options=sorted(extra))
+    from control.scheduler.registry import ConfigError
+    from control.scheduler.scheduler import load_config
     from control.server import ControlPlane
 
+    try:
+        load_config(options.scheduler_config)  # a bad file fails here, before anything runs
+    except ConfigError as e:
+        msg = str(e)
+        if options.scheduler_config and options.scheduler_config not in msg:
+            msg = f"--scheduler-config {options.scheduler_config}: {msg}"
+        raise CliError(msg) from None
     cp = ControlPlane(options)
     agent: Any = None
     loop = asyncio.get_running_loop()
