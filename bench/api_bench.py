@@ -26,7 +26,9 @@ the "others CPU" column is what the rest of the machine used during the phase (n
 A warm-up of 300 requests per server is not measured. Run from the repository root::
 
     .venv/bin/python -m bench.api_bench                      # 5 s per phase, concurrency 1 and 64
+    .venv/bin/python -m bench.api_bench --duration 3 --repeat 3   # medians of 3 (noisy machine)
     .venv/bin/python -m bench.api_bench --count 3000 --concurrency 1,16,64 --uvloop
+    .venv/bin/python -m bench.api_bench --server-disable controllers,scheduler  # apiserver alone
     .venv/bin/python -m bench.api_bench --py-spy /tmp/prof   # profile the server at max concurrency
 """
 

@@ -49,7 +49,8 @@ class ServerOptions:
     compaction_interval: float = 300.0
     event_ttl_seconds: int = 3600
     watch_cache_history: int = 10_000
-    bookmark_interval: float = 5.0
+    # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
+    bookmark_interval: float = 60.0
     shutdown_grace: float = 5.0
     disable: set[str] = field(default_factory=set)
     # --scheduler-config: profiles and plugins of the in-process scheduler (None: defaults)

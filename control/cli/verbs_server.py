@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +165,11 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
             raise CliError(str(e)) from None
         if args.with_agent:
             agent = await start_in_process_agent(cp.address, data_dir, args.node_name)
+        # Everything loaded so far (the watch cache, modules) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise stall the event loop
+        # for tens of milliseconds as the cache grows.
+        gc.collect()
+        gc.freeze()
         waiter = asyncio.create_task(cp.wait(), name="server-wait")
         stopper = asyncio.create_task(stop_requested.wait(), name="server-signal")
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -34,6 +34,10 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.so_reuseport", 0),
+    # calls beyond this many, waiting for the asyncio server to pick them up, are
+    # cancelled (default 1,000): 1,000+ agents re-opening their watches after a server
+    # restart arrive at once
+    ("grpc.server.max_pending_requests", 10_000),
 ]
 
 
