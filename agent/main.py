@@ -117,11 +117,13 @@ class Agent:
     async def stop(self, stop_timeout: float = 10.0) -> None:
         """Stop the tasks, then close the channel (in that order: no call on a closed one).
         Containers keep running: a restarted agent adopts them."""
-        if self.kubelet is not None:
-            await self.kubelet.stop()
+        # the supervisor first: a kubelet stopped under it would look like a task that
+        # exited unexpectedly (and be restarted); cancelling run() cleans up the same way
         if self._supervisor is not None:
             await self._supervisor.stop(stop_timeout)
             self._supervisor = None
+        if self.kubelet is not None:
+            await self.kubelet.stop()
         if self.probes is not None:
             await self.probes.close()
             self.probes = None

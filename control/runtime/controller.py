@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from control.api import errors
 from control.runtime.clock import Clock, RealClock, wait_for
 from control.runtime.workqueue import ShutDown, WorkQueue
 
@@ -131,6 +132,11 @@ class Controller:
         except TerminalError as exc:
             klog.error("reconcile failed terminally; not retrying", error=str(exc))
             self.queue.forget(key)
+            return
+        except errors.Conflict as exc:
+            # optimistic concurrency at work (the cache was behind a write): routine, retried
+            klog.info("conflict; retrying", error=str(exc))
+            self.queue.add_rate_limited(key)
             return
         except Exception:
             klog.exception("reconcile failed; retrying", retries=self.queue.num_requeues(key))
