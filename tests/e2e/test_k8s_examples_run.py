@@ -163,8 +163,8 @@ async def create_example(cluster: Cluster, index: int, path: str,
     await c.create(convert.from_dict({"apiVersion": "v1", "kind": "Namespace",
                                       "metadata": {"name": ns}}, core_pb2.Namespace()))
     for obj in SUPPORT:
-        doc = {"apiVersion": "v1", **obj, "metadata": {**obj["metadata"], "namespace": ns}}
-        await c.create(convert.from_dict(doc, getattr(core_pb2, obj["kind"])()))
+        data = {"apiVersion": "v1", **obj, "metadata": {**obj["metadata"], "namespace": ns}}
+        await c.create(convert.from_dict(data, getattr(core_pb2, obj["kind"])()))
     pod: core_pb2.Pod | None = None
     for doc in parse_text((CORPUS / path).read_text(), path):
         kind = doc.data.get("kind")
@@ -211,7 +211,7 @@ async def test_k8s_pod_examples_run(cluster: Cluster, agent: Agent) -> None:
 
     tasks = {path: asyncio.create_task(run_one(i, path, name), name=path)
              for i, (path, name) in enumerate(examples)}
-    done, pending = await asyncio.wait(tasks.values(), timeout=OVERALL_LIMIT)
+    _, pending = await asyncio.wait(tasks.values(), timeout=OVERALL_LIMIT)
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
