@@ -268,7 +268,17 @@ class WatchCache:
         log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
 
     async def run(self) -> None:
-        """Follow the store from the loaded revision (a supervised long-lived task)."""
+        """Follow the store from the loaded revision (a supervised long-lived task).
+
+        With the embedded store (``LogStore.follow``) each committed batch is applied
+        synchronously in the store's publish step, before the writers are answered: the
+        cache never lags an acknowledged write, so ``wait_fresh`` returns at once and no
+        task wake-up, queue or async iteration is spent per batch. Other stores: their
+        ``watch()``."""
+        follow = getattr(self.store, "follow", None)
+        if follow is not None:
+            await follow(PREFIX, self.revision + 1, self.apply)
+            return
         async for batch in self.store.watch(PREFIX, self.revision + 1):
             self.apply(batch)
 

@@ -32,10 +32,11 @@ import collections
 import contextlib
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiosqlite
 import structlog
@@ -58,9 +59,13 @@ from control.store.interface import (
 
 log = structlog.get_logger(__name__)
 
+_T = TypeVar("_T")
+
 # Ops per transaction: large enough that 64+ concurrent writers share one fsync, small
 # enough that one commit (and the event batch it publishes) stays a few milliseconds.
 MAX_BATCH = 1024
+# Event-loop turns the writer yields at most before cutting a batch (LogStore._gather).
+GATHER_TURNS = 32
 # Revisions removed per compaction transaction, so that a large compaction never holds
 # the writer (and with it every write) for long: writes interleave between chunks.
 COMPACT_CHUNK = 10_000
@@ -249,6 +254,16 @@ class _Watcher:
         self.wake.set()
 
 
+@dataclass(slots=True, eq=False)
+class _Follower:
+    """An in-process follower (see :meth:`LogStore.follow`): called, not queued."""
+
+    prefix: str
+    apply: Callable[[list[Event]], None]
+    next_rev: int
+    done: asyncio.Future[None]
+
+
 class LogStore:
     """The Store engine over any :class:`LogBackend` (see the module docstring)."""
 
@@ -280,6 +295,7 @@ class LogStore:
         self._queue: collections.deque[_Op] = collections.deque()
         self._queue_wake = asyncio.Event()
         self._watchers: set[_Watcher] = set()
+        self._followers: set[_Follower] = set()
         self._closing = False
         self._closed = asyncio.Event()
         self.commits = 0  # transactions committed (tests check group commit with it)
@@ -409,7 +425,65 @@ class LogStore:
         finally:
             self._watchers.discard(w)
 
+    async def follow(
+        self, prefix: str, start_revision: int, apply: Callable[[list[Event]], None]
+    ) -> None:
+        """``watch()`` for an in-process consumer that must never lag (the apiserver's
+        watch cache): ``apply`` gets every batch of events under ``prefix`` from
+        ``start_revision`` on (0: from the next write), in revision order, without gap or
+        duplicate: first the history replayed from the log, then each committed batch,
+        called synchronously from the writer's publish step, before the writers' callers
+        are answered. So when a write is acknowledged, ``apply`` has seen it, and no task
+        wake-up, queue or async iteration is spent per batch. ``apply`` must be quick and
+        must not block; if it raises, the follower is dropped and ``follow`` raises that
+        exception (the owner resumes from the last revision it applied). Returns when the
+        store closes. Not part of the Store protocol: other stores offer ``watch()``."""
+        if self._closing:
+            raise StoreClosed("store is closed")
+        if start_revision and start_revision <= self._compacted:
+            raise Compacted(start_revision, self._compacted)
+        next_rev = start_revision or self._revision + 1
+        lo, hi = prefix, prefix_end(prefix)
+        # Replay until caught up, then register with no await in between (as _watch).
+        while True:
+            if self._closing:
+                return
+            if next_rev <= self._compacted:
+                raise Compacted(next_rev, self._compacted)
+            target = self._revision
+            if next_rev > target:
+                break
+            events = await self._backend.events(lo, hi, next_rev, target, REPLAY_PAGE)
+            if next_rev <= self._compacted:
+                raise Compacted(next_rev, self._compacted)
+            next_rev = events[-1].kv.mod_revision + 1 if len(events) == REPLAY_PAGE else target + 1
+            if events:
+                apply(events)
+        f = _Follower(prefix, apply, next_rev, asyncio.get_running_loop().create_future())
+        self._followers.add(f)
+        try:
+            await f.done
+        finally:
+            self._followers.discard(f)
+
     def _publish(self, events: list[Event]) -> None:
+        for f in list(self._followers):
+            selected = events
+            if f.prefix:
+                selected = [e for e in events if e.kv.key.startswith(f.prefix)]
+            if selected and selected[0].kv.mod_revision < f.next_rev:  # started in the future
+                selected = [e for e in selected if e.kv.mod_revision >= f.next_rev]
+            if not selected:
+                continue
+            try:
+                f.apply(selected)
+            except Exception as exc:
+                # The follower's own failure: it alone is dropped; the commit stands.
+                self._followers.discard(f)
+                if not f.done.done():
+                    f.done.set_exception(exc)
+                continue
+            f.next_rev = selected[-1].kv.mod_revision + 1
         for w in list(self._watchers):
             if w.prefix:
                 selected = [e for e in events if e.kv.key.startswith(w.prefix)]
@@ -540,6 +614,7 @@ class LogStore:
                 if self._queue[0].kind in _EXCLUSIVE:
                     await self._run_exclusive(self._queue.popleft())
                     continue
+                await self._gather()
                 ops: list[_Op] = []
                 while (
                     self._queue
@@ -555,6 +630,28 @@ class LogStore:
             log.exception("store writer failed")
             self._fail_queued(StoreClosed(f"store writer failed: {exc!r}"))
             raise
+
+    async def _gather(self) -> None:
+        """Group commit: before cutting a batch, let the writes that are already on their
+        way reach the queue. The writer yields one event-loop turn at a time and stops
+        after two turns in a row add nothing (a request needs a few turns from gRPC to
+        the queue), or at ``GATHER_TURNS``: a lone writer pays two loop turns (tens of
+        microseconds), a busy server gets bigger transactions, so each commit's fixed
+        cost (~250-350 us of CPU: thread hand-off, fsync, wake-ups) is shared by more writes.
+        No timer: an idle server is never kept waiting."""
+        n = len(self._queue)
+        idle = 0
+        for _ in range(GATHER_TURNS):
+            if n >= self._max_batch:
+                return
+            await asyncio.sleep(0)
+            if len(self._queue) == n:
+                idle += 1
+                if idle == 2:
+                    return
+            else:
+                idle = 0
+                n = len(self._queue)
 
     def _fail_queued(self, err: StoreError) -> None:
         """Stop for good: nobody may wait forever on a write that will never run."""
@@ -771,6 +868,10 @@ class LogStore:
         for w in list(self._watchers):
             w.close()
         self._watchers.clear()
+        for f in list(self._followers):
+            if not f.done.done():
+                f.done.set_result(None)
+        self._followers.clear()
         await self._backend.close()
 
 
@@ -821,6 +922,54 @@ def _rows_to_events(rows: Sequence[Any]) -> list[Event]:
         p = None if prev is None else KeyValue(key, pval, pc, prev, pv, pl)
         out.append(event_from(rev, key, create_rev, version, bool(deleted), value, lease, p))
     return out
+
+
+def _commit_sync(
+    conn: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    lease_puts: list[tuple[Any, ...]],
+    lease_deletes: list[tuple[int]],
+) -> None:
+    """One write transaction on the writer's ``sqlite3`` connection, in its thread. The
+    connection is in the default (deferred) isolation mode, so the first statement opens
+    the transaction; the COMMIT is durable (WAL, ``synchronous=FULL``) when it returns."""
+    try:
+        if rows:
+            conn.executemany(
+                "INSERT INTO log (rev, key, create_rev, version, deleted, value, lease, "
+                "prev_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        if lease_puts:
+            conn.executemany(
+                "INSERT OR REPLACE INTO leases (id, ttl, expiry) VALUES (?, ?, ?)", lease_puts
+            )
+        if lease_deletes:
+            conn.executemany("DELETE FROM leases WHERE id = ?", lease_deletes)
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
+
+
+async def run_in_connection_thread(
+    conn: aiosqlite.Connection, fn: Callable[..., _T], *args: Any
+) -> _T:
+    """Run ``fn(sqlite3_connection, *args)`` in ``conn``'s own thread as one queued call.
+
+    aiosqlite has no public API for this: each public method is one statement per
+    hand-off. ``Connection._execute(fn)`` (aiosqlite 0.17-0.22) is the internal call its
+    public methods are built on: it queues ``fn`` for the connection's thread and awaits
+    the result, keeping sqlite3's one-thread-per-connection rule. ``_conn`` is read in that
+    thread, so a closed connection raises there (ValueError), as aiosqlite's own methods
+    do. Tested in tests/store/test_write_path.py."""
+
+    def call() -> _T:
+        return fn(conn._conn, *args)
+
+    result: _T = await conn._execute(call)
+    return result
 
 
 class _SqliteBackend:
@@ -883,28 +1032,18 @@ class _SqliteBackend:
     async def commit(
         self, rows: Sequence[LogRow], lease_puts: Sequence[LeaseRecord], lease_deletes: Sequence[int]
     ) -> None:
-        try:
-            if rows:
-                await self._w.executemany(
-                    "INSERT INTO log (rev, key, create_rev, version, deleted, value, lease, "
-                    "prev_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r.rev, r.key, r.create_rev, r.version, int(r.deleted), r.value,
-                      r.lease, r.prev_rev) for r in rows],
-                )
-            if lease_puts:
-                await self._w.executemany(
-                    "INSERT OR REPLACE INTO leases (id, ttl, expiry) VALUES (?, ?, ?)",
-                    [(r.id, r.ttl, r.expiry) for r in lease_puts],
-                )
-            if lease_deletes:
-                await self._w.executemany(
-                    "DELETE FROM leases WHERE id = ?", [(i,) for i in lease_deletes]
-                )
-            await self._w.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._w.rollback()
-            raise
+        # The whole transaction (inserts, lease rows, COMMIT, or ROLLBACK on failure) is
+        # ONE call in the writer connection's thread: one hand-off to the thread and one
+        # wake-up of the event loop per batch, instead of one per statement (each costs
+        # ~150 us of event-loop and GIL time; see docs/benchmarks.md, API).
+        await run_in_connection_thread(
+            self._w, _commit_sync, [
+                (r.rev, r.key, r.create_rev, r.version, int(r.deleted), r.value, r.lease,
+                 r.prev_rev) for r in rows
+            ],
+            [(r.id, r.ttl, r.expiry) for r in lease_puts],
+            [(i,) for i in lease_deletes],
+        )
 
     async def get_at(self, key: str, revision: int) -> KeyValue | None:
         rows = list(await self._r.execute_fetchall(
