@@ -364,10 +364,14 @@ class ProcessRuntime:
         monitor_log = os.open(cdir / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                               0o600)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *_helper_argv("run", str(cdir), str(write_fd)), pass_fds=(write_fd,),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=monitor_log,
-                start_new_session=True, cwd="/", env=_helper_env())
+            # subprocess.Popen (fork_exec in C) in a thread, not the event loop's subprocess
+            # support: under uvloop with gRPC's threads busy, uvloop's spawn lost the
+            # passed pipe now and then (the monitor "exited without reporting", ~5% of
+            # starts); the stdlib's pass_fds is exact.
+            proc = await asyncio.to_thread(
+                subprocess.Popen, _helper_argv("run", str(cdir), str(write_fd)),
+                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=monitor_log, start_new_session=True, cwd="/", env=_helper_env())
         except OSError as e:
             os.close(read_fd)
             raise StartContainerError(f"starting the monitor: {e}") from e
@@ -378,7 +382,7 @@ class ProcessRuntime:
             raw = await _read_until_eof(read_fd, self.start_timeout)
         finally:
             # The process we started exits as soon as the monitor has forked away.
-            await proc.wait()
+            await asyncio.to_thread(proc.wait)
         try:
             result = json.loads(raw.splitlines()[0]) if raw.strip() else None
         except (json.JSONDecodeError, IndexError):
