@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from control.api import errors as api_errors
-from control.api import kinds, timeutil
+from control.api import kinds, labels, timeutil
 from control.cli.errors import CliError, UsageError
 
 if TYPE_CHECKING:
@@ -94,18 +94,53 @@ def split_exec_args(args: argparse.Namespace) -> list[str]:
     return command
 
 
-def pod_name(arg: str) -> str:
-    """``NAME`` or ``pod/NAME`` (``pods/``, ``po/``); other kinds are refused by name."""
+# kinds whose pods `logs`/`exec` may pick from, as kubectl does for `logs deploy/web`
+WORKLOADS = ("deployments", "replicasets", "replicationcontrollers", "statefulsets",
+             "daemonsets", "jobs")
+
+
+def parse_target(arg: str) -> tuple[kinds.KindInfo | None, str]:
+    """``NAME`` / ``pod/NAME`` -> (None, pod name); ``deploy/web`` -> (its KindInfo, "web")."""
     kind, sep, name = arg.partition("/")
     if not sep:
-        return arg
+        return None, arg
     try:
         info = kinds.resolve(kind)
     except KeyError:
         raise CliError(f'the server doesn\'t have a resource type "{kind}"') from None
-    if info.plural != "pods" or not name:
-        raise UsageError(f"{arg}: name a pod (POD or pod/NAME)")
-    return name
+    if not name or (info.plural != "pods" and info.plural not in WORKLOADS):
+        raise UsageError(f"{arg}: name a pod (POD, pod/NAME) or a workload (deploy/NAME, ...)")
+    return (None if info.plural == "pods" else info), name
+
+
+def pod_rank(pod: Any) -> tuple[int, int, float]:
+    """kubectl's choice among a workload's pods: running and ready first, then newest."""
+    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+    return (0 if pod.status.phase == "Running" else 1, 0 if ready else 1,
+            -pod.metadata.creation_timestamp.seconds)
+
+
+async def pod_name(ctx: Context, arg: str) -> str:
+    """The pod that ``arg`` names: itself, or one of a workload's pods."""
+    info, name = parse_target(arg)
+    if info is None:
+        return name
+    client = await ctx.client()
+    try:
+        obj = await client.get(info, name, ctx.namespace)
+    except api_errors.NotFound:
+        raise CliError(f'{info.plural} "{name}" not found') from None
+    if info.plural == "replicationcontrollers":
+        selector = str(labels.from_map(dict(obj.spec.selector)))
+    else:
+        selector = str(labels.from_label_selector(obj.spec.selector))
+    pods = (await client.list("pods", ctx.namespace, label_selector=selector)).items
+    if not pods:
+        raise CliError(f"no pods found for {info.singular}/{name}")
+    chosen = min(pods, key=pod_rank)
+    if len(pods) > 1:
+        ctx.stderr.write(f"Found {len(pods)} pods, using pod/{chosen.metadata.name}\n")
+    return str(chosen.metadata.name)
 
 
 def write_bytes(stream: TextIO, data: bytes) -> None:
@@ -124,7 +159,7 @@ def write_bytes(stream: TextIO, data: bytes) -> None:
 
 
 async def run_logs(ctx: Context, args: argparse.Namespace) -> int:
-    name = pod_name(args.pod)
+    name = await pod_name(ctx, args.pod)
     if args.container and args.container_arg and args.container != args.container_arg:
         raise UsageError("only one of -c or an inline container name is allowed")
     options: dict[str, Any] = {
@@ -229,7 +264,7 @@ def raw_terminal(fd: int | None) -> Iterator[None]:
 
 
 async def run_exec(ctx: Context, args: argparse.Namespace) -> int:
-    name = pod_name(args.pod)
+    name = await pod_name(ctx, args.pod)
     command = split_exec_args(args)
     if not command:
         raise UsageError("you must specify at least one command for the container "
