@@ -197,18 +197,8 @@ class NodeProxy:
             forwarded.follow = False  # a terminated attempt: nothing more will come
         call = agent_pb2_grpc.AgentStub(channel).Logs(agent_pb2.AgentLogsRequest(
             request=forwarded, pod_uid=pod.metadata.uid))
-        failure: errors.ApiError | None = None
-        try:
-            async for chunk in call:
-                yield chunk
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                failure = self._translate(e, node_name, target)
-        finally:
-            call.cancel()
-            await channel.close(None)
-        if failure is not None:
-            await context.abort(failure.code, errors.to_details(failure))
+        async for chunk in self._relay(call, channel, node_name, target, context):
+            yield chunk
 
     # -- exec -------------------------------------------------------------------------------
 
@@ -242,10 +232,17 @@ class NodeProxy:
                 yield agent_pb2.AgentExecRequest(request=r)
 
         call = agent_pb2_grpc.AgentStub(channel).Exec(upstream())
+        async for out in self._relay(call, channel, node_name, target, context):
+            yield out
+
+    async def _relay(self, call: Any, channel: grpc.aio.Channel, node_name: str, target: str,
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Forward an agent stream to our caller; the agent's errors keep their reason, a
+        cancelled caller cancels the agent call, and the channel is always closed."""
         failure: errors.ApiError | None = None
         try:
-            async for out in call:
-                yield out
+            async for item in call:
+                yield item
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 failure = self._translate(e, node_name, target)
