@@ -23,6 +23,17 @@ DEFAULT_LEASE_DURATION_SECONDS = 40
 # kubelet: renewInterval = 0.25 * leaseDuration (nodeLeaseRenewIntervalFraction).
 LEASE_RENEW_FRACTION = 0.25
 DEFAULT_NODE_STATUS_UPDATE_FREQUENCY = 10.0
+# kubelet's --sync-frequency: every pod is resynced this often even without events.
+DEFAULT_SYNC_FREQUENCY = 60.0
+# PLEG's relist period (kubelet hard-codes 1 s; a flag here so tests and big nodes can
+# tune it).
+DEFAULT_RUNTIME_RELIST_PERIOD = 1.0
+# crash-loop backoff: 10 s doubling to 300 s (kubelet's initial and MaxContainerBackOff)
+DEFAULT_CRASH_LOOP_BACKOFF_INITIAL = 10.0
+DEFAULT_CRASH_LOOP_BACKOFF_MAX = 300.0
+# configMap/secret/downwardAPI/projected volumes are re-projected this often (kubelet:
+# on its sync period, 1 m).
+DEFAULT_VOLUME_REFRESH_PERIOD = 60.0
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -61,6 +72,12 @@ class AgentOptions:
     retry_max: float = 7.0
     # the agent's own gRPC port (logs, exec); 0 = pick a free one at start and advertise it
     daemon_port: int = 0
+    # the kubelet's timings (KubeletOptions), with kubelet's defaults
+    sync_frequency: float = DEFAULT_SYNC_FREQUENCY
+    runtime_relist_period: float = DEFAULT_RUNTIME_RELIST_PERIOD
+    crash_loop_backoff_initial: float = DEFAULT_CRASH_LOOP_BACKOFF_INITIAL
+    crash_loop_backoff_max: float = DEFAULT_CRASH_LOOP_BACKOFF_MAX
+    volume_refresh_period: float = DEFAULT_VOLUME_REFRESH_PERIOD
 
     @property
     def renew_interval(self) -> float:
@@ -76,8 +93,24 @@ class AgentOptions:
             raise ValueError("max pods must not be negative")
         if self.node_lease_duration_seconds <= 0:
             raise ValueError("node lease duration must be positive")
-        if self.node_status_update_frequency <= 0 or self.renew_interval <= 0:
-            raise ValueError("intervals must be positive")
+        for flag, value in (
+                ("--node-status-update-frequency", self.node_status_update_frequency),
+                ("--node-lease-renew-interval", self.renew_interval),
+                ("--sync-frequency", self.sync_frequency),
+                ("--runtime-relist-period", self.runtime_relist_period),
+                ("--crash-loop-backoff-initial", self.crash_loop_backoff_initial),
+                ("--crash-loop-backoff-max", self.crash_loop_backoff_max),
+                ("--volume-refresh-period", self.volume_refresh_period)):
+            if not value > 0:
+                raise ValueError(f"{flag} must be positive")
+        if self.renew_interval >= self.node_lease_duration_seconds:
+            raise ValueError("--node-lease-renew-interval must be shorter than the lease "
+                             "duration")
+        if self.crash_loop_backoff_max < self.crash_loop_backoff_initial:
+            raise ValueError("--crash-loop-backoff-max must not be below "
+                             "--crash-loop-backoff-initial")
+        if not 0 <= self.daemon_port <= 65535:
+            raise ValueError("--daemon-port must be 0 (any free port) to 65535")
 
 
 def default_node_name() -> str:

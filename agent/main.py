@@ -97,7 +97,7 @@ class Agent:
                                      node_uid=lambda: status.node_uid)
         node_allocatable = allocatable(machine_capacity(machine, opts.max_pods),
                                        opts.system_reserved)
-        kopts = self._kubelet_options or KubeletOptions(data_dir=opts.data_dir)
+        kopts = self._kubelet_options or kubelet_options(opts)
         kopts.node_ip = status.node_ip
         kopts.allocatable = node_allocatable
         self.probes = ProbeManager(self.runtime, self.clock)
@@ -136,6 +136,16 @@ class Agent:
             await self._client.channel.close(None)
             self._client = None
             self._log.info("agent stopped")
+
+
+def kubelet_options(opts: AgentOptions) -> KubeletOptions:
+    """The kubelet's settings from the agent's (the flags' timings)."""
+    return KubeletOptions(
+        data_dir=opts.data_dir, sync_period=opts.sync_frequency,
+        relist_period=opts.runtime_relist_period,
+        backoff_initial=opts.crash_loop_backoff_initial,
+        backoff_max=opts.crash_loop_backoff_max,
+        volume_refresh_period=opts.volume_refresh_period)
 
 
 async def run_agent(options: AgentOptions, stop_event: asyncio.Event, *,

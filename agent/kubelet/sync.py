@@ -34,6 +34,10 @@ or twice in a row, and converges anyway. Rules, as Kubernetes' ``computePodActio
 and SIGKILL after the grace period, app containers together, then sidecars last first;
 then the sandbox, volumes and the pod directory go.
 
+Runtime snapshot: a sync lists the pod's containers once and reuses that listing until it
+changes something (create, start, stop, remove), so a sync that only reports status lists
+the runtime once for its sandboxes and once for its containers.
+
 Concurrency contract: one call at a time per pod (the pod worker guarantees it); calls for
 different pods run concurrently and share only the runtime, the backoff table (keyed by pod)
 and the probe manager.
@@ -259,6 +263,9 @@ class PodSyncer:
         self.fetch = fetch
         self.probes = probes
         self.volumes = volumes
+        # sandbox id -> (pod uid, its containers by name): the listing of the sync running
+        # for that pod, until it changes something (see "Runtime snapshot")
+        self._snapshots: dict[str, tuple[str, dict[str, list[ContainerStatus]]]] = {}
 
     def pod_dir(self, uid: str) -> Path:
         return self.config.data_dir / "pods" / uid
@@ -268,12 +275,33 @@ class PodSyncer:
     async def _sandboxes(self, uid: str) -> list[SandboxStatus]:
         return [s for s in await self.runtime.list_pod_sandboxes() if s.pod_uid == uid]
 
-    async def _containers(self, sandbox_id: str) -> dict[str, list[ContainerStatus]]:
-        return group_containers(await self.runtime.list_containers(sandbox_id))
+    async def _containers(self, sandbox_id: str,
+                          uid: str | None = None) -> dict[str, list[ContainerStatus]]:
+        """The sandbox's containers by name; with ``uid``, the sync's snapshot."""
+        if uid is not None and (snap := self._snapshots.get(sandbox_id)) is not None:
+            return snap[1]
+        by_name = group_containers(await self.runtime.list_containers(sandbox_id))
+        if uid is not None:
+            self._snapshots[sandbox_id] = (uid, by_name)
+        return by_name
+
+    def _changed(self, sandbox_id: str) -> None:
+        """The sandbox's containers changed: the next look lists them again."""
+        self._snapshots.pop(sandbox_id, None)
+
+    def _drop_snapshots(self, uid: str) -> None:
+        for sid in [k for k, (u, _) in self._snapshots.items() if u == uid]:
+            del self._snapshots[sid]
 
     # -- sync -------------------------------------------------------------------------------
 
     async def sync_pod(self, pod: core_pb2.Pod, state: PodState) -> SyncResult:
+        try:
+            return await self._sync_pod(pod, state)
+        finally:
+            self._drop_snapshots(pod.metadata.uid)
+
+    async def _sync_pod(self, pod: core_pb2.Pod, state: PodState) -> SyncResult:
         uid = pod.metadata.uid
         now = self.clock.now()
         state.waiting = {}
@@ -329,7 +357,7 @@ class PodSyncer:
         uid = pod.metadata.uid
         spec = pod.spec
         policy = spec.restart_policy or "Always"
-        by_name = await self._containers(sandbox.id)
+        by_name = await self._containers(sandbox.id, uid)
 
         def latest(name: str) -> ContainerStatus | None:
             lst = by_name.get(name)
@@ -345,7 +373,8 @@ class PodSyncer:
                 return
             if step.start:
                 c = next(x for x in spec.init_containers if x.name == step.start)
-                await self._start(pod, state, sandbox, c, latest(c.name), grace, requeue)
+                await self._start(pod, state, sandbox, c, latest(c.name), grace, requeue,
+                                  by_name.get(c.name, []))
                 return
             if step.wait:
                 return
@@ -358,29 +387,32 @@ class PodSyncer:
                         and self.probes.liveness_failed(uid, c.name)):
                     log.info("liveness probe failed; restarting", pod=pod.metadata.name,
                              container=c.name)
-                    await self._kill(pod, cur.id, c, grace, run_pre_stop=True)
+                    await self._kill(pod, sandbox.id, cur.id, c, grace, run_pre_stop=True)
                     cur = await self.runtime.container_status(cur.id)
                 else:
                     app_done = False
                     continue
             if cur is None or cur.state is ContainerState.CREATED:
                 app_done = False
-                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+                await self._start(pod, state, sandbox, c, cur, grace, requeue,
+                                  by_name.get(c.name, []))
             elif should_restart(policy, cur.exit_code):
                 app_done = False
-                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+                await self._start(pod, state, sandbox, c, cur, grace, requeue,
+                                  by_name.get(c.name, []))
         sidecars = [c for c in spec.init_containers if is_sidecar(c)]
         if app_done and spec.containers:
             # every app container finished for good: sidecars go, last started first
             for c in reversed(sidecars):
                 cur = latest(c.name)
                 if cur is not None and cur.state is ContainerState.RUNNING:
-                    await self._kill(pod, cur.id, c, grace, run_pre_stop=True)
+                    await self._kill(pod, sandbox.id, cur.id, c, grace, run_pre_stop=True)
             return
         for c in sidecars:
             cur = latest(c.name)
             if cur is None or cur.state is not ContainerState.RUNNING:
-                await self._start(pod, state, sandbox, c, cur, grace, requeue)
+                await self._start(pod, state, sandbox, c, cur, grace, requeue,
+                                  by_name.get(c.name, []))
 
     def _started(self, pod: core_pb2.Pod, name: str, cur: ContainerStatus | None) -> bool:
         if cur is None or cur.state is not ContainerState.RUNNING:
@@ -399,8 +431,11 @@ class PodSyncer:
 
     async def _start(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus,
                      c: core_pb2.Container, cur: ContainerStatus | None, grace: float,
-                     requeue: list[float]) -> bool:
-        """Start (or restart) ``c``; False when it could not (state.waiting says why)."""
+                     requeue: list[float],
+                     attempts: Sequence[ContainerStatus] | None = None) -> bool:
+        """Start (or restart) ``c``; False when it could not (state.waiting says why).
+        ``attempts``: its containers in the runtime, newest first (``cur`` is the first),
+        from the sync's listing; they spare listing again to collect old attempts."""
         uid = pod.metadata.uid
         key = (uid, c.name)
         if cur is not None and cur.state is ContainerState.EXITED:
@@ -413,10 +448,14 @@ class PodSyncer:
                 return False
             self.backoff.next(key, cur.finished_at)
         attempt = cur.attempt + 1 if cur is not None else 0
+        previous = list(attempts) if attempts is not None else None
         if cur is not None and cur.state is ContainerState.CREATED:
             # created but never started (we died in between): replace it, same attempt
             attempt = cur.attempt
+            self._changed(sandbox.id)
             await self.runtime.remove_container(cur.id)
+            if previous is not None:
+                previous = [p for p in previous if p.id != cur.id]
         pod_dir = self.pod_dir(uid)
         log_path = pod_dir / "logs" / c.name / f"{attempt}.log"
         try:
@@ -428,6 +467,7 @@ class PodSyncer:
             requeue.append(self.config.retry_period)
             return False
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._changed(sandbox.id)
         try:
             cid = await self.runtime.create_container(sandbox.id, config, attempt)
         except RuntimeError_ as e:
@@ -446,7 +486,7 @@ class PodSyncer:
             return False
         log.info("container started", pod=pod.metadata.name, container=c.name,
                  attempt=attempt)
-        await self._gc_attempts(sandbox.id, c.name)
+        await self._gc_attempts(sandbox.id, c.name, previous)
         if c.lifecycle.HasField("post_start") and hooks.has_handler(c.lifecycle.post_start):
             err = await hooks.run_hook(self.runtime, self.clock, cid, c,
                                        c.lifecycle.post_start, pod_ip=sandbox.ip,
@@ -455,15 +495,24 @@ class PodSyncer:
                 log.warning("FailedPostStartHook", pod=pod.metadata.name, container=c.name,
                             error=err)
                 state.waiting[c.name] = ("PostStartHookError", err)
+                self._changed(sandbox.id)
                 await self.runtime.stop_container(cid, self.config.minimum_grace)
                 requeue.append(0.0)
                 return False
         return True
 
-    async def _gc_attempts(self, sandbox_id: str, name: str) -> None:
-        """Keep the newest two attempts of a container (current + lastState)."""
-        for old in (await self._containers(sandbox_id)).get(name, [])[2:]:
+    async def _gc_attempts(self, sandbox_id: str, name: str,
+                           previous: list[ContainerStatus] | None = None) -> None:
+        """Keep the newest two attempts of a container (current + lastState), the current
+        one having just been started; ``previous``: the attempts before it, newest first
+        (listed when not given)."""
+        if previous is None:
+            old_ones = (await self._containers(sandbox_id)).get(name, [])[2:]
+        else:
+            old_ones = previous[1:]
+        for old in old_ones:
             if old.state is not ContainerState.RUNNING:
+                self._changed(sandbox_id)
                 try:
                     await self.runtime.remove_container(old.id)
                 except RuntimeError_ as e:
@@ -487,9 +536,11 @@ class PodSyncer:
 
     # -- stopping ---------------------------------------------------------------------------
 
-    async def _kill(self, pod: core_pb2.Pod, cid: str, c: core_pb2.Container | None,
-                    grace: float, *, run_pre_stop: bool) -> None:
+    async def _kill(self, pod: core_pb2.Pod, sandbox_id: str, cid: str,
+                    c: core_pb2.Container | None, grace: float, *,
+                    run_pre_stop: bool) -> None:
         """preStop (bounded by grace), then SIGTERM, SIGKILL after what is left."""
+        self._changed(sandbox_id)
         start = self.clock.monotonic()
         if (run_pre_stop and c is not None and c.lifecycle.HasField("pre_stop")
                 and hooks.has_handler(c.lifecycle.pre_stop)):
@@ -515,11 +566,13 @@ class PodSyncer:
         placeholder = pod or core_pb2.Pod()
         app = [c for c in placeholder.spec.containers if c.name in running]
         sidecars = [c for c in reversed(placeholder.spec.init_containers) if c.name in running]
-        await asyncio.gather(*(self._kill(placeholder, running.pop(c.name).id, c, grace,
-                                          run_pre_stop=True) for c in app))
+        await asyncio.gather(*(self._kill(placeholder, sandbox_id, running.pop(c.name).id, c,
+                                          grace, run_pre_stop=True) for c in app))
         for c in sidecars:
-            await self._kill(placeholder, running.pop(c.name).id, c, grace, run_pre_stop=True)
-        await asyncio.gather(*(self._kill(placeholder, cs.id, None, grace, run_pre_stop=False)
+            await self._kill(placeholder, sandbox_id, running.pop(c.name).id, c, grace,
+                             run_pre_stop=True)
+        await asyncio.gather(*(self._kill(placeholder, sandbox_id, cs.id, None, grace,
+                                          run_pre_stop=False)
                                for cs in running.values()))
 
     async def terminate(self, pod: core_pb2.Pod | None, uid: str, state: PodState | None,
@@ -527,6 +580,15 @@ class PodSyncer:
         """Stop everything of pod ``uid`` and remove its sandbox, volumes and directory.
 
         Returns the pod's final status (terminal phase) when ``pod`` is known."""
+        try:
+            return await self._terminate(pod, uid, state, grace)
+        finally:
+            self._drop_snapshots(uid)
+            if pod is not None:
+                self._drop_snapshots(pod.metadata.uid)
+
+    async def _terminate(self, pod: core_pb2.Pod | None, uid: str, state: PodState | None,
+                         grace: float) -> core_pb2.PodStatus | None:
         sandboxes = await self._sandboxes(uid)
         for sb in sandboxes:
             await self._stop_all(pod, sb.id, grace)
@@ -597,7 +659,7 @@ class PodSyncer:
     async def _views(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus | None,
                      *, terminating: bool = False) -> dict[str, ContainerView]:
         uid = pod.metadata.uid
-        by_name = await self._containers(sandbox.id) if sandbox is not None else {}
+        by_name = await self._containers(sandbox.id, uid) if sandbox is not None else {}
         policy = pod.spec.restart_policy or "Always"
         terminal = terminating or bool(state.phase_override) or pod.status.phase in TERMINAL
         views: dict[str, ContainerView] = {}

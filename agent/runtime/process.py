@@ -23,8 +23,18 @@ namespaces, cgroups or overlay; a volume can only be used at its own host path, 
 securityContext fields that need root are refused by name (:meth:`isolation_report` says
 what is off). The container's stdin is /dev/null and ``tty`` is ignored (there is no attach).
 
+Listing is cheap because the files are cached in memory, never trusted over the disk:
+``spec.json`` never changes after creation, so it is parsed once per container (lazily, so
+a fresh runtime on the same ``root_dir`` fills the cache from disk); ``sandbox.json``,
+``status.json`` and ``monitor.json`` are re-parsed only when a ``stat`` shows a different
+file (each write is an atomic replace: a new inode). Which containers and sandboxes exist
+is always read from the directory itself (one ``listdir``), and entries of removed ones are
+dropped, so another runtime instance removing a container is noticed on the next call.
+A listing of one sandbox's containers reads only that sandbox's files.
+
 Concurrency: every method is a coroutine on the agent's loop and keeps no in-memory state
-that could disagree with the files; blocking work that may take long (removing a
+that could disagree with the files (the caches above are checked against them); blocking
+work that may take long (removing a
 container's files, waiting for a cgroup to empty) runs in worker threads. The kubelet
 serialises calls per pod; calls for different pods touch disjoint files. Sandbox creation
 takes a lock so that ``run_pod_sandbox`` stays idempotent per pod uid.
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -86,6 +97,37 @@ def _helper_argv(*args: str) -> list[str]:
     return [sys.executable, "-S", "-m", "agent.runtime.monitor", *args]
 
 
+_Sig = tuple[int, int, int, int]
+
+
+class _JsonCache:
+    """Parsed JSON files, re-read only when ``stat`` shows another file (inode, mtime,
+    ctime or size changed: every writer replaces the file atomically)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[_Sig, dict[str, Any]]] = {}
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._entries.pop(path, None)
+            return None
+        sig = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        hit = self._entries.get(path)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        data = read_json(path)  # replaced meanwhile? then the next stat differs: re-read
+        if data is None:
+            self._entries.pop(path, None)
+        else:
+            self._entries[path] = (sig, data)
+        return data
+
+    def forget(self, path: str) -> None:
+        self._entries.pop(path, None)
+
+
 class ProcessRuntime:
     """The real runtime (see the module docstring)."""
 
@@ -114,6 +156,9 @@ class ProcessRuntime:
         # agent names (its data directory, with every pod's secrets).
         self.mask_paths = [str(self.root_dir), *(str(Path(p).resolve()) for p in mask_paths)]
         self._sandbox_lock = asyncio.Lock()
+        # container id -> its spec.json (immutable once written); see the module docstring
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._files = _JsonCache()  # sandbox.json, status.json, monitor.json
 
     # ---- reporting -----------------------------------------------------------------------
 
@@ -147,17 +192,21 @@ class ProcessRuntime:
     def _sandbox_dir(self, sandbox_id: str) -> Path:
         return self._sandboxes / sandbox_id
 
+    def _sandbox_file(self, sandbox_id: str) -> str:
+        return f"{self._sandboxes}/{sandbox_id}/sandbox.json"
+
     def _load_sandbox(self, sandbox_id: str) -> dict[str, Any]:
-        data = read_json(str(self._sandbox_dir(sandbox_id) / "sandbox.json")) \
+        data = self._files.get(self._sandbox_file(sandbox_id)) \
             if _safe_id(sandbox_id) else None
         if data is None:
             raise NotFoundError(f"sandbox {sandbox_id!r} not found")
-        return data
+        return dict(data)  # callers may change it: never the cached copy
 
     def _all_sandboxes(self) -> list[dict[str, Any]]:
+        """Every sandbox (the cached dicts: read only)."""
         found = []
         for entry in sorted(os.listdir(self._sandboxes)):
-            data = read_json(str(self._sandboxes / entry / "sandbox.json"))
+            data = self._files.get(self._sandbox_file(entry))
             if data is not None:
                 found.append(data)
         return found
@@ -194,7 +243,7 @@ class ProcessRuntime:
 
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
         sandbox = self._load_sandbox(sandbox_id)
-        containers = [c for c in self._container_ids() if self._sandbox_of(c) == sandbox_id]
+        containers = self._containers_of(sandbox_id)
         await asyncio.gather(*(self.stop_container(c, 0) for c in containers))
         if sandbox["state"] != SandboxState.NOTREADY.value:
             sandbox["state"] = SandboxState.NOTREADY.value
@@ -207,7 +256,7 @@ class ProcessRuntime:
         except NotFoundError:
             return
         await self.stop_pod_sandbox(sandbox_id)
-        for cid in [c for c in self._container_ids() if self._sandbox_of(c) == sandbox_id]:
+        for cid in self._containers_of(sandbox_id):
             with contextlib.suppress(NotFoundError):
                 await self.remove_container(cid)
         pod_uid = str(sandbox["pod_uid"])
@@ -219,6 +268,7 @@ class ProcessRuntime:
             except OSError as e:
                 raise RuntimeError_(f"removing the pod's cgroup: {e}") from e
         await asyncio.to_thread(shutil.rmtree, self._sandbox_dir(sandbox_id), True)
+        self._files.forget(self._sandbox_file(sandbox_id))
 
     async def list_pod_sandboxes(self) -> list[SandboxStatus]:
         return [SandboxStatus(
@@ -233,19 +283,43 @@ class ProcessRuntime:
             raise NotFoundError(f"container {container_id!r} not found")
         return self._containers / container_id
 
+    def _cached_spec(self, container_id: str) -> dict[str, Any] | None:
+        """spec.json, parsed once (it never changes); None while it does not exist.
+        Read only: never change the returned dict."""
+        spec = self._specs.get(container_id)
+        if spec is None and _safe_id(container_id):
+            spec = read_json(f"{self._containers}/{container_id}/spec.json")
+            if spec is not None:
+                self._specs[container_id] = spec
+        return spec
+
     def _load_spec(self, container_id: str) -> dict[str, Any]:
-        spec = read_json(str(self._container_dir(container_id) / "spec.json"))
+        self._container_dir(container_id)  # NotFoundError for an unsafe id
+        spec = self._cached_spec(container_id)
         if spec is None:
             raise NotFoundError(f"container {container_id!r} not found")
         return spec
 
     def _container_ids(self) -> list[str]:
         # ".removing-<id>" directories are on their way out: not containers any more.
-        return sorted(e for e in os.listdir(self._containers) if _safe_id(e))
+        ids = sorted(e for e in os.listdir(self._containers) if _safe_id(e))
+        if len(self._specs) > len(ids) or any(c not in self._specs for c in ids):
+            present = set(ids)
+            for gone in [c for c in self._specs if c not in present]:
+                self._forget_container(gone)  # removed, maybe by another runtime
+        return ids
+
+    def _forget_container(self, container_id: str) -> None:
+        self._specs.pop(container_id, None)
+        for name in ("status.json", "monitor.json"):
+            self._files.forget(f"{self._containers}/{container_id}/{name}")
 
     def _sandbox_of(self, container_id: str) -> str | None:
-        spec = read_json(str(self._containers / container_id / "spec.json"))
+        spec = self._cached_spec(container_id)
         return None if spec is None else str(spec["sandbox_id"])
+
+    def _containers_of(self, sandbox_id: str) -> list[str]:
+        return [c for c in self._container_ids() if self._sandbox_of(c) == sandbox_id]
 
     def _validate(self, config: ContainerConfig) -> None:
         if not config.argv:
@@ -346,6 +420,7 @@ class ProcessRuntime:
             for sub in ("upper", "work", "merged"):
                 (cdir / sub).mkdir()
         write_json_atomic(str(cdir / "spec.json"), spec)
+        self._specs[container_id] = spec
         return container_id
 
     async def start_container(self, container_id: str) -> None:
@@ -409,8 +484,12 @@ class ProcessRuntime:
             "id": container_id, "sandbox_id": spec["sandbox_id"], "name": spec["name"],
             "created_at": float(spec["created_at"]), "log_path": spec["log_path"],
             "labels": spec.get("labels") or {}, "attempt": int(spec.get("attempt", 0))}
-        status = read_json(str(cdir / "status.json"))
-        mon = read_json(str(cdir / "monitor.json"))
+        status_file, mon_file = f"{cdir}/status.json", f"{cdir}/monitor.json"
+        status = self._files.get(status_file)
+        mon = self._files.get(mon_file)
+        if status is None and mon is None and not cdir.is_dir():
+            self._forget_container(container_id)  # removed by another runtime instance
+            raise NotFoundError(f"container {container_id!r} not found")
         if status is None and mon is not None:
             if _alive(mon, "pid"):
                 return ContainerStatus(state=ContainerState.RUNNING,
@@ -420,7 +499,7 @@ class ProcessRuntime:
             deadline = time.monotonic() + 2.0
             while status is None and _alive(mon, "monitor") and time.monotonic() < deadline:
                 await asyncio.sleep(_POLL)
-                status = read_json(str(cdir / "status.json"))
+                status = self._files.get(status_file)
             if status is None:
                 return ContainerStatus(
                     state=ContainerState.EXITED, started_at=float(mon["started_at"]),
@@ -441,6 +520,8 @@ class ProcessRuntime:
         for cid in self._container_ids():
             if sandbox_id is not None and self._sandbox_of(cid) != sandbox_id:
                 continue
+            if self._sandbox_of(cid) is None:
+                continue  # being created (no spec.json yet)
             with contextlib.suppress(NotFoundError):  # removed while we looked
                 out.append(await self.container_status(cid))
         return out
@@ -499,6 +580,8 @@ class ProcessRuntime:
             os.replace(cdir, trash)
         except FileNotFoundError:
             return
+        finally:
+            self._forget_container(container_id)
         await asyncio.to_thread(shutil.rmtree, trash, True)
 
     # ---- exec ----------------------------------------------------------------------------
@@ -515,10 +598,9 @@ class ProcessRuntime:
         cdir = await self._exec_target(container_id)
         if not argv:
             raise RuntimeError_("exec: no command specified")
-        proc = await asyncio.create_subprocess_exec(
-            *_helper_argv("exec", str(cdir), "--", *argv), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            cwd="/", env=_helper_env())
+        proc = await _spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
         communicate = asyncio.ensure_future(proc.communicate())
         try:
             out, err = await asyncio.wait_for(asyncio.shield(communicate),
@@ -552,21 +634,18 @@ class ProcessRuntime:
                 # here too, so input written before the helper runs is not echoed).
                 set_raw(slave)
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *_helper_argv("exec", "--tty", str(cdir), "--", *argv),
-                    stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                    cwd="/", env=_helper_env())
+                proc = await _spawn_helper(
+                    _helper_argv("exec", "--tty", str(cdir), "--", *argv),
+                    stdin=slave, stdout=slave, stderr=slave)
             except BaseException:
                 os.close(master)
                 raise
             finally:
                 os.close(slave)
             return ProcessExecSession(proc, master)
-        proc = await asyncio.create_subprocess_exec(
-            *_helper_argv("exec", str(cdir), "--", *argv),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            cwd="/", env=_helper_env())
+        proc = await _spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
+                                   stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return ProcessExecSession(proc, None)
 
     async def close(self) -> None:
@@ -582,7 +661,7 @@ class ProcessExecSession:
     applies back-pressure to the command instead of growing memory); with a tty, all
     output is "stdout", as in Kubernetes."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, master_fd: int | None) -> None:
+    def __init__(self, proc: _Helper, master_fd: int | None) -> None:
         self._proc = proc
         self._master = master_fd
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=64)
@@ -678,6 +757,88 @@ class ProcessExecSession:
 
 # ---- helpers ------------------------------------------------------------------------------
 
+class _Helper:
+    """A helper process (``monitor exec``) started by :func:`_spawn_helper`, with the
+    part of ``asyncio.subprocess.Process`` the runtime uses: pipes as asyncio streams,
+    ``wait`` (on a pidfd: no thread, no child watcher), ``communicate``, ``send_signal``."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self._exited: asyncio.Future[None] | None = None
+
+    async def _attach(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._popen.stdin is not None:
+            transport, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, self._popen.stdin)
+            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        for name in ("stdout", "stderr"):
+            pipe = getattr(self._popen, name)
+            if pipe is not None:
+                reader = asyncio.StreamReader(limit=2 ** 20)
+                await loop.connect_read_pipe(
+                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+                setattr(self, name, reader)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        if self._popen.returncode is not None:
+            return self._popen.returncode
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            self._exited = exited = loop.create_future()
+            pidfd = os.pidfd_open(self.pid)
+
+            def on_exit() -> None:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
+        await asyncio.shield(self._exited)
+        return self._popen.wait()  # exited: reaps at once
+
+    async def communicate(self) -> tuple[bytes, bytes]:
+        async def read(stream: asyncio.StreamReader | None) -> bytes:
+            return await stream.read() if stream is not None else b""
+
+        out, err = await asyncio.gather(read(self.stdout), read(self.stderr))
+        await self.wait()
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        if self._popen.returncode is None:
+            os.kill(self.pid, sig)  # not reaped yet: the pid is still ours
+
+
+async def _spawn_helper(argv: Sequence[str], *, stdin: int, stdout: int,
+                        stderr: int) -> _Helper:
+    """Start a helper with ``subprocess.Popen`` (C fork_exec, vfork on Linux) in a worker
+    thread, never with the event loop's own subprocess support: under uvloop, libuv's
+    fork() in the agent's multithreaded process runs gRPC's fork handlers and
+    Python-level after-fork code in the child, which crashed ~1 exec in 10 under gRPC
+    load (SIGSEGV before the helper ran: exit 139 with no output)."""
+    popen = await asyncio.to_thread(
+        subprocess.Popen, list(argv), stdin=stdin, stdout=stdout, stderr=stderr,
+        start_new_session=True, cwd="/", env=_helper_env())
+    helper = _Helper(popen)
+    try:
+        await helper._attach()
+    except BaseException:
+        _kill_group(popen.pid)
+        await asyncio.to_thread(popen.wait)
+        raise
+    return helper
+
+
 def _safe_id(value: str) -> bool:
     return bool(value) and all(c in "0123456789abcdef" for c in value)
 
@@ -703,7 +864,7 @@ def _signal_group(mon: dict[str, Any], sig: int) -> None:
             os.kill(pid, sig)
 
 
-async def _kill_exec(proc: asyncio.subprocess.Process) -> None:
+async def _kill_exec(proc: _Helper) -> None:
     """Ask the exec helper to SIGKILL its command and reap it (SIGUSR2), so no zombie is
     left in the container; SIGKILL the helper's whole group if it does not exit soon."""
     with contextlib.suppress(ProcessLookupError):

@@ -23,6 +23,7 @@ from control.cli.verbs_server import duration
 from control.client import config as client_config
 
 if TYPE_CHECKING:
+    from agent.config import AgentOptions
     from control.cli.main import Context
 
 
@@ -65,15 +66,68 @@ def register(sub: Any) -> None:
     p.add_argument("--node-lease-duration-seconds", type=int,
                    default=agent_config.DEFAULT_LEASE_DURATION_SECONDS,
                    help="the Lease's duration; renewed every quarter of it (default %(default)s)")
-    p.add_argument("--node-status-update-frequency", type=duration,
-                   default=agent_config.DEFAULT_NODE_STATUS_UPDATE_FREQUENCY,
-                   metavar="DURATION", help="how often node status is posted (default 10s)")
+    # Durations in Go syntax ("10s", "1m30s"; a bare number is seconds). String defaults
+    # go through ``type`` too, so --help shows them as a user would write them.
+    p.add_argument("--node-lease-renew-interval", type=duration, default=None,
+                   metavar="DURATION",
+                   help="how often the node's Lease is renewed (default: a quarter of "
+                        "--node-lease-duration-seconds, 10s)")
+    p.add_argument("--node-status-update-frequency", type=duration, default="10s",
+                   metavar="DURATION",
+                   help="how often node status is posted (default %(default)s)")
+    p.add_argument("--sync-frequency", type=duration, default="1m", metavar="DURATION",
+                   help="every pod is resynced at least this often (default %(default)s)")
+    p.add_argument("--runtime-relist-period", type=duration, default="1s",
+                   metavar="DURATION",
+                   help="how often the container runtime is relisted to notice container "
+                        "exits (kubelet's PLEG period; default %(default)s)")
+    p.add_argument("--crash-loop-backoff-initial", type=duration, default="10s",
+                   metavar="DURATION",
+                   help="first restart delay of a crash-looping container; doubles on each "
+                        "crash (default %(default)s)")
+    p.add_argument("--crash-loop-backoff-max", type=duration, default="5m",
+                   metavar="DURATION",
+                   help="longest restart delay of a crash-looping container "
+                        "(default %(default)s)")
+    p.add_argument("--volume-refresh-period", type=duration, default="1m",
+                   metavar="DURATION",
+                   help="how often configMap, secret, downwardAPI and projected volumes "
+                        "are re-projected (default %(default)s)")
+    p.add_argument("--daemon-port", type=int, default=0, metavar="PORT",
+                   help="the agent's own port for logs and exec, advertised in the Node's "
+                        "status (default %(default)s: any free port)")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_agent_verb, configures_logging=True)
 
 
-async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
+def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
+    """The agent's options from its parsed flags (not validated yet)."""
     from agent import config as agent_config
+
+    node_name = args.node_name or agent_config.default_node_name()
+    options = agent_config.AgentOptions(
+        server=server,
+        node_name=node_name,
+        data_dir=args.data_dir or agent_config.default_data_dir(node_name),
+        node_ip=args.node_ip,
+        labels=args.labels,
+        taints=args.register_with_taints,
+        max_pods=args.max_pods,
+        system_reserved=args.system_reserved,
+        node_lease_duration_seconds=args.node_lease_duration_seconds,
+        node_status_update_frequency=args.node_status_update_frequency,
+        lease_renew_interval=args.node_lease_renew_interval,
+        sync_frequency=args.sync_frequency,
+        runtime_relist_period=args.runtime_relist_period,
+        crash_loop_backoff_initial=args.crash_loop_backoff_initial,
+        crash_loop_backoff_max=args.crash_loop_backoff_max,
+        volume_refresh_period=args.volume_refresh_period,
+        daemon_port=args.daemon_port,
+    )
+    return options
+
+
+async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
     from agent.main import run_agent
 
     try:
@@ -84,19 +138,7 @@ async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
         cfg = client_config.load(ctx.opts.server, ctx.opts.config)
     except client_config.ConfigError as e:
         raise CliError(str(e)) from None
-    node_name = args.node_name or agent_config.default_node_name()
-    options = agent_config.AgentOptions(
-        server=cfg.server,
-        node_name=node_name,
-        data_dir=args.data_dir or agent_config.default_data_dir(node_name),
-        node_ip=args.node_ip,
-        labels=args.labels,
-        taints=args.register_with_taints,
-        max_pods=args.max_pods,
-        system_reserved=args.system_reserved,
-        node_lease_duration_seconds=args.node_lease_duration_seconds,
-        node_status_update_frequency=args.node_status_update_frequency,
-    )
+    options = options_from_args(args, cfg.server)
     try:
         options.validate()
     except ValueError as e:

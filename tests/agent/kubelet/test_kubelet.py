@@ -51,7 +51,7 @@ class Env:
     async def create(self, name: str, policy: str = "Always",
                      containers: list[dict[str, Any]] | None = None,
                      **spec: Any) -> core_pb2.Pod:
-        doc = {"apiVersion": "v1", "kind": "Pod",
+        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": "default"},
                "spec": {"nodeName": NODE, "restartPolicy": policy,
                         "terminationGracePeriodSeconds": 1,

@@ -241,3 +241,53 @@ async def test_terminate_runs_pre_stop_and_cleans_up(h: Harness) -> None:
     assert final.container_statuses[0].state.terminated.exit_code == 137
     assert not h.rt.sandboxes and not h.rt.containers
     assert not exists(h.tmp / "pods" / "uid-1")
+
+
+async def test_one_runtime_snapshot_per_sync(h: Harness, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """A sync lists the pod's containers once and reuses the listing until it changes
+    something; a steady sync lists sandboxes once and containers once."""
+    counts = {"sandboxes": 0, "containers": 0}
+    real_sandboxes, real_containers = h.rt.list_pod_sandboxes, h.rt.list_containers
+
+    async def list_sandboxes() -> Any:
+        counts["sandboxes"] += 1
+        return await real_sandboxes()
+
+    async def list_containers(sandbox_id: str | None = None) -> Any:
+        counts["containers"] += 1
+        return await real_containers(sandbox_id)
+
+    monkeypatch.setattr(h.rt, "list_pod_sandboxes", list_sandboxes)
+    monkeypatch.setattr(h.rt, "list_containers", list_containers)
+    h.rt.script("app", exits(1, after=1))
+    pod = make_pod("Always", containers=[{"name": "app", "command": ["serve"]},
+                                         {"name": "side", "command": ["serve"]}])
+    await h.sync(pod)  # creates the sandbox, starts both containers
+    assert cstatus(pod, "app").state.HasField("running")
+    assert cstatus(pod, "side").state.HasField("running")
+    assert counts["containers"] <= 2, counts  # _act, then _views after the starts
+    for _ in range(3):
+        counts.update(sandboxes=0, containers=0)
+        await h.sync(pod)  # steady: nothing to do
+        assert counts == {"sandboxes": 1, "containers": 1}
+        assert cstatus(pod, "side").state.HasField("running")
+    h.clock.advance(1)  # app crashed: restarted; the status shows the new attempt
+    counts.update(sandboxes=0, containers=0)
+    await h.sync(pod)
+    assert cstatus(pod, "app").restart_count == 1
+    assert cstatus(pod, "app").state.HasField("running")
+    assert counts["containers"] == 2, counts
+
+
+async def test_attempts_are_collected_without_listing_again(h: Harness) -> None:
+    h.rt.script("app", exits(1, after=1))
+    pod = make_pod("Always", containers=[{"name": "app", "command": ["serve"]}])
+    await h.sync(pod)
+    for _ in range(5):
+        h.clock.advance(400)  # past any backoff
+        await h.sync(pod)
+    assert cstatus(pod, "app").restart_count == 5
+    assert cstatus(pod, "app").last_state.terminated.exit_code == 1
+    kept = sorted(c.attempt for c in h.rt.containers.values() if c.config.name == "app")
+    assert kept == [4, 5]

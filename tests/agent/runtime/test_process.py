@@ -329,3 +329,117 @@ async def test_what_needs_root_is_refused_by_name(runtime: ProcessRuntime,
         with pytest.raises(CreateContainerError, match=field):
             await runtime.create_container(sid, ContainerConfig(name="c", argv=["true"],
                                                                 security=security))
+
+
+async def test_listings_are_cached_but_follow_the_files(runtime: ProcessRuntime,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """spec.json is parsed once, sandbox/status/monitor files only when they changed; a
+    sandbox's listing reads nothing of other sandboxes; a second runtime instance on the
+    same dir sees changes made through the first, and removals through it are noticed."""
+    from agent.runtime import process
+
+    sids = [await sandbox(runtime, tmp_path, uid=f"uid-{i}", hostname=f"p{i}")
+            for i in range(5)]
+    cids = [await run(runtime, sid, ["sleep", "30"], tmp_path, name=f"c{i}")
+            for i, sid in enumerate(sids)]
+    other = make_runtime(runtime.root_dir, isolate=False)
+    assert sorted(c.id for c in await other.list_containers()) == sorted(cids)
+    reads: list[str] = []
+    real = process.read_json
+
+    def counting(path: str) -> dict[str, object] | None:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(process, "read_json", counting)
+    for rt in (runtime, other):
+        await rt.list_containers()
+        await rt.list_pod_sandboxes()
+    reads.clear()
+    for _ in range(3):
+        for rt in (runtime, other):
+            assert {c.state for c in await rt.list_containers()} == {ContainerState.RUNNING}
+            assert len(await rt.list_pod_sandboxes()) == 5
+            assert [c.id for c in await rt.list_containers(sids[2])] == [cids[2]]
+    assert reads == [], "unchanged files were parsed again"
+
+    # a change through one instance is seen by the other (only that file is re-read)
+    await runtime.stop_container(cids[0], 0)
+    st = await other.container_status(cids[0])
+    assert st.state == ContainerState.EXITED and st.exit_code == 137
+    assert all(cids[0] in p for p in reads), reads
+    await runtime.stop_pod_sandbox(sids[0])
+    assert {s.id: s.state.value for s in await other.list_pod_sandboxes()}[sids[0]] == \
+        "NOTREADY"
+    # removed through the other instance: gone here too, listings and lookups
+    await other.remove_container(cids[1])
+    assert cids[1] not in {c.id for c in await runtime.list_containers()}
+    assert await runtime.list_containers(sids[1]) == []
+    await other.remove_container(cids[3])
+    with pytest.raises(NotFoundError):
+        await runtime.container_status(cids[3])
+    # a fresh instance finds everything that is left, with its true state
+    fresh = make_runtime(runtime.root_dir, isolate=False)
+    states = {c.id: c.state for c in await fresh.list_containers()}
+    assert states == {cids[0]: ContainerState.EXITED, cids[2]: ContainerState.RUNNING,
+                      cids[4]: ContainerState.RUNNING}
+
+
+EXEC_UNDER_GRPC = """
+import asyncio, sys, uuid
+import grpc.aio, uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from agent.runtime.interface import ContainerConfig, SandboxConfig
+from agent.runtime.process import ProcessRuntime
+
+async def traffic():
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    stub = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
+    while True:
+        await asyncio.gather(*(stub.Check(health_pb2.HealthCheckRequest()) for _ in range(20)))
+
+async def main(root):
+    t = asyncio.ensure_future(traffic())
+    await asyncio.sleep(0.3)
+    rt = ProcessRuntime(root, "flotilla/test-" + uuid.uuid4().hex[:8], isolate=False)
+    sid = await rt.run_pod_sandbox(SandboxConfig(pod_uid="u", namespace="d", name="p",
+                                                 hostname="p", pod_dir=root + "/pod"))
+    cid = await rt.create_container(sid, ContainerConfig(
+        name="c", argv=["sleep", "60"], log_path=root + "/c.log"))
+    await rt.start_container(cid)
+    sem = asyncio.Semaphore(4)
+    async def one(i):
+        async with sem:
+            if i % 2:
+                r = await rt.exec_sync(cid, ["sh", "-c", "echo ok"], 10)
+                return r.exit_code, r.stdout
+            s = await rt.exec(cid, ["sh", "-c", "echo ok"], stdin=False, tty=False)
+            out = b"".join([d async for _, d in s.output()])
+            return await s.wait(), out
+    results = await asyncio.gather(*(one(i) for i in range(60)))
+    await rt.remove_container(cid)
+    await rt.remove_pod_sandbox(sid)
+    t.cancel()
+    bad = [r for r in results if r != (0, b"ok\\n")]
+    print("BAD", len(bad), bad[:3], flush=True)
+
+uvloop.run(main(sys.argv[1]))
+"""
+
+
+async def test_exec_under_uvloop_with_grpc_traffic(tmp_path: Path) -> None:
+    """The agent runs on uvloop beside gRPC's threads: helpers started by the loop's own
+    fork used to die of SIGSEGV before running (exit 139, no output, ~1 in 10)."""
+    pytest.importorskip("uvloop")
+    pytest.importorskip("grpc_health")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", EXEC_UNDER_GRPC, str(tmp_path), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO), "GRPC_VERBOSITY": "ERROR"})
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert b"BAD 0 " in out, out.decode()

@@ -1,0 +1,112 @@
+"""`flotilla agent`'s timing flags: Go durations, kubelet's defaults, passed through to
+AgentOptions and KubeletOptions, validated with the flag's name in the message."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentOptions
+from agent.main import kubelet_options
+from control.cli import verbs_agent
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    verbs_agent.register(parser.add_subparsers())
+    return parser.parse_args(["agent", "--node-name", "n1", "--data-dir", "/tmp/x", *argv])
+
+
+def options(*argv: str) -> AgentOptions:
+    return verbs_agent.options_from_args(parse(*argv), "127.0.0.1:6443")
+
+
+def test_defaults_are_kubelets() -> None:
+    o = options()
+    o.validate()
+    assert (o.sync_frequency, o.runtime_relist_period, o.crash_loop_backoff_initial,
+            o.crash_loop_backoff_max, o.volume_refresh_period) == (60.0, 1.0, 10.0, 300.0,
+                                                                    60.0)
+    assert (o.node_lease_duration_seconds, o.renew_interval,
+            o.node_status_update_frequency, o.daemon_port) == (40, 10.0, 10.0, 0)
+    k = kubelet_options(o)
+    assert (k.sync_period, k.relist_period, k.backoff_initial, k.backoff_max,
+            k.volume_refresh_period, k.data_dir) == (60.0, 1.0, 10.0, 300.0, 60.0,
+                                                     Path("/tmp/x"))
+
+
+@pytest.mark.parametrize(("argv", "field", "value"), [
+    (["--sync-frequency", "30s"], "sync_frequency", 30.0),
+    (["--sync-frequency", "1m30s"], "sync_frequency", 90.0),
+    (["--sync-frequency", "2"], "sync_frequency", 2.0),
+    (["--runtime-relist-period", "500ms"], "runtime_relist_period", 0.5),
+    (["--crash-loop-backoff-initial", "1s"], "crash_loop_backoff_initial", 1.0),
+    (["--crash-loop-backoff-max", "10m"], "crash_loop_backoff_max", 600.0),
+    (["--volume-refresh-period", "5s"], "volume_refresh_period", 5.0),
+    (["--node-lease-renew-interval", "2s"], "renew_interval", 2.0),
+    (["--node-lease-duration-seconds", "20"], "renew_interval", 5.0),
+    (["--node-status-update-frequency", "1.5s"], "node_status_update_frequency", 1.5),
+    (["--daemon-port", "10250"], "daemon_port", 10250),
+    (["--daemon-port", "0"], "daemon_port", 0),
+])
+def test_flag_parses_and_passes_through(argv: list[str], field: str, value: Any) -> None:
+    o = options(*argv)
+    o.validate()
+    assert getattr(o, field) == value
+
+
+def test_timings_reach_the_kubelet() -> None:
+    k = kubelet_options(options(
+        "--sync-frequency", "5s", "--runtime-relist-period", "100ms",
+        "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "4s",
+        "--volume-refresh-period", "3s"))
+    assert (k.sync_period, k.relist_period, k.backoff_initial, k.backoff_max,
+            k.volume_refresh_period) == (5.0, 0.1, 1.0, 4.0, 3.0)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--sync-frequency", "soon"],
+    ["--runtime-relist-period", "1x"],
+    ["--crash-loop-backoff-max", ""],
+    ["--daemon-port", "http"],
+])
+def test_bad_syntax_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises((argparse.ArgumentError, SystemExit)):
+        parse(*argv)
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--sync-frequency", "0s"], "--sync-frequency"),
+    (["--runtime-relist-period", "0"], "--runtime-relist-period"),
+    (["--crash-loop-backoff-initial", "0s"], "--crash-loop-backoff-initial"),
+    (["--crash-loop-backoff-initial", "1m", "--crash-loop-backoff-max", "30s"],
+     "--crash-loop-backoff-max"),
+    (["--volume-refresh-period", "0s"], "--volume-refresh-period"),
+    (["--node-lease-renew-interval", "40s"], "--node-lease-renew-interval"),
+    (["--node-lease-renew-interval", "0s"], "--node-lease-renew-interval"),
+    (["--daemon-port", "70000"], "--daemon-port"),
+    (["--daemon-port", "-1"], "--daemon-port"),
+])
+def test_bad_values_name_the_flag(argv: list[str], flag: str) -> None:
+    with pytest.raises(ValueError, match=flag):
+        options(*argv).validate()
+
+
+def test_help_lists_the_timing_flags_with_defaults() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    verbs_agent.register(sub)
+    text = sub.choices["agent"].format_help()
+    for flag, default in (("--sync-frequency", "1m"), ("--runtime-relist-period", "1s"),
+                          ("--crash-loop-backoff-initial", "10s"),
+                          ("--crash-loop-backoff-max", "5m"),
+                          ("--volume-refresh-period", "1m"),
+                          ("--node-status-update-frequency", "10s"),
+                          ("--node-lease-renew-interval", "10s"),
+                          ("--daemon-port", "0")):
+        assert flag in text
+        after = " ".join(text.split(flag, 2)[-1].split()[:40])
+        assert f"default {default}" in after or f"{default})" in after, (flag, after)
