@@ -62,6 +62,8 @@ class ServerOptions:
     secondary_node_eviction_rate: float = 0.01
     large_cluster_size_threshold: int = 50
     unhealthy_zone_threshold: float = 0.55
+    # pod GC: finished pods kept before the oldest are deleted (kube-controller-manager's)
+    terminated_pod_gc_threshold: int = 12_500
     # DefaultTolerationSeconds admission
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
@@ -134,7 +136,8 @@ class ControlPlane:
         if "controllers" not in opts.disable:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(
-                self.address, node_lifecycle=opts.node_lifecycle())
+                self.address, node_lifecycle=opts.node_lifecycle(),
+                terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold)
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too.

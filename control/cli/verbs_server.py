@@ -99,6 +99,8 @@ def register(sub: Any) -> None:
         help="also run an agent in this process (a one-machine cluster)",
     )
     p.add_argument("--node-name", default=None, help="the in-process agent's node name")
+    p.add_argument("--terminated-pod-gc-threshold", type=int, default=None, metavar="N",
+                   help="finished pods kept before pod GC deletes the oldest (default 12500)")
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     p.set_defaults(handler=run_server, configures_logging=True)
@@ -115,6 +117,10 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
     }
     if args.scheduler_config:
         wanted["scheduler_config"] = args.scheduler_config
+    if args.terminated_pod_gc_threshold is not None:
+        if args.terminated_pod_gc_threshold < 0:
+            raise UsageError("--terminated-pod-gc-threshold must not be negative")
+        wanted["terminated_pod_gc_threshold"] = args.terminated_pod_gc_threshold
     for dest in (*_DURATION_FLAGS.values(), *_INT_FLAGS.values(), *_FLOAT_FLAGS.values()):
         value = getattr(args, dest)
         if value is not None:

@@ -63,6 +63,8 @@ class ControllerContext:
     workers: int
     # kube-controller-manager's node lifecycle flags (grace period, eviction rates)
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
+    # --terminated-pod-gc-threshold: finished pods kept before pod GC deletes the oldest
+    terminated_pod_gc_threshold: int = 12_500
 
 
 class ManagedController(Protocol):
@@ -107,6 +109,7 @@ class ControllerManager:
         sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
         resync_period: float | None = DEFAULT_RESYNC_PERIOD,
         node_lifecycle: NodeLifecycleOptions | None = None,
+        terminated_pod_gc_threshold: int = 12_500,
     ) -> None:
         """``workers``: reconcile workers per controller (one number, or per name);
         ``controllers``: name -> factory (default: every known controller), minus
@@ -120,6 +123,7 @@ class ControllerManager:
         self._factories = {n: f for n, f in controllers.items() if n not in skip}
         self._sync_timeout = sync_timeout
         self._node_lifecycle = node_lifecycle or NodeLifecycleOptions()
+        self._terminated_pod_gc_threshold = terminated_pod_gc_threshold
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
@@ -136,11 +140,13 @@ class ControllerManager:
         workers: int | Mapping[str, int] = DEFAULT_WORKERS,
         disable: Iterable[str] = (),
         node_lifecycle: NodeLifecycleOptions | None = None,
+        terminated_pod_gc_threshold: int = 12_500,
     ) -> ControllerManager:
         """A manager on its own channel to ``address``, closed by ``stop``."""
         channel = open_channel(address)
         manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
-                      disable=disable, node_lifecycle=node_lifecycle)
+                      disable=disable, node_lifecycle=node_lifecycle,
+                      terminated_pod_gc_threshold=terminated_pod_gc_threshold)
         manager._channel = channel
         return manager
 
@@ -160,7 +166,8 @@ class ControllerManager:
         self._started = True
         for name, factory in self._factories.items():
             ctx = ControllerContext(self.client, self.informers, self._clock,
-                                    self._workers_for(name), self._node_lifecycle)
+                                    self._workers_for(name), self._node_lifecycle,
+                                    self._terminated_pod_gc_threshold)
             self.controllers[name] = factory(ctx)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):

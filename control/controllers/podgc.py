@@ -98,12 +98,13 @@ class PodGarbageCollector:
     name = NAME
 
     def __init__(self, ctx: ControllerContext, *,
-                 terminated_pod_threshold: int = DEFAULT_TERMINATED_POD_THRESHOLD,
+                 terminated_pod_threshold: int | None = None,
                  gc_period: float = DEFAULT_GC_PERIOD,
                  quarantine: float = DEFAULT_QUARANTINE) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
-        self.threshold = terminated_pod_threshold
+        self.threshold = (ctx.terminated_pod_gc_threshold if terminated_pod_threshold is None
+                          else terminated_pod_threshold)
         self.gc_period = gc_period
         self.quarantine = quarantine
         # node name -> monotonic time it was first seen missing while pods were bound to it

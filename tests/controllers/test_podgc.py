@@ -75,7 +75,7 @@ def test_quarantine_expired(since: float | None, now: float, expired: bool) -> N
 async def podgc_plane(tmp_path: Path) -> AsyncIterator[ApiClient]:
     plane = ControlPlane(ServerOptions(data_dir=tmp_path / "data", listen="127.0.0.1:0",
                                        bookmark_interval=0.2, shutdown_grace=0.5,
-                                       disable={"controllers"}))
+                                       disable={"controllers", "scheduler"}))
     address = await plane.start()
     channel = open_channel(address)
     client = ApiClient(channel, address, timeout=10)
