@@ -174,7 +174,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             sched = BenchScheduler(client, cfg, fake_bind=args.fake_bind, sync_timeout=120,
                                    bind_concurrency=args.bind_concurrency)
             sched.target = args.pods
-            sched.recorder.max_pending = 0 if args.no_events else 1000
+            sched.recorder.max_pending = 0 if args.no_events else sched.recorder.max_pending
+            if args.event_writers:
+                sched.recorder.writers = args.event_writers
             await sched.start()
             server_cpu0 = bench.process_cpu_seconds(server.pid)
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -191,6 +193,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 prof.disable()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             server_cpu = bench.process_cpu_seconds(server.pid) - server_cpu0
+            events_at_end = sched.recorder.written
+            # The Events still queued when the last pod is bound: time until written.
+            await sched.recorder.flush(60.0)
+            events_elapsed = time.perf_counter() - t0
             await sched.stop()
             await channel.close()
         finally:
@@ -205,6 +211,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "e2e_p50_s": pct(sched.e2e, 0.5), "e2e_p99_s": pct(sched.e2e, 0.99),
         "scheduler_cpu_s": cpu, "server_cpu_s": server_cpu,
         "fake_bind": args.fake_bind,
+        "events_written_by_last_bind": events_at_end, "events_written": sched.recorder.written,
+        "events_dropped": sched.recorder.dropped,
+        "pods_per_s_events_included": sched.scheduled / events_elapsed if events_elapsed else 0.0,
         "unschedulable": sched.metrics.attempts.get("unschedulable", "default-scheduler"),
     }
     if prof is not None:
@@ -225,6 +234,8 @@ def main() -> None:
     p.add_argument("--bind-concurrency", type=int, default=64)
     p.add_argument("--fake-bind", action="store_true", help="measure the algorithm alone")
     p.add_argument("--no-events", action="store_true", help="do not write Scheduled events")
+    p.add_argument("--event-writers", type=int, default=0,
+                   help="Event writes in flight (0: the recorder's default)")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--profile", metavar="FILE", help="cProfile the measured phase")

@@ -184,6 +184,29 @@ class Cache:
 
     update_pod = add_pod
 
+    def confirm(self, pod: core_pb2.Pod, previous_version: str) -> bool:
+        """Confirm our own assumption cheaply: ``pod`` is the informer's view of a pod we
+        assumed, bound to the node we assumed, and its previous version (``previous_version``
+        is the informer's resourceVersion before this update) is the very object we
+        scheduled, so the update is our binding (nodeName + PodScheduled) and nothing a
+        plugin reads changed. The assumed PodInfo is kept (no re-placement, so the node's
+        generation - and the plugins' memos of it - stay valid). False: not that case, the
+        caller does the full ``update_pod``."""
+        m = pod.metadata
+        st = self._pods.get(f"{m.namespace}/{m.name}")
+        if st is None or not st.assumed or st.node != pod.spec.node_name:
+            return False
+        info = st.info
+        old = info.pod.metadata
+        if old.uid != m.uid or old.resource_version != previous_version \
+                or m.HasField("deletion_timestamp"):
+            return False
+        info.pod = pod
+        info.node_name = st.node
+        st.assumed = False
+        st.binding_finished = False
+        return True
+
     def remove_pod(self, key: str) -> PodInfo | None:
         st = self._pods.pop(key, None)
         if st is None:

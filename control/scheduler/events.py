@@ -53,7 +53,7 @@ class _Pending:
 class EventRecorder:
     def __init__(self, client: object, component: str, *, instance: str = "",
                  clock: Clock | None = None, metrics: SchedulerMetrics | None = None,
-                 max_pending: int = 1000, writers: int = 4, remembered: int = 4096) -> None:
+                 max_pending: int = 10_000, writers: int = 4, remembered: int = 4096) -> None:
         self._client = client
         self.component = component
         self.instance = instance

@@ -395,10 +395,11 @@ class Framework:
         statuses = diagnosis.node_statuses
         evaluated = 0
         order = [*nodes[start:], *nodes[:start]] if start else nodes
+        get = memo.get if memo is not None else None
         for ni in order:
             evaluated += 1
-            if memo is not None:
-                m = memo.get(ni.name)
+            if get is not None:
+                m = get(ni.name)
                 if m is not None and m[0] == ni.generation and m[1] == cls:
                     st = m[2]
                     if st is None:
@@ -452,20 +453,30 @@ class Framework:
         if flat or local_norm:
             key = (pod.class_key, tuple(p.name for p, _ in active if p.node_local))
             memo = self._score_memo
-            columns: list[list[int]] = [[] for _ in local_norm]
-            for i, ni in enumerate(nodes):
-                m = memo.get(ni.name)
+            get = memo.get
+            entries: list[tuple[int, object, int, tuple[int, ...]]] = []
+            append = entries.append
+            for ni in nodes:
+                m = get(ni.name)
                 if m is None or m[0] != ni.generation or m[1] != key:
                     base = sum(p.score(state, pod, ni) * w for p, w in flat)
                     raw = tuple(p.score(state, pod, ni) for p, _ in local_norm)
                     m = memo[ni.name] = (ni.generation, key, base, raw)
-                total[i] = m[2]
-                for j, v in enumerate(m[3]):
-                    columns[j].append(v)
-            for (p, w), col in zip(local_norm, columns, strict=True):
+                append(m)
+            total = [m[2] for m in entries]
+            for j, (p, w) in enumerate(local_norm):
+                col = [m[3][j] for m in entries]
+                if col.count(col[0]) == len(col):
+                    # A constant column (e.g. no node has a PreferNoSchedule taint) normalises
+                    # to a constant: normalise one value and add it, skipping the per-node pass.
+                    one = [col[0]]
+                    p.normalize(state, pod, one)
+                    c = one[0] * w
+                    if c:
+                        total = [t + c for t in total]
+                    continue
                 p.normalize(state, pod, col)
-                for i, v in enumerate(col):
-                    total[i] += v * w
+                total = [t + v * w for t, v in zip(total, col, strict=True)]
         for p, w in others:
             scores = p.score_nodes(state, pod, nodes)
             p.normalize(state, pod, scores)

@@ -252,6 +252,9 @@ class Scheduler:
             self.queue.add(self.pod_info(pod))
 
     def on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+        if new.spec.node_name and not old.spec.node_name and \
+                self.cache.confirm(new, old.metadata.resource_version):
+            return  # our own binding arriving: the assumption is now fact, nothing else moved
         key = pod_key(new)
         if new.spec.node_name:
             if not old.spec.node_name:
