@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
-from control.api.pb import api_pb2
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
@@ -185,4 +184,4 @@ class ControlPlane:
         log.info("control plane stopped")
 
 
-__all__ = ["ControlPlane", "ServerOptions", "api_pb2"]
+__all__ = ["ControlPlane", "ServerOptions"]
