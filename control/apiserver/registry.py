@@ -125,6 +125,18 @@ def make_filter(info: kinds.KindInfo, label_selector: str, field_selector: str) 
     return Filter(lsel, fsel, node)
 
 
+def _namespace_of(info: kinds.KindInfo, obj: Any, request_namespace: str) -> str:
+    """The namespace a write goes to: the object's or the request's (they must agree),
+    "default" when neither says; "" for cluster-scoped kinds."""
+    if not info.namespaced:
+        return ""
+    own = obj.metadata.namespace
+    if own and request_namespace and own != request_namespace:
+        raise errors.BadRequest("the namespace of the provided object does not match the "
+                                "namespace sent on the request")
+    return str(own or request_namespace or "default")
+
+
 def encode_continue(revision: int, start_key: str) -> str:
     raw = json.dumps({"rv": revision, "start": start_key}).encode()
     return base64.urlsafe_b64encode(raw).decode()
@@ -240,14 +252,7 @@ class Registry:
                      dry_run: bool = False) -> bytes:
         meta = obj.metadata
         self._check_kind(info, obj)
-        if info.namespaced:
-            if meta.namespace and namespace and meta.namespace != namespace:
-                raise errors.BadRequest(
-                    "the namespace of the provided object does not match the namespace sent "
-                    "on the request")
-            meta.namespace = meta.namespace or namespace or "default"
-        else:
-            meta.namespace = ""
+        meta.namespace = _namespace_of(info, obj, namespace)
         generated = not meta.name and bool(meta.generate_name)
         await self.cache.wait_fresh()
         self.admission.check_namespace(info, meta.namespace)
@@ -313,7 +318,7 @@ class Registry:
         name = obj.metadata.name
         if not name:
             raise errors.BadRequest("metadata.name is required on update")
-        ns = (obj.metadata.namespace or namespace or "default") if info.namespaced else ""
+        ns = _namespace_of(info, obj, namespace)
         wanted_rv = obj.metadata.resource_version
         if wanted_rv:
             _parse_rv(wanted_rv)
