@@ -471,6 +471,7 @@ class VolumeManager:
             for vol in pod.spec.volumes:
                 try:
                     paths[vol.name] = await self._setup_one(pod, vol)
+                    await self._apply_fs_group(pod, vol, paths[vol.name])
                 except _SourceError as e:
                     raise VolumeError(vol.name, str(e)) from None
                 except PayloadError as e:
@@ -496,6 +497,7 @@ class VolumeManager:
                 try:
                     payload = await self._payload(pod, vol, kind)
                     await asyncio.to_thread(AtomicWriter(target).write, payload)
+                    await self._apply_fs_group(pod, vol, str(target))
                 except (_SourceError, PayloadError, OSError) as e:
                     failed[vol.name] = str(e)
                     log.warning("volume refresh failed", pod_uid=uid, volume=vol.name,
@@ -509,6 +511,17 @@ class VolumeManager:
             if root.exists():
                 await asyncio.to_thread(_remove_tree, root)
         self._locks.pop(pod_uid, None)
+
+    async def _apply_fs_group(self, pod: core_pb2.Pod, vol: core_pb2.Volume, path: str) -> None:
+        """securityContext.fsGroup: the volumes the kubelet makes belong to that group
+        (Kubernetes' SetVolumeOwnership); a hostPath is the host's and is left alone."""
+        psc = pod.spec.security_context
+        if not psc.HasField("fs_group") or _source_kind(vol) == "host_path":
+            return
+        if os.geteuid() != 0:
+            return  # only root can give files away; the container runs as us anyway
+        writable = _source_kind(vol) == "empty_dir"
+        await asyncio.to_thread(set_volume_ownership, path, int(psc.fs_group), writable)
 
     # -- setup per kind ------------------------------------------------------------------
 
@@ -659,3 +672,26 @@ def _source_kind(vol: core_pb2.Volume) -> str:
 def _json_name(kind: str) -> str:
     f = core_pb2.Volume.DESCRIPTOR.fields_by_name.get(kind)
     return f.json_name if f is not None else kind
+
+
+def set_volume_ownership(root: str, gid: int, writable: bool) -> None:
+    """Group ``gid`` on everything under ``root``, group-readable (and writable for
+    ``writable`` volumes), directories setgid so new files inherit the group."""
+    def fix(path: str, is_dir: bool) -> None:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return  # the atomic writer's links: their targets are fixed in place
+        os.chown(path, -1, gid, follow_symlinks=False)
+        mode = stat.S_IMODE(st.st_mode) | stat.S_IRGRP
+        if writable:
+            mode |= stat.S_IWGRP
+        if is_dir:
+            mode |= stat.S_IXGRP | stat.S_ISGID
+        os.chmod(path, mode)
+
+    fix(root, True)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            fix(os.path.join(dirpath, d), True)
+        for f in filenames:
+            fix(os.path.join(dirpath, f), False)

@@ -482,3 +482,23 @@ async def test_host_path_and_teardown_leaves_nothing(cluster: Cluster, tmp_path:
     # A refresh after teardown does not bring anything back.
     assert await mgr.refresh(pod(*vols)) == {}
     assert not (pods_dir / "pod-uid-1/volumes").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another group needs root")
+async def test_fs_group_owns_the_pods_volumes(cluster: Cluster, pods_dir: Path,
+                                              tmp_path: Path) -> None:
+    await cluster.client.create(cm("fsg", {"k": "v"}))
+    host = tmp_path / "host"
+    host.mkdir()
+    p = pod(core_pb2.Volume(name="scratch", empty_dir=core_pb2.EmptyDirVolumeSource()),
+            core_pb2.Volume(name="conf", config_map=core_pb2.ConfigMapVolumeSource(name="fsg")),
+            core_pb2.Volume(name="host", host_path=core_pb2.HostPathVolumeSource(
+                path=str(host))))
+    p.spec.security_context.fs_group = 2345
+    paths = await VolumeManager(cluster.client, pods_dir).setup(p)
+    scratch = os.stat(paths["scratch"])
+    assert scratch.st_gid == 2345 and scratch.st_mode & stat.S_ISGID
+    assert scratch.st_mode & stat.S_IWGRP
+    data = Path(paths["conf"]) / "k"
+    assert os.stat(data).st_gid == 2345 and data.read_text() == "v"  # through ..data link
+    assert os.stat(host).st_gid != 2345  # the host's own directory is not touched
