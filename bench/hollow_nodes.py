@@ -119,7 +119,7 @@ async def _main(args: argparse.Namespace) -> None:
             print("heartbeating every 10 s; Ctrl-C to stop")
             await heartbeat(client, names)
     finally:
-        await channel.close()
+        await channel.close(None)
 
 
 def main() -> None:

@@ -45,8 +45,15 @@ from control.client.client import ApiClient
 from control.scheduler import config as configmod
 from control.scheduler.framework import CycleState, Framework, Status
 from control.scheduler.queue import QueuedPodInfo
-from control.scheduler.scheduler import Scheduler
+from control.scheduler.scheduler import DEFAULT_BIND_CONCURRENCY, Scheduler
 from control.scheduler.types import PodInfo
+
+try:
+    import uvloop  # noqa: F401 - only whether it is there
+
+    _HAVE_UVLOOP = True
+except ImportError:  # pragma: no cover - optional dependency
+    _HAVE_UVLOOP = False
 
 
 def _server_main() -> None:
@@ -130,7 +137,7 @@ class BenchScheduler(Scheduler):
             sched.bind_rtt.append(time.perf_counter() - t)
             return st
 
-        fw.run_bind = run_bind  # type: ignore[method-assign]
+        fw.run_bind = run_bind  # type: ignore[method-assign, assignment]
 
     def _observe(self, start: float, result: str, fw: Framework) -> None:
         self.cycle.append(self._clock.monotonic() - start)
@@ -198,7 +205,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             await sched.recorder.flush(60.0)
             events_elapsed = time.perf_counter() - t0
             await sched.stop()
-            await channel.close()
+            await channel.close(None)
         finally:
             server.stop()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -210,7 +217,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "bind_p50_ms": pct(sched.bind_rtt, 0.5) * 1e3, "bind_p99_ms": pct(sched.bind_rtt, 0.99) * 1e3,
         "e2e_p50_s": pct(sched.e2e, 0.5), "e2e_p99_s": pct(sched.e2e, 0.99),
         "scheduler_cpu_s": cpu, "server_cpu_s": server_cpu,
-        "fake_bind": args.fake_bind,
+        "fake_bind": args.fake_bind, "uvloop": args.uvloop,
+        "bind_concurrency": args.bind_concurrency,
         "events_written_by_last_bind": events_at_end, "events_written": sched.recorder.written,
         "events_dropped": sched.recorder.dropped,
         "pods_per_s_events_included": sched.scheduled / events_elapsed if events_elapsed else 0.0,
@@ -231,13 +239,15 @@ def main() -> None:
     p.add_argument("--workload", choices=("basic", "anti-affinity", "spread"), default="basic")
     p.add_argument("--percentage", type=int, default=0,
                    help="percentageOfNodesToScore (0: Kubernetes' adaptive default)")
-    p.add_argument("--bind-concurrency", type=int, default=64)
+    p.add_argument("--bind-concurrency", type=int, default=DEFAULT_BIND_CONCURRENCY)
     p.add_argument("--fake-bind", action="store_true", help="measure the algorithm alone")
     p.add_argument("--no-events", action="store_true", help="do not write Scheduled events")
     p.add_argument("--event-writers", type=int, default=0,
                    help="Event writes in flight (0: the recorder's default)")
     p.add_argument("--timeout", type=float, default=300.0)
-    p.add_argument("--uvloop", action="store_true")
+    p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=_HAVE_UVLOOP,
+                   help="run both processes on uvloop, as the CLI does when it is installed "
+                        "(default: when importable)")
     p.add_argument("--profile", metavar="FILE", help="cProfile the measured phase")
     args = p.parse_args()
     r = bench.run(lambda: run_bench(args), args.uvloop)

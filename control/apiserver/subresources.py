@@ -15,16 +15,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.api import errors, kinds, labels, timeutil
-from control.apiserver.registry import Registry
+from control.api import errors, kinds, labels, names, timeutil
+from control.apiserver import codec
+from control.apiserver.registry import UPDATE_RETRIES, Registry
+from control.store.interface import KeyNotFound, RevisionMismatch
 
 SCALABLE = ("deployments", "replicasets", "statefulsets", "replicationcontrollers")
 
 
 async def bind(reg: Registry, namespace: str, name: str, node_name: str, pod_uid: str) -> bytes:
+    """Set ``spec.nodeName`` and PodScheduled=True in one compare-and-swap.
+
+    A binding changes only those two fields of a pod that was defaulted and validated when
+    it was written, so - as Kubernetes' binding REST does - it does not re-run defaulting
+    and whole-object validation: it validates what changes (the node name, and that no
+    scheduling gate remains) and writes the object with the generation bumped (the spec
+    changed), as an update through ``guaranteed_update`` would produce."""
     info = kinds.by_resource("pods")
     if not node_name:
         raise errors.BadRequest("binding: target node name is required")
+    bad = names.is_dns1123_subdomain(node_name)
+    if bad:
+        raise errors.Invalid(f'Pod "{name}" is invalid', [errors.FieldError(
+            "spec.nodeName", f"Invalid value: {node_name!r}: {'; '.join(bad)}")])
 
     def mutate(pod: Any) -> Any:
         if pod_uid and pod.metadata.uid != pod_uid:
@@ -36,6 +49,10 @@ async def bind(reg: Registry, namespace: str, name: str, node_name: str, pod_uid
         if pod.spec.node_name:
             raise errors.Conflict(
                 f'pod {name} is already assigned to node "{pod.spec.node_name}"')
+        if pod.spec.scheduling_gates:
+            raise errors.Invalid(f'Pod "{name}" is invalid', [errors.FieldError(
+                "spec.nodeName",
+                "Forbidden: cannot be set until all schedulingGates have been cleared")])
         new = type(pod)()
         new.CopyFrom(pod)
         new.spec.node_name = node_name
@@ -45,9 +62,26 @@ async def bind(reg: Registry, namespace: str, name: str, node_name: str, pod_uid
         cond = new.status.conditions.add()
         cond.type, cond.status = "PodScheduled", "True"
         cond.last_transition_time.CopyFrom(timeutil.now_timestamp())
+        new.metadata.generation = pod.metadata.generation + 1
+        new.metadata.resource_version = ""
         return new
 
-    return await reg.guaranteed_update(info, namespace, name, mutate, conditional=False)
+    await reg.cache.wait_fresh()
+    for _ in range(UPDATE_RETRIES):
+        current = reg.lookup(info, namespace, name)
+        data = mutate(current.obj).SerializeToString(deterministic=True)
+        try:
+            kv = await reg.store.update(current.key, data, current.revision,
+                                        lease=await reg.admission.lease_for(info))
+        except RevisionMismatch:
+            await reg.cache.wait_fresh()  # lost a race: re-read and re-check
+            continue
+        except KeyNotFound:
+            raise errors.NotFound(f'pods "{name}" not found') from None
+        return codec.with_revision(kv.value, kv.mod_revision)
+    raise errors.Conflict(
+        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again")
 
 
 def _selector_string(info: kinds.KindInfo, obj: Any) -> str:

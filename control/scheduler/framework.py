@@ -320,6 +320,7 @@ class Framework:
         # node name -> (generation, pod class, verdict) / (generation, key, sum, raw scores)
         self._filter_memo: dict[str, tuple[int, int, Status | None]] = {}
         self._score_memo: dict[str, tuple[int, Any, int, tuple[int, ...]]] = {}
+        self._score_keys: dict[tuple[int, tuple[str, ...]], tuple[int, tuple[str, ...]]] = {}
 
     def plugin(self, name: str) -> Plugin | None:
         ps = self.plugins
@@ -452,13 +453,16 @@ class Framework:
         total = [0] * len(nodes)
         if flat or local_norm:
             key = (pod.class_key, tuple(p.name for p, _ in active if p.node_local))
+            # Interned, so that the per-node check below is an identity test, not a
+            # comparison of two tuples of strings (the hottest line of the score pass).
+            key = self._score_keys.setdefault(key, key)
             memo = self._score_memo
             get = memo.get
             entries: list[tuple[int, object, int, tuple[int, ...]]] = []
             append = entries.append
             for ni in nodes:
                 m = get(ni.name)
-                if m is None or m[0] != ni.generation or m[1] != key:
+                if m is None or m[0] != ni.generation or m[1] is not key:
                     base = sum(p.score(state, pod, ni) * w for p, w in flat)
                     raw = tuple(p.score(state, pod, ni) for p, _ in local_norm)
                     m = memo[ni.name] = (ni.generation, key, base, raw)

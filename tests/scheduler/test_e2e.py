@@ -33,7 +33,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield Cluster(plane, ApiClient(channel, address, timeout=10), address,
                       tmp_path / "data")
     finally:
-        await channel.close()
+        await channel.close(None)
         await plane.stop()
 
 
