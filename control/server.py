@@ -54,6 +54,8 @@ class ServerOptions:
     disable: set[str] = field(default_factory=set)
     # --scheduler-config: profiles and plugins of the in-process scheduler (None: defaults)
     scheduler_config: str | None = None
+    # HOST:PORT serving Prometheus metrics at /metrics (None: not served)
+    metrics_listen: str | None = None
     # node lifecycle (kube-controller-manager's flags and defaults)
     node_monitor_grace_period: float = 50.0
     pod_eviction_timeout: float = 300.0
@@ -88,6 +90,8 @@ class ControlPlane:
         self.registry: Registry | None = None
         self.controllers: ControllerManager | None = None
         self.scheduler: Any = None  # control.scheduler.scheduler.Scheduler when enabled
+        self.metrics: Any = None
+        self.metrics_port = 0
         self._stopped = asyncio.Event()
 
     async def start(self) -> str:
@@ -143,12 +147,22 @@ class ControlPlane:
             from control.scheduler.scheduler import Scheduler, load_config
             self.scheduler = Scheduler.connect(self.address, load_config(opts.scheduler_config))
             await self.scheduler.start()
+        if opts.metrics_listen:
+            await self._serve_metrics(opts.metrics_listen)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         write_admin_conf(opts.data_dir, self.address)
         log.info("control plane serving", address=self.address, data_dir=str(opts.data_dir),
                  revision=self.store.revision)
         return self.address
+
+    async def _serve_metrics(self, listen: str) -> None:
+        from control.runtime.metrics_http import MetricsServer
+
+        sources = [self.scheduler.metrics.render] if self.scheduler is not None else []
+        self.metrics = MetricsServer(sources)
+        host, _, port = listen.rpartition(":")
+        self.metrics_port = await self.metrics.start(host or "127.0.0.1", int(port))
 
     async def _bootstrap(self) -> None:
         assert self.registry is not None
@@ -168,6 +182,8 @@ class ControlPlane:
         if self._stopped.is_set():
             return
         log.info("control plane stopping")
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.controllers is not None:

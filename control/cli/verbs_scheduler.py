@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
                     "server named by --server (or the config file).")
     p.add_argument("--scheduler-config", metavar="FILE", default=None,
                    help="a KubeSchedulerConfiguration YAML file (profiles, plugins, weights)")
+    p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--leader-elect", action="store_true",
                    help="elect one leader among several schedulers through a Lease")
     p.add_argument("--leader-elect-lease-duration", type=duration, default=15.0,
@@ -50,6 +52,7 @@ def register(sub: Any) -> None:
 
 async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
     from control.runtime.leaderelection import LeaderElector
+    from control.runtime.metrics_http import MetricsServer
     from control.scheduler import config as configmod
     from control.scheduler.registry import ConfigError
     from control.scheduler.scheduler import Scheduler, load_config
@@ -74,10 +77,15 @@ async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
 
     async def schedule_until_stopped() -> None:
         sched = Scheduler.connect(address, cfg, identity=identity)
+        metrics = MetricsServer([sched.metrics.render])
         try:
             await sched.start()
+            if args.metrics_listen:
+                host, _, port = args.metrics_listen.rpartition(":")
+                await metrics.start(host or "127.0.0.1", int(port))
             await stop.wait()
         finally:
+            await metrics.stop()
             await sched.stop()
 
     try:

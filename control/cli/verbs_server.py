@@ -101,6 +101,8 @@ def register(sub: Any) -> None:
     p.add_argument("--node-name", default=None, help="the in-process agent's node name")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=None, metavar="N",
                    help="finished pods kept before pod GC deletes the oldest (default 12500)")
+    p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     p.set_defaults(handler=run_server, configures_logging=True)
@@ -117,6 +119,10 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
     }
     if args.scheduler_config:
         wanted["scheduler_config"] = args.scheduler_config
+    if args.metrics_listen:
+        if ":" not in args.metrics_listen:
+            raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")
+        wanted["metrics_listen"] = args.metrics_listen
     if args.terminated_pod_gc_threshold is not None:
         if args.terminated_pod_gc_threshold < 0:
             raise UsageError("--terminated-pod-gc-threshold must not be negative")
