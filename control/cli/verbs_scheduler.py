@@ -69,6 +69,8 @@ async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
         address = client_config.load(ctx.opts.server, ctx.opts.config).server
     except client_config.ConfigError as e:
         raise CliError(str(e)) from None
+    if args.metrics_listen and not args.metrics_listen.rpartition(":")[2].isdigit():
+        raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -120,7 +120,7 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
     if args.scheduler_config:
         wanted["scheduler_config"] = args.scheduler_config
     if args.metrics_listen:
-        if ":" not in args.metrics_listen:
+        if not args.metrics_listen.rpartition(":")[2].isdigit():
             raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")
         wanted["metrics_listen"] = args.metrics_listen
     if args.terminated_pod_gc_threshold is not None:
