@@ -195,6 +195,11 @@ def resolve_kind(name: str) -> kinds.KindInfo:
         raise CliError(f'the server doesn\'t have a resource type "{name}"') from None
 
 
+# kubectl's "all" category (what `get all` lists), among the kinds Flotilla serves
+CATEGORY_ALL = ("pods", "replicationcontrollers", "services", "daemonsets", "deployments",
+                "replicasets", "statefulsets", "jobs", "cronjobs")
+
+
 def parse_refs(
     args: Sequence[str], *, names_required: bool = True, allow_many_types: bool = False
 ) -> list[ObjectRef]:
@@ -221,7 +226,12 @@ def parse_refs(
     types = args[0].split(",") if allow_many_types else [args[0]]
     if any(not t for t in types):
         raise UsageError(f"invalid resource type {args[0]!r}")
-    infos = [resolve_kind(t) for t in types]
+    infos: list[kinds.KindInfo] = []
+    for t in types:
+        if t == "all" and allow_many_types:
+            infos.extend(kinds.by_resource(r) for r in CATEGORY_ALL)
+        else:
+            infos.append(resolve_kind(t))
     names = list(args[1:])
     for n in names:
         if "/" in n:
