@@ -68,6 +68,13 @@ class Admission:
                                                      "persistentvolumeclaims", "events"):
             obj.ClearField("status")
 
+    def prepare(self, info: kinds.KindInfo, new: Any, current: Any, *, status: bool) -> None:
+        """Update (spec and metadata) or UpdateStatus (status): the other part is kept."""
+        if status:
+            self.prepare_for_status_update(info, new, current)
+        else:
+            self.prepare_for_update(info, new, current)
+
     def prepare_for_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
         """Update never changes status."""
         if info.has_status:

@@ -328,10 +328,7 @@ class Registry:
                 raise _conflict(info, name)
             new = type(obj)()
             new.CopyFrom(obj)
-            if status:
-                self.admission.prepare_for_status_update(info, new, current)
-            else:
-                self.admission.prepare_for_update(info, new, current)
+            self.admission.prepare(info, new, current, status=status)
             return new
 
         return await self.guaranteed_update(info, ns, name, mutate, dry_run=dry_run,
@@ -363,10 +360,7 @@ class Registry:
             if new.metadata.resource_version and (
                     new.metadata.resource_version != current.metadata.resource_version):
                 raise _conflict(info, name)
-            if status:
-                self.admission.prepare_for_status_update(info, new, current)
-            else:
-                self.admission.prepare_for_update(info, new, current)
+            self.admission.prepare(info, new, current, status=status)
             return new
 
         return await self.guaranteed_update(info, ns, name, mutate, dry_run=dry_run,
