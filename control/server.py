@@ -65,6 +65,9 @@ class ServerOptions:
     unhealthy_zone_threshold: float = 0.55
     # pod GC: finished pods kept before the oldest are deleted (kube-controller-manager's)
     terminated_pod_gc_threshold: int = 12_500
+    # node IPAM: the pod range of the cluster and the size of each node's share
+    cluster_cidr: str = "10.244.0.0/16"
+    node_cidr_mask_size: int = 24
     # DefaultTolerationSeconds admission
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
@@ -140,7 +143,8 @@ class ControlPlane:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(
                 self.address, node_lifecycle=opts.node_lifecycle(),
-                terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold)
+                terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
+                cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size)
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too.

@@ -79,7 +79,7 @@ def _node_flags() -> list[tuple[str, str, Callable[[str], Any], str]]:
 
 
 def register(sub: Any) -> None:
-    from control.cli.verbs_server import duration
+    from control.cli.verbs_server import add_ipam_flags, duration
 
     p = sub.add_parser(
         "controller-manager",
@@ -103,6 +103,7 @@ def register(sub: Any) -> None:
                         "disable (comma list; default '*')")
     for flag, dest, kind, metavar in _node_flags():
         p.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar)
+    add_ipam_flags(p)
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_controller_manager, configures_logging=True)
 
@@ -143,6 +144,7 @@ def node_lifecycle_options(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 
 async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
+    from control.cli.verbs_server import ipam_options
     from control.controllers.manager import CONTROLLERS, ControllerManager
     from control.runtime.leaderelection import LeaderElector
 
@@ -155,6 +157,7 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     log = structlog.get_logger(component="controller-manager")
     disable = disabled_controllers(args.controllers, CONTROLLERS)
     node_lifecycle, ignored = node_lifecycle_options(args)
+    ipam = ipam_options(args)
     if ignored:
         log.warning("controller manager options not supported yet, ignored", options=ignored)
     try:
@@ -165,7 +168,7 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     async def run_controllers() -> None:
         """One term: a fresh manager, started, kept until cancelled, then stopped."""
         manager = ControllerManager.connect(address, disable=disable,
-                                            node_lifecycle=node_lifecycle)
+                                            node_lifecycle=node_lifecycle, **ipam)
         try:
             await manager.start()
             await asyncio.Event().wait()

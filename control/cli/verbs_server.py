@@ -63,6 +63,38 @@ def _disable_list(text: str) -> set[str]:
     return parts
 
 
+def add_ipam_flags(p: argparse.ArgumentParser) -> None:
+    """Node IPAM's flags (kube-controller-manager's names), on the server and the
+    standalone controller manager."""
+    p.add_argument("--cluster-cidr", default=None, metavar="CIDR",
+                   help="pod range of the cluster, cut into one range per node "
+                        "(default 10.244.0.0/16)")
+    p.add_argument("--node-cidr-mask-size", type=int, default=None, metavar="BITS",
+                   help="prefix length of each node's pod range (default 24)")
+
+
+def ipam_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The IPAM flags given, checked (a bad range is a usage error before anything runs)."""
+    from control.controllers.nodeipam import (
+        DEFAULT_CLUSTER_CIDR,
+        DEFAULT_NODE_CIDR_MASK_SIZE,
+        IpamConfigError,
+        parse_cluster_cidr,
+    )
+
+    out: dict[str, Any] = {}
+    if args.cluster_cidr is not None:
+        out["cluster_cidr"] = args.cluster_cidr
+    if args.node_cidr_mask_size is not None:
+        out["node_cidr_mask_size"] = args.node_cidr_mask_size
+    try:
+        parse_cluster_cidr(out.get("cluster_cidr", DEFAULT_CLUSTER_CIDR),
+                           out.get("node_cidr_mask_size", DEFAULT_NODE_CIDR_MASK_SIZE))
+    except IpamConfigError as e:
+        raise UsageError(str(e)) from None
+    return out
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "server",
@@ -105,6 +137,7 @@ def register(sub: Any) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
+    add_ipam_flags(p)
     p.set_defaults(handler=run_server, configures_logging=True)
 
 
@@ -127,6 +160,7 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         if args.terminated_pod_gc_threshold < 0:
             raise UsageError("--terminated-pod-gc-threshold must not be negative")
         wanted["terminated_pod_gc_threshold"] = args.terminated_pod_gc_threshold
+    wanted.update(ipam_options(args))
     for dest in (*_DURATION_FLAGS.values(), *_INT_FLAGS.values(), *_FLOAT_FLAGS.values()):
         value = getattr(args, dest)
         if value is not None:

@@ -37,6 +37,11 @@ from control.controllers.gc import GarbageCollector
 from control.controllers.namespace import NamespaceController
 from control.controllers.node_lifecycle import NodeLifecycleController
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
+from control.controllers.nodeipam import (
+    DEFAULT_CLUSTER_CIDR,
+    DEFAULT_NODE_CIDR_MASK_SIZE,
+    NodeIpamController,
+)
 from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
 from control.controllers.taint_eviction import TaintEvictionController
@@ -65,6 +70,9 @@ class ControllerContext:
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
     # --terminated-pod-gc-threshold: finished pods kept before pod GC deletes the oldest
     terminated_pod_gc_threshold: int = 12_500
+    # --cluster-cidr / --node-cidr-mask-size: node IPAM's pod ranges
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
 
 
 class ManagedController(Protocol):
@@ -92,6 +100,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "nodelifecycle": NodeLifecycleController,
     "taint-eviction-controller": TaintEvictionController,
     "disruption": DisruptionController,
+    "nodeipam": NodeIpamController,
 }
 
 
@@ -110,6 +119,8 @@ class ControllerManager:
         resync_period: float | None = DEFAULT_RESYNC_PERIOD,
         node_lifecycle: NodeLifecycleOptions | None = None,
         terminated_pod_gc_threshold: int = 12_500,
+        cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
+        node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
     ) -> None:
         """``workers``: reconcile workers per controller (one number, or per name);
         ``controllers``: name -> factory (default: every known controller), minus
@@ -124,6 +135,8 @@ class ControllerManager:
         self._sync_timeout = sync_timeout
         self._node_lifecycle = node_lifecycle or NodeLifecycleOptions()
         self._terminated_pod_gc_threshold = terminated_pod_gc_threshold
+        self._cluster_cidr = cluster_cidr
+        self._node_cidr_mask_size = node_cidr_mask_size
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
@@ -141,12 +154,15 @@ class ControllerManager:
         disable: Iterable[str] = (),
         node_lifecycle: NodeLifecycleOptions | None = None,
         terminated_pod_gc_threshold: int = 12_500,
+        cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
+        node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
     ) -> ControllerManager:
         """A manager on its own channel to ``address``, closed by ``stop``."""
         channel = open_channel(address)
         manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
                       disable=disable, node_lifecycle=node_lifecycle,
-                      terminated_pod_gc_threshold=terminated_pod_gc_threshold)
+                      terminated_pod_gc_threshold=terminated_pod_gc_threshold,
+                      cluster_cidr=cluster_cidr, node_cidr_mask_size=node_cidr_mask_size)
         manager._channel = channel
         return manager
 
@@ -167,7 +183,8 @@ class ControllerManager:
         for name, factory in self._factories.items():
             ctx = ControllerContext(self.client, self.informers, self._clock,
                                     self._workers_for(name), self._node_lifecycle,
-                                    self._terminated_pod_gc_threshold)
+                                    self._terminated_pod_gc_threshold,
+                                    self._cluster_cidr, self._node_cidr_mask_size)
             self.controllers[name] = factory(ctx)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):
