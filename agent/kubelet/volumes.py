@@ -35,7 +35,7 @@ that fails leaves the previous content in place.
 
 Teardown unmounts every mount below the pod's ``volumes/`` directory (found in
 ``/proc/self/mountinfo``, so it works after an agent restart with no memory of setup) and
-removes the directory. hostPath content is never touched: it is not below ``volumes/``, and
+removes the directory (:mod:`agent.kubelet.mounts` owns the mount calls). hostPath content is never touched: it is not below ``volumes/``, and
 a mount that cannot be unmounted stops the removal of the directory holding it.
 
 Concurrency contract: coroutines on the agent's event loop. Calls for one pod are serialised
@@ -48,9 +48,6 @@ large emptyDir removal never stalls the loop.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import errno
 import math
 import os
 import shutil
@@ -62,6 +59,7 @@ from typing import Any
 
 import structlog
 
+from agent.kubelet import mounts
 from agent.kubelet.atomic_writer import AtomicWriter, FileProjection, PayloadError
 from control.api import errors, quantity
 from control.api.pb import core_pb2
@@ -87,10 +85,6 @@ _TMPFS_KINDS = frozenset({"secret", "downward_api", "projected"})
 _PROJECTED_KINDS = ("config_map", "secret", "downward_api", "projected")
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
-
-MS_NOSUID = 2
-MS_NODEV = 4
-MNT_DETACH = 2
 
 
 class VolumeError(Exception):
@@ -344,102 +338,7 @@ def check_host_path(path: str, type_: str) -> None:
         raise _SourceError(f"hostPath type check failed: {path} is not {what}")
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mount_points(mountinfo: str) -> list[str]:
-    """The mount points listed in a ``/proc/<pid>/mountinfo`` text, in order."""
-    points = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            points.append(_unescape_mountinfo(fields[4]))
-    return points
-
-
-def mounts_under(points: Iterable[str], root: str) -> list[str]:
-    """Mount points at or below ``root``, deepest first (the order to unmount them)."""
-    root = root.rstrip("/")
-    found = {p for p in points if p == root or p.startswith(root + "/")}
-    return sorted(found, key=lambda p: (p.count("/"), p), reverse=True)
-
-
-def _read_mount_points() -> list[str]:
-    try:
-        return parse_mount_points(Path("/proc/self/mountinfo").read_text())
-    except OSError:
-        return []
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    return _libc
-
-
-def mount_tmpfs(path: str, size: int | None, mode: int) -> None:
-    opts = f"mode={mode:o}" + (f",size={size}" if size else "")
-    rc = _lib().mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts.encode())
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount tmpfs on {path}: {os.strerror(err)}")
-
-
-def unmount(path: str) -> None:
-    lib = _lib()
-    if lib.umount2(path.encode(), 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err == errno.EBUSY and lib.umount2(path.encode(), MNT_DETACH) == 0:
-        return  # still in use by a container: detach now, the kernel frees it later
-    err = ctypes.get_errno()
-    raise OSError(err, f"unmount {path}: {os.strerror(err)}")
-
-
-def _remove_tree(root: Path) -> None:
-    """Unmount everything below ``root``, then remove it; keep a subtree whose mount would
-    not go (removing it would delete the mounted file system's content)."""
-    # mountinfo lists resolved paths (``/tmp`` may be a link).
-    root = Path(os.path.realpath(root))
-    stuck: list[str] = []
-    for point in mounts_under(_read_mount_points(), str(root)):
-        try:
-            unmount(point)
-        except OSError as e:
-            log.error("cannot unmount volume; leaving its directory", path=point, error=str(e))
-            stuck.append(point)
-    if not stuck:
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    # Remove what we can around the stuck mounts.
-    for dirpath, dirnames, filenames in os.walk(root, topdown=True):
-        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in stuck]
-        for f in filenames:
-            try:
-                os.unlink(os.path.join(dirpath, f))
-            except OSError:
-                pass
-
-
 # -- the manager -------------------------------------------------------------------------
-
-
-def _can_mount_default() -> bool:
-    return os.geteuid() == 0
 
 
 class VolumeManager:
@@ -449,7 +348,7 @@ class VolumeManager:
         self._client = client
         self.pods_dir = Path(pods_dir)
         self.node_allocatable = node_allocatable
-        self._can_mount = _can_mount_default() if can_mount is None else can_mount
+        self._can_mount = mounts.can_mount() if can_mount is None else can_mount
         self._locks: dict[str, asyncio.Lock] = {}
 
     def volumes_dir(self, pod_uid: str) -> Path:
@@ -509,7 +408,7 @@ class VolumeManager:
         async with self._lock(pod_uid):
             root = self.volumes_dir(pod_uid)
             if root.exists():
-                await asyncio.to_thread(_remove_tree, root)
+                await asyncio.to_thread(mounts.remove_tree, root)
         self._locks.pop(pod_uid, None)
 
     async def _apply_fs_group(self, pod: core_pb2.Pod, vol: core_pb2.Volume, path: str) -> None:
@@ -547,10 +446,10 @@ class VolumeManager:
         os.chmod(target, mode)
         if not memory or not self._can_mount:
             return
-        if os.path.realpath(target) in _read_mount_points():
+        if os.path.realpath(target) in mounts.read_mount_points():
             return  # already set up (setup is idempotent)
         try:
-            mount_tmpfs(str(target), size, mode)
+            mounts.mount_tmpfs(str(target), size, mode)
         except OSError as e:
             # Root without CAP_SYS_ADMIN (an unprivileged container): fall back to disk.
             log.warning("tmpfs mount failed; using a directory on disk", path=str(target),

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.kubelet.mounts import mounts_under, parse_mount_points, read_mount_points
 from agent.kubelet.volumes import (
     DEFAULT_MODE,
     VolumeError,
     VolumeManager,
-    _read_mount_points,
     _SourceError,
     check_host_path,
     field_value,
@@ -27,8 +27,6 @@ from agent.kubelet.volumes import (
     go_quote,
     key_payload,
     memory_volume_size,
-    mounts_under,
-    parse_mount_points,
     resource_value,
 )
 from control.api.pb import core_pb2, meta_pb2
@@ -324,7 +322,7 @@ async def test_secret_bytes_modes_optional(cluster: Cluster, pods_dir: Path) -> 
     assert mode(d / "pw") == 0o400
     assert not (d / "user").exists()
     if IS_ROOT:  # secrets never touch the disk when the agent can mount
-        assert os.path.realpath(d) in _read_mount_points()
+        assert os.path.realpath(d) in read_mount_points()
     with pytest.raises(VolumeError, match='secret "ghost2" not found'):
         await mgr.setup(pod(core_pb2.Volume(name="x", secret=core_pb2.SecretVolumeSource(
             secret_name="ghost2"))))
@@ -425,7 +423,7 @@ async def test_memory_empty_dir_without_mount_is_a_plain_dir(pods_dir: Path) -> 
     v = core_pb2.Volume(name="mem", empty_dir=core_pb2.EmptyDirVolumeSource(medium="Memory"))
     d = (await mgr.setup(pod(v)))["mem"]
     assert Path(d).is_dir()
-    assert os.path.realpath(d) not in _read_mount_points()
+    assert os.path.realpath(d) not in read_mount_points()
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
@@ -436,15 +434,15 @@ async def test_memory_empty_dir_is_tmpfs_with_size_limit(pods_dir: Path) -> None
     p = pod(v)
     d = (await mgr.setup(p))["mem"]
     real = os.path.realpath(d)
-    assert real in _read_mount_points()
+    assert real in read_mount_points()
     st = os.statvfs(d)
     assert st.f_blocks * st.f_frsize == 1024 * 1024
     assert mode(Path(d)) == 0o777
     await mgr.setup(p)  # idempotent: not mounted twice
-    assert _read_mount_points().count(real) == 1
+    assert read_mount_points().count(real) == 1
     Path(d, "data").write_bytes(b"x" * 1000)
     await mgr.teardown("pod-uid-1")
-    assert real not in _read_mount_points()
+    assert real not in read_mount_points()
     assert not (pods_dir / "pod-uid-1/volumes").exists()
 
 
@@ -477,7 +475,7 @@ async def test_host_path_and_teardown_leaves_nothing(cluster: Cluster, tmp_path:
     assert not (pods_dir / "pod-uid-1/volumes").exists()
     assert (pods_dir / "pod-uid-1" / "logs").is_dir()
     assert (host / "keep.txt").read_text() == "user data"
-    assert not [m for m in _read_mount_points() if m.startswith(os.path.realpath(pods_dir))]
+    assert not [m for m in read_mount_points() if m.startswith(os.path.realpath(pods_dir))]
     await mgr.teardown("pod-uid-1")  # idempotent
     # A refresh after teardown does not bring anything back.
     assert await mgr.refresh(pod(*vols)) == {}
