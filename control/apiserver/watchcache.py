@@ -270,17 +270,11 @@ class WatchCache:
     async def run(self) -> None:
         """Follow the store from the loaded revision (a supervised long-lived task).
 
-        With the embedded store (``LogStore.follow``) each committed batch is applied
-        synchronously in the store's publish step, before the writers are answered: the
-        cache never lags an acknowledged write, so ``wait_fresh`` returns at once and no
-        task wake-up, queue or async iteration is spent per batch. Other stores: their
-        ``watch()``."""
-        follow = getattr(self.store, "follow", None)
-        if follow is not None:
-            await follow(PREFIX, self.revision + 1, self.apply)
-            return
-        async for batch in self.store.watch(PREFIX, self.revision + 1):
-            self.apply(batch)
+        Each committed batch is applied synchronously in the store's publish step, before
+        the writers are answered (``Store.follow``): the cache never lags an acknowledged
+        write, so ``wait_fresh`` returns at once and no task wake-up, queue or async
+        iteration is spent per batch."""
+        await self.store.follow(PREFIX, self.revision + 1, self.apply)
 
     def apply(self, batch: list[Event]) -> None:
         for ev in batch:

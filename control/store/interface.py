@@ -19,6 +19,11 @@ Semantics every implementation keeps (and ``tests/store`` checks for each):
   ``>= start_revision`` in revision order, with no gaps; all watchers see the same order.
   ``start_revision`` below the compacted revision raises :class:`Compacted` (at the call or
   on first iteration). The iterator ends only when cancelled or when the store closes.
+- ``follow(prefix, start_revision, apply)`` is ``watch`` for an in-process consumer that
+  must never lag (the apiserver's watch cache): ``apply`` gets the same batches a watcher
+  would, replayed history first, then every committed batch before the writes in it are
+  acknowledged to their callers. ``apply`` must be quick and must not block; if it raises,
+  ``follow`` raises that exception. ``follow`` returns when the store closes.
 - Leases: keys written with ``lease`` are deleted (as ordinary DELETE events) when the lease
   expires or is revoked. Writing with an unknown lease raises :class:`LeaseNotFound`.
 - Clarifications: ``update`` has no unconditional form (``expected_mod_revision`` must equal
@@ -33,7 +38,7 @@ Concurrency: all methods are coroutine-safe on one event loop.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -171,6 +176,14 @@ class Store(Protocol):
         ...
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]: ...
+
+    async def follow(
+        self, prefix: str, start_revision: int, apply: Callable[[list[Event]], None]
+    ) -> None:
+        """Call ``apply`` with every batch under ``prefix`` from ``start_revision`` (0:
+        the next write), in order, without gap or duplicate; each live batch before its
+        writers are answered. Returns when the store closes."""
+        ...
 
     async def history(self, key: str) -> list[Event]:
         """Every revision of ``key`` still in the log (creates, updates, deletes), oldest

@@ -1,7 +1,7 @@
 """An in-memory Store with exactly the semantics of the SQLite store (a test double).
 
 Owns: an in-memory revision log (:class:`_MemoryBackend`) plugged into the same engine as
-``SqliteStore`` (:class:`control.store.sqlite.LogStore`), so group commit, CAS checks,
+``SqliteStore`` (:class:`control.store.log.LogStore`), so group commit, CAS checks,
 watch replay/switchover, leases and compaction behave identically; only durability is
 missing (nothing survives the process). Unit tests of other components use it through the
 ``Store`` protocol. ``fail_next_commits`` injects commit failures for error-path tests.
@@ -19,17 +19,9 @@ import bisect
 import time
 from collections.abc import Callable, Sequence
 
+from control.store.backend import LeaseRecord, Loaded, LogRow, event_from
 from control.store.interface import Event, KeyValue
-from control.store.sqlite import (
-    COMPACT_CHUNK,
-    MAX_BATCH,
-    WATCH_QUEUE_LIMIT,
-    LeaseRecord,
-    Loaded,
-    LogRow,
-    LogStore,
-    event_from,
-)
+from control.store.log import COMPACT_CHUNK, MAX_BATCH, WATCH_QUEUE_LIMIT, LogStore
 
 
 class _MemoryBackend:

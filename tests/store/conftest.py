@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from control.store.log import LogStore
 from control.store.memory import MemoryStore
-from control.store.sqlite import LogStore, SqliteStore
+from control.store.sqlite import SqliteStore
 
 
 class FakeClock:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from control.store.backend import prefix_end
 from control.store.interface import (
     Compacted,
     Event,
@@ -18,7 +19,8 @@ from control.store.interface import (
     StoreError,
     WatcherTooSlow,
 )
-from control.store.sqlite import LogStore, SqliteStore, prefix_end
+from control.store.log import LogStore
+from control.store.sqlite import SqliteStore
 from tests.store.conftest import FakeClock, OpenStore
 
 T = 10.0  # every wait in this file is bounded by this many seconds
@@ -375,6 +377,82 @@ async def test_watch_ends_when_store_closes(store: LogStore) -> None:
     await store.close()
     batches = await asyncio.wait_for(task, T)
     assert [e.kv.key for b in batches for e in b] == ["/a"]
+
+
+# -- follow (the in-process watch) -----------------------------------------------------
+
+
+async def wait_until(cond: object, within: float = T) -> None:
+    async with asyncio.timeout(within):
+        while not cond():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_follow_replays_then_applies_before_the_write_returns(store: LogStore) -> None:
+    await store.create("/r/a", b"1")
+    await store.create("/other", b"x")
+    got: list[Event] = []
+    task = asyncio.create_task(store.follow("/r/", 1, got.extend))
+    await wait_until(lambda: got)  # the replay reads the log (SQLite: the reader's thread)
+    assert [e.kv.key for e in got] == ["/r/a"]
+    kv = await store.update("/r/a", b"2", 1)
+    # applied synchronously inside the commit step, before update() returned
+    assert got[-1].kv.mod_revision == kv.mod_revision and got[-1].type is EventType.PUT
+    assert got[-1].prev is not None and got[-1].prev.value == b"1"
+    await asyncio.gather(*(store.create(f"/r/{i}", b"v") for i in range(20)))
+    await store.create("/other2", b"x")  # outside the prefix: not applied
+    revs = [e.kv.mod_revision for e in got]
+    assert revs == sorted(revs) and len(set(revs)) == len(revs) == 22
+    assert all(e.kv.key.startswith("/r/") for e in got)
+    await store.close()
+    await asyncio.wait_for(task, T)  # returns when the store closes
+
+
+async def test_follow_from_zero_and_from_the_future(store: LogStore) -> None:
+    await store.create("/old", b"")
+    now: list[Event] = []
+    later: list[Event] = []
+    tasks = [asyncio.create_task(store.follow("", 0, now.extend)),
+             asyncio.create_task(store.follow("", 4, later.extend))]
+    await asyncio.sleep(0.05)
+    for i in range(4):
+        await store.create(f"/n/{i}", b"")
+    assert [e.kv.mod_revision for e in now] == [2, 3, 4, 5]
+    assert [e.kv.mod_revision for e in later] == [4, 5]
+    await store.close()
+    await asyncio.wait_for(asyncio.gather(*tasks), T)
+
+
+async def test_follow_failure_drops_only_the_follower(store: LogStore) -> None:
+    def bad(events: list[Event]) -> None:
+        raise RuntimeError("apply failed")
+
+    good: list[Event] = []
+    task = asyncio.create_task(store.follow("", 0, bad))
+    other = asyncio.create_task(store.follow("", 0, good.extend))
+    await asyncio.sleep(0.05)
+    kv = await store.create("/a", b"1")  # the write itself succeeds
+    assert kv.mod_revision == 1
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(task, T)
+    await store.create("/b", b"1")
+    assert [e.kv.key for e in good] == ["/a", "/b"]
+    await store.close()
+    await asyncio.wait_for(other, T)
+
+
+async def test_follow_below_compaction_raises(store: LogStore) -> None:
+    for i in range(3):
+        await store.create(f"/k{i}", b"")
+    await store.compact(2)
+    with pytest.raises(Compacted):
+        await store.follow("", 2, lambda events: None)
+    got: list[Event] = []
+    task = asyncio.create_task(store.follow("", 3, got.extend))
+    await wait_until(lambda: got)
+    assert [e.kv.mod_revision for e in got] == [3]
+    await store.close()
+    await asyncio.wait_for(task, T)
 
 
 # -- history and compaction -----------------------------------------------------------
