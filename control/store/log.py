@@ -264,25 +264,19 @@ class LogStore:
         return self._watch(prefix, start_revision or self._revision + 1)
 
     async def _watch(self, prefix: str, next_rev: int) -> AsyncIterator[list[Event]]:
-        lo, hi = prefix, prefix_end(prefix)
         # Replay from the log until caught up. Registration happens with no await between
         # the "caught up" check and joining self._watchers, and the writer bumps the
         # revision and publishes in one synchronous step, so the switch to live events has
         # neither a gap nor a duplicate.
         while True:
-            if self._closing:
+            page = await self._replay_page(prefix, next_rev)
+            if page is None:
                 return
-            if next_rev <= self._compacted:
-                raise Compacted(next_rev, self._compacted)
-            target = self._revision
-            if next_rev > target:
-                break
-            events = await self._backend.events(lo, hi, next_rev, target, REPLAY_PAGE)
-            if next_rev <= self._compacted:  # raced a compaction: the page may have holes
-                raise Compacted(next_rev, self._compacted)
-            next_rev = events[-1].kv.mod_revision + 1 if len(events) == REPLAY_PAGE else target + 1
+            events, next_rev = page
             if events:
                 yield events
+            elif next_rev > self._revision:
+                break
         w = _Watcher(prefix, self._watch_queue_limit)
         self._watchers.add(w)
         try:
@@ -309,6 +303,24 @@ class LogStore:
         finally:
             self._watchers.discard(w)
 
+    async def _replay_page(self, prefix: str, next_rev: int) -> tuple[list[Event], int] | None:
+        """One page of history from ``next_rev`` and the revision after it; an empty page
+        means caught up (nothing up to the current revision is left to replay, and the
+        caller may go live without awaiting). None: the store is closing."""
+        if self._closing:
+            return None
+        if next_rev <= self._compacted:
+            raise Compacted(next_rev, self._compacted)
+        target = self._revision
+        if next_rev > target:
+            return [], next_rev
+        events = await self._backend.events(prefix, prefix_end(prefix), next_rev, target,
+                                            REPLAY_PAGE)
+        if next_rev <= self._compacted:  # raced a compaction: the page may have holes
+            raise Compacted(next_rev, self._compacted)
+        return events, (events[-1].kv.mod_revision + 1 if len(events) == REPLAY_PAGE
+                        else target + 1)
+
     async def follow(
         self, prefix: str, start_revision: int, apply: Callable[[list[Event]], None]
     ) -> None:
@@ -327,22 +339,16 @@ class LogStore:
         if start_revision and start_revision <= self._compacted:
             raise Compacted(start_revision, self._compacted)
         next_rev = start_revision or self._revision + 1
-        lo, hi = prefix, prefix_end(prefix)
         # Replay until caught up, then register with no await in between (as _watch).
         while True:
-            if self._closing:
+            page = await self._replay_page(prefix, next_rev)
+            if page is None:
                 return
-            if next_rev <= self._compacted:
-                raise Compacted(next_rev, self._compacted)
-            target = self._revision
-            if next_rev > target:
-                break
-            events = await self._backend.events(lo, hi, next_rev, target, REPLAY_PAGE)
-            if next_rev <= self._compacted:
-                raise Compacted(next_rev, self._compacted)
-            next_rev = events[-1].kv.mod_revision + 1 if len(events) == REPLAY_PAGE else target + 1
+            events, next_rev = page
             if events:
                 apply(events)
+            elif next_rev > self._revision:
+                break
         f = _Follower(prefix, apply, next_rev, asyncio.get_running_loop().create_future())
         self._followers.add(f)
         try:
