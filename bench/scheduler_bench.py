@@ -181,9 +181,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             sched = BenchScheduler(client, cfg, fake_bind=args.fake_bind, sync_timeout=120,
                                    bind_concurrency=args.bind_concurrency)
             sched.target = args.pods
-            sched.recorder.max_pending = 0 if args.no_events else sched.recorder.max_pending
+            sched.events.max_pending = 0 if args.no_events else sched.events.max_pending
             if args.event_writers:
-                sched.recorder.writers = args.event_writers
+                sched.events.writers = args.event_writers
             await sched.start()
             server_cpu0 = bench.process_cpu_seconds(server.pid)
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -200,9 +200,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 prof.disable()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             server_cpu = bench.process_cpu_seconds(server.pid) - server_cpu0
-            events_at_end = sched.recorder.written
+            events_at_end = sched.events.written
             # The Events still queued when the last pod is bound: time until written.
-            await sched.recorder.flush(60.0)
+            await sched.events.flush(60.0)
             events_elapsed = time.perf_counter() - t0
             await sched.stop()
             await channel.close(None)
@@ -219,8 +219,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "scheduler_cpu_s": cpu, "server_cpu_s": server_cpu,
         "fake_bind": args.fake_bind, "uvloop": args.uvloop,
         "bind_concurrency": args.bind_concurrency,
-        "events_written_by_last_bind": events_at_end, "events_written": sched.recorder.written,
-        "events_dropped": sched.recorder.dropped,
+        "events_written_by_last_bind": events_at_end, "events_written": sched.events.written,
+        "events_dropped": sched.events.dropped,
         "pods_per_s_events_included": sched.scheduled / events_elapsed if events_elapsed else 0.0,
         "unschedulable": sched.metrics.attempts.get("unschedulable", "default-scheduler"),
     }

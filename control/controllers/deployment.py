@@ -50,9 +50,9 @@ from control.api import errors, labels
 from control.api.pb import apps_pb2
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
-from control.controllers.events import NORMAL, WARNING, EventRecorder
 from control.controllers.podcontrol import CONTROLLER_UID_INDEX, controller_uid_index
 from control.runtime.controller import Controller, Result
+from control.runtime.events import NORMAL, WARNING
 from control.runtime.indexer import NAMESPACE_INDEX, namespace_index
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class DeploymentController:
     def __init__(self, ctx: ControllerContext) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
-        self._recorder = EventRecorder(ctx.client, COMPONENT, clock=ctx.clock)
+        self._recorder = ctx.events.new_recorder(COMPONENT)
         index = {NAMESPACE_INDEX: namespace_index, CONTROLLER_UID_INDEX: controller_uid_index}
         self._deployments = ctx.informers.informer("deployments",
                                                    indexers={NAMESPACE_INDEX: namespace_index})
@@ -172,7 +172,7 @@ class DeploymentController:
             return None  # deleted: the garbage collector removes its ReplicaSets
         d: Deployment = _copy(cached)
         if du.selects_everything(d.spec.selector):
-            await self._recorder.event(d, WARNING, "SelectingAll",
+            self._recorder.event(d, WARNING, "SelectingAll",
                                        "This deployment is selecting all pods. A non-empty "
                                        "selector is required.")
             if d.status.observed_generation < d.metadata.generation:
@@ -309,12 +309,12 @@ class DeploymentController:
                     du.PROGRESSING, "False", du.RS_CREATE_ERROR,
                     f'Failed to create new replica set "{rs.metadata.name}": {exc}', now))
                 await self._write_status(d)
-            await self._recorder.event(d, WARNING, du.FAILED_RS_CREATE,
+            self._recorder.event(d, WARNING, du.FAILED_RS_CREATE,
                                        f"Failed to create new replica set "
                                        f'"{rs.metadata.name}": {exc}')
             raise
         if not already and created.spec.replicas > 0:
-            await self._recorder.event(d, NORMAL, "ScalingReplicaSet",
+            self._recorder.event(d, NORMAL, "ScalingReplicaSet",
                                        f"Scaled up replica set {created.metadata.name} "
                                        f"to {created.spec.replicas}")
         needs = du.set_deployment_revision(d, str(new_revision))
@@ -343,7 +343,7 @@ class DeploymentController:
         du.set_replicas_annotations(new, d.spec.replicas, max_replicas)
         written: ReplicaSet = await self._client.update(new)
         if resize:
-            await self._recorder.event(d, NORMAL, "ScalingReplicaSet",
+            self._recorder.event(d, NORMAL, "ScalingReplicaSet",
                                        f"Scaled {operation} replica set {rs.metadata.name} "
                                        f"to {size} from {rs.spec.replicas}")
             log.info("scaled replica set", deployment=_key(d), replicaset=rs.metadata.name,
@@ -476,6 +476,6 @@ class DeploymentController:
             await self._write_status(new)
             if after is not None and after.reason == du.TIMED_OUT and (
                     before is None or before.reason != du.TIMED_OUT):
-                await self._recorder.event(d, WARNING, du.TIMED_OUT, after.message)
+                self._recorder.event(d, WARNING, du.TIMED_OUT, after.message)
         delay = du.requeue_after(d, status, now)
         return Result(requeue_after=delay) if delay is not None else None

@@ -50,9 +50,9 @@ from control.api.pb import meta_pb2, policy_pb2
 from control.api.timeutil import timestamp_seconds
 from control.client.client import ApiClient
 from control.controllers.deployment_util import scaled_value
-from control.controllers.events import WARNING, EventRecorder
 from control.controllers.node_lifecycle import to_timestamp
 from control.runtime.controller import Controller, Result
+from control.runtime.events import WARNING, Recorder
 from control.runtime.indexer import meta_namespace_key, namespace_index
 
 if TYPE_CHECKING:
@@ -212,10 +212,10 @@ class DisruptionController:
     name = NAME
 
     def __init__(self, ctx: ControllerContext, *,
-                 recorder: EventRecorder | None = None) -> None:
+                 recorder: Recorder | None = None) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
-        self.recorder = recorder or EventRecorder(ctx.client, COMPONENT, clock=ctx.clock)
+        self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
         by_ns = {NAMESPACE_INDEX: namespace_index}
         self._pdbs = ctx.informers.informer("poddisruptionbudgets", indexers=by_ns)
         self._pods = ctx.informers.informer("pods", indexers=by_ns)
@@ -262,7 +262,7 @@ class DisruptionController:
         pods = [p for p in self._pods.indexer.by_index(NAMESPACE_INDEX, namespace)
                 if selector.matches(dict(p.metadata.labels))]
         if not pods:
-            await self.recorder.event(pdb, "Normal", "NoPods", "No matching pods found")
+            self.recorder.event(pdb, "Normal", "NoPods", "No matching pods found")
         disrupted = {n: timestamp_seconds(t) for n, t in pdb.status.disrupted_pods.items()}
         scale = 0
         failure = ""
@@ -271,7 +271,7 @@ class DisruptionController:
                 scale = await self._expected_scale(pods)
             except ScaleError as exc:
                 failure = f"{exc.reason}: {exc}"
-                await self.recorder.event(pdb, WARNING, exc.reason, str(exc))
+                self.recorder.event(pdb, WARNING, exc.reason, str(exc))
         computed = compute_status(pdb.spec, pods, disrupted, now, scale)
         if failure:
             computed = BudgetStatus(computed.expected, computed.desired, computed.current, 0,

@@ -2,10 +2,11 @@
 runs them under one Supervisor (kube-controller-manager's role).
 
 Start order (``start``): construct the controllers (each asks the shared ``InformerSet`` for
-the informers it needs and registers its event handlers) -> start the informers as the
-supervised tasks ``informer/<resource>`` -> wait until every cache has synced (bounded by
-``sync_timeout``; a controller acting on an empty cache would believe objects are gone) ->
-start each controller's reconcile loop as the supervised task ``controller/<name>``
+the informers it needs and registers its event handlers, and takes an Event recorder from
+the manager's one ``EventBroadcaster``) -> start the Event writer as the supervised task
+``events`` -> start the informers as the supervised tasks ``informer/<resource>`` -> wait
+until every cache has synced (bounded by ``sync_timeout``; a controller acting on an empty
+cache would believe objects are gone) -> start each controller's reconcile loop as the supervised task ``controller/<name>``
 (restarted with backoff if it ever dies). ``stop`` is the reverse: the Supervisor cancels the
 controllers first (in-flight reconciles finish within their own bound), then the informers,
 then the manager closes the channel it opened, if it opened one.
@@ -47,6 +48,7 @@ from control.controllers.replicaset import ReplicaSetController, replication_con
 from control.controllers.taint_eviction import TaintEvictionController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller
+from control.runtime.events import EventBroadcaster
 from control.runtime.informer import InformerSet, ListWatcher
 from control.runtime.supervisor import Supervisor
 
@@ -66,6 +68,8 @@ class ControllerContext:
     informers: InformerSet
     clock: Clock
     workers: int
+    # the process's one Event writer: controllers take a recorder from it
+    events: EventBroadcaster
     # kube-controller-manager's node lifecycle flags (grace period, eviction rates)
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
     # --terminated-pod-gc-threshold: finished pods kept before pod GC deletes the oldest
@@ -140,6 +144,7 @@ class ControllerManager:
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
+        self.events = EventBroadcaster(client, clock=self._clock)
         self.controllers: dict[str, ManagedController] = {}
         self._channel: grpc.aio.Channel | None = None
         self._started = False
@@ -182,10 +187,12 @@ class ControllerManager:
         self._started = True
         for name, factory in self._factories.items():
             ctx = ControllerContext(self.client, self.informers, self._clock,
-                                    self._workers_for(name), self._node_lifecycle,
+                                    self._workers_for(name), self.events,
+                                    self._node_lifecycle,
                                     self._terminated_pod_gc_threshold,
                                     self._cluster_cidr, self._node_cidr_mask_size)
             self.controllers[name] = factory(ctx)
+        self.supervisor.start("events", self.events.run)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):
             await self.stop()

@@ -45,7 +45,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control.api import errors
 from control.api.timeutil import timestamp_seconds
 from control.client.client import ApiClient
-from control.controllers.events import NORMAL, WARNING, EventRecorder
 from control.controllers.node_lifecycle_util import (
     MANAGED_NO_EXECUTE,
     MANAGED_NO_SCHEDULE,
@@ -70,6 +69,7 @@ from control.controllers.node_lifecycle_util import (
     zone_of,
 )
 from control.runtime.controller import Controller, Result
+from control.runtime.events import NORMAL, WARNING, Recorder
 
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
@@ -107,11 +107,11 @@ class NodeLifecycleController:
 
     def __init__(self, ctx: ControllerContext, *,
                  options: NodeLifecycleOptions | None = None,
-                 recorder: EventRecorder | None = None) -> None:
+                 recorder: Recorder | None = None) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
         self.options = options or ctx.node_lifecycle
-        self.recorder = recorder or EventRecorder(ctx.client, COMPONENT, clock=ctx.clock)
+        self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
         self._nodes = ctx.informers.informer("nodes")
         self._leases = ctx.informers.informer("leases")
         self._pods = ctx.informers.informer("pods",
@@ -187,7 +187,7 @@ class NodeLifecycleController:
         previous = self._observed_ready.get(name)
         self._observed_ready[name] = ready
         if previous == "True" and not is_ready(ready):
-            await self.recorder.event(node, NORMAL, "NodeNotReady",
+            self.recorder.event(node, NORMAL, "NodeNotReady",
                                       f"Node {name} status is now: NodeNotReady")
         if is_ready(ready) or not ready:
             self._pods_marked.discard(name)
@@ -219,7 +219,7 @@ class NodeLifecycleController:
                          pod=f"{pod.metadata.namespace}/{pod.metadata.name}", error=str(exc))
                 ok = False
                 continue
-            await self.recorder.event(pod, WARNING, "NodeNotReady", "Node is not ready")
+            self.recorder.event(pod, WARNING, "NodeNotReady", "Node is not ready")
         return ok
 
     # -- zones -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 from control.api import errors, kinds
 from control.api.pb import core_pb2, meta_pb2
 from control.client.client import ApiClient
-from control.controllers.events import NORMAL, WARNING, EventRecorder
+from control.runtime.events import NORMAL, WARNING, Recorder
 
 # Index name under which pods are filed by the uid of their controller (shared informer:
 # the first controller to ask adds it, the others reuse it).
@@ -92,7 +92,7 @@ def _describe(exc: Exception) -> str:
 class PodControl:
     """Pod writes on behalf of a controller, with their Events; see the module docstring."""
 
-    def __init__(self, client: ApiClient, recorder: EventRecorder) -> None:
+    def __init__(self, client: ApiClient, recorder: Recorder) -> None:
         self._client = client
         self.recorder = recorder
 
@@ -102,10 +102,10 @@ class PodControl:
         try:
             created: core_pb2.Pod = await self._client.create(pod)
         except errors.ApiError as exc:
-            await self.recorder.event(owner, WARNING, "FailedCreate",
+            self.recorder.event(owner, WARNING, "FailedCreate",
                                       f"Error creating: {_describe(exc)}")
             raise
-        await self.recorder.event(owner, NORMAL, "SuccessfulCreate",
+        self.recorder.event(owner, NORMAL, "SuccessfulCreate",
                                   f"Created pod: {created.metadata.name}")
         return created
 
@@ -117,10 +117,10 @@ class PodControl:
         except errors.NotFound:
             return
         except errors.ApiError as exc:
-            await self.recorder.event(owner, WARNING, "FailedDelete",
+            self.recorder.event(owner, WARNING, "FailedDelete",
                                       f"Error deleting: {_describe(exc)}")
             raise
-        await self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
+        self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
 
     async def adopt(self, pod: Any, owner: Any,
                     still_wanted: Callable[[Any], bool] = lambda _p: True) -> bool:

@@ -50,7 +50,6 @@ from control.api import errors, kinds, labels
 from control.api.pb import apps_pb2, core_pb2
 from control.api.timeutil import timestamp_seconds
 from control.client.client import ApiClient
-from control.controllers.events import EventRecorder
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
@@ -273,7 +272,7 @@ class ReplicaSetController:
         self.expectations = ControllerExpectations(ctx.clock)
         # owner key -> uids of the pods we deleted and have not yet seen go
         self._deleting: dict[str, set[str]] = {}
-        self.recorder = EventRecorder(ctx.client, f"{flavor.name}-controller", clock=ctx.clock)
+        self.recorder = ctx.events.new_recorder(f"{flavor.name}-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
         self.controller = Controller(flavor.name, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)

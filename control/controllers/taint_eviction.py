@@ -40,10 +40,10 @@ from control.api import errors
 from control.api.pb import core_pb2
 from control.api.timeutil import timestamp_seconds
 from control.client.client import ApiClient
-from control.controllers.events import NORMAL, EventRecorder
 from control.controllers.node_lifecycle import POD_NODE_INDEX, pod_node_index, to_timestamp
 from control.controllers.node_lifecycle_util import NO_EXECUTE
 from control.runtime.controller import Controller, Result
+from control.runtime.events import NORMAL, Recorder
 from control.runtime.indexer import meta_namespace_key
 
 if TYPE_CHECKING:
@@ -110,10 +110,10 @@ class TaintEvictionController:
     name = NAME
 
     def __init__(self, ctx: ControllerContext, *,
-                 recorder: EventRecorder | None = None) -> None:
+                 recorder: Recorder | None = None) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
-        self.recorder = recorder or EventRecorder(ctx.client, COMPONENT, clock=ctx.clock)
+        self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
         self._pods = ctx.informers.informer("pods",
                                             indexers={POD_NODE_INDEX: pod_node_index})
         self._nodes = ctx.informers.informer("nodes")
@@ -185,7 +185,7 @@ class TaintEvictionController:
     async def _evict(self, pod: Any, node: Any) -> None:
         m = pod.metadata
         name = f"{m.namespace}/{m.name}"
-        await self.recorder.event(pod, NORMAL, "TaintManagerEviction",
+        self.recorder.event(pod, NORMAL, "TaintManagerEviction",
                                   f"Marking for deletion Pod {name}")
         await self._mark_disruption_target(pod)
         try:

@@ -44,11 +44,11 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher
 from control.runtime.clock import Clock, RealClock
+from control.runtime.events import NORMAL, WARNING, EventBroadcaster
 from control.runtime.informer import InformerSet, ListWatcher
 from control.runtime.supervisor import Supervisor
 from control.scheduler import config as configmod
 from control.scheduler.cache import Cache
-from control.scheduler.events import NORMAL, WARNING, EventRecorder
 from control.scheduler.framework import (
     CycleState,
     FitError,
@@ -115,8 +115,10 @@ class Scheduler:
             clock=self._clock, initial_backoff=self.config.pod_initial_backoff_seconds,
             max_backoff=self.config.pod_max_backoff_seconds)
         self.metrics = SchedulerMetrics(pending=self.queue.counts)
-        self.recorder = EventRecorder(client, "default-scheduler", instance=self.identity,
-                                      clock=self._clock, metrics=self.metrics)
+        # Recording only queues: no scheduling cycle or bind waits for an Event write.
+        self.events = EventBroadcaster(client, clock=self._clock,
+                                       on_drop=self.metrics.events_dropped.inc)
+        self.recorder = self.events.new_recorder("default-scheduler", self.identity)
         self.informers = InformerSet(self._list_watcher, clock=self._clock)
         self.supervisor = Supervisor("scheduler", clock=self._clock)
         self._bind_sem = asyncio.Semaphore(bind_concurrency)
@@ -166,7 +168,7 @@ class Scheduler:
             raise TimeoutError(f"scheduler caches did not sync within {self._sync_timeout} s")
         self.supervisor.start("scheduler/queue-flush", self.queue.run)
         self.supervisor.start("scheduler/cache-cleanup", self._cleanup_loop)
-        self.supervisor.start("scheduler/events", self.recorder.run)
+        self.supervisor.start("scheduler/events", self.events.run)
         self.supervisor.start("scheduler/loop", self.run_loop)
         log.info("scheduler started", profiles=sorted(self.frameworks),
                  nodes=self.cache.node_count, pending=len(self.queue))
@@ -369,8 +371,8 @@ class Scheduler:
                                                                       q.initial_attempt)
             self.metrics.e2e_duration.observe(self._clock.monotonic() - added,
                                               str(min(q.attempts, 15)))
-            self.recorder.record(pi.pod, NORMAL, "Scheduled",
-                                 f"Successfully assigned {pi.key} to {node}", "Binding")
+            self.recorder.event(pi.pod, NORMAL, "Scheduled",
+                                 f"Successfully assigned {pi.key} to {node}", action="Binding")
             return
         message = repr(err) if err is not None else (st.message if st is not None else "")
         log.warning("binding failed", pod=pi.key, node=node, error=message)
@@ -383,14 +385,14 @@ class Scheduler:
         if current is not None and not current.spec.node_name and \
                 current.metadata.uid == pi.uid:
             self.queue.readd_backoff(q)
-            self.recorder.record(pi.pod, WARNING, "FailedScheduling",
-                                 f"Binding rejected: {message}", "Scheduling")
+            self.recorder.event(pi.pod, WARNING, "FailedScheduling",
+                                 f"Binding rejected: {message}", action="Scheduling")
 
     # -- failures and preemption ---------------------------------------------------------
 
     async def _handle_unschedulable(self, pi: PodInfo, message: str,
                                     post: PostFilterResult | None, error: bool = False) -> None:
-        self.recorder.record(pi.pod, WARNING, "FailedScheduling", message, "Scheduling")
+        self.recorder.event(pi.pod, WARNING, "FailedScheduling", message, action="Scheduling")
         nominated = post.nominated_node if post is not None else None
         if post is not None:
             self.metrics.preemption_attempts.inc()
@@ -408,9 +410,9 @@ class Scheduler:
             log.warning("cannot evict preemption victim", pod=victim.key, error=str(e))
             return
         self.metrics.preemption_victims.inc()
-        self.recorder.record(
+        self.recorder.event(
             victim.pod, NORMAL, "Preempted",
-            f"Preempted by pod {preemptor.uid} on node {node}", "Preempting")
+            f"Preempted by pod {preemptor.uid} on node {node}", action="Preempting")
 
     async def _set_unschedulable(self, pi: PodInfo, reason: str, message: str,
                                  nominated: str | None) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api.pb import coordination_pb2, core_pb2
-from control.controllers.events import EventRecorder
 from control.controllers.manager import ControllerContext
 from control.controllers.node_lifecycle import KEY, NodeLifecycleController
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.runtime.clock import FakeClock
+from control.runtime.events import EventBroadcaster, FakeRecorder
 from control.runtime.informer import InformerSet
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
@@ -26,7 +26,6 @@ class FakeClient:
     def __init__(self, informers: InformerSet) -> None:
         self._informers = informers
         self._rv = 100
-        self.events: list[tuple[str, str]] = []
 
     def _store(self, obj: Any, resource: str) -> Any:
         new = type(obj)()
@@ -43,8 +42,6 @@ class FakeClient:
         return self._store(obj, "nodes" if isinstance(obj, core_pb2.Node) else "pods")
 
     async def create(self, obj: Any) -> Any:
-        if isinstance(obj, core_pb2.Event):
-            self.events.append((obj.reason, obj.involved_object.name))
         return obj
 
     async def patch(self, *args: Any, **kw: Any) -> Any:
@@ -60,12 +57,13 @@ class Harness:
         self.clock = FakeClock()
         self.informers = InformerSet(_never, clock=self.clock)
         self.client = FakeClient(self.informers)
-        ctx = ControllerContext(self.client, self.informers, self.clock, 1)  # type: ignore[arg-type]
+        self.recorder = FakeRecorder()
+        ctx = ControllerContext(self.client, self.informers, self.clock, 1,  # type: ignore[arg-type]
+                                EventBroadcaster(self.client))  # type: ignore[arg-type]
         options = NodeLifecycleOptions(node_monitor_grace_period=40.0, **opts)
         self.ctl = NodeLifecycleController(
             ctx, options=options,
-            recorder=EventRecorder(self.client, "node-controller",  # type: ignore[arg-type]
-                                   clock=self.clock))
+            recorder=self.recorder)
         self.alive: set[str] = set()
 
     def _ts(self) -> Timestamp:
@@ -130,7 +128,7 @@ async def test_grace_period_then_unknown_and_taints() -> None:
     assert {(t.key, t.effect) for t in h.node("a").spec.taints} == {
         (UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")}
     assert ready(h.informers.informer("pods").indexer.get("default/p")) == "False"
-    assert ("NodeNotReady", "a") in h.client.events
+    assert ("NodeNotReady", "a") in [(e.reason, e.name) for e in h.recorder.events]
     assert not h.node("b").spec.taints
 
 

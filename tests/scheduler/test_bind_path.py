@@ -4,18 +4,13 @@ subresource (which validates only what a binding changes)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import pytest
 
 from control.api import errors
 from control.api.pb import core_pb2
 from control.runtime.clock import FakeClock
 from control.scheduler.cache import Cache
-from control.scheduler.events import NORMAL, EventRecorder
 from control.scheduler.framework import normalize_max
-from control.scheduler.metrics import SchedulerMetrics
 from tests.conftest import Cluster
 from tests.scheduler.builders import info, node, pod
 
@@ -104,46 +99,3 @@ async def test_binding_refuses_a_gated_pod(api_cluster: Cluster) -> None:
         await c.bind("default", "gated", "n1")
     got = await c.get("pods", "gated", "default")
     assert not got.spec.node_name
-
-
-class _SlowClient:
-    """An API client whose creates wait until released (a server busy with binds)."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.created: list[core_pb2.Event] = []
-
-    async def create(self, ev: core_pb2.Event) -> core_pb2.Event:
-        await self.release.wait()
-        self.created.append(ev)
-        return ev
-
-
-async def test_a_burst_of_scheduled_events_is_queued_not_dropped() -> None:
-    """record() never waits; a 10,000-pod burst fits the queue and drains later; beyond
-    the bound, events are dropped and counted."""
-    client = _SlowClient()
-    metrics = SchedulerMetrics()
-    rec = EventRecorder(client, "default-scheduler", metrics=metrics, writers=2)
-    pods = [pod(f"p{i}") for i in range(rec.max_pending + 5)]
-    task = asyncio.get_running_loop().create_task(rec.run())
-    try:
-        for p in pods[:10_000]:
-            rec.record(p, NORMAL, "Scheduled", f"assigned {p.metadata.name}", "Binding")
-        rec.record(pods[0], NORMAL, "Scheduled", "assigned p0", "Binding")  # a repeat
-        assert rec.dropped == 0
-        for _ in range(5):  # the writers start and each takes one event
-            await asyncio.sleep(0)
-        for p in pods[10_000:]:
-            rec.record(p, NORMAL, "Scheduled", f"assigned {p.metadata.name}", "Binding")
-        assert rec.max_pending == 10_000
-        assert rec.dropped == 3  # 2 in the writers' hands, so 2 of the 5 extra fitted
-        assert metrics.events_dropped.get() == 3
-        client.release.set()
-        await rec.flush(10.0)
-        assert len(client.created) == 10_002
-        assert [e.count for e in client.created if e.involved_object.name == "p0"] == [2]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
