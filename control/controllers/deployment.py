@@ -173,8 +173,8 @@ class DeploymentController:
         d: Deployment = _copy(cached)
         if du.selects_everything(d.spec.selector):
             self._recorder.event(d, WARNING, "SelectingAll",
-                                       "This deployment is selecting all pods. A non-empty "
-                                       "selector is required.")
+                                 "This deployment is selecting all pods. A non-empty "
+                                 "selector is required.")
             if d.status.observed_generation < d.metadata.generation:
                 d.status.observed_generation = d.metadata.generation
                 await self._write_status(d)
@@ -310,13 +310,13 @@ class DeploymentController:
                     f'Failed to create new replica set "{rs.metadata.name}": {exc}', now))
                 await self._write_status(d)
             self._recorder.event(d, WARNING, du.FAILED_RS_CREATE,
-                                       f"Failed to create new replica set "
-                                       f'"{rs.metadata.name}": {exc}')
+                                 f"Failed to create new replica set "
+                                 f'"{rs.metadata.name}": {exc}')
             raise
         if not already and created.spec.replicas > 0:
             self._recorder.event(d, NORMAL, "ScalingReplicaSet",
-                                       f"Scaled up replica set {created.metadata.name} "
-                                       f"to {created.spec.replicas}")
+                                 f"Scaled up replica set {created.metadata.name} "
+                                 f"to {created.spec.replicas}")
         needs = du.set_deployment_revision(d, str(new_revision))
         if not already and du.has_progress_deadline(d):
             du.set_condition(d.status, du.new_condition(
@@ -344,8 +344,8 @@ class DeploymentController:
         written: ReplicaSet = await self._client.update(new)
         if resize:
             self._recorder.event(d, NORMAL, "ScalingReplicaSet",
-                                       f"Scaled {operation} replica set {rs.metadata.name} "
-                                       f"to {size} from {rs.spec.replicas}")
+                                 f"Scaled {operation} replica set {rs.metadata.name} "
+                                 f"to {size} from {rs.spec.replicas}")
             log.info("scaled replica set", deployment=_key(d), replicaset=rs.metadata.name,
                      replicas=size, previous=rs.spec.replicas)
         return resize, written

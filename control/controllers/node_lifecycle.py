@@ -188,7 +188,7 @@ class NodeLifecycleController:
         self._observed_ready[name] = ready
         if previous == "True" and not is_ready(ready):
             self.recorder.event(node, NORMAL, "NodeNotReady",
-                                      f"Node {name} status is now: NodeNotReady")
+                                f"Node {name} status is now: NodeNotReady")
         if is_ready(ready) or not ready:
             self._pods_marked.discard(name)
         elif name not in self._pods_marked and await self._mark_pods_not_ready(name):

@@ -37,8 +37,8 @@ import structlog
 from control.api import errors
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
-from control.controllers.events import WARNING, EventRecorder
 from control.runtime.controller import Controller, Result
+from control.runtime.events import WARNING, Recorder
 
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
@@ -132,12 +132,12 @@ class NodeIpamController:
 
     name = NAME
 
-    def __init__(self, ctx: ControllerContext, *, recorder: EventRecorder | None = None
+    def __init__(self, ctx: ControllerContext, *, recorder: Recorder | None = None
                  ) -> None:
         self._client: ApiClient = ctx.client
         self.mask_size = ctx.node_cidr_mask_size
         self.cluster = parse_cluster_cidr(ctx.cluster_cidr, self.mask_size)
-        self.recorder = recorder or EventRecorder(ctx.client, COMPONENT, clock=ctx.clock)
+        self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
         # node name -> range written by us, until the cache shows it (or the node goes)
         self._pending: dict[str, str] = {}
         self._last = -1  # index of the range handed out last (round-robin cursor)
@@ -176,8 +176,8 @@ class NodeIpamController:
         used = ranges_in_use(self._nodes.indexer.list(), self._pending.values())
         found = next_free_range(self.cluster, self.mask_size, used, self._last)
         if found is None:
-            await self.recorder.event(node, WARNING, "CIDRNotAvailable",
-                                      f"Node {key} status is now: CIDRNotAvailable")
+            self.recorder.event(node, WARNING, "CIDRNotAvailable",
+                                f"Node {key} status is now: CIDRNotAvailable")
             log.warning("no pod range left for node", node=key, cluster_cidr=str(self.cluster))
             return Result(requeue_after=EXHAUSTED_RETRY)
         net, index = found
@@ -212,7 +212,7 @@ class NodeIpamController:
                 continue
             others = [n for n in claimants if n != node.metadata.name]
             if others:
-                await self.recorder.event(
+                self.recorder.event(
                     node, WARNING, "CIDRAssignmentFailed",
                     f"pod range {cidr} of node {node.metadata.name} is also claimed by "
                     f"{', '.join(sorted(others))}")

@@ -103,10 +103,10 @@ class PodControl:
             created: core_pb2.Pod = await self._client.create(pod)
         except errors.ApiError as exc:
             self.recorder.event(owner, WARNING, "FailedCreate",
-                                      f"Error creating: {_describe(exc)}")
+                                f"Error creating: {_describe(exc)}")
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulCreate",
-                                  f"Created pod: {created.metadata.name}")
+                            f"Created pod: {created.metadata.name}")
         return created
 
     async def delete_pod(self, pod: Any, owner: Any) -> None:
@@ -118,7 +118,7 @@ class PodControl:
             return
         except errors.ApiError as exc:
             self.recorder.event(owner, WARNING, "FailedDelete",
-                                      f"Error deleting: {_describe(exc)}")
+                                f"Error deleting: {_describe(exc)}")
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
 

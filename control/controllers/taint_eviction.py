@@ -186,7 +186,7 @@ class TaintEvictionController:
         m = pod.metadata
         name = f"{m.namespace}/{m.name}"
         self.recorder.event(pod, NORMAL, "TaintManagerEviction",
-                                  f"Marking for deletion Pod {name}")
+                            f"Marking for deletion Pod {name}")
         await self._mark_disruption_target(pod)
         try:
             await self._client.delete(core_pb2.Pod, m.name, m.namespace, uid=m.uid)
