@@ -35,6 +35,7 @@ from control.client.listwatch import ApiListWatcher
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.gc import GarbageCollector
+from control.controllers.job import JobController
 from control.controllers.namespace import NamespaceController
 from control.controllers.node_lifecycle import NodeLifecycleController
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
@@ -105,6 +106,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "taint-eviction-controller": TaintEvictionController,
     "disruption": DisruptionController,
     "nodeipam": NodeIpamController,
+    "job": JobController,
 }
 
 

@@ -71,12 +71,14 @@ def generate_name_prefix(owner_name: str) -> str:
     return prefix
 
 
-def pod_from_template(template: core_pb2.PodTemplateSpec, owner: Any) -> core_pb2.Pod:
-    """The pod a controller creates for ``owner`` from ``template``; see the docstring."""
+def pod_from_template(template: core_pb2.PodTemplateSpec, owner: Any,
+                      name_prefix: str | None = None) -> core_pb2.Pod:
+    """The pod a controller creates for ``owner`` from ``template``; see the docstring.
+    ``name_prefix``: instead of ``<owner>-`` (an Indexed Job's ``<job>-<index>-``)."""
     pod = core_pb2.Pod(api_version="v1", kind="Pod")
     m = pod.metadata
     m.namespace = owner.metadata.namespace
-    m.generate_name = generate_name_prefix(owner.metadata.name)
+    m.generate_name = generate_name_prefix(name_prefix or owner.metadata.name)
     m.labels.update(template.metadata.labels)
     m.annotations.update(template.metadata.annotations)
     m.finalizers.extend(template.metadata.finalizers)
@@ -96,9 +98,10 @@ class PodControl:
         self._client = client
         self.recorder = recorder
 
-    async def create_pod(self, template: core_pb2.PodTemplateSpec, owner: Any) -> core_pb2.Pod:
+    async def create_pod(self, template: core_pb2.PodTemplateSpec, owner: Any,
+                         name_prefix: str | None = None) -> core_pb2.Pod:
         """Create one pod for ``owner``; raises the API error after recording FailedCreate."""
-        pod = pod_from_template(template, owner)
+        pod = pod_from_template(template, owner, name_prefix)
         try:
             created: core_pb2.Pod = await self._client.create(pod)
         except errors.ApiError as exc:
@@ -123,10 +126,12 @@ class PodControl:
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
 
     async def adopt(self, pod: Any, owner: Any,
-                    still_wanted: Callable[[Any], bool] = lambda _p: True) -> bool:
+                    still_wanted: Callable[[Any], bool] = lambda _p: True,
+                    finalizers: tuple[str, ...] = ()) -> bool:
         """Make ``owner`` the controller of the orphan ``pod``; False if it went away, got
         another controller, is being deleted or no longer satisfies ``still_wanted``
-        (checked again on a fresh read whenever the cached copy was stale)."""
+        (checked again on a fresh read whenever the cached copy was stale). ``finalizers``
+        are added with the reference (a Job's tracking finalizer)."""
         current = pod
         for _ in range(_RETRIES):
             if (current.metadata.uid != pod.metadata.uid or controller_ref(current) is not None
@@ -136,6 +141,9 @@ class PodControl:
             new = core_pb2.Pod()
             new.CopyFrom(current)
             new.metadata.owner_references.append(owner_reference(owner))
+            for f in finalizers:
+                if f not in new.metadata.finalizers:
+                    new.metadata.finalizers.append(f)
             try:
                 await self._client.update(new)
                 return True

@@ -38,7 +38,7 @@ from agent.config import AgentOptions
 from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, errors
-from control.api.pb import apps_pb2, core_pb2
+from control.api.pb import apps_pb2, batch_pb2, core_pb2
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from tests.conftest import Cluster, running_cluster
@@ -318,7 +318,8 @@ async def node_ready(c: ApiClient, node: str) -> bool:
 async def delete_everything(c: ApiClient, limit: float = 30.0) -> None:
     """Workloads first (so nothing recreates pods), then every pod through its agent."""
     async with asyncio.timeout(limit):
-        for resource in (apps_pb2.Deployment, apps_pb2.ReplicaSet,
+        for resource in (batch_pb2.CronJob, batch_pb2.Job, apps_pb2.DaemonSet,
+                         apps_pb2.Deployment, apps_pb2.ReplicaSet,
                          core_pb2.ReplicationController):
             for obj in (await c.list(resource)).items:
                 with contextlib.suppress(errors.NotFound):

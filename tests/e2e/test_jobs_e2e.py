@@ -1,0 +1,145 @@
+"""Jobs end to end with REAL agents: the in-process control plane (apiserver, scheduler,
+controller manager) and two in-process agents running real container processes (see
+test_workloads_e2e for the environment and its cleanup). Containers run short ``sh -c``
+commands that succeed, fail with a chosen exit code, or print their completion index."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.api import convert, errors
+from control.api.pb import batch_pb2, core_pb2
+from control.client.client import ApiClient
+from control.controllers import job_util as ju
+from tests.e2e.test_workloads_e2e import NS, Env, PodWatch, gone, real_cluster, until
+
+WAIT = 40.0
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    tag = uuid.uuid4().hex[:6]
+    async with real_cluster(tmp_path, [f"job-{tag}-a", f"job-{tag}-b"]) as e:
+        yield e
+
+
+def job(name: str, script: str, **spec: Any) -> batch_pb2.Job:
+    body: dict[str, Any] = {"template": {"spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}}
+    body.update(spec)
+    out: batch_pb2.Job = convert.from_dict(
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS},
+         "spec": body}, batch_pb2.Job())
+    return out
+
+
+async def condition(c: ApiClient, name: str, ctype: str) -> Any:
+    j = await c.get(batch_pb2.Job, name, NS)
+    cond = ju.find_condition(j.status, ctype)
+    return cond if cond is not None and cond.status == "True" else None
+
+
+async def job_pods(c: ApiClient, name: str) -> list[Any]:
+    items = (await c.list(core_pb2.Pod, NS,
+                          label_selector=f"batch.kubernetes.io/job-name={name}")).items
+    return list(items)
+
+
+async def logs(c: ApiClient, pod: Any) -> str:
+    out = b""
+    async for chunk in c.logs(NS, pod.metadata.name):
+        out += chunk
+    return out.decode()
+
+
+def at_most_active(name: str, limit: int) -> Any:
+    def check(pods: dict[str, Any], _kind: str, _pod: Any) -> str:
+        active = [p for p in pods.values()
+                  if p.metadata.labels.get("batch.kubernetes.io/job-name") == name
+                  and ju.is_active(p)]
+        return f"{len(active)} active pods of {name}" if len(active) > limit else ""
+    return check
+
+
+async def test_completions_parallelism_and_failures(env: Env) -> None:
+    c = env.client
+    async with PodWatch(c, NS, at_most_active("five", 2)) as watch:
+        await c.create(job("five", "sleep 0.3; exit 0", completions=5, parallelism=2))
+        await c.create(job("fails", "exit 1", backoffLimit=0))
+        await c.create(job("policy", "sleep 0.2; exit 42", completions=3, parallelism=1,
+                           podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {
+                               "containerName": "main", "operator": "In", "values": [42]}}]}))
+        done = await until("five complete", partial(condition, c, "five", ju.COMPLETE), WAIT)
+        assert done.reason == "CompletionsReached"
+        j = await c.get(batch_pb2.Job, "five", NS)
+        assert (j.status.succeeded, j.status.failed, j.status.active) == (5, 0, 0)
+        pods = await job_pods(c, "five")
+        assert len(pods) == 5 and all(p.status.phase == "Succeeded" for p in pods)
+        assert len({p.spec.node_name for p in pods}) >= 1
+        assert not watch.violations, watch.violations[:3]
+
+        failed = await until("fails failed", partial(condition, c, "fails", ju.FAILED), WAIT)
+        assert (failed.reason, failed.message) == ju.BACKOFF_LIMIT_EXCEEDED
+        assert (await c.get(batch_pb2.Job, "fails", NS)).status.failed == 1
+
+        failed = await until("policy failed", partial(condition, c, "policy", ju.FAILED), WAIT)
+        assert failed.reason == "PodFailurePolicy"
+        assert "exit code 42 matching FailJob rule at index 0" in failed.message
+        # at once: no retry was made
+        assert len(await job_pods(c, "policy")) == 1
+
+
+async def test_indexed_suspend_and_ttl(env: Env) -> None:
+    c = env.client
+    await c.create(job("idx", "echo index=$JOB_COMPLETION_INDEX", completions=3, parallelism=3,
+                       completionMode="Indexed"))
+    await c.create(job("later", "exit 0", suspend=True))
+    await c.create(job("brief", "exit 0", ttlSecondsAfterFinished=1))
+
+    await until("idx complete", partial(condition, c, "idx", ju.COMPLETE), WAIT)
+    j = await c.get(batch_pb2.Job, "idx", NS)
+    assert j.status.completed_indexes == "0-2"
+    seen = {}
+    for p in await job_pods(c, "idx"):
+        seen[p.metadata.annotations[ju.COMPLETION_INDEX_KEY]] = (await logs(c, p)).strip()
+    assert seen == {"0": "index=0", "1": "index=1", "2": "index=2"}
+
+    await until("brief deleted after its TTL", partial(gone, c, batch_pb2.Job, "brief"), WAIT)
+
+    assert await condition(c, "later", ju.SUSPENDED)
+    assert await job_pods(c, "later") == []
+    await c.patch(batch_pb2.Job, "later", {"spec": {"suspend": False}}, NS)
+    await until("later complete", partial(condition, c, "later", ju.COMPLETE), WAIT)
+
+
+async def test_active_deadline_stops_running_pods(env: Env) -> None:
+    c = env.client
+    await c.create(job("slow", f"exec {env.sleep}", activeDeadlineSeconds=2,
+                       completions=2, parallelism=2))
+
+    async def running() -> bool:
+        return sum(1 for p in await job_pods(c, "slow") if p.status.phase == "Running") == 2
+
+    await until("slow running", running, WAIT)
+    failed = await until("slow failed", partial(condition, c, "slow", ju.FAILED), WAIT)
+    assert failed.reason == "DeadlineExceeded"
+    await until("its pods gone", lambda: _none_active(c, "slow"), WAIT)
+    with_finalizer = [p for p in await job_pods(c, "slow")
+                      if ju.JOB_TRACKING_FINALIZER in p.metadata.finalizers]
+    assert with_finalizer == []
+
+
+async def _none_active(c: ApiClient, name: str) -> bool:
+    try:
+        return not any(ju.is_active(p) or ju.is_terminating(p) for p in await job_pods(c, name))
+    except errors.ApiError:
+        return False
+
+
