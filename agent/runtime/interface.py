@@ -132,6 +132,13 @@ class ContainerConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     # where the runtime should look for a termination message (containerPath of the file)
     termination_message_path: str = ""
+    # The image's unpacked layers, bottom first: the container's root is an overlay of
+    # them with a writable layer kept across restarts of the container. Empty: the host's
+    # own root (the ``host`` handler).
+    rootfs_layers: Sequence[str] = ()
+    # The image's User (name or uid[:gid]), resolved in the image's /etc/passwd and
+    # /etc/group unless security.run_as_user / run_as_group say otherwise.
+    image_user: str = ""
 
 
 class ContainerState(enum.Enum):

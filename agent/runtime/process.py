@@ -1,6 +1,7 @@
-"""The process runtime: containers are process groups started from the host's filesystem,
+"""The process runtime: containers are process groups started from their image (an overlay
+of its layers, ``rootfs.py``) or, for the ``host`` handler, from the host's filesystem,
 each owned by a monitor process of its own (``monitor.py``); with root, each container also
-gets private PID, mount, UTS and IPC namespaces, an overlay root over the host's ``/`` with
+gets private PID, mount, UTS and IPC namespaces, that overlay root with
 its volumes bind-mounted at their mountPath, the pod's hostname, a capability set and user,
 and cgroup limits (``cgroups.py``).
 
@@ -11,7 +12,9 @@ host)::
     containers/<id>/spec.json     what to run (written here, read by the monitor)
     containers/<id>/monitor.json  monitor and container pids + start times (by the monitor)
     containers/<id>/status.json   exit code, signal, OOM flag, times, message (by the monitor)
-    containers/<id>/upper, work   the overlay's writable layer (root only)
+    containers/<id>/upper, work   the overlay's writable layer (root, host's filesystem)
+    sandboxes/<id>/rootfs/<name>/ upper, work of a container run from its image: one per
+                                  container name, kept across its restarts
 
 so a new :class:`ProcessRuntime` on the same ``root_dir`` (after the agent was killed)
 lists every sandbox and container with its true state: RUNNING while the recorded pid is
@@ -59,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from agent.runtime import linux
+from agent.runtime import imagefs, linux
 from agent.runtime.cgroups import Cgroups
 from agent.runtime.interface import (
     ContainerConfig,
@@ -324,6 +327,12 @@ class ProcessRuntime:
     def _validate(self, config: ContainerConfig) -> None:
         if not config.argv:
             raise CreateContainerError("no command specified")
+        if config.rootfs_layers and not self.isolate:
+            raise CreateContainerError(
+                "running a container in its image needs the process runtime to run as root")
+        for layer in config.rootfs_layers:
+            if not os.path.isdir(layer):
+                raise CreateContainerError(f"image layer {layer} is missing on this node")
         sec = config.security
         for m in config.mounts:
             if not os.path.isabs(m.container_path):
@@ -358,6 +367,23 @@ class ProcessRuntime:
         if sec.capabilities_add:
             raise CreateContainerError(f"securityContext.capabilities.add {why}")
 
+    def _image_user(self, config: ContainerConfig) -> imagefs.ResolvedUser | None:
+        """The identity an image's container runs as (None on the host's filesystem)."""
+        if not config.rootfs_layers:
+            return None
+        sec = config.security
+        try:
+            return imagefs.image_user(config.rootfs_layers, config.image_user,
+                                      run_as_user=sec.run_as_user,
+                                      run_as_group=sec.run_as_group)
+        except imagefs.UserError as e:
+            raise CreateContainerError(f"image user {config.image_user!r}: {e}") from e
+
+    @staticmethod
+    def _image_rw_dirs(sandbox_dir: Path, name: str) -> tuple[Path, Path]:
+        base = sandbox_dir / "rootfs" / name
+        return base / "upper", base / "work"
+
     async def create_container(self, sandbox_id: str, config: ContainerConfig,
                                attempt: int = 0) -> str:
         return self._create(sandbox_id, config, attempt)
@@ -376,6 +402,9 @@ class ProcessRuntime:
         env.setdefault("PATH", DEFAULT_PATH)
         if self.isolate:
             env.setdefault("HOSTNAME", str(sandbox["hostname"]))
+        user = self._image_user(config)
+        if user is not None:
+            env.setdefault("HOME", user.home or "/")
         env.setdefault("HOME", "/root" if not sec.run_as_user else "/")
         spec: dict[str, Any] = {
             "id": container_id, "sandbox_id": sandbox_id, "pod_uid": sandbox["pod_uid"],
@@ -400,14 +429,22 @@ class ProcessRuntime:
                 target = f"/etc/{name}"
                 if (flag is None or sandbox.get(flag)) and target not in taken:
                     mounts.append([str(sdir / name), target, False])
+            upper, work = cdir / "upper", cdir / "work"
+            if config.rootfs_layers:
+                # one writable layer per container name, kept across its restarts and
+                # removed with the sandbox (as containerd keeps a container's snapshot)
+                upper, work = self._image_rw_dirs(sdir, config.name)
             spec["rootfs"] = {
-                "merged": str(cdir / "merged"), "upper": str(cdir / "upper"),
-                "work": str(cdir / "work"), "mounts": mounts,
+                "merged": str(cdir / "merged"), "upper": str(upper),
+                "work": str(work), "mounts": mounts,
                 "read_only": sec.read_only_root_filesystem, "privileged": sec.privileged,
-                "masks": self.mask_paths}
+                "masks": self.mask_paths, "lower": list(reversed(config.rootfs_layers))}
             spec["uid"] = sec.run_as_user
             spec["gid"] = sec.run_as_group
             spec["groups"] = list(sec.supplemental_groups)
+            if user is not None:
+                spec["uid"], spec["gid"] = user.uid, user.gid
+                spec["groups"] = sorted({*user.groups, *sec.supplemental_groups})
             spec["capabilities"] = sorted(linux.effective_capabilities(
                 sec.capabilities_add, sec.capabilities_drop, sec.privileged))
             if self.cgroups is not None:
@@ -419,6 +456,9 @@ class ProcessRuntime:
         if self.isolate:
             for sub in ("upper", "work", "merged"):
                 (cdir / sub).mkdir()
+            if config.rootfs_layers:
+                for d in self._image_rw_dirs(sdir, config.name):
+                    d.mkdir(parents=True, exist_ok=True)
         write_json_atomic(str(cdir / "spec.json"), spec)
         self._specs[container_id] = spec
         return container_id

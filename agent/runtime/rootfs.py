@@ -1,5 +1,5 @@
-"""A container's root filesystem: an overlay over the host's ``/`` (lowerdir=/, upper and
-work directories per container under the runtime's state), with a fresh /proc and /sys, a
+"""A container's root filesystem: an overlay over the image's layers (or, for the ``host``
+handler, over the host's ``/``), with upper and work directories from the runtime, with a fresh /proc and /sys, a
 small /dev, the volumes bind-mounted at their mountPath, /etc/hosts, /etc/resolv.conf and
 /etc/hostname from the sandbox, the runtime's own state masked, then ``pivot_root``.
 
@@ -8,7 +8,7 @@ container's upper directory and nothing is ever created on the host's filesystem
 are resolved with :func:`secure_join`, which follows symlinks *inside* the new root (an
 absolute symlink such as /var/run -> /run must not lead back to the host).
 
-Only the host's root filesystem is layered: other host mounts (a separate /home, tmpfs
+For the host handler only the host's root filesystem is layered: other host mounts (a separate /home, tmpfs
 mounts) are not visible unless given as volumes.
 
 Concurrency: :func:`setup_rootfs` runs in the container's child process, after it has
@@ -49,6 +49,8 @@ class RootfsPlan:
     # host directories hidden from the container (the runtime's own state, with the env of
     # every container in it)
     masks: list[str] = field(default_factory=list)
+    # overlay lower dirs, top first (an image's layers); empty: the host's root
+    lower: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> RootfsPlan:
@@ -59,6 +61,7 @@ class RootfsPlan:
             mounts=[BindMount(str(m[0]), str(m[1]), bool(m[2])) for m in raw_mounts],
             read_only=bool(d.get("read_only")), privileged=bool(d.get("privileged")),
             masks=[str(m) for m in d.get("masks") or []],  # type: ignore[attr-defined]
+            lower=[str(x) for x in d.get("lower") or []],  # type: ignore[attr-defined]
         )
 
 
@@ -154,8 +157,9 @@ def setup_rootfs(plan: RootfsPlan) -> None:
     # volume unmounted by the kubelet does not stay busy), and nothing leaks back out.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     merged = plan.merged
+    lower = ":".join(plan.lower) if plan.lower else "/"
     linux.mount("overlay", merged, "overlay", 0,
-                f"lowerdir=/,upperdir={plan.upper},workdir={plan.work}")
+                f"lowerdir={lower},upperdir={plan.upper},workdir={plan.work}")
 
     proc = secure_join(merged, "/proc")
     os.makedirs(proc, exist_ok=True)
