@@ -3,9 +3,11 @@
 Owns the agent's lifecycle. :class:`Agent` reads the machine's facts, opens the one channel
 (:func:`control.client.channel.open_channel`), opens the container runtime (the process
 runtime unless one is injected), starts the agent's own gRPC server (logs, exec) on an
-ephemeral port that the Node advertises, and supervises three named tasks: ``node-status``
-(registration, then status posts), ``node-lease`` (heartbeats) and ``kubelet`` (the pods
-bound to this node: workers, probes, volumes, status). Node status and lease are
+ephemeral port that the Node advertises, and supervises four named tasks: ``events`` (the
+one Event writer: node status, probes and the kubelet record as source ``kubelet`` with the
+node's name as host), ``node-status`` (registration, then status posts), ``node-lease``
+(heartbeats) and ``kubelet`` (the pods bound to this node: workers, probes, volumes,
+status). Node status and lease are
 independent on purpose: the Lease is the cheap heartbeat the control plane watches, and it
 keeps beating while a status post is slow or retrying. The proxy comes later under the
 same supervisor.
@@ -37,6 +39,7 @@ from agent.server import AgentServer
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.runtime import Backoff, Clock, RealClock, Supervisor
+from control.runtime.events import EventBroadcaster
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +72,7 @@ class Agent:
         self._client: ApiClient | None = None
         self.node_status: NodeStatusManager | None = None
         self.lease: LeaseController | None = None
+        self.events: EventBroadcaster | None = None
         self._log = log.bind(component="agent", node=options.node_name)
 
     async def start(self) -> None:
@@ -91,7 +95,10 @@ class Agent:
             self.runtime = runtime
         self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
         opts.daemon_port = await self.agent_server.start(host="0.0.0.0", port=opts.daemon_port)
-        self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock)
+        self.events = EventBroadcaster(self._client, clock=self.clock)
+        recorder = self.events.new_recorder("kubelet", opts.node_name)
+        self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock,
+                                             recorder=recorder)
         status = self.node_status
         self.lease = LeaseController(self._client, opts, clock=self.clock,
                                      node_uid=lambda: status.node_uid)
@@ -100,12 +107,13 @@ class Agent:
         kopts = self._kubelet_options or kubelet_options(opts)
         kopts.node_ip = status.node_ip
         kopts.allocatable = node_allocatable
-        self.probes = ProbeManager(self.runtime, self.clock)
+        self.probes = ProbeManager(self.runtime, self.clock, recorder=recorder)
         volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
         self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,
-                               probes=self.probes, volumes=volumes)
+                               probes=self.probes, volumes=volumes, recorder=recorder)
         sup = Supervisor(f"agent/{opts.node_name}", clock=self.clock)
         self._supervisor = sup
+        sup.start("events", self.events.run, backoff=TASK_BACKOFF)
         sup.start("node-status", status.run, backoff=TASK_BACKOFF)
         sup.start("node-lease", self.lease.run, backoff=TASK_BACKOFF)
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)

@@ -63,6 +63,7 @@ from control.api.pb import core_pb2
 from control.client.client import ApiClient
 from control.runtime.backoff import Backoff
 from control.runtime.clock import Clock, RealClock
+from control.runtime.events import Recorder
 from control.runtime.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
@@ -118,8 +119,10 @@ class Kubelet:
     def __init__(self, client: ApiClient, runtime: Runtime, node_name: str,
                  options: KubeletOptions, clock: Clock | None = None, *,
                  probes: ProbeManagerLike | None = None,
-                 volumes: VolumeManagerLike | None = None) -> None:
+                 volumes: VolumeManagerLike | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.client = client
+        self.recorder = recorder
         self.runtime = runtime
         self.node_name = node_name
         self.options = options
@@ -135,7 +138,8 @@ class Kubelet:
                        host_ip=options.node_ip, allocatable=dict(options.allocatable),
                        minimum_grace=options.minimum_grace,
                        retry_period=options.retry_period),
-            self.backoff, fetch=self._fetch, probes=probes, volumes=volumes)
+            self.backoff, fetch=self._fetch, probes=probes, volumes=volumes,
+            recorder=recorder)
         self.workers = PodWorkers(self.sync, clock=self.clock)
         self.pods = PodManager(client, node_name, self.workers, clock=self.clock,
                                resync_period=options.sync_period)

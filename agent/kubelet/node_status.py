@@ -11,6 +11,11 @@ Owns the Node object's agent-written parts, as kubelet's ``kubelet_node_status.g
   condition's status changes. Conditions other components own (NetworkUnavailable...) are
   kept as they are.
 
+Events on the Node, as kubelet records them (source ``kubelet``, host = the node):
+``Starting`` when the manager starts, and one per condition our post changes or adds
+(``NodeReady``/``NodeNotReady``, ``NodeHasSufficientMemory``, ``NodeHasDiskPressure``...,
+"Node NAME status is now: REASON").
+
 The pure helpers (capacity arithmetic, condition transitions, labels, the Node built from
 options and machine facts) are plain functions so they are tested without I/O.
 
@@ -35,9 +40,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agent.config import AgentOptions
 from agent.kubelet.machine import MachineInfo, Pressure, primary_ip, read_pressure
 from control.api import errors, quantity
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, meta_pb2
 from control.client.client import ApiClient
 from control.runtime import Backoff, BackoffState, Clock, RealClock
+from control.runtime.events import NORMAL, Recorder
 
 AGENT_VERSION = "0.1.0"
 CONTAINER_RUNTIME_VERSION = "flotilla-process://0.1.0"
@@ -224,6 +230,32 @@ def apply_status(
     status.conditions.extend(merged)
 
 
+# (condition type, status) -> the Event kubelet records when a condition turns to it
+_CONDITION_EVENTS = {
+    ("Ready", "True"): "NodeReady",
+    ("MemoryPressure", "False"): "NodeHasSufficientMemory",
+    ("MemoryPressure", "True"): "NodeHasInsufficientMemory",
+    ("DiskPressure", "False"): "NodeHasNoDiskPressure",
+    ("DiskPressure", "True"): "NodeHasDiskPressure",
+    ("PIDPressure", "False"): "NodeHasSufficientPID",
+    ("PIDPressure", "True"): "NodeHasInsufficientPID",
+}
+
+
+def condition_events(before: Sequence[core_pb2.NodeCondition],
+                     after: Sequence[core_pb2.NodeCondition]) -> list[str]:
+    """The Event reasons for our conditions that ``after`` adds or whose status changed."""
+    old = {c.type: c.status for c in before}
+    out: list[str] = []
+    for c in after:
+        if c.type not in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
+            continue
+        if old.get(c.type) == c.status:
+            continue
+        out.append(_CONDITION_EVENTS.get((c.type, c.status), "NodeNotReady"))
+    return out
+
+
 def build_node(options: AgentOptions, machine: MachineInfo, pressure: Pressure, node_ip: str,
                now: Timestamp) -> core_pb2.Node:
     """The Node as first registered."""
@@ -291,8 +323,10 @@ class NodeStatusManager:
         *,
         clock: Clock | None = None,
         pressure_reader: Callable[[], Pressure] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.client = client
+        self.recorder = recorder
         self.options = options
         self.machine = machine
         self.clock = clock or RealClock()
@@ -310,8 +344,24 @@ class NodeStatusManager:
     def _now(self) -> Timestamp:
         return timestamp_at(self.clock.now())
 
+    def _node_event(self, event_type: str, reason: str, message: str) -> None:
+        if self.recorder is None:
+            return
+        name = self.options.node_name
+        # kubelet's nodeRef; our real uid when known, so describe node matches it
+        self.recorder.event_for(meta_pb2.ObjectReference(
+            kind="Node", name=name, uid=self.node_uid or "", api_version="v1"),
+            event_type, reason, message)
+
+    def _condition_events(self, before: Sequence[core_pb2.NodeCondition],
+                          node: core_pb2.Node) -> None:
+        for reason in condition_events(before, node.status.conditions):
+            self._node_event(NORMAL, reason,
+                             f"Node {self.options.node_name} status is now: {reason}")
+
     async def run(self) -> None:
         """Register (retrying until it works), then post status forever."""
+        self._node_event(NORMAL, "Starting", "Starting kubelet.")
         while not self.registered.is_set():
             try:
                 await self.register()
@@ -338,6 +388,8 @@ class NodeStatusManager:
         try:
             node: core_pb2.Node = await self.client.create(desired)
             self._log.info("node registered", uid=node.metadata.uid)
+            self.node_uid = node.metadata.uid
+            self._condition_events([], node)
         except errors.AlreadyExists:
             node = await self._adopt(desired)
             self._log.info("node already registered; adopted", uid=node.metadata.uid)
@@ -380,10 +432,13 @@ class NodeStatusManager:
         raise AssertionError("unreachable")
 
     async def _update_status(self, node: core_pb2.Node) -> core_pb2.Node:
+        before = [core_pb2.NodeCondition(type=c.type, status=c.status)
+                  for c in node.status.conditions]
         apply_status(node, self.options, self.machine, self._pressure(), self.node_ip,
                      self._now())
         updated: core_pb2.Node = await self.client.update_status(node)
         self.node_uid = updated.metadata.uid
+        self._condition_events(before, updated)
         return updated
 
     def _succeeded(self) -> None:

@@ -29,6 +29,10 @@ unowned. A worker publishes only into the container state it was started for, so
 worker racing its replacement cannot overwrite newer results. ``on_change(uid)`` is called
 synchronously whenever started, ready or a liveness failure changes, for the kubelet to
 re-sync that pod; it must not block.
+
+Every failed attempt is also an ``Unhealthy`` Event on the pod (``Liveness probe failed:
+<output>``, fieldPath naming the container), as kubelet's prober records; the recorder
+aggregates repeats and never blocks.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from agent.kubelet.prober import ExecRunner, ProbeOutcome, Result, run_probe
+from agent.kubelet.status import container_field_path
 from control.api.pb import core_pb2
 from control.runtime import Clock
+from control.runtime.events import WARNING, Recorder
 
 log = structlog.get_logger(__name__)
 
@@ -130,9 +136,11 @@ WorkerKey = tuple[str, str, ProbeType]
 
 
 class ProbeManager:
-    def __init__(self, runtime: ExecRunner, clock: Clock) -> None:
+    def __init__(self, runtime: ExecRunner, clock: Clock, *,
+                 recorder: Recorder | None = None) -> None:
         self._runtime = runtime
         self._clock = clock
+        self._recorder = recorder
         self._pods: dict[str, _Pod] = {}
         self._workers: dict[WorkerKey, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
@@ -292,6 +300,8 @@ class ProbeManager:
             outcome = await self._attempt(uid, spec, probe, state)
             if not self._current(uid, spec.name, state):
                 return
+            if outcome.result is Result.FAILURE:
+                self._unhealthy(uid, spec.name, kind, outcome)
             published = apply_result(
                 counts, outcome.result,
                 probe.success_threshold or DEFAULT_SUCCESS_THRESHOLD,
@@ -300,6 +310,13 @@ class ProbeManager:
                                                        published, outcome):
                 return
             await self._clock.sleep(period)
+
+    def _unhealthy(self, uid: str, name: str, kind: ProbeType, outcome: ProbeOutcome) -> None:
+        entry = self._pods.get(uid)
+        if self._recorder is None or entry is None:
+            return
+        self._recorder.event(entry.pod, WARNING, "Unhealthy", failure_message(kind, outcome),
+                             field_path=container_field_path(entry.pod, name))
 
     def _publish(self, uid: str, name: str, kind: ProbeType, state: _Container,
                  result: Result, outcome: ProbeOutcome) -> bool:

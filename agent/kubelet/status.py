@@ -74,6 +74,15 @@ def is_sidecar(c: core_pb2.Container) -> bool:
     return c.HasField("restart_policy") and c.restart_policy == "Always"
 
 
+def container_field_path(pod: core_pb2.Pod, name: str) -> str:
+    """The involvedObject fieldPath naming container ``name`` of ``pod``, as kubelet's."""
+    if any(c.name == name for c in pod.spec.init_containers):
+        return f"spec.initContainers{{{name}}}"
+    if any(c.name == name for c in pod.spec.ephemeral_containers):
+        return f"spec.ephemeralContainers{{{name}}}"
+    return f"spec.containers{{{name}}}"
+
+
 def ts(seconds: float) -> Timestamp:
     """A whole-second Timestamp, as Kubernetes serialises metav1.Time."""
     return Timestamp(seconds=int(seconds))

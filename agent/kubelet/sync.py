@@ -34,6 +34,12 @@ or twice in a row, and converges anyway. Rules, as Kubernetes' ``computePodActio
 and SIGKILL after the grace period, app containers together, then sidecars last first;
 then the sandbox, volumes and the pod directory go.
 
+Events: what the kubelet does to a container and what fails is recorded as kubelet does
+(source ``kubelet``, the container named by the involvedObject's fieldPath
+``spec.containers{NAME}``): Created, Started, Killing, Failed ("Error: <why>", for a config,
+create or start error), BackOff, FailedPostStartHook, FailedPreStopHook,
+ExceededGracePeriod, FailedMount. Recording never waits (``control.runtime.events``).
+
 Runtime snapshot: a sync lists the pod's containers once and reuses that listing until it
 changes something (create, start, stop, remove), so a sync that only reports status lists
 the runtime once for its sandboxes and once for its containers.
@@ -65,6 +71,7 @@ from agent.kubelet.status import (
     ContainerView,
     PodFacts,
     compute_status,
+    container_field_path,
     is_sidecar,
 )
 from agent.runtime.interface import (
@@ -79,6 +86,7 @@ from agent.runtime.interface import (
 from control.api.pb import core_pb2
 from control.api.timeutil import timestamp_seconds
 from control.runtime.clock import Clock
+from control.runtime.events import NORMAL, WARNING, Recorder
 
 log = structlog.get_logger(__name__)
 
@@ -227,6 +235,14 @@ def _read_host_hosts() -> str:
         return ""
 
 
+def back_off_message(container: str, pod: core_pb2.Pod) -> str:
+    """kubelet's BackOff Event: ``Back-off restarting failed container web in pod
+    web-1_default(uid)``."""
+    m = pod.metadata
+    return (f"Back-off restarting failed container {container} in pod "
+            f"{m.name}_{m.namespace}({m.uid})")
+
+
 def group_containers(containers: Sequence[ContainerStatus]) -> dict[str, list[ContainerStatus]]:
     """Runtime containers by name, newest attempt first."""
     out: dict[str, list[ContainerStatus]] = {}
@@ -255,8 +271,10 @@ class PodSyncer:
     def __init__(self, runtime: Runtime, clock: Clock, config: SyncConfig,
                  backoff: CrashLoopBackoff, *, fetch: Fetcher | None = None,
                  probes: ProbeManagerLike | None = None,
-                 volumes: VolumeManagerLike | None = None) -> None:
+                 volumes: VolumeManagerLike | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.runtime = runtime
+        self.recorder = recorder
         self.clock = clock
         self.config = config
         self.backoff = backoff
@@ -266,6 +284,12 @@ class PodSyncer:
         # sandbox id -> (pod uid, its containers by name): the listing of the sync running
         # for that pod, until it changes something (see "Runtime snapshot")
         self._snapshots: dict[str, tuple[str, dict[str, list[ContainerStatus]]]] = {}
+
+    def _event(self, pod: core_pb2.Pod, container: str, event_type: str, reason: str,
+               message: str) -> None:
+        if self.recorder is not None:
+            self.recorder.event(pod, event_type, reason, message,
+                                field_path=container_field_path(pod, container))
 
     def pod_dir(self, uid: str) -> Path:
         return self.config.data_dir / "pods" / uid
@@ -341,6 +365,8 @@ class PodSyncer:
             try:
                 state.volume_paths = await self._setup_volumes(pod)
             except Exception as e:
+                if self.recorder is not None:
+                    self.recorder.event(pod, WARNING, "FailedMount", str(e))
                 for c in (*spec.init_containers, *spec.containers):
                     state.waiting[c.name] = ("ContainerCreating", f"volumes not ready: {e}")
                 views = await self._views(pod, state, sandbox)
@@ -383,11 +409,15 @@ class PodSyncer:
         for c in spec.containers:
             cur = latest(c.name)
             if cur is not None and cur.state is ContainerState.RUNNING:
-                if (c.HasField("liveness_probe") and self.probes is not None
-                        and self.probes.liveness_failed(uid, c.name)):
+                if ((c.HasField("liveness_probe") or c.HasField("startup_probe"))
+                        and self.probes is not None
+                        and (failure := self.probes.liveness_failed(uid, c.name))):
                     log.info("liveness probe failed; restarting", pod=pod.metadata.name,
                              container=c.name)
-                    await self._kill(pod, sandbox.id, cur.id, c, grace, run_pre_stop=True)
+                    probe = "startup" if failure.startswith("Startup") else "liveness"
+                    await self._kill(pod, sandbox.id, cur.id, c, grace, run_pre_stop=True,
+                                     why=f"Container {c.name} failed {probe} probe, will be "
+                                         "restarted")
                     cur = await self.runtime.container_status(cur.id)
                 else:
                     app_done = False
@@ -444,6 +474,7 @@ class PodSyncer:
                 state.waiting[c.name] = ("CrashLoopBackOff", crash_loop_message(
                     self.backoff.delay(key), c.name, pod.metadata.name,
                     pod.metadata.namespace, uid))
+                self._event(pod, c.name, WARNING, "BackOff", back_off_message(c.name, pod))
                 requeue.append(remaining)
                 return False
             self.backoff.next(key, cur.finished_at)
@@ -464,6 +495,7 @@ class PodSyncer:
                                                  log_path=str(log_path))
         except container_spec.ContainerConfigError as e:
             state.waiting[c.name] = (container_spec.CONFIG_ERROR, str(e))
+            self._event(pod, c.name, WARNING, "Failed", f"Error: {e}")
             requeue.append(self.config.retry_period)
             return False
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -474,18 +506,22 @@ class PodSyncer:
             log.warning("cannot create container", pod=pod.metadata.name, container=c.name,
                         attempt=attempt, reason=e.reason, error=str(e))
             state.waiting[c.name] = (e.reason, str(e))
+            self._event(pod, c.name, WARNING, "Failed", f"Error: {e}")
             requeue.append(self.config.retry_period)
             return False
+        self._event(pod, c.name, NORMAL, "Created", f"Created container: {c.name}")
         try:
             await self.runtime.start_container(cid)
         except RuntimeError_ as e:
             log.warning("cannot start container", pod=pod.metadata.name, container=c.name,
                         attempt=attempt, error=str(e))
             state.waiting[c.name] = ("RunContainerError", str(e))
+            self._event(pod, c.name, WARNING, "Failed", f"Error: {e}")
             requeue.append(self.config.retry_period)
             return False
         log.info("container started", pod=pod.metadata.name, container=c.name,
                  attempt=attempt)
+        self._event(pod, c.name, NORMAL, "Started", f"Started container {c.name}")
         await self._gc_attempts(sandbox.id, c.name, previous)
         if c.lifecycle.HasField("post_start") and hooks.has_handler(c.lifecycle.post_start):
             err = await hooks.run_hook(self.runtime, self.clock, cid, c,
@@ -494,6 +530,9 @@ class PodSyncer:
             if err is not None:
                 log.warning("FailedPostStartHook", pod=pod.metadata.name, container=c.name,
                             error=err)
+                self._event(pod, c.name, WARNING, "FailedPostStartHook", err)
+                self._event(pod, c.name, NORMAL, "Killing",
+                            f"FailedPostStartHook: stopping container {c.name}")
                 state.waiting[c.name] = ("PostStartHookError", err)
                 self._changed(sandbox.id)
                 await self.runtime.stop_container(cid, self.config.minimum_grace)
@@ -538,10 +577,13 @@ class PodSyncer:
 
     async def _kill(self, pod: core_pb2.Pod, sandbox_id: str, cid: str,
                     c: core_pb2.Container | None, grace: float, *,
-                    run_pre_stop: bool) -> None:
-        """preStop (bounded by grace), then SIGTERM, SIGKILL after what is left."""
+                    run_pre_stop: bool, why: str = "") -> None:
+        """preStop (bounded by grace), then SIGTERM, SIGKILL after what is left; ``why``
+        is the Killing Event's message (default: "Stopping container NAME")."""
         self._changed(sandbox_id)
         start = self.clock.monotonic()
+        if c is not None and pod.metadata.uid:
+            self._event(pod, c.name, NORMAL, "Killing", why or f"Stopping container {c.name}")
         if (run_pre_stop and c is not None and c.lifecycle.HasField("pre_stop")
                 and hooks.has_handler(c.lifecycle.pre_stop)):
             err = await hooks.run_hook(self.runtime, self.clock, cid, c, c.lifecycle.pre_stop,
@@ -549,6 +591,12 @@ class PodSyncer:
             if err is not None:
                 log.warning("FailedPreStopHook", pod=pod.metadata.name, container=c.name,
                             error=err)
+                self._event(pod, c.name, WARNING, "FailedPreStopHook", err)
+            if self.clock.monotonic() - start >= grace:
+                # the hook used the whole grace period: the container gets only the minimum
+                self._event(pod, c.name, WARNING, "ExceededGracePeriod",
+                            "Container runtime did not kill the pod within specified grace "
+                            "period.")
         left = max(grace - (self.clock.monotonic() - start), self.config.minimum_grace)
         try:
             await self.runtime.stop_container(cid, left)

@@ -249,3 +249,23 @@ def test_new_lease_and_renew() -> None:
     lease_mod.renew(lease, "n1", 40, ts(30), "uid-1")
     assert lease.spec.holder_identity == "n1" and lease.spec.acquire_time.seconds == 30
     assert lease.spec.lease_transitions == 1
+
+
+def _conds(**statuses: str) -> list[core_pb2.NodeCondition]:
+    return [core_pb2.NodeCondition(type=t, status=s) for t, s in statuses.items()]
+
+
+@pytest.mark.parametrize(("before", "after", "reasons"), [
+    ({}, {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False",
+          "Ready": "True"},
+     ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID", "NodeReady"]),
+    ({"Ready": "True", "DiskPressure": "False"}, {"Ready": "True", "DiskPressure": "True"},
+     ["NodeHasDiskPressure"]),
+    ({"Ready": "Unknown"}, {"Ready": "True"}, ["NodeReady"]),
+    ({"Ready": "True"}, {"Ready": "False"}, ["NodeNotReady"]),
+    ({"Ready": "True", "NetworkUnavailable": "True"},
+     {"Ready": "True", "NetworkUnavailable": "False"}, []),
+])
+def test_condition_events(before: dict[str, str], after: dict[str, str],
+                          reasons: list[str]) -> None:
+    assert ns.condition_events(_conds(**before), _conds(**after)) == reasons

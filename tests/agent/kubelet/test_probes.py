@@ -20,6 +20,7 @@ from agent.kubelet.probes import (
 from agent.runtime.interface import ExecResult
 from control.api.pb import core_pb2, meta_pb2
 from control.runtime import FakeClock
+from control.runtime.events import FakeRecorder
 from tests.runtime.fakes import eventually
 
 UID = "uid-1"
@@ -93,7 +94,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def manager_and_stub(clock: FakeClock) -> AsyncIterator[tuple[ProbeManager, ExecStub]]:
     stub = ExecStub()
-    mgr = ProbeManager(stub, clock)
+    mgr = ProbeManager(stub, clock, recorder=FakeRecorder())
     try:
         yield mgr, stub
     finally:
@@ -223,6 +224,12 @@ async def test_exec_liveness_failure_consumed_once_and_restart_resets(
     await eventually(lambda: changes == [UID])
     assert mgr.liveness_failed(UID, "app") == "Liveness probe failed: unhealthy"
     assert mgr.liveness_failed(UID, "app") is None
+    # every failed attempt is an Unhealthy Event with the probe's output
+    recorder = mgr._recorder
+    assert isinstance(recorder, FakeRecorder)
+    assert [(e.type, e.reason, e.message, e.field_path) for e in recorder.events] == [
+        ("Warning", "Unhealthy", "Liveness probe failed: unhealthy", "spec.containers{app}")
+    ] * 3
     # The worker holds until the kubelet restarts the container under a new id.
     assert clock.sleepers == 0
     assert mgr.is_ready(UID, "app")  # liveness does not touch readiness

@@ -1,5 +1,5 @@
 """sync_pod against the fake runtime with a FakeClock: restarts, init order, sidecars,
-config errors, hooks, deadlines, adoption and termination."""
+config errors, hooks, deadlines, adoption and termination, and the Events each records."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import pytest
 from agent.kubelet.backoff import CrashLoopBackoff
 from agent.kubelet.sync import PodState, PodSyncer, SyncConfig, SyncResult
 from agent.runtime.fake import Behaviour, FakeRuntime, exits, forever
-from agent.runtime.interface import ExecResult
+from agent.runtime.interface import CreateContainerError, ExecResult, RuntimeError_
 from control.api import convert
 from control.api.pb import core_pb2
 from control.runtime.clock import FakeClock
+from control.runtime.events import FakeRecorder
 
 
 def make_pod(policy: str = "Always", containers: list[dict[str, Any]] | None = None,
@@ -36,13 +37,14 @@ class Harness:
         self.clock = FakeClock()
         self.rt = FakeRuntime(self.clock)
         self.tmp = tmp
+        self.recorder = FakeRecorder()
         self.syncer = self.new_syncer()
         self.state = PodState("uid-1")
 
     def new_syncer(self) -> PodSyncer:
         return PodSyncer(self.rt, self.clock,
                          SyncConfig(node_name="n1", data_dir=self.tmp, host_ip="10.0.0.1"),
-                         CrashLoopBackoff(self.clock))
+                         CrashLoopBackoff(self.clock), recorder=self.recorder)
 
     async def sync(self, pod: core_pb2.Pod) -> SyncResult:
         res = await self.syncer.sync_pod(pod, self.state)
@@ -61,6 +63,11 @@ def is_dir(path: str | Path) -> bool:
 
 def exists(path: str | Path) -> bool:
     return os.path.exists(path)
+
+
+def events(h: Harness) -> list[tuple[str, str, str, str]]:
+    """(type, reason, message, fieldPath) of every Event recorded so far."""
+    return [(e.type, e.reason, e.message, e.field_path) for e in h.recorder.events]
 
 
 def cstatus(pod: core_pb2.Pod, name: str) -> core_pb2.ContainerStatus:
@@ -90,6 +97,16 @@ async def test_always_restarts_with_crash_loop_backoff(h: Harness) -> None:
     await h.sync(pod)
     assert cstatus(pod, "app").restart_count == 2
     assert h.rt.starts("p", "app") == 3
+    app = "spec.containers{app}"
+    assert events(h) == [
+        ("Normal", "Created", "Created container: app", app),
+        ("Normal", "Started", "Started container app", app),
+        ("Normal", "Created", "Created container: app", app),
+        ("Normal", "Started", "Started container app", app),
+        ("Warning", "BackOff",
+         "Back-off restarting failed container app in pod p_default(uid-1)", app),
+        ("Normal", "Created", "Created container: app", app),
+        ("Normal", "Started", "Started container app", app)]
     # only the current and previous attempts are kept
     assert len([c for c in h.rt.containers.values() if c.config.name == "app"]) == 2
 
@@ -175,6 +192,7 @@ async def test_no_command_is_a_waiting_reason(h: Harness) -> None:
     assert "no command specified" in w.message
     assert pod.status.phase == "Pending"
     assert res.requeue_after == 10
+    assert events(h) == [("Warning", "Failed", f"Error: {w.message}", "spec.containers{app}")]
 
 
 async def test_args_only_and_env_expansion(h: Harness) -> None:
@@ -201,6 +219,10 @@ async def test_post_start_failure_kills_container(h: Harness) -> None:
     w = cstatus(pod, "app").state.waiting
     assert w.reason == "PostStartHookError" and "boom" in w.message
     assert not h.rt.running()
+    assert [(t, r) for t, r, _, _ in events(h)] == [
+        ("Normal", "Created"), ("Normal", "Started"), ("Warning", "FailedPostStartHook"),
+        ("Normal", "Killing")]
+    assert "boom" in events(h)[2][2]
 
 
 async def test_active_deadline(h: Harness) -> None:
@@ -236,6 +258,8 @@ async def test_terminate_runs_pre_stop_and_cleans_up(h: Harness) -> None:
     h.clock.advance(5)
     final = await task
     assert ("app", ("drain",)) in h.rt.exec_calls
+    assert [(r, m) for _, r, m, _ in events(h)][2:] == [
+        ("Killing", "Stopping container app")]
     assert final is not None and final.phase == "Failed"
     assert cstatus(pod, "app") is not None
     assert final.container_statuses[0].state.terminated.exit_code == 137
@@ -291,3 +315,54 @@ async def test_attempts_are_collected_without_listing_again(h: Harness) -> None:
     assert cstatus(pod, "app").last_state.terminated.exit_code == 1
     kept = sorted(c.attempt for c in h.rt.containers.values() if c.config.name == "app")
     assert kept == [4, 5]
+
+
+async def test_create_and_start_failures_are_failed_events(h: Harness) -> None:
+    h.rt.fail_next("create_container", CreateContainerError("no space left"))
+    pod = make_pod(containers=[{"name": "app", "command": ["serve"]}])
+    await h.sync(pod)
+    assert events(h) == [("Warning", "Failed", "Error: no space left", "spec.containers{app}")]
+    h.rt.fail_next("start_container", RuntimeError_('exec: "/nope": no such file'))
+    h.clock.advance(10)
+    await h.sync(pod)
+    assert [(r, m) for _, r, m, _ in events(h)][1:] == [
+        ("Created", "Created container: app"), ("Failed", 'Error: exec: "/nope": no such file')]
+
+
+async def test_pre_stop_failure_and_a_hook_past_the_grace(h: Harness) -> None:
+    h.rt.on_exec("app", ExecResult(exit_code=2, stdout=b"", stderr=b"nope"))
+    pod = make_pod(containers=[{"name": "app", "command": ["serve"], "lifecycle": {
+        "preStop": {"exec": {"command": ["drain"]}}}}])
+    await h.sync(pod)
+    await h.syncer.terminate(pod, "uid-1", h.state, grace=5)
+    assert [r for _, r, _, _ in events(h)][2:] == ["Killing", "FailedPreStopHook"]
+
+    # a preStop that outlives the grace period
+    h2 = Harness(h.tmp / "second")
+    sleepy = make_pod(containers=[{"name": "app", "command": ["serve"], "lifecycle": {
+        "preStop": {"sleep": {"seconds": 60}}}}])
+    await h2.sync(sleepy)
+    task = asyncio.ensure_future(h2.syncer.terminate(sleepy, "uid-1", h2.state, grace=5))
+    for _ in range(2):
+        await h2.clock.wait_for_sleepers(1)
+        h2.clock.advance(5)
+    await task
+    assert [r for _, r, _, _ in events(h2)][2:] == [
+        "Killing", "FailedPreStopHook", "ExceededGracePeriod"]
+    assert "timed out" in events(h2)[3][2]
+
+
+async def test_volume_setup_failure_is_a_failed_mount_event(h: Harness) -> None:
+    class Broken:
+        async def setup(self, pod: core_pb2.Pod) -> dict[str, str]:
+            raise RuntimeError('volume "data": cinder volumes are not supported by this node')
+
+        async def teardown(self, pod_uid: str) -> None:
+            return None
+
+    h.syncer.volumes = Broken()
+    pod = make_pod()
+    await h.sync(pod)
+    assert cstatus(pod, "app").state.waiting.reason == "ContainerCreating"
+    assert events(h) == [("Warning", "FailedMount",
+                          'volume "data": cinder volumes are not supported by this node', "")]

@@ -1,0 +1,67 @@
+"""Why a container failed, as a user sees it: the kubelet's Events in ``describe pod``.
+
+A real control plane and an agent with the process runtime (the ``agent`` fixture of the
+pod e2e tests, which deletes every pod before it stops); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agent.main import Agent
+from control.api import convert, kinds
+from control.api.pb import core_pb2
+from control.cli import describe
+from tests.conftest import Cluster
+from tests.e2e.test_pods_e2e import NODE, agent, pod, wait_pod
+
+__all__ = ["agent"]  # the fixture
+
+
+async def kubelet_events(cluster: Cluster, name: str, reason: str,
+                         limit: float = 30.0) -> list[Any]:
+    async with asyncio.timeout(limit):
+        while True:
+            evs = [e for e in (await cluster.client.list(core_pb2.Event, "default")).items
+                   if e.involved_object.name == name and e.reason == reason]
+            if evs:
+                return evs
+            await asyncio.sleep(0.1)
+
+
+async def describe_pod(cluster: Cluster, name: str) -> str:
+    p = await cluster.client.get(core_pb2.Pod, name, "default")
+    return await describe.describe(cluster.client, kinds.by_kind("Pod"), p)
+
+
+async def test_a_command_that_does_not_exist(cluster: Cluster, agent: Agent) -> None:
+    await cluster.client.create(pod("no-such-cmd", ["/no/such/command"]))
+    [failed] = await kubelet_events(cluster, "no-such-cmd", "Failed")
+    assert failed.type == "Warning"
+    assert (failed.source.component, failed.source.host) == ("kubelet", NODE)
+    assert failed.involved_object.field_path == "spec.containers{main}"
+    assert "/no/such/command" in failed.message and failed.message.startswith("Error: ")
+    text = await describe_pod(cluster, "no-such-cmd")
+    assert "Warning  Failed" in text and "/no/such/command" in text, text
+    assert "kubelet" in text
+
+
+async def test_a_missing_configmap_key(cluster: Cluster, agent: Agent) -> None:
+    c = cluster.client
+    await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "default"}, "data": {"other": "x"}},
+        core_pb2.ConfigMap()))
+    p = pod("needs-key", ["sh", "-c", "sleep 60"])
+    p.spec.containers[0].env.add(name="MODE").value_from.config_map_key_ref.CopyFrom(
+        core_pb2.ConfigMapKeySelector(name="settings", key="mode"))
+    await c.create(p)
+    got = await wait_pod(cluster, "needs-key", lambda p: p.status.container_statuses and p.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError")
+    assert got.status.phase == "Pending"
+    [failed] = await kubelet_events(cluster, "needs-key", "Failed")
+    message = "Error: couldn't find key mode in ConfigMap default/settings"
+    assert failed.message == message
+    text = await describe_pod(cluster, "needs-key")
+    assert "CreateContainerConfigError" in text
+    assert message in text, text
