@@ -4,7 +4,9 @@ Measures, on the same disk and in the same process:
   1. raw aiosqlite, WAL, synchronous=FULL, one 1 KB row per transaction (the fsync limit
      the store must beat with group commit);
   2. SqliteStore.create at concurrency 1 (no batching possible: the per-write overhead);
-  3. SqliteStore.create at concurrency 64 (group commit: many writes per fsync).
+  3. SqliteStore.create at concurrency 64 (group commit: many writes per fsync);
+  2'/3'. the same without the high-water mark file (its pwrite + fdatasync per batch, which
+     lets a damaged log be detected at open), to show what the mark costs.
 Prints writes/s, the ratio to (1), transactions and writes per transaction, and p50/p99
 latency. Usage: ``python bench/store_commit.py [seconds-per-case]`` (default 4; < 30 s).
 
@@ -20,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -72,8 +75,13 @@ async def raw_sqlite(path: str, duration: float) -> Result:
         await db.close()
 
 
-async def store_creates(path: str, duration: float, concurrency: int) -> Result:
+async def store_creates(path: str, duration: float, concurrency: int,
+                        mark: bool = True) -> Result:
     store = await SqliteStore.open(path)
+    if not mark:
+        backend: Any = store._backend  # a benchmark-only switch, to price the mark
+        backend.mark.close()
+        backend.mark = None
     try:
         lat: list[float] = []
         end = time.perf_counter() + duration
@@ -90,7 +98,8 @@ async def store_creates(path: str, duration: float, concurrency: int) -> Result:
         start = time.perf_counter()
         counts = await asyncio.gather(*(worker(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - start
-        return Result(f"SqliteStore.create, c={concurrency}", sum(counts), elapsed,
+        name = f"SqliteStore.create, c={concurrency}" + ("" if mark else ", no mark")
+        return Result(name, sum(counts), elapsed,
                       store.commits - commits0, lat)
     finally:
         await store.close()
@@ -103,11 +112,13 @@ async def main(duration: float) -> None:
         base = await raw_sqlite(f"{tmp}/raw.db", duration)
         results = [base]
         for c in (1, 64):
-            results.append(await store_creates(f"{tmp}/store{c}.db", duration, c))
-    print(f"{'case':<28} {'writes/s':>10} {'x raw':>7} {'tx':>7} {'writes/tx':>9} "
+            for mark in (True, False):
+                results.append(await store_creates(f"{tmp}/store{c}{mark}.db", duration, c,
+                                                   mark))
+    print(f"{'case':<37} {'writes/s':>10} {'x raw':>7} {'tx':>7} {'writes/tx':>9} "
           f"{'p50 ms':>7} {'p99 ms':>7}")
     for r in results:
-        print(f"{r.name:<28} {r.rate:>10,.0f} {r.rate / base.rate:>7.2f} {r.commits:>7} "
+        print(f"{r.name:<37} {r.rate:>10,.0f} {r.rate / base.rate:>7.2f} {r.commits:>7} "
               f"{r.writes / max(r.commits, 1):>9.1f} {r.pct(0.5):>7.2f} {r.pct(0.99):>7.2f}")
     if base.latencies:
         print(f"(raw commit mean {statistics.mean(base.latencies) * 1000:.2f} ms; "

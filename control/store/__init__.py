@@ -16,11 +16,13 @@ from control.store.interface import (
     KeyNotFound,
     KeyValue,
     LeaseNotFound,
+    LogDamaged,
     RangeResult,
     RevisionMismatch,
     Store,
     StoreClosed,
     StoreError,
+    StoreFull,
     WatcherTooSlow,
 )
 from control.store.log import LogStore
@@ -36,6 +38,7 @@ __all__ = [
     "KeyNotFound",
     "KeyValue",
     "LeaseNotFound",
+    "LogDamaged",
     "LogStore",
     "MemoryStore",
     "RangeResult",
@@ -44,5 +47,6 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoreFull",
     "WatcherTooSlow",
 ]

@@ -109,6 +109,42 @@ class WatcherTooSlow(StoreError):
         self.resume_revision = resume_revision
 
 
+class StoreFull(StoreError):
+    """The disk under the store is full: the write was not made (nothing of it is visible);
+    writes succeed again once space returns."""
+
+    def __init__(self, path: str, free_bytes: int) -> None:
+        super().__init__(f"no space left for the store at {path} ({free_bytes} bytes free)")
+        self.path = path
+        self.free_bytes = free_bytes
+
+
+class LogDamaged(StoreError):
+    """The log on disk lost part of its acknowledged history; the store refuses to open it,
+    since serving it would lose acknowledged writes and reissue revision numbers."""
+
+    def __init__(self, path: str, acknowledged: int | None, last_good: int, detail: str) -> None:
+        self.path = path
+        self.acknowledged = acknowledged
+        self.last_good = last_good
+        self.detail = detail
+        super().__init__(self.describe("open it with recover_to_last_good"))
+
+    def describe(self, recover_how: str) -> str:
+        """One paragraph for the operator; ``recover_how`` names how to accept the loss."""
+        lost = (f"revisions {self.last_good + 1} to {self.acknowledged}"
+                if self.acknowledged is not None and self.acknowledged > self.last_good
+                else f"the history after revision {self.last_good}")
+        return (
+            f"refusing to start: the store's log {self.path} is damaged: {self.detail}. "
+            f"The last good revision is {self.last_good}. Serving it would lose "
+            "acknowledged writes and hand out resourceVersions that clients have already "
+            "seen. Choices: stop and restore the data directory (the database and its -wal "
+            f"file) from a backup; or {recover_how} to accept the loss of {lost} (a copy of "
+            "the damaged log is kept beside it, new revisions continue above every "
+            "acknowledged one, and clients relist).")
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str

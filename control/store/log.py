@@ -52,6 +52,7 @@ from control.store.interface import (
     RevisionMismatch,
     StoreClosed,
     StoreError,
+    StoreFull,
     WatcherTooSlow,
 )
 
@@ -596,7 +597,8 @@ class LogStore:
                 # of the batch fails, including those whose check failed against staged
                 # state that now never existed.
                 err = _as_store_error(exc)
-                log.error("store commit failed", ops=len(b.results), error=repr(exc))
+                if not isinstance(err, StoreFull):  # the backend warned, with the path
+                    log.error("store commit failed", ops=len(b.results), error=repr(exc))
                 for fut, _ in b.results:
                     if not fut.done():
                         fut.set_exception(err)
