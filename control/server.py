@@ -32,6 +32,7 @@ from control.client.config import write_admin_conf
 from control.controllers.manager import ControllerManager
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.runtime.supervisor import Supervisor
+from control.store.interface import LogDamaged
 from control.store.sqlite import SqliteStore
 
 log = structlog.get_logger(component="server")
@@ -48,6 +49,8 @@ class ServerOptions:
     compaction_interval: float = 300.0
     event_ttl_seconds: int = 3600
     watch_cache_history: int = 10_000
+    # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
+    recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
     bookmark_interval: float = 60.0
     shutdown_grace: float = 5.0
@@ -82,6 +85,11 @@ class ServerOptions:
             unhealthy_zone_threshold=self.unhealthy_zone_threshold)
 
 
+class StartRefused(Exception):
+    """The control plane will not start on this data directory (the message says why and
+    what the operator can do)."""
+
+
 class ControlPlane:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -101,7 +109,12 @@ class ControlPlane:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
         opts.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await SqliteStore.open(opts.data_dir / "state.db")
+        try:
+            self.store = await SqliteStore.open(
+                opts.data_dir / "state.db", recover_to_last_good=opts.recover_to_last_good)
+        except LogDamaged as e:
+            raise StartRefused(e.describe(
+                "start `flotilla server` with --recover-to-last-good")) from None
         self.cache = WatchCache(self.store, history=opts.watch_cache_history,
                                 bookmark_interval=opts.bookmark_interval)
         await self.cache.load()
@@ -204,4 +217,4 @@ class ControlPlane:
         log.info("control plane stopped")
 
 
-__all__ = ["ControlPlane", "ServerOptions"]
+__all__ = ["ControlPlane", "ServerOptions", "StartRefused"]

@@ -24,6 +24,7 @@ from control.api import errors, kinds
 from control.api.pb import api_pb2
 from control.apiserver import subresources
 from control.apiserver.registry import Registry
+from control.store.interface import StoreFull
 
 log = structlog.get_logger(component="apiserver")
 
@@ -60,6 +61,11 @@ def _unary(fn: Callable[[Any], Awaitable[Message]]) -> Callable[..., Awaitable[M
             return await fn(request)
         except errors.ApiError as e:
             await _abort(context, e)
+        except StoreFull:
+            # The store warned with the path and the free space; writes succeed again by
+            # themselves once space returns, so the client is told to retry later.
+            await _abort(context, errors.TooManyRequests(
+                "the server's storage is full: the write was not made; retry later"))
         except Exception as e:  # an unexpected bug must not kill the server
             log.exception("request failed", method=fn.__name__)
             await _abort(context, errors.ApiError(f"internal error: {type(e).__name__}: {e}"))

@@ -135,6 +135,10 @@ def register(sub: Any) -> None:
                    help="finished pods kept before pod GC deletes the oldest (default 12500)")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--recover-to-last-good", action="store_true",
+                   help="start even though the store's log lost acknowledged history "
+                        "(refused otherwise), accepting the loss; revisions continue "
+                        "above every acknowledged one")
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     add_ipam_flags(p)
@@ -152,6 +156,8 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
     }
     if args.scheduler_config:
         wanted["scheduler_config"] = args.scheduler_config
+    if args.recover_to_last_good:
+        wanted["recover_to_last_good"] = True
     if args.metrics_listen:
         if not args.metrics_listen.rpartition(":")[2].isdigit():
             raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")
@@ -188,7 +194,7 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
         log.warning("server options not supported yet, ignored", options=sorted(extra))
     from control.scheduler.registry import ConfigError
     from control.scheduler.scheduler import load_config
-    from control.server import ControlPlane
+    from control.server import ControlPlane, StartRefused
 
     try:
         load_config(options.scheduler_config)  # a bad file fails here, before anything runs
@@ -206,7 +212,7 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     try:
         try:
             await cp.start()
-        except OSError as e:
+        except (OSError, StartRefused) as e:
             await cp.stop()
             raise CliError(str(e)) from None
         if args.with_agent:

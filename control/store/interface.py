@@ -139,8 +139,9 @@ class LogDamaged(StoreError):
             f"refusing to start: the store's log {self.path} is damaged: {self.detail}. "
             f"The last good revision is {self.last_good}. Serving it would lose "
             "acknowledged writes and hand out resourceVersions that clients have already "
-            "seen. Choices: stop and restore the data directory (the database and its -wal "
-            f"file) from a backup; or {recover_how} to accept the loss of {lost} (a copy of "
+            "seen. Choices: restore the data directory (the database and its -wal file) "
+            f"from a backup and start again; or {recover_how} to accept the loss of {lost} "
+            "(a copy of "
             "the damaged log is kept beside it, new revisions continue above every "
             "acknowledged one, and clients relist).")
 

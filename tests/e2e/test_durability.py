@@ -5,43 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-
-import yaml
 
 from control.api import errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
-
-
-def start_server(data_dir: Path) -> subprocess.Popen[bytes]:
-    conf = data_dir / "admin.conf"
-    conf.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control.cli.main", "server", "--data-dir", str(data_dir),
-         "--listen", "127.0.0.1:0", "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not conf.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("flotilla server did not start")
-        time.sleep(0.05)
-    return proc
-
-
-def address(data_dir: Path) -> str:
-    return str(yaml.safe_load((data_dir / "admin.conf").read_text())["server"])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
+from tests.e2e.servers import address, start_server, stop
 
 
 async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ refusal to open, and the explicit recovery that never reissues a revision."""
 
 from __future__ import annotations
 
-import shutil
+import os
 import sqlite3
 from pathlib import Path
 
@@ -12,39 +12,13 @@ import pytest
 from control.store import walscan, watermark
 from control.store.interface import Compacted, LogDamaged
 from control.store.sqlite import SqliteStore
-
-WRITES = 40
-
-
-async def crash_image(tmp_path: Path, writes: int = WRITES) -> tuple[Path, int]:
-    """A data dir as a kill -9 leaves it after ``writes`` acknowledged writes: the files are
-    copied while the store is still open (a clean close checkpoints and deletes the WAL)."""
-    live = tmp_path / "live"
-    live.mkdir()
-    store = await SqliteStore.open(live / "state.db")
-    try:
-        for i in range(writes):
-            kv = await store.create(f"/registry/configmaps/default/cm{i}", b"v" * 300)
-        acknowledged = kv.mod_revision
-        image = tmp_path / "image"
-        image.mkdir()
-        for suffix in ("", "-wal", ".hwm"):
-            shutil.copyfile(f"{live}/state.db{suffix}", f"{image}/state.db{suffix}")
-    finally:
-        await store.close()
-    return image / "state.db", acknowledged
-
-
-def junk_in_the_middle(wal: Path, size: int = 700) -> None:
-    data = bytearray(wal.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + size] = b"\xa5" * size
-    wal.write_bytes(bytes(data))
-
-
-def truncate_to_half(wal: Path) -> None:
-    data = wal.read_bytes()
-    wal.write_bytes(data[: len(data) // 2])
+from tests.store.damage import (
+    WRITES,
+    crash_image,
+    junk_in_the_middle,
+    overwrite,
+    truncate_to_half,
+)
 
 
 async def test_intact_crash_image_opens(tmp_path: Path) -> None:
@@ -98,14 +72,14 @@ async def test_damaged_wal_is_refused_then_recovered(tmp_path: Path, damage: obj
 
 async def test_lost_wal_file_is_refused(tmp_path: Path) -> None:
     db, acknowledged = await crash_image(tmp_path)
-    Path(f"{db}-wal").unlink()
+    os.unlink(f"{db}-wal")
     with pytest.raises(LogDamaged, match=f"revisions up to {acknowledged} were acknowledged"):
         await SqliteStore.open(db)
 
 
 async def test_unreadable_watermark_is_refused(tmp_path: Path) -> None:
     db, _ = await crash_image(tmp_path)
-    Path(f"{db}.hwm").write_bytes(b"garbage")
+    overwrite(Path(f"{db}.hwm"), b"garbage")
     with pytest.raises(LogDamaged, match="unreadable"):
         await SqliteStore.open(db)
 
@@ -113,7 +87,7 @@ async def test_unreadable_watermark_is_refused(tmp_path: Path) -> None:
 async def test_missing_watermark_is_created(tmp_path: Path) -> None:
     """A data dir from before the mark existed opens and gets one."""
     db, acknowledged = await crash_image(tmp_path)
-    Path(f"{db}.hwm").unlink()
+    os.unlink(f"{db}.hwm")
     store = await SqliteStore.open(db)
     await store.close()
     assert watermark.read(f"{db}.hwm") == acknowledged
