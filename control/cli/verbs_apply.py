@@ -21,7 +21,7 @@ import argparse
 import copy
 import difflib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from google.protobuf.message import Message
 
@@ -71,14 +71,20 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", default="", help="name|json|yaml")
     p.set_defaults(handler=run_apply)
 
-    p = sub.add_parser("create", help="create objects from manifests, or `create namespace NAME`")
+    p = sub.add_parser("create", help="create objects from manifests, or `create namespace NAME`"
+                       " / `create job NAME (--from=cronjob/X | --image=IMG [-- CMD...])`")
     add_file_flags(p, required=False)
+    # everything after the first word: flags may still follow, and `create job NAME
+    # --image=IMG -- CMD...` ends with a command (see _split_what)
     p.add_argument(
         "what",
-        nargs="*",
+        nargs=argparse.REMAINDER,
         metavar="namespace NAME",
-        help="`namespace NAME` creates a namespace without a file",
+        help="`namespace NAME` creates a namespace without a file; `job NAME` a Job",
     )
+    p.add_argument("--from", dest="from_", default="", metavar="cronjob/NAME",
+                   help="create job: the CronJob whose jobTemplate the Job takes")
+    p.add_argument("--image", default="", help="create job: the image of its one container")
     p.add_argument("--dry-run", type=_dry_run, nargs="?", const="client", default="none")
     p.add_argument("-o", "--output", default="", help="name|json|yaml")
     p.set_defaults(handler=run_create)
@@ -238,9 +244,44 @@ async def run_apply(ctx: Context, args: argparse.Namespace) -> int:
 # -- create ------------------------------------------------------------------------------
 
 
+class _WhatParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\nSee 'flotilla create --help' for usage.")
+
+
+def _split_what(args: argparse.Namespace) -> None:
+    """Flags given after `create namespace NAME` / `create job NAME` land in ``what``
+    (it takes the rest of the line, for the command after ``--``): parse them here."""
+    words = list(args.what)
+    command: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1:]
+    p = _WhatParser(prog="flotilla create", add_help=False)
+    p.add_argument("words", nargs="*")
+    p.add_argument("-f", "--filename", action="append", default=[])
+    p.add_argument("-R", "--recursive", action="store_true")
+    p.add_argument("--dry-run", type=_dry_run, nargs="?", const="client", default=None)
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--from", dest="from_", default=None)
+    p.add_argument("--image", default=None)
+    extra = p.parse_intermixed_args(words)
+    args.what = extra.words + command
+    args.filename = list(args.filename) + extra.filename
+    args.recursive = args.recursive or extra.recursive
+    for name in ("dry_run", "output", "from_", "image"):
+        if getattr(extra, name) is not None:
+            setattr(args, name, getattr(extra, name))
+
+
 async def run_create(ctx: Context, args: argparse.Namespace) -> int:
+    _split_what(args)
     _check_output(args.output)
-    if args.what:
+    if args.what and args.what[0] == "job":
+        if args.filename:
+            raise UsageError("give either -f FILE or `job NAME`, not both")
+        manifests = [await _job_manifest(ctx, args)]
+    elif args.what:
         if args.filename:
             raise UsageError("give either -f FILE or `namespace NAME`, not both")
         if len(args.what) != 2 or args.what[0] not in ("namespace", "ns"):
@@ -283,6 +324,37 @@ async def run_create(ctx: Context, args: argparse.Namespace) -> int:
             args.dry_run,
         )
     return 1 if failed else 0
+
+
+async def _job_manifest(ctx: Context, args: argparse.Namespace) -> manifest.Manifest:
+    """`create job NAME --from=cronjob/X` or `--image=IMG [-- CMD...]` as a manifest."""
+    from control.api.pb import batch_pb2
+    from control.cli import create_job
+
+    if len(args.what) < 2:
+        raise UsageError("usage: flotilla create job NAME (--from=cronjob/NAME | --image=IMAGE "
+                         "[-- COMMAND...])")
+    name, command = args.what[1], args.what[2:]
+    if bool(args.from_) == bool(args.image):
+        raise UsageError("create job: give exactly one of --from=cronjob/NAME and --image")
+    if args.from_:
+        kind, _, source = args.from_.partition("/")
+        try:
+            source_kind = kinds.resolve(kind).kind
+        except KeyError:
+            source_kind = ""
+        if not source or source_kind != "CronJob":
+            raise UsageError(f"create job: --from={args.from_}: only cronjob/NAME is supported")
+        if command:
+            raise UsageError("create job: a command goes with --image, not --from")
+        client = await ctx.client()
+        cj = await client.get(batch_pb2.CronJob, source, ctx.namespace)
+        job = create_job.job_from_cronjob(cj, name)
+    else:
+        job = create_job.job_from_image(name, ctx.namespace, args.image, command)
+    doc = manifest.Document("command line", 1, convert.to_dict(job))
+    (m,) = manifest.check_documents([doc], ctx.namespace, ctx.explicit_namespace)
+    return m
 
 
 # -- diff --------------------------------------------------------------------------------

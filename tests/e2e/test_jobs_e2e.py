@@ -5,6 +5,8 @@ commands that succeed, fail with a chosen exit code, or print their completion i
 
 from __future__ import annotations
 
+import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
@@ -15,6 +17,7 @@ import pytest
 
 from control.api import convert, errors
 from control.api.pb import batch_pb2, core_pb2
+from control.cli.main import main as cli_main
 from control.client.client import ApiClient
 from control.controllers import job_util as ju
 from tests.e2e.test_workloads_e2e import NS, Env, PodWatch, gone, real_cluster, until
@@ -143,3 +146,52 @@ async def _none_active(c: ApiClient, name: str) -> bool:
         return False
 
 
+
+
+async def run_cli(env: Env, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(cli_main, ["--server", env.cluster.address, *argv],
+                                   stdout=out, stderr=err, stdin=io.StringIO(""))
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_cli_create_job_from_cronjob_wait_and_logs(env: Env) -> None:
+    c = env.client
+    cj: batch_pb2.CronJob = convert.from_dict({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "hello", "namespace": NS},
+        "spec": {"schedule": "0 0 1 1 *", "suspend": True, "jobTemplate": {
+            "metadata": {"labels": {"team": "a"}},
+            "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [
+                {"name": "hello", "image": "busybox",
+                 "command": ["sh", "-c", "echo hello from the cronjob"]}]}}}}},
+    }, batch_pb2.CronJob())
+    created = await c.create(cj)
+    code, out, err = await run_cli(env, "create", "job", "manual", "--from=cronjob/hello")
+    assert code == 0, err
+    assert "job.batch/manual created" in out
+    j = await c.get(batch_pb2.Job, "manual", NS)
+    assert j.metadata.annotations["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert j.metadata.labels["team"] == "a"
+    assert [(r.kind, r.uid) for r in j.metadata.owner_references] == [
+        ("CronJob", created.metadata.uid)]
+    code, out, err = await run_cli(env, "wait", "--for=condition=complete", "job/manual",
+                                   "--timeout=40s")
+    assert code == 0, err
+    assert "condition met" in out
+    code, out, err = await run_cli(env, "logs", "job/manual")
+    assert (code, out) == (0, "hello from the cronjob\n"), err
+
+    code, out, err = await run_cli(env, "create", "job", "img", "--image=busybox", "--",
+                                   "sh", "-c", "exit 0")
+    assert code == 0, err
+    code, out, err = await run_cli(env, "wait", "--for=condition=complete", "job/img",
+                                   "--timeout=40s")
+    assert code == 0, err
+
+    code, _, err = await run_cli(env, "create", "job", "bad", "--from=deploy/x")
+    assert code != 0 and "only cronjob/NAME" in err
+    code, _, err = await run_cli(env, "create", "job", "bad", "--from=cronjob/missing")
+    assert code != 0 and "missing" in err
+    code, _, err = await run_cli(env, "create", "job", "bad")
+    assert code != 0 and "exactly one of" in err
