@@ -43,6 +43,7 @@ from control.apiserver.validation_util import (
     selector_matches_template,
     too_long,
 )
+from control.apiserver.validation_volume import IN_TREE_SOURCES, validate_in_tree_source
 
 # One MiB: the most a ConfigMap or Secret may hold (it must fit in one store value).
 MAX_DATA_SIZE = 1024 * 1024
@@ -371,6 +372,20 @@ _PV_SOURCES = (
     "fc",
     "gce_persistent_disk",
     "aws_elastic_block_store",
+    "cinder",
+    "azure_disk",
+    "azure_file",
+    "cephfs",
+    "rbd",
+    "glusterfs",
+    "flocker",
+    "quobyte",
+    "portworx_volume",
+    "scale_io",
+    "storageos",
+    "vsphere_volume",
+    "photon_persistent_disk",
+    "flex_volume",
 )
 
 
@@ -413,6 +428,11 @@ def validate_persistent_volume(
         errs.append(forbidden("spec", "may not specify more than 1 volume type"))
     if spec.HasField("host_path") and not spec.host_path.path:
         errs.append(required("spec.hostPath.path", ""))
+    for source in present[:1]:
+        if source in IN_TREE_SOURCES:
+            json_name = core_pb2.PersistentVolumeSpec.DESCRIPTOR.fields_by_name[source].json_name
+            errs.extend(validate_in_tree_source(getattr(spec, source), source,
+                                                f"spec.{json_name}"))
     if spec.HasField("local"):
         if not spec.local.path:
             errs.append(required("spec.local.path", ""))

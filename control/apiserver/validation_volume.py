@@ -2,12 +2,18 @@
 volume, and each source's own required fields (paths, keys, modes, projections).
 
 Owns :func:`validate_volumes`, which also returns the names defined, for checking the
-containers' volume mounts. Rules and messages follow Kubernetes' core validation.
+containers' volume mounts, and :func:`validate_in_tree_source` for the in-tree network and
+cloud disk sources (cinder, rbd, azureDisk...) that PersistentVolumes share. Those are
+accepted as Kubernetes' API accepts them even though no agent mounts them: the pod is
+refused by the node (a FailedMount Event), not by the API. Rules and messages follow
+Kubernetes' core validation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+from google.protobuf.message import Message
 
 from control.api import names
 from control.api.pb import core_pb2
@@ -31,7 +37,7 @@ from control.apiserver.validation_util import (
     required,
 )
 
-__all__ = ["validate_volumes"]
+__all__ = ["IN_TREE_SOURCES", "validate_in_tree_source", "validate_volumes"]
 
 HOST_PATH_TYPES = (
     "",
@@ -51,6 +57,76 @@ _VOLUME_SOURCES: tuple[str, ...] = tuple(
 )
 # json names of the sources, for messages ("downwardAPI", not "downward_api").
 _JSON_NAME = {f.name: f.json_name for f in core_pb2.Volume.DESCRIPTOR.fields}
+
+# In-tree source -> its fields that must be set (Kubernetes' validateXVolumeSource); the
+# field names are the same in the Volume and the PersistentVolume variants.
+_IN_TREE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "aws_elastic_block_store": ("volume_id",),
+    "gce_persistent_disk": ("pd_name",),
+    "iscsi": ("target_portal", "iqn"),
+    "cinder": ("volume_id",),
+    "azure_disk": ("disk_name", "disk_uri"),
+    "azure_file": ("secret_name", "share_name"),
+    "cephfs": ("monitors",),
+    "rbd": ("monitors", "image"),
+    "glusterfs": ("endpoints", "path"),
+    "quobyte": ("registry", "volume"),
+    "portworx_volume": ("volume_id",),
+    "scale_io": ("gateway", "system", "volume_name", "secret_ref"),
+    "storageos": ("volume_name",),
+    "vsphere_volume": ("volume_path",),
+    "photon_persistent_disk": ("pd_id",),
+    "flex_volume": ("driver",),
+    "git_repo": ("repository",),
+    "flocker": (),
+    "fc": (),
+}
+IN_TREE_SOURCES = frozenset(_IN_TREE_REQUIRED)
+AZURE_CACHING_MODES = ("None", "ReadOnly", "ReadWrite")
+AZURE_DISK_KINDS = ("Dedicated", "Shared", "Managed")
+
+
+def _unset(msg: Message, name: str) -> bool:
+    f = msg.DESCRIPTOR.fields_by_name[name]
+    if f.is_repeated:
+        return not getattr(msg, name)
+    if f.message_type is not None:
+        return not msg.HasField(name)
+    return not getattr(msg, name)
+
+
+def validate_in_tree_source(src: Message, source: str, path: str) -> Errors:
+    """The required fields and enums of in-tree source ``source`` (``src``) at ``path``."""
+    fields = src.DESCRIPTOR.fields_by_name
+    errs: Errors = [required(child(path, fields[n].json_name), "")
+                    for n in _IN_TREE_REQUIRED.get(source, ()) if _unset(src, n)]
+    if isinstance(src, core_pb2.FlockerVolumeSource):
+        name, uuid = src.dataset_name, src.dataset_uuid
+        if bool(name) == bool(uuid):
+            errs.append(required(path, "one and only one of datasetName and datasetUUID "
+                                       "must be specified"))
+        if "/" in name:
+            errs.append(invalid(child(path, "datasetName"), name, "must not contain '/'"))
+    elif isinstance(src, core_pb2.FCVolumeSource):
+        wwns, wwids = list(src.target_wwns), list(src.wwids)
+        if not wwns and not wwids:
+            errs.append(required(child(path, "targetWWNs"),
+                                 "must specify either targetWWNs or wwids, but not both"))
+        elif wwns and wwids:
+            errs.append(invalid(child(path, "targetWWNs"), wwns,
+                                "targetWWNs and wwids can not be specified simultaneously"))
+        elif wwns and not src.HasField("lun"):
+            errs.append(required(child(path, "lun"), "lun is required if targetWWNs is specified"))
+    elif isinstance(src, core_pb2.AzureDiskVolumeSource):
+        if src.HasField("caching_mode"):
+            errs.extend(enum(child(path, "cachingMode"), src.caching_mode,
+                             AZURE_CACHING_MODES))
+        if src.HasField("kind"):
+            errs.extend(enum(child(path, "kind"), src.kind, AZURE_DISK_KINDS))
+    elif isinstance(src, core_pb2.GitRepoVolumeSource) and src.directory:
+        errs.extend(relative_path(child(path, "directory"), src.directory))
+    return errs
+
 
 # ---------------------------------------------------------------------------------------
 # Volumes
@@ -163,6 +239,8 @@ def _validate_volume_source(v: core_pb2.Volume, source: str, path: str) -> Error
     elif source == "ephemeral":
         if not v.ephemeral.HasField("volume_claim_template"):
             errs.append(required(child(path, "volumeClaimTemplate"), ""))
+    elif source in IN_TREE_SOURCES:
+        errs.extend(validate_in_tree_source(getattr(v, source), source, path))
     return errs
 
 

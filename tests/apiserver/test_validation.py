@@ -327,6 +327,72 @@ INVALID = [
         _set("spec.volumes", [{"name": "a", "secret": {}}]),
         ("spec.volumes[0].secret.secretName", "Required value"),
     ),
+    # in-tree network and cloud disk sources: accepted as Kubernetes' API does (no agent
+    # mounts them; the node says so with a FailedMount Event), with their required fields
+    *[
+        case("Pod", _set("spec.volumes", [{"name": "a", **source}]))
+        for source in (
+            {"cinder": {"volumeID": "vol-1", "fsType": "ext4"}},
+            {"azureDisk": {"diskName": "d", "diskURI": "https://x/d.vhd",
+                           "cachingMode": "ReadOnly", "kind": "Managed"}},
+            {"azureFile": {"secretName": "s", "shareName": "share"}},
+            {"cephfs": {"monitors": ["10.16.154.78:6789"], "secretRef": {"name": "c"}}},
+            {"rbd": {"monitors": ["m:6789"], "image": "foo", "pool": "kube"}},
+            {"glusterfs": {"endpoints": "glusterfs-cluster", "path": "kube_vol"}},
+            {"flocker": {"datasetName": "set"}},
+            {"quobyte": {"registry": "r:7861", "volume": "v"}},
+            {"portworxVolume": {"volumeID": "pxvol"}},
+            {"scaleIO": {"gateway": "https://g", "system": "s", "volumeName": "v",
+                         "secretRef": {"name": "sio"}}},
+            {"storageos": {"volumeName": "v"}},
+            {"vsphereVolume": {"volumePath": "[ds] v.vmdk"}},
+            {"photonPersistentDisk": {"pdID": "pd"}},
+            {"flexVolume": {"driver": "example/lvm", "options": {"size": "1Gi"}}},
+            {"gitRepo": {"repository": "https://example.com/r.git", "directory": "."}},
+            {"fc": {"targetWWNs": ["500a0982991b8dc5"], "lun": 2}},
+            {"iscsi": {"targetPortal": "10.0.2.15:3260", "iqn": "iqn.2001-04.com.example"}},
+        )
+    ],
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "cinder": {"fsType": "ext4"}}]),
+        ("spec.volumes[0].cinder.volumeID", "Required value"),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "rbd": {"pool": "kube"}}]),
+        ("spec.volumes[0].rbd.monitors", "Required value"),
+        ("spec.volumes[0].rbd.image", "Required value"),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "scaleIO": {"gateway": "g", "system": "s",
+                                                        "volumeName": "v"}}]),
+        ("spec.volumes[0].scaleIO.secretRef", "Required value"),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "flocker": {"datasetName": "a",
+                                                        "datasetUUID": "b"}}]),
+        ("spec.volumes[0].flocker", "Required value: one and only one"),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "azureDisk": {"diskName": "d", "diskURI": "u",
+                                                          "kind": "Huge"}}]),
+        ("spec.volumes[0].azureDisk.kind", 'Unsupported value: "Huge"'),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "fc": {"targetWWNs": ["w"]}}]),
+        ("spec.volumes[0].fc.lun", "Required value"),
+    ),
+    case(
+        "Pod",
+        _set("spec.volumes", [{"name": "a", "gitRepo": {"repository": "r",
+                                                        "directory": "../up"}}]),
+        ("spec.volumes[0].gitRepo.directory", "Invalid value"),
+    ),
     case(
         "Pod",
         _set("spec.volumes", [{"name": "a", "configMap": {"name": "c", "defaultMode": 1000}}]),
@@ -876,6 +942,17 @@ INVALID = [
         "PersistentVolume",
         _del("spec.hostPath"),
         ("spec", "Required value: must specify a volume type"),
+    ),
+    case(
+        "PersistentVolume",
+        _all(_del("spec.hostPath"),
+             _set("spec.cinder", {"volumeID": "v", "secretRef": {"name": "s",
+                                                                 "namespace": "ns"}})),
+    ),
+    case(
+        "PersistentVolume",
+        _all(_del("spec.hostPath"), _set("spec.glusterfs", {"path": "p"})),
+        ("spec.glusterfs.endpoints", "Required value"),
     ),
     case(
         "PersistentVolume",

@@ -57,7 +57,8 @@ async def test_a_missing_configmap_key(cluster: Cluster, agent: Agent) -> None:
     p.spec.containers[0].env.add(name="MODE").value_from.config_map_key_ref.CopyFrom(
         core_pb2.ConfigMapKeySelector(name="settings", key="mode"))
     await c.create(p)
-    got = await wait_pod(cluster, "needs-key", lambda p: p.status.container_statuses and p.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError")
+    got = await wait_pod(cluster, "needs-key", lambda p: p.status.container_statuses and (
+        p.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError"))
     assert got.status.phase == "Pending"
     [failed] = await kubelet_events(cluster, "needs-key", "Failed")
     message = "Error: couldn't find key mode in ConfigMap default/settings"
@@ -65,3 +66,19 @@ async def test_a_missing_configmap_key(cluster: Cluster, agent: Agent) -> None:
     text = await describe_pod(cluster, "needs-key")
     assert "CreateContainerConfigError" in text
     assert message in text, text
+
+
+async def test_an_in_tree_volume_is_accepted_and_reported_by_the_node(
+        cluster: Cluster, agent: Agent) -> None:
+    p = pod("cinder-user", ["sh", "-c", "sleep 60"],
+            volumes=[{"name": "data", "cinder": {"volumeID": "vol-1", "fsType": "ext4"}}])
+    p.spec.containers[0].volume_mounts.add(name="data", mount_path="/data")
+    await cluster.client.create(p)  # accepted, as Kubernetes' API accepts it
+    [mount] = await kubelet_events(cluster, "cinder-user", "FailedMount")
+    assert mount.type == "Warning"
+    assert mount.message == ('MountVolume.SetUp failed for volume "data" : cinder volumes '
+                             "are not supported by this agent")
+    got = await cluster.client.get(core_pb2.Pod, "cinder-user", "default")
+    assert got.status.phase == "Pending"
+    assert got.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+    assert "cinder volumes are not supported" in await describe_pod(cluster, "cinder-user")

@@ -493,8 +493,346 @@ class EphemeralVolumeSource(_message.Message):
     volume_claim_template: PersistentVolumeClaimTemplate
     def __init__(self, volume_claim_template: _Optional[_Union[PersistentVolumeClaimTemplate, _Mapping]] = ...) -> None: ...
 
+class CinderVolumeSource(_message.Message):
+    __slots__ = ("volume_id", "fs_type", "read_only", "secret_ref")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    fs_type: str
+    read_only: bool
+    secret_ref: LocalObjectReference
+    def __init__(self, volume_id: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ...) -> None: ...
+
+class CinderPersistentVolumeSource(_message.Message):
+    __slots__ = ("volume_id", "fs_type", "read_only", "secret_ref")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    fs_type: str
+    read_only: bool
+    secret_ref: SecretReference
+    def __init__(self, volume_id: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ..., secret_ref: _Optional[_Union[SecretReference, _Mapping]] = ...) -> None: ...
+
+class AzureDiskVolumeSource(_message.Message):
+    __slots__ = ("disk_name", "disk_uri", "caching_mode", "fs_type", "read_only", "kind")
+    DISK_NAME_FIELD_NUMBER: _ClassVar[int]
+    DISK_URI_FIELD_NUMBER: _ClassVar[int]
+    CACHING_MODE_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    disk_name: str
+    disk_uri: str
+    caching_mode: str
+    fs_type: str
+    read_only: bool
+    kind: str
+    def __init__(self, disk_name: _Optional[str] = ..., disk_uri: _Optional[str] = ..., caching_mode: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class AzureFileVolumeSource(_message.Message):
+    __slots__ = ("secret_name", "share_name", "read_only")
+    SECRET_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARE_NAME_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    secret_name: str
+    share_name: str
+    read_only: bool
+    def __init__(self, secret_name: _Optional[str] = ..., share_name: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class AzureFilePersistentVolumeSource(_message.Message):
+    __slots__ = ("secret_name", "share_name", "read_only", "secret_namespace")
+    SECRET_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARE_NAME_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    secret_name: str
+    share_name: str
+    read_only: bool
+    secret_namespace: str
+    def __init__(self, secret_name: _Optional[str] = ..., share_name: _Optional[str] = ..., read_only: _Optional[bool] = ..., secret_namespace: _Optional[str] = ...) -> None: ...
+
+class CephFSVolumeSource(_message.Message):
+    __slots__ = ("monitors", "path", "user", "secret_file", "secret_ref", "read_only")
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FILE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    monitors: _containers.RepeatedScalarFieldContainer[str]
+    path: str
+    user: str
+    secret_file: str
+    secret_ref: LocalObjectReference
+    read_only: bool
+    def __init__(self, monitors: _Optional[_Iterable[str]] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., secret_file: _Optional[str] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class CephFSPersistentVolumeSource(_message.Message):
+    __slots__ = ("monitors", "path", "user", "secret_file", "secret_ref", "read_only")
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FILE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    monitors: _containers.RepeatedScalarFieldContainer[str]
+    path: str
+    user: str
+    secret_file: str
+    secret_ref: SecretReference
+    read_only: bool
+    def __init__(self, monitors: _Optional[_Iterable[str]] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., secret_file: _Optional[str] = ..., secret_ref: _Optional[_Union[SecretReference, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class RBDVolumeSource(_message.Message):
+    __slots__ = ("monitors", "image", "fs_type", "pool", "user", "keyring", "secret_ref", "read_only")
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    monitors: _containers.RepeatedScalarFieldContainer[str]
+    image: str
+    fs_type: str
+    pool: str
+    user: str
+    keyring: str
+    secret_ref: LocalObjectReference
+    read_only: bool
+    def __init__(self, monitors: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., fs_type: _Optional[str] = ..., pool: _Optional[str] = ..., user: _Optional[str] = ..., keyring: _Optional[str] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class RBDPersistentVolumeSource(_message.Message):
+    __slots__ = ("monitors", "image", "fs_type", "pool", "user", "keyring", "secret_ref", "read_only")
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    monitors: _containers.RepeatedScalarFieldContainer[str]
+    image: str
+    fs_type: str
+    pool: str
+    user: str
+    keyring: str
+    secret_ref: SecretReference
+    read_only: bool
+    def __init__(self, monitors: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., fs_type: _Optional[str] = ..., pool: _Optional[str] = ..., user: _Optional[str] = ..., keyring: _Optional[str] = ..., secret_ref: _Optional[_Union[SecretReference, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class GlusterfsVolumeSource(_message.Message):
+    __slots__ = ("endpoints", "path", "read_only")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    endpoints: str
+    path: str
+    read_only: bool
+    def __init__(self, endpoints: _Optional[str] = ..., path: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class GlusterfsPersistentVolumeSource(_message.Message):
+    __slots__ = ("endpoints", "path", "read_only", "endpoints_namespace")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    endpoints: str
+    path: str
+    read_only: bool
+    endpoints_namespace: str
+    def __init__(self, endpoints: _Optional[str] = ..., path: _Optional[str] = ..., read_only: _Optional[bool] = ..., endpoints_namespace: _Optional[str] = ...) -> None: ...
+
+class FlockerVolumeSource(_message.Message):
+    __slots__ = ("dataset_name", "dataset_uuid")
+    DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_UUID_FIELD_NUMBER: _ClassVar[int]
+    dataset_name: str
+    dataset_uuid: str
+    def __init__(self, dataset_name: _Optional[str] = ..., dataset_uuid: _Optional[str] = ...) -> None: ...
+
+class QuobyteVolumeSource(_message.Message):
+    __slots__ = ("registry", "volume", "read_only", "user", "group", "tenant")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    volume: str
+    read_only: bool
+    user: str
+    group: str
+    tenant: str
+    def __init__(self, registry: _Optional[str] = ..., volume: _Optional[str] = ..., read_only: _Optional[bool] = ..., user: _Optional[str] = ..., group: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class PortworxVolumeSource(_message.Message):
+    __slots__ = ("volume_id", "fs_type", "read_only")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    fs_type: str
+    read_only: bool
+    def __init__(self, volume_id: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class ScaleIOVolumeSource(_message.Message):
+    __slots__ = ("gateway", "system", "secret_ref", "ssl_enabled", "protection_domain", "storage_pool", "storage_mode", "volume_name", "fs_type", "read_only")
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    SSL_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_POOL_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_MODE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_NAME_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    gateway: str
+    system: str
+    secret_ref: LocalObjectReference
+    ssl_enabled: bool
+    protection_domain: str
+    storage_pool: str
+    storage_mode: str
+    volume_name: str
+    fs_type: str
+    read_only: bool
+    def __init__(self, gateway: _Optional[str] = ..., system: _Optional[str] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ..., ssl_enabled: _Optional[bool] = ..., protection_domain: _Optional[str] = ..., storage_pool: _Optional[str] = ..., storage_mode: _Optional[str] = ..., volume_name: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class ScaleIOPersistentVolumeSource(_message.Message):
+    __slots__ = ("gateway", "system", "secret_ref", "ssl_enabled", "protection_domain", "storage_pool", "storage_mode", "volume_name", "fs_type", "read_only")
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    SSL_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_POOL_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_MODE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_NAME_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    gateway: str
+    system: str
+    secret_ref: SecretReference
+    ssl_enabled: bool
+    protection_domain: str
+    storage_pool: str
+    storage_mode: str
+    volume_name: str
+    fs_type: str
+    read_only: bool
+    def __init__(self, gateway: _Optional[str] = ..., system: _Optional[str] = ..., secret_ref: _Optional[_Union[SecretReference, _Mapping]] = ..., ssl_enabled: _Optional[bool] = ..., protection_domain: _Optional[str] = ..., storage_pool: _Optional[str] = ..., storage_mode: _Optional[str] = ..., volume_name: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class StorageOSVolumeSource(_message.Message):
+    __slots__ = ("volume_name", "volume_namespace", "fs_type", "read_only", "secret_ref")
+    VOLUME_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    volume_name: str
+    volume_namespace: str
+    fs_type: str
+    read_only: bool
+    secret_ref: LocalObjectReference
+    def __init__(self, volume_name: _Optional[str] = ..., volume_namespace: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ...) -> None: ...
+
+class StorageOSPersistentVolumeSource(_message.Message):
+    __slots__ = ("volume_name", "volume_namespace", "fs_type", "read_only", "secret_ref")
+    VOLUME_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    volume_name: str
+    volume_namespace: str
+    fs_type: str
+    read_only: bool
+    secret_ref: _meta_pb2.ObjectReference
+    def __init__(self, volume_name: _Optional[str] = ..., volume_namespace: _Optional[str] = ..., fs_type: _Optional[str] = ..., read_only: _Optional[bool] = ..., secret_ref: _Optional[_Union[_meta_pb2.ObjectReference, _Mapping]] = ...) -> None: ...
+
+class VsphereVirtualDiskVolumeSource(_message.Message):
+    __slots__ = ("volume_path", "fs_type", "storage_policy_name", "storage_policy_id")
+    VOLUME_PATH_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_path: str
+    fs_type: str
+    storage_policy_name: str
+    storage_policy_id: str
+    def __init__(self, volume_path: _Optional[str] = ..., fs_type: _Optional[str] = ..., storage_policy_name: _Optional[str] = ..., storage_policy_id: _Optional[str] = ...) -> None: ...
+
+class PhotonPersistentDiskVolumeSource(_message.Message):
+    __slots__ = ("pd_id", "fs_type")
+    PD_ID_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    pd_id: str
+    fs_type: str
+    def __init__(self, pd_id: _Optional[str] = ..., fs_type: _Optional[str] = ...) -> None: ...
+
+class FlexVolumeSource(_message.Message):
+    __slots__ = ("driver", "fs_type", "secret_ref", "read_only", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    driver: str
+    fs_type: str
+    secret_ref: LocalObjectReference
+    read_only: bool
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, driver: _Optional[str] = ..., fs_type: _Optional[str] = ..., secret_ref: _Optional[_Union[LocalObjectReference, _Mapping]] = ..., read_only: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FlexPersistentVolumeSource(_message.Message):
+    __slots__ = ("driver", "fs_type", "secret_ref", "read_only", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REF_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    driver: str
+    fs_type: str
+    secret_ref: SecretReference
+    read_only: bool
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, driver: _Optional[str] = ..., fs_type: _Optional[str] = ..., secret_ref: _Optional[_Union[SecretReference, _Mapping]] = ..., read_only: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GitRepoVolumeSource(_message.Message):
+    __slots__ = ("repository", "revision", "directory")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    revision: str
+    directory: str
+    def __init__(self, repository: _Optional[str] = ..., revision: _Optional[str] = ..., directory: _Optional[str] = ...) -> None: ...
+
 class Volume(_message.Message):
-    __slots__ = ("name", "host_path", "empty_dir", "secret", "nfs", "persistent_volume_claim", "downward_api", "config_map", "projected", "iscsi", "fc", "csi", "ephemeral", "image", "gce_persistent_disk", "aws_elastic_block_store")
+    __slots__ = ("name", "host_path", "empty_dir", "secret", "nfs", "persistent_volume_claim", "downward_api", "config_map", "projected", "iscsi", "fc", "csi", "ephemeral", "image", "gce_persistent_disk", "aws_elastic_block_store", "cinder", "azure_disk", "azure_file", "cephfs", "rbd", "glusterfs", "flocker", "quobyte", "portworx_volume", "scale_io", "storageos", "vsphere_volume", "photon_persistent_disk", "flex_volume", "git_repo")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_PATH_FIELD_NUMBER: _ClassVar[int]
     EMPTY_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -511,6 +849,21 @@ class Volume(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     GCE_PERSISTENT_DISK_FIELD_NUMBER: _ClassVar[int]
     AWS_ELASTIC_BLOCK_STORE_FIELD_NUMBER: _ClassVar[int]
+    CINDER_FIELD_NUMBER: _ClassVar[int]
+    AZURE_DISK_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FILE_FIELD_NUMBER: _ClassVar[int]
+    CEPHFS_FIELD_NUMBER: _ClassVar[int]
+    RBD_FIELD_NUMBER: _ClassVar[int]
+    GLUSTERFS_FIELD_NUMBER: _ClassVar[int]
+    FLOCKER_FIELD_NUMBER: _ClassVar[int]
+    QUOBYTE_FIELD_NUMBER: _ClassVar[int]
+    PORTWORX_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SCALE_IO_FIELD_NUMBER: _ClassVar[int]
+    STORAGEOS_FIELD_NUMBER: _ClassVar[int]
+    VSPHERE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    PHOTON_PERSISTENT_DISK_FIELD_NUMBER: _ClassVar[int]
+    FLEX_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    GIT_REPO_FIELD_NUMBER: _ClassVar[int]
     name: str
     host_path: HostPathVolumeSource
     empty_dir: EmptyDirVolumeSource
@@ -527,7 +880,22 @@ class Volume(_message.Message):
     image: ImageVolumeSource
     gce_persistent_disk: GCEPersistentDiskVolumeSource
     aws_elastic_block_store: AWSElasticBlockStoreVolumeSource
-    def __init__(self, name: _Optional[str] = ..., host_path: _Optional[_Union[HostPathVolumeSource, _Mapping]] = ..., empty_dir: _Optional[_Union[EmptyDirVolumeSource, _Mapping]] = ..., secret: _Optional[_Union[SecretVolumeSource, _Mapping]] = ..., nfs: _Optional[_Union[NFSVolumeSource, _Mapping]] = ..., persistent_volume_claim: _Optional[_Union[PersistentVolumeClaimVolumeSource, _Mapping]] = ..., downward_api: _Optional[_Union[DownwardAPIVolumeSource, _Mapping]] = ..., config_map: _Optional[_Union[ConfigMapVolumeSource, _Mapping]] = ..., projected: _Optional[_Union[ProjectedVolumeSource, _Mapping]] = ..., iscsi: _Optional[_Union[ISCSIVolumeSource, _Mapping]] = ..., fc: _Optional[_Union[FCVolumeSource, _Mapping]] = ..., csi: _Optional[_Union[CSIVolumeSource, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralVolumeSource, _Mapping]] = ..., image: _Optional[_Union[ImageVolumeSource, _Mapping]] = ..., gce_persistent_disk: _Optional[_Union[GCEPersistentDiskVolumeSource, _Mapping]] = ..., aws_elastic_block_store: _Optional[_Union[AWSElasticBlockStoreVolumeSource, _Mapping]] = ...) -> None: ...
+    cinder: CinderVolumeSource
+    azure_disk: AzureDiskVolumeSource
+    azure_file: AzureFileVolumeSource
+    cephfs: CephFSVolumeSource
+    rbd: RBDVolumeSource
+    glusterfs: GlusterfsVolumeSource
+    flocker: FlockerVolumeSource
+    quobyte: QuobyteVolumeSource
+    portworx_volume: PortworxVolumeSource
+    scale_io: ScaleIOVolumeSource
+    storageos: StorageOSVolumeSource
+    vsphere_volume: VsphereVirtualDiskVolumeSource
+    photon_persistent_disk: PhotonPersistentDiskVolumeSource
+    flex_volume: FlexVolumeSource
+    git_repo: GitRepoVolumeSource
+    def __init__(self, name: _Optional[str] = ..., host_path: _Optional[_Union[HostPathVolumeSource, _Mapping]] = ..., empty_dir: _Optional[_Union[EmptyDirVolumeSource, _Mapping]] = ..., secret: _Optional[_Union[SecretVolumeSource, _Mapping]] = ..., nfs: _Optional[_Union[NFSVolumeSource, _Mapping]] = ..., persistent_volume_claim: _Optional[_Union[PersistentVolumeClaimVolumeSource, _Mapping]] = ..., downward_api: _Optional[_Union[DownwardAPIVolumeSource, _Mapping]] = ..., config_map: _Optional[_Union[ConfigMapVolumeSource, _Mapping]] = ..., projected: _Optional[_Union[ProjectedVolumeSource, _Mapping]] = ..., iscsi: _Optional[_Union[ISCSIVolumeSource, _Mapping]] = ..., fc: _Optional[_Union[FCVolumeSource, _Mapping]] = ..., csi: _Optional[_Union[CSIVolumeSource, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralVolumeSource, _Mapping]] = ..., image: _Optional[_Union[ImageVolumeSource, _Mapping]] = ..., gce_persistent_disk: _Optional[_Union[GCEPersistentDiskVolumeSource, _Mapping]] = ..., aws_elastic_block_store: _Optional[_Union[AWSElasticBlockStoreVolumeSource, _Mapping]] = ..., cinder: _Optional[_Union[CinderVolumeSource, _Mapping]] = ..., azure_disk: _Optional[_Union[AzureDiskVolumeSource, _Mapping]] = ..., azure_file: _Optional[_Union[AzureFileVolumeSource, _Mapping]] = ..., cephfs: _Optional[_Union[CephFSVolumeSource, _Mapping]] = ..., rbd: _Optional[_Union[RBDVolumeSource, _Mapping]] = ..., glusterfs: _Optional[_Union[GlusterfsVolumeSource, _Mapping]] = ..., flocker: _Optional[_Union[FlockerVolumeSource, _Mapping]] = ..., quobyte: _Optional[_Union[QuobyteVolumeSource, _Mapping]] = ..., portworx_volume: _Optional[_Union[PortworxVolumeSource, _Mapping]] = ..., scale_io: _Optional[_Union[ScaleIOVolumeSource, _Mapping]] = ..., storageos: _Optional[_Union[StorageOSVolumeSource, _Mapping]] = ..., vsphere_volume: _Optional[_Union[VsphereVirtualDiskVolumeSource, _Mapping]] = ..., photon_persistent_disk: _Optional[_Union[PhotonPersistentDiskVolumeSource, _Mapping]] = ..., flex_volume: _Optional[_Union[FlexVolumeSource, _Mapping]] = ..., git_repo: _Optional[_Union[GitRepoVolumeSource, _Mapping]] = ...) -> None: ...
 
 class ContainerPort(_message.Message):
     __slots__ = ("name", "host_port", "container_port", "protocol", "host_ip")
@@ -2032,7 +2400,7 @@ class VolumeNodeAffinity(_message.Message):
     def __init__(self, required: _Optional[_Union[NodeSelector, _Mapping]] = ...) -> None: ...
 
 class PersistentVolumeSpec(_message.Message):
-    __slots__ = ("capacity", "host_path", "nfs", "local", "csi", "iscsi", "fc", "gce_persistent_disk", "aws_elastic_block_store", "access_modes", "claim_ref", "persistent_volume_reclaim_policy", "storage_class_name", "mount_options", "volume_mode", "node_affinity", "volume_attributes_class_name")
+    __slots__ = ("capacity", "host_path", "nfs", "local", "csi", "iscsi", "fc", "gce_persistent_disk", "aws_elastic_block_store", "cinder", "azure_disk", "azure_file", "cephfs", "rbd", "glusterfs", "flocker", "quobyte", "portworx_volume", "scale_io", "storageos", "vsphere_volume", "photon_persistent_disk", "flex_volume", "access_modes", "claim_ref", "persistent_volume_reclaim_policy", "storage_class_name", "mount_options", "volume_mode", "node_affinity", "volume_attributes_class_name")
     class CapacityEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -2049,6 +2417,20 @@ class PersistentVolumeSpec(_message.Message):
     FC_FIELD_NUMBER: _ClassVar[int]
     GCE_PERSISTENT_DISK_FIELD_NUMBER: _ClassVar[int]
     AWS_ELASTIC_BLOCK_STORE_FIELD_NUMBER: _ClassVar[int]
+    CINDER_FIELD_NUMBER: _ClassVar[int]
+    AZURE_DISK_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FILE_FIELD_NUMBER: _ClassVar[int]
+    CEPHFS_FIELD_NUMBER: _ClassVar[int]
+    RBD_FIELD_NUMBER: _ClassVar[int]
+    GLUSTERFS_FIELD_NUMBER: _ClassVar[int]
+    FLOCKER_FIELD_NUMBER: _ClassVar[int]
+    QUOBYTE_FIELD_NUMBER: _ClassVar[int]
+    PORTWORX_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SCALE_IO_FIELD_NUMBER: _ClassVar[int]
+    STORAGEOS_FIELD_NUMBER: _ClassVar[int]
+    VSPHERE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    PHOTON_PERSISTENT_DISK_FIELD_NUMBER: _ClassVar[int]
+    FLEX_VOLUME_FIELD_NUMBER: _ClassVar[int]
     ACCESS_MODES_FIELD_NUMBER: _ClassVar[int]
     CLAIM_REF_FIELD_NUMBER: _ClassVar[int]
     PERSISTENT_VOLUME_RECLAIM_POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -2066,6 +2448,20 @@ class PersistentVolumeSpec(_message.Message):
     fc: FCVolumeSource
     gce_persistent_disk: GCEPersistentDiskVolumeSource
     aws_elastic_block_store: AWSElasticBlockStoreVolumeSource
+    cinder: CinderPersistentVolumeSource
+    azure_disk: AzureDiskVolumeSource
+    azure_file: AzureFilePersistentVolumeSource
+    cephfs: CephFSPersistentVolumeSource
+    rbd: RBDPersistentVolumeSource
+    glusterfs: GlusterfsPersistentVolumeSource
+    flocker: FlockerVolumeSource
+    quobyte: QuobyteVolumeSource
+    portworx_volume: PortworxVolumeSource
+    scale_io: ScaleIOPersistentVolumeSource
+    storageos: StorageOSPersistentVolumeSource
+    vsphere_volume: VsphereVirtualDiskVolumeSource
+    photon_persistent_disk: PhotonPersistentDiskVolumeSource
+    flex_volume: FlexPersistentVolumeSource
     access_modes: _containers.RepeatedScalarFieldContainer[str]
     claim_ref: _meta_pb2.ObjectReference
     persistent_volume_reclaim_policy: str
@@ -2074,7 +2470,7 @@ class PersistentVolumeSpec(_message.Message):
     volume_mode: str
     node_affinity: VolumeNodeAffinity
     volume_attributes_class_name: str
-    def __init__(self, capacity: _Optional[_Mapping[str, _meta_pb2.Quantity]] = ..., host_path: _Optional[_Union[HostPathVolumeSource, _Mapping]] = ..., nfs: _Optional[_Union[NFSVolumeSource, _Mapping]] = ..., local: _Optional[_Union[LocalVolumeSource, _Mapping]] = ..., csi: _Optional[_Union[CSIPersistentVolumeSource, _Mapping]] = ..., iscsi: _Optional[_Union[ISCSIPersistentVolumeSource, _Mapping]] = ..., fc: _Optional[_Union[FCVolumeSource, _Mapping]] = ..., gce_persistent_disk: _Optional[_Union[GCEPersistentDiskVolumeSource, _Mapping]] = ..., aws_elastic_block_store: _Optional[_Union[AWSElasticBlockStoreVolumeSource, _Mapping]] = ..., access_modes: _Optional[_Iterable[str]] = ..., claim_ref: _Optional[_Union[_meta_pb2.ObjectReference, _Mapping]] = ..., persistent_volume_reclaim_policy: _Optional[str] = ..., storage_class_name: _Optional[str] = ..., mount_options: _Optional[_Iterable[str]] = ..., volume_mode: _Optional[str] = ..., node_affinity: _Optional[_Union[VolumeNodeAffinity, _Mapping]] = ..., volume_attributes_class_name: _Optional[str] = ...) -> None: ...
+    def __init__(self, capacity: _Optional[_Mapping[str, _meta_pb2.Quantity]] = ..., host_path: _Optional[_Union[HostPathVolumeSource, _Mapping]] = ..., nfs: _Optional[_Union[NFSVolumeSource, _Mapping]] = ..., local: _Optional[_Union[LocalVolumeSource, _Mapping]] = ..., csi: _Optional[_Union[CSIPersistentVolumeSource, _Mapping]] = ..., iscsi: _Optional[_Union[ISCSIPersistentVolumeSource, _Mapping]] = ..., fc: _Optional[_Union[FCVolumeSource, _Mapping]] = ..., gce_persistent_disk: _Optional[_Union[GCEPersistentDiskVolumeSource, _Mapping]] = ..., aws_elastic_block_store: _Optional[_Union[AWSElasticBlockStoreVolumeSource, _Mapping]] = ..., cinder: _Optional[_Union[CinderPersistentVolumeSource, _Mapping]] = ..., azure_disk: _Optional[_Union[AzureDiskVolumeSource, _Mapping]] = ..., azure_file: _Optional[_Union[AzureFilePersistentVolumeSource, _Mapping]] = ..., cephfs: _Optional[_Union[CephFSPersistentVolumeSource, _Mapping]] = ..., rbd: _Optional[_Union[RBDPersistentVolumeSource, _Mapping]] = ..., glusterfs: _Optional[_Union[GlusterfsPersistentVolumeSource, _Mapping]] = ..., flocker: _Optional[_Union[FlockerVolumeSource, _Mapping]] = ..., quobyte: _Optional[_Union[QuobyteVolumeSource, _Mapping]] = ..., portworx_volume: _Optional[_Union[PortworxVolumeSource, _Mapping]] = ..., scale_io: _Optional[_Union[ScaleIOPersistentVolumeSource, _Mapping]] = ..., storageos: _Optional[_Union[StorageOSPersistentVolumeSource, _Mapping]] = ..., vsphere_volume: _Optional[_Union[VsphereVirtualDiskVolumeSource, _Mapping]] = ..., photon_persistent_disk: _Optional[_Union[PhotonPersistentDiskVolumeSource, _Mapping]] = ..., flex_volume: _Optional[_Union[FlexPersistentVolumeSource, _Mapping]] = ..., access_modes: _Optional[_Iterable[str]] = ..., claim_ref: _Optional[_Union[_meta_pb2.ObjectReference, _Mapping]] = ..., persistent_volume_reclaim_policy: _Optional[str] = ..., storage_class_name: _Optional[str] = ..., mount_options: _Optional[_Iterable[str]] = ..., volume_mode: _Optional[str] = ..., node_affinity: _Optional[_Union[VolumeNodeAffinity, _Mapping]] = ..., volume_attributes_class_name: _Optional[str] = ...) -> None: ...
 
 class PersistentVolumeStatus(_message.Message):
     __slots__ = ("phase", "message", "reason", "last_phase_transition_time")
