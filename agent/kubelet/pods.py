@@ -155,9 +155,7 @@ class PodManager:
         self.workers = workers
         self.informer: SharedInformer[core_pb2.Pod] = SharedInformer(
             f"pods@{node_name}",
-            # ApiListWatcher is shaped to ListWatcher without importing it (layering)
-            ApiListWatcher(client, "pods",  # type: ignore[arg-type]
-                           field_selector=node_field_selector(node_name)),
+            ApiListWatcher(client, core_pb2.Pod, field_selector=node_field_selector(node_name)),
             clock=clock, resync_period=resync_period)
         self._by_uid: dict[str, core_pb2.Pod] = {}
         self.informer.add_event_handler(on_add=self._on_add, on_update=self._on_update,

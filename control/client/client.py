@@ -15,7 +15,7 @@ import builtins
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import grpc
 from google.protobuf.message import Message
@@ -24,7 +24,12 @@ from control.api import errors, kinds
 from control.api.pb import api_pb2, api_pb2_grpc
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 Resource = type[Message] | kinds.KindInfo | str
+# A resource named without its message class (a KindInfo or a resource name): the read verbs
+# then return ``Any``; pass the class (``core_pb2.Pod``) to get the kind's own type.
+Named = kinds.KindInfo | str
 
 
 def kind_of(resource: Resource | Message) -> kinds.KindInfo:
@@ -36,17 +41,19 @@ def kind_of(resource: Resource | Message) -> kinds.KindInfo:
 
 
 @dataclass(frozen=True)
-class ListResult:
-    items: list[Any]
+class ListResult(Generic[T]):
+    items: list[T]
     resource_version: str
     continue_: str
     remaining_item_count: int | None
 
 
 @dataclass(frozen=True)
-class WatchEvent:
+class WatchEvent(Generic[T_co]):
+    """One watch event; ``object`` is None only for a BOOKMARK that carries no object."""
+
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
-    object: Any  # the kind's message; None for BOOKMARK
+    object: T_co | None
     resource_version: str
 
 
@@ -102,6 +109,13 @@ class ApiClient:
         reply = await self._call(self._stub.Create, req)
         return _decode(info, reply.object)  # type: ignore[no-any-return]
 
+    @overload
+    async def get(self, resource: type[M], name: str, namespace: str = "", *,
+                  resource_version: str = "") -> M: ...
+    @overload
+    async def get(self, resource: Named, name: str, namespace: str = "", *,
+                  resource_version: str = "") -> Any: ...
+
     async def get(self, resource: Resource, name: str, namespace: str = "", *,
                   resource_version: str = "") -> Any:
         info = kind_of(resource)
@@ -109,6 +123,19 @@ class ApiClient:
                                  resource_version=resource_version)
         reply = await self._call(self._stub.Get, req)
         return _decode(info, reply.object)
+
+    @overload
+    async def list(
+        self, resource: type[M], namespace: str = "", *, label_selector: str = "",
+        field_selector: str = "", limit: int = 0, continue_: str = "",
+        resource_version: str = "",
+    ) -> ListResult[M]: ...
+    @overload
+    async def list(
+        self, resource: Named, namespace: str = "", *, label_selector: str = "",
+        field_selector: str = "", limit: int = 0, continue_: str = "",
+        resource_version: str = "",
+    ) -> ListResult[Any]: ...
 
     async def list(
         self,
@@ -120,7 +147,7 @@ class ApiClient:
         limit: int = 0,
         continue_: str = "",
         resource_version: str = "",
-    ) -> ListResult:
+    ) -> ListResult[Any]:
         info = kind_of(resource)
         req = api_pb2.ListRequest(
             resource=info.plural, namespace=namespace, label_selector=label_selector,
@@ -136,12 +163,21 @@ class ApiClient:
             if reply.HasField("remaining_item_count") else None,
         )
 
-    async def list_all(self, resource: Resource, namespace: str = "", **kw: Any) -> ListResult:
+    @overload
+    async def list_all(self, resource: type[M], namespace: str = "",
+                       **kw: Any) -> ListResult[M]: ...
+    @overload
+    async def list_all(self, resource: Named, namespace: str = "",
+                       **kw: Any) -> ListResult[Any]: ...
+
+    async def list_all(self, resource: Resource, namespace: str = "",
+                       **kw: Any) -> ListResult[Any]:
         """Every page of a list, read at the first page's revision."""
-        first = await self.list(resource, namespace, **kw)
+        info = kind_of(resource)
+        first = await self.list(info, namespace, **kw)
         items, token = list(first.items), first.continue_
         while token:
-            page = await self.list(resource, namespace, **{**kw, "continue_": token})
+            page = await self.list(info, namespace, **{**kw, "continue_": token})
             items.extend(page.items)
             token = page.continue_
         return ListResult(items, first.resource_version, "", None)
@@ -162,6 +198,15 @@ class ApiClient:
         reply = await self._call(self._stub.UpdateStatus, req)
         return _decode(info, reply.object)  # type: ignore[no-any-return]
 
+    @overload
+    async def patch(self, resource: type[M], name: str, patch: Mapping[str, Any],
+                    namespace: str = "", *, patch_type: str = "merge", status: bool = False,
+                    dry_run: bool = False) -> M: ...
+    @overload
+    async def patch(self, resource: Named, name: str, patch: Mapping[str, Any],
+                    namespace: str = "", *, patch_type: str = "merge", status: bool = False,
+                    dry_run: bool = False) -> Any: ...
+
     async def patch(self, resource: Resource, name: str, patch: Mapping[str, Any],
                     namespace: str = "", *, patch_type: str = "merge", status: bool = False,
                     dry_run: bool = False) -> Any:
@@ -171,6 +216,19 @@ class ApiClient:
                                    status=status, dry_run=dry_run)
         reply = await self._call(self._stub.Patch, req)
         return _decode(info, reply.object)
+
+    @overload
+    async def delete(
+        self, resource: type[M], name: str, namespace: str = "", *,
+        grace_period_seconds: int | None = None, propagation_policy: str = "", uid: str = "",
+        resource_version: str = "", dry_run: bool = False,
+    ) -> tuple[M, bool]: ...
+    @overload
+    async def delete(
+        self, resource: Named, name: str, namespace: str = "", *,
+        grace_period_seconds: int | None = None, propagation_policy: str = "", uid: str = "",
+        resource_version: str = "", dry_run: bool = False,
+    ) -> tuple[Any, bool]: ...
 
     async def delete(
         self,
@@ -199,6 +257,19 @@ class ApiClient:
 
     # -- watch --------------------------------------------------------------------------
 
+    @overload
+    def watch(
+        self, resource: type[M], namespace: str = "", *, label_selector: str = "",
+        field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
+        timeout_seconds: int = 0,
+    ) -> AsyncIterator[WatchEvent[M]]: ...
+    @overload
+    def watch(
+        self, resource: Named, namespace: str = "", *, label_selector: str = "",
+        field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
+        timeout_seconds: int = 0,
+    ) -> AsyncIterator[WatchEvent[Any]]: ...
+
     async def watch(
         self,
         resource: Resource,
@@ -209,7 +280,7 @@ class ApiClient:
         resource_version: str = "",
         allow_bookmarks: bool = True,
         timeout_seconds: int = 0,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncIterator[WatchEvent[Any]]:
         """Events until the server ends the stream; ``Gone`` when resource_version is too old."""
         info = kind_of(resource)
         req = api_pb2.WatchRequest(

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import structlog
 
 from control.client.channel import open_channel
 from control.client.client import ApiClient
-from control.client.listwatch import ApiListWatcher
+from control.client.listwatch import ApiListWatcher, ListWatcher
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.gc import GarbageCollector
@@ -50,7 +50,7 @@ from control.controllers.taint_eviction import TaintEvictionController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller
 from control.runtime.events import EventBroadcaster
-from control.runtime.informer import InformerSet, ListWatcher
+from control.runtime.informer import InformerSet
 from control.runtime.supervisor import Supervisor
 
 log = structlog.get_logger(__name__, component="controller-manager")
@@ -173,9 +173,9 @@ class ControllerManager:
         manager._channel = channel
         return manager
 
-    def _list_watcher(self, resource: str) -> ListWatcher[object]:
+    def _list_watcher(self, resource: str) -> ListWatcher[Any]:
         # Controllers see every namespace: one cluster-wide informer per resource.
-        return ApiListWatcher(self.client, resource)  # type: ignore[return-value]
+        return ApiListWatcher(self.client, resource)
 
     def _workers_for(self, name: str) -> int:
         if isinstance(self._workers, int):

@@ -9,6 +9,7 @@ Each module's docstring states what it owns and its concurrency contract (one ev
 no threads, synchronous calls are atomic).
 """
 
+from control.client.listwatch import ListPage, ListWatcher, WatchEvent
 from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.clock import Clock, FakeClock, RealClock, wait_for
 from control.runtime.controller import Controller, Reconciler, Result, TerminalError
@@ -31,13 +32,10 @@ from control.runtime.informer import (
     WATCH_BACKOFF,
     EventHandler,
     InformerSet,
-    ListPage,
-    ListWatcher,
     Reflector,
     ReflectorStore,
     SharedInformer,
     WatchError,
-    WatchEvent,
 )
 from control.runtime.ratelimit import (
     BucketRateLimiter,

@@ -38,20 +38,23 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import structlog
+from google.protobuf.message import Message
 
+from control.api import kinds
 from control.api.errors import Gone
+from control.client.listwatch import ListWatcher, WatchEvent
 from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.clock import Clock, RealClock, wait_for
 from control.runtime.indexer import Indexer, IndexFunc, KeyFunc, meta_namespace_key
 from control.runtime.supervisor import Supervisor
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
+M = TypeVar("M", bound=Message)
 T_contra = TypeVar("T_contra", contravariant=True)
 
 log = structlog.get_logger(__name__)
@@ -66,40 +69,6 @@ DEFAULT_PAGE_SIZE = 500
 WATCH_BACKOFF = Backoff(initial=0.8, max_delay=30.0, factor=2.0, jitter=0.2, reset_after=120.0)
 # Continue-token expiries in a row before falling back to one unpaged list.
 _MAX_PAGED_RESTARTS = 3
-
-
-@dataclass(frozen=True)
-class ListPage(Generic[T_co]):
-    """One page of a list: ``continue_`` is "" on the last page."""
-
-    items: Sequence[T_co]
-    resource_version: str
-    continue_: str = ""
-
-
-@dataclass(frozen=True)
-class WatchEvent(Generic[T_co]):
-    """One watch event; ``object`` is None only for a BOOKMARK that carries no object."""
-
-    type: str
-    object: T_co | None
-    resource_version: str
-
-
-class ListWatcher(Protocol[T_co]):
-    """How an informer reads one resource from the API.
-
-    ``list(limit=0)`` means "no paging". Both methods raise ``control.api.errors.Gone`` when
-    the resourceVersion (or continue token) is older than the server keeps.
-    """
-
-    async def list(
-        self, *, limit: int, continue_: str, resource_version: str
-    ) -> ListPage[T_co]: ...
-
-    def watch(
-        self, *, resource_version: str, allow_bookmarks: bool
-    ) -> AsyncIterator[WatchEvent[T_co]]: ...
 
 
 class ReflectorStore(Protocol[T_contra]):
@@ -454,11 +423,24 @@ class InformerSet:
         self._informers: dict[str, SharedInformer[Any]] = {}
         self._started: set[str] = set()
 
+    @overload
+    def informer(
+        self, resource: type[M], *, indexers: Mapping[str, IndexFunc] | None = None
+    ) -> SharedInformer[M]: ...
+    @overload
     def informer(
         self, resource: str, *, indexers: Mapping[str, IndexFunc] | None = None
+    ) -> SharedInformer[Any]: ...
+
+    def informer(
+        self, resource: type[Message] | str, *, indexers: Mapping[str, IndexFunc] | None = None
     ) -> SharedInformer[Any]:
-        """The shared informer for ``resource``, created on first use; ``indexers`` not yet
-        present are added (two consumers may each need their own index)."""
+        """The shared informer for ``resource`` (a message class such as ``core_pb2.Pod``,
+        typed by it, or a resource name such as ``"pods"``), created on first use; both
+        forms name the same informer. ``indexers`` not yet present are added (two consumers
+        may each need their own index)."""
+        if not isinstance(resource, str):
+            resource = kinds.by_message(resource).plural
         inf = self._informers.get(resource)
         if inf is None:
             inf = SharedInformer(

@@ -42,10 +42,10 @@ from control.api import errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
-from control.client.listwatch import ApiListWatcher
+from control.client.listwatch import ApiListWatcher, ListWatcher
 from control.runtime.clock import Clock, RealClock
 from control.runtime.events import NORMAL, WARNING, EventBroadcaster
-from control.runtime.informer import InformerSet, ListWatcher
+from control.runtime.informer import InformerSet
 from control.runtime.supervisor import Supervisor
 from control.scheduler import config as configmod
 from control.scheduler.cache import Cache
@@ -139,8 +139,8 @@ class Scheduler:
         s._channel = channel
         return s
 
-    def _list_watcher(self, resource: str) -> ListWatcher[object]:
-        return ApiListWatcher(self.client, resource)  # type: ignore[return-value]
+    def _list_watcher(self, resource: str) -> ListWatcher[Any]:
+        return ApiListWatcher(self.client, resource)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from control.api.errors import Gone
 from control.api.pb.meta_pb2 import ObjectMeta
-from control.runtime.informer import ADDED, BOOKMARK, DELETED, MODIFIED, ListPage, WatchEvent
+from control.client.listwatch import ListPage, WatchEvent
+from control.runtime.informer import ADDED, BOOKMARK, DELETED, MODIFIED
 
 
 @dataclass
