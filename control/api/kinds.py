@@ -5,25 +5,31 @@ One :class:`KindInfo` per kind maps between the names a kind goes by — ``kind`
 wire by ``api.proto``, singular and kubectl's short names — and its generated protobuf
 message class. Lookups: :func:`by_resource`, :func:`by_kind`, :func:`by_message`, and
 :func:`resolve` for the CLI's forgiving lookup. Pure module: no I/O.
+
+The registry is lazy: a kind names its message as ``"module.Message"`` under
+``control.api.pb``, and the generated module is imported the first time
+:attr:`KindInfo.message` is read. So a process that only looks names up (``flotilla get
+pods`` resolving "po") loads the one message module it decodes, and one that only prints
+its version loads none, nor protobuf itself. Every generated module shares the proto
+package :data:`PROTO_PACKAGE`, so :func:`by_message` maps a message to its kind by full
+name without importing anything. Module imports are atomic under the import lock, so
+concurrent first reads from several threads are safe.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from google.protobuf.message import Message
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
-from control.api.pb import (
-    apps_pb2,
-    batch_pb2,
-    coordination_pb2,
-    core_pb2,
-    policy_pb2,
-    rbac_pb2,
-    scheduling_pb2,
-    storage_pb2,
-)
+# The ``package`` of every .proto file under proto/flotilla/v1.
+PROTO_PACKAGE = "flotilla.v1"
+_PB = "control.api.pb"
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,21 @@ class KindInfo:
     singular: str
     short_names: tuple[str, ...]
     namespaced: bool
-    message: type[Message]
+    message_path: str  # ""core_pb2.Pod"": the generated module under control.api.pb, the class
     has_status: bool
+
+    # cached_property writes the instance __dict__ directly, which a frozen dataclass allows.
+    @cached_property
+    def message(self) -> type[Message]:
+        """The generated message class, imported on first use."""
+        module, _, name = self.message_path.rpartition(".")
+        cls: type[Message] = getattr(importlib.import_module(f"{_PB}.{module}"), name)
+        return cls
+
+    @property
+    def full_name(self) -> str:
+        """The message's protobuf full name ("flotilla.v1.Pod"), known without importing it."""
+        return f"{PROTO_PACKAGE}.{self.message_path.rpartition('.')[2]}"
 
     @property
     def api_version(self) -> str:
@@ -57,7 +76,7 @@ def _k(
     plural: str,
     short: tuple[str, ...],
     namespaced: bool,
-    message: type[Message],
+    message: str,
     has_status: bool,
     version: str = "v1",
 ) -> KindInfo:
@@ -69,7 +88,7 @@ def _k(
         singular=kind.lower(),
         short_names=short,
         namespaced=namespaced,
-        message=message,
+        message_path=message,
         has_status=has_status,
     )
 
@@ -78,18 +97,24 @@ _RBAC = "rbac.authorization.k8s.io"
 
 KINDS: tuple[KindInfo, ...] = (
     # core/v1
-    _k("Pod", "", "pods", ("po",), True, core_pb2.Pod, True),
-    _k("PodTemplate", "", "podtemplates", (), True, core_pb2.PodTemplate, False),
-    _k("Node", "", "nodes", ("no",), False, core_pb2.Node, True),
-    _k("Namespace", "", "namespaces", ("ns",), False, core_pb2.Namespace, True),
-    _k("Service", "", "services", ("svc",), True, core_pb2.Service, True),
-    _k("Endpoints", "", "endpoints", ("ep",), True, core_pb2.Endpoints, False),
-    _k("ConfigMap", "", "configmaps", ("cm",), True, core_pb2.ConfigMap, False),
-    _k("Secret", "", "secrets", (), True, core_pb2.Secret, False),
-    _k("ServiceAccount", "", "serviceaccounts", ("sa",), True, core_pb2.ServiceAccount, False),
-    _k("Event", "", "events", ("ev",), True, core_pb2.Event, False),
+    _k("Pod", "", "pods", ("po",), True, "core_pb2.Pod", True),
+    _k("PodTemplate", "", "podtemplates", (), True, "core_pb2.PodTemplate", False),
+    _k("Node", "", "nodes", ("no",), False, "core_pb2.Node", True),
+    _k("Namespace", "", "namespaces", ("ns",), False, "core_pb2.Namespace", True),
+    _k("Service", "", "services", ("svc",), True, "core_pb2.Service", True),
+    _k("Endpoints", "", "endpoints", ("ep",), True, "core_pb2.Endpoints", False),
+    _k("ConfigMap", "", "configmaps", ("cm",), True, "core_pb2.ConfigMap", False),
+    _k("Secret", "", "secrets", (), True, "core_pb2.Secret", False),
+    _k("ServiceAccount", "", "serviceaccounts", ("sa",), True, "core_pb2.ServiceAccount", False),
+    _k("Event", "", "events", ("ev",), True, "core_pb2.Event", False),
     _k(
-        "PersistentVolume", "", "persistentvolumes", ("pv",), False, core_pb2.PersistentVolume, True
+        "PersistentVolume",
+        "",
+        "persistentvolumes",
+        ("pv",),
+        False,
+        "core_pb2.PersistentVolume",
+        True,
     ),
     _k(
         "PersistentVolumeClaim",
@@ -97,50 +122,50 @@ KINDS: tuple[KindInfo, ...] = (
         "persistentvolumeclaims",
         ("pvc",),
         True,
-        core_pb2.PersistentVolumeClaim,
+        "core_pb2.PersistentVolumeClaim",
         True,
     ),
-    _k("ResourceQuota", "", "resourcequotas", ("quota",), True, core_pb2.ResourceQuota, True),
-    _k("LimitRange", "", "limitranges", ("limits",), True, core_pb2.LimitRange, False),
+    _k("ResourceQuota", "", "resourcequotas", ("quota",), True, "core_pb2.ResourceQuota", True),
+    _k("LimitRange", "", "limitranges", ("limits",), True, "core_pb2.LimitRange", False),
     _k(
         "ReplicationController",
         "",
         "replicationcontrollers",
         ("rc",),
         True,
-        core_pb2.ReplicationController,
+        "core_pb2.ReplicationController",
         True,
     ),
     # apps/v1
-    _k("Deployment", "apps", "deployments", ("deploy",), True, apps_pb2.Deployment, True),
-    _k("ReplicaSet", "apps", "replicasets", ("rs",), True, apps_pb2.ReplicaSet, True),
-    _k("DaemonSet", "apps", "daemonsets", ("ds",), True, apps_pb2.DaemonSet, True),
-    _k("StatefulSet", "apps", "statefulsets", ("sts",), True, apps_pb2.StatefulSet, True),
+    _k("Deployment", "apps", "deployments", ("deploy",), True, "apps_pb2.Deployment", True),
+    _k("ReplicaSet", "apps", "replicasets", ("rs",), True, "apps_pb2.ReplicaSet", True),
+    _k("DaemonSet", "apps", "daemonsets", ("ds",), True, "apps_pb2.DaemonSet", True),
+    _k("StatefulSet", "apps", "statefulsets", ("sts",), True, "apps_pb2.StatefulSet", True),
     _k(
         "ControllerRevision",
         "apps",
         "controllerrevisions",
         (),
         True,
-        apps_pb2.ControllerRevision,
+        "apps_pb2.ControllerRevision",
         False,
     ),
     # batch/v1
-    _k("Job", "batch", "jobs", (), True, batch_pb2.Job, True),
-    _k("CronJob", "batch", "cronjobs", ("cj",), True, batch_pb2.CronJob, True),
+    _k("Job", "batch", "jobs", (), True, "batch_pb2.Job", True),
+    _k("CronJob", "batch", "cronjobs", ("cj",), True, "batch_pb2.CronJob", True),
     # coordination.k8s.io/v1
-    _k("Lease", "coordination.k8s.io", "leases", (), True, coordination_pb2.Lease, False),
+    _k("Lease", "coordination.k8s.io", "leases", (), True, "coordination_pb2.Lease", False),
     # rbac.authorization.k8s.io/v1
-    _k("Role", _RBAC, "roles", (), True, rbac_pb2.Role, False),
-    _k("ClusterRole", _RBAC, "clusterroles", (), False, rbac_pb2.ClusterRole, False),
-    _k("RoleBinding", _RBAC, "rolebindings", (), True, rbac_pb2.RoleBinding, False),
+    _k("Role", _RBAC, "roles", (), True, "rbac_pb2.Role", False),
+    _k("ClusterRole", _RBAC, "clusterroles", (), False, "rbac_pb2.ClusterRole", False),
+    _k("RoleBinding", _RBAC, "rolebindings", (), True, "rbac_pb2.RoleBinding", False),
     _k(
         "ClusterRoleBinding",
         _RBAC,
         "clusterrolebindings",
         (),
         False,
-        rbac_pb2.ClusterRoleBinding,
+        "rbac_pb2.ClusterRoleBinding",
         False,
     ),
     # storage.k8s.io/v1
@@ -150,7 +175,7 @@ KINDS: tuple[KindInfo, ...] = (
         "storageclasses",
         ("sc",),
         False,
-        storage_pb2.StorageClass,
+        "storage_pb2.StorageClass",
         False,
     ),
     # scheduling.k8s.io/v1
@@ -160,7 +185,7 @@ KINDS: tuple[KindInfo, ...] = (
         "priorityclasses",
         ("pc",),
         False,
-        scheduling_pb2.PriorityClass,
+        "scheduling_pb2.PriorityClass",
         False,
     ),
     # policy/v1
@@ -170,7 +195,7 @@ KINDS: tuple[KindInfo, ...] = (
         "poddisruptionbudgets",
         ("pdb",),
         True,
-        policy_pb2.PodDisruptionBudget,
+        "policy_pb2.PodDisruptionBudget",
         True,
     ),
 )
@@ -190,7 +215,7 @@ def _index() -> tuple[
         for table, key in (
             (by_plural, info.plural),
             (by_kind_name, info.kind),
-            (by_full_name, info.message.DESCRIPTOR.full_name),
+            (by_full_name, info.full_name),
         ):
             if key in table:
                 raise RuntimeError(f"duplicate kind registration: {key!r}")

@@ -8,8 +8,6 @@ traceback). ``main`` prints the traceback only under ``--debug``.
 
 from __future__ import annotations
 
-from control.api import errors as api_errors
-
 
 class CliError(Exception):
     """A failure the user should read as ``error: <message>``; ``exit_code`` is 1 like kubectl."""
@@ -39,6 +37,9 @@ def describe_exception(exc: BaseException) -> str:
     """The one-line text after ``error: `` for an exception a verb let escape."""
     if isinstance(exc, CliError):
         return exc.message
+    # Imported here: it imports grpc, which a CLI call that never reaches the server skips.
+    from control.api import errors as api_errors
+
     if isinstance(exc, api_errors.Invalid):
         return exc.message
     if isinstance(exc, api_errors.ApiError):

@@ -12,32 +12,38 @@ Owns what every verb shares:
   ``error: ...`` on stderr with exit code 1 — a traceback only with ``--debug``.
 
 The verbs themselves live in ``verbs_*.py``, one module per group; each has
-``register(subparsers)``, and its handlers are ``async (ctx, args) -> exit code``.
+``register(subparsers)``, and its handlers are ``(ctx, args) -> exit code``, as a coroutine
+function or as a plain function that returns either the code or a coroutine for it.
+
+A CLI call is a short process, so what it imports is most of what it costs. This module
+imports neither grpc nor protobuf nor YAML: :data:`VERB_MODULES` says which module owns a
+verb, and only that one is imported and registered (all of them for ``--help`` or an
+unknown verb); the client, its config and the event loop are imported when first used; a
+plain-function handler that needs no server (``version --client``) runs without asyncio.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import os
 import sys
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from control.api import errors as api_errors
-from control.api import kinds, timeutil
+from control.api import kinds
 from control.cli.errors import CliError, UsageError, describe_exception
-from control.client import config as client_config
-from control.client.channel import open_channel
-from control.client.client import ApiClient
+
+if TYPE_CHECKING:
+    from control.api import errors as api_errors
+    from control.client.client import ApiClient
 
 # How long the first call waits for a connection: a stopped server must fail fast, not hang.
 CONNECT_TIMEOUT = 3.0
 DEFAULT_REQUEST_TIMEOUT = 30.0
 
-Handler = Callable[["Context", argparse.Namespace], Awaitable[int]]
+Handler = Callable[["Context", argparse.Namespace], Awaitable[int] | int]
 
 # Global flags that take a value, and their destination in GlobalOptions.
 _VALUE_FLAGS = {
@@ -104,6 +110,8 @@ def split_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
 
 def parse_timeout(text: str, flag: str) -> float | None:
     """kubectl's timeouts: a Go duration ("30s", "5m") or bare seconds; 0 means no limit."""
+    from control.api import timeutil
+
     text = text.strip()
     try:
         seconds = (
@@ -159,6 +167,12 @@ class Context:
         """The API client, connected: fails within CONNECT_TIMEOUT naming the address."""
         if self._client is not None:
             return self._client
+        import asyncio
+
+        from control.client import config as client_config
+        from control.client.channel import open_channel
+        from control.client.client import ApiClient
+
         try:
             cfg = client_config.load(self.opts.server, self.opts.config)
         except client_config.ConfigError as e:
@@ -196,8 +210,17 @@ def resolve_kind(name: str) -> kinds.KindInfo:
 
 
 # kubectl's "all" category (what `get all` lists), among the kinds Flotilla serves
-CATEGORY_ALL = ("pods", "replicationcontrollers", "services", "daemonsets", "deployments",
-                "replicasets", "statefulsets", "jobs", "cronjobs")
+CATEGORY_ALL = (
+    "pods",
+    "replicationcontrollers",
+    "services",
+    "daemonsets",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "jobs",
+    "cronjobs",
+)
 
 
 def parse_refs(
@@ -264,6 +287,8 @@ def namespace_for(ctx: Context, info: kinds.KindInfo) -> str:
 
 def api_error_text(exc: api_errors.ApiError, info: kinds.KindInfo, name: str) -> str:
     """kubectl's wording of a refused request about one object."""
+    from control.api import errors as api_errors
+
     if isinstance(exc, api_errors.NotFound):
         return f'{info.group_resource} "{name}" not found'
     return describe_exception(exc)
@@ -287,24 +312,42 @@ GLOBAL_HELP = """global flags (before or after the verb):
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Imported here: the verb modules import helpers from this one.
-    from control.cli import (
-        verbs_agent,
-        verbs_apply,
-        verbs_controller_manager,
-        verbs_delete,
-        verbs_drain,
-        verbs_get,
-        verbs_logs,
-        verbs_meta,
-        verbs_misc,
-        verbs_rollout,
-        verbs_scheduler,
-        verbs_server,
-        verbs_wait,
-    )
+# Which module registers each verb, in the order ``--help`` lists them.
+VERB_MODULES: dict[str, str] = {
+    "server": "verbs_server",
+    "scheduler": "verbs_scheduler",
+    "controller-manager": "verbs_controller_manager",
+    "agent": "verbs_agent",
+    "apply": "verbs_apply",
+    "create": "verbs_apply",
+    "diff": "verbs_apply",
+    "get": "verbs_get",
+    "describe": "verbs_get",
+    "delete": "verbs_delete",
+    "label": "verbs_meta",
+    "annotate": "verbs_meta",
+    "patch": "verbs_meta",
+    "scale": "verbs_meta",
+    "cordon": "verbs_meta",
+    "uncordon": "verbs_meta",
+    "drain": "verbs_drain",
+    "wait": "verbs_wait",
+    "logs": "verbs_logs",
+    "exec": "verbs_logs",
+    "rollout": "verbs_rollout",
+    "api-resources": "verbs_misc",
+    "version": "verbs_misc",
+    "history": "verbs_history",
+}
 
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``verb`` alone when it is a known verb (only its module is imported),
+    else for every verb."""
+    if verb in VERB_MODULES:
+        names = [VERB_MODULES[verb]]
+    else:
+        names = list(dict.fromkeys(VERB_MODULES.values()))
     parser = _Parser(
         prog="flotilla",
         description="Flotilla: a Kubernetes-style cluster manager.",
@@ -313,29 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (
-        verbs_server,
-        verbs_scheduler,
-        verbs_controller_manager,
-        verbs_agent,
-        verbs_apply,
-        verbs_get,
-        verbs_delete,
-        verbs_meta,
-        verbs_drain,
-        verbs_wait,
-        verbs_logs,
-        verbs_rollout,
-        verbs_misc,
-    ):
-        module.register(sub)
+    for name in names:
+        # Imported here: the verb modules import helpers from this one.
+        importlib.import_module(f"control.cli.{name}").register(sub)
     return parser
 
 
 def _run(handler: Handler, ctx: Context, args: argparse.Namespace) -> int:
-    async def go() -> int:
+    result = handler(ctx, args)
+    if isinstance(result, int):
+        return result
+    import asyncio
+
+    async def go(pending: Awaitable[int]) -> int:
         try:
-            return await handler(ctx, args)
+            return await pending
         finally:
             await ctx.close()
 
@@ -347,7 +382,7 @@ def _run(handler: Handler, ctx: Context, args: argparse.Namespace) -> int:
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(go())
+        return runner.run(go(result))
 
 
 def main(
@@ -364,15 +399,10 @@ def main(
     try:
         opts, rest = split_globals(argv)
         debug = opts.debug
-        args = build_parser().parse_args(rest)
+        args = build_parser(rest[0] if rest else None).parse_args(rest)
         handler: Handler = args.handler
         if getattr(args, "configures_logging", False) is False:
-            from control import logs
-
-            try:
-                logs.configure(opts.log_level or ("debug" if debug else "warning"), "auto")
-            except ValueError as e:
-                raise UsageError(str(e)) from None
+            _configure_logging(opts.log_level, debug)
         ctx = Context(opts, stdout=stdout, stderr=stderr, stdin=stdin)
         return _run(handler, ctx, args)
     except CliError as e:
@@ -385,17 +415,36 @@ def main(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except api_errors.ApiError as e:
-        if debug:
-            traceback.print_exc(file=err)
-        print(f"error: {describe_exception(e)}", file=err)
-        return 1
     except Exception as e:
+        import traceback
+
+        from control.api import errors as api_errors
+
         if debug:
             traceback.print_exc(file=err)
-        else:
+        if isinstance(e, api_errors.ApiError):
+            print(f"error: {describe_exception(e)}", file=err)
+        elif not debug:
             print(f"error: {describe_exception(e)} (run with --debug for details)", file=err)
         return 1
+
+
+def _configure_logging(level: str | None, debug: bool) -> None:
+    """Logging for a client verb: warnings and errors on stderr, more when asked.
+
+    structlog is set up only when asked for more than warnings or when the verb's modules
+    use it already; otherwise the standard library's last-resort handler prints warnings
+    and errors to stderr, as the full set-up would, without importing structlog.
+    """
+    level = level or ("debug" if debug else "warning")
+    if level.lower() == "warning" and "structlog" not in sys.modules:
+        return
+    from control import logs
+
+    try:
+        logs.configure(level, "auto")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -19,18 +19,23 @@ which only write to the ``TextIO`` they are given.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
 from google.protobuf.message import Message
 
 from control.api import convert, kinds
 from control.api.kinds import KindInfo
-from control.cli import columns, jsonpath
+from control.cli import columns
+
+if TYPE_CHECKING:
+    import yaml
+
+    from control.cli import jsonpath
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -82,6 +87,8 @@ class OutputFormat:
 
 
 def _parse_custom_columns(spec: str) -> tuple[tuple[str, jsonpath.Template], ...]:
+    from control.cli import jsonpath
+
     cols: list[tuple[str, jsonpath.Template]] = []
     for part in spec.split(","):
         header, sep, path = part.partition(":")
@@ -110,6 +117,8 @@ def parse_output(output: str) -> OutputFormat:
     if name in ("jsonpath", "jsonpath-as-json"):
         if not sep or not arg:
             raise OutputError("template format specified but no template given")
+        from control.cli import jsonpath
+
         try:
             tmpl = jsonpath.parse(arg)
         except jsonpath.JSONPathError as e:
@@ -179,24 +188,33 @@ def dump_json(doc: Any) -> str:
     return json.dumps(doc, indent=4, ensure_ascii=False) + "\n"
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Safe dumper writing multi-line strings as ``|`` blocks, as kubectl's YAML does."""
+@functools.cache
+def _block_dumper() -> type[yaml.SafeDumper]:
+    """Safe dumper writing multi-line strings as ``|`` blocks, as kubectl's YAML does.
 
+    Built on first use: YAML is imported only by a call that writes YAML.
+    """
+    import yaml
 
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # PyYAML falls back to a quoted style by itself when a block cannot represent the text.
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    class BlockDumper(yaml.SafeDumper):
+        pass
 
+    def str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # PyYAML falls back to a quoted style by itself when a block cannot represent it.
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-_BlockDumper.add_representer(str, _str_representer)
+    BlockDumper.add_representer(str, str_representer)
+    return BlockDumper
 
 
 def dump_yaml(doc: Any) -> str:
     """Block-style YAML, keys in document order (kubectl's field order), unicode kept."""
+    import yaml
+
     return yaml.dump(
         doc,
-        Dumper=_BlockDumper,
+        Dumper=_block_dumper(),
         sort_keys=False,
         default_flow_style=False,
         allow_unicode=True,
@@ -345,6 +363,8 @@ def table_rows(
 def _custom_rows(
     objs: list[Message], info: KindInfo, fmt: OutputFormat
 ) -> tuple[list[str], list[list[str]]]:
+    from control.cli import jsonpath
+
     header = [h for h, _ in fmt.custom]
     rows = []
     for o in objs:
@@ -369,6 +389,8 @@ def _group_by_kind(objs: list[Message], info: KindInfo) -> list[tuple[KindInfo, 
 
 
 def _run_jsonpath(fmt: OutputFormat, doc: Any) -> str:
+    from control.cli import jsonpath
+
     assert fmt.template is not None
     try:
         return jsonpath.execute(fmt.template, doc, as_json=fmt.kind == "jsonpath-as-json")

@@ -17,8 +17,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 DEFAULT_LISTEN = "127.0.0.1:6443"
 
 
@@ -41,6 +39,8 @@ def default_data_dir() -> Path:
 
 def write_admin_conf(data_dir: Path, server: str) -> Path:
     """Write ``DIR/admin.conf`` atomically (temp file + rename: never half-written)."""
+    import yaml
+
     path = data_dir / "admin.conf"
     tmp = path.with_suffix(".conf.tmp")
     tmp.write_text(yaml.safe_dump({"apiVersion": "flotilla/v1", "kind": "Config", "server": server}))
@@ -50,6 +50,9 @@ def write_admin_conf(data_dir: Path, server: str) -> Path:
 
 
 def read_config_file(path: Path) -> ClientConfig:
+    # Imported here: YAML costs a CLI call only when it reads a config file.
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -448,3 +448,35 @@ def test_describe(fl: Flotilla, tmp_path: Path) -> None:
     assert "described" in out and "app=d" in out
     r = fl("describe", "cm", "nope")
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_get_pods_loads_only_what_it_prints(fl: Flotilla, tmp_path: Path) -> None:
+    # A read-only verb imports the message module of the kind it lists and no other, and
+    # no YAML when it neither reads nor writes any.
+    fl.ok("create", "namespace", "quick-imports")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "quick-imports"},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }
+    fl.ok("apply", "-f", str(_write(tmp_path / "pod.yaml", [pod])))
+    script = (
+        "import json, sys\n"
+        "from control.cli.main import main\n"
+        f"rc = main(['--server', {fl.address!r}, '-n', 'quick-imports', 'get', 'pods'])\n"
+        "print(json.dumps([rc, sorted(sys.modules)]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=CMD_TIMEOUT,
+        env=_env(), cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    rc, modules = json.loads(r.stdout.splitlines()[-1])
+    assert rc == 0 and r.stdout.splitlines()[1].startswith("p ")
+    messages = {m for m in modules if m.startswith("control.api.pb.")}
+    assert messages == {
+        "control.api.pb.api_pb2", "control.api.pb.api_pb2_grpc",
+        "control.api.pb.core_pb2", "control.api.pb.meta_pb2",
+    }
+    assert not [m for m in modules if m == "yaml" or m.startswith(("yaml.", "structlog"))]
