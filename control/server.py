@@ -49,6 +49,8 @@ class ServerOptions:
     compaction_interval: float = 300.0
     event_ttl_seconds: int = 3600
     watch_cache_history: int = 10_000
+    # --watch-cache-size-bytes: what the watch cache's event windows hold, all kinds together
+    watch_cache_size_bytes: int = 256 * 1024 * 1024
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -116,7 +118,8 @@ class ControlPlane:
             raise StartRefused(e.describe(
                 "start `flotilla server` with --recover-to-last-good")) from None
         self.cache = WatchCache(self.store, history=opts.watch_cache_history,
-                                bookmark_interval=opts.bookmark_interval)
+                                bookmark_interval=opts.bookmark_interval,
+                                size_bytes=opts.watch_cache_size_bytes)
         await self.cache.load()
         self.registry = Registry(self.store, self.cache)
         self.registry.admission.event_ttl_seconds = opts.event_ttl_seconds

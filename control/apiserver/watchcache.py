@@ -2,13 +2,21 @@
 
 One store watch on ``/registry/`` feeds the cache; reads (get, list) and watches are served
 from here so that 1,000 watchers cost the store no more than one. For each kind the cache
-keeps the live objects (decoded once), a ring buffer of recent events for watches that
-resume from a resourceVersion, and its watchers, indexed by namespace and by
-``spec.nodeName`` so that an event is tested only against the watchers it may concern.
+keeps the live objects (decoded once), a window of recent events for watches that resume
+from a resourceVersion, and its watchers, indexed by namespace and by ``spec.nodeName`` so
+that an event is tested only against the watchers it may concern.
+
+The window is bounded by events per kind and by bytes, per kind and in total (a few large
+objects patched often would otherwise hold gigabytes): the oldest events leave first, and a
+watch resuming from before the window gets "too old" (``Gone``) and relists, as in
+Kubernetes. At load the window is filled from the store's log (up to ``load_history``
+revisions back, within the same bounds), so after a server restart informers resume from
+their last resourceVersion instead of relisting.
 
 An event is encoded once per watch-event type (ADDED/MODIFIED/DELETED) and the same bytes
-go to every watcher that should see it. Each watcher has a bounded queue; one that falls
-too far behind is closed (its client resumes from the last resourceVersion it saw).
+go to every watcher that should see it. Each watcher has a queue bounded in events and in
+bytes; one that falls too far behind is closed (its client resumes from the last
+resourceVersion it saw, or relists if that has left the window).
 
 Concurrency: single event loop. Applying a store batch and registering a watcher (with its
 initial snapshot or replay) are synchronous, so a watcher never misses nor duplicates an
@@ -29,11 +37,15 @@ from control.api import errors, kinds
 from control.api.fields import object_fields
 from control.api.pb import api_pb2
 from control.apiserver import codec
-from control.store.interface import Event, EventType, Store
+from control.store.interface import Compacted, Event, EventType, Store
 
 log = structlog.get_logger(component="watchcache")
 
 PREFIX = "/registry/"
+# --watch-cache-size-bytes default: the bytes all kinds' event windows may hold together
+DEFAULT_SIZE_BYTES = 256 * 1024 * 1024
+# Python objects around one event's payload (CacheEvent, CachedObject, deque slot), roughly
+EVENT_OVERHEAD = 512
 
 
 def resource_of_key(key: str) -> str:
@@ -69,6 +81,13 @@ class CacheEvent:
     prev: CachedObject | None
     _encoded: dict[str, bytes] = field(default_factory=dict)
 
+    @property
+    def cost(self) -> int:
+        """Bytes this event keeps alive, estimated: its object's wire bytes, the decoded
+        message (about as large) and one encoded WatchEvent. ``prev`` is the previous
+        event's object (or a live one): counted there."""
+        return 3 * len(self.new.raw) + EVENT_OVERHEAD
+
     def encoded(self, type_: str) -> bytes:
         b = self._encoded.get(type_)
         if b is None:
@@ -94,15 +113,19 @@ class Watcher:
 
     def __init__(self, resource: str, namespace: str, node_name: str | None,
                  matches: Matcher, min_revision: int, capacity: int,
-                 allow_bookmarks: bool) -> None:
+                 allow_bookmarks: bool, capacity_bytes: int = DEFAULT_SIZE_BYTES) -> None:
         self.resource = resource
         self.namespace = namespace
         self.node_name = node_name  # exact spec.nodeName the field selector requires
         self.matches = matches
         self.min_revision = min_revision
         self.allow_bookmarks = allow_bookmarks
+        # the initial snapshot (a watch without resourceVersion): sent first, not bounded
+        self.initial: collections.deque[bytes] = collections.deque()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
+        self.queued_bytes = 0
         self.closed = False
         self.too_slow = False
         self.sent_revision = min_revision
@@ -110,11 +133,13 @@ class Watcher:
     def _put(self, item: bytes) -> None:
         if self.closed:
             return
-        if self.queue.qsize() >= self.capacity:
+        if (self.queue.qsize() >= self.capacity
+                or self.queued_bytes + len(item) > self.capacity_bytes):
             # the client falls too far behind: end its stream; it resumes from its last RV
             self.too_slow = True
             self.close()
             return
+        self.queued_bytes += len(item)
         self.queue.put_nowait(item)
 
     def offer(self, ev: CacheEvent) -> None:
@@ -150,20 +175,27 @@ class Watcher:
 
     async def next(self) -> bytes | None:
         """The next encoded event, or None once closed."""
+        if self.initial:
+            return self.initial.popleft()
         item = await self.queue.get()
         if item is _CLOSED:
             return None
+        self.queued_bytes -= len(item)
         return item  # type: ignore[no-any-return]
 
 
 class ResourceCache:
     """Live objects, recent events and watchers of one resource (kind)."""
 
-    def __init__(self, info: kinds.KindInfo, history: int, start_revision: int) -> None:
+    def __init__(self, info: kinds.KindInfo, history: int, start_revision: int,
+                 max_bytes: int = DEFAULT_SIZE_BYTES) -> None:
         self.info = info
         self.objects: dict[str, CachedObject] = {}
         self.by_namespace: dict[str, dict[str, CachedObject]] = collections.defaultdict(dict)
-        self.events: collections.deque[CacheEvent] = collections.deque(maxlen=history)
+        self.events: collections.deque[CacheEvent] = collections.deque()
+        self.max_events = history
+        self.max_bytes = max_bytes
+        self.bytes = 0  # sum of the cost of self.events
         # every event with revision > window_start is in self.events
         self.window_start = start_revision
         self.watchers_all: set[Watcher] = set()
@@ -186,12 +218,31 @@ class ResourceCache:
                     del self.by_namespace[prev.namespace]
         return prev
 
-    def record(self, ev: CacheEvent) -> None:
-        if len(self.events) == self.events.maxlen:
-            self.window_start = self.events[0].revision
-        self.events.append(ev)
+    def record(self, ev: CacheEvent) -> int:
+        """Add ``ev`` to the window and offer it to the watchers; returns the change in
+        the window's bytes (its cost less what left the window for it)."""
+        self.append(ev)
         for w in self._candidates(ev):
             w.offer(ev)
+        return ev.cost - self.trim()
+
+    def append(self, ev: CacheEvent) -> None:
+        self.events.append(ev)
+        self.bytes += ev.cost
+
+    def trim(self) -> int:
+        """Drop the oldest events beyond this kind's bounds; returns the bytes freed."""
+        freed = 0
+        while self.events and (len(self.events) > self.max_events
+                               or self.bytes > self.max_bytes):
+            freed += self.evict_oldest()
+        return freed
+
+    def evict_oldest(self) -> int:
+        ev = self.events.popleft()
+        self.window_start = ev.revision
+        self.bytes -= ev.cost
+        return ev.cost
 
     def _candidates(self, ev: CacheEvent) -> Iterable[Watcher]:
         out: set[Watcher] = set(self.watchers_all)
@@ -239,12 +290,24 @@ class ResourceCache:
 
 
 class WatchCache:
+    """``history``: events kept per kind; ``size_bytes``: bytes all kinds' windows keep
+    together, ``kind_size_bytes`` one kind's (default a quarter of the total, so one busy
+    kind cannot push every other kind's history out); ``load_history``: revisions read
+    back from the store's log at load."""
+
     def __init__(self, store: Store, *, history: int = 10_000,
-                 watcher_capacity: int = 10_000, bookmark_interval: float = 60.0) -> None:
+                 watcher_capacity: int = 10_000, bookmark_interval: float = 60.0,
+                 size_bytes: int = DEFAULT_SIZE_BYTES, kind_size_bytes: int | None = None,
+                 load_history: int | None = None) -> None:
         self.store = store
         self.history = history
         self.watcher_capacity = watcher_capacity
         self.bookmark_interval = bookmark_interval
+        self.size_bytes = size_bytes
+        self.kind_size_bytes = kind_size_bytes if kind_size_bytes is not None else max(
+            1, size_bytes // 4)
+        self.load_history = history if load_history is None else load_history
+        self.bytes = 0  # sum over kinds of ResourceCache.bytes
         self.revision = 0
         self.resources: dict[str, ResourceCache] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -256,16 +319,90 @@ class WatchCache:
         """Read every object at the store's current revision; ``run`` then follows changes."""
         result = await self.store.range(PREFIX)
         self.revision = result.revision
-        self.resources = {i.plural: ResourceCache(i, self.history, self.revision)
-                          for i in kinds.KINDS}
+        self.resources = {
+            i.plural: ResourceCache(i, self.history, self.revision, self.kind_size_bytes)
+            for i in kinds.KINDS}
         for kv in result.kvs:
             rc = self.resources.get(resource_of_key(kv.key))
             if rc is None:
                 log.warning("unknown resource in store", key=kv.key)
                 continue
             rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
+        replayed = await self._load_window()
         self._ready.set()
-        log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
+        log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision,
+                 history_events=replayed, history_bytes=self.bytes,
+                 oldest_resumable=min((rc.window_start for rc in self.resources.values()),
+                                      default=self.revision))
+
+    async def _load_window(self) -> int:
+        """Fill every kind's window with the store's history up to the loaded revision
+        (the newest ``load_history`` revisions still in the log), so that a watch resuming
+        from a resourceVersion seen before a restart is served, not sent to relist.
+        Returns the number of events replayed."""
+        start = max(self.store.compacted_revision, self.revision - self.load_history)
+        if start >= self.revision:
+            return 0
+        # The prefix "" gives one event per revision, so the replay ends exactly at the
+        # loaded revision (nothing else writes before ``run`` starts following).
+        last: dict[str, CachedObject] = {}  # each key's newest object seen in the replay
+        count = 0
+        for rc in self.resources.values():
+            rc.window_start = start  # eviction moves it up again
+        stream = self.store.watch("", start + 1)
+        try:
+            async for batch in stream:
+                for ev in batch:
+                    if ev.kv.mod_revision > self.revision:
+                        break
+                    if ev.kv.key.startswith(PREFIX):
+                        count += self._replay(ev, last)
+                if batch[-1].kv.mod_revision >= self.revision:
+                    break
+        except Compacted:
+            # compacted while we read: serve no history rather than a window with holes
+            log.warning("watch cache history not loaded: compacted during the replay")
+            for rc in self.resources.values():
+                rc.events.clear()
+                rc.bytes = 0
+                rc.window_start = self.revision
+            self.bytes = 0
+            return 0
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        self._trim_total()
+        return count
+
+    def _replay(self, ev: Event, last: dict[str, CachedObject]) -> int:
+        rc = self.resources.get(resource_of_key(ev.kv.key))
+        if rc is None:
+            return 0
+        key = ev.kv.key
+        prev = None
+        if ev.prev is not None:
+            seen = last.get(key)
+            prev = seen if seen is not None and seen.revision == ev.prev.mod_revision else (
+                cached_object(rc.info, key, ev.prev.value, ev.prev.mod_revision))
+        new = cached_object(rc.info, key, ev.kv.value, ev.kv.mod_revision)
+        if ev.type is EventType.PUT:
+            last[key] = new
+        else:
+            last.pop(key, None)
+        rc.append(CacheEvent(ev.kv.mod_revision, ev.type is EventType.DELETE, new, prev))
+        self.bytes += rc.events[-1].cost - rc.trim()
+        return 1
+
+    def _trim_total(self) -> None:
+        """Drop the oldest events of all kinds until the total fits ``size_bytes``."""
+        while self.bytes > self.size_bytes:
+            oldest: ResourceCache | None = None
+            for rc in self.resources.values():
+                if rc.events and (oldest is None
+                                  or rc.events[0].revision < oldest.events[0].revision):
+                    oldest = rc
+            if oldest is None:
+                return
+            self.bytes -= oldest.evict_oldest()
 
     async def run(self) -> None:
         """Follow the store from the loaded revision (a supervised long-lived task).
@@ -283,12 +420,14 @@ class WatchCache:
                 if ev.type is EventType.PUT:
                     co = cached_object(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
                     prev = rc.put(co)
-                    rc.record(CacheEvent(ev.kv.mod_revision, False, co, prev))
+                    self.bytes += rc.record(CacheEvent(ev.kv.mod_revision, False, co, prev))
                 else:
                     prev = rc.remove(ev.kv.key)
                     last = cached_object(rc.info, ev.kv.key, ev.kv.value, ev.kv.mod_revision)
-                    rc.record(CacheEvent(ev.kv.mod_revision, True, last, prev))
+                    self.bytes += rc.record(CacheEvent(ev.kv.mod_revision, True, last, prev))
             self.revision = ev.kv.mod_revision
+        if self.bytes > self.size_bytes:
+            self._trim_total()
         self._wake()
 
     def _wake(self) -> None:
@@ -353,11 +492,11 @@ class WatchCache:
         rc = self.resources[resource]
         if resource_version is None:
             w = Watcher(resource, namespace, node_name, matches, self.revision,
-                        self.watcher_capacity, allow_bookmarks)
-            # the initial snapshot may exceed the live capacity; it is queued unbounded
+                        self.watcher_capacity, allow_bookmarks, self.kind_size_bytes)
+            # the initial snapshot may exceed the live capacity; it is sent first, unbounded
             for co in rc.scan(namespace):
                 if matches(co):
-                    w.queue.put_nowait(
+                    w.initial.append(
                         api_pb2.WatchEvent(type="ADDED", object=co.raw).SerializeToString())
         else:
             if resource_version < rc.window_start:
@@ -365,7 +504,7 @@ class WatchCache:
                     f"too old resource version: {resource_version} "
                     f"(oldest kept for {resource}: {rc.window_start})")
             w = Watcher(resource, namespace, node_name, matches, resource_version,
-                        self.watcher_capacity, allow_bookmarks)
+                        self.watcher_capacity, allow_bookmarks, self.kind_size_bytes)
             for ev in rc.events:
                 if ev.revision > resource_version:
                     w.offer(ev)

@@ -43,6 +43,19 @@ _FLOAT_FLAGS = {
 DISABLEABLE = ("scheduler", "controllers")
 
 
+def byte_size(text: str) -> int:
+    """argparse type for a positive size in bytes: a number or a quantity ("256Mi")."""
+    from control.api import quantity
+
+    try:
+        n = quantity.value(text)
+    except quantity.QuantityError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: {e}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return n
+
+
 def duration(text: str) -> float:
     """argparse type for Go durations ("40s", "5m"); a bare number is seconds."""
     try:
@@ -135,6 +148,10 @@ def register(sub: Any) -> None:
                    help="finished pods kept before pod GC deletes the oldest (default 12500)")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--watch-cache-size-bytes", type=byte_size, default=None, metavar="SIZE",
+                   help="bytes of recent events the watch cache keeps for resuming watches, "
+                        "all kinds together, a quarter of it at most per kind (e.g. 512Mi; "
+                        "default 256Mi); a watch from before that window relists")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -158,6 +175,8 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["scheduler_config"] = args.scheduler_config
     if args.recover_to_last_good:
         wanted["recover_to_last_good"] = True
+    if args.watch_cache_size_bytes is not None:
+        wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
     if args.metrics_listen:
         if not args.metrics_listen.rpartition(":")[2].isdigit():
             raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")

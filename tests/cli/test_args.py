@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,20 @@ def test_server_flags_go_duration_and_extra() -> None:
 def test_server_unknown_disable_is_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown component"):
         build_parser().parse_args(["server", "--disable", "dns"])
+
+
+def test_server_store_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["server", "--watch-cache-size-bytes", "512Mi",
+                              "--recover-to-last-good"])
+    options, extra = server_options(args, Path("/tmp/x"))
+    assert options.watch_cache_size_bytes == 512 * 1024 * 1024
+    assert options.recover_to_last_good is True and not extra
+    options, _ = server_options(parser.parse_args(["server"]), Path("/tmp/x"))
+    assert options.watch_cache_size_bytes == 256 * 1024 * 1024
+    assert options.recover_to_last_good is False
+    assert parser.parse_args(["server", "--watch-cache-size-bytes", "1000"]
+                             ).watch_cache_size_bytes == 1000
+    for bad in ("0", "-1", "lots"):
+        with pytest.raises(UsageError, match="watch-cache-size-bytes"):
+            parser.parse_args(["server", "--watch-cache-size-bytes", bad])
