@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
+from control.api import cron, names, quantity
 from control.api import labels as label_sel
-from control.api import names, quantity
 from control.api.errors import ApiError, FieldError
 from control.api.pb import meta_pb2
 
@@ -419,83 +419,6 @@ def workload_selector(
 
 
 # ---------------------------------------------------------------------------------------
-# Cron schedules (robfig/cron's standard parser, which Kubernetes' CronJob uses)
+# Cron schedules: the parser the CronJob controller uses too
 
-_DESCRIPTORS = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
-_MONTHS = {
-    m: i + 1
-    for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-    )
-}
-_DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
-# (name, min, max, names)
-_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 6, _DAYS),
-)
-_DURATION_RE = re.compile(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+")
-
-
-def cron_errors(schedule: str) -> list[str]:
-    """Why ``schedule`` is not a valid cron expression (empty list when it is)."""
-    spec = schedule.strip()
-    if not spec:
-        return ["empty spec string"]
-    if spec.startswith("@"):
-        if spec in _DESCRIPTORS:
-            return []
-        if spec.startswith("@every "):
-            dur = spec.removeprefix("@every ").strip()
-            return [] if _DURATION_RE.fullmatch(dur) else [f"failed to parse duration {spec}"]
-        return [f"unrecognized descriptor: {spec}"]
-    fields = spec.split()
-    if len(fields) != 5:
-        return [f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]"]
-    errs: list[str] = []
-    for text, (fname, lo, hi, aliases) in zip(fields, _CRON_FIELDS, strict=True):
-        for part in text.split(","):
-            msg = _cron_range_error(part, lo, hi, aliases)
-            if msg:
-                errs.append(f"{fname}: {msg}")
-                break
-    return errs
-
-
-def _cron_value(text: str, aliases: Mapping[str, int]) -> int | None:
-    if text.lower() in aliases:
-        return aliases[text.lower()]
-    return int(text) if text.isdigit() else None
-
-
-def _cron_range_error(part: str, lo: int, hi: int, aliases: Mapping[str, int]) -> str | None:
-    rng, slash, step_text = part.partition("/")
-    if slash:
-        if not step_text.isdigit():
-            return f"failed to parse int from {step_text}"
-        if int(step_text) == 0:
-            return f"step of range should be a positive number: {part}"
-    if rng in ("*", "?"):
-        return None
-    start_text, dash, end_text = rng.partition("-")
-    start = _cron_value(start_text, aliases)
-    if start is None:
-        return f"failed to parse int from {start_text or part}"
-    end = start
-    if dash:
-        parsed_end = _cron_value(end_text, aliases)
-        if parsed_end is None:
-            return f"failed to parse int from {end_text or part}"
-        end = parsed_end
-    if start < lo:
-        return f"beginning of range ({start}) below minimum ({lo}): {part}"
-    if end > hi:
-        return f"end of range ({end}) above maximum ({hi}): {part}"
-    if start > end:
-        return f"beginning of range ({start}) beyond end of range ({end}): {part}"
-    return None
+cron_errors = cron.errors

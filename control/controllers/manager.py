@@ -32,6 +32,7 @@ import structlog
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher, ListWatcher
+from control.controllers.cronjob import CronJobController
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.gc import GarbageCollector
@@ -107,6 +108,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "disruption": DisruptionController,
     "nodeipam": NodeIpamController,
     "job": JobController,
+    "cronjob": CronJobController,
 }
 
 
