@@ -11,6 +11,7 @@ Pure module: no I/O apart from :func:`default_data_dir` reading the effective ui
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # The resources --system-reserved may name (kubelet also knows "pid", which has no
 # capacity entry here to subtract it from).
 RESERVABLE = ("cpu", "memory", "ephemeral-storage")
+
+
+POD_NETWORK_MODES = ("auto", "bridge", "host")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class AgentOptions:
     crash_loop_backoff_initial: float = DEFAULT_CRASH_LOOP_BACKOFF_INITIAL
     crash_loop_backoff_max: float = DEFAULT_CRASH_LOOP_BACKOFF_MAX
     volume_refresh_period: float = DEFAULT_VOLUME_REFRESH_PERIOD
+    # pod network: "bridge" (a namespace and an IP per pod; root), "host" (every pod on the
+    # machine's network) or "auto" (bridge when root). Library default host: an agent built
+    # in a test never touches the machine's network unless asked; the CLI defaults to auto.
+    pod_network: str = "host"
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
 
     @property
     def renew_interval(self) -> float:
@@ -109,6 +119,15 @@ class AgentOptions:
         if self.crash_loop_backoff_max < self.crash_loop_backoff_initial:
             raise ValueError("--crash-loop-backoff-max must not be below "
                              "--crash-loop-backoff-initial")
+        if self.pod_network not in POD_NETWORK_MODES:
+            raise ValueError(f"--pod-network {self.pod_network!r}: one of "
+                             f"{', '.join(POD_NETWORK_MODES)}")
+        for flag, cidr in (("--cluster-cidr", self.cluster_cidr),
+                           ("--service-cidr", self.service_cidr)):
+            try:
+                ipaddress.IPv4Network(cidr)
+            except ValueError as e:
+                raise ValueError(f"{flag} {cidr!r}: {e}") from None
         if not 0 <= self.daemon_port <= 65535:
             raise ValueError("--daemon-port must be 0 (any free port) to 65535")
 

@@ -33,6 +33,9 @@ from agent.kubelet.machine import MachineInfo, read_machine
 from agent.kubelet.node_status import NodeStatusManager, allocatable, machine_capacity
 from agent.kubelet.probes import ProbeManager
 from agent.kubelet.volumes import VolumeManager
+from agent.network.bridge import BridgeNetwork
+from agent.network.node import NodeNetwork
+from agent.runtime import linux
 from agent.runtime.interface import Runtime
 from agent.runtime.process import ProcessRuntime
 from agent.server import AgentServer
@@ -73,6 +76,8 @@ class Agent:
         self.node_status: NodeStatusManager | None = None
         self.lease: LeaseController | None = None
         self.events: EventBroadcaster | None = None
+        self.network: BridgeNetwork | None = None
+        self.node_network: NodeNetwork | None = None
         self._log = log.bind(component="agent", node=options.node_name)
 
     async def start(self) -> None:
@@ -83,16 +88,24 @@ class Agent:
         machine = self._machine or read_machine(opts.data_dir)
         channel = open_channel(opts.server)
         self._client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
+        host_reason = ""
         if self.runtime is None:
+            self.network, host_reason = pod_network(opts)
             # state and cgroups under a per-node prefix: several agents may share a host
             # the data dir holds every pod's volumes (secrets included): hidden inside
             # containers, which see only their own volumes at their mount paths
             runtime = ProcessRuntime(opts.data_dir / "runtime",
                                      cgroup_prefix=f"flotilla/{opts.node_name}",
-                                     mask_paths=(str(opts.data_dir),))
+                                     mask_paths=(str(opts.data_dir),), network=self.network)
             for line in runtime.isolation_report():
                 self._log.warning("isolation off", detail=line)
+            # leases and namespaces of sandboxes removed while no agent ran
+            await runtime.reclaim_network()
             self.runtime = runtime
+        else:
+            host_reason = "the runtime has no pod network"
+        self.node_network = NodeNetwork(self._client, opts.node_name, self.network,
+                                        host_reason=host_reason, clock=self.clock)
         self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
         opts.daemon_port = await self.agent_server.start(host="0.0.0.0", port=opts.daemon_port)
         self.events = EventBroadcaster(self._client, clock=self.clock)
@@ -117,6 +130,7 @@ class Agent:
         sup.start("node-status", status.run, backoff=TASK_BACKOFF)
         sup.start("node-lease", self.lease.run, backoff=TASK_BACKOFF)
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
+        sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
         self._log.info(
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
             node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
@@ -144,6 +158,33 @@ class Agent:
             await self._client.channel.close(None)
             self._client = None
             self._log.info("agent stopped")
+
+
+def pod_network(opts: AgentOptions) -> tuple[BridgeNetwork | None, str]:
+    """The pod network the options ask for, or None and why pods share the machine's."""
+    if opts.pod_network == "host":
+        return None, "--pod-network host"
+    if not linux.is_root():
+        if opts.pod_network == "bridge":
+            raise ValueError("--pod-network bridge needs root (network namespaces, links)")
+        return None, "the agent is not running as root"
+    return BridgeNetwork(opts.data_dir / "network", cluster_cidr=opts.cluster_cidr,
+                         service_cidr=opts.service_cidr), ""
+
+
+async def cleanup_network(opts: AgentOptions) -> None:
+    """``flotilla agent --cleanup``: every network object this node's agent created goes:
+    pods' namespaces, veths, bridge, routes, the nftables table, the leases."""
+    from agent.network import netns
+
+    netns_dir = opts.data_dir / "runtime" / "netns"
+    if netns_dir.is_dir():
+        for entry in sorted(netns_dir.iterdir()):
+            await asyncio.to_thread(netns.remove, entry)
+    if linux.is_root():
+        await BridgeNetwork(opts.data_dir / "network", cluster_cidr=opts.cluster_cidr,
+                            service_cidr=opts.service_cidr).cleanup()
+    log.info("pod network removed", node=opts.node_name)
 
 
 def kubelet_options(opts: AgentOptions) -> KubeletOptions:

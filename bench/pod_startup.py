@@ -140,7 +140,8 @@ class AgentCluster:
         self.agent = Proc("agent", [*self._agent_prefix, "-m", "control.cli.main",
                                     "--server", self.address, "agent", "--node-name", NODE,
                                     "--data-dir", str(self.workdir / "agent"),
-                                    "--log-format", "json", *self._agent_args],
+                                    "--log-format", "json", "--pod-network", "host",
+                                    *self._agent_args],
                           self.workdir / "agent.log")
         self.agent.start()
         async with asyncio.timeout(60):

@@ -74,9 +74,11 @@ from agent.kubelet.status import (
     container_field_path,
     is_sidecar,
 )
+from agent.network.interface import PortMapping
 from agent.runtime.interface import (
     ContainerState,
     ContainerStatus,
+    Mount,
     Runtime,
     RuntimeError_,
     SandboxConfig,
@@ -134,6 +136,7 @@ class SyncConfig:
     minimum_grace: float = 2.0
     # how soon to retry a container whose config or creation failed
     retry_period: float = 10.0
+    cluster_domain: str = "cluster.local"
 
 
 @dataclass
@@ -226,6 +229,56 @@ def hosts_file(pod: core_pb2.Pod, host_hosts: str) -> str | None:
     lines = [host_hosts.rstrip("\n"), "", "# Entries added by HostAliases."]
     lines += ["\t".join([a.ip, *a.hostnames]) for a in pod.spec.host_aliases]
     return "\n".join(lines) + "\n"
+
+
+def pod_hosts_file(pod: core_pb2.Pod, ip: str, cluster_domain: str) -> str:
+    """The /etc/hosts of a pod on the pod network, as kubelet writes it: localhost lines,
+    the pod's own name (``<ip> <hostname>.<subdomain>.<ns>.svc.<domain> <hostname>`` when it
+    has a subdomain), then its hostAliases."""
+    lines = [
+        "# Kubernetes-managed hosts file.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "fe00::0\tip6-mcastprefix",
+        "fe00::1\tip6-allnodes",
+        "fe00::2\tip6-allrouters",
+    ]
+    hostname = pod.spec.hostname or pod.metadata.name
+    if pod.spec.subdomain:
+        fqdn = f"{hostname}.{pod.spec.subdomain}.{pod.metadata.namespace}.svc.{cluster_domain}"
+        lines.append(f"{ip}\t{fqdn}\t{hostname}")
+    else:
+        lines.append(f"{ip}\t{hostname}")
+    if pod.spec.host_aliases:
+        lines += ["", "# Entries added by HostAliases."]
+        lines += ["\t".join([a.ip, *a.hostnames]) for a in pod.spec.host_aliases]
+    return "\n".join(lines) + "\n"
+
+
+POD_HOSTS = "etc-hosts"
+# A sandbox that could not be created (a pod network not ready yet) is retried this soon.
+SANDBOX_RETRY = 2.0
+
+
+def write_pod_hosts(pod_dir: Path, pod: core_pb2.Pod, ip: str, cluster_domain: str) -> None:
+    """``<pod dir>/etc-hosts``, mounted at /etc/hosts in each container (atomic replace)."""
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    tmp = pod_dir / f".{POD_HOSTS}.tmp"
+    tmp.write_text(pod_hosts_file(pod, ip, cluster_domain))
+    tmp.replace(pod_dir / POD_HOSTS)
+
+
+def port_mappings(pod: core_pb2.Pod) -> list[PortMapping]:
+    """The hostPorts of the pod's containers (what CRI's PodSandboxConfig carries)."""
+    out = []
+    for c in (*pod.spec.init_containers, *pod.spec.containers):
+        for p in c.ports:
+            if p.host_port > 0:
+                out.append(PortMapping(host_port=p.host_port,
+                                       container_port=p.container_port or p.host_port,
+                                       protocol=p.protocol or "TCP", host_ip=p.host_ip))
+    return out
 
 
 def _read_host_hosts() -> str:
@@ -359,8 +412,20 @@ class PodSyncer:
                 await self._stop_all(pod, stale.id, self.config.minimum_grace)
                 await self.runtime.remove_pod_sandbox(stale.id)
         if sandbox is None:
-            sid = await self.runtime.run_pod_sandbox(self._sandbox_config(pod))
+            try:
+                sid = await self.runtime.run_pod_sandbox(self._sandbox_config(pod))
+            except RuntimeError_ as e:
+                # e.g. the node's pod network is not ready yet: retried soon
+                log.warning("cannot create the pod's sandbox", pod=pod.metadata.name,
+                            reason=e.reason, error=str(e))
+                for c in (*spec.init_containers, *spec.containers):
+                    state.waiting[c.name] = ("ContainerCreating", f"{e.reason}: {e}")
+                views = await self._views(pod, state, None)
+                return SyncResult(compute_status(pod, views, self._facts(None, now, state)),
+                                  min(self.config.retry_period, SANDBOX_RETRY))
             sandbox = next((s for s in await self._sandboxes(uid) if s.id == sid), None)
+            if sandbox is not None and sandbox.ip:
+                write_pod_hosts(self.pod_dir(uid), pod, sandbox.ip, self.config.cluster_domain)
         if state.volume_paths is None:
             try:
                 state.volume_paths = await self._setup_volumes(pod)
@@ -493,6 +558,11 @@ class PodSyncer:
             ctx = await self._context(pod, c, sandbox)
             config = container_spec.build_config(c, ctx, volume_paths=state.volume_paths or {},
                                                  log_path=str(log_path))
+            hosts = pod_dir / POD_HOSTS
+            if sandbox.ip and hosts.exists() and not any(
+                    m.container_path == "/etc/hosts" for m in config.mounts):
+                config = dataclasses.replace(config, mounts=[
+                    *config.mounts, Mount(str(hosts), "/etc/hosts", read_only=False)])
         except container_spec.ContainerConfigError as e:
             state.waiting[c.name] = (container_spec.CONFIG_ERROR, str(e))
             self._event(pod, c.name, WARNING, "Failed", f"Error: {e}")
@@ -690,7 +760,8 @@ class PodSyncer:
             hostname=pod.spec.hostname or pod.metadata.name, pod_dir=str(pod_dir),
             labels=dict(pod.metadata.labels), annotations=dict(pod.metadata.annotations),
             host_network=pod.spec.host_network,
-            hosts_file=hosts_file(pod, _read_host_hosts()) if pod.spec.host_aliases else None)
+            hosts_file=hosts_file(pod, _read_host_hosts()) if pod.spec.host_aliases else None,
+            port_mappings=[] if pod.spec.host_network else port_mappings(pod))
 
     async def _setup_volumes(self, pod: core_pb2.Pod) -> dict[str, str]:
         if self.volumes is not None:

@@ -5,8 +5,9 @@ namespaces and cgroups when root) and ``fake.py`` (in memory, for unit tests) im
 and an OCI/containerd runtime can later. Shapes follow Kubernetes' CRI, reduced to what
 Flotilla uses:
 
-- A *sandbox* is the pod's shared environment: its directory, hostname, (later) network
-  namespace and the parent cgroup of its containers. ``run_pod_sandbox`` is idempotent per
+- A *sandbox* is the pod's shared environment: its directory, hostname, network
+  namespace (with the runtime's pod network; host-network pods and runtimes without one
+  share the machine's) and the parent cgroup of its containers. ``run_pod_sandbox`` is idempotent per
   pod uid.
 - A *container* is created (configured, not running), started, stopped (SIGTERM to its
   process group, SIGKILL after the timeout) and removed. Its exit status and its log file
@@ -34,6 +35,8 @@ import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from agent.network.interface import PortMapping
 
 
 class RuntimeError_(Exception):  # trailing _: not the builtin RuntimeError
@@ -71,6 +74,8 @@ class SandboxConfig:
     # /etc/hosts and /etc/resolv.conf content to show inside the containers (None = host's)
     hosts_file: str | None = None
     resolv_conf: str | None = None
+    # hostPorts of the pod's containers (pod network only; host-network pods bind directly)
+    port_mappings: Sequence[PortMapping] = ()
 
 
 class SandboxState(enum.Enum):
@@ -86,7 +91,7 @@ class SandboxStatus:
     name: str
     state: SandboxState
     created_at: float
-    ip: str = ""  # the pod IP once networking exists; "" = the node's (host network)
+    ip: str = ""  # the pod's IP on the pod network; "" = the node's (host network)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@
     With isolation (root): the monitor unshares a PID namespace before forking, so the
     container's process is PID 1 of its own namespace (``sh -c 'echo $$'`` prints 1, as in
     Docker without ``--init``); that child joins the container's cgroups, unshares mount,
-    UTS and IPC namespaces, builds its overlay root (``rootfs.py``), sets the hostname,
+    UTS and IPC namespaces (after joining the pod's network namespace, pinned by the
+    runtime, when the pod has one), builds its overlay root (``rootfs.py``), sets the hostname,
     limits its capabilities, switches user and execs. Without isolation it only starts a
     new session (the container is a process group) and execs.
 
 ``python -m agent.runtime.monitor exec [--tty] <container-dir> -- ARGV...``
-    Runs a command in a running container: joins its cgroups and its IPC, UTS, PID and
-    mount namespaces (setns), forks so that the command is inside the PID namespace, takes
+    Runs a command in a running container: joins its cgroups and its network, IPC, UTS, PID
+    and mount namespaces (setns), forks so that the command is inside the PID namespace, takes
     the container's user, capabilities, environment and working directory, and exits with
     the command's exit code (128 + signal when it was killed). SIGUSR2 asks the helper to
     SIGKILL the command and reap it (the runtime's timeout and kill); should the helper
@@ -212,6 +213,13 @@ def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int)
             with open(procs, "w") as f:
                 f.write("0")  # "0" = the writing process, in v1 and v2
         os.setsid()
+        if spec.get("netns"):
+            step = "joining the pod's network namespace"
+            fd = os.open(spec["netns"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, linux.CLONE_NEWNET)
+            finally:
+                os.close(fd)
         if spec.get("isolate"):
             step = "creating namespaces"
             linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
@@ -401,8 +409,10 @@ def run_monitor(container_dir: str, sync_fd: int) -> None:
 
 # ---- exec -------------------------------------------------------------------------------
 
-_NAMESPACES = (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
-               ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS))
+# net first: /proc of the container is still reachable before the mount namespace changes
+_NAMESPACES = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC),
+               ("uts", linux.CLONE_NEWUTS), ("pid", linux.CLONE_NEWPID),
+               ("mnt", linux.CLONE_NEWNS))
 
 
 def run_exec(container_dir: str, argv: Sequence[str], tty: bool) -> int:

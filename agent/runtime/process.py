@@ -62,7 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from agent.runtime import imagefs, linux
+from agent.network.interface import PodNetwork
+from agent.runtime import imagefs, linux, sandbox_net
 from agent.runtime.cgroups import Cgroups
 from agent.runtime.interface import (
     ContainerConfig,
@@ -140,7 +141,7 @@ class ProcessRuntime:
     def __init__(self, root_dir: Path, cgroup_prefix: str | None = None, *,
                  isolate: bool | None = None, log_max_bytes: int = LOG_MAX_BYTES,
                  log_max_files: int = LOG_MAX_FILES, start_timeout: float = 30.0,
-                 mask_paths: Sequence[str] = ()) -> None:
+                 mask_paths: Sequence[str] = (), network: PodNetwork | None = None) -> None:
         self.root_dir = Path(root_dir).resolve()
         self._sandboxes = self.root_dir / "sandboxes"
         self._containers = self.root_dir / "containers"
@@ -159,6 +160,12 @@ class ProcessRuntime:
         # agent names (its data directory, with every pod's secrets).
         self.mask_paths = [str(self.root_dir), *(str(Path(p).resolve()) for p in mask_paths)]
         self._sandbox_lock = asyncio.Lock()
+        # The pod network (None: every pod shares the machine's network); pods' network
+        # namespaces are pinned under netns/ (see sandbox_net.py).
+        if network is not None and not self.isolate:
+            raise ValueError("a pod network needs isolation (root)")
+        self.network = network
+        self.netns_dir = self.root_dir / "netns"
         # container id -> its spec.json (immutable once written); see the module docstring
         self._specs: dict[str, dict[str, Any]] = {}
         self._files = _JsonCache()  # sandbox.json, status.json, monitor.json
@@ -178,11 +185,10 @@ class ProcessRuntime:
                 f"{why}: securityContext runAsUser/runAsGroup/supplementalGroups (other than "
                 "the agent's), readOnlyRootFilesystem, privileged and capabilities.add "
                 "are refused",
-                "pod network namespaces are not implemented yet: containers use the host's "
-                "network",
+                f"{why}: no pod network namespaces; every pod shares the machine's network",
             ]
-        report = ["pod network namespaces are not implemented yet: containers use the "
-                  "host's network"]
+        report = [] if self.network is not None else [
+            "no pod network: every pod shares the machine's network"]
         if self.cgroups is None:
             report.insert(0, "no usable cgroup memory controller (v1 or delegated v2): "
                              "memory and cpu limits are not enforced")
@@ -234,6 +240,14 @@ class ProcessRuntime:
                 except OSError as e:
                     shutil.rmtree(sdir, ignore_errors=True)
                     raise RuntimeError_(f"creating the pod's cgroup: {e}") from e
+            netns_path, ip = "", ""
+            if self.network is not None and not config.host_network:
+                try:
+                    netns_path, ip = await sandbox_net.attach(self.network, self.netns_dir,
+                                                              sandbox_id, config)
+                except BaseException:
+                    shutil.rmtree(sdir, ignore_errors=True)
+                    raise
             write_json_atomic(str(sdir / "sandbox.json"), {
                 "id": sandbox_id, "pod_uid": config.pod_uid, "namespace": config.namespace,
                 "name": config.name, "hostname": config.hostname, "pod_dir": config.pod_dir,
@@ -241,6 +255,7 @@ class ProcessRuntime:
                 "host_network": config.host_network,
                 "hosts_file": config.hosts_file is not None,
                 "resolv_conf": config.resolv_conf is not None,
+                "netns": netns_path, "ip": ip,
                 "created_at": time.time(), "state": SandboxState.READY.value})
             return sandbox_id
 
@@ -248,6 +263,9 @@ class ProcessRuntime:
         sandbox = self._load_sandbox(sandbox_id)
         containers = self._containers_of(sandbox_id)
         await asyncio.gather(*(self.stop_container(c, 0) for c in containers))
+        if sandbox.get("netns"):
+            # As CRI's StopPodSandbox: the network goes with the last container.
+            await sandbox_net.detach(self.network, self.netns_dir, sandbox_id, sandbox)
         if sandbox["state"] != SandboxState.NOTREADY.value:
             sandbox["state"] = SandboxState.NOTREADY.value
             write_json_atomic(str(self._sandbox_dir(sandbox_id) / "sandbox.json"), sandbox)
@@ -276,8 +294,19 @@ class ProcessRuntime:
     async def list_pod_sandboxes(self) -> list[SandboxStatus]:
         return [SandboxStatus(
             id=s["id"], pod_uid=s["pod_uid"], namespace=s["namespace"], name=s["name"],
-            state=SandboxState(s["state"]), created_at=float(s["created_at"]))
+            state=SandboxState(s["state"]), created_at=float(s["created_at"]),
+            ip=str(s.get("ip") or "") if s["state"] == SandboxState.READY.value else "")
             for s in self._all_sandboxes()]
+
+    async def reclaim_network(self) -> None:
+        """At start: release the pod network's leases and namespaces of sandboxes that no
+        longer exist (an agent killed between removing a sandbox and releasing them)."""
+        if self.network is None:
+            return
+        ready = {str(s["id"]) for s in self._all_sandboxes()
+                 if s["state"] == SandboxState.READY.value and s.get("netns")}
+        await self.network.gc(ready)
+        await sandbox_net.remove_orphans(self.netns_dir, ready)
 
     # ---- containers: create / start ------------------------------------------------------
 
@@ -416,6 +445,7 @@ class ProcessRuntime:
             "log_max_bytes": self.log_max_bytes, "log_max_files": self.log_max_files,
             "termination_message_path": config.termination_message_path,
             "isolate": self.isolate, "hostname": sandbox["hostname"],
+            "netns": sandbox.get("netns") or "",
             "resources": {
                 "cpu_quota_millis": config.resources.cpu_quota_millis,
                 "cpu_shares": config.resources.cpu_shares,

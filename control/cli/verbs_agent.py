@@ -96,6 +96,17 @@ def register(sub: Any) -> None:
     p.add_argument("--daemon-port", type=int, default=0, metavar="PORT",
                    help="the agent's own port for logs and exec, advertised in the Node's "
                         "status (default %(default)s: any free port)")
+    p.add_argument("--pod-network", choices=agent_config.POD_NETWORK_MODES, default="auto",
+                   help="bridge: a network namespace and an IP per pod (needs root); host: "
+                        "every pod on this machine's network; auto: bridge when root "
+                        "(default %(default)s)")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", metavar="CIDR",
+                   help="the cluster's pod range (never masqueraded; default %(default)s)")
+    p.add_argument("--service-cidr", default="10.96.0.0/12", metavar="CIDR",
+                   help="the Service range (default %(default)s)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove every network object this agent created (bridge, veths, "
+                        "routes, nftables table, leases, pod namespaces) and exit")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_agent_verb, configures_logging=True)
 
@@ -123,26 +134,34 @@ def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
         crash_loop_backoff_max=args.crash_loop_backoff_max,
         volume_refresh_period=args.volume_refresh_period,
         daemon_port=args.daemon_port,
+        pod_network=args.pod_network,
+        cluster_cidr=args.cluster_cidr,
+        service_cidr=args.service_cidr,
     )
     return options
 
 
 async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
-    from agent.main import run_agent
+    from agent.main import cleanup_network, run_agent
 
     try:
         logs.configure(ctx.opts.log_level or "info", args.log_format)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    try:
-        cfg = client_config.load(ctx.opts.server, ctx.opts.config)
-    except client_config.ConfigError as e:
-        raise CliError(str(e)) from None
-    options = options_from_args(args, cfg.server)
+    server = ""
+    if not args.cleanup:  # cleaning up needs no cluster
+        try:
+            server = client_config.load(ctx.opts.server, ctx.opts.config).server
+        except client_config.ConfigError as e:
+            raise CliError(str(e)) from None
+    options = options_from_args(args, server)
     try:
         options.validate()
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.cleanup:
+        await cleanup_network(options)
+        return 0
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -228,6 +228,7 @@ async def test_flotilla_agent_subprocess_joins_flotilla_server(tmp_path: Path) -
         agent = await asyncio.create_subprocess_exec(
             *cli, "agent", "--server", address, "--node-name", "n1",
             "--data-dir", str(tmp_path / "agent"), "--labels", "zone=lab",
+            "--pod-network", "host",
             "--node-lease-duration-seconds", "4", "--node-status-update-frequency", "1s",
             env=_env(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )

@@ -132,6 +132,7 @@ def server_proc(tmp: Path, port: int) -> Proc:
 def agent_proc(tmp: Path, port: int) -> Proc:
     return Proc("agent", ["--server", f"127.0.0.1:{port}", "agent", "--node-name", NODE,
                           "--data-dir", str(tmp / "agent"), "--log-format", "json",
+                          "--pod-network", "host",
                           "--node-status-update-frequency", "1s",
                           "--node-lease-duration-seconds", "4"],
                 tmp / "agent.log")

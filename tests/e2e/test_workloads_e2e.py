@@ -382,7 +382,7 @@ class AgentProc:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "control.cli.main", "--server", self.server, "agent",
                  "--node-name", self.node, "--data-dir", str(self.data_dir),
-                 "--log-format", "json", *self.extra],
+                 "--log-format", "json", "--pod-network", "host", *self.extra],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
