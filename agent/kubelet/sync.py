@@ -418,6 +418,9 @@ class PodSyncer:
                 # e.g. the node's pod network is not ready yet: retried soon
                 log.warning("cannot create the pod's sandbox", pod=pod.metadata.name,
                             reason=e.reason, error=str(e))
+                if self.recorder is not None:
+                    self.recorder.event(pod, "Warning", "FailedCreatePodSandBox",
+                                        f"Failed to create pod sandbox: {e}")
                 for c in (*spec.init_containers, *spec.containers):
                     state.waiting[c.name] = ("ContainerCreating", f"{e.reason}: {e}")
                 views = await self._views(pod, state, None)
