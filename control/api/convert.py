@@ -472,14 +472,22 @@ def _build(desc: Any) -> _Table:
 
 
 def _message_codec(md: Descriptor) -> tuple[Filler, Writer]:
-    """Fill/write functions for a message type, resolved lazily (the table may be building)."""
-    sub = _table(md)
+    """Fill/write functions for a message type, its table built on first use: a process
+    that converts one Pod (a CLI call) builds the tables of the types it meets, not of the
+    hundreds a PodSpec can hold. (The table may also be building: recursive types.)"""
+    sub = _TABLES.get(md)
+
+    def table() -> _Table:
+        nonlocal sub
+        if sub is None:
+            sub = _table(md)
+        return sub
 
     def fill(value: Any, msg: Message, path: str, errors: Errors) -> None:
-        sub.fill(value, msg, path, errors)
+        table().fill(value, msg, path, errors)
 
     def write(msg: Any) -> Any:
-        return sub.write(msg)
+        return table().write(msg)
 
     return fill, write
 
@@ -501,7 +509,8 @@ def _identity(v: Any) -> Any:
 def _field_codec(fd: FieldDescriptor) -> tuple[Callable[[Message, Any, str, Errors], None], Writer]:
     name = fd.name
     mt = fd.message_type
-    is_map = mt is not None and fd.is_repeated and mt.GetOptions().map_entry
+    # has_options first: GetOptions() parses the options, which costs a CLI call ~10 ms.
+    is_map = mt is not None and fd.is_repeated and mt.has_options and mt.GetOptions().map_entry
     if is_map:
         return _map_codec(fd)
     if fd.is_repeated:

@@ -8,8 +8,9 @@ Owns what every verb shares:
   ``ApiClient`` (one short connect deadline, so an unreachable server is one clear line
   within seconds);
 - object references (``TYPE NAME...``, ``TYPE/NAME...``) via :func:`parse_refs`;
-- running the verb on an event loop (uvloop when importable) and turning every failure into
-  ``error: ...`` on stderr with exit code 1 — a traceback only with ``--debug``.
+- running the verb on an event loop (uvloop for the components, when installed) and
+  turning every failure into ``error: ...`` on stderr with exit code 1 — a traceback only
+  with ``--debug``.
 
 The verbs themselves live in ``verbs_*.py``, one module per group; each has
 ``register(subparsers)``, and its handlers are ``(ctx, args) -> exit code``, as a coroutine
@@ -341,6 +342,11 @@ VERB_MODULES: dict[str, str] = {
 }
 
 
+# The components: they run on uvloop when it is installed. A one-shot client call does not,
+# as importing uvloop costs it more than the faster loop saves.
+LONG_RUNNING = frozenset({"server", "scheduler", "controller-manager", "agent"})
+
+
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``verb`` alone when it is a known verb (only its module is imported),
     else for every verb."""
@@ -375,12 +381,13 @@ def _run(handler: Handler, ctx: Context, args: argparse.Namespace) -> int:
             await ctx.close()
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop  # optional: 10-15 % faster gRPC
+    if args.verb in LONG_RUNNING:
+        try:
+            import uvloop  # optional: 10-15 % faster gRPC
 
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(go(result))
 
