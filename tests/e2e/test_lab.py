@@ -1,0 +1,242 @@
+"""The pod network across machines, in the lab (``scripts/lab``): two machines as network
+namespaces, a real server and agents. Pods get distinct IPs from their nodes' ranges; TCP
+and UDP between pods on one machine and across machines; a pod's containers share
+localhost; a pod reaches itself; a hostPort answers on the node's address; an agent killed
+and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
+``scripts/lab down`` leaves nothing behind.
+
+Traffic stays inside the namespaces the lab creates (the test talks to the API through the
+lab's loopback relay, and to pods only through exec). The tests share one lab, in order;
+the lab is removed at the end whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.api import convert, errors
+from control.api.pb import core_pb2
+from control.client.channel import open_channel
+from control.client.client import ApiClient
+from control.client.config import read_config_file
+
+pytestmark = [
+    pytest.mark.root, pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not (shutil.which("nft") or os.path.exists("/usr/sbin/nft")),
+                       reason="needs nft"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = [sys.executable, str(REPO / "scripts" / "lab.py")]
+NAME = f"t{os.getpid() % 100000}"
+SERVER = r"""
+import socket, threading
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 8081))
+    while True:
+        d, a = u.recvfrom(100); u.sendto(b"udp " + d, a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall(("tcp from " + a[0]).encode()); c.close()
+"""
+CLIENT = r"""
+import socket, sys
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == "tcp":
+    s = socket.create_connection((host, port), timeout=5); print(s.recv(100).decode())
+else:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.sendto(b"ping", (host, port)); print(u.recv(100).decode())
+"""
+
+
+def lab(d: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, "--dir", str(d), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, check=False)
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    d = tmp_path_factory.mktemp("lab")
+    try:
+        r = lab(d, "up", "--nodes", "2", "--name", NAME, "--cluster-cidr", "10.244.0.0/22")
+        assert r.returncode == 0, r.stderr[-4000:]
+        assert f"export FLOTILLA_CONFIG={d / 'lab.conf'}" in r.stdout
+        yield d
+    finally:
+        lab(d, "down")
+
+
+@pytest.fixture
+async def client(lab_dir: Path) -> AsyncIterator[ApiClient]:
+    address = read_config_file(lab_dir / "lab.conf").server
+    channel = open_channel(address)
+    try:
+        yield ApiClient(channel, address, timeout=10)
+    finally:
+        await channel.close(None)
+
+
+def m(i: int) -> str:
+    return f"{NAME}-m{i}"
+
+
+def pod(name: str, node: str, *containers: dict[str, Any]) -> core_pb2.Pod:
+    p: core_pb2.Pod = convert.from_dict({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                 "containers": list(containers)}}, core_pb2.Pod())
+    return p
+
+
+def sleeper(name: str = "c") -> dict[str, Any]:
+    return {"name": name, "image": "busybox", "command": ["sleep", "3600"]}
+
+
+async def wait_running(c: ApiClient, names: list[str], limit: float = 60) -> dict[str, Any]:
+    async with asyncio.timeout(limit):
+        while True:
+            pods = {p.metadata.name: p for p in (await c.list(core_pb2.Pod, "default")).items}
+            if all(n in pods and pods[n].status.phase == "Running" and pods[n].status.pod_ip
+                   and all(cs.ready for cs in pods[n].status.container_statuses)
+                   for n in names):
+                return pods
+            await asyncio.sleep(0.2)
+
+
+async def run(c: ApiClient, pod_name: str, *args: str, container: str = "") -> str:
+    async with asyncio.timeout(30):
+        code, out, err = await c.exec("default", pod_name, [sys.executable, "-c", CLIENT, *args],
+                                      container=container).wait()
+    assert code == 0, (out + err).decode()
+    return out.decode().strip()
+
+
+async def test_pod_ips_and_traffic(client: ApiClient) -> None:
+    c = client
+    await c.create(pod("srv", m(1), {"name": "server", "image": "busybox",
+                                      "command": [sys.executable, "-c", SERVER],
+                                      "ports": [{"containerPort": 8080, "hostPort": 30080}]},
+                       sleeper("side")))
+    await c.create(pod("near", m(1), sleeper()))
+    await c.create(pod("far", m(2), sleeper()))
+    pods = await wait_running(c, ["srv", "near", "far"])
+    nodes = {n.metadata.name: n for n in (await c.list(core_pb2.Node)).items}
+    ips = {name: p.status.pod_ip for name, p in pods.items()}
+    assert len(set(ips.values())) == 3
+    for name, p in pods.items():
+        assert ipaddress.ip_address(ips[name]) in ipaddress.ip_network(
+            nodes[p.spec.node_name].spec.pod_cidr), (name, ips[name])
+        assert [x.ip for x in p.status.pod_ips] == [ips[name]]
+    assert nodes[m(1)].spec.pod_cidr != nodes[m(2)].spec.pod_cidr
+    srv = ips["srv"]
+    # one machine, and across machines; the server sees the client's own address
+    assert await run(c, "near", "tcp", srv, "8080") == f"tcp from {ips['near']}"
+    assert await run(c, "near", "udp", srv, "8081") == "udp ping"
+    assert await run(c, "far", "tcp", srv, "8080") == f"tcp from {ips['far']}"
+    assert await run(c, "far", "udp", srv, "8081") == "udp ping"
+    # the pod's containers share localhost; the pod reaches itself by its own address
+    assert await run(c, "srv", "tcp", "127.0.0.1", "8080", container="side") == \
+        "tcp from 127.0.0.1"
+    assert await run(c, "srv", "tcp", srv, "8080", container="side") == f"tcp from {srv}"
+    # hostPort on the node's address, from a pod on the other machine
+    node_ip = next(a.address for a in nodes[m(1)].status.addresses if a.type == "InternalIP")
+    assert (await run(c, "far", "tcp", node_ip, "30080")).startswith("tcp from ")
+    # /etc/hosts names the pod
+    code, out, _ = await c.exec("default", "far", ["cat", "/etc/hosts"]).wait()
+    assert code == 0 and f"{ips['far']}\tfar" in out.decode().splitlines()
+
+
+async def test_agent_killed_and_restarted_keeps_ips_and_routes(
+        client: ApiClient, lab_dir: Path) -> None:
+    c = client
+    before = {p.metadata.name: p.status.pod_ip
+              for p in (await c.list(core_pb2.Pod, "default")).items}
+    r = lab(lab_dir, "stop-agent", "1", "--kill")
+    assert r.returncode == 0, r.stderr
+    await asyncio.sleep(1.0)
+    r = lab(lab_dir, "start-agent", "1")
+    assert r.returncode == 0, r.stderr
+    # traffic across machines again, through the restarted agent's routes and bridge
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                if await run(c, "far", "tcp", before["srv"], "8080") == \
+                        f"tcp from {before['far']}":
+                    break
+            except (AssertionError, errors.ApiError):
+                pass
+            await asyncio.sleep(0.5)
+    after = await wait_running(c, ["srv", "near", "far"])
+    assert {n: p.status.pod_ip for n, p in after.items()} == before
+    # a pod created after the restart gets a new address, not a running pod's
+    await c.create(pod("late", m(1), sleeper()))
+    late = (await wait_running(c, ["late"]))["late"].status.pod_ip
+    assert late not in before.values()
+    assert await run(c, "late", "tcp", before["srv"], "8080") == f"tcp from {late}"
+
+
+async def test_deleted_node_range_is_freed(client: ApiClient, lab_dir: Path) -> None:
+    c = client
+    for p in (await c.list(core_pb2.Pod, "default")).items:
+        if p.spec.node_name == m(2):
+            await c.delete(core_pb2.Pod, p.metadata.name, "default", grace_period_seconds=0)
+    r = lab(lab_dir, "stop-agent", "2")
+    assert r.returncode == 0, r.stderr
+    freed = (await c.get(core_pb2.Node, m(2))).spec.pod_cidr
+    await c.delete(core_pb2.Node, m(2))
+    # the cluster range holds 4 node ranges: 3 new nodes take the 2 never used and the freed
+    names = [f"{NAME}-extra{i}" for i in range(3)]
+    for name in names:
+        await c.create(convert.from_dict({"apiVersion": "v1", "kind": "Node",
+                                          "metadata": {"name": name}}, core_pb2.Node()))
+    async with asyncio.timeout(30):
+        while True:
+            got = {n.metadata.name: n.spec.pod_cidr
+                   for n in (await c.list(core_pb2.Node)).items}
+            if all(got.get(n) for n in names):
+                break
+            await asyncio.sleep(0.2)
+    assert freed in {got[n] for n in names}
+    assert len(set(got.values())) == len(got)
+    for name in names:
+        await c.delete(core_pb2.Node, name)
+
+
+def test_lab_down_leaves_nothing(lab_dir: Path) -> None:
+    inodes = set()
+    for pin in [*(lab_dir / "netns").glob("*"), *lab_dir.glob("m*/agent/runtime/netns/*")]:
+        inodes.add(os.stat(pin).st_ino)
+    assert len(inodes) >= 3  # lan, m1, m2 (+ pods)
+    r = lab(lab_dir, "down")
+    assert r.returncode == 0, r.stderr
+    assert not lab_dir.exists()
+    with open("/proc/self/mountinfo") as f:
+        assert str(lab_dir) not in f.read()
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                    left.append(entry)
+            except OSError:
+                pass
+    assert left == []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for i in (1, 2):
+            assert not (hierarchy / "flotilla" / m(i)).exists()
+    assert subprocess.run(["pgrep", "-f", str(lab_dir)], capture_output=True,
+                          check=False).stdout == b""
