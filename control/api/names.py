@@ -6,7 +6,9 @@ Owns:
   each returns a list of messages, empty when valid, worded as Kubernetes words them so a
   user's search for the message finds Kubernetes' documentation;
 - name validators with Kubernetes' ``ValidateNameFunc`` shape ``(name, prefix) -> messages``
-  (``prefix`` is true for generateName, whose trailing ``-`` is allowed);
+  (``prefix`` is true for generateName, whose trailing ``-`` is allowed), and
+  :func:`name_validator`, the one each kind uses (the apiserver and the CLI's manifest
+  checks both ask it);
 - ``validate_object_meta``: the generic ObjectMeta checks every kind shares.
 
 Pure module: no I/O.
@@ -36,6 +38,7 @@ __all__ = [
     "name_is_dns1035_label",
     "name_is_dns_label",
     "name_is_dns_subdomain",
+    "name_validator",
     "validate_annotations",
     "validate_labels",
     "validate_object_meta",
@@ -202,6 +205,25 @@ def validate_path_segment_name(name: str, prefix: bool) -> list[str]:
     if not prefix and name in (".", ".."):
         return [f"may not be '{name}'"]
     return [f"may not contain '{bad}'" for bad in ("/", "%") if bad in name]
+
+
+# Kinds whose names follow another rule than a DNS subdomain, as each kind's
+# ValidateNameFunc in Kubernetes: RBAC names are URL path segments, so the names of
+# Kubernetes' own roles ("system:kube-scheduler", "metrics-server:system:auth-delegator")
+# are valid.
+_NAME_RULES: dict[str, NameValidator] = {
+    "Namespace": name_is_dns_label,
+    "Service": name_is_dns1035_label,
+    "Role": validate_path_segment_name,
+    "ClusterRole": validate_path_segment_name,
+    "RoleBinding": validate_path_segment_name,
+    "ClusterRoleBinding": validate_path_segment_name,
+}
+
+
+def name_validator(kind: str) -> NameValidator:
+    """The ValidateNameFunc for objects of ``kind``: a DNS subdomain unless listed above."""
+    return _NAME_RULES.get(kind, name_is_dns_subdomain)
 
 
 def _invalid(value: object, msg: str) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from control.api import errors, kinds
 from control.apiserver import defaults
 from control.apiserver import validation as validation
+from control.apiserver.service_update import prepare_service_update
 
 if TYPE_CHECKING:
     from control.apiserver.registry import Registry
@@ -85,7 +86,7 @@ class Admission:
         if info.plural == "namespaces":
             new.spec.CopyFrom(current.spec)
         elif info.plural == "services":
-            keep_allocated_service_fields(new, current)
+            prepare_service_update(new, current)
 
     def prepare_for_status_update(self, info: kinds.KindInfo, new: Any, current: Any) -> None:
         """UpdateStatus changes status (and labels, annotations, finalizers) only."""
@@ -159,16 +160,3 @@ def add_default_tolerations(pod: Any, not_ready_seconds: int, unreachable_second
             continue
         pod.spec.tolerations.add(key=key, operator="Exists", effect="NoExecute",
                                  toleration_seconds=seconds)
-
-
-def keep_allocated_service_fields(new: Any, current: Any) -> None:
-    """An update that leaves out what the cluster allocated (clusterIP, nodePorts) keeps
-    them, as Kubernetes does: `replace` of a manifest must not try to change them."""
-    if not new.spec.cluster_ip and current.spec.cluster_ip:
-        new.spec.cluster_ip = current.spec.cluster_ip
-        if not new.spec.cluster_ips:
-            new.spec.cluster_ips.extend(current.spec.cluster_ips)
-    old_ports = {(p.port, p.protocol or "TCP"): p.node_port for p in current.spec.ports}
-    for p in new.spec.ports:
-        if not p.node_port:
-            p.node_port = old_ports.get((p.port, p.protocol or "TCP"), 0)

@@ -301,16 +301,6 @@ def _validate_lease(lease: coordination_pb2.Lease, old: coordination_pb2.Lease |
 
 _Validator = Callable[[Any, Any], Errors]
 
-_NAME_RULES: dict[str, names.NameValidator] = {
-    "Namespace": names.name_is_dns_label,
-    "Service": names.name_is_dns1035_label,
-    "Role": names.validate_path_segment_name,
-    "ClusterRole": names.validate_path_segment_name,
-    "RoleBinding": names.validate_path_segment_name,
-    "ClusterRoleBinding": names.validate_path_segment_name,
-}
-
-
 def _entry(cls: type[Message], fn: Callable[..., Errors]) -> tuple[str, _Validator]:
     return cls.DESCRIPTOR.full_name, fn
 
@@ -359,7 +349,7 @@ def validate(obj: Message, old: Message | None = None) -> list[FieldError]:
     errs = names.validate_object_meta(
         o.metadata,
         info.namespaced,
-        _NAME_RULES.get(info.kind, names.name_is_dns_subdomain),
+        names.name_validator(info.kind),
         "metadata",
     )
     if old is not None:

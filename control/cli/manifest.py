@@ -238,7 +238,8 @@ def check_document(doc: Document, namespace: str, explicit_namespace: bool) -> M
     if not meta.name and not meta.generate_name:
         raise CliError(f"{where} ({kind}): metadata.name: Required value: name is required")
     if meta.name:
-        bad = names.is_dns1123_subdomain(meta.name)
+        # The kind's own rule, as the server applies it (RBAC names may hold ':').
+        bad = names.name_validator(kind)(meta.name, False)
         if bad:
             raise CliError(
                 f"{where} ({kind}): metadata.name: Invalid value: {meta.name!r}: {bad[0]}"

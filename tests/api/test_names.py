@@ -121,6 +121,26 @@ def test_name_validators(validator: names.NameValidator, name: str, prefix: bool
     assert (validator(name, prefix) == []) is ok
 
 
+@pytest.mark.parametrize(
+    ("kind", "name", "ok"),
+    [
+        ("ClusterRole", "system:kube-scheduler", True),
+        ("ClusterRole", "system:aggregated-metrics-reader", True),
+        ("ClusterRoleBinding", "metrics-server:system:auth-delegator", True),
+        ("Role", "system:kube-scheduler", True),
+        ("RoleBinding", "metrics-server:system:auth-delegator", True),
+        ("Role", ".", False),
+        ("ClusterRole", "a/b", False),
+        ("ConfigMap", "system:kube-scheduler", False),
+        ("Deployment", "a.b", True),
+        ("Namespace", "a.b", False),
+        ("Service", "1svc", False),
+    ],
+)
+def test_name_validator_by_kind(kind: str, name: str, ok: bool) -> None:
+    assert (names.name_validator(kind)(name, False) == []) is ok
+
+
 def _meta(**kw: object) -> meta_pb2.ObjectMeta:
     return meta_pb2.ObjectMeta(**kw)  # type: ignore[arg-type]
 

@@ -144,6 +144,35 @@ def test_invalid_name(tmp_path: Path) -> None:
         manifest.load([str(f)], "default", False)
 
 
+@pytest.mark.parametrize(
+    ("api_version", "kind", "name", "ok"),
+    [
+        ("rbac.authorization.k8s.io/v1", "ClusterRole", "system:aggregated-metrics-reader", True),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding",
+         "metrics-server:system:auth-delegator", True),
+        ("rbac.authorization.k8s.io/v1", "Role", "system:kube-scheduler", True),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "system:kube-scheduler", True),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole", "a/b", False),
+        ("rbac.authorization.k8s.io/v1", "Role", "..", False),
+        ("v1", "ConfigMap", "system:kube-scheduler", False),
+        ("v1", "Namespace", "a.b", False),  # a namespace is one DNS label
+        ("v1", "ConfigMap", "a.b", True),
+    ],
+)
+def test_name_rule_is_the_kinds(
+    tmp_path: Path, api_version: str, kind: str, name: str, ok: bool
+) -> None:
+    # The same rule as the server's: RBAC names are path segments, not DNS subdomains.
+    f = tmp_path / "n.yaml"
+    f.write_text(f"apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: '{name}'\n")
+    if ok:
+        [m] = manifest.load([str(f)], "default", False)
+        assert m.obj.metadata.name == name  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(CliError, match=r"metadata\.name: Invalid value"):
+            manifest.load([str(f)], "default", False)
+
+
 def test_namespace_rules(tmp_path: Path) -> None:
     f = tmp_path / "n.yaml"
     f.write_text(CM.replace("name: settings", "name: s\n  namespace: team-a"))
