@@ -23,15 +23,14 @@ from agent.config import NODE_LEASE_NAMESPACE, AgentOptions
 from agent.kubelet.node_status import Reachability
 from control.api import errors
 from control.api.pb import coordination_pb2
+from control.api.timeutil import micro_time_at
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime import Backoff, BackoffState, Clock, RealClock
 
 log = structlog.get_logger(__name__)
 
 
-def micro_timestamp(seconds: float) -> Timestamp:
-    micros = round(seconds * 1_000_000)
-    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 def new_lease(node_name: str, duration: int, now: Timestamp,
@@ -115,29 +114,24 @@ class LeaseController:
         """Create or renew the Lease once (a conflict re-reads and retries once more)."""
         name = self.options.node_name
         duration = self.options.node_lease_duration_seconds
-        for attempt in range(2):
-            now = micro_timestamp(self.clock.now())
+
+        def take(lease: coordination_pb2.Lease) -> bool:
+            renew(lease, name, duration, micro_time_at(self.clock.now()), self._node_uid())
+            return True
+
+        for _ in range(2):
             try:
-                lease: coordination_pb2.Lease = await self.client.get(
-                    coordination_pb2.Lease, name, NODE_LEASE_NAMESPACE
-                )
+                updated = await guaranteed_update(self.client, coordination_pb2.Lease,
+                                                  NODE_LEASE_NAMESPACE, name, take, attempts=2)
             except errors.NotFound:
                 try:
-                    created: coordination_pb2.Lease = await self.client.create(
-                        new_lease(name, duration, now, self._node_uid())
-                    )
+                    created: coordination_pb2.Lease = await self.client.create(new_lease(
+                        name, duration, micro_time_at(self.clock.now()), self._node_uid()))
                 except errors.AlreadyExists:
                     continue  # made meanwhile (an agent restarting fast): renew it instead
                 self._log.info("node lease created")
                 self.renewals += 1
                 return created
-            renew(lease, name, duration, now, self._node_uid())
-            try:
-                updated: coordination_pb2.Lease = await self.client.update(lease)
-            except errors.Conflict:
-                if attempt == 1:
-                    raise
-                continue
             self.renewals += 1
             return updated
         raise errors.Conflict(f"lease {NODE_LEASE_NAMESPACE}/{name} kept changing")

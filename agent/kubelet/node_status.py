@@ -41,7 +41,9 @@ from agent.config import AgentOptions
 from agent.kubelet.machine import MachineInfo, Pressure, primary_ip, read_pressure
 from control.api import errors, quantity
 from control.api.pb import core_pb2, meta_pb2
+from control.api.timeutil import time_at
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime import Backoff, BackoffState, Clock, RealClock
 from control.runtime.events import NORMAL, Recorder
 
@@ -279,9 +281,11 @@ def reconcile_labels(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
     return changed
 
 
-def timestamp_at(seconds: float) -> Timestamp:
-    # metav1.Time keeps whole seconds; more would make equal posts look different.
-    return Timestamp(seconds=int(seconds))
+
+
+def _condition_states(node: core_pb2.Node) -> list[core_pb2.NodeCondition]:
+    """Each condition's type and status, for the events of what a post changes."""
+    return [core_pb2.NodeCondition(type=c.type, status=c.status) for c in node.status.conditions]
 
 
 # -- reachability logging ------------------------------------------------------------------
@@ -342,7 +346,7 @@ class NodeStatusManager:
         )
 
     def _now(self) -> Timestamp:
-        return timestamp_at(self.clock.now())
+        return time_at(self.clock.now())
 
     def _node_event(self, event_type: str, reason: str, message: str) -> None:
         if self.recorder is None:
@@ -413,27 +417,29 @@ class NodeStatusManager:
     async def post_status(self) -> core_pb2.Node:
         """One status post: read the Node, write our status; conflicts re-read. A Node
         deleted under us is registered again (kubelet does the same on restart)."""
-        for attempt in range(STATUS_UPDATE_RETRIES):
-            try:
-                node: core_pb2.Node = await self.client.get(core_pb2.Node,
-                                                            self.options.node_name)
-            except errors.NotFound:
-                self._log.warning("node object was deleted; registering again")
-                self.registered.clear()
-                return await self.register()
-            try:
-                updated = await self._update_status(node)
-            except errors.Conflict:
-                if attempt == STATUS_UPDATE_RETRIES - 1:
-                    raise
-                continue
-            self._succeeded()
-            return updated
-        raise AssertionError("unreachable")
+        before: list[core_pb2.NodeCondition] = []
+
+        def apply(node: core_pb2.Node) -> bool:
+            before[:] = _condition_states(node)
+            apply_status(node, self.options, self.machine, self._pressure(), self.node_ip,
+                         self._now())
+            return True
+
+        try:
+            updated = await guaranteed_update(self.client, core_pb2.Node, "",
+                                              self.options.node_name, apply, status=True,
+                                              attempts=STATUS_UPDATE_RETRIES)
+        except errors.NotFound:
+            self._log.warning("node object was deleted; registering again")
+            self.registered.clear()
+            return await self.register()
+        self.node_uid = updated.metadata.uid
+        self._condition_events(before, updated)
+        self._succeeded()
+        return updated
 
     async def _update_status(self, node: core_pb2.Node) -> core_pb2.Node:
-        before = [core_pb2.NodeCondition(type=c.type, status=c.status)
-                  for c in node.status.conditions]
+        before = _condition_states(node)
         apply_status(node, self.options, self.machine, self._pressure(), self.node_ip,
                      self._now())
         updated: core_pb2.Node = await self.client.update_status(node)

@@ -29,11 +29,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from agent.runtime.interface import ContainerState, ContainerStatus
 from control.api import quantity
 from control.api.pb import core_pb2
+from control.api.timeutil import time_at
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)
@@ -83,9 +82,6 @@ def container_field_path(pod: core_pb2.Pod, name: str) -> str:
     return f"spec.containers{{{name}}}"
 
 
-def ts(seconds: float) -> Timestamp:
-    """A whole-second Timestamp, as Kubernetes serialises metav1.Time."""
-    return Timestamp(seconds=int(seconds))
 
 
 # -- containers -----------------------------------------------------------------------------
@@ -99,9 +95,9 @@ def _terminated(cs: ContainerStatus) -> core_pb2.ContainerStateTerminated:
         container_id=CONTAINER_ID_PREFIX + cs.id,
     )
     if cs.started_at:
-        t.started_at.CopyFrom(ts(cs.started_at))
+        t.started_at.CopyFrom(time_at(cs.started_at))
     if cs.finished_at:
-        t.finished_at.CopyFrom(ts(cs.finished_at))
+        t.finished_at.CopyFrom(time_at(cs.finished_at))
     return t
 
 
@@ -117,7 +113,7 @@ def container_status(spec: core_pb2.Container, view: ContainerView,
     running = cur is not None and cur.state is ContainerState.RUNNING
     exited = cur is not None and cur.state is ContainerState.EXITED
     if running and cur is not None:
-        out.state.running.started_at.CopyFrom(ts(cur.started_at or cur.created_at))
+        out.state.running.started_at.CopyFrom(time_at(cur.started_at or cur.created_at))
         if prev is not None and prev.state is ContainerState.EXITED:
             out.last_state.terminated.CopyFrom(_terminated(prev))
         out.ready = view.ready
@@ -264,7 +260,7 @@ def compute_conditions(pod: core_pb2.Pod, phase: str,
                 "last_transition_time"):
             cond.last_transition_time.CopyFrom(prev.last_transition_time)
         else:
-            cond.last_transition_time.CopyFrom(ts(now))
+            cond.last_transition_time.CopyFrom(time_at(now))
         out.append(cond)
     out.extend(c for c in pod.status.conditions if c.type not in OWN_CONDITIONS)
     return out
@@ -343,7 +339,7 @@ def compute_status(pod: core_pb2.Pod, views: Mapping[str, ContainerView],
     if old.HasField("start_time"):
         status.start_time.CopyFrom(old.start_time)
     else:
-        status.start_time.CopyFrom(ts(facts.now))
+        status.start_time.CopyFrom(time_at(facts.now))
     status.nominated_node_name = old.nominated_node_name
     status.observed_generation = pod.metadata.generation
     return status

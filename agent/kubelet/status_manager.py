@@ -25,6 +25,7 @@ from agent.kubelet.status import status_equal
 from control.api import errors
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime.clock import Clock, RealClock
 from control.runtime.workqueue import ShutDown, WorkQueue
 
@@ -121,36 +122,24 @@ class StatusManager:
         wish = self._wishes.get(uid)
         if wish is None:
             return
-        pod = core_pb2.Pod()
-        pod.CopyFrom(wish.pod)
         status = wish.status
-        for _ in range(CONFLICT_RETRIES):
+
+        def apply(pod: core_pb2.Pod) -> bool:
             pod.status.CopyFrom(status)
-            try:
-                await self.client.update_status(pod)
-            except errors.Conflict:
-                try:
-                    fresh = await self.client.get("pods", pod.metadata.name,
-                                                  pod.metadata.namespace)
-                except errors.NotFound:
-                    self._drop(uid, wish)
-                    return
-                if fresh.metadata.uid != uid:
-                    self._drop(uid, wish)
-                    return
-                pod = fresh
-                continue
-            except errors.NotFound:
-                self._drop(uid, wish)
-                return
-            self.writes += 1
-            # remember what we computed, not the server's echo: the next wish compares to it
-            self._posted[uid] = status
-            if self._wishes.get(uid) is wish:
-                del self._wishes[uid]
+            return True
+
+        try:
+            await guaranteed_update(self.client, core_pb2.Pod, wish.pod.metadata.namespace,
+                                    wish.pod.metadata.name, apply, current=wish.pod, uid=uid,
+                                    status=True, attempts=CONFLICT_RETRIES)
+        except errors.NotFound:
+            self._drop(uid, wish)  # gone, or replaced by a namesake
             return
-        raise errors.Conflict(f"pod {pod.metadata.namespace}/{pod.metadata.name}: status "
-                              "kept conflicting")
+        self.writes += 1
+        # remember what we computed, not the server's echo: the next wish compares to it
+        self._posted[uid] = status
+        if self._wishes.get(uid) is wish:
+            del self._wishes[uid]
 
     def _drop(self, uid: str, wish: _Wish) -> None:
         if self._wishes.get(uid) is wish:

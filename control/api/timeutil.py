@@ -3,6 +3,8 @@
 Owns:
 - ``now_timestamp()``: a ``google.protobuf.Timestamp`` at seconds precision (metav1.Time
   serialises seconds only, so storing more would make a read-modify-write look like a change);
+  ``time_at(seconds)`` the same for a time read from a Clock, ``micro_time_at(seconds)`` at
+  microseconds (metav1.MicroTime: leases, events' eventTime);
 - ``parse_rfc3339`` / ``format_rfc3339``: the JSON form of timestamps (``Z``; seconds when the
   nanos are zero, else microseconds like metav1.MicroTime);
 - ``parse_duration`` / ``format_duration``: Go's ``time.ParseDuration`` / ``Duration.String``;
@@ -24,10 +26,12 @@ __all__ = [
     "format_duration",
     "format_rfc3339",
     "human_age",
+    "micro_time_at",
     "now_timestamp",
     "parse_duration",
     "parse_rfc3339",
     "parse_rfc3339_parts",
+    "time_at",
     "timestamp_seconds",
 ]
 
@@ -41,7 +45,18 @@ _MAX_SECONDS = 253402300799
 
 def now_timestamp() -> Timestamp:
     """The current time at seconds precision, as Kubernetes' metav1.Now() once serialised."""
-    return Timestamp(seconds=int(time.time()))
+    return time_at(time.time())
+
+
+def time_at(seconds: float) -> Timestamp:
+    """``seconds`` (wall clock) at metav1.Time's precision: whole seconds."""
+    return Timestamp(seconds=int(seconds))
+
+
+def micro_time_at(seconds: float) -> Timestamp:
+    """``seconds`` (wall clock) at metav1.MicroTime's precision: rounded to microseconds."""
+    micros = round(seconds * 1_000_000)
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 def parse_rfc3339_parts(s: str) -> tuple[int, int]:

@@ -32,11 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from control.api import convert, errors, kinds, labels
 from control.api import fields as fieldsel
 from control.api import merge as mergepatch
+from control.api.timeutil import time_at
 from control.apiserver import admission, codec
 from control.apiserver.watchcache import CachedObject, WatchCache, Watcher, cached_object
 from control.store.interface import (
@@ -90,8 +89,6 @@ def _parse_rv(value: str, what: str = "resourceVersion") -> int:
         raise errors.BadRequest(f"invalid {what}: {value!r}") from None
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    return Timestamp(seconds=int(seconds))
 
 
 @dataclass(frozen=True)
@@ -263,7 +260,7 @@ class Registry:
             meta.uid = str(uuid.uuid4())
             meta.resource_version = ""
             meta.generation = 1
-            meta.creation_timestamp.CopyFrom(_timestamp(self.now()))
+            meta.creation_timestamp.CopyFrom(time_at(self.now()))
             meta.ClearField("deletion_timestamp")
             meta.ClearField("deletion_grace_period_seconds")
             self.admission.prepare_for_create(info, obj)
@@ -510,9 +507,9 @@ class Registry:
                 if (m.HasField("deletion_grace_period_seconds")
                         and grace < m.deletion_grace_period_seconds):
                     m.deletion_grace_period_seconds = grace
-                    m.deletion_timestamp.CopyFrom(_timestamp(now + grace))
+                    m.deletion_timestamp.CopyFrom(time_at(now + grace))
             else:
-                m.deletion_timestamp.CopyFrom(_timestamp(now + grace))
+                m.deletion_timestamp.CopyFrom(time_at(now + grace))
                 m.deletion_grace_period_seconds = grace
             self.admission.prepare_for_delete(info, new)
             if self._ready_to_remove(info, new):

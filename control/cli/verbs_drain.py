@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors as api_errors
+from control.api.podutil import controller_of
 from control.cli.errors import CliError, describe_exception
 from control.cli.main import parse_timeout
 
@@ -83,10 +84,8 @@ class DrainPlan:
 
 
 def _controller_kind(pod: Any) -> str | None:
-    for ref in pod.metadata.owner_references:
-        if ref.HasField("controller") and ref.controller:
-            return str(ref.kind)
-    return None
+    ref = controller_of(pod)
+    return ref.kind if ref is not None else None
 
 
 def _finished(pod: Any) -> bool:
@@ -134,10 +133,8 @@ async def _daemonset_presence(client: ApiClient, pods: Iterable[Any]) -> set[str
     """uids of the pods whose DaemonSet is gone."""
     gone: set[str] = set()
     for pod in pods:
-        ref = next((r for r in pod.metadata.owner_references
-                    if r.HasField("controller") and r.controller and r.kind == "DaemonSet"),
-                   None)
-        if ref is None:
+        ref = controller_of(pod)
+        if ref is None or ref.kind != "DaemonSet":
             continue
         try:
             await client.get("daemonsets", ref.name, pod.metadata.namespace)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from control.api import errors as api_errors
 from control.api import kinds, labels, timeutil
+from control.api.podutil import is_pod_ready
 from control.cli.errors import CliError, UsageError
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def parse_target(arg: str) -> tuple[kinds.KindInfo | None, str]:
 
 def pod_rank(pod: Any) -> tuple[int, int, float]:
     """kubectl's choice among a workload's pods: running and ready first, then newest."""
-    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+    ready = is_pod_ready(pod)
     return (0 if pod.status.phase == "Running" else 1, 0 if ready else 1,
             -pod.metadata.creation_timestamp.seconds)
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from control.api import convert, kinds, timeutil
 from control.api import errors as api_errors
 from control.api.pb import apps_pb2
+from control.api.podutil import controller_of
 from control.cli import printers
 from control.cli.errors import CliError, UsageError
 from control.cli.main import api_error_text, parse_refs, parse_timeout, ref_name
@@ -114,7 +115,7 @@ async def owned_replica_sets(client: ApiClient, d: apps_pb2.Deployment) -> list[
     listing = await client.list_all(apps_pb2.ReplicaSet, d.metadata.namespace)
     out = []
     for rs in listing.items:
-        ref = du.controller_ref(rs)
+        ref = controller_of(rs)
         if ref is not None and ref.uid == d.metadata.uid:
             out.append(rs)
     return out

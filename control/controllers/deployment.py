@@ -48,6 +48,7 @@ import structlog
 
 from control.api import errors, labels
 from control.api.pb import apps_pb2
+from control.api.podutil import controller_of
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from control.controllers.podcontrol import CONTROLLER_UID_INDEX, controller_uid_index
@@ -107,7 +108,7 @@ class DeploymentController:
 
     def _owner(self, obj: Any) -> Any:
         """The Deployment controlling ``obj`` (a ReplicaSet), from the cache."""
-        ref = du.controller_ref(obj)
+        ref = controller_of(obj)
         if ref is None or ref.kind != "Deployment":
             return None
         d = self._deployments.indexer.get(f"{obj.metadata.namespace}/{ref.name}")
@@ -129,12 +130,12 @@ class DeploymentController:
         owner = self._owner(rs)
         if owner is not None:
             self._enqueue(owner)
-        elif du.controller_ref(rs) is None:
+        elif controller_of(rs) is None:
             for d in self._matching(rs):  # an orphan: whoever may adopt it
                 self._enqueue(d)
 
     def _rs_updated(self, old: Any, new: Any) -> None:
-        old_ref, new_ref = du.controller_ref(old), du.controller_ref(new)
+        old_ref, new_ref = controller_of(old), controller_of(new)
         if old_ref is not None and (new_ref is None or old_ref.uid != new_ref.uid):
             owner = self._owner(old)
             if owner is not None:
@@ -154,7 +155,7 @@ class DeploymentController:
 
     def _pod_deleted(self, pod: Any) -> None:
         # Recreate waits for the old pods to be gone: each deletion may be the last.
-        ref = du.controller_ref(pod)
+        ref = controller_of(pod)
         if ref is None or ref.kind != "ReplicaSet":
             return
         rs = self._rss.indexer.get(f"{pod.metadata.namespace}/{ref.name}")
@@ -203,7 +204,7 @@ class DeploymentController:
         claimed: list[ReplicaSet] = []
         may_adopt: bool | None = None
         for rs in self._rss.indexer.by_index(NAMESPACE_INDEX, d.metadata.namespace):
-            ref = du.controller_ref(rs)
+            ref = controller_of(rs)
             matches = selector.matches(rs.metadata.labels)
             if ref is not None:
                 if ref.uid != d.metadata.uid:
@@ -295,7 +296,7 @@ class DeploymentController:
             created: ReplicaSet = await self._client.create(rs)
         except errors.AlreadyExists:
             created = await self._client.get(ReplicaSet, rs.metadata.name, rs.metadata.namespace)
-            ref = du.controller_ref(created)
+            ref = controller_of(created)
             if not (ref is not None and ref.uid == d.metadata.uid
                     and du.equal_ignore_hash(d.spec.template, created.spec.template)):
                 # A hash collision with someone else's ReplicaSet: the next name differs.

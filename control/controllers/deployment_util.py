@@ -35,9 +35,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
+from control.api.timeutil import time_at
 
 ReplicaSet = apps_pb2.ReplicaSet
 Deployment = apps_pb2.Deployment
@@ -327,11 +326,6 @@ def set_deployment_revision(d: Deployment, revision: str) -> bool:
     return True
 
 
-def controller_ref(obj: Any) -> meta_pb2.OwnerReference | None:
-    for ref in obj.metadata.owner_references:
-        if ref.HasField("controller") and ref.controller:
-            return ref
-    return None
 
 
 def new_controller_ref(d: Deployment) -> meta_pb2.OwnerReference:
@@ -560,15 +554,11 @@ def cleanup_candidates(d: Deployment, old_rss: Sequence[ReplicaSet]) -> list[Rep
 # -- conditions ----------------------------------------------------------------------------
 
 
-def timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def new_condition(ctype: str, status: str, reason: str, message: str,
                   now: float) -> apps_pb2.DeploymentCondition:
-    ts = timestamp(now)
+    ts = time_at(now)
     return apps_pb2.DeploymentCondition(type=ctype, status=status, reason=reason,
                                         message=message, last_update_time=ts,
                                         last_transition_time=ts)

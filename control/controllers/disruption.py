@@ -47,10 +47,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors, labels
 from control.api.pb import meta_pb2, policy_pb2
-from control.api.timeutil import timestamp_seconds
+from control.api.podutil import controller_of, is_pod_ready
+from control.api.timeutil import micro_time_at, timestamp_seconds
 from control.client.client import ApiClient
 from control.controllers.deployment_util import scaled_value
-from control.controllers.node_lifecycle import to_timestamp
 from control.runtime.controller import Controller, Result
 from control.runtime.events import WARNING, Recorder
 from control.runtime.indexer import meta_namespace_key, namespace_index
@@ -110,8 +110,6 @@ def disruptions_allowed(current_healthy: int, desired_healthy: int, expected: in
     return max(0, current_healthy - desired_healthy)
 
 
-def _is_ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
 
 def count_healthy(pods: Iterable[Any], disrupted: Mapping[str, float], now: float,
@@ -123,7 +121,7 @@ def count_healthy(pods: Iterable[Any], disrupted: Mapping[str, float], now: floa
         at = disrupted.get(pod.metadata.name)
         if at is not None and at + timeout > now:
             continue  # evicted: about to go
-        if _is_ready(pod):
+        if is_pod_ready(pod):
             healthy += 1
     return healthy
 
@@ -187,7 +185,7 @@ def build_status(old: policy_pb2.PodDisruptionBudgetStatus, computed: BudgetStat
         current_healthy=computed.current, desired_healthy=computed.desired,
         expected_pods=computed.expected)
     for name, at in computed.disrupted.items():
-        new.disrupted_pods[name].CopyFrom(to_timestamp(at))
+        new.disrupted_pods[name].CopyFrom(micro_time_at(at))
     cstatus, reason, message = condition_for(computed)
     for c in old.conditions:
         if c.type != CONDITION:
@@ -277,7 +275,7 @@ class DisruptionController:
             computed = BudgetStatus(computed.expected, computed.desired, computed.current, 0,
                                     computed.disrupted, failure)
         new_status = build_status(pdb.status, computed, pdb.metadata.generation,
-                                  to_timestamp(now))
+                                  micro_time_at(now))
         if new_status != pdb.status:
             new = type(pdb)()
             new.CopyFrom(pdb)
@@ -298,8 +296,7 @@ class DisruptionController:
         """The sum of the scales of the pods' controllers, each counted once."""
         scales: dict[str, int] = {}
         for pod in pods:
-            ref = next((r for r in pod.metadata.owner_references
-                        if r.HasField("controller") and r.controller), None)
+            ref = controller_of(pod)
             if ref is None:
                 raise ScaleError("NoControllerRef",
                                  f'found no controller ref for pod "{pod.metadata.name}"')
@@ -319,8 +316,7 @@ class DisruptionController:
             rs = self._rss.indexer.get(f"{namespace}/{ref.name}")
             if rs is None or rs.metadata.uid != ref.uid:
                 return None
-            owner = next((r for r in rs.metadata.owner_references
-                          if r.HasField("controller") and r.controller), None)
+            owner = controller_of(rs)
             if owner is not None and owner.kind == "Deployment":
                 dep = self._deployments.indexer.get(f"{namespace}/{owner.name}")
                 if dep is None or dep.metadata.uid != owner.uid:

@@ -45,12 +45,14 @@ other controllers never loses their changes.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from control.api import errors, kinds
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime.controller import Controller, Result
 from control.runtime.informer import EventHandler, SharedInformer
 
@@ -321,49 +323,42 @@ class GarbageCollector:
             pass  # replaced by a namesake: that one is looked at on its own
 
     async def _rewrite_refs(self, info: kinds.KindInfo, obj: Any,
-                            rewrite: Any) -> None:
+                            rewrite: Callable[[list[Any]], list[Any]]) -> None:
         """Set ``obj``'s ownerReferences to ``rewrite(refs)`` on a fresh read (CAS, retried)."""
-        for _ in range(_UPDATE_RETRIES):
-            try:
-                fresh = await self._client.get(info, obj.metadata.name, obj.metadata.namespace)
-            except errors.NotFound:
-                return
-            if fresh.metadata.uid != obj.metadata.uid:
-                return
-            refs = list(fresh.metadata.owner_references)
-            new_refs = rewrite(refs)
-            if new_refs == refs:
-                return
-            del fresh.metadata.owner_references[:]
-            fresh.metadata.owner_references.extend(new_refs)
-            try:
-                await self._client.update(fresh)
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                continue
-        raise errors.Conflict(f"could not update the ownerReferences of {_key(info, obj)}")
+
+        def apply(fresh: Any) -> bool:
+            refs = fresh.metadata.owner_references
+            new_refs = rewrite(list(refs))
+            if new_refs == list(refs):
+                return False
+            del refs[:]
+            refs.extend(new_refs)
+            return True
+
+        await self._update(info, obj, apply)
 
     async def _remove_finalizer(self, info: kinds.KindInfo, obj: Any, finalizer: str) -> None:
-        for _ in range(_UPDATE_RETRIES):
-            try:
-                fresh = await self._client.get(info, obj.metadata.name, obj.metadata.namespace)
-            except errors.NotFound:
-                return
-            if fresh.metadata.uid != obj.metadata.uid or finalizer not in fresh.metadata.finalizers:
-                return
-            keep = [f for f in fresh.metadata.finalizers if f != finalizer]
-            del fresh.metadata.finalizers[:]
-            fresh.metadata.finalizers.extend(keep)
-            try:
-                await self._client.update(fresh)
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                continue
-        raise errors.Conflict(f"could not remove finalizer {finalizer} from {_key(info, obj)}")
+        def apply(fresh: Any) -> bool:
+            finalizers = fresh.metadata.finalizers
+            if finalizer not in finalizers:
+                return False
+            keep = [f for f in finalizers if f != finalizer]
+            del finalizers[:]
+            finalizers.extend(keep)
+            return True
+
+        await self._update(info, obj, apply)
+
+    async def _update(self, info: kinds.KindInfo, obj: Any,
+                      mutate: Callable[[Any], bool]) -> None:
+        """Read-modify-write ``obj`` (this very object: a namesake is left alone); gone is
+        fine."""
+        try:
+            await guaranteed_update(self._client, info.message, obj.metadata.namespace,
+                                    obj.metadata.name, mutate, uid=obj.metadata.uid,
+                                    attempts=_UPDATE_RETRIES)
+        except errors.NotFound:
+            pass
 
 
 def _unblock(refs: list[Any]) -> list[Any]:

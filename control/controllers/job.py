@@ -49,16 +49,16 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors, kinds, labels
 from control.api.pb import batch_pb2, core_pb2
+from control.api.podutil import controller_of
+from control.api.timeutil import time_at
 from control.client.client import ApiClient
 from control.controllers import job_util as ju
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
-    controller_ref,
     controller_uid_index,
 )
 from control.controllers.replicaset import pods_to_delete, slow_start_batches
@@ -143,7 +143,7 @@ class JobController:
 
     def _resolve(self, pod: Any) -> str | None:
         """The key of the Job controlling ``pod`` if it is in the cache."""
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         if ref is None or ref.kind != JOB.kind:
             return None
         key = f"{pod.metadata.namespace}/{ref.name}"
@@ -169,9 +169,9 @@ class JobController:
             self.expectations.creation_observed(key)
             self.controller.enqueue(key)
             return
-        if ju.has_tracking_finalizer(pod) and controller_ref(pod) is not None:
+        if ju.has_tracking_finalizer(pod) and controller_of(pod) is not None:
             self.controller.enqueue(_POD_KEY + meta_namespace_key(pod))
-        if controller_ref(pod) is None:
+        if controller_of(pod) is None:
             for key in self._jobs_selecting(pod):
                 self.controller.enqueue(key)
 
@@ -189,9 +189,9 @@ class JobController:
                 self._deletion_seen(key, new)
             self.controller.enqueue(key)
             return
-        if ju.has_tracking_finalizer(new) and controller_ref(new) is not None:
+        if ju.has_tracking_finalizer(new) and controller_of(new) is not None:
             self.controller.enqueue(_POD_KEY + meta_namespace_key(new))
-        if controller_ref(new) is None:
+        if controller_of(new) is None:
             for k in self._jobs_selecting(new):
                 self.controller.enqueue(k)
 
@@ -239,7 +239,7 @@ class JobController:
         claimed: list[Any] = []
         can_adopt: bool | None = None
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, job.metadata.namespace):
-            ref = controller_ref(pod)
+            ref = controller_of(pod)
             matches = selector.matches(pod.metadata.labels)
             if ref is not None:
                 if ref.uid != uid:
@@ -326,7 +326,7 @@ class JobController:
             return
         if self._resolve(pod) is not None:
             return  # its Job exists: the Job's own sync handles it
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         if ref is not None and ref.kind == JOB.kind:
             try:
                 fresh = await self._client.get(JOB, ref.name, pod.metadata.namespace)
@@ -483,7 +483,7 @@ class _Sync:
             ctype, reason, message = ending
             if ju.set_condition(status, ctype, "True", reason, message, self.now):
                 if ctype == ju.COMPLETE:
-                    status.completion_time.CopyFrom(Timestamp(seconds=int(self.now)))
+                    status.completion_time.CopyFrom(time_at(self.now))
                     ctl.recorder.event(job, NORMAL, "Completed", "Job completed")
                 else:
                     ctl.recorder.event(job, WARNING, reason, message)
@@ -498,9 +498,9 @@ class _Sync:
                                      self.now)
                     ctl.recorder.event(job, NORMAL, "Resumed", "Job resumed")
                     # resuming restarts the activeDeadlineSeconds clock
-                    status.start_time.CopyFrom(Timestamp(seconds=int(self.now)))
+                    status.start_time.CopyFrom(time_at(self.now))
                 elif not status.HasField("start_time"):
-                    status.start_time.CopyFrom(Timestamp(seconds=int(self.now)))
+                    status.start_time.CopyFrom(time_at(self.now))
         status.active = len(active)
         status.ready = sum(1 for p in active if _ready(p))
         status.terminating = len(terminating)

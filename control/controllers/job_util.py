@@ -19,9 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from control.api.timeutil import timestamp_seconds
+from control.api.timeutil import time_at, timestamp_seconds
 
 JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 COMPLETION_INDEX_KEY = "batch.kubernetes.io/job-completion-index"
@@ -330,7 +328,7 @@ def set_condition(status: Any, ctype: str, value: str, reason: str, message: str
                   now: float) -> bool:
     """Set a condition in place; the transition time moves only when the status does.
     True when anything changed."""
-    ts = Timestamp(seconds=int(now))
+    ts = time_at(now)
     c = find_condition(status, ctype)
     if c is None:
         status.conditions.add(type=ctype, status=value, reason=reason, message=message,

@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors
-from control.api.timeutil import timestamp_seconds
+from control.api.timeutil import micro_time_at, timestamp_seconds
 from control.client.client import ApiClient
 from control.controllers.node_lifecycle_util import (
     MANAGED_NO_EXECUTE,
@@ -87,9 +86,6 @@ def pod_node_index(pod: Any) -> list[str]:
     return [pod.spec.node_name] if pod.spec.node_name else []
 
 
-def to_timestamp(seconds: float) -> Timestamp:
-    micros = round(seconds * 1_000_000)
-    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 @dataclass
@@ -175,7 +171,7 @@ class NodeLifecycleController:
         if is_stale(health, now, self.options.node_monitor_grace_period):
             new = type(node)()
             new.CopyFrom(node)
-            if mark_status_unknown(new.status, to_timestamp(self._clock.now())):
+            if mark_status_unknown(new.status, micro_time_at(self._clock.now())):
                 try:
                     node = await self._client.update_status(new)
                 except (errors.Conflict, errors.NotFound) as exc:
@@ -209,7 +205,7 @@ class NodeLifecycleController:
             for c in new.status.conditions:
                 if c.type == "Ready":
                     c.status = "False"
-                    c.last_transition_time.CopyFrom(to_timestamp(self._clock.now()))
+                    c.last_transition_time.CopyFrom(micro_time_at(self._clock.now()))
             try:
                 await self._client.update_status(new)
             except errors.NotFound:
@@ -269,7 +265,7 @@ class NodeLifecycleController:
         """NoSchedule taints from the conditions; NoExecute ones removed, swapped, or the
         node queued for them. Returns the node as written."""
         name = node.metadata.name
-        ts = to_timestamp(self._clock.now())
+        ts = micro_time_at(self._clock.now())
         taints = list(node.spec.taints)
         no_schedule = reconcile_taints(taints, NO_SCHEDULE, MANAGED_NO_SCHEDULE,
                                        desired_no_schedule_taints(node), ts)
@@ -328,7 +324,7 @@ class NodeLifecycleController:
                     continue
                 taints = reconcile_taints(list(node.spec.taints), NO_EXECUTE,
                                           MANAGED_NO_EXECUTE, [want],
-                                          to_timestamp(self._clock.now()))
+                                          micro_time_at(self._clock.now()))
                 if taints is not None:
                     written = await self._write_taints(node, taints)
                     if written is node:

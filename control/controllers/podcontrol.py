@@ -13,8 +13,8 @@ Kubernetes' ``controller.RealPodControl`` and ``ControllerRefManager`` in one pl
   writer, e.g. the scheduler, got there first) the pod is read again, re-checked and
   written again, a few times, before Conflict goes back to the caller. A pod that has
   gone (NotFound) needs nothing.
-- ``controller_ref`` / ``owner_index``: reading controller references, and an informer
-  index "pods by controller uid" shared by every controller that owns pods.
+- ``controller_uid_index``: an informer index "pods by controller uid" shared by every
+  controller that owns pods (reading controller references is ``control.api.podutil``'s).
 
 Concurrency contract: stateless apart from the client and recorder it holds; every method
 may be awaited from many tasks at once. Callers keep their own expectations.
@@ -27,7 +27,9 @@ from typing import Any
 
 from control.api import errors, kinds
 from control.api.pb import core_pb2, meta_pb2
+from control.api.podutil import Object, controller_of, controller_uid, is_controlled_by
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime.events import NORMAL, WARNING, Recorder
 
 # Index name under which pods are filed by the uid of their controller (shared informer:
@@ -41,18 +43,10 @@ _MAX_PREFIX = 58
 _RETRIES = 3
 
 
-def controller_ref(obj: Any) -> meta_pb2.OwnerReference | None:
-    """The ownerReference with ``controller: true``, if any (there is at most one)."""
-    for ref in obj.metadata.owner_references:
-        if ref.HasField("controller") and ref.controller:
-            return ref  # type: ignore[no-any-return]
-    return None
-
-
 def controller_uid_index(obj: Any) -> list[str]:
     """Index function: the controller's uid, or nothing for an orphan."""
-    ref = controller_ref(obj)
-    return [ref.uid] if ref is not None else []
+    uid = controller_uid(obj)
+    return [uid] if uid else []
 
 
 def owner_reference(owner: Any, *, controller: bool = True,
@@ -125,62 +119,48 @@ class PodControl:
             raise
         self.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {m.name}")
 
-    async def adopt(self, pod: Any, owner: Any,
-                    still_wanted: Callable[[Any], bool] = lambda _p: True,
+    async def adopt(self, pod: core_pb2.Pod, owner: Object,
+                    still_wanted: Callable[[core_pb2.Pod], bool] = lambda _p: True,
                     finalizers: tuple[str, ...] = ()) -> bool:
         """Make ``owner`` the controller of the orphan ``pod``; False if it went away, got
         another controller, is being deleted or no longer satisfies ``still_wanted``
         (checked again on a fresh read whenever the cached copy was stale). ``finalizers``
         are added with the reference (a Job's tracking finalizer)."""
-        current = pod
-        for _ in range(_RETRIES):
-            if (current.metadata.uid != pod.metadata.uid or controller_ref(current) is not None
+
+        def take(current: core_pb2.Pod) -> bool:
+            if (controller_of(current) is not None
                     or current.metadata.HasField("deletion_timestamp")
                     or not still_wanted(current)):
                 return False
-            new = core_pb2.Pod()
-            new.CopyFrom(current)
-            new.metadata.owner_references.append(owner_reference(owner))
+            current.metadata.owner_references.append(owner_reference(owner))
             for f in finalizers:
-                if f not in new.metadata.finalizers:
-                    new.metadata.finalizers.append(f)
-            try:
-                await self._client.update(new)
-                return True
-            except errors.NotFound:
-                return False
-            except errors.Conflict:
-                current = await self._fresh(pod)
-                if current is None:
-                    return False
-        raise errors.Conflict(f"could not adopt pod {pod.metadata.name}: it keeps changing")
+                if f not in current.metadata.finalizers:
+                    current.metadata.finalizers.append(f)
+            return True
 
-    async def release(self, pod: Any, owner: Any) -> bool:
-        """Remove ``owner``'s references from ``pod``; False if it went away."""
-        current = pod
-        for _ in range(_RETRIES):
-            if current.metadata.uid != pod.metadata.uid:
-                return False
-            new = core_pb2.Pod()
-            new.CopyFrom(current)
-            keep = [r for r in new.metadata.owner_references if r.uid != owner.metadata.uid]
-            if len(keep) == len(new.metadata.owner_references):
-                return True
-            del new.metadata.owner_references[:]
-            new.metadata.owner_references.extend(keep)
-            try:
-                await self._client.update(new)
-                return True
-            except errors.NotFound:
-                return False
-            except errors.Conflict:
-                current = await self._fresh(pod)
-                if current is None:
-                    return False
-        raise errors.Conflict(f"could not release pod {pod.metadata.name}: it keeps changing")
-
-    async def _fresh(self, pod: Any) -> Any | None:
         try:
-            return await self._client.get(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace)
+            got = await guaranteed_update(self._client, core_pb2.Pod, pod.metadata.namespace,
+                                          pod.metadata.name, take, current=pod,
+                                          attempts=_RETRIES)
         except errors.NotFound:
-            return None
+            return False
+        return is_controlled_by(got, owner)
+
+    async def release(self, pod: core_pb2.Pod, owner: Object) -> bool:
+        """Remove ``owner``'s references from ``pod``; False if it went away."""
+
+        def drop(current: core_pb2.Pod) -> bool:
+            refs = current.metadata.owner_references
+            keep = [r for r in refs if r.uid != owner.metadata.uid]
+            if len(keep) == len(refs):
+                return False
+            del refs[:]
+            refs.extend(keep)
+            return True
+
+        try:
+            await guaranteed_update(self._client, core_pb2.Pod, pod.metadata.namespace,
+                                    pod.metadata.name, drop, current=pod, attempts=_RETRIES)
+        except errors.NotFound:
+            return False
+        return True

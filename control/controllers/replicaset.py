@@ -44,16 +44,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors, kinds, labels
 from control.api.pb import apps_pb2, core_pb2
-from control.api.timeutil import timestamp_seconds
+from control.api.podutil import (
+    controller_of,
+    is_pod_active,
+    is_pod_available,
+    is_pod_ready,
+    ready_since,
+)
+from control.api.timeutil import time_at, timestamp_seconds
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
-    controller_ref,
     controller_uid_index,
 )
 from control.runtime.controller import Controller, Result
@@ -106,40 +112,14 @@ REPLICATIONCONTROLLER = Flavor("replicationcontroller",
 # -- pure helpers ------------------------------------------------------------------------
 
 
-def is_pod_active(pod: Any) -> bool:
-    """Counts toward replicas: not terminal, not being deleted (FilterActivePods)."""
-    return (pod.status.phase not in ("Succeeded", "Failed")
-            and not pod.metadata.HasField("deletion_timestamp"))
 
 
-def ready_condition(pod: Any) -> Any | None:
-    for c in pod.status.conditions:
-        if c.type == "Ready":
-            return c
-    return None
 
 
-def is_pod_ready(pod: Any) -> bool:
-    c = ready_condition(pod)
-    return c is not None and c.status == "True"
 
 
-def ready_since(pod: Any) -> float | None:
-    """When the pod last became Ready (wall seconds), None if not ready or unknown."""
-    c = ready_condition(pod)
-    if c is None or c.status != "True" or not c.HasField("last_transition_time"):
-        return None
-    return timestamp_seconds(c.last_transition_time)
 
 
-def is_pod_available(pod: Any, min_ready_seconds: int, now: float) -> bool:
-    """Ready for at least ``min_ready_seconds`` (podutil.IsPodAvailable)."""
-    if not is_pod_ready(pod):
-        return False
-    if min_ready_seconds <= 0:
-        return True
-    since = ready_since(pod)
-    return since is not None and since + min_ready_seconds <= now
 
 
 def max_restarts(pod: Any) -> int:
@@ -243,7 +223,7 @@ def compute_status(owner: Any, pods: Iterable[Any], manage_error: Exception | No
         reason = "FailedCreate" if diff < 0 else "FailedDelete"
         status.conditions.add(type=REPLICA_FAILURE, status="True", reason=reason,
                               message=str(manage_error) or type(manage_error).__name__,
-                              last_transition_time=Timestamp(seconds=int(now)))
+                              last_transition_time=time_at(now))
     elif manage_error is None and current is not None:
         keep = [c for c in status.conditions if c.type != REPLICA_FAILURE]
         del status.conditions[:]
@@ -321,7 +301,7 @@ class ReplicaSetController:
             # Seen for the first time already terminating (e.g. after a relist).
             self._pod_deleted(pod)
             return
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         if ref is not None:
             key = self._resolve(pod, ref)
             if key is not None:
@@ -342,7 +322,7 @@ class ReplicaSetController:
             if labels_changed:
                 self._pod_deleted(old)
             return
-        old_ref, new_ref = controller_ref(old), controller_ref(new)
+        old_ref, new_ref = controller_of(old), controller_of(new)
         if old_ref is not None and (new_ref is None or new_ref.uid != old_ref.uid):
             key = self._resolve(old, old_ref)
             if key is not None:
@@ -362,7 +342,7 @@ class ReplicaSetController:
                 self.controller.enqueue(key)
 
     def _pod_deleted(self, pod: Any) -> None:
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         if ref is None:
             return
         key = self._resolve(pod, ref)
@@ -412,7 +392,7 @@ class ReplicaSetController:
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, owner.metadata.namespace):
             if not is_pod_active(pod):
                 continue
-            ref = controller_ref(pod)
+            ref = controller_of(pod)
             matches = selector.matches(pod.metadata.labels)
             if ref is not None:
                 if ref.uid != uid:
@@ -496,29 +476,25 @@ class ReplicaSetController:
         self._log.info("deleted pods", key=key, count=len(victims))
 
     async def _write_status(self, owner: Any, status: Any) -> Any | None:
-        """Write ``status`` unless unchanged; one retry on a fresh copy after a Conflict."""
-        if status == owner.status:
-            return owner
-        new = type(owner)()
-        new.CopyFrom(owner)
-        new.status.CopyFrom(status)
+        """Write ``status`` unless unchanged: first over the cached owner, then (after a
+        Conflict) over one fresh read; None when the owner is gone."""
+
+        def apply(current: Any) -> bool:
+            want = type(status)()
+            want.CopyFrom(status)
+            want.observed_generation = min(status.observed_generation,
+                                           current.metadata.generation)
+            if current.status == want:
+                return False
+            current.status.CopyFrom(want)
+            return True
+
         try:
-            return await self._client.update_status(new)
+            return await guaranteed_update(
+                self._client, self.flavor.info.message, owner.metadata.namespace,
+                owner.metadata.name, apply, current=owner, status=True, attempts=2)
         except errors.NotFound:
             return None
-        except errors.Conflict:
-            pass
-        try:
-            fresh = await self._client.get(self.flavor.info, owner.metadata.name,
-                                           owner.metadata.namespace)
-        except errors.NotFound:
-            return None
-        if fresh.metadata.uid != owner.metadata.uid:
-            return None
-        fresh.status.CopyFrom(status)
-        fresh.status.observed_generation = min(status.observed_generation,
-                                               fresh.metadata.generation)
-        return await self._client.update_status(fresh)
 
 
 def replication_controller(ctx: ControllerContext) -> ReplicaSetController:

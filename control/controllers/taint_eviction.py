@@ -38,9 +38,9 @@ import structlog
 
 from control.api import errors
 from control.api.pb import core_pb2
-from control.api.timeutil import timestamp_seconds
+from control.api.timeutil import micro_time_at, timestamp_seconds
 from control.client.client import ApiClient
-from control.controllers.node_lifecycle import POD_NODE_INDEX, pod_node_index, to_timestamp
+from control.controllers.node_lifecycle import POD_NODE_INDEX, pod_node_index
 from control.controllers.node_lifecycle_util import NO_EXECUTE
 from control.runtime.controller import Controller, Result
 from control.runtime.events import NORMAL, Recorder
@@ -148,7 +148,7 @@ class TaintEvictionController:
             copy.CopyFrom(t)
             if not t.HasField("time_added"):
                 seen = self._first_seen.setdefault((node.metadata.name, t.key, t.value), now)
-                copy.time_added.CopyFrom(to_timestamp(seen))
+                copy.time_added.CopyFrom(micro_time_at(seen))
             out.append(copy)
         return out
 
@@ -204,7 +204,7 @@ class TaintEvictionController:
         new.status.conditions.add(
             type="DisruptionTarget", status="True", reason="DeletionByTaintManager",
             message="Taint manager: deleting due to NoExecute taint",
-            last_transition_time=to_timestamp(self._clock.now()))
+            last_transition_time=micro_time_at(self._clock.now()))
         try:
             await self._client.update_status(new)
         except errors.ApiError as exc:

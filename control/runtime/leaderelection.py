@@ -52,10 +52,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors
 from control.api.pb import coordination_pb2
+from control.api.timeutil import micro_time_at
 from control.runtime.clock import Clock, RealClock, wait_for
 
 if TYPE_CHECKING:
@@ -257,8 +257,8 @@ class LeaderElector:
         spec = lease.spec
         spec.holder_identity = ""
         spec.lease_duration_seconds = 1
-        spec.renew_time.CopyFrom(_timestamp(now))
-        spec.acquire_time.CopyFrom(_timestamp(now))
+        spec.renew_time.CopyFrom(micro_time_at(now))
+        spec.acquire_time.CopyFrom(micro_time_at(now))
         try:
             written = await wait_for(self._clock, self.client.update(lease), self.renew_deadline)
         except (TimeoutError, errors.ApiError) as e:
@@ -275,9 +275,9 @@ class LeaderElector:
                transitions: int = 0) -> None:
         spec.holder_identity = self.identity
         spec.lease_duration_seconds = max(1, math.ceil(self.lease_duration))
-        spec.renew_time.CopyFrom(_timestamp(now))
+        spec.renew_time.CopyFrom(micro_time_at(now))
         if new_holder or not spec.HasField("acquire_time"):
-            spec.acquire_time.CopyFrom(_timestamp(now))
+            spec.acquire_time.CopyFrom(micro_time_at(now))
         if new_holder:
             spec.lease_transitions = transitions
         elif not spec.HasField("lease_transitions"):
@@ -311,11 +311,6 @@ async def _call(fn: Callable[[], Awaitable[None]]) -> None:
     await fn()
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    # Kubernetes' MicroTime: microsecond precision.
-    ts.FromMicroseconds(int(seconds * 1e6))
-    return ts
 
 
 __all__ = ["DEFAULT_JITTER", "LeaderElector"]

@@ -43,6 +43,7 @@ from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher, ListWatcher
+from control.client.retry import guaranteed_update
 from control.runtime.clock import Clock, RealClock
 from control.runtime.events import NORMAL, WARNING, EventBroadcaster
 from control.runtime.informer import InformerSet
@@ -418,43 +419,37 @@ class Scheduler:
                                  nominated: str | None) -> None:
         """PodScheduled=False with reason and message (and nominatedNodeName), unless the
         pod already says exactly that."""
-        fresh: core_pb2.Pod | None = None
-        for _ in range(3):
-            pod = fresh if fresh is not None else self._latest(pi)
-            fresh = None
-            if pod is None or pod.spec.node_name:
-                return
-            cond = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
+        pod = self._latest(pi)
+        if pod is None:
+            return
+
+        def apply(p: core_pb2.Pod) -> bool:
+            if p.spec.node_name:
+                return False  # bound meanwhile
+            cond = next((c for c in p.status.conditions if c.type == "PodScheduled"), None)
             if cond is not None and cond.status == "False" and cond.reason == reason and \
                     cond.message == message and (nominated is None or
-                                                 pod.status.nominated_node_name == nominated):
-                return
-            new = core_pb2.Pod()
-            new.CopyFrom(pod)
-            conds = [c for c in new.status.conditions if c.type != "PodScheduled"]
+                                                 p.status.nominated_node_name == nominated):
+                return False
+            conds = [c for c in p.status.conditions if c.type != "PodScheduled"]
             c = core_pb2.PodCondition(type="PodScheduled", status="False", reason=reason,
                                       message=message)
             if cond is not None and cond.status == "False":
                 c.last_transition_time.CopyFrom(cond.last_transition_time)
             else:
                 c.last_transition_time.FromNanoseconds(int(self._clock.now() * 1e9))
-            del new.status.conditions[:]
-            new.status.conditions.extend([*conds, c])
+            del p.status.conditions[:]
+            p.status.conditions.extend([*conds, c])
             if nominated is not None:
-                new.status.nominated_node_name = nominated
-            try:
-                await self.client.update_status(new)
-                return
-            except errors.Conflict:
-                # our informer is behind: read the pod itself and try again
-                try:
-                    fresh = await self.client.get("pods", pi.name, pi.namespace)
-                except errors.ApiError:
-                    return
-                if fresh is not None and fresh.metadata.uid != pi.uid:
-                    return
-            except errors.NotFound:
-                return
+                p.status.nominated_node_name = nominated
+            return True
+
+        try:
+            # our informer may be behind: a Conflict reads the pod itself and tries again
+            await guaranteed_update(self.client, core_pb2.Pod, pi.namespace, pi.name, apply,
+                                    current=pod, uid=pi.uid, status=True, attempts=3)
+        except (errors.NotFound, errors.Conflict):
+            return
 
     def _latest(self, pi: PodInfo) -> core_pb2.Pod | None:
         if "pods" in self.informers:

@@ -24,6 +24,7 @@ from typing import Any
 from control.api import labels as labelsmod
 from control.api import quantity
 from control.api.pb import core_pb2, meta_pb2
+from control.api.podutil import controller_uid
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -292,11 +293,6 @@ def host_ports(spec: core_pb2.PodSpec) -> list[tuple[str, str, int]]:
     return out
 
 
-def controller_owner_uid(pod: core_pb2.Pod) -> str:
-    for ref in pod.metadata.owner_references:
-        if ref.HasField("controller") and ref.controller:
-            return str(ref.uid)
-    return ""
 
 
 def new_pod_info(pod: core_pb2.Pod, priority: int = 0) -> PodInfo:
@@ -324,7 +320,7 @@ def new_pod_info(pod: core_pb2.Pod, priority: int = 0) -> PodInfo:
         name=pod.metadata.name, labels=dict(pod.metadata.labels), node_name=spec.node_name,
         priority=priority, requests=req, non_zero_cpu=nz.milli_cpu,
         non_zero_memory=nz.memory, host_ports=host_ports(spec),
-        owner_uid=controller_owner_uid(pod), required_affinity=ra,
+        owner_uid=controller_uid(pod), required_affinity=ra,
         required_anti_affinity=raa, preferred_affinity=pa, preferred_anti_affinity=paa,
         terminating=pod.metadata.HasField("deletion_timestamp"),
         tolerations=tuple(TolerationInfo(t.key, t.operator or "Equal", t.value, t.effect)

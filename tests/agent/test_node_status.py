@@ -14,6 +14,7 @@ from agent.kubelet import lease as lease_mod
 from agent.kubelet import node_status as ns
 from agent.kubelet.machine import MachineInfo, Pressure
 from control.api.pb import core_pb2
+from control.api.timeutil import micro_time_at
 
 GiB = 2**30
 
@@ -230,8 +231,8 @@ def test_reconcile_labels_keeps_user_spec() -> None:
 # -- the Lease ------------------------------------------------------------------------------
 
 
-def test_micro_timestamp() -> None:
-    t = lease_mod.micro_timestamp(1700000000.1234567)
+def test_micro_time_at() -> None:
+    t = micro_time_at(1700000000.1234567)
     assert (t.seconds, t.nanos) == (1700000000, 123457000)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from control.api import convert, errors
 from control.api.pb import apps_pb2, core_pb2
+from control.api.podutil import controller_of, is_pod_ready
+from control.api.timeutil import time_at
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from control.controllers.manager import ControllerManager
@@ -50,10 +52,6 @@ def image_of(pod: Any) -> str:
     return str(pod.spec.containers[0].image)
 
 
-def is_ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
-
-
 class PodSimulator:
     """The kubelet's part, for pods in one namespace: Running + Ready when ``ready(pod)``
     allows it; a pod being deleted is deleted for good (what an agent does once the
@@ -70,13 +68,13 @@ class PodSimulator:
             if meta.HasField("deletion_timestamp"):
                 await self.client.delete(core_pb2.Pod, meta.name, NS, grace_period_seconds=0)
                 return
-            if is_ready(pod) or not self.ready(pod):
+            if is_pod_ready(pod) or not self.ready(pod):
                 return
             new = core_pb2.Pod()
             new.CopyFrom(pod)
             new.status.phase = "Running"
             del new.status.conditions[:]
-            now = du.timestamp(time.time())
+            now = time_at(time.time())
             for ctype in ("Initialized", "ContainersReady", "Ready", "PodScheduled"):
                 new.status.conditions.add(type=ctype, status="True", last_transition_time=now)
             await self.client.update_status(new)
@@ -202,7 +200,7 @@ class ReadyWatcher:
         self._started = asyncio.Event()
 
     def _record(self) -> None:
-        ready = sum(1 for p in self.pods.values() if is_ready(p))
+        ready = sum(1 for p in self.pods.values() if is_pod_ready(p))
         self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
         self.max_pods = max(self.max_pods, len(self.pods))
 
@@ -264,7 +262,7 @@ async def test_a_deployment_of_three_becomes_available(cluster: Cluster) -> None
     assert rs.metadata.annotations[du.REVISION_ANNOTATION] == "1"
     assert rs.metadata.annotations[du.DESIRED_REPLICAS_ANNOTATION] == "3"
     assert rs.metadata.annotations[du.MAX_REPLICAS_ANNOTATION] == "4"
-    ref = du.controller_ref(rs)
+    ref = controller_of(rs)
     assert ref is not None and ref.uid == d.metadata.uid and ref.kind == "Deployment"
     assert all(p.metadata.labels[du.HASH_LABEL] == pod_hash for p in await pods(c, "web"))
 
@@ -454,7 +452,7 @@ async def test_orphan_replica_sets_are_adopted_and_relabelled_ones_released(
 
     async def adopted() -> bool:
         rs = await c.get(apps_pb2.ReplicaSet, orphan.metadata.name, NS)
-        ref = du.controller_ref(rs)
+        ref = controller_of(rs)
         return ref is not None and ref.uid == created.metadata.uid
 
     await eventually(adopted)
@@ -466,7 +464,7 @@ async def test_orphan_replica_sets_are_adopted_and_relabelled_ones_released(
 
     async def released() -> bool:
         got = await c.get(apps_pb2.ReplicaSet, orphan.metadata.name, NS)
-        return du.controller_ref(got) is None
+        return controller_of(got) is None
 
     await eventually(released)
     # and the Deployment makes itself a new one for its template
@@ -475,7 +473,7 @@ async def test_orphan_replica_sets_are_adopted_and_relabelled_ones_released(
 
 async def _count_owned(c: ApiClient, uid: str, n: int) -> bool:
     owned = [rs for rs in (await c.list(apps_pb2.ReplicaSet, NS)).items
-             if (ref := du.controller_ref(rs)) is not None and ref.uid == uid]
+             if (ref := controller_of(rs)) is not None and ref.uid == uid]
     return len(owned) == n
 
 

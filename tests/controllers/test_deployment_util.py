@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
+from control.api.podutil import controller_of
 from control.controllers import deployment_util as du
 
 NOW = 1_700_000_000.0
@@ -254,7 +255,7 @@ def test_new_replica_set_and_equal_ignore_hash() -> None:
     pod_hash = new.spec.template.metadata.labels[du.HASH_LABEL]
     assert new.metadata.name == f"web-{pod_hash}"
     assert new.spec.selector.match_labels == {"app": "web", du.HASH_LABEL: pod_hash}
-    assert du.controller_ref(new) is not None
+    assert controller_of(new) is not None
     assert du.equal_ignore_hash(new.spec.template, d.spec.template)
     assert du.find_new_rs(d, [new]) is new
     changed = deploy()

@@ -12,12 +12,12 @@ import pytest
 
 from control.api import convert, errors
 from control.api.pb import batch_pb2, core_pb2
+from control.api.podutil import controller_of
 from control.api.timeutil import now_timestamp
 from control.controllers import job_util as ju
 from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
 from control.controllers.manager import ControllerContext, ControllerManager
-from control.controllers.podcontrol import controller_ref
 from tests.conftest import Cluster, running_cluster
 
 TIMEOUT = 15.0
@@ -108,7 +108,7 @@ async def test_completions_with_parallelism(jobs: Cluster) -> None:
         assert len(running) == want
         for p in running:
             assert ju.JOB_TRACKING_FINALIZER in p.metadata.finalizers
-            ref = controller_ref(p)
+            ref = controller_of(p)
             assert ref is not None and ref.kind == "Job"
         await finish(c, running[0], "Succeeded")
         done += 1
@@ -333,7 +333,7 @@ async def test_manual_selector_adopts_orphans(jobs: Cluster) -> None:
 
     async def adopted() -> bool:
         pod = await c.get(core_pb2.Pod, "stray", "default")
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         return ref is not None and ref.uid == created.metadata.uid
 
     await eventually(adopted)

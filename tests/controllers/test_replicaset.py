@@ -10,15 +10,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
-from control.controllers.podcontrol import controller_ref, generate_name_prefix, pod_from_template
+from control.api.podutil import controller_of, is_pod_active, is_pod_available
+from control.controllers.podcontrol import generate_name_prefix, pod_from_template
 from control.controllers.replicaset import (
     REPLICA_FAILURE,
     REPLICASET,
     REPLICATIONCONTROLLER,
     compute_status,
     count_status,
-    is_pod_active,
-    is_pod_available,
     pods_to_delete,
     slow_start_batches,
 )
@@ -168,7 +167,7 @@ def test_pod_from_template() -> None:
     assert pod.metadata.namespace == "default"
     assert dict(pod.metadata.labels) == {"app": "web", "tier": "fe"}
     assert dict(pod.metadata.annotations) == {"note": "x"}
-    ref = controller_ref(pod)
+    ref = controller_of(pod)
     assert ref is not None
     assert (ref.api_version, ref.kind, ref.name, ref.uid) == ("apps/v1", "ReplicaSet", "web",
                                                               "rs-uid")

@@ -14,11 +14,11 @@ from google.protobuf.message import Message
 
 from control.api import convert, errors
 from control.api.pb import apps_pb2, core_pb2
+from control.api.podutil import controller_of
 from control.api.timeutil import now_timestamp
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.controllers.manager import ControllerContext, ControllerManager
-from control.controllers.podcontrol import controller_ref
 from control.controllers.replicaset import REPLICA_FAILURE, ReplicaSetController
 from control.server import ControlPlane, ServerOptions
 from tests.conftest import Cluster
@@ -84,7 +84,7 @@ async def make_ready(c: ApiClient, pod: Any) -> None:
 
 
 def owned_by(pod: Any, owner: Message) -> bool:
-    ref = controller_ref(pod)
+    ref = controller_of(pod)
     return ref is not None and ref.uid == owner.metadata.uid  # type: ignore[attr-defined]
 
 
@@ -94,7 +94,7 @@ async def test_replicaset_creates_scales_and_reports_status(cluster: Cluster) ->
     await eventually(lambda: count_is(c, "app=web", 3))
     pods = await live_pods(c, "app=web")
     for p in pods:
-        ref = controller_ref(p)
+        ref = controller_of(p)
         assert ref is not None
         assert (ref.kind, ref.name, ref.uid, ref.api_version) == (
             "ReplicaSet", "web", rs.metadata.uid, "apps/v1")
@@ -206,7 +206,7 @@ async def test_replication_controller(cluster: Cluster) -> None:
     rc = await c.create(replication_controller("legacy", 3))
     await eventually(lambda: count_is(c, "app=legacy", 3))
     for p in await live_pods(c, "app=legacy"):
-        ref = controller_ref(p)
+        ref = controller_of(p)
         assert ref is not None
         assert (ref.kind, ref.api_version, ref.uid) == ("ReplicationController", "v1",
                                                         rc.metadata.uid)

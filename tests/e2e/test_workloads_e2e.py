@@ -39,6 +39,7 @@ from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, errors
 from control.api.pb import apps_pb2, batch_pb2, core_pb2
+from control.api.podutil import controller_of
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from tests.conftest import Cluster, running_cluster
@@ -159,13 +160,9 @@ def running(pod: Any) -> bool:
         pod.status.container_statuses[0].state.HasField("running")
 
 
-def controller_ref(obj: Any) -> Any:
-    return next((r for r in obj.metadata.owner_references if r.controller), None)
-
-
 def owned_by_deployment(pod: Any, name: str) -> bool:
     """Controlled by one of Deployment ``name``'s ReplicaSets (named ``<name>-<hash>``)."""
-    ref = controller_ref(pod)
+    ref = controller_of(pod)
     return ref is not None and ref.kind == "ReplicaSet" and \
         ref.name.rpartition("-")[0] == name
 
@@ -613,11 +610,11 @@ async def test_adoption_and_release(env: Env) -> None:
 
     async def adopted() -> Any:
         p = await c.get(core_pb2.Pod, "stray", NS)
-        ref = controller_ref(p)
+        ref = controller_of(p)
         return p if ref is not None and ref.uid == rs.metadata.uid else None
 
     p = await until("stray adopted", adopted)
-    ref = controller_ref(p)
+    ref = controller_of(p)
     assert ref.kind == "ReplicaSet" and ref.block_owner_deletion and ref.name == "adopt"
     assert p.metadata.uid == orphan.metadata.uid  # the same pod, not a replacement
 
@@ -649,7 +646,7 @@ async def test_adoption_and_release(env: Env) -> None:
     assert running(p)
     ps = await until("a replacement Running", two_running)
     assert "stray" not in {x.metadata.name for x in ps}
-    assert all(controller_ref(x).uid == rs.metadata.uid for x in ps)
+    assert all(controller_of(x).uid == rs.metadata.uid for x in ps)
     assert stray_pid in env.container_pids()  # released, not stopped
     await until("3 containers", lambda: len(env.container_pids()) == 3)
     await until("RS status: 2 replicas, ready, available", lambda: _rs_ready(c, "adopt", 2))
