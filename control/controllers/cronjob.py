@@ -32,16 +32,15 @@ import zoneinfo
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import cron, errors, kinds
 from control.api.pb import batch_pb2, meta_pb2
-from control.api.timeutil import timestamp_seconds
+from control.api.podutil import controller_of
+from control.api.timeutil import time_at, timestamp_seconds
 from control.client.client import ApiClient
 from control.controllers import cronjob_util as cu
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
-    controller_ref,
     controller_uid_index,
 )
 from control.runtime.controller import Controller, Result
@@ -89,7 +88,7 @@ class CronJobController:
         self._enqueue(new)
 
     def _job_event(self, job: Any) -> None:
-        ref = controller_ref(job)
+        ref = controller_of(job)
         if ref is None or ref.kind != CRONJOB.kind:
             return
         self.controller.enqueue(f"{job.metadata.namespace}/{ref.name}")
@@ -229,7 +228,7 @@ class CronJobController:
             created = await self._client.create(job)
         except errors.AlreadyExists:
             created = await self._client.get(JOB, name, cj.metadata.namespace)
-            ref = controller_ref(created)
+            ref = controller_of(created)
             if ref is None or ref.uid != cj.metadata.uid:
                 self.recorder.event(cj, WARNING, "FailedCreate",
                                     f"Error creating job: job {name} exists and is not ours")
@@ -253,7 +252,7 @@ class CronJobController:
                 resource_version=job.metadata.resource_version))
         if (not status.HasField("last_schedule_time")
                 or timestamp_seconds(status.last_schedule_time) < scheduled):
-            status.last_schedule_time.CopyFrom(Timestamp(seconds=int(scheduled)))
+            status.last_schedule_time.CopyFrom(time_at(scheduled))
 
     async def _write(self, cj: Any, status: Any) -> None:
         if status == cj.status:
