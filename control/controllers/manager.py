@@ -33,6 +33,7 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher, ListWatcher
 from control.controllers.cronjob import CronJobController
+from control.controllers.daemonset import DaemonSetController
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.gc import GarbageCollector
@@ -109,6 +110,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "nodeipam": NodeIpamController,
     "job": JobController,
     "cronjob": CronJobController,
+    "daemonset": DaemonSetController,
 }
 
 

@@ -133,9 +133,20 @@ async def test_drain_refuses_unmanaged_and_daemonset_pods(cluster: Cluster) -> N
     ds.spec.template.metadata.labels["app"] = "agent"
     ds.spec.template.spec.containers.add(name="c", image="busybox")
     ds = await c.create(ds)
-    ref = meta_pb2.OwnerReference(api_version="apps/v1", kind="DaemonSet", name="agent",
-                                  uid=ds.metadata.uid, controller=True)
-    await running_pod(c, "agent-x", "n1", {"app": "agent"}, owner=ref)
+
+    async def daemon_pod() -> Any:
+        pods = (await c.list_all(core_pb2.Pod, "default", label_selector="app=agent")).items
+        return pods[0] if len(pods) == 1 else None
+
+    # the DaemonSet controller makes the pod; n1 has no agent (never Ready, so the
+    # scheduler leaves it alone): the test binds it and reports it running
+    daemon = await eventually(daemon_pod, "the daemon pod for n1")
+    await c.bind("default", daemon.metadata.name, "n1", daemon.metadata.uid)
+    daemon = await c.get(core_pb2.Pod, daemon.metadata.name, "default")
+    daemon.status.phase = "Running"
+    daemon.status.conditions.add(type="Ready", status="True", last_transition_time=now_ts())
+    daemon = await c.update_status(daemon)
+    agent_x = daemon.metadata.name
     await running_pod(c, "bare", "n1")
 
     code, out, err = await drain(cluster, "n1")
@@ -143,7 +154,7 @@ async def test_drain_refuses_unmanaged_and_daemonset_pods(cluster: Cluster) -> N
     assert "node/n1 cordoned" in out
     assert 'unable to drain node "n1"' in err
     assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): " \
-           "default/agent-x" in err
+           f"default/{agent_x}" in err
     assert "cannot delete Pods that declare no controller (use --force to override): " \
            "default/bare" in err
     assert (await c.get(core_pb2.Node, "n1")).spec.unschedulable
@@ -153,11 +164,11 @@ async def test_drain_refuses_unmanaged_and_daemonset_pods(cluster: Cluster) -> N
                                  "--grace-period", "0", "--timeout", "15s")
     assert code == 0, err
     assert "node/n1 already cordoned" in out
-    assert "Warning: ignoring DaemonSet-managed Pods: default/agent-x" in err
+    assert f"Warning: ignoring DaemonSet-managed Pods: default/{agent_x}" in err
     assert "Warning: deleting Pods that declare no controller: default/bare" in err
     assert "pod/bare evicted" in out and out.rstrip().endswith("node/n1 drained")
     pods = (await c.list_all(core_pb2.Pod, "default")).items
-    assert [p.metadata.name for p in pods] == ["agent-x"]
+    assert [p.metadata.name for p in pods] == [agent_x]
 
 
 async def test_drain_waits_for_the_disruption_budget(cluster: Cluster,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from control.api.nodeaffinity import compile_node_selector, required_matcher
 from control.api.pb import core_pb2
 from control.scheduler.framework import Code
 from control.scheduler.plugins.balanced_allocation import balanced_score
@@ -14,7 +15,6 @@ from control.scheduler.plugins.inter_pod_affinity import (
     AffinityState,
     filter_node,
 )
-from control.scheduler.plugins.node_affinity import compile_node_selector, required_matcher
 from control.scheduler.plugins.node_name import fits
 from control.scheduler.plugins.node_ports import ports_fit
 from control.scheduler.plugins.node_resources_fit import (

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.api import labels as labelsmod
+from control.api.nodeaffinity import required_matcher
 from control.scheduler.framework import (
     MAX_NODE_SCORE,
     SKIP,
@@ -45,7 +46,6 @@ from control.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from control.scheduler.plugins.node_affinity import required_matcher
 from control.scheduler.plugins.taint_toleration import first_untolerated
 from control.scheduler.types import (
     HOSTNAME_LABEL,

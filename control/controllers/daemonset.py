@@ -1,0 +1,453 @@
+"""The DaemonSet controller: one pod per eligible node (Kubernetes' DaemonSetsController).
+
+``reconcile(namespace/name)``:
+
+1. Claim pods as the ReplicaSet controller does (adopt matching orphans after a fresh
+   read, release ours that stop matching).
+2. History: the ControllerRevision whose data is the current template is the current
+   revision (created as ``<ds>-<hash>`` with the next revision number when missing; an old
+   one matching again — a rollback — gets the next number); its
+   ``controller-revision-hash`` labels the pods. Revisions beyond
+   ``revisionHistoryLimit`` that no pod uses are deleted, oldest first.
+3. Only once expectations are satisfied: per node (``daemonset_util.should_run``) create
+   the missing pod — pinned to the node with node affinity ``metadata.name In [node]`` and
+   placed by the scheduler, as Kubernetes does — delete pods from nodes that no longer
+   fit (or whose NoExecute taint they do not tolerate), delete duplicates (keeping the
+   oldest, or one old and one new pod while surging), delete Failed pods so that they are
+   replaced, and delete unscheduled pods pinned to nodes that are gone.
+4. RollingUpdate (``daemonset_util.rolling_update``): old pods are deleted within
+   maxUnavailable, or with maxSurge a new pod starts beside the old one, which goes once
+   the new one has been available for minReadySeconds. OnDelete: only deleted pods are
+   replaced with the current template.
+5. Status: desired/current/misscheduled/ready/available/updated/unavailable counts and
+   observedGeneration; when pods are ready but not yet available, look again after
+   minReadySeconds.
+
+Node changes (added, labels, taints, removed) enqueue every DaemonSet.
+
+Concurrency contract: runs under ``control.runtime.Controller`` (one DaemonSet never
+reconciled by two workers at once). Event handlers are synchronous and only update
+expectations and enqueue keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from control.api import convert, errors, kinds, labels
+from control.api.pb import apps_pb2, core_pb2
+from control.client.client import ApiClient
+from control.controllers import daemonset_util as dsu
+from control.controllers import deployment_util as du
+from control.controllers.podcontrol import (
+    CONTROLLER_UID_INDEX,
+    PodControl,
+    controller_ref,
+    controller_uid_index,
+    owner_reference,
+)
+from control.controllers.replicaset import is_pod_ready, slow_start_batches
+from control.runtime.controller import Controller, Result
+from control.runtime.events import WARNING
+from control.runtime.expectations import ControllerExpectations
+from control.runtime.indexer import NAMESPACE_INDEX, meta_namespace_key, namespace_index
+
+if TYPE_CHECKING:
+    from control.controllers.manager import ControllerContext
+
+log = structlog.get_logger(__name__, component="controller")
+
+NAME = "daemonset"
+DAEMONSET = kinds.by_message(apps_pb2.DaemonSet)
+REVISION = kinds.by_message(apps_pb2.ControllerRevision)
+BURST = 250
+
+
+def selector_of(ds: Any) -> labels.Selector:
+    if not ds.spec.HasField("selector"):
+        return labels.nothing()
+    return labels.from_label_selector(ds.spec.selector)
+
+
+def _same_template(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
+    return bool(convert.to_dict(a) == convert.to_dict(b))
+
+
+class DaemonSetController:
+    """Reconciles DaemonSets; see the module docstring."""
+
+    name = NAME
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self._client: ApiClient = ctx.client
+        self._clock = ctx.clock
+        self._log = log.bind(controller=NAME)
+        self.expectations = ControllerExpectations(ctx.clock)
+        self._deleting: dict[str, set[str]] = {}
+        self.recorder = ctx.events.new_recorder("daemonset-controller")
+        self.pod_control = PodControl(ctx.client, self.recorder)
+        self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
+        index = {NAMESPACE_INDEX: namespace_index, CONTROLLER_UID_INDEX: controller_uid_index}
+        self._sets = ctx.informers.informer(apps_pb2.DaemonSet,
+                                            indexers={NAMESPACE_INDEX: namespace_index})
+        self._pods = ctx.informers.informer(core_pb2.Pod, indexers=index)
+        self._nodes = ctx.informers.informer(core_pb2.Node)
+        self._revisions = ctx.informers.informer(apps_pb2.ControllerRevision, indexers=index)
+        self._sets.add_event_handler(on_add=self._enqueue,
+                                     on_update=lambda _o, n: self._enqueue(n),
+                                     on_delete=self._set_deleted)
+        self._pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_updated,
+                                     on_delete=self._pod_deleted)
+        self._nodes.add_event_handler(on_add=lambda _n: self._enqueue_all(),
+                                      on_update=self._node_updated,
+                                      on_delete=lambda _n: self._enqueue_all())
+
+    # -- event handlers --------------------------------------------------------------------
+
+    def _enqueue(self, ds: Any) -> None:
+        self.controller.enqueue(meta_namespace_key(ds))
+
+    def _enqueue_all(self) -> None:
+        for ds in self._sets.indexer.list():
+            self._enqueue(ds)
+
+    def _set_deleted(self, ds: Any) -> None:
+        key = meta_namespace_key(ds)
+        self.expectations.delete(key)
+        self._deleting.pop(key, None)
+
+    def _node_updated(self, old: Any, new: Any) -> None:
+        if (dict(old.metadata.labels) != dict(new.metadata.labels)
+                or list(old.spec.taints) != list(new.spec.taints)
+                or old.spec.unschedulable != new.spec.unschedulable):
+            self._enqueue_all()
+
+    def _resolve(self, pod: Any) -> str | None:
+        ref = controller_ref(pod)
+        if ref is None or ref.kind != DAEMONSET.kind:
+            return None
+        key = f"{pod.metadata.namespace}/{ref.name}"
+        ds = self._sets.indexer.get(key)
+        if ds is None or ds.metadata.uid != ref.uid:
+            return None
+        return key
+
+    def _selecting(self, pod: Any) -> list[str]:
+        return [meta_namespace_key(d)
+                for d in self._sets.indexer.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
+                if selector_of(d).matches(pod.metadata.labels)]
+
+    def _pod_added(self, pod: Any) -> None:
+        key = self._resolve(pod)
+        if key is not None:
+            self.expectations.creation_observed(key)
+            self.controller.enqueue(key)
+        elif controller_ref(pod) is None:
+            for k in self._selecting(pod):
+                self.controller.enqueue(k)
+
+    def _pod_updated(self, old: Any, new: Any) -> None:
+        if old.metadata.resource_version == new.metadata.resource_version:
+            return
+        key = self._resolve(new)
+        if key is not None:
+            if new.metadata.HasField("deletion_timestamp") and not old.metadata.HasField(
+                    "deletion_timestamp"):
+                self._deletion_seen(key, new)
+            self.controller.enqueue(key)
+            ds = self._sets.indexer.get(key)
+            if (ds is not None and ds.spec.min_ready_seconds > 0 and not is_pod_ready(old)
+                    and is_pod_ready(new)):
+                self.controller.enqueue_after(key, float(ds.spec.min_ready_seconds))
+            return
+        old_key = self._resolve(old)
+        if old_key is not None:
+            self.controller.enqueue(old_key)
+        if controller_ref(new) is None:
+            for k in self._selecting(new):
+                self.controller.enqueue(k)
+
+    def _deletion_seen(self, key: str, pod: Any) -> None:
+        uids = self._deleting.get(key)
+        if uids is not None and pod.metadata.uid in uids:
+            uids.discard(pod.metadata.uid)
+            self.expectations.deletion_observed(key)
+
+    def _pod_deleted(self, pod: Any) -> None:
+        key = self._resolve(pod)
+        if key is None:
+            return
+        self._deletion_seen(key, pod)
+        self.controller.enqueue(key)
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result | None:
+        ds = self._sets.indexer.get(key)
+        if ds is None:
+            self.expectations.delete(key)
+            self._deleting.pop(key, None)
+            return None
+        if ds.metadata.HasField("deletion_timestamp"):
+            return None
+        pods = await self._claim(ds)
+        current, history = await self._history(ds)
+        hash_ = current.metadata.labels.get(dsu.REVISION_HASH_LABEL, "")
+        nodes = list(self._nodes.indexer.list())
+        now = self._clock.now()
+        if self.expectations.satisfied(key):
+            await self._manage(key, ds, nodes, pods, hash_, now)
+        await self._clean_history(ds, history, pods, current)
+        counts = dsu.count_status(self._by_node(ds, nodes, pods, hash_), ds.spec.min_ready_seconds,
+                                  now)
+        await self._write_status(ds, counts)
+        if ds.spec.min_ready_seconds > 0 and counts.ready != counts.available:
+            return Result(requeue_after=float(ds.spec.min_ready_seconds))
+        return None
+
+    async def _claim(self, ds: Any) -> list[Any]:
+        selector = selector_of(ds)
+        claimed: list[Any] = []
+        can_adopt: bool | None = None
+        for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, ds.metadata.namespace):
+            ref = controller_ref(pod)
+            matches = selector.matches(pod.metadata.labels)
+            if ref is not None:
+                if ref.uid != ds.metadata.uid:
+                    continue
+                if matches:
+                    claimed.append(pod)
+                else:
+                    await self.pod_control.release(pod, ds)
+                continue
+            if not matches or pod.metadata.HasField("deletion_timestamp"):
+                continue
+            if pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            if can_adopt is None:
+                can_adopt = await self._still_current(ds)
+            if can_adopt and await self.pod_control.adopt(
+                    pod, ds, lambda p: selector.matches(p.metadata.labels)):
+                claimed.append(pod)
+        return claimed
+
+    async def _still_current(self, ds: Any) -> bool:
+        try:
+            fresh = await self._client.get(DAEMONSET, ds.metadata.name, ds.metadata.namespace)
+        except errors.NotFound:
+            return False
+        return bool(fresh.metadata.uid == ds.metadata.uid
+                    and not fresh.metadata.HasField("deletion_timestamp"))
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def _history(self, ds: Any) -> tuple[Any, list[Any]]:
+        """(current revision, every revision of ours)."""
+        revs = [r for r in self._revisions.indexer.by_index(CONTROLLER_UID_INDEX, ds.metadata.uid)
+                if r.metadata.namespace == ds.metadata.namespace]
+        top = max((r.revision for r in revs), default=0)
+        matching = sorted((r for r in revs if _same_template(dsu.template_of(r.data),
+                                                             ds.spec.template)),
+                          key=lambda r: r.revision)
+        if matching:
+            current = matching[-1]
+            for dup in matching[:-1]:
+                await self._delete_revision(dup)
+            if current.revision < top:
+                current = await self._bump(current, top + 1)
+            return current, revs
+        collision = ds.status.collision_count if ds.status.HasField("collision_count") else None
+        hash_ = dsu.revision_hash(ds.spec.template, collision)
+        cr = apps_pb2.ControllerRevision(api_version="apps/v1", kind="ControllerRevision")
+        cr.metadata.name = f"{ds.metadata.name}-{hash_}"
+        cr.metadata.namespace = ds.metadata.namespace
+        cr.metadata.labels.update(ds.spec.template.metadata.labels)
+        cr.metadata.labels[dsu.REVISION_HASH_LABEL] = hash_
+        cr.metadata.owner_references.append(owner_reference(ds))
+        cr.data.CopyFrom(dsu.revision_data(ds.spec.template))
+        cr.revision = top + 1
+        try:
+            created = await self._client.create(cr)
+        except errors.AlreadyExists:
+            existing = await self._client.get(REVISION, cr.metadata.name, ds.metadata.namespace)
+            ref = controller_ref(existing)
+            if (ref is not None and ref.uid == ds.metadata.uid
+                    and _same_template(dsu.template_of(existing.data), ds.spec.template)):
+                return existing, revs
+            # a hash collision: count it so that the next hash differs, and try again
+            fresh = await self._client.get(DAEMONSET, ds.metadata.name, ds.metadata.namespace)
+            fresh.status.collision_count = (collision or 0) + 1
+            await self._client.update_status(fresh)
+            raise errors.Conflict(f"revision name {cr.metadata.name} is taken") from None
+        return created, [*revs, created]
+
+    async def _bump(self, rev: Any, number: int) -> Any:
+        new = apps_pb2.ControllerRevision()
+        new.CopyFrom(rev)
+        new.revision = number
+        return await self._client.update(new)
+
+    async def _delete_revision(self, rev: Any) -> None:
+        try:
+            await self._client.delete(REVISION, rev.metadata.name, rev.metadata.namespace,
+                                      uid=rev.metadata.uid)
+        except errors.NotFound:
+            pass
+
+    async def _clean_history(self, ds: Any, revs: list[Any], pods: list[Any],
+                             current: Any) -> None:
+        limit = ds.spec.revision_history_limit if ds.spec.HasField(
+            "revision_history_limit") else 10
+        live = {p.metadata.labels.get(dsu.REVISION_HASH_LABEL) for p in pods
+                if not p.metadata.HasField("deletion_timestamp")}
+        old = sorted((r for r in revs if r.metadata.uid != current.metadata.uid
+                      and r.metadata.labels.get(dsu.REVISION_HASH_LABEL) not in live),
+                     key=lambda r: r.revision)
+        for rev in old[:max(0, len(old) - limit)]:
+            await self._delete_revision(rev)
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _by_node(self, ds: Any, nodes: list[Any], pods: list[Any],
+                 hash_: str) -> list[dsu.NodePods]:
+        out: dict[str, dsu.NodePods] = {}
+        for node in nodes:
+            run, _ = dsu.should_run(node, ds.spec.template)
+            out[node.metadata.name] = dsu.NodePods(node.metadata.name, run)
+        for pod in pods:
+            if pod.metadata.HasField("deletion_timestamp") or pod.status.phase in (
+                    "Succeeded", "Failed"):
+                continue
+            entry = out.get(dsu.target_node(pod))
+            if entry is None:
+                continue
+            if pod.metadata.labels.get(dsu.REVISION_HASH_LABEL) == hash_:
+                entry.new.append(pod)
+            else:
+                entry.old.append(pod)
+        return list(out.values())
+
+    async def _manage(self, key: str, ds: Any, nodes: list[Any], pods: list[Any], hash_: str,
+                      now: float) -> None:
+        names = {n.metadata.name for n in nodes}
+        surge, unavailable = self._fenceposts(ds, nodes)
+        create_on: list[str] = []
+        victims: list[Any] = []
+        for pod in pods:
+            if pod.metadata.HasField("deletion_timestamp"):
+                continue
+            target = dsu.target_node(pod)
+            if pod.status.phase == "Failed":
+                self.recorder.event(ds, WARNING, "FailedDaemonPod",
+                                    f"Found failed daemon pod {pod.metadata.namespace}/"
+                                    f"{pod.metadata.name} on node {target}, will try to kill it")
+                victims.append(pod)
+            elif pod.status.phase == "Succeeded" or (not pod.spec.node_name
+                                                     and target not in names):
+                victims.append(pod)
+        for node in nodes:
+            name = node.metadata.name
+            run, keep = dsu.should_run(node, ds.spec.template)
+            here = sorted((p for p in pods if dsu.target_node(p) == name
+                           and not p.metadata.HasField("deletion_timestamp")
+                           and p.status.phase not in ("Succeeded", "Failed")),
+                          key=du.creation_key)
+            if run and not here:
+                create_on.append(name)
+            elif (run or keep) and len(here) > 1:
+                new = [p for p in here if p.metadata.labels.get(dsu.REVISION_HASH_LABEL) == hash_]
+                old = [p for p in here if p not in new]
+                if surge > 0 and self._rolling(ds):
+                    victims.extend(new[1:] + old[1:])
+                else:
+                    victims.extend(here[1:])
+            elif not keep and here:
+                victims.extend(here)
+        if self._rolling(ds) and not victims and not create_on:
+            plan = dsu.rolling_update(self._by_node(ds, nodes, pods, hash_), surge, unavailable,
+                                      ds.spec.min_ready_seconds, now)
+            victims.extend(plan.delete)
+            create_on.extend(plan.surge_on)
+        await self._create(key, ds, create_on[:BURST], hash_)
+        await self._delete(key, ds, victims[:BURST])
+
+    @staticmethod
+    def _rolling(ds: Any) -> bool:
+        return bool(ds.spec.update_strategy.type in ("", "RollingUpdate"))
+
+    @staticmethod
+    def _fenceposts(ds: Any, nodes: list[Any]) -> tuple[int, int]:
+        desired = sum(1 for n in nodes if dsu.should_run(n, ds.spec.template)[0])
+        ru = ds.spec.update_strategy.rolling_update
+        surge = du.scaled_value(ru.max_surge if ru.HasField("max_surge") else None, desired,
+                                round_up=True)
+        unavailable = du.scaled_value(ru.max_unavailable if ru.HasField("max_unavailable")
+                                      else None, desired, round_up=True)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        return surge, unavailable
+
+    async def _create(self, key: str, ds: Any, node_names: list[str], hash_: str) -> None:
+        if not node_names:
+            return
+        base = dsu.daemon_template(ds.spec.template, hash_)
+        self.expectations.expect_creations(key, len(node_names))
+        done = 0
+        for size in slow_start_batches(len(node_names)):
+            batch = node_names[done:done + size]
+            results = await asyncio.gather(
+                *(self.pod_control.create_pod(dsu.pin_to_node(base, n), ds) for n in batch),
+                return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for exc in failures:
+                if not isinstance(exc, Exception):
+                    raise exc
+                self.expectations.creation_observed(key)
+            done += size
+            if failures:
+                if len(node_names) - done:
+                    self.expectations.lower_expectations(key, len(node_names) - done, 0)
+                raise failures[0]
+
+    async def _delete(self, key: str, ds: Any, victims: list[Any]) -> None:
+        if not victims:
+            return
+        uids = {p.metadata.uid for p in victims}
+        self._deleting.setdefault(key, set()).update(uids)
+        self.expectations.raise_expectations(key, 0, len(uids))
+        results = await asyncio.gather(*(self.pod_control.delete_pod(p, ds) for p in victims),
+                                       return_exceptions=True)
+        first: Exception | None = None
+        for pod, res in zip(victims, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                self._deleting[key].discard(pod.metadata.uid)
+                self.expectations.deletion_observed(key)
+                first = first or res
+        if first is not None:
+            raise first
+
+    async def _write_status(self, ds: Any, c: dsu.Counts) -> None:
+        status = apps_pb2.DaemonSetStatus()
+        status.CopyFrom(ds.status)
+        status.desired_number_scheduled = c.desired
+        status.current_number_scheduled = c.current
+        status.number_misscheduled = c.misscheduled
+        status.number_ready = c.ready
+        status.number_available = c.available
+        status.updated_number_scheduled = c.updated
+        status.number_unavailable = max(0, c.desired - c.available)
+        status.observed_generation = ds.metadata.generation
+        if status == ds.status:
+            return
+        new = apps_pb2.DaemonSet()
+        new.CopyFrom(ds)
+        new.status.CopyFrom(status)
+        try:
+            await self._client.update_status(new)
+        except errors.NotFound:
+            return
