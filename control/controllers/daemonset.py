@@ -39,17 +39,17 @@ import structlog
 
 from control.api import convert, errors, kinds, labels
 from control.api.pb import apps_pb2, core_pb2
+from control.api.podutil import controller_of, is_pod_ready
 from control.client.client import ApiClient
 from control.controllers import daemonset_util as dsu
 from control.controllers import deployment_util as du
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
-    controller_ref,
     controller_uid_index,
     owner_reference,
 )
-from control.controllers.replicaset import is_pod_ready, slow_start_batches
+from control.controllers.replicaset import slow_start_batches
 from control.runtime.controller import Controller, Result
 from control.runtime.events import WARNING
 from control.runtime.expectations import ControllerExpectations
@@ -126,7 +126,7 @@ class DaemonSetController:
             self._enqueue_all()
 
     def _resolve(self, pod: Any) -> str | None:
-        ref = controller_ref(pod)
+        ref = controller_of(pod)
         if ref is None or ref.kind != DAEMONSET.kind:
             return None
         key = f"{pod.metadata.namespace}/{ref.name}"
@@ -145,7 +145,7 @@ class DaemonSetController:
         if key is not None:
             self.expectations.creation_observed(key)
             self.controller.enqueue(key)
-        elif controller_ref(pod) is None:
+        elif controller_of(pod) is None:
             for k in self._selecting(pod):
                 self.controller.enqueue(k)
 
@@ -166,7 +166,7 @@ class DaemonSetController:
         old_key = self._resolve(old)
         if old_key is not None:
             self.controller.enqueue(old_key)
-        if controller_ref(new) is None:
+        if controller_of(new) is None:
             for k in self._selecting(new):
                 self.controller.enqueue(k)
 
@@ -213,7 +213,7 @@ class DaemonSetController:
         claimed: list[Any] = []
         can_adopt: bool | None = None
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, ds.metadata.namespace):
-            ref = controller_ref(pod)
+            ref = controller_of(pod)
             matches = selector.matches(pod.metadata.labels)
             if ref is not None:
                 if ref.uid != ds.metadata.uid:
@@ -273,7 +273,7 @@ class DaemonSetController:
             created = await self._client.create(cr)
         except errors.AlreadyExists:
             existing = await self._client.get(REVISION, cr.metadata.name, ds.metadata.namespace)
-            ref = controller_ref(existing)
+            ref = controller_of(existing)
             if (ref is not None and ref.uid == ds.metadata.uid
                     and _same_template(dsu.template_of(existing.data), ds.spec.template)):
                 return existing, revs

@@ -30,8 +30,8 @@ from google.protobuf import struct_pb2
 from control.api import convert
 from control.api.nodeaffinity import required_matcher
 from control.api.pb import core_pb2
+from control.api.podutil import is_pod_available, is_pod_ready
 from control.controllers import deployment_util as du
-from control.controllers.replicaset import is_pod_available, is_pod_ready
 from control.controllers.taint_eviction import tolerates
 
 REVISION_HASH_LABEL = "controller-revision-hash"
