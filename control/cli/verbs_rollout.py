@@ -1,7 +1,7 @@
 """`flotilla rollout status|history|undo|pause|resume|restart TYPE/NAME`: kubectl's rollout.
 
-Owns the client side of Deployment rollouts (Deployments only, like most of kubectl's
-viewers):
+Owns the client side of Deployment rollouts; DaemonSets (status, history, undo, restart)
+are handled by :mod:`control.cli.rollout_daemonset`:
 
 - ``status``: list + watch the Deployment (no polling) and print kubectl's progress lines
   as they change ('Waiting for deployment "web" rollout to finish: 1 of 3 updated replicas
@@ -35,7 +35,7 @@ from control.api import convert, kinds, timeutil
 from control.api import errors as api_errors
 from control.api.pb import apps_pb2
 from control.api.podutil import controller_of
-from control.cli import printers
+from control.cli import printers, rollout_daemonset
 from control.cli.errors import CliError, UsageError
 from control.cli.main import api_error_text, parse_refs, parse_timeout, ref_name
 from control.cli.verbs_misc import table
@@ -49,7 +49,7 @@ CONFLICT_RETRIES = 5
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("rollout", help="manage the rollout of a deployment")
+    p = sub.add_parser("rollout", help="manage the rollout of a deployment or daemonset")
     verbs = p.add_subparsers(dest="rollout_verb", metavar="SUBCOMMAND")
     verbs.required = True
 
@@ -82,15 +82,26 @@ def register(sub: Any) -> None:
 # -- shared ---------------------------------------------------------------------------------
 
 
-def _deployments(ctx: Context, args: argparse.Namespace) -> list[str]:
-    names: list[str] = []
+def _targets(args: argparse.Namespace, daemonsets: bool = True) -> list[tuple[str, str]]:
+    """(resource, name) of every object named; deployments, and daemonsets if allowed."""
+    kinds_ok = ("deployments", "daemonsets") if daemonsets else ("deployments",)
+    out: list[tuple[str, str]] = []
     for ref in parse_refs(args.resources):
-        if ref.info.plural != "deployments":
-            raise UsageError(f"rollout works on deployments, not {ref.info.plural} "
+        if ref.info.plural not in kinds_ok:
+            what = " and ".join(kinds_ok)
+            raise UsageError(f"rollout works on {what}, not {ref.info.plural} "
                              f"({ref.info.kind} has no rollout here)")
         assert ref.name is not None
-        names.append(ref.name)
-    return names
+        out.append((ref.info.plural, ref.name))
+    return out
+
+
+def _deployments(ctx: Context, args: argparse.Namespace) -> list[str]:
+    return [name for plural, name in _targets(args) if plural == "deployments"]
+
+
+def _daemonsets(args: argparse.Namespace) -> list[str]:
+    return [name for plural, name in _targets(args) if plural == "daemonsets"]
 
 
 def _info() -> kinds.KindInfo:
@@ -185,6 +196,8 @@ async def run_status(ctx: Context, args: argparse.Namespace) -> int:
     names = _deployments(ctx, args)
     timeout = parse_timeout(args.timeout, "--timeout")
     client = await ctx.client()
+    for name in _daemonsets(args):
+        await _daemonset_status(client, ctx, name, args.watch != "false", timeout)
     for name in names:
         d = await _get(client, ctx, name)
         if args.watch == "false":
@@ -202,11 +215,50 @@ async def run_status(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _daemonset_status(client: ApiClient, ctx: Context, name: str, watch: bool,
+                            limit: float | None) -> None:
+    """Like the Deployment's: list + watch, printing each new message until done."""
+    ds = await rollout_daemonset.get(client, ctx, name)
+    message, done = rollout_daemonset.status_message(ds)
+    ctx.out(message)
+    if done or not watch:
+        return
+    last = message
+    selector = f"metadata.name={name}"
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                listing = await client.list(apps_pb2.DaemonSet, ctx.namespace,
+                                            field_selector=selector)
+                try:
+                    async for ev in client.watch(apps_pb2.DaemonSet, ctx.namespace,
+                                                 field_selector=selector,
+                                                 resource_version=listing.resource_version):
+                        if ev.type == "BOOKMARK" or ev.object is None:
+                            continue
+                        if ev.type == "DELETED":
+                            raise CliError(f'daemonset "{name}" was deleted')
+                        message, done = rollout_daemonset.status_message(ev.object)
+                        if message != last:
+                            ctx.out(message)
+                            ctx.stdout.flush()
+                            last = message
+                        if done:
+                            return
+                except api_errors.Gone:
+                    continue
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise CliError("timed out waiting for the condition") from None
+
+
 # -- history --------------------------------------------------------------------------------
 
 
 async def run_history(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
+    for ds_name in _daemonsets(args):
+        await rollout_daemonset.history(client, ctx, ds_name, args.revision)
     for name in _deployments(ctx, args):
         d = await _get(client, ctx, name)
         by_revision: dict[int, Any] = {}
@@ -262,6 +314,8 @@ def apply_rollback(d: apps_pb2.Deployment, rs: Any) -> None:
 
 async def run_undo(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
+    for ds_name in _daemonsets(args):
+        ctx.out(await rollout_daemonset.undo(client, ctx, ds_name, args.to_revision))
     for name in _deployments(ctx, args):
         outcome: list[str] = []
 
@@ -293,6 +347,12 @@ async def run_undo(ctx: Context, args: argparse.Namespace) -> int:
 async def run_simple(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
     verb = args.rollout_verb
+    for ds_name in _daemonsets(args):
+        if verb != "restart":
+            doing = {"pause": "pausing", "resume": "resuming"}[verb]
+            raise CliError(f'daemonsets.apps "{ds_name}" {doing} is not supported')
+        await rollout_daemonset.restart(client, ctx, ds_name)
+        ctx.out(f"{rollout_daemonset.label(ds_name)} restarted")
     for name in _deployments(ctx, args):
 
         async def change(d: apps_pb2.Deployment, name: str = name) -> bool:
