@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from control.api import convert, kinds, timeutil
+from control.api import convert, kinds, revisions, timeutil
 from control.api import errors as api_errors
 from control.api.pb import apps_pb2
 from control.api.podutil import controller_of
@@ -29,8 +29,6 @@ from control.cli import printers
 from control.cli.errors import CliError
 from control.cli.main import api_error_text, ref_name
 from control.cli.verbs_misc import table
-from control.controllers import daemonset_util as dsu
-from control.controllers import deployment_util as du
 
 if TYPE_CHECKING:
     from control.cli.main import Context
@@ -85,7 +83,7 @@ async def get(client: ApiClient, ctx: Context, name: str) -> apps_pb2.DaemonSet:
     return ds
 
 
-async def revisions(client: ApiClient, ds: Any) -> list[Any]:
+async def owned_revisions(client: ApiClient, ds: Any) -> list[Any]:
     listing = await client.list_all(apps_pb2.ControllerRevision, ds.metadata.namespace)
     out = []
     for r in listing.items:
@@ -99,7 +97,7 @@ async def update(client: ApiClient, ctx: Context, name: str,
                  change: Callable[[Any, list[Any]], bool]) -> bool:
     for attempt in range(CONFLICT_RETRIES):
         ds = await get(client, ctx, name)
-        if not change(ds, await revisions(client, ds)):
+        if not change(ds, await owned_revisions(client, ds)):
             return False
         try:
             await client.update(ds)
@@ -112,19 +110,19 @@ async def update(client: ApiClient, ctx: Context, name: str,
 
 async def history(client: ApiClient, ctx: Context, name: str, revision: int) -> None:
     ds = await get(client, ctx, name)
-    revs = await revisions(client, ds)
+    revs = await owned_revisions(client, ds)
     if revision:
         match = next((r for r in revs if r.revision == revision), None)
         if match is None:
             raise CliError(f"unable to find the specified revision {revision}")
         ctx.out(f"{label(name)} with revision #{revision}")
         ctx.out("Pod Template:")
-        body = convert.to_dict(dsu.template_of(match.data))
+        body = convert.to_dict(revisions.template_of(match.data))
         for line in printers.dump_yaml(body).splitlines():
             ctx.out(f"  {line}")
         return
     ctx.out(label(name))
-    rows = [[str(r.revision), r.metadata.annotations.get(du.CHANGE_CAUSE_ANNOTATION, "<none>")]
+    rows = [[str(r.revision), r.metadata.annotations.get(revisions.CHANGE_CAUSE_ANNOTATION, "<none>")]
             for r in revs]
     ctx.stdout.write(table(["REVISION", "CHANGE-CAUSE"], rows))
     ctx.out("")
@@ -137,7 +135,7 @@ async def undo(client: ApiClient, ctx: Context, name: str, to_revision: int) -> 
         target = rollback_target(revs, to_revision)
         if target is None:
             raise CliError(f'no rollout history found for daemonset "{name}"')
-        template = dsu.template_of(target.data)
+        template = revisions.template_of(target.data)
         if convert.to_dict(template) == convert.to_dict(ds.spec.template):
             outcome[:] = [f"{label(name)} skipped rollback (current template already "
                           f"matches revision {target.revision})"]
@@ -155,7 +153,7 @@ async def restart(client: ApiClient, ctx: Context, name: str) -> bool:
         if ds.spec.update_strategy.type == "OnDelete":
             raise CliError(f'daemonsets.apps "{name}" can\'t restart with the OnDelete '
                            "update strategy")
-        ds.spec.template.metadata.annotations[du.RESTARTED_AT_ANNOTATION] = (
+        ds.spec.template.metadata.annotations[revisions.RESTARTED_AT_ANNOTATION] = (
             timeutil.format_rfc3339(float(int(time.time()))))
         return True
 

@@ -10,8 +10,8 @@
   ``pin_to_node`` replaces its required node affinity by ``metadata.name In [node]`` so
   the scheduler places it there (Kubernetes' ReplaceDaemonSetPodNodeNameNodeAffinity);
   ``target_node`` reads a pod's node back (nodeName, else that affinity).
-- ControllerRevisions: ``revision_data`` (the template as the strategic-merge patch
-  Kubernetes stores), ``template_of`` (back), ``revision_hash``.
+- ControllerRevisions: ``revision_hash``; ``revision_data`` / ``template_of`` come from
+  control/api/revisions.py (shared with the CLI).
 - ``rolling_update``: which old pods to delete and on which nodes to surge, within
   maxUnavailable / maxSurge (Kubernetes' rollingUpdate of the DaemonSet controller).
 - ``count_status``: the status counts.
@@ -21,13 +21,11 @@ Concurrency contract: plain functions; safe anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import struct_pb2
-
-from control.api import convert
+from control.api import revisions
 from control.api.nodeaffinity import required_matcher
 from control.api.pb import core_pb2
 from control.api.podutil import is_pod_available, is_pod_ready
@@ -136,22 +134,8 @@ def should_run(node: Any, template: core_pb2.PodTemplateSpec) -> tuple[bool, boo
 # -- revisions -----------------------------------------------------------------------------
 
 
-def revision_data(template: core_pb2.PodTemplateSpec) -> struct_pb2.Struct:
-    """``{"spec": {"template": {..., "$patch": "replace"}}}``, as Kubernetes stores it."""
-    body = convert.to_dict(template)
-    body["$patch"] = "replace"
-    data = struct_pb2.Struct()
-    data.update({"spec": {"template": body}})
-    return data
-
-
-def template_of(data: struct_pb2.Struct) -> core_pb2.PodTemplateSpec:
-    """The pod template a revision holds."""
-    raw: Mapping[str, Any] = convert.to_dict(data) if not isinstance(data, dict) else data
-    body = dict(raw.get("spec", {}).get("template", {}))
-    body.pop("$patch", None)
-    out: core_pb2.PodTemplateSpec = convert.from_dict(body, core_pb2.PodTemplateSpec())
-    return out
+revision_data = revisions.revision_data
+template_of = revisions.template_of
 
 
 # -- rolling update ------------------------------------------------------------------------
