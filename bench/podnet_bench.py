@@ -10,7 +10,7 @@
 
 Every byte stays inside the lab's namespaces; the lab is removed on exit, even on failure.
 
-    .venv/bin/python bench/podnet_bench.py [--pods 100] [--seconds 5]
+    .venv/bin/python bench/podnet_bench.py [--pods 100] [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -79,11 +79,6 @@ def lab(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, cwd=REPO, check=False)
 
 
-def in_machine(d: Path, i: int, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([*LAB, "_exec", str(d / "netns" / f"m{i}"), f"bench-m{i}", "--",
-                             *argv], cwd=REPO, text=True, **kw)
-
-
 def in_namespace(ns: Path, argv: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen([*LAB, "_exec", str(ns), "bench", "--", *argv], cwd=REPO,
                             text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,52 +104,62 @@ async def wait_ip(c: ApiClient, name: str, limit: float = 60) -> str:
             await asyncio.sleep(0.1)
 
 
-async def throughput(d: Path, c: ApiClient, seconds: float, names: dict[int, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    # machine to machine: receiver in m1's namespace, sender in m2's
-    recv = in_machine(d, 1, [sys.executable, "-c", RECEIVER], stdout=subprocess.DEVNULL,
-                      stderr=subprocess.DEVNULL)
-    try:
-        await asyncio.sleep(1.0)
-        send = await asyncio.to_thread(
-            subprocess.run, [*LAB, "_exec", str(d / "netns" / "m2"), "bench-m2", "--",
-                             sys.executable, "-c", SENDER, "172.30.255.11", str(seconds)],
-            capture_output=True, text=True, timeout=seconds * 4 + 30, cwd=REPO)
-        out["machine"] = json.loads(send.stdout.strip().splitlines()[-1])
-    finally:
-        recv.kill()
-        recv.wait()
-    # pod to pod: receiver pod on m1, sender exec'd in a pod on m2
-    await c.create(pod("bench-recv", [sys.executable, "-c", RECEIVER], names[1]))
+async def _send_from(ns: Path, host: str, seconds: float, port_base: int) -> dict[str, float]:
+    sender = SENDER.replace("5001", str(port_base + 1)).replace("5002", str(port_base + 2))
+    r = await asyncio.to_thread(
+        subprocess.run, [*LAB, "_exec", str(ns), "bench", "--", sys.executable, "-c", sender,
+                         host, str(seconds)],
+        capture_output=True, text=True, timeout=seconds * 4 + 30, cwd=REPO)
+    if r.returncode != 0:
+        raise RuntimeError(f"sender failed: {r.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _receiver(port_base: int) -> list[str]:
+    return [sys.executable, "-c", RECEIVER.replace("5001", str(port_base + 1))
+            .replace("5002", str(port_base + 2))]
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    values = sorted(r[key] for r in runs)
+    return values[len(values) // 2]
+
+
+async def throughput(d: Path, c: ApiClient, seconds: float, names: dict[int, str],
+                     rounds: int) -> dict[str, Any]:
+    """Interleaved rounds (machine, pod path, pod via exec), medians: a shared machine's
+    load swings more than the difference being measured."""
+    await c.create(pod("bench-recv", _receiver(5000), names[1]))
     await c.create(pod("bench-send", ["sleep", "3600"], names[2]))
     ip = await wait_ip(c, "bench-recv")
     await wait_ip(c, "bench-send")
-    await asyncio.sleep(1.0)
-    code, stdout, stderr = await c.exec("default", "bench-send", [
-        sys.executable, "-c", SENDER, ip, str(seconds)]).wait()
-    if code != 0:
-        raise RuntimeError(f"sender failed: {stderr.decode()}")
-    out["pod"] = json.loads(stdout.decode().strip().splitlines()[-1])
-    # the machine test's own processes (same cgroup, same scheduling) joined to the two
-    # pods' namespaces: the difference from "machine" is the pod network path alone
     pins = [sorted((d / f"m{i}" / "agent" / "runtime" / "netns").iterdir()) for i in (1, 2)]
-    if len(pins[0]) == 1 and len(pins[1]) == 1:
-        recv = in_namespace(pins[0][0], [sys.executable, "-c", RECEIVER.replace(
-            "5001", "5011").replace("5002", "5012")])
-        try:
-            await asyncio.sleep(1.0)
-            send = await asyncio.to_thread(
-                subprocess.run, [*LAB, "_exec", str(pins[1][0]), "bench-send", "--",
-                                 sys.executable, "-c", SENDER.replace("5001", "5011")
-                                 .replace("5002", "5012"), ip, str(seconds)],
-                capture_output=True, text=True, timeout=seconds * 4 + 30, cwd=REPO)
-            out["pod_ns"] = json.loads(send.stdout.strip().splitlines()[-1])
-        finally:
-            recv.kill()
-            recv.wait()
+    if len(pins[0]) != 1 or len(pins[1]) != 1:
+        raise RuntimeError("expected exactly one pod namespace per machine")
+    # receivers for the machine path (in m1) and for the same processes in the pod's namespace
+    receivers = [in_namespace(d / "netns" / "m1", _receiver(6000)),
+                 in_namespace(pins[0][0], _receiver(7000))]
+    runs: dict[str, list[dict[str, float]]] = {"machine": [], "pod_ns": [], "pod": []}
+    try:
+        await asyncio.sleep(1.5)
+        for _ in range(rounds):
+            runs["machine"].append(await _send_from(d / "netns" / "m2", "172.30.255.11",
+                                                    seconds, 6000))
+            runs["pod_ns"].append(await _send_from(pins[1][0], ip, seconds, 7000))
+            code, stdout, stderr = await c.exec("default", "bench-send", [
+                sys.executable, "-c", SENDER, ip, str(seconds)]).wait()
+            if code != 0:
+                raise RuntimeError(f"sender failed: {stderr.decode()}")
+            runs["pod"].append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    finally:
+        for r in receivers:
+            r.kill()
+            r.wait()
     for name in ("bench-recv", "bench-send"):
         await c.delete(core_pb2.Pod, name, "default", grace_period_seconds=0)
-    return out
+    return {k: {"bytes_per_s": _median(v, "bytes_per_s"), "conn_per_s": _median(v, "conn_per_s")}
+            for k, v in runs.items()}
 
 
 async def reachable(d: Path, ip: str) -> bool:
@@ -208,7 +213,7 @@ async def measure(d: Path, args: argparse.Namespace) -> dict[str, Any]:
     try:
         nodes = sorted(n.metadata.name for n in (await c.list(core_pb2.Node)).items)
         names = {1: nodes[0], 2: nodes[1]}
-        tput = await throughput(d, c, args.seconds, names)
+        tput = await throughput(d, c, args.seconds, names, args.rounds)
         lat = await creation_to_reachable(d, c, args.pods)
         return {"throughput": tput, "reachable_p50": pct(lat, 0.5),
                 "reachable_p99": pct(lat, 0.99), "pods": len(lat)}
@@ -220,6 +225,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pods", type=int, default=100)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     if os.geteuid() != 0:
         print("the lab needs root", file=sys.stderr)
@@ -240,8 +246,8 @@ def main() -> int:
     print(f"connections/s    machine-to-machine {m['conn_per_s']:8.0f}        "
           f"pod-to-pod {pd['conn_per_s']:8.0f}        "
           f"ratio {pd['conn_per_s'] / m['conn_per_s']:.2f}")
-    if "pod_ns" in res["throughput"]:
-        pn = res["throughput"]["pod_ns"]
+    pn = res["throughput"]["pod_ns"]
+    if pn:
         print(f"same processes in the pods' namespaces: {pn['bytes_per_s'] / 1e6:8.1f} MB/s "
               f"(ratio {pn['bytes_per_s'] / m['bytes_per_s']:.2f}), {pn['conn_per_s']:.0f} "
               f"connections/s (ratio {pn['conn_per_s'] / m['conn_per_s']:.2f})")
