@@ -158,6 +158,17 @@ async def test_pod_ips_and_traffic(client: ApiClient) -> None:
     # /etc/hosts names the pod
     code, out, _ = await c.exec("default", "far", ["cat", "/etc/hosts"]).wait()
     assert code == 0 and f"{ips['far']}\tfar" in out.decode().splitlines()
+    # a hostNetwork pod shares its machine's network: the node's address, its interfaces
+    host = pod("hostnet", m(2), sleeper())
+    host.spec.host_network = True
+    await c.create(host)
+    hp = (await wait_running(c, ["hostnet"]))["hostnet"]
+    m2_ip = next(a.address for a in nodes[m(2)].status.addresses if a.type == "InternalIP")
+    assert hp.status.pod_ip == m2_ip
+    code, out, _ = await c.exec("default", "hostnet", ["cat", "/proc/net/dev"]).wait()
+    assert code == 0 and "flotilla0" in out.decode()
+    assert await run(c, "hostnet", "tcp", srv, "8080") == f"tcp from {m2_ip}"
+    await c.delete(core_pb2.Pod, "hostnet", "default", grace_period_seconds=0)
 
 
 async def test_agent_killed_and_restarted_keeps_ips_and_routes(

@@ -52,3 +52,54 @@ def test_one_node_pod_network(tmp_path: Path) -> None:
     assert got["links_after_cleanup"] == 0
     assert "flotilla-net" not in got["table_after_cleanup"]
     assert got["routes_after_cleanup"] == ""
+
+
+CLEANUP_SCENARIO = r"""
+import asyncio, json, subprocess, sys
+from pathlib import Path
+from agent.network import netns
+from agent.network.bridge import BridgeNetwork
+from agent.network.interface import AttachRequest, PortMapping
+
+data = Path(sys.argv[1])
+
+async def main():
+    net = BridgeNetwork(data / "network")
+    await net.configure("10.244.9.0/24")
+    pins = data / "runtime" / "netns"
+    pins.mkdir(parents=True)
+    netns.create(pins / "sb1")
+    await net.add(AttachRequest("sb1", str(pins / "sb1"), port_mappings=(PortMapping(8080, 80),)))
+
+asyncio.run(main())
+before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+r = subprocess.run([sys.executable, "-m", "control.cli.main", "agent", "--cleanup",
+                    "--node-name", "n1", "--data-dir", str(data)], capture_output=True,
+                   text=True)
+def run(*argv):
+    return subprocess.run(argv, capture_output=True, text=True).stdout
+print(json.dumps({"rc": r.returncode, "err": r.stderr[-2000:],
+                  "had_bridge": "flotilla0" in before,
+                  "links": run("ip", "-o", "link").count("flo"),
+                  "tables": run("nft", "list", "tables"),
+                  "routes": run("ip", "route", "show", "table", "all", "proto", "241"),
+                  "pins": [p.name for p in (data / "runtime" / "netns").iterdir()],
+                  "leases": (data / "network" / "ipam").exists()}))
+"""
+
+
+def test_agent_cleanup_removes_what_the_network_created(tmp_path: Path) -> None:
+    data = tmp_path / "agent"
+    try:
+        r = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", CLEANUP_SCENARIO,
+                            str(data)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                           check=False)
+    finally:
+        for pin in (data / "runtime" / "netns").glob("*"):
+            netns.remove(pin)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0, got["err"]
+    assert got["had_bridge"]
+    assert (got["links"], got["tables"], got["routes"], got["pins"], got["leases"]) == (
+        0, "", "", [], False)
