@@ -144,6 +144,10 @@ def register(sub: Any) -> None:
         help="also run an agent in this process (a one-machine cluster)",
     )
     p.add_argument("--node-name", default=None, help="the in-process agent's node name")
+    p.add_argument("--pod-network", choices=("auto", "bridge", "host"), default="host",
+                   help="the in-process agent's pod network: host (default: pods share this "
+                        "machine's network), bridge (a namespace and an IP per pod; root), "
+                        "auto (bridge when root)")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=None, metavar="N",
                    help="finished pods kept before pod GC deletes the oldest (default 12500)")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
@@ -235,7 +239,9 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
             await cp.stop()
             raise CliError(str(e)) from None
         if args.with_agent:
-            agent = await start_in_process_agent(cp.address, data_dir, args.node_name)
+            agent = await start_in_process_agent(cp.address, data_dir, args.node_name,
+                                                 args.pod_network,
+                                                 options.cluster_cidr)
         # Everything loaded so far (the watch cache, modules) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the event loop
         # for tens of milliseconds as the cache grows.
@@ -255,7 +261,9 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-async def start_in_process_agent(address: str, data_dir: Path, node_name: str | None) -> Any:
+async def start_in_process_agent(address: str, data_dir: Path, node_name: str | None,
+                                 pod_network: str = "host",
+                                 cluster_cidr: str = "10.244.0.0/16") -> Any:
     """`--with-agent`: an agent in this process, a client of the API like any other (the
     one place where both sides are wired together)."""
     from agent.config import AgentOptions, default_node_name
@@ -263,6 +271,7 @@ async def start_in_process_agent(address: str, data_dir: Path, node_name: str | 
 
     name = node_name or default_node_name()
     agent = Agent(AgentOptions(server=address, node_name=name,
-                               data_dir=data_dir / "agent" / name))
+                               data_dir=data_dir / "agent" / name, pod_network=pod_network,
+                               cluster_cidr=cluster_cidr))
     await agent.start()
     return agent

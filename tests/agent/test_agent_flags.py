@@ -110,3 +110,20 @@ def test_help_lists_the_timing_flags_with_defaults() -> None:
         assert flag in text
         after = " ".join(text.split(flag, 2)[-1].split()[:40])
         assert f"default {default}" in after or f"{default})" in after, (flag, after)
+
+
+def test_pod_network_flags() -> None:
+    o = options()
+    # the command line defaults to a pod network when root; agents built in code to host
+    assert (o.pod_network, o.cluster_cidr, o.service_cidr) == (
+        "auto", "10.244.0.0/16", "10.96.0.0/12")
+    assert AgentOptions(server="s", node_name="n", data_dir=Path("/x")).pod_network == "host"
+    o = options("--pod-network", "bridge", "--cluster-cidr", "10.200.0.0/16")
+    o.validate()
+    assert (o.pod_network, o.cluster_cidr) == ("bridge", "10.200.0.0/16")
+    with pytest.raises(ValueError, match=r"--cluster-cidr '10\.200\.0\.1/16'"):
+        options("--cluster-cidr", "10.200.0.1/16").validate()
+    with pytest.raises(ValueError, match="--service-cidr 'nope'"):
+        options("--service-cidr", "nope").validate()
+    with pytest.raises((argparse.ArgumentError, SystemExit)):
+        parse("--pod-network", "calico")

@@ -29,6 +29,7 @@ from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.config import read_config_file
+from tests.agent.network.node_scenario import CLIENT
 
 pytestmark = [
     pytest.mark.root, pytest.mark.e2e,
@@ -51,15 +52,6 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 8080)); s.listen(64)
 while True:
     c, a = s.accept(); c.sendall(("tcp from " + a[0]).encode()); c.close()
-"""
-CLIENT = r"""
-import socket, sys
-kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if kind == "tcp":
-    s = socket.create_connection((host, port), timeout=5); print(s.recv(100).decode())
-else:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
-    u.sendto(b"ping", (host, port)); print(u.recv(100).decode())
 """
 
 
