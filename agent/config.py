@@ -12,6 +12,7 @@ Pure module: no I/O apart from :func:`default_data_dir` reading the effective ui
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,9 @@ class AgentOptions:
         if self.pod_network not in POD_NETWORK_MODES:
             raise ValueError(f"--pod-network {self.pod_network!r}: one of "
                              f"{', '.join(POD_NETWORK_MODES)}")
+        if self.pod_network == "bridge" and os.geteuid() != 0:
+            raise ValueError("--pod-network bridge needs root (network namespaces, links, "
+                             "routes); without root use host or auto")
         for flag, cidr in (("--cluster-cidr", self.cluster_cidr),
                            ("--service-cidr", self.service_cidr)):
             try:

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from agent.network.bridge import BridgeNetwork
+from agent.network.interface import NetworkError
 from agent.network.routes import desired_routes, node_pod_cidr
 from control.api import errors
 from control.api.pb import core_pb2
@@ -66,7 +67,7 @@ class NodeNetwork:
                 self._wake.clear()
                 try:
                     await self._pass()
-                except (errors.ApiError, OSError) as e:
+                except (errors.ApiError, OSError, NetworkError) as e:
                     log.warning("pod network pass failed; retrying", error=str(e))
                     await self._sleep_or_wake(RETRY)
                     continue
