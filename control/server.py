@@ -57,6 +57,8 @@ class ServerOptions:
     bookmark_interval: float = 60.0
     shutdown_grace: float = 5.0
     disable: set[str] = field(default_factory=set)
+    # controllers of the controller manager not to run (as --controllers=-NAME would)
+    disable_controllers: set[str] = field(default_factory=set)
     # --scheduler-config: profiles and plugins of the in-process scheduler (None: defaults)
     scheduler_config: str | None = None
     # HOST:PORT serving Prometheus metrics at /metrics (None: not served)
@@ -159,6 +161,7 @@ class ControlPlane:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(
                 self.address, node_lifecycle=opts.node_lifecycle(),
+                disable=opts.disable_controllers,
                 terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
                 cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size)
             await self.controllers.start()

@@ -458,14 +458,16 @@ class _Sync:
             ending = (ju.COMPLETE, criteria.reason, criteria.message)
         else:
             failure = fail_job or self._failure(failed, active, failed_ix, succeeded_ix)
-            if failure is not None:
+            success = self._success(succeeded, active, succeeded_ix)
+            # as in Kubernetes, a met successPolicy wins over failures seen in the same pass
+            # (not over a podFailurePolicy FailJob verdict already recorded)
+            if failure is not None and (fail_job is not None or success is None
+                                        or success[0] != ju.SUCCESS_POLICY):
                 ending = (ju.FAILED, *failure)
                 ju.set_condition(status, ju.FAILURE_TARGET, "True", *failure, self.now)
-            else:
-                success = self._success(succeeded, active, succeeded_ix)
-                if success is not None:
-                    ending = (ju.COMPLETE, *success)
-                    ju.set_condition(status, ju.SUCCESS_CRITERIA_MET, "True", *success, self.now)
+            elif success is not None:
+                ending = (ju.COMPLETE, *success)
+                ju.set_condition(status, ju.SUCCESS_CRITERIA_MET, "True", *success, self.now)
         suspended = job.spec.suspend and ending is None
 
         if ending is not None or suspended:
