@@ -37,6 +37,9 @@ DEFAULT_CRASH_LOOP_BACKOFF_MAX = 300.0
 # on its sync period, 1 m).
 DEFAULT_VOLUME_REFRESH_PERIOD = 60.0
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+# "image": containers run in their image; "host": on the host's filesystem
+RUNTIME_HANDLERS = ("image", "host")
+DEFAULT_RUNTIME_HANDLER = "host"
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # The resources --system-reserved may name (kubelet also knows "pid", which has no
@@ -89,6 +92,13 @@ class AgentOptions:
     pod_network: str = "host"
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
+    # images: registries that stand in for others (domain -> hosts), hosts reached over
+    # plain HTTP, the handler of pods naming no RuntimeClass, image GC's disk thresholds
+    registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
+    insecure_registries: list[str] = field(default_factory=list)
+    default_runtime_handler: str = DEFAULT_RUNTIME_HANDLER
+    image_gc_high_threshold: int = 85
+    image_gc_low_threshold: int = 80
 
     @property
     def renew_interval(self) -> float:
@@ -132,6 +142,12 @@ class AgentOptions:
                 ipaddress.IPv4Network(cidr)
             except ValueError as e:
                 raise ValueError(f"{flag} {cidr!r}: {e}") from None
+        if self.default_runtime_handler not in RUNTIME_HANDLERS:
+            raise ValueError(f"--default-runtime-handler must be one of "
+                             f"{', '.join(RUNTIME_HANDLERS)}")
+        if not 0 <= self.image_gc_low_threshold <= self.image_gc_high_threshold <= 100:
+            raise ValueError("want 0 <= --image-gc-low-threshold <= "
+                             "--image-gc-high-threshold <= 100")
         if not 0 <= self.daemon_port <= 65535:
             raise ValueError("--daemon-port must be 0 (any free port) to 65535")
 
@@ -210,3 +226,12 @@ def parse_resource_list(text: str) -> dict[str, str]:
             raise ValueError(f"invalid quantity {value!r} for {name}: must not be negative")
         out[name] = quantity.canonicalize(value)
     return out
+
+
+def parse_registry_mirror(text: str) -> tuple[str, list[str]]:
+    """``docker.io=127.0.0.1:5000[,host2]`` -> (domain, hosts)."""
+    domain, sep, hosts = text.partition("=")
+    listed = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not sep or not domain.strip() or not listed:
+        raise ValueError(f"--registry-mirror {text!r}: want DOMAIN=HOST[,HOST...]")
+    return domain.strip(), listed

@@ -27,6 +27,11 @@ import asyncio
 import structlog
 
 from agent.config import AgentOptions
+from agent.images.registry import RegistryClient, RegistryConfig
+from agent.images.service import ImageService, LocalImageService
+from agent.images.store import Store
+from agent.kubelet.container_spec import IMAGE_LABEL
+from agent.kubelet.image_gc import GCPolicy, ImageGC
 from agent.kubelet.kubelet import Kubelet, KubeletOptions
 from agent.kubelet.lease import LeaseController
 from agent.kubelet.machine import MachineInfo, read_machine
@@ -61,12 +66,15 @@ class Agent:
         machine: MachineInfo | None = None,
         runtime: Runtime | None = None,
         kubelet_options: KubeletOptions | None = None,
+        images: ImageService | None = None,
     ) -> None:
         options.validate()
         self.options = options
         self.clock = clock or RealClock()
         self._machine = machine
         self.runtime = runtime
+        self.images = images
+        self._own_images: LocalImageService | None = None
         self._kubelet_options = kubelet_options
         self.kubelet: Kubelet | None = None
         self.agent_server: AgentServer | None = None
@@ -106,12 +114,19 @@ class Agent:
             host_reason = "the runtime has no pod network"
         self.node_network = NodeNetwork(self._client, opts.node_name, self.network,
                                         host_reason=host_reason, clock=self.clock)
+        if self.images is None:
+            store = Store(opts.data_dir / "images")
+            await asyncio.to_thread(store.clear_tmp)
+            self._own_images = LocalImageService(store, RegistryClient(RegistryConfig(
+                mirrors=opts.registry_mirrors, insecure=frozenset(opts.insecure_registries))))
+            self.images = self._own_images
+        images = self.images
         self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
         opts.daemon_port = await self.agent_server.start(host="0.0.0.0", port=opts.daemon_port)
         self.events = EventBroadcaster(self._client, clock=self.clock)
         recorder = self.events.new_recorder("kubelet", opts.node_name)
         self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock,
-                                             recorder=recorder)
+                                             recorder=recorder, images=images.list_images)
         status = self.node_status
         self.lease = LeaseController(self._client, opts, clock=self.clock,
                                      node_uid=lambda: status.node_uid)
@@ -120,10 +135,16 @@ class Agent:
         kopts = self._kubelet_options or kubelet_options(opts)
         kopts.node_ip = status.node_ip
         kopts.allocatable = node_allocatable
+        kopts.default_handler = opts.default_runtime_handler
         self.probes = ProbeManager(self.runtime, self.clock, recorder=recorder)
         volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
         self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,
-                               probes=self.probes, volumes=volumes, recorder=recorder)
+                               probes=self.probes, volumes=volumes, recorder=recorder,
+                               images=images)
+        runtime_ = self.runtime
+        image_gc = ImageGC(images, lambda: images_in_use(runtime_), self.clock,
+                           GCPolicy(high=opts.image_gc_high_threshold,
+                                    low=opts.image_gc_low_threshold))
         sup = Supervisor(f"agent/{opts.node_name}", clock=self.clock)
         self._supervisor = sup
         sup.start("events", self.events.run, backoff=TASK_BACKOFF)
@@ -131,6 +152,7 @@ class Agent:
         sup.start("node-lease", self.lease.run, backoff=TASK_BACKOFF)
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
+        sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
         self._log.info(
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
             node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
@@ -154,6 +176,10 @@ class Agent:
             self.agent_server = None
         if self.runtime is not None:
             await self.runtime.close()
+        if self._own_images is not None:
+            await self._own_images.aclose()
+            self._own_images = None
+            self.images = None
         if self._client is not None:
             await self._client.channel.close(None)
             self._client = None
@@ -185,6 +211,12 @@ async def cleanup_network(opts: AgentOptions) -> None:
         await BridgeNetwork(opts.data_dir / "network", cluster_cidr=opts.cluster_cidr,
                             service_cidr=opts.service_cidr).cleanup()
     log.info("pod network removed", node=opts.node_name)
+
+
+async def images_in_use(runtime: Runtime) -> set[str]:
+    """Ids of the images any container the runtime knows was created from."""
+    return {c.labels[IMAGE_LABEL] for c in await runtime.list_containers()
+            if c.labels.get(IMAGE_LABEL)}
 
 
 def kubelet_options(opts: AgentOptions) -> KubeletOptions:

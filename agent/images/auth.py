@@ -35,7 +35,7 @@ class Credential:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     host: str
     path: str
     credential: Credential
@@ -44,7 +44,7 @@ class _Entry:
 class Keyring:
     """Credentials by registry key; :meth:`lookup` gives those that apply to an image."""
 
-    def __init__(self, entries: Iterable[_Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries = list(entries)
 
     def __len__(self) -> int:
@@ -90,7 +90,7 @@ def _host_matches(pattern: str, host: str) -> bool:
     )
 
 
-def _entry(key: str, value: object, where: str) -> _Entry:
+def _entry(key: str, value: object, where: str) -> Entry:
     if not isinstance(value, Mapping):
         raise ValueError(f"{where}: entry {key!r} is not an object")
     username = value.get("username") or ""
@@ -105,10 +105,10 @@ def _entry(key: str, value: object, where: str) -> _Entry:
             raise ValueError(f"{where}: entry {key!r}: auth does not hold user:password")
         username, password = decoded.split(":", 1)
     host, path = _normalise_key(key)
-    return _Entry(host, path, Credential(str(username), str(password)))
+    return Entry(host, path, Credential(str(username), str(password)))
 
 
-def parse_secret(secret_type: str, data: Mapping[str, bytes], where: str) -> list[_Entry]:
+def parse_secret(secret_type: str, data: Mapping[str, bytes], where: str) -> list[Entry]:
     """The entries of one pull Secret; ``ValueError`` names the Secret (``where``) and the
     fault. A Secret of another type gives nothing (the kubelet ignores it too)."""
     if secret_type == DOCKER_CONFIG_JSON:
@@ -140,7 +140,7 @@ def _json(raw: bytes, where: str) -> object:
 
 def keyring_from_secrets(secrets: Iterable[tuple[str, str, Mapping[str, bytes]]]) -> Keyring:
     """A keyring from ``(name, type, data)`` of each pull Secret, in the pod's order."""
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     for name, secret_type, data in secrets:
         entries.extend(parse_secret(secret_type, data, f"secret {name!r}"))
     return Keyring(entries)

@@ -63,14 +63,6 @@ class RegistryConfig:
         return out
 
 
-def parse_mirror(text: str) -> tuple[str, list[str]]:
-    """``docker.io=127.0.0.1:5000[,other]`` -> (domain, hosts); ValueError says what is wrong."""
-    domain, sep, hosts = text.partition("=")
-    if not sep or not domain or not hosts:
-        raise ValueError(f"--registry-mirror {text!r}: want DOMAIN=HOST[,HOST...]")
-    return domain.strip(), [h.strip() for h in hosts.split(",") if h.strip()]
-
-
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="...",service="..."`` -> ("bearer", {realm, service, ...})."""
     scheme, _, rest = header.strip().partition(" ")

@@ -27,12 +27,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from agent.images.manifest import ImageConfig
 from agent.runtime.interface import ContainerConfig, Mount, Resources, Security
 from control.api import quantity
 from control.api.pb import core_pb2
 
 CONFIG_ERROR = "CreateContainerConfigError"
 NO_COMMAND = "no command specified: the process runtime has no image entrypoint"
+NO_IMAGE_COMMAND = "no command specified: the pod gives no command and the image no Entrypoint or Cmd"
+IMAGE_ID_LABEL = "flotilla.io/image-id"  # registry/repo@sha256:... (containerStatuses)
+IMAGE_LABEL = "flotilla.io/image"  # the image's id: what image GC must keep
 # kubelet's regexp for envFrom keys (validation.IsEnvVarName, relaxed in 1.30 to any
 # printable ASCII except '='; we keep the portable C identifier form plus '.' and '-').
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
@@ -107,12 +111,42 @@ def _expand(text: str, mapping: Callable[[str], str]) -> str:
 # -- argv -----------------------------------------------------------------------------------
 
 
-def resolve_argv(container: core_pb2.Container, env: Mapping[str, str]) -> list[str]:
-    """command + args, expanded; ContainerConfigError when there is nothing to run."""
-    argv = [*container.command, *container.args]
+def resolve_argv(container: core_pb2.Container, env: Mapping[str, str],
+                 image: ImageConfig | None = None) -> list[str]:
+    """The argv to run; ContainerConfigError when there is nothing to run.
+
+    Without an image: command + args. With one, Kubernetes' rules: ``command`` replaces
+    the image's Entrypoint and drops its Cmd; ``args`` alone replace Cmd and keep
+    Entrypoint; neither runs Entrypoint + Cmd. ``$(VAR)`` is expanded only in the pod's
+    own fields, never in what the image says."""
+    command = [expand(a, env) for a in container.command]
+    args = [expand(a, env) for a in container.args]
+    if image is None:
+        if not command and not args:
+            raise ContainerConfigError(NO_COMMAND)
+        return [*command, *args]
+    if command:
+        argv = [*command, *args]
+    elif args:
+        argv = [*image.entrypoint, *args]
+    else:
+        argv = [*image.entrypoint, *image.cmd]
     if not argv:
-        raise ContainerConfigError(NO_COMMAND)
-    return [expand(a, env) for a in argv]
+        raise ContainerConfigError(NO_IMAGE_COMMAND)
+    return argv
+
+
+def merge_image_env(image_env: Sequence[str],
+                    env: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The image's ``Env`` (``K=V`` strings) under the pod's: a name the pod sets takes the
+    pod's value; the image's own names keep their order first."""
+    merged: dict[str, str] = {}
+    for item in image_env:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            merged[key] = value
+    merged.update(env)
+    return list(merged.items())
 
 
 # -- env ------------------------------------------------------------------------------------
@@ -354,17 +388,39 @@ POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 POD_NAME_LABEL = "io.kubernetes.pod.name"
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the container's image brings: its config, unpacked layers (bottom first) and
+    the reference containerStatuses[].imageID shows."""
+
+    config: ImageConfig
+    layers: Sequence[str]
+    image_id: str
+    id: str = ""
+
+
 def build_config(container: core_pb2.Container, ctx: PodContext, *,
-                 volume_paths: Mapping[str, str], log_path: str) -> ContainerConfig:
-    """The runtime's ContainerConfig; ContainerConfigError names what is wrong."""
+                 volume_paths: Mapping[str, str], log_path: str,
+                 image: ImageFacts | None = None) -> ContainerConfig:
+    """The runtime's ContainerConfig; ContainerConfigError names what is wrong. Without
+    ``image`` the container runs on the host's filesystem (the ``host`` handler)."""
     env = resolve_env(container, ctx)
     env_map = dict(env)
-    argv = resolve_argv(container, env_map)
+    argv = resolve_argv(container, env_map, image.config if image is not None else None)
+    labels = {CONTAINER_NAME_LABEL: container.name, POD_UID_LABEL: ctx.pod.metadata.uid,
+              POD_NAMESPACE_LABEL: ctx.pod.metadata.namespace,
+              POD_NAME_LABEL: ctx.pod.metadata.name}
+    working_dir = container.working_dir
+    if image is not None:
+        env = merge_image_env(image.config.env, env)
+        working_dir = working_dir or image.config.working_dir
+        labels[IMAGE_ID_LABEL] = image.image_id
+        labels[IMAGE_LABEL] = image.id
     return ContainerConfig(
         name=container.name,
         argv=argv,
         env=env,
-        working_dir=container.working_dir,
+        working_dir=working_dir,
         mounts=map_mounts(container, volume_paths, env_map),
         log_path=log_path,
         resources=map_resources(container.resources),
@@ -373,10 +429,10 @@ def build_config(container: core_pb2.Container, ctx: PodContext, *,
         stdin_once=container.stdin_once,
         tty=container.tty,
         image=container.image,
-        labels={CONTAINER_NAME_LABEL: container.name, POD_UID_LABEL: ctx.pod.metadata.uid,
-                POD_NAMESPACE_LABEL: ctx.pod.metadata.namespace,
-                POD_NAME_LABEL: ctx.pod.metadata.name},
+        labels=labels,
         termination_message_path=container.termination_message_path or "/dev/termination-log",
+        rootfs_layers=tuple(image.layers) if image is not None else (),
+        image_user=image.config.user if image is not None else "",
     )
 
 

@@ -45,7 +45,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from agent.images.service import ImageService
 from agent.kubelet.backoff import DEFAULT_INITIAL, DEFAULT_MAX, CrashLoopBackoff
+from agent.kubelet.images import ImagePuller
 from agent.kubelet.pods import PodManager, PodWorkers
 from agent.kubelet.status import OWN_CONDITIONS
 from agent.kubelet.status_manager import StatusManager
@@ -95,6 +97,8 @@ class KubeletOptions:
     stop_timeout: float = 10.0
     # re-project configMap/secret/downwardAPI/projected volumes (kubelet: its sync period)
     volume_refresh_period: float = 60.0
+    # the runtime handler of pods that name no RuntimeClass ("image" or "host")
+    default_handler: str = "host"
 
 
 @runtime_checkable
@@ -120,9 +124,11 @@ class Kubelet:
                  options: KubeletOptions, clock: Clock | None = None, *,
                  probes: ProbeManagerLike | None = None,
                  volumes: VolumeManagerLike | None = None,
+                 images: ImageService | None = None,
                  recorder: Recorder | None = None) -> None:
         self.client = client
         self.recorder = recorder
+        self.images = images
         self.runtime = runtime
         self.node_name = node_name
         self.options = options
@@ -137,9 +143,17 @@ class Kubelet:
             SyncConfig(node_name=node_name, data_dir=options.data_dir,
                        host_ip=options.node_ip, allocatable=dict(options.allocatable),
                        minimum_grace=options.minimum_grace,
-                       retry_period=options.retry_period),
+                       retry_period=options.retry_period,
+                       default_handler=options.default_handler),
             self.backoff, fetch=self._fetch, probes=probes, volumes=volumes,
-            recorder=recorder)
+            recorder=recorder,
+            images=None if images is None else ImagePuller(
+                images,
+                # kubelet's image pull backoff: its own table, the crash loop's timings
+                CrashLoopBackoff(self.clock, initial=options.backoff_initial,
+                                 max_delay=options.backoff_max,
+                                 reset_after=options.backoff_reset),
+                fetch=self._fetch, recorder=recorder))
         self.workers = PodWorkers(self.sync, clock=self.clock)
         self.pods = PodManager(client, node_name, self.workers, clock=self.clock,
                                resync_period=options.sync_period)

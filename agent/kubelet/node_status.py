@@ -29,7 +29,7 @@ unreachable server never ends the task: it backs off, logs once per state change
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -38,6 +38,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.config import AgentOptions
+from agent.images.image import Image
 from agent.kubelet.machine import MachineInfo, Pressure, primary_ip, read_pressure
 from control.api import errors, quantity
 from control.api.pb import core_pb2, meta_pb2
@@ -256,6 +257,15 @@ def condition_events(before: Sequence[core_pb2.NodeCondition],
             continue
         out.append(_CONDITION_EVENTS.get((c.type, c.status), "NodeNotReady"))
     return out
+# kubelet's --node-status-max-images: the biggest images are reported
+MAX_NODE_IMAGES = 50
+
+
+def node_images(images: Sequence[Image]) -> list[core_pb2.ContainerImage]:
+    """Node.status.images: names (repo digests, then tags) and size, biggest first."""
+    ordered = sorted(images, key=lambda i: (-i.size, i.id))[:MAX_NODE_IMAGES]
+    return [core_pb2.ContainerImage(names=i.names() or [i.id], size_bytes=i.size)
+            for i in ordered]
 
 
 def build_node(options: AgentOptions, machine: MachineInfo, pressure: Pressure, node_ip: str,
@@ -328,9 +338,11 @@ class NodeStatusManager:
         clock: Clock | None = None,
         pressure_reader: Callable[[], Pressure] | None = None,
         recorder: Recorder | None = None,
+        images: Callable[[], Awaitable[Sequence[Image]]] | None = None,
     ) -> None:
         self.client = client
         self.recorder = recorder
+        self._images = images
         self.options = options
         self.machine = machine
         self.clock = clock or RealClock()
@@ -442,6 +454,9 @@ class NodeStatusManager:
         before = _condition_states(node)
         apply_status(node, self.options, self.machine, self._pressure(), self.node_ip,
                      self._now())
+        if self._images is not None:
+            del node.status.images[:]
+            node.status.images.extend(node_images(await self._images()))
         updated: core_pb2.Node = await self.client.update_status(node)
         self.node_uid = updated.metadata.uid
         self._condition_events(before, updated)

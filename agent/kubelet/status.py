@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.kubelet.container_spec import IMAGE_ID_LABEL
 from agent.runtime.interface import ContainerState, ContainerStatus
 from control.api import quantity
 from control.api.pb import core_pb2
@@ -110,6 +111,7 @@ def container_status(spec: core_pb2.Container, view: ContainerView,
     if cur is not None:
         out.container_id = CONTAINER_ID_PREFIX + cur.id
         out.restart_count = cur.attempt
+        out.image_id = cur.labels.get(IMAGE_ID_LABEL, "")
     running = cur is not None and cur.state is ContainerState.RUNNING
     exited = cur is not None and cur.state is ContainerState.EXITED
     if running and cur is not None:

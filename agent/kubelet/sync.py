@@ -63,6 +63,7 @@ import structlog
 
 from agent.kubelet import container_spec, hooks
 from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
+from agent.kubelet.images import ImagePuller, PullFailure
 from agent.kubelet.logs import LogOptions, read_logs
 from agent.kubelet.status import (
     FAILED,
@@ -91,6 +92,12 @@ from control.runtime.clock import Clock
 from control.runtime.events import NORMAL, WARNING, Recorder
 
 log = structlog.get_logger(__name__)
+
+# RuntimeClass handlers this kubelet knows: "host" runs containers on the host's
+# filesystem; the others run them in their image ("runc" so manifests written for
+# containerd's default handler run here too).
+HOST_HANDLER = "host"
+IMAGE_HANDLERS = ("image", "runc")
 
 DEFAULT_GRACE = 30.0
 DEADLINE_REASON = "DeadlineExceeded"
@@ -137,6 +144,9 @@ class SyncConfig:
     # how soon to retry a container whose config or creation failed
     retry_period: float = 10.0
     cluster_domain: str = "cluster.local"
+    # the handler of pods that name no RuntimeClass: "image" runs containers in their
+    # image, "host" on the host's filesystem
+    default_handler: str = "host"
 
 
 @dataclass
@@ -152,6 +162,8 @@ class PodState:
     message: str = ""
     # FallbackToLogsOnError messages already read, by runtime container id
     log_messages: dict[str, str] = field(default_factory=dict)
+    # the runtime handler this pod's RuntimeClass names (resolved once: both are immutable)
+    handler: str = ""
 
 
 @dataclass(frozen=True)
@@ -325,8 +337,10 @@ class PodSyncer:
                  backoff: CrashLoopBackoff, *, fetch: Fetcher | None = None,
                  probes: ProbeManagerLike | None = None,
                  volumes: VolumeManagerLike | None = None,
+                 images: ImagePuller | None = None,
                  recorder: Recorder | None = None) -> None:
         self.runtime = runtime
+        self.images = images
         self.recorder = recorder
         self.clock = clock
         self.config = config
@@ -412,6 +426,14 @@ class PodSyncer:
                 await self._stop_all(pod, stale.id, self.config.minimum_grace)
                 await self.runtime.remove_pod_sandbox(stale.id)
         if sandbox is None:
+            problem = await self._handler_problem(pod, state)
+            if problem is not None:
+                log.warning("cannot create pod sandbox", pod=pod.metadata.name, error=problem)
+                if self.recorder is not None:
+                    self.recorder.event(pod, "Warning", "FailedCreatePodSandBox", problem)
+                views = await self._views(pod, state, None)
+                return SyncResult(compute_status(pod, views, self._facts(None, now, state)),
+                                  self.config.retry_period)
             try:
                 sid = await self.runtime.run_pod_sandbox(self._sandbox_config(pod))
             except RuntimeError_ as e:
@@ -445,6 +467,38 @@ class PodSyncer:
         views = await self._views(pod, state, sandbox)
         status = compute_status(pod, views, self._facts(sandbox, now, state))
         return SyncResult(status, min(requeue) if requeue else None)
+
+    async def _handler_problem(self, pod: core_pb2.Pod, state: PodState) -> str | None:
+        """Resolve the pod's runtime handler into ``state.handler``; what stops the sandbox
+        from being created (a missing RuntimeClass, a handler this node lacks), or None."""
+        if state.handler:
+            return None
+        name = pod.spec.runtime_class_name if pod.spec.HasField("runtime_class_name") else ""
+        if not name:
+            handler = self.config.default_handler
+        else:
+            rc = await self.fetch("runtimeclasses", "", name) if self.fetch else None
+            if rc is None:
+                return (f"Failed to create pod sandbox: RuntimeClass \"{name}\" not found")
+            handler = rc.handler
+        supported = {HOST_HANDLER} | (set(IMAGE_HANDLERS) if self.images is not None else set())
+        if handler not in supported:
+            return (f"Failed to create pod sandbox: no runtime for \"{handler}\" is "
+                    f"configured on node {self.config.node_name}")
+        state.handler = handler
+        return None
+
+    async def _image(self, pod: core_pb2.Pod, state: PodState,
+                     c: core_pb2.Container) -> container_spec.ImageFacts | None:
+        """The container's image on this node (pulled as its policy says), or None when the
+        pod runs on the host's filesystem. Raises PullFailure."""
+        if state.handler == HOST_HANDLER or self.images is None:
+            return None
+        ensured = await self.images.ensure(pod, c)
+        await self.images.service.mark_used(ensured.image.id)
+        return container_spec.ImageFacts(ensured.image.config,
+                                         self.images.service.layer_dirs(ensured.image),
+                                         ensured.image_ref, ensured.image.id)
 
     async def _act(self, pod: core_pb2.Pod, state: PodState, sandbox: SandboxStatus,
                    grace: float, requeue: list[float]) -> None:
@@ -558,9 +612,15 @@ class PodSyncer:
         pod_dir = self.pod_dir(uid)
         log_path = pod_dir / "logs" / c.name / f"{attempt}.log"
         try:
+            image = await self._image(pod, state, c)
+        except PullFailure as e:
+            state.waiting[c.name] = (e.reason, e.message)
+            requeue.append(max(e.retry_after, 0.1))
+            return False
+        try:
             ctx = await self._context(pod, c, sandbox)
             config = container_spec.build_config(c, ctx, volume_paths=state.volume_paths or {},
-                                                 log_path=str(log_path))
+                                                 log_path=str(log_path), image=image)
             hosts = pod_dir / POD_HOSTS
             if sandbox.ip and hosts.exists() and not any(
                     m.container_path == "/etc/hosts" for m in config.mounts):
@@ -737,6 +797,8 @@ class PodSyncer:
             await self.volumes.teardown(uid)
         self._remove_pod_dir(uid)
         self.backoff.forget_pod(uid)
+        if self.images is not None:
+            self.images.forget_pod(uid)
         return status
 
     def _remove_pod_dir(self, uid: str) -> None:

@@ -178,6 +178,16 @@ KINDS: tuple[KindInfo, ...] = (
         "storage_pb2.StorageClass",
         False,
     ),
+    # node.k8s.io/v1
+    _k(
+        "RuntimeClass",
+        "node.k8s.io",
+        "runtimeclasses",
+        (),
+        False,
+        "node_pb2.RuntimeClass",
+        False,
+    ),
     # scheduling.k8s.io/v1
     _k(
         "PriorityClass",

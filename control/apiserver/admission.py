@@ -4,7 +4,8 @@ The chain (Kubernetes' order, simplified): namespace lifecycle (the namespace mu
 not be terminating) -> per-kind preparation (reset status on create, keep status on update,
 keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new pods tolerate
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
-validation. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
+validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
+scheduling constraints (RuntimeClass admission). Also the per-kind deletion rules (pods bound to a node terminate gracefully)
 and the TTL of Events (a store lease shared by every Event created in the same ten
 minutes, so that events expire without a lease each).
 
@@ -120,6 +121,13 @@ class Admission:
         if info.plural == "pods" and old is None:
             add_default_tolerations(obj, self.default_not_ready_toleration_seconds,
                                     self.default_unreachable_toleration_seconds)
+            if obj.spec.HasField("runtime_class_name"):
+                name = obj.spec.runtime_class_name
+                found = self.registry.cache.get("runtimeclasses",
+                                                f"/registry/runtimeclasses/{name}")
+                if found is None:
+                    raise errors.Forbidden(f'pod rejected: RuntimeClass "{name}" not found')
+                apply_runtime_class(obj, found.obj)
 
     def validate(self, info: kinds.KindInfo, obj: Any, old: Any) -> list[errors.FieldError]:
         return validation.validate(obj, old)
@@ -147,6 +155,33 @@ class Admission:
                 self.event_ttl_seconds + EVENT_LEASE_BUCKET_SECONDS)
             self._event_leases = {bucket: lease}
         return lease
+
+
+def apply_runtime_class(pod: Any, rc: Any) -> None:
+    """RuntimeClass admission on a new pod: spec.overhead from the class's podFixed (a pod
+    that sets a different overhead is refused), the class's scheduling nodeSelector merged
+    into the pod's (a conflicting value is refused) and its tolerations added."""
+    fixed = dict(rc.overhead.pod_fixed) if rc.HasField("overhead") else {}
+    if pod.spec.overhead:
+        if {k: v.string for k, v in pod.spec.overhead.items()} != {
+                k: v.string for k, v in fixed.items()}:
+            raise errors.Forbidden("pod rejected: Pod's Overhead doesn't match RuntimeClass's "
+                                   "defined Overhead")
+    else:
+        for k, v in fixed.items():
+            pod.spec.overhead[k].CopyFrom(v)
+    if not rc.HasField("scheduling"):
+        return
+    for k, v in rc.scheduling.node_selector.items():
+        have = pod.spec.node_selector.get(k)
+        if have is not None and have != v:
+            raise errors.Forbidden(
+                f"pod rejected: conflict: runtimeClass.scheduling.nodeSelector[{k}] = {v}; "
+                f"pod.spec.nodeSelector[{k}] = {have}")
+        pod.spec.node_selector[k] = v
+    for t in rc.scheduling.tolerations:
+        if t not in pod.spec.tolerations:
+            pod.spec.tolerations.append(t)
 
 
 def add_default_tolerations(pod: Any, not_ready_seconds: int, unreachable_seconds: int) -> None:

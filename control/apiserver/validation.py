@@ -31,6 +31,7 @@ from control.api.pb import (
     batch_pb2,
     coordination_pb2,
     core_pb2,
+    node_pb2,
     policy_pb2,
     rbac_pb2,
     scheduling_pb2,
@@ -38,7 +39,11 @@ from control.api.pb import (
 )
 from control.apiserver import validation_apps as apps
 from control.apiserver import validation_core as core
-from control.apiserver.validation_pod import validate_pod_spec, validate_pod_update
+from control.apiserver.validation_pod import (
+    validate_pod_spec,
+    validate_pod_update,
+    validate_tolerations,
+)
 from control.apiserver.validation_util import (
     Errors,
     child,
@@ -52,6 +57,7 @@ from control.apiserver.validation_util import (
     non_negative,
     positive,
     required,
+    resource_list,
 )
 
 __all__ = ["validate"]
@@ -226,6 +232,27 @@ def _validate_storage_class(
     return errs
 
 
+def _validate_runtime_class(
+    rc: node_pb2.RuntimeClass, old: node_pb2.RuntimeClass | None
+) -> Errors:
+    errs: Errors = []
+    if not rc.handler:
+        errs.append(required("handler"))
+    else:
+        errs.extend(messages("handler", rc.handler, names.is_dns1123_label(rc.handler)))
+    if rc.HasField("overhead"):
+        _, overhead_errs = resource_list("overhead.podFixed", rc.overhead.pod_fixed)
+        errs.extend(overhead_errs)
+    if rc.HasField("scheduling"):
+        for k, v in rc.scheduling.node_selector.items():
+            errs.extend(messages("scheduling.nodeSelector", k, names.is_qualified_name(k)))
+            errs.extend(messages("scheduling.nodeSelector", v, names.is_valid_label_value(v)))
+        errs.extend(validate_tolerations(rc.scheduling.tolerations, "scheduling.tolerations"))
+    if old is not None and rc.handler != old.handler:
+        errs.append(immutable("handler", rc.handler))
+    return errs
+
+
 def _validate_priority_class(
     pc: scheduling_pb2.PriorityClass, old: scheduling_pb2.PriorityClass | None
 ) -> Errors:
@@ -335,6 +362,7 @@ _VALIDATORS: dict[str, _Validator] = dict(
         _entry(rbac_pb2.ClusterRoleBinding, _validate_cluster_role_binding),
         _entry(storage_pb2.StorageClass, _validate_storage_class),
         _entry(scheduling_pb2.PriorityClass, _validate_priority_class),
+        _entry(node_pb2.RuntimeClass, _validate_runtime_class),
         _entry(policy_pb2.PodDisruptionBudget, _validate_pdb),
         _entry(coordination_pb2.Lease, _validate_lease),
     )

@@ -57,7 +57,7 @@ NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 # Scheduling constraints
 
 
-def _validate_tolerations(tolerations: Sequence[core_pb2.Toleration], path: str) -> Errors:
+def validate_tolerations(tolerations: Sequence[core_pb2.Toleration], path: str) -> Errors:
     errs: Errors = []
     for i, t in enumerate(tolerations):
         p = index(path, i)
@@ -408,7 +408,7 @@ def validate_pod_spec(
                 child(path, "activeDeadlineSeconds"), spec.active_deadline_seconds, 1, 2**31 - 1
             )
         )
-    errs.extend(_validate_tolerations(spec.tolerations, child(path, "tolerations")))
+    errs.extend(validate_tolerations(spec.tolerations, child(path, "tolerations")))
     if spec.HasField("affinity"):
         errs.extend(_validate_affinity(spec.affinity, child(path, "affinity")))
     errs.extend(

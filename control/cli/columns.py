@@ -795,6 +795,10 @@ def _storageclass_row(sc: Obj, now: float, wide: bool) -> list[str]:
     ]
 
 
+def _runtimeclass_row(rc: Obj, now: float, wide: bool) -> list[str]:
+    return [_name(rc), _s(rc, "handler"), _age(rc, now)]
+
+
 def _priorityclass_row(pc: Obj, now: float, wide: bool) -> list[str]:
     return [
         _name(pc),
@@ -886,6 +890,7 @@ _BY_KIND: dict[str, TableColumns] = {
         _storageclass_row,
     ),
     "PriorityClass": _c("NAME|VALUE|GLOBAL-DEFAULT|PREEMPTIONPOLICY|AGE", _priorityclass_row),
+    "RuntimeClass": _c("NAME|HANDLER|AGE", _runtimeclass_row),
     "PodDisruptionBudget": _c(
         "NAME|MIN AVAILABLE|MAX UNAVAILABLE|ALLOWED DISRUPTIONS|AGE", _pdb_row
     ),

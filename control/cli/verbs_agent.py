@@ -93,6 +93,20 @@ def register(sub: Any) -> None:
                    metavar="DURATION",
                    help="how often configMap, secret, downwardAPI and projected volumes "
                         "are re-projected (default %(default)s)")
+    p.add_argument("--registry-mirror", action="append", default=[],
+                   metavar="DOMAIN=HOST[,HOST]",
+                   help="registries that stand in for DOMAIN's (tried in order; DOMAIN "
+                        "itself is then never contacted); repeatable")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a registry reached over plain HTTP; repeatable")
+    p.add_argument("--default-runtime-handler", choices=agent_config.RUNTIME_HANDLERS,
+                   default=agent_config.DEFAULT_RUNTIME_HANDLER,
+                   help="how pods naming no RuntimeClass run: in their image, or on the "
+                        "host's filesystem (default %(default)s)")
+    p.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
+                   help="disk usage at which unused images are removed (default %(default)s)")
+    p.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
+                   help="disk usage image GC brings usage back under (default %(default)s)")
     p.add_argument("--daemon-port", type=int, default=0, metavar="PORT",
                    help="the agent's own port for logs and exec, advertised in the Node's "
                         "status (default %(default)s: any free port)")
@@ -137,7 +151,17 @@ def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
         pod_network=args.pod_network,
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
+        insecure_registries=list(args.insecure_registry),
+        default_runtime_handler=args.default_runtime_handler,
+        image_gc_high_threshold=args.image_gc_high_threshold,
+        image_gc_low_threshold=args.image_gc_low_threshold,
     )
+    for text in args.registry_mirror:
+        try:
+            domain, hosts = agent_config.parse_registry_mirror(text)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        options.registry_mirrors.setdefault(domain, []).extend(hosts)
     return options
 
 

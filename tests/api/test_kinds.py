@@ -50,6 +50,7 @@ EXPECTED = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     ("storage.k8s.io/v1", "StorageClass"): "storageclasses",
     ("scheduling.k8s.io/v1", "PriorityClass"): "priorityclasses",
+    ("node.k8s.io/v1", "RuntimeClass"): "runtimeclasses",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
 }
 
@@ -61,6 +62,7 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding",
     "StorageClass",
     "PriorityClass",
+    "RuntimeClass",
 }
 
 # kubectl's short names.

@@ -156,6 +156,14 @@ VALID: dict[str, Doc] = {
         "PodDisruptionBudget", "policy/v1", spec={"minAvailable": "50%", "selector": SELECTOR}
     ),
     "PriorityClass": obj("PriorityClass", "scheduling.k8s.io/v1", namespaced=False, value=1000),
+    "RuntimeClass": obj(
+        "RuntimeClass",
+        "node.k8s.io/v1",
+        namespaced=False,
+        handler="host",
+        overhead={"podFixed": {"cpu": "10m"}},
+        scheduling={"nodeSelector": {"a": "b"}, "tolerations": [{"operator": "Exists"}]},
+    ),
     "StorageClass": obj(
         "StorageClass", "storage.k8s.io/v1", namespaced=False, provisioner="example.com/nfs"
     ),
