@@ -1,7 +1,19 @@
-"""Shared fixtures: a real control plane on a temporary SQLite file, and a client for it."""
+"""Shared fixtures: a real control plane on a temporary SQLite file, and a client for it.
+
+Also the two markers, applied the same way everywhere:
+
+- ``e2e``: Flotilla runs in more than one process (a server, agent or CLI of its own, or
+  agents with the containers they run). Every test under ``tests/e2e/`` carries it;
+  elsewhere a module or a test says so with ``pytest.mark.e2e``. ``-m "not e2e"`` is the
+  quick run.
+- ``root``: the test needs root (mounts, cgroups, namespaces, mknod). Mark it
+  ``pytest.mark.root(reason="what needs root")``; it is skipped, with that reason, when the
+  suite does not run as root, so no test checks ``geteuid()`` itself.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +26,18 @@ import structlog
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.server import ControlPlane, ServerOptions
+
+_E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    for item in items:
+        if Path(str(item.path)).resolve().is_relative_to(_E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+        root = item.get_closest_marker("root")
+        if root is not None and not is_root:
+            item.add_marker(pytest.mark.skip(reason=f"needs root: {root.kwargs.get('reason', '')}"))
 
 
 @pytest.fixture(autouse=True)

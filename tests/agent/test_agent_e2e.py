@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,24 +24,13 @@ from control.api.pb import coordination_pb2, core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from tests.conftest import Cluster
+from tests.support import eventually
+
+# What a read answers before the agent has registered its node or lease: poll again.
+NOT_YET = (errors.ApiError,)
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 10.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    last_exc: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = await probe()
-            if value:
-                return value
-        except errors.ApiError as e:
-            last_exc = e
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within}s (last error: {last_exc})")
 
 
 def fast_options(cluster: Cluster, tmp_path: Path, **kw: Any) -> AgentOptions:
@@ -67,7 +55,7 @@ async def test_agent_registers_renews_and_survives_cordon(cluster: Cluster, tmp_
     task = asyncio.create_task(run_agent(options, stop), name="agent-under-test")
     try:
         node: core_pb2.Node = await eventually(
-            lambda: client.get(core_pb2.Node, "n1"))
+            lambda: client.get(core_pb2.Node, "n1"), retry_on=NOT_YET)
         labels = dict(node.metadata.labels)
         assert labels["kubernetes.io/hostname"] == "n1"
         assert labels["kubernetes.io/os"] == "linux"
@@ -91,7 +79,7 @@ async def test_agent_registers_renews_and_survives_cordon(cluster: Cluster, tmp_
 
         # The lease exists, is owned by the Node, and its renewTime advances.
         lease: coordination_pb2.Lease = await eventually(
-            lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"))
+            lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"), retry_on=NOT_YET)
         assert lease.spec.holder_identity == "n1"
         assert lease.spec.lease_duration_seconds == 40
         first_renew = lease.spec.renew_time.ToNanoseconds()
@@ -102,7 +90,7 @@ async def test_agent_registers_renews_and_survives_cordon(cluster: Cluster, tmp_
                   and [r.uid for r in le.metadata.owner_references] == [node.metadata.uid])
             return le if ok else None
 
-        await eventually(renewed)
+        await eventually(renewed, retry_on=NOT_YET)
 
         # A cordon made by a user survives the agent's next status posts.
         await client.patch(core_pb2.Node, "n1", {"spec": {"unschedulable": True}})
@@ -113,7 +101,7 @@ async def test_agent_registers_renews_and_survives_cordon(cluster: Cluster, tmp_
             return n if heartbeat(n) >= before + 2 else None
 
         # Heartbeats are whole seconds: wait for two of them past the cordon.
-        later = await eventually(posted_after_cordon, within=15)
+        later = await eventually(posted_after_cordon, timeout=15, retry_on=NOT_YET)
         assert later.spec.unschedulable
         ready = next(c for c in later.status.conditions if c.type == "Ready")
         assert ready.last_transition_time == conds["Ready"].last_transition_time
@@ -142,11 +130,11 @@ async def test_agent_adopts_existing_node_and_recovers_a_deleted_lease(
             ok = n.metadata.labels.get("kubernetes.io/hostname") == "n1" and n.status.conditions
             return n if ok else None
 
-        node = await eventually(adopted)
+        node = await eventually(adopted, retry_on=NOT_YET)
         assert node.spec.unschedulable and node.metadata.labels["user"] == "mine"
-        await eventually(lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"))
+        await eventually(lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"), retry_on=NOT_YET)
         await client.delete(coordination_pb2.Lease, "n1", "kube-node-lease")
-        await eventually(lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"))
+        await eventually(lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"), retry_on=NOT_YET)
     finally:
         await agent.stop(5)
 
@@ -176,13 +164,13 @@ async def test_agent_waits_for_an_unreachable_server_then_registers(
             agent.node_status.client = live
             agent.lease.client = live
             await asyncio.wait_for(agent.node_status.registered.wait(), 10)
-            await eventually(lambda: cluster.client.get(core_pb2.Node, "n1"))
+            await eventually(lambda: cluster.client.get(core_pb2.Node, "n1"), retry_on=NOT_YET)
             lease_ctl = agent.lease
 
             async def renewed() -> bool:
                 return lease_ctl.renewals > 0
 
-            await eventually(renewed)
+            await eventually(renewed, retry_on=NOT_YET)
         finally:
             await agent.stop(5)
             await live.channel.close(None)
@@ -234,10 +222,10 @@ async def test_flotilla_agent_subprocess_joins_flotilla_server(tmp_path: Path) -
         )
         client = ApiClient(open_channel(address), address, timeout=5)
         try:
-            node = await eventually(lambda: client.get(core_pb2.Node, "n1"), within=30)
+            node = await eventually(lambda: client.get(core_pb2.Node, "n1"), timeout=30, retry_on=NOT_YET)
             assert node.metadata.labels["zone"] == "lab"
             lease = await eventually(
-                lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"))
+                lambda: client.get(coordination_pb2.Lease, "n1", "kube-node-lease"), retry_on=NOT_YET)
             assert lease.spec.lease_duration_seconds == 4
             first = lease.spec.renew_time.ToNanoseconds()
 
@@ -245,7 +233,7 @@ async def test_flotilla_agent_subprocess_joins_flotilla_server(tmp_path: Path) -
                 le = await client.get(coordination_pb2.Lease, "n1", "kube-node-lease")
                 return le.spec.renew_time.ToNanoseconds() > first
 
-            await eventually(renewed, within=10)  # renew interval is 1 s here
+            await eventually(renewed, timeout=10, retry_on=NOT_YET)  # renew interval is 1 s here
         finally:
             await client.channel.close(None)
         agent.send_signal(signal.SIGTERM)

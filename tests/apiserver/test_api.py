@@ -10,40 +10,13 @@ import pytest
 from control.api import convert, errors
 from control.api.pb import apps_pb2, core_pb2, policy_pb2
 from tests.conftest import Cluster
+from tests.support.objects import cm, deployment, pod
 
 
 @pytest.fixture
 def cluster(api_cluster: Cluster) -> Cluster:
     """These tests check the API's own semantics: no controller may race them."""
     return api_cluster
-
-
-def cm(name: str, ns: str = "default", labels: dict[str, str] | None = None,
-       **data: str) -> core_pb2.ConfigMap:
-    return convert.from_dict({"apiVersion": "v1", "kind": "ConfigMap",
-                              "metadata": {"name": name, "namespace": ns,
-                                           "labels": labels or {}},
-                              "data": data}, core_pb2.ConfigMap())
-
-
-def pod(name: str, node: str = "", ns: str = "default", **labels: str) -> core_pb2.Pod:
-    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "busybox",
-                                            "command": ["sleep", "3600"]}]}
-    if node:
-        spec["nodeName"] = node
-    return convert.from_dict({"apiVersion": "v1", "kind": "Pod",
-                              "metadata": {"name": name, "namespace": ns, "labels": labels},
-                              "spec": spec}, core_pb2.Pod())
-
-
-def deployment(name: str, replicas: int = 2) -> apps_pb2.Deployment:
-    return convert.from_dict({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
-    }, apps_pb2.Deployment())
 
 
 async def test_create_sets_server_metadata_and_defaults(cluster: Cluster) -> None:

@@ -19,8 +19,7 @@ from control.api.pb import core_pb2
 from tests.conftest import running_cluster
 
 pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root"),
+    pytest.mark.root(reason="mounting a tmpfs needs root"),
 ]
 
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from control.api.pb import core_pb2
 from control.client.listwatch import ApiListWatcher
 from control.runtime.informer import InformerSet
 from control.runtime.supervisor import Supervisor
-from tests.apiserver.test_api import cm
 from tests.conftest import Cluster
-
-
-async def eventually(pred: Any, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not pred():
-            await asyncio.sleep(0.02)
+from tests.support import eventually
+from tests.support.objects import cm
 
 
 async def test_informer_syncs_follows_and_pages(cluster: Cluster) -> None:

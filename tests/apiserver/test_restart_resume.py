@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 from control.api.pb import core_pb2
@@ -16,6 +15,7 @@ from control.client.listwatch import ApiListWatcher
 from control.runtime.backoff import Backoff
 from control.runtime.informer import SharedInformer
 from control.server import ControlPlane, ServerOptions
+from tests.support import eventually
 
 T = 20.0
 
@@ -31,12 +31,6 @@ def obj(kind: type, name: str) -> object:
     o.metadata.name = name
     o.metadata.namespace = "default"
     return o
-
-
-async def eventually(cond: Callable[[], bool], within: float = T) -> None:
-    async with asyncio.timeout(within):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 async def start_plane(data: Path, port: int) -> ControlPlane:
@@ -71,6 +65,9 @@ async def test_informer_survives_server_restarts_without_relist(tmp_path: Path) 
                 await client.create(obj(core_pb2.Secret, f"s{round_}-{i}"))
             await plane.stop()
             plane = await start_plane(data, port)
+            # The channel saw the server go and backs off before reconnecting: a call
+            # made before it is connected again fails at once instead of waiting.
+            await asyncio.wait_for(channel.channel_ready(), T)
             await client.create(obj(core_pb2.ConfigMap, f"after{round_}"))
             await eventually(
                 lambda r=round_: informer.indexer.get(f"default/after{r}") is not None)

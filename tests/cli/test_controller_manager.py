@@ -7,13 +7,11 @@ both processes are killed in ``finally``. The flag parsing is tested in-process.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
@@ -28,6 +26,7 @@ from control.cli.main import build_parser
 from control.cli.verbs_controller_manager import disabled_controllers, node_lifecycle_options
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.support import eventually
 
 CLI = [sys.executable, "-m", "control.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,19 +53,23 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     proc.wait(timeout=10)
 
 
-async def _eventually(what: str, check: Callable[[], Awaitable[bool]],
-                      procs: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while not await check():
+async def _while_alive(what: str, check: Callable[[], Awaitable[bool]],
+                       procs: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
+    """:func:`eventually` ``check``, failing at once with its log if a process exits."""
+
+    async def alive_and_done() -> bool:
         for name, (proc, log) in procs.items():
             if proc.poll() is not None:
                 pytest.fail(f"{name} exited with {proc.returncode} while waiting for "
                             f"{what}:\n{log.read_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n}:\n{log.read_text()[-3000:]}"
-                             for n, (_, log) in procs.items())
-            pytest.fail(f"timed out waiting for {what}\n{logs}")
-        await asyncio.sleep(0.1)
+        return await check()
+
+    try:
+        await eventually(alive_and_done, what, timeout=WAIT_TIMEOUT, interval=0.1)
+    except AssertionError as e:
+        logs = "\n".join(f"--- {n}:\n{log.read_text()[-3000:]}"
+                         for n, (_, log) in procs.items())
+        pytest.fail(f"{e}\n{logs}")
 
 
 @pytest.mark.e2e
@@ -88,7 +91,7 @@ async def test_separate_controller_manager_leads_and_runs_the_controllers(
             async def conf_written() -> bool:
                 return conf.exists()
 
-            await _eventually("admin.conf", conf_written, procs)
+            await _while_alive("admin.conf", conf_written, procs)
             address = yaml.safe_load(conf.read_text())["server"]
             channel = open_channel(address)
             client = ApiClient(channel, address, timeout=10)
@@ -116,7 +119,7 @@ async def test_separate_controller_manager_leads_and_runs_the_controllers(
                     return True
                 return False
 
-            await _eventually("the namespace deletion", namespace_gone, procs)
+            await _while_alive("the namespace deletion", namespace_gone, procs)
             lease = await client.get("leases", "flotilla-controller-manager", "kube-system")
             holder = lease.spec.holder_identity
             assert holder.startswith(f"{socket.gethostname()}_"), holder

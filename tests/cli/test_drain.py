@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from control.cli.verbs_drain import (
     plan_drain,
 )
 from tests.conftest import Cluster
+from tests.support import eventually
 
 WAIT = 20.0
 
@@ -82,18 +82,6 @@ def now_ts() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
     return ts
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = WAIT) -> Any:  # noqa: ASYNC109
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 async def running_pod(c: Any, name: str, node: str, labels: dict[str, str] | None = None,

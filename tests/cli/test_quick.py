@@ -17,6 +17,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from control.api import kinds
 from control.cli import main as cli_main
 from control.version import VERSION
@@ -46,6 +48,7 @@ def under(modules: set[str], package: str) -> set[str]:
     return {m for m in modules if m == package or m.startswith(package + ".")}
 
 
+@pytest.mark.e2e
 def test_version_client_imports_no_grpc_protobuf_yaml_or_asyncio() -> None:
     mods = loaded_after(
         "from control.cli.main import main\nassert main(['version', '--client']) == 0"
@@ -54,6 +57,7 @@ def test_version_client_imports_no_grpc_protobuf_yaml_or_asyncio() -> None:
         assert not under(mods, package), f"version --client imported {package}"
 
 
+@pytest.mark.e2e
 def test_version_client_output() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "control.cli.main", "version", "--client", "-o", "json"],

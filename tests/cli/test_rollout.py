@@ -15,10 +15,10 @@ from control.cli.main import main
 from control.cli.verbs_rollout import apply_rollback, rollback_target
 from control.controllers import deployment_util as du
 from tests.conftest import Cluster
-from tests.controllers.test_deployment import (
+from tests.support import eventually
+from tests.support.deployments import (
     NS,
     deployment,
-    eventually,
     get_deploy,
     image_of,
     mutate,

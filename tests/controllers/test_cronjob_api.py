@@ -23,6 +23,7 @@ from control.controllers.cronjob import CronJobController
 from control.controllers.manager import ControllerManager
 from control.runtime.clock import FakeClock
 from tests.conftest import Cluster, running_cluster
+from tests.support import eventually
 
 TIMEOUT = 10.0
 
@@ -30,14 +31,16 @@ TIMEOUT = 10.0
 CLOCK: list[FakeClock] = []
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = TIMEOUT) -> None:
-    """Poll; each poll also moves the fake clock 10 ms, so that retries backing off on it
-    (a status write that met a conflict) happen (at most 2 s drift per wait)."""
-    async with asyncio.timeout(limit):
-        while not await check():  # polls the API, which has no event to wait on
-            for clock in CLOCK:
-                clock.advance(0.01)
-            await asyncio.sleep(0.05)
+def ticking(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+    """``check``, moving the fake clocks 10 ms before each poll, so that retries backing
+    off on them (a status write that met a conflict) happen (at most 2 s drift per wait)."""
+
+    async def tick_then_check() -> bool:
+        for clock in CLOCK:
+            clock.advance(0.01)
+        return await check()
+
+    return tick_then_check
 
 
 @pytest.fixture
@@ -100,7 +103,7 @@ def next_minute(clock: FakeClock) -> None:
 
 async def tick(c: Any, clock: FakeClock, name: str, expect: int) -> None:
     next_minute(clock)
-    await eventually(lambda: has_jobs(c, name, expect))
+    await eventually(ticking(lambda: has_jobs(c, name, expect)))
 
 
 async def test_allow_forbid_replace(api: Cluster) -> None:
@@ -114,7 +117,7 @@ async def test_allow_forbid_replace(api: Cluster) -> None:
             assert await jobs_of(c, name) == []  # nothing before the first activation
         next_minute(clock)
         for name in ("allow", "forbid", "replace"):
-            await eventually(lambda name=name: has_jobs(c, name, 1))  # type: ignore[misc]
+            await eventually(ticking(lambda name=name: has_jobs(c, name, 1)))  # type: ignore[misc]
         first = {n: (await jobs_of(c, n))[0] for n in ("allow", "forbid", "replace")}
         scheduled = int(first["allow"].metadata.name.rpartition("-")[2]) * 60
         cj = await c.get(batch_pb2.CronJob, "allow", "default")
@@ -124,18 +127,18 @@ async def test_allow_forbid_replace(api: Cluster) -> None:
             "batch.kubernetes.io/cronjob-scheduled-timestamp"].endswith("+00:00")
 
         next_minute(clock)
-        await eventually(lambda: has_jobs(c, "allow", 2))
+        await eventually(ticking(lambda: has_jobs(c, "allow", 2)))
 
         async def replaced() -> bool:
             js = await jobs_of(c, "replace")
             return len(js) == 1 and js[0].metadata.uid != first["replace"].metadata.uid
 
-        await eventually(replaced)
-        await eventually(lambda: _has_event(c, "JobAlreadyActive"))
+        await eventually(ticking(replaced))
+        await eventually(ticking(lambda: _has_event(c, "JobAlreadyActive")))
         assert len(await jobs_of(c, "forbid")) == 1
         # when the running one finishes, the skipped run starts (once)
         await complete(c, first["forbid"])
-        await eventually(lambda: has_jobs(c, "forbid", 2))
+        await eventually(ticking(lambda: has_jobs(c, "forbid", 2)))
         await asyncio.sleep(0.3)
         assert len(await jobs_of(c, "forbid")) == 2
         cj = await c.get(batch_pb2.CronJob, "forbid", "default")
@@ -165,11 +168,11 @@ async def test_history_limits_and_suspend(api: Cluster) -> None:
             js = await jobs_of(c, "hist")
             return [j.metadata.uid for j in js] == [uid]
 
-        await eventually(lambda: only(j2.metadata.uid))
+        await eventually(ticking(lambda: only(j2.metadata.uid)))
         await tick(c, clock, "hist", 2)
         j3 = next(j for j in await jobs_of(c, "hist") if j.metadata.uid != j2.metadata.uid)
         await complete(c, j3, ju.FAILED)  # failed history 0: deleted at once
-        await eventually(lambda: only(j2.metadata.uid))
+        await eventually(ticking(lambda: only(j2.metadata.uid)))
         assert await jobs_of(c, "off") == []
 
 
@@ -185,9 +188,9 @@ async def test_missed_runs_after_a_restart(api: Cluster) -> None:
     clock.advance(3 * 3600)
     async with controller(api, clock):
         # one catch-up run for the busy one, with a warning about the 180 missed
-        await eventually(lambda: has_jobs(c, "busy", 2))
-        await eventually(lambda: _has_event(c, "TooManyMissedTimes"))
-        await eventually(lambda: has_jobs(c, "few", 1))
+        await eventually(ticking(lambda: has_jobs(c, "busy", 2)))
+        await eventually(ticking(lambda: _has_event(c, "TooManyMissedTimes")))
+        await eventually(ticking(lambda: has_jobs(c, "few", 1)))
         await asyncio.sleep(0.3)
         assert len(await jobs_of(c, "busy")) == 2
         assert len(await jobs_of(c, "few")) == 1  # three hourly runs missed: one made

@@ -3,7 +3,6 @@ the pods, and the eviction subresource obeys it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,20 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control.api import errors
 from control.api.pb import apps_pb2, core_pb2, policy_pb2
 from tests.conftest import Cluster
+from tests.support import eventually
 
 WAIT = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = WAIT) -> Any:  # noqa: ASYNC109
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def now_ts() -> Timestamp:

@@ -21,7 +21,8 @@ from control.controllers.gc import (
     is_deleting_dependents,
 )
 from tests.conftest import Cluster
-from tests.controllers.test_replicaset_e2e import count_is, eventually, live_pods, replica_set
+from tests.support import eventually
+from tests.support.replicasets import count_is, live_pods, replica_set
 
 # -- pure decisions ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ the test writes their status, as a kubelet would). A short pod backoff keeps ret
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,9 @@ from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
 from control.controllers.manager import ControllerContext, ControllerManager
 from tests.conftest import Cluster, running_cluster
+from tests.support import eventually
 
 TIMEOUT = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = TIMEOUT) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # polls the API, which has no event to wait on
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -254,7 +249,7 @@ async def test_active_deadline(jobs: Cluster) -> None:
     c = jobs.client
     await c.create(job("late", activeDeadlineSeconds=1))
     await eventually(lambda: count_active(c, "late", 1))
-    await eventually(lambda: has_condition(c, "late", ju.FAILURE_TARGET), 5)
+    await eventually(lambda: has_condition(c, "late", ju.FAILURE_TARGET), timeout=5)
     await eventually(lambda: count_active(c, "late", 0))
     await eventually(lambda: has_condition(c, "late", ju.FAILED))
     cond = condition(await get_job(c, "late"), ju.FAILED)
@@ -276,7 +271,7 @@ async def test_ttl_after_finished_deletes_the_job(jobs: Cluster) -> None:
             return True
         return False
 
-    await eventually(gone, 10)
+    await eventually(gone, timeout=10)
 
 
 async def test_backoff_limit_per_index(jobs: Cluster) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from control.controllers.namespace import (
     deletion_conditions,
 )
 from control.server import ControlPlane, ServerOptions
-from tests.apiserver.test_api import cm, deployment, pod
 from tests.conftest import Cluster
+from tests.support import eventually
+from tests.support.objects import cm, deployment, pod
 
 
 def namespace(name: str) -> core_pb2.Namespace:
@@ -39,12 +39,6 @@ def service(name: str, ns: str) -> core_pb2.Service:
                               "metadata": {"name": name, "namespace": ns},
                               "spec": {"selector": {"app": name},
                                        "ports": [{"port": 80}]}}, core_pb2.Service())
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 15.0) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 async def gone(c: ApiClient, resource: str, name: str, ns: str = "") -> bool:

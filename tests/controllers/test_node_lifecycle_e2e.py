@@ -10,7 +10,7 @@ is down, nothing is evicted (the control plane is the likelier problem).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from control.api.pb import coordination_pb2, core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.server import ControlPlane, ServerOptions
+from tests.support import eventually
 
 GRACE = 1.5
 TOLERATION = 3
@@ -40,19 +41,6 @@ def now_ts() -> Timestamp:
 class Env:
     client: ApiClient
     alive: set[str] = field(default_factory=set)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = WAIT) -> Any:  # noqa: ASYNC109
-    """Poll ``check`` until it returns something truthy, within ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 async def heartbeat(client: ApiClient, alive: set[str]) -> None:

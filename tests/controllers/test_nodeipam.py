@@ -22,7 +22,7 @@ from control.controllers.nodeipam import (
     ranges_in_use,
 )
 from control.server import ControlPlane, ServerOptions
-from tests.controllers.test_replicaset_e2e import eventually
+from tests.support import eventually
 
 N = ipaddress.ip_network
 
@@ -190,6 +190,7 @@ async def test_kept_range_and_duplicate_claim(tmp_path: Path) -> None:
             await eventually(duplicate_event)
 
 
+@pytest.mark.e2e
 def test_cli_refuses_bad_cluster_cidr(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -23,7 +23,8 @@ from control.controllers.podgc import (
     unscheduled_terminating_pods,
 )
 from control.server import ControlPlane, ServerOptions
-from tests.controllers.test_replicaset_e2e import bare_pod, eventually
+from tests.support import eventually
+from tests.support.replicasets import bare_pod
 
 
 def mkpod(name: str, phase: str = "Running", created: int = 100, node: str = "",

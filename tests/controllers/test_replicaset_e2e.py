@@ -5,7 +5,7 @@ update_status, scheduling with the binding subresource."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,10 @@ from control.controllers.manager import ControllerContext, ControllerManager
 from control.controllers.replicaset import REPLICA_FAILURE, ReplicaSetController
 from control.server import ControlPlane, ServerOptions
 from tests.conftest import Cluster
+from tests.support import eventually
+from tests.support.replicasets import bare_pod, count_is, live_pods, replica_set
 
 TIMEOUT = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = TIMEOUT) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # polls the API, which has no event to wait on
-            await asyncio.sleep(0.05)
-
-
-def replica_set(name: str, replicas: int, *, app: str | None = None,
-                min_ready: int = 0) -> apps_pb2.ReplicaSet:
-    app = app or name
-    rs: apps_pb2.ReplicaSet = convert.from_dict({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"replicas": replicas, "minReadySeconds": min_ready,
-                 "selector": {"matchLabels": {"app": app}},
-                 "template": {"metadata": {"labels": {"app": app}},
-                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
-    }, apps_pb2.ReplicaSet())
-    return rs
 
 
 def replication_controller(name: str, replicas: int) -> core_pb2.ReplicationController:
@@ -55,24 +37,6 @@ def replication_controller(name: str, replicas: int) -> core_pb2.ReplicationCont
                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
     }, core_pb2.ReplicationController())
     return rc
-
-
-def bare_pod(name: str, **labels: str) -> core_pb2.Pod:
-    pod: core_pb2.Pod = convert.from_dict({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": labels},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-    }, core_pb2.Pod())
-    return pod
-
-
-async def live_pods(c: ApiClient, selector: str) -> list[Any]:
-    items = (await c.list_all("pods", "default", label_selector=selector)).items
-    return [p for p in items if not p.metadata.HasField("deletion_timestamp")]
-
-
-async def count_is(c: ApiClient, selector: str, n: int) -> bool:
-    return len(await live_pods(c, selector)) == n
 
 
 async def make_ready(c: ApiClient, pod: Any) -> None:
@@ -239,7 +203,7 @@ async def test_min_ready_seconds_gates_available(cluster: Cluster) -> None:
         return s.available_replicas == 1
 
     await eventually(ready_not_available)
-    await eventually(available, limit=8.0)
+    await eventually(available, timeout=8.0)
 
 
 # -- a refused create: ReplicaFailure and aggregated FailedCreate Events --------------------

@@ -34,6 +34,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "restart-node"
@@ -140,25 +141,13 @@ def agent_proc(tmp: Path, port: int) -> Proc:
 
 async def until(what: str, check: Callable[[], Any], limit: float = 30.0,
                 every: float = 0.2, logs: tuple[Proc, ...] = ()) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; bounded."""
-    last: Any = None
+    """:func:`eventually` ``check``, with the tails of the ``logs`` in the failure."""
     try:
-        async with asyncio.timeout(limit):
-            while True:
-                try:
-                    last = check()
-                    if asyncio.iscoroutine(last):
-                        last = await last
-                except (errors.ApiError, OSError) as e:
-                    last = e
-                else:
-                    if last:
-                        return last
-                await asyncio.sleep(every)
-    except TimeoutError:
+        return await eventually(check, what, timeout=limit, interval=every,
+                                retry_on=(errors.ApiError, OSError))
+    except AssertionError as e:
         tails = "\n".join(f"--- {p.name} log:\n{p.tail()}" for p in logs)
-        raise AssertionError(f"{what}: not within {limit} s (last: {last!r})\n{tails}") from None
-
+        raise AssertionError(f"{e}\n{tails}") from None
 
 async def get_pod(client: ApiClient, name: str) -> Any:
     return await client.get(core_pb2.Pod, name, "default")

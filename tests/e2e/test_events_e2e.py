@@ -6,7 +6,6 @@ pod e2e tests, which deletes every pod before it stops); every wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from agent.main import Agent
@@ -14,20 +13,19 @@ from control.api import convert, kinds
 from control.api.pb import core_pb2
 from control.cli import describe
 from tests.conftest import Cluster
-from tests.e2e.test_pods_e2e import NODE, agent, pod, wait_pod
-
-__all__ = ["agent"]  # the fixture
+from tests.support import eventually
+from tests.support.agents import NODE, pod, wait_pod
 
 
 async def kubelet_events(cluster: Cluster, name: str, reason: str,
                          limit: float = 30.0) -> list[Any]:
-    async with asyncio.timeout(limit):
-        while True:
-            evs = [e for e in (await cluster.client.list(core_pb2.Event, "default")).items
-                   if e.involved_object.name == name and e.reason == reason]
-            if evs:
-                return evs
-            await asyncio.sleep(0.1)
+    async def found() -> list[Any]:
+        return [e for e in (await cluster.client.list(core_pb2.Event, "default")).items
+                if e.involved_object.name == name and e.reason == reason]
+
+    evs: list[Any] = await eventually(found, f"{reason} events of {name}", timeout=limit,
+                                      interval=0.1)
+    return evs
 
 
 async def describe_pod(cluster: Cluster, name: str) -> str:

@@ -20,7 +20,8 @@ from control.api.pb import batch_pb2, core_pb2
 from control.cli.main import main as cli_main
 from control.client.client import ApiClient
 from control.controllers import job_util as ju
-from tests.e2e.test_workloads_e2e import NS, Env, PodWatch, gone, real_cluster, until
+from tests.support import eventually
+from tests.support.cluster import NOT_YET, NS, Env, PodWatch, gone, real_cluster
 
 WAIT = 40.0
 
@@ -79,7 +80,7 @@ async def test_completions_parallelism_and_failures(env: Env) -> None:
         await c.create(job("policy", "sleep 0.2; exit 42", completions=3, parallelism=1,
                            podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {
                                "containerName": "main", "operator": "In", "values": [42]}}]}))
-        done = await until("five complete", partial(condition, c, "five", ju.COMPLETE), WAIT)
+        done = await eventually(partial(condition, c, "five", ju.COMPLETE), "five complete", timeout=WAIT, retry_on=NOT_YET)
         assert done.reason == "CompletionsReached"
         j = await c.get(batch_pb2.Job, "five", NS)
         assert (j.status.succeeded, j.status.failed, j.status.active) == (5, 0, 0)
@@ -88,11 +89,11 @@ async def test_completions_parallelism_and_failures(env: Env) -> None:
         assert len({p.spec.node_name for p in pods}) >= 1
         assert not watch.violations, watch.violations[:3]
 
-        failed = await until("fails failed", partial(condition, c, "fails", ju.FAILED), WAIT)
+        failed = await eventually(partial(condition, c, "fails", ju.FAILED), "fails failed", timeout=WAIT, retry_on=NOT_YET)
         assert (failed.reason, failed.message) == ju.BACKOFF_LIMIT_EXCEEDED
         assert (await c.get(batch_pb2.Job, "fails", NS)).status.failed == 1
 
-        failed = await until("policy failed", partial(condition, c, "policy", ju.FAILED), WAIT)
+        failed = await eventually(partial(condition, c, "policy", ju.FAILED), "policy failed", timeout=WAIT, retry_on=NOT_YET)
         assert failed.reason == "PodFailurePolicy"
         assert "exit code 42 matching FailJob rule at index 0" in failed.message
         # at once: no retry was made
@@ -106,7 +107,7 @@ async def test_indexed_suspend_and_ttl(env: Env) -> None:
     await c.create(job("later", "exit 0", suspend=True))
     await c.create(job("brief", "exit 0", ttlSecondsAfterFinished=1))
 
-    await until("idx complete", partial(condition, c, "idx", ju.COMPLETE), WAIT)
+    await eventually(partial(condition, c, "idx", ju.COMPLETE), "idx complete", timeout=WAIT, retry_on=NOT_YET)
     j = await c.get(batch_pb2.Job, "idx", NS)
     assert j.status.completed_indexes == "0-2"
     seen = {}
@@ -114,12 +115,12 @@ async def test_indexed_suspend_and_ttl(env: Env) -> None:
         seen[p.metadata.annotations[ju.COMPLETION_INDEX_KEY]] = (await logs(c, p)).strip()
     assert seen == {"0": "index=0", "1": "index=1", "2": "index=2"}
 
-    await until("brief deleted after its TTL", partial(gone, c, batch_pb2.Job, "brief"), WAIT)
+    await eventually(partial(gone, c, batch_pb2.Job, "brief"), "brief deleted after its TTL", timeout=WAIT, retry_on=NOT_YET)
 
     assert await condition(c, "later", ju.SUSPENDED)
     assert await job_pods(c, "later") == []
     await c.patch(batch_pb2.Job, "later", {"spec": {"suspend": False}}, NS)
-    await until("later complete", partial(condition, c, "later", ju.COMPLETE), WAIT)
+    await eventually(partial(condition, c, "later", ju.COMPLETE), "later complete", timeout=WAIT, retry_on=NOT_YET)
 
 
 async def test_active_deadline_stops_running_pods(env: Env) -> None:
@@ -130,10 +131,10 @@ async def test_active_deadline_stops_running_pods(env: Env) -> None:
     async def running() -> bool:
         return sum(1 for p in await job_pods(c, "slow") if p.status.phase == "Running") == 2
 
-    await until("slow running", running, WAIT)
-    failed = await until("slow failed", partial(condition, c, "slow", ju.FAILED), WAIT)
+    await eventually(running, "slow running", timeout=WAIT, retry_on=NOT_YET)
+    failed = await eventually(partial(condition, c, "slow", ju.FAILED), "slow failed", timeout=WAIT, retry_on=NOT_YET)
     assert failed.reason == "DeadlineExceeded"
-    await until("its pods gone", lambda: _none_active(c, "slow"), WAIT)
+    await eventually(lambda: _none_active(c, "slow"), "its pods gone", timeout=WAIT, retry_on=NOT_YET)
     with_finalizer = [p for p in await job_pods(c, "slow")
                       if ju.JOB_TRACKING_FINALIZER in p.metadata.finalizers]
     assert with_finalizer == []

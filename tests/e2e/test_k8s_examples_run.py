@@ -36,7 +36,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.cli.manifest import parse_text
 from tests.conftest import Cluster
-from tests.e2e.test_pods_e2e import stop_agent_and_pods
+from tests.support.agents import stop_agent_and_pods
 
 CORPUS = Path("/work/shared/k8s-examples")
 NODE = "examples-node"

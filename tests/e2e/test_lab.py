@@ -32,8 +32,7 @@ from control.client.config import read_config_file
 from tests.agent.network.node_scenario import CLIENT
 
 pytestmark = [
-    pytest.mark.root, pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.root(reason="network namespaces, links and nftables need root"),
     pytest.mark.skipif(not (shutil.which("nft") or os.path.exists("/usr/sbin/nft")),
                        reason="needs nft"),
 ]

@@ -20,8 +20,11 @@ from typing import Any
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
 from control.controllers.manager import ControllerManager
-from tests.e2e.test_workloads_e2e import (
+from tests.support import eventually
+from tests.support.cluster import (
+    NOT_YET,
     NS,
+    WAIT,
     AgentProc,
     Env,
     PodWatch,
@@ -36,7 +39,6 @@ from tests.e2e.test_workloads_e2e import (
     running,
     start_agent,
     terminating,
-    until,
     version_of,
 )
 
@@ -69,22 +71,22 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
                            "--node-lease-duration-seconds", "2"))
         env.procs.append(agent)
         agent.start()
-        await until("victim Ready", lambda: node_ready(c, victim), limit=20)
+        await eventually(lambda: node_ready(c, victim), "victim Ready", timeout=20, retry_on=NOT_YET)
         await c.create(deployment("mover", env.sleep, 2))
-        before = await until("2 pods on the victim", lambda: rolled_out(c, "mover", 2, "1"))
+        before = await eventually(lambda: rolled_out(c, "mover", 2, "1"), "2 pods on the victim", timeout=WAIT, retry_on=NOT_YET)
         assert {p.spec.node_name for p in before} == {victim}
         # toleration defaulted by admission, and used below
         tol = {(t.key, t.effect): t.toleration_seconds for t in before[0].spec.tolerations}
         assert tol[(UNREACHABLE, "NoExecute")] == TOLERATION
-        old_pids = await until("2 containers", lambda: len(env.container_pids()) == 2
-                               and env.container_pids())
+        old_pids = await eventually(lambda: len(env.container_pids()) == 2
+                               and env.container_pids(), "2 containers", timeout=WAIT, retry_on=NOT_YET)
         assert {node_of_pid(p) for p in old_pids} == {victim}
 
         other = start_agent(env.cluster.address, survivor, tmp_path / survivor)
         env.agents.append(other)
         env.nodes.append(survivor)
         await other.start()
-        await until("survivor Ready", lambda: node_ready(c, survivor))
+        await eventually(lambda: node_ready(c, survivor), "survivor Ready", timeout=WAIT, retry_on=NOT_YET)
 
         agent.kill()
         killed_at = asyncio.get_running_loop().time()
@@ -95,7 +97,7 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
                 {(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")} <= taints(n) \
                 else None
 
-        await until("victim Unknown and tainted unreachable", unreachable, limit=15)
+        await eventually(unreachable, "victim Unknown and tainted unreachable", timeout=15, retry_on=NOT_YET)
         assert asyncio.get_running_loop().time() - killed_at >= GRACE - 0.5
 
         async def moved() -> list[Any] | None:
@@ -104,7 +106,7 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
                                       and is_ready(p) for p in ps)
             return ps if ok else None
 
-        after = await until("replacements Running on the survivor", moved, limit=20)
+        after = await eventually(moved, "replacements Running on the survivor", timeout=20, retry_on=NOT_YET)
         # not before the grace period and the toleration had both run out
         assert asyncio.get_running_loop().time() - killed_at >= GRACE + TOLERATION - 0.5
         assert not {p.metadata.uid for p in after} & {p.metadata.uid for p in before}
@@ -125,16 +127,14 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
             return condition(n, "Ready") == "True" and not {
                 k for k, _ in taints(n) if k.startswith("node.kubernetes.io/")}
 
-        await until("victim Ready and untainted", healthy, limit=20)
+        await eventually(healthy, "victim Ready and untainted", timeout=20, retry_on=NOT_YET)
 
         async def old_pods_gone() -> bool:
             ps = (await c.list(core_pb2.Pod, NS)).items
             return not [p for p in ps if p.spec.node_name == victim]
 
-        await until("old pods' deletion confirmed by the returned agent", old_pods_gone,
-                    limit=20)
-        await until("old containers stopped",
-                    lambda: not set(old_pids) & set(env.container_pids()), limit=15)
+        await eventually(old_pods_gone, "old pods' deletion confirmed by the returned agent", timeout=20, retry_on=NOT_YET)
+        await eventually(lambda: not set(old_pids) & set(env.container_pids()), "old containers stopped", timeout=15, retry_on=NOT_YET)
         left = env.container_pids()
         assert len(left) == 2 and {node_of_pid(p) for p in left} == {survivor}
         assert {p.metadata.uid for p in await live_pods(c, "mover")} == \
@@ -153,7 +153,7 @@ async def _restart_mid_rollout(env: Env) -> None:
     gate = env.tmp / "gate"
     gate.mkdir()
     await c.create(deployment("roll", env.sleep, replicas, surge=surge, unavailable=0))
-    await until("4 available", lambda: rolled_out(c, "roll", replicas, "1"))
+    await eventually(lambda: rolled_out(c, "roll", replicas, "1"), "4 available", timeout=WAIT, retry_on=NOT_YET)
 
     new_pods: set[str] = set()
 
@@ -183,7 +183,7 @@ async def _restart_mid_rollout(env: Env) -> None:
             new = [p for p in ps if version_of(p) == "2"]
             return len(ps) == replicas + surge and len(new) == 1 and running(new[0])
 
-        await until("rollout held by the gate", stuck)
+        await eventually(stuck, "rollout held by the gate", timeout=WAIT, retry_on=NOT_YET)
 
         # 1. the controllers stop; the new pod becomes Ready meanwhile; nothing acts on it
         assert plane.controllers is not None
@@ -194,7 +194,7 @@ async def _restart_mid_rollout(env: Env) -> None:
             ps = await live_pods(c, "roll")
             return any(version_of(p) == "2" and is_ready(p) for p in ps)
 
-        await until("the new pod Ready", new_ready)
+        await eventually(new_ready, "the new pod Ready", timeout=WAIT, retry_on=NOT_YET)
         await asyncio.sleep(1.0)
         assert len(await live_pods(c, "roll")) == replicas + surge
 
@@ -208,17 +208,16 @@ async def _restart_mid_rollout(env: Env) -> None:
             return sum(1 for p in ps if version_of(p) == "2") >= 2
 
         # 3. and once more right while it creates and deletes pods
-        await until("rollout moving again", progressed)
+        await eventually(progressed, "rollout moving again", timeout=WAIT, retry_on=NOT_YET)
         await plane.controllers.stop()
         plane.controllers = ControllerManager.connect(
             plane.address, node_lifecycle=plane.options.node_lifecycle())
         await plane.controllers.start()
 
-        final = await until("rolled out to v2", lambda: rolled_out(c, "roll", replicas, "2"),
-                            limit=30)
+        final = await eventually(lambda: rolled_out(c, "roll", replicas, "2"), "rolled out to v2", timeout=30, retry_on=NOT_YET)
         await asyncio.sleep(1.0)  # a late duplicate would show up now
     assert not watch.violations, watch.violations[:3]
     assert new_pods == {p.metadata.name for p in final}, (new_pods, final)
     rss = (await c.list(apps_pb2.ReplicaSet, NS, label_selector="app=roll")).items
     assert sorted(rs.spec.replicas for rs in rss) == [0, replicas]
-    await until("only the new containers run", lambda: len(env.container_pids()) == replicas)
+    await eventually(lambda: len(env.container_pids()) == replicas, "only the new containers run", timeout=WAIT, retry_on=NOT_YET)

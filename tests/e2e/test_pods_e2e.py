@@ -9,114 +9,17 @@ before it stops, so no container outlives a test, passed or failed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.config import AgentOptions
-from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, errors
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
-
-NODE = "e2e-node"
-
-
-@pytest.fixture
-async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
-    data = tmp_path / "agent"
-    a = Agent(AgentOptions(server=cluster.address, node_name=NODE, data_dir=data,
-                           node_status_update_frequency=0.5, lease_renew_interval=0.5),
-              kubelet_options=KubeletOptions(data_dir=data, sync_period=2.0,
-                                             relist_period=0.2, backoff_initial=0.2,
-                                             backoff_max=1.0, retry_period=0.5,
-                                             volume_refresh_period=0.5))
-    await a.start()
-    try:
-        yield a
-    finally:
-        await stop_agent_and_pods(cluster, a, NODE)
-
-
-async def stop_agent_and_pods(cluster: Cluster, a: Agent, node: str) -> None:
-    """Delete every pod through the agent (bounded), stop the agent, then make sure: any
-    container still in the agent's runtime is a leak, killed and reported as a failure."""
-    try:
-        with contextlib.suppress(TimeoutError, errors.ApiError):
-            async with asyncio.timeout(30):
-                for p in (await cluster.client.list(core_pb2.Pod)).items:
-                    with contextlib.suppress(errors.NotFound):
-                        await cluster.client.delete(core_pb2.Pod, p.metadata.name,
-                                                    p.metadata.namespace,
-                                                    grace_period_seconds=1)
-                while (await cluster.client.list(core_pb2.Pod)).items:
-                    await asyncio.sleep(0.2)
-    finally:
-        await a.stop()
-        leaked = await remove_leftovers(a.options.data_dir, node)
-    assert not leaked, f"containers left running after every pod was deleted: {leaked}"
-
-
-async def remove_leftovers(data_dir: Path, node: str) -> list[str]:
-    """Stop and remove every container and sandbox of the agent's runtime, unmount its pod
-    volumes; the names of the containers that were still running."""
-    from agent.kubelet.volumes import VolumeManager
-    from agent.runtime.interface import ContainerState
-    from agent.runtime.process import ProcessRuntime
-
-    runtime = ProcessRuntime(data_dir / "runtime", cgroup_prefix=f"flotilla/{node}")
-    leaked: list[str] = []
-    try:
-        for cs in await runtime.list_containers():
-            if cs.state is ContainerState.RUNNING:
-                leaked.append(cs.name)
-            with contextlib.suppress(Exception):
-                await runtime.stop_container(cs.id, 1.0)
-            with contextlib.suppress(Exception):
-                await runtime.remove_container(cs.id)
-        for sb in await runtime.list_pod_sandboxes():
-            with contextlib.suppress(Exception):
-                await runtime.stop_pod_sandbox(sb.id)
-            with contextlib.suppress(Exception):
-                await runtime.remove_pod_sandbox(sb.id)
-    finally:
-        await runtime.close()
-    pods_dir = data_dir / "pods"
-    volumes = VolumeManager(None, pods_dir)
-    for pod_dir in pods_dir.iterdir() if pods_dir.is_dir() else ():
-        with contextlib.suppress(Exception):
-            await volumes.teardown(pod_dir.name)
-    return leaked
-
-
-def pod(name: str, command: list[str], restart: str = "Always", **spec: Any) -> core_pb2.Pod:
-    return convert.from_dict({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": NODE, "restartPolicy": restart,
-                 "terminationGracePeriodSeconds": 2,
-                 "containers": [{"name": "main", "image": "busybox", "command": command}],
-                 **spec},
-    }, core_pb2.Pod())
-
-
-async def wait_pod(cluster: Cluster, name: str, pred: Any, limit: float = 30.0) -> Any:
-    last = None
-    try:
-        async with asyncio.timeout(limit):
-            while True:
-                last = await cluster.client.get(core_pb2.Pod, name, "default")
-                if pred(last):
-                    return last
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"pod {name} never matched; last: {last}") from None
+from tests.support.agents import NODE, pod, wait_pod
 
 
 async def test_pod_runs_logs_exec_and_deletes(cluster: Cluster, agent: Agent) -> None:
@@ -316,7 +219,7 @@ async def test_init_container_failure_blocks_the_app(cluster: Cluster, agent: Ag
 # -- resource limits -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="memory limits need root (cgroups)")
+@pytest.mark.root(reason="memory limits need root (cgroups)")
 async def test_oom_killed(cluster: Cluster, agent: Agent) -> None:
     c = cluster.client
     await c.create(pod_doc("oom", [{

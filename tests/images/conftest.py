@@ -3,7 +3,6 @@ service on a temporary store that may pull from it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tests.images import registry as reg
 needs_registry = pytest.mark.skipif(
     not reg.available(), reason="Debian's docker-registry is not installed"
 )
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need mknod (root)")
+needs_root = pytest.mark.root(reason="whiteouts need mknod (root)")
 
 USERS = {"alice": "wonderland"}
 

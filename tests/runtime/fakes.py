@@ -10,7 +10,7 @@ a broken test fails instead of hanging.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from control.api.errors import Gone
@@ -139,17 +139,6 @@ class FakeListWatcher:
 
         await asyncio.wait_for(_wait(), within)
         return self.streams[-1]
-
-
-async def eventually(cond: Callable[[], bool], within: float = 5.0) -> None:
-    """Let other tasks run until ``cond()`` holds (bounded by real time)."""
-
-    async def _wait() -> None:
-        # Polling is the point: the condition is arbitrary state with no event to wait on.
-        while not cond():
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(_wait(), within)
 
 
 async def settle(rounds: int = 20) -> None:

@@ -11,7 +11,8 @@ from control.runtime.clock import FakeClock
 from control.runtime.controller import Controller, Reconciler, Result, TerminalError
 from control.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from control.runtime.workqueue import WorkQueue
-from tests.runtime.fakes import eventually, settle
+from tests.runtime.fakes import settle
+from tests.support import eventually
 
 
 class Harness:

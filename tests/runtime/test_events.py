@@ -20,8 +20,8 @@ from control.runtime.events import (
     EventKey,
     FakeRecorder,
 )
-from tests.apiserver.test_api import cm
 from tests.conftest import Cluster
+from tests.support.objects import cm
 
 
 def key(message: str = "Created pod: a", reason: str = "SuccessfulCreate", name: str = "web",

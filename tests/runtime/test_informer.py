@@ -22,7 +22,8 @@ from control.runtime.informer import (
     WatchEvent,
 )
 from control.runtime.supervisor import Supervisor
-from tests.runtime.fakes import FakeListWatcher, Obj, Recorder, eventually, obj, settle
+from tests.runtime.fakes import FakeListWatcher, Obj, Recorder, obj, settle
+from tests.support import eventually
 
 NO_JITTER = Backoff(initial=0.8, max_delay=30.0, factor=2.0, jitter=0.0, reset_after=120.0)
 

@@ -10,7 +10,8 @@ from structlog.testing import capture_logs
 from control.runtime.backoff import Backoff
 from control.runtime.clock import FakeClock
 from control.runtime.supervisor import Supervisor
-from tests.runtime.fakes import eventually, settle
+from tests.runtime.fakes import settle
+from tests.support import eventually
 
 
 async def test_restarts_failing_task_with_exponential_backoff() -> None:

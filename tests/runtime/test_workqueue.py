@@ -10,7 +10,8 @@ import pytest
 from control.runtime.clock import FakeClock
 from control.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from control.runtime.workqueue import ShutDown, WorkQueue
-from tests.runtime.fakes import eventually, settle
+from tests.runtime.fakes import settle
+from tests.support import eventually
 
 
 async def run_script(q: WorkQueue[str], script: list[str]) -> None:

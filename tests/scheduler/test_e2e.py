@@ -4,10 +4,8 @@ agents), pods created through the API, outcomes read back through the API."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from control.scheduler.scheduler import Scheduler
 from control.server import ControlPlane, ServerOptions
 from tests.conftest import Cluster
 from tests.scheduler.builders import anti_affinity, node, pod
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -45,17 +44,6 @@ async def sched(cluster: Cluster) -> AsyncIterator[Scheduler]:
         yield s
     finally:
         await s.stop()
-
-
-async def eventually(fn: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 async def bound_to(c: Cluster, name: str, ns: str = "default") -> str:

@@ -20,20 +20,11 @@ from control.store.interface import (
     WatcherTooSlow,
 )
 from control.store.log import LogStore
-from control.store.sqlite import SqliteStore
 from tests.store.conftest import FakeClock, OpenStore
+from tests.support import eventually
+from tests.support.store import clear_commit_failure, collect, inject_commit_failure
 
 T = 10.0  # every wait in this file is bounded by this many seconds
-
-
-async def collect(it: object, until_rev: int, within: float = T) -> list[Event]:
-    """Events from a watch iterator until one with revision >= until_rev arrives."""
-    out: list[Event] = []
-    aiter_ = it.__aiter__()  # type: ignore[attr-defined]
-    async with asyncio.timeout(within):
-        while not out or out[-1].kv.mod_revision < until_rev:
-            out.extend(await aiter_.__anext__())
-    return out
 
 
 # -- basic CRUD and CAS ---------------------------------------------------------------
@@ -152,25 +143,6 @@ async def test_commit_failure_fails_whole_batch(store: LogStore) -> None:
     kv = await store.create("/f/0", b"after")
     assert kv.mod_revision == 2  # revisions of the failed batch were never handed out
     assert (await store.get("/f/0")) == kv
-
-
-async def inject_commit_failure(store: LogStore) -> None:
-    from control.store.memory import MemoryStore
-
-    if isinstance(store, MemoryStore):
-        store.fail_next_commits(1)
-        return
-    # A real "disk full": SQLite refuses to grow the database past max_page_count.
-    conn = store._backend._w  # type: ignore[attr-defined]
-    await store.checkpoint()
-    (pages,), = await conn.execute_fetchall("PRAGMA page_count")
-    await conn.execute(f"PRAGMA max_page_count = {pages}")
-
-
-async def clear_commit_failure(store: LogStore) -> None:
-    if isinstance(store, SqliteStore):
-        conn = store._backend._w  # type: ignore[attr-defined]
-        await conn.execute("PRAGMA max_page_count = 1073741823")
 
 
 # -- range --------------------------------------------------------------------------
@@ -382,18 +354,12 @@ async def test_watch_ends_when_store_closes(store: LogStore) -> None:
 # -- follow (the in-process watch) -----------------------------------------------------
 
 
-async def wait_until(cond: object, within: float = T) -> None:
-    async with asyncio.timeout(within):
-        while not cond():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
-
-
 async def test_follow_replays_then_applies_before_the_write_returns(store: LogStore) -> None:
     await store.create("/r/a", b"1")
     await store.create("/other", b"x")
     got: list[Event] = []
     task = asyncio.create_task(store.follow("/r/", 1, got.extend))
-    await wait_until(lambda: got)  # the replay reads the log (SQLite: the reader's thread)
+    await eventually(lambda: got)  # the replay reads the log (SQLite: the reader's thread)
     assert [e.kv.key for e in got] == ["/r/a"]
     kv = await store.update("/r/a", b"2", 1)
     # applied synchronously inside the commit step, before update() returned
@@ -449,7 +415,7 @@ async def test_follow_below_compaction_raises(store: LogStore) -> None:
         await store.follow("", 2, lambda events: None)
     got: list[Event] = []
     task = asyncio.create_task(store.follow("", 3, got.extend))
-    await wait_until(lambda: got)
+    await eventually(lambda: got)
     assert [e.kv.mod_revision for e in got] == [3]
     await store.close()
     await asyncio.wait_for(task, T)

@@ -18,7 +18,7 @@ from control.store.interface import EventType, Store, StoreClosed, StoreError
 from control.store.memory import MemoryStore
 from control.store.sqlite import SqliteStore
 from tests.store.conftest import FakeClock
-from tests.store.test_contract import clear_commit_failure, collect, inject_commit_failure
+from tests.support.store import clear_commit_failure, collect, inject_commit_failure
 
 ROOT = Path(__file__).resolve().parents[2]
 T = 10.0
@@ -43,6 +43,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.e2e
 async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     db = str(tmp_path / "durable.db")
     proc = await asyncio.create_subprocess_exec(

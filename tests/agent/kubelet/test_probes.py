@@ -21,7 +21,7 @@ from agent.runtime.interface import ExecResult
 from control.api.pb import core_pb2, meta_pb2
 from control.runtime import FakeClock
 from control.runtime.events import FakeRecorder
-from tests.runtime.fakes import eventually
+from tests.support import eventually
 
 UID = "uid-1"
 

@@ -426,7 +426,7 @@ async def test_memory_empty_dir_without_mount_is_a_plain_dir(pods_dir: Path) -> 
     assert os.path.realpath(d) not in read_mount_points()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+@pytest.mark.root(reason="mounting a tmpfs needs root")
 async def test_memory_empty_dir_is_tmpfs_with_size_limit(pods_dir: Path) -> None:
     mgr = VolumeManager(None, pods_dir, node_allocatable={"memory": "1Gi"})
     v = core_pb2.Volume(name="mem", empty_dir=core_pb2.EmptyDirVolumeSource(
@@ -482,7 +482,7 @@ async def test_host_path_and_teardown_leaves_nothing(cluster: Cluster, tmp_path:
     assert not (pods_dir / "pod-uid-1/volumes").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another group needs root")
+@pytest.mark.root(reason="giving files to another group needs root")
 async def test_fs_group_owns_the_pods_volumes(cluster: Cluster, pods_dir: Path,
                                               tmp_path: Path) -> None:
     await cluster.client.create(cm("fsg", {"k": "v"}))

@@ -18,8 +18,7 @@ import pytest
 from agent.network import netns
 
 pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.root(reason="network namespaces, links and nftables need root"),
     pytest.mark.skipif(not (shutil.which("nft") or os.path.exists("/usr/sbin/nft")),
                        reason="needs nft"),
 ]

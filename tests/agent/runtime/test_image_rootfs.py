@@ -14,7 +14,8 @@ from agent.images.archive import import_archive
 from agent.images.store import Store
 from agent.runtime.interface import CreateContainerError, Security
 from agent.runtime.process import ProcessRuntime
-from tests.agent.runtime.test_process import (
+from tests.images import builder as b
+from tests.support.process_runtime import (
     cleanup,
     log_entries,
     make_runtime,
@@ -22,9 +23,8 @@ from tests.agent.runtime.test_process import (
     sandbox,
     wait_exited,
 )
-from tests.images import builder as b
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts need root")
+pytestmark = pytest.mark.root(reason="overlay mounts need root")
 
 
 @pytest.fixture

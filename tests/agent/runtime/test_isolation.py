@@ -24,7 +24,7 @@ from agent.runtime.interface import (
     Security,
 )
 from agent.runtime.process import ProcessRuntime
-from tests.agent.runtime.test_process import (
+from tests.support.process_runtime import (
     cleanup,
     exists,
     log_entries,
@@ -36,8 +36,7 @@ from tests.agent.runtime.test_process import (
     wait_for_log,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="namespaces, overlay mounts and cgroups need root")
+pytestmark = pytest.mark.root(reason="namespaces, overlay mounts and cgroups need root")
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,36 +21,24 @@ from agent.runtime import linux
 from agent.runtime.interface import (
     ContainerConfig,
     ContainerState,
-    ContainerStatus,
     CreateContainerError,
     Mount,
     NotFoundError,
-    SandboxConfig,
     Security,
     StartContainerError,
 )
 from agent.runtime.process import ProcessRuntime
+from tests.support.process_runtime import (
+    cleanup,
+    log_entries,
+    make_runtime,
+    run,
+    sandbox,
+    wait_exited,
+    wait_for_log,
+)
 
 REPO = Path(__file__).resolve().parents[3]
-CRI_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] ")
-
-
-async def cleanup(rt: ProcessRuntime) -> None:
-    """Remove every sandbox and container of ``rt`` and its cgroup prefix."""
-    try:
-        async with asyncio.timeout(30):
-            for c in await rt.list_containers():
-                await rt.remove_container(c.id)
-            for s in await rt.list_pod_sandboxes():
-                await rt.remove_pod_sandbox(s.id)
-    finally:
-        if rt.cgroups is not None:
-            rt.cgroups.remove_all()
-
-
-def make_runtime(root: Path, isolate: bool, **kwargs: object) -> ProcessRuntime:
-    return ProcessRuntime(root, f"flotilla/test-{uuid.uuid4().hex[:8]}", isolate=isolate,
-                          **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -62,65 +48,6 @@ async def runtime(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
         yield rt
     finally:
         await cleanup(rt)
-
-
-async def sandbox(rt: ProcessRuntime, tmp_path: Path, uid: str = "uid-1",
-                  hostname: str = "web-0", **kwargs: object) -> str:
-    return await rt.run_pod_sandbox(SandboxConfig(
-        pod_uid=uid, namespace="default", name=hostname, hostname=hostname,
-        pod_dir=str(tmp_path / "pods" / uid), **kwargs))  # type: ignore[arg-type]
-
-
-async def run(rt: ProcessRuntime, sid: str, argv: list[str], tmp_path: Path,
-              name: str = "c", **kwargs: object) -> str:
-    cid = await rt.create_container(sid, ContainerConfig(
-        name=name, argv=argv, log_path=str(tmp_path / "logs" / name / "0.log"),
-        **kwargs))  # type: ignore[arg-type]
-    await rt.start_container(cid)
-    return cid
-
-
-async def wait_exited(rt: ProcessRuntime, cid: str,
-                      timeout: float = 10) -> ContainerStatus:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        st = await rt.container_status(cid)
-        if st.state == ContainerState.EXITED:
-            return st
-        assert time.monotonic() < deadline, f"container still {st.state} after {timeout}s"
-        await asyncio.sleep(0.02)
-
-
-def read_text(path: Path | str) -> str:
-    """The file's text, "" if missing (sync: small files, in tests)."""
-    try:
-        return Path(path).read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def exists(path: Path | str) -> bool:
-    return os.path.lexists(path)
-
-
-async def wait_for_log(path: Path, text: str,
-                       timeout: float = 10) -> str:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        content = read_text(path)
-        if text in content:
-            return content
-        assert time.monotonic() < deadline, f"{text!r} not in {path}: {content!r}"
-        await asyncio.sleep(0.02)
-
-
-def log_entries(path: Path) -> list[tuple[str, str]]:
-    out = []
-    for line in path.read_text().splitlines():
-        assert CRI_LINE.match(line), line
-        _, stream, _, text = line.split(" ", 3)
-        out.append((stream, text))
-    return out
 
 
 async def test_exit_code_reason_and_cri_logs(runtime: ProcessRuntime, tmp_path: Path) -> None:
