@@ -4,20 +4,16 @@ in-process on a thread (it owns its own event loop), bounded by a timeout."""
 
 from __future__ import annotations
 
-import asyncio
-import io
-
 import pytest
 
 from control.api.pb import apps_pb2
 from control.cli.errors import CliError
-from control.cli.main import main
 from control.cli.verbs_rollout import apply_rollback, rollback_target
 from control.controllers import deployment_util as du
 from tests.conftest import Cluster
 from tests.support import eventually
+from tests.support.cli import flotilla
 from tests.support.deployments import (
-    NS,
     deployment,
     get_deploy,
     image_of,
@@ -27,16 +23,6 @@ from tests.support.deployments import (
     set_image,
     simulated_pods,
 )
-
-CLI_TIMEOUT = 30.0
-
-
-async def flotilla(cluster: Cluster, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["--server", cluster.address, "-n", NS, *args]
-    async with asyncio.timeout(CLI_TIMEOUT):
-        code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def rs_with(revision: int, image: str, **annotations: str) -> apps_pb2.ReplicaSet:

@@ -14,8 +14,8 @@ from control.api.pb import apps_pb2, core_pb2
 from control.api.timeutil import now_timestamp
 from control.cli.errors import CliError
 from control.cli.rollout_daemonset import rollback_target, status_message
-from tests.cli.test_rollout import flotilla
 from tests.conftest import Cluster
+from tests.support.cli import flotilla
 
 NS = "default"
 WAIT = 20.0

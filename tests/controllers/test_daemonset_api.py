@@ -17,14 +17,9 @@ from control.controllers import daemonset_util as dsu
 from control.controllers.daemonset import DaemonSetController
 from control.controllers.manager import ControllerManager
 from tests.conftest import Cluster, running_cluster
+from tests.support import eventually
 
 TIMEOUT = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = TIMEOUT) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # polls the API, which has no event to wait on
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture

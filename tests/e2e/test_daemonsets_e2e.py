@@ -17,7 +17,9 @@ from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
 from control.client.client import ApiClient
 from control.controllers import daemonset_util as dsu
-from tests.e2e.test_workloads_e2e import (
+from tests.support import eventually
+from tests.support.cluster import (
+    NOT_YET,
     NS,
     Env,
     PodWatch,
@@ -26,7 +28,6 @@ from tests.e2e.test_workloads_e2e import (
     running,
     template,
     terminating,
-    until,
     version_of,
 )
 
@@ -70,30 +71,30 @@ async def test_daemonset_follows_nodes_and_rolls_one_node_at_a_time(env: Env) ->
     a, b, n3 = env.nodes
     await c.patch(core_pb2.Node, a, {"metadata": {"labels": {"role": "edge"}}})
     await c.create(daemon_set("edge", env.sleep, nodeSelector={"role": "edge"}))
-    await until("one pod on the labelled node", partial(on, c, "edge", [a]), WAIT)
+    await eventually(partial(on, c, "edge", [a]), "one pod on the labelled node", timeout=WAIT, retry_on=NOT_YET)
 
     await c.patch(core_pb2.Node, b, {"metadata": {"labels": {"role": "edge"}}})
-    await until("a pod on the newly labelled node", partial(on, c, "edge", [a, b]), WAIT)
+    await eventually(partial(on, c, "edge", [a, b]), "a pod on the newly labelled node", timeout=WAIT, retry_on=NOT_YET)
     await c.patch(core_pb2.Node, n3, {"metadata": {"labels": {"role": "edge"}}})
-    await until("all three", partial(on, c, "edge", [a, b, n3]), WAIT)
+    await eventually(partial(on, c, "edge", [a, b, n3]), "all three", timeout=WAIT, retry_on=NOT_YET)
 
     await c.patch(core_pb2.Node, a, {"metadata": {"labels": {"role": None}}})
-    await until("gone from the unlabelled node", partial(on, c, "edge", [b, n3]), WAIT)
+    await eventually(partial(on, c, "edge", [b, n3]), "gone from the unlabelled node", timeout=WAIT, retry_on=NOT_YET)
     await c.patch(core_pb2.Node, a, {"metadata": {"labels": {"role": "edge"}}})
-    await until("back", partial(on, c, "edge", [a, b, n3]), WAIT)
+    await eventually(partial(on, c, "edge", [a, b, n3]), "back", timeout=WAIT, retry_on=NOT_YET)
 
     await c.patch(core_pb2.Node, n3, {"spec": {"taints": [
         {"key": "dedicated", "value": "db", "effect": "NoExecute"}]}})
-    await until("gone from the NoExecute-tainted node", partial(on, c, "edge", [a, b]), WAIT)
+    await eventually(partial(on, c, "edge", [a, b]), "gone from the NoExecute-tainted node", timeout=WAIT, retry_on=NOT_YET)
     await c.patch(core_pb2.Node, n3, {"spec": {"taints": None}})
-    await until("back after the taint", partial(on, c, "edge", [a, b, n3]), WAIT)
+    await eventually(partial(on, c, "edge", [a, b, n3]), "back after the taint", timeout=WAIT, retry_on=NOT_YET)
 
     async def status_ok() -> bool:
         s = (await c.get(apps_pb2.DaemonSet, "edge", NS)).status
         return (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready,
                 s.number_available, s.updated_number_scheduled) == (3, 3, 3, 3, 3)
 
-    await until("status counts", status_ok, WAIT)
+    await eventually(status_ok, "status counts", timeout=WAIT, retry_on=NOT_YET)
 
     def one_node_at_a_time(pods: dict[str, Any], _kind: str, _pod: Any) -> str:
         up = {p.spec.node_name for p in pods.values()
@@ -105,7 +106,7 @@ async def test_daemonset_follows_nodes_and_rolls_one_node_at_a_time(env: Env) ->
         ds = await c.get(apps_pb2.DaemonSet, "edge", NS)
         ds.spec.template.spec.containers[0].env[0].value = "2"
         await c.update(ds)
-        await until("rolled to version 2", partial(on, c, "edge", [a, b, n3], "2"), 60)
+        await eventually(partial(on, c, "edge", [a, b, n3], "2"), "rolled to version 2", timeout=60, retry_on=NOT_YET)
     assert not watch.violations, watch.violations[:3]
     revs = [r for r in (await c.list(apps_pb2.ControllerRevision, NS)).items
             if r.metadata.name.startswith("edge-")]
