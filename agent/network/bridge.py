@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -62,8 +63,9 @@ ENOENT, EEXIST, ESRCH = 2, 17, 3
 
 
 def veth_name(container_id: str) -> str:
-    """The host end's name: 15 characters at most (IFNAMSIZ)."""
-    return VETH_PREFIX + container_id[:12]
+    """The host end's name: 15 characters at most (IFNAMSIZ); a digest of the whole id, so
+    ids sharing a prefix never share a link."""
+    return VETH_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:12]
 
 
 def _read(path: str) -> str | None:
@@ -232,15 +234,17 @@ class BridgeNetwork:
             bridge = ipr.link_lookup(ifname=self.bridge)
             if not bridge:
                 raise NetworkError(f"bridge {self.bridge} is missing")
+            for stale in ipr.link_lookup(ifname=host_if):
+                # left by an add that failed half-way (or an agent killed in one): its
+                # other end may be in no namespace or a dead one; plumb afresh
+                ipr.link("del", index=stale)
+            fd = netns.open_fd(req.netns)
+            try:
+                ipr.link("add", ifname=host_if, kind="veth",
+                         peer={"ifname": req.if_name, "net_ns_fd": fd})
+            finally:
+                os.close(fd)
             existing = ipr.link_lookup(ifname=host_if)
-            if not existing:
-                fd = netns.open_fd(req.netns)
-                try:
-                    ipr.link("add", ifname=host_if, kind="veth",
-                             peer={"ifname": req.if_name, "net_ns_fd": fd})
-                finally:
-                    os.close(fd)
-                existing = ipr.link_lookup(ifname=host_if)
             idx = existing[0]
             ipr.link("set", index=idx, master=bridge[0], state="up")
             ipr.brport("set", index=idx, mode=1)  # hairpin

@@ -144,3 +144,13 @@ async def test_fake_network() -> None:
         await net.check(req)
     with pytest.raises(NetworkNotReady):
         await FakeNetwork(None).add(req)
+
+
+def test_veth_names_are_short_and_distinct() -> None:
+    from agent.network.bridge import veth_name
+
+    ids = [f"{i:032x}" for i in range(100)]  # one long shared prefix
+    names = {veth_name(i) for i in ids}
+    assert len(names) == 100
+    assert all(len(n) <= 15 and n.startswith("flo") for n in names)
+    assert veth_name(ids[0]) == veth_name(ids[0])
