@@ -34,7 +34,7 @@ from control.controllers import job_util as ju
 from control.controllers.cronjob import CronJobController
 from control.controllers.manager import ControllerManager
 from control.runtime.clock import FakeClock
-from tests.e2e.test_workloads_e2e import Env, real_cluster
+from tests.support.cluster import Env, real_cluster
 
 CORPUS = Path("/work/shared/k8s-examples")
 OVERALL_LIMIT = 90.0
