@@ -22,7 +22,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.http2.max_pings_without_data", 0),
     # reconnect quickly after a server restart; the informers add their own jittered backoff
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
+    # at most 1 s between attempts: a restarted server is found within a second (a refused
+    # connect costs next to nothing), and informers waiting for it resume then
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
 SERVER_OPTIONS: list[tuple[str, int | str]] = [

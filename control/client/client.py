@@ -261,13 +261,13 @@ class ApiClient:
     def watch(
         self, resource: type[M], namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
-        timeout_seconds: int = 0,
+        timeout_seconds: int = 0, wait_for_ready: bool = False,
     ) -> AsyncIterator[WatchEvent[M]]: ...
     @overload
     def watch(
         self, resource: Named, namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
-        timeout_seconds: int = 0,
+        timeout_seconds: int = 0, wait_for_ready: bool = False,
     ) -> AsyncIterator[WatchEvent[Any]]: ...
 
     async def watch(
@@ -280,15 +280,18 @@ class ApiClient:
         resource_version: str = "",
         allow_bookmarks: bool = True,
         timeout_seconds: int = 0,
+        wait_for_ready: bool = False,
     ) -> AsyncIterator[WatchEvent[Any]]:
-        """Events until the server ends the stream; ``Gone`` when resource_version is too old."""
+        """Events until the server ends the stream; ``Gone`` when resource_version is too old.
+        ``wait_for_ready``: while the server is unreachable, wait for it to come back (an
+        informer resuming after a server restart) instead of failing at once."""
         info = kind_of(resource)
         req = api_pb2.WatchRequest(
             resource=info.plural, namespace=namespace, label_selector=label_selector,
             field_selector=field_selector, resource_version=resource_version,
             allow_bookmarks=allow_bookmarks, timeout_seconds=timeout_seconds,
         )
-        call = self._stub.Watch(req)
+        call = self._stub.Watch(req, wait_for_ready=wait_for_ready)
         try:
             async for ev in call:
                 if ev.type == "ERROR":

@@ -88,7 +88,8 @@ class ApiListWatcher(Generic[T_co]):
         return self.client.watch(
             self.info, self.namespace, label_selector=self.label_selector,
             field_selector=self.field_selector, resource_version=resource_version,
-            allow_bookmarks=allow_bookmarks, timeout_seconds=self.watch_timeout_seconds)
+            allow_bookmarks=allow_bookmarks, timeout_seconds=self.watch_timeout_seconds,
+            wait_for_ready=True)
 
 
 __all__ = ["ApiListWatcher", "ListPage", "ListWatcher", "WatchEvent"]

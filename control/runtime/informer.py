@@ -11,7 +11,9 @@ lists without paging, as client-go's pager falls back to a full list). The resul
 the store, and a watch starts from the list's resourceVersion. The reflector tracks the last
 resourceVersion it saw (events *and* bookmarks). When the stream breaks (any exception, or the
 server ending it) the reflector resumes the watch from that resourceVersion after a backoff
-(0.8 s doubling to 30 s, jittered, reset after 2 healthy minutes). It relists **only** on
+(0.8 s doubling to 30 s, jittered, reset after 2 healthy minutes or a stream that delivered
+events); the resumed watch waits for the connection to come back (``wait_for_ready``), so
+it starts as soon as a restarted server serves. It relists **only** on
 ``Gone`` (the resourceVersion is older than the server's history): relisting is expensive and
 resuming loses nothing. The first ``Gone`` relists at once; a second in a row backs off.
 
@@ -147,6 +149,11 @@ class Reflector(Generic[T]):
                 )
             else:
                 gone_in_a_row = 0
+            if self.events != events_before:
+                # The stream delivered events: it was healthy, and what broke it now (a
+                # server restart, typically) is a new outage, which starts again from the
+                # initial delay instead of where the last outage left the backoff.
+                self._backoff.reset()
             await self._clock.sleep(self._backoff.next_delay())
 
     async def _list_and_replace(self) -> None:

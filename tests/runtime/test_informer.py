@@ -122,6 +122,34 @@ async def test_backoff_doubles_to_the_cap_and_resets_after_a_healthy_period() ->
     assert len(lw.list_calls) == 1
 
 
+async def test_a_stream_that_delivered_events_resets_the_backoff() -> None:
+    """A server restart after a healthy stream is a new outage: the resume starts from the
+    initial delay, not from where the previous outage left the backoff."""
+    clock = FakeClock()
+    lw = FakeListWatcher([], rv=10)
+    inf, _ = new_informer(lw, clock)
+    delays = []
+
+    async def broken(n: int, events: int) -> None:
+        stream = await lw.wait_streams(n)
+        for i in range(events):
+            stream.added(obj(f"o{n}-{i}", rv=100 * n + i))
+        stream.fail(ConnectionError("server restarted"))
+        await clock.wait_for_sleepers(1)
+        deadline = clock.next_deadline()
+        assert deadline is not None
+        delays.append(round(deadline - clock.monotonic(), 3))
+        clock.step()
+
+    async with running(inf):
+        await broken(1, 0)
+        await broken(2, 0)
+        await broken(3, 1)  # delivered an event: healthy until it broke
+        await broken(4, 0)
+    assert delays == [0.8, 1.6, 0.8, 1.6]
+    assert len(lw.list_calls) == 1
+
+
 async def test_jitter_stretches_delays_within_bounds() -> None:
     clock = FakeClock()
     lw = FakeListWatcher([], rv=10)
