@@ -133,6 +133,7 @@ class ControlPlane:
         sup = self.supervisor
         cache, store = self.cache, self.store
         sup.start("watch-cache", cache.run)
+        sup.start("watch-cache-history", cache.load_history, restart=False)
         sup.start("watch-bookmarks", cache.run_bookmarks)
         sup.start("store-leases", store.run_lease_expiry)
         sup.start("store-maintenance", lambda: store.run_maintenance(

@@ -181,6 +181,9 @@ class ApiService:
             info = resolve(req.resource)
             if req.resource_version == "":
                 await self.reg.cache.wait_fresh()
+            elif req.resource_version != "0":
+                # resuming: the history before a restart may still be loading from the log
+                await self.reg.cache.wait_history()
             watcher = self.reg.watch(info, req.namespace, req.label_selector,
                                      req.field_selector, req.resource_version,
                                      req.allow_bookmarks)

@@ -9,9 +9,9 @@ that an event is tested only against the watchers it may concern.
 The window is bounded by events per kind and by bytes, per kind and in total (a few large
 objects patched often would otherwise hold gigabytes): the oldest events leave first, and a
 watch resuming from before the window gets "too old" (``Gone``) and relists, as in
-Kubernetes. At load the window is filled from the store's log (up to ``load_history``
-revisions back, within the same bounds), so after a server restart informers resume from
-their last resourceVersion instead of relisting.
+Kubernetes. After load the window is filled from the store's log in the background (up to
+``history_on_load`` revisions back, within the same bounds), so after a server restart
+informers resume from their last resourceVersion instead of relisting.
 
 An event is encoded once per watch-event type (ADDED/MODIFIED/DELETED) and the same bytes
 go to every watcher that should see it. Each watcher has a queue bounded in events and in
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,13 +293,13 @@ class ResourceCache:
 class WatchCache:
     """``history``: events kept per kind; ``size_bytes``: bytes all kinds' windows keep
     together, ``kind_size_bytes`` one kind's (default a quarter of the total, so one busy
-    kind cannot push every other kind's history out); ``load_history``: revisions read
-    back from the store's log at load."""
+    kind cannot push every other kind's history out); ``history_on_load``: revisions read
+    back from the store's log by ``load_history``."""
 
     def __init__(self, store: Store, *, history: int = 10_000,
                  watcher_capacity: int = 10_000, bookmark_interval: float = 60.0,
                  size_bytes: int = DEFAULT_SIZE_BYTES, kind_size_bytes: int | None = None,
-                 load_history: int | None = None) -> None:
+                 history_on_load: int | None = None) -> None:
         self.store = store
         self.history = history
         self.watcher_capacity = watcher_capacity
@@ -306,19 +307,22 @@ class WatchCache:
         self.size_bytes = size_bytes
         self.kind_size_bytes = kind_size_bytes if kind_size_bytes is not None else max(
             1, size_bytes // 4)
-        self.load_history = history if load_history is None else load_history
+        self.history_on_load = history if history_on_load is None else history_on_load
         self.bytes = 0  # sum over kinds of ResourceCache.bytes
         self.revision = 0
         self.resources: dict[str, ResourceCache] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
+        self._loaded_revision = 0
+        self._history_loaded = asyncio.Event()
 
     # -- loading and applying store events ------------------------------------------------
 
     async def load(self) -> None:
-        """Read every object at the store's current revision; ``run`` then follows changes."""
+        """Read every object at the store's current revision; ``run`` then follows changes
+        and ``load_history`` fills the event windows behind them."""
         result = await self.store.range(PREFIX)
-        self.revision = result.revision
+        self.revision = self._loaded_revision = result.revision
         self.resources = {
             i.plural: ResourceCache(i, self.history, self.revision, self.kind_size_bytes)
             for i in kinds.KINDS}
@@ -328,55 +332,77 @@ class WatchCache:
                 log.warning("unknown resource in store", key=kv.key)
                 continue
             rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
-        replayed = await self._load_window()
         self._ready.set()
-        log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision,
-                 history_events=replayed, history_bytes=self.bytes,
+        log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
+
+    async def load_history(self) -> None:
+        """Fill every kind's window with the store's history before the loaded revision
+        (the newest ``history_on_load`` revisions still in the log), so that a watch resuming
+        from a resourceVersion seen before a restart is served, not sent to relist. A
+        one-shot task started after ``load``, beside ``run``: the server serves meanwhile,
+        and watches from an older resourceVersion wait for it (``wait_history``)."""
+        try:
+            count = await self._load_history()
+        finally:
+            self._history_loaded.set()
+        log.info("watch cache history loaded", events=count, history_bytes=self.bytes,
                  oldest_resumable=min((rc.window_start for rc in self.resources.values()),
                                       default=self.revision))
 
-    async def _load_window(self) -> int:
-        """Fill every kind's window with the store's history up to the loaded revision
-        (the newest ``load_history`` revisions still in the log), so that a watch resuming
-        from a resourceVersion seen before a restart is served, not sent to relist.
-        Returns the number of events replayed."""
-        start = max(self.store.compacted_revision, self.revision - self.load_history)
-        if start >= self.revision:
+    async def wait_history(self, limit: float = 10.0) -> None:
+        """Return once ``load_history`` is done (or after ``limit`` seconds regardless)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._history_loaded.wait(), limit)
+
+    async def _load_history(self) -> int:
+        loaded = self._loaded_revision
+        start = max(self.store.compacted_revision, loaded - self.history_on_load)
+        if start >= loaded:
             return 0
-        # The prefix "" gives one event per revision, so the replay ends exactly at the
-        # loaded revision (nothing else writes before ``run`` starts following).
+        # Read with no lock on the cache: live events after ``loaded`` keep being applied
+        # meanwhile. The prefix "" gives one event per revision, so the replay ends exactly
+        # at the loaded revision.
         last: dict[str, CachedObject] = {}  # each key's newest object seen in the replay
-        count = 0
-        for rc in self.resources.values():
-            rc.window_start = start  # eviction moves it up again
+        pending: dict[str, list[CacheEvent]] = {}
         stream = self.store.watch("", start + 1)
         try:
             async for batch in stream:
                 for ev in batch:
-                    if ev.kv.mod_revision > self.revision:
+                    if ev.kv.mod_revision > loaded:
                         break
                     if ev.kv.key.startswith(PREFIX):
-                        count += self._replay(ev, last)
-                if batch[-1].kv.mod_revision >= self.revision:
+                        self._replay(ev, last, pending)
+                if batch[-1].kv.mod_revision >= loaded:
                     break
         except Compacted:
             # compacted while we read: serve no history rather than a window with holes
             log.warning("watch cache history not loaded: compacted during the replay")
-            for rc in self.resources.values():
-                rc.events.clear()
-                rc.bytes = 0
-                rc.window_start = self.revision
-            self.bytes = 0
             return 0
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+        # Merge in one synchronous step, in front of the live events (all newer), for the
+        # kinds whose window still starts at the loaded revision (a kind that has already
+        # dropped live events would get a hole).
+        count = 0
+        for plural, rc in self.resources.items():
+            if rc.window_start != loaded:
+                continue
+            evs = pending.get(plural, [])
+            rc.events.extendleft(reversed(evs))
+            added = sum(ev.cost for ev in evs)
+            rc.bytes += added
+            rc.window_start = start
+            self.bytes += added - rc.trim()
+            count += len(evs)
         self._trim_total()
         return count
 
-    def _replay(self, ev: Event, last: dict[str, CachedObject]) -> int:
-        rc = self.resources.get(resource_of_key(ev.kv.key))
+    def _replay(self, ev: Event, last: dict[str, CachedObject],
+                pending: dict[str, list[CacheEvent]]) -> None:
+        plural = resource_of_key(ev.kv.key)
+        rc = self.resources.get(plural)
         if rc is None:
-            return 0
+            return
         key = ev.kv.key
         prev = None
         if ev.prev is not None:
@@ -388,9 +414,10 @@ class WatchCache:
             last[key] = new
         else:
             last.pop(key, None)
-        rc.append(CacheEvent(ev.kv.mod_revision, ev.type is EventType.DELETE, new, prev))
-        self.bytes += rc.events[-1].cost - rc.trim()
-        return 1
+        evs = pending.setdefault(plural, [])
+        evs.append(CacheEvent(ev.kv.mod_revision, ev.type is EventType.DELETE, new, prev))
+        if len(evs) > 2 * rc.max_events:  # the oldest would be trimmed anyway
+            del evs[: len(evs) - rc.max_events]
 
     def _trim_total(self) -> None:
         """Drop the oldest events of all kinds until the total fits ``size_bytes``."""

@@ -48,6 +48,7 @@ async def following(cache: WatchCache) -> asyncio.Task[None]:
     await cache.load()
     task = asyncio.create_task(cache.run())
     await asyncio.sleep(0)
+    await cache.load_history()
     return task
 
 
@@ -155,12 +156,36 @@ async def test_load_fills_the_window_from_the_log(store: MemoryStore) -> None:
     await stop(cache, store, task)
 
 
+async def test_history_loads_behind_live_events(store: MemoryStore) -> None:
+    """The history is read while the cache already follows live writes: it lands in front
+    of them, in revision order, with nothing lost or doubled."""
+    for i in range(5):
+        await store.create(key(f"old{i}"), configmap(f"old{i}", 10))
+    cache = WatchCache(store)
+    await cache.load()
+    task = asyncio.create_task(cache.run())
+    await asyncio.sleep(0)
+    for i in range(3):
+        await store.create(key(f"new{i}"), configmap(f"new{i}", 10))
+    rc = cache.resources["configmaps"]
+    assert [e.revision for e in rc.events] == [6, 7, 8] and rc.window_start == 5
+    waiter = asyncio.create_task(cache.wait_history())
+    await cache.load_history()
+    await asyncio.wait_for(waiter, T)
+    assert [e.revision for e in rc.events] == list(range(1, 9)) and rc.window_start == 0
+    assert cache.bytes == sum(r.bytes for r in cache.resources.values())
+    got = await drain(watch(cache, 2), 6)
+    assert [core_pb2.ConfigMap.FromString(e.object).metadata.resource_version
+            for e in got] == [str(r) for r in range(3, 9)]
+    await stop(cache, store, task)
+
+
 async def test_load_window_respects_compaction_and_load_history(store: MemoryStore) -> None:
     kv = await store.create(key("a"), configmap("a", 10))
     for i in range(20):
         kv = await store.update(key("a"), configmap("a", 10, i), kv.mod_revision)
     await store.compact(10)
-    cache = WatchCache(store, load_history=5)
+    cache = WatchCache(store, history_on_load=5)
     task = await following(cache)
     rc = cache.resources["configmaps"]
     assert rc.window_start == 16 and [e.revision for e in rc.events] == [17, 18, 19, 20, 21]
