@@ -430,11 +430,15 @@ class NodeStatusManager:
         """One status post: read the Node, write our status; conflicts re-read. A Node
         deleted under us is registered again (kubelet does the same on restart)."""
         before: list[core_pb2.NodeCondition] = []
+        images = node_images(await self._images()) if self._images is not None else None
 
         def apply(node: core_pb2.Node) -> bool:
             before[:] = _condition_states(node)
             apply_status(node, self.options, self.machine, self._pressure(), self.node_ip,
                          self._now())
+            if images is not None:
+                del node.status.images[:]
+                node.status.images.extend(images)
             return True
 
         try:

@@ -1,0 +1,229 @@
+"""Pods in their images, for real: an in-process control plane, an agent whose default
+handler runs images, and Debian's docker-registry on loopback filled with images built
+here from busybox-static. Needs root (overlay mounts) and docker-registry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from agent.config import AgentOptions
+from agent.kubelet.kubelet import KubeletOptions
+from agent.main import Agent
+from control.api import convert
+from control.api.pb import core_pb2
+from tests.conftest import Cluster
+from tests.e2e.test_pods_e2e import stop_agent_and_pods
+from tests.images import builder as b
+from tests.images import registry as reg
+from tests.images.conftest import USERS
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts need root"),
+    pytest.mark.skipif(not reg.available(), reason="Debian's docker-registry is missing"),
+]
+NODE = "img-node"
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 20.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[reg.Registry]:
+    with reg.running_registry(tmp_path / "registry") as (r, _):
+        yield r
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Iterator[reg.Registry]:
+    with reg.running_registry(tmp_path / "private", auth="htpasswd", users=USERS) as (r, _):
+        yield r
+
+
+@pytest.fixture
+async def agent(
+    cluster: Cluster, tmp_path: Path, registry: reg.Registry, private: reg.Registry
+) -> AsyncIterator[Agent]:
+    data = tmp_path / "agent"
+    a = Agent(
+        AgentOptions(
+            server=cluster.address,
+            node_name=NODE,
+            data_dir=data,
+            node_status_update_frequency=0.5,
+            lease_renew_interval=0.5,
+            default_runtime_handler="image",
+            insecure_registries=[registry.host, private.host],
+        ),
+        kubelet_options=KubeletOptions(
+            data_dir=data,
+            sync_period=2.0,
+            relist_period=0.2,
+            backoff_initial=0.5,
+            backoff_max=1.0,
+            retry_period=0.5,
+            default_handler="image",
+        ),
+    )
+    await a.start()
+    try:
+        yield a
+    finally:
+        await stop_agent_and_pods(cluster, a, NODE)
+
+
+def web_image(port: int, text: bytes) -> b.BuiltImage:
+    site = b.layer_tar([b.Entry("www", kind="dir", mode=0o755), b.Entry("www/index.html", text)])
+    return b.build_image(
+        [b.busybox_layer(), site],
+        {
+            "Entrypoint": ["httpd", "-f"],
+            "Cmd": ["-p", f"127.0.0.1:{port}", "-h", "/www"],
+            "Env": ["GREETING=image"],
+            "WorkingDir": "/www",
+        },
+    )
+
+
+def pod(name: str, image: str, **spec: Any) -> core_pb2.Pod:
+    return convert.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "nodeName": NODE,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "web", "image": image}],
+                **spec,
+            },
+        },
+        core_pb2.Pod(),
+    )
+
+
+async def status_of(cluster: Cluster, name: str) -> core_pb2.ContainerStatus | None:
+    p = await cluster.client.get(core_pb2.Pod, name, "default")
+    return p.status.container_statuses[0] if p.status.container_statuses else None
+
+
+async def get(url: str) -> str | None:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            r = await http.get(url)
+            return r.text if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+async def test_pod_runs_its_image_after_the_image_appears(
+    cluster: Cluster, agent: Agent, registry: reg.Registry
+) -> None:
+    port = reg.free_port()
+    ref = f"{registry.host}/team/web:v1"
+    await cluster.client.create(pod("web", ref))
+
+    async def waiting(reason: str) -> bool:
+        st = await status_of(cluster, "web")
+        return st is not None and st.state.waiting.reason == reason
+
+    await eventually(lambda: waiting("ErrImagePull"))
+    await eventually(lambda: waiting("ImagePullBackOff"))
+    image = web_image(port, b"hello from the image\n")
+    pusher = b.Pusher(registry.url)
+    pusher.image("team/web", "v1", image)
+    pusher.close()
+
+    async def running() -> core_pb2.ContainerStatus | None:
+        st = await status_of(cluster, "web")
+        return st if st is not None and st.state.HasField("running") else None
+
+    st = await eventually(running, within=30)
+    assert st.image_id == f"{registry.host}/team/web@{image.manifest.digest}"
+    assert await eventually(lambda: get(f"http://127.0.0.1:{port}/")) == "hello from the image\n"
+
+    async def pull_events() -> bool:
+        events = (await cluster.client.list(core_pb2.Event, namespace="default")).items
+        reasons = {e.reason for e in events if e.involved_object.name == "web"}
+        return {"Pulling", "Failed", "BackOff", "Pulled"} <= reasons
+
+    await eventually(pull_events)
+
+    async def node_has_image() -> bool:
+        node = await cluster.client.get(core_pb2.Node, NODE)
+        return any(ref in i.names for i in node.status.images)
+
+    await eventually(node_has_image)
+
+
+async def test_private_image_with_pull_secret(
+    cluster: Cluster, agent: Agent, private: reg.Registry
+) -> None:
+    pusher = b.Pusher(private.url, auth=("alice", USERS["alice"]))
+    pusher.image(
+        "secret/app",
+        "v1",
+        b.build_image(
+            [b.busybox_layer()],
+            {
+                "Cmd": ["sh", "-c", "echo $GREETING from $(pwd) as $(id -u); sleep 600"],
+                "Env": ["GREETING=hi"],
+                "WorkingDir": "/tmp",
+                "User": "web",
+            },
+        ),
+    )
+    pusher.close()
+    auth = base64.b64encode(f"alice:{USERS['alice']}".encode()).decode()
+    secret = core_pb2.Secret(api_version="v1", kind="Secret", type="kubernetes.io/dockerconfigjson")
+    secret.metadata.name = "pull"
+    secret.metadata.namespace = "default"
+    secret.data[".dockerconfigjson"] = json.dumps(
+        {"auths": {private.host: {"auth": auth}}}
+    ).encode()
+    ref = f"{private.host}/secret/app:v1"
+    await cluster.client.create(pod("nosecret", ref))
+
+    async def refused() -> bool:
+        st = await status_of(cluster, "nosecret")
+        return (
+            st is not None
+            and st.state.waiting.reason == "ErrImagePull"
+            and ("wants credentials" in st.state.waiting.message)
+        )
+
+    await eventually(refused)
+    await cluster.client.create(secret)
+    await cluster.client.create(pod("withsecret", ref, imagePullSecrets=[{"name": "pull"}]))
+
+    async def running(name: str) -> bool:
+        st = await status_of(cluster, name)
+        return st is not None and st.state.HasField("running")
+
+    await eventually(lambda: running("withsecret"), within=30)
+    log_dir = agent.options.data_dir / "pods"
+
+    def log_text() -> str:
+        return "".join(p.read_text() for p in log_dir.glob("*/logs/web/0.log"))
+
+    async def logged() -> bool:
+        return "hi from /tmp as 1000" in await asyncio.to_thread(log_text)
+
+    await eventually(logged)
