@@ -170,6 +170,27 @@ class ServerProcess:
             self._log.close()
 
 
+def start_cli_server(data_dir: Path, workdir: Path, name: str, listen: str,
+                     *flags: str) -> tuple[ServerProcess, float]:
+    """Start `flotilla server` (the real command line, scheduler and controllers off) on
+    ``data_dir``; returns once it serves (its admin.conf is written), with that moment on
+    the monotonic clock."""
+    conf = data_dir / "admin.conf"
+    with contextlib.suppress(FileNotFoundError):
+        conf.unlink()
+    sp = ServerProcess(
+        name, [PYTHON, "-m", "control.cli.main", "server", "--data-dir", str(data_dir),
+               "--listen", listen, "--disable", "scheduler,controllers", "--log-format",
+               "json", *flags], workdir)
+    deadline = time.monotonic() + 60
+    while not conf.exists():
+        if sp.proc.poll() is not None or time.monotonic() > deadline:
+            sp.kill()
+            raise RuntimeError(f"{name} did not start:\n{sp.log_tail()}")
+        time.sleep(0.005)
+    return sp, time.monotonic()
+
+
 def start_flotilla(data_dir: Path, workdir: Path, use_uvloop: bool = False,
                    name: str = "flotilla", disable: str = "") -> ServerProcess:
     """Start ``ControlPlane`` on ``data_dir`` in a subprocess; returns once it serves.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import socket
 import statistics
 import sys
@@ -44,26 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_server(data: Path, work: Path, port: int, n: int) -> tuple[bench.ServerProcess, float]:
-    """Start `flotilla server`; returns it and the monotonic time it began serving."""
-    conf = data / "admin.conf"
-    with contextlib.suppress(FileNotFoundError):
-        conf.unlink()
-    sp = bench.ServerProcess(
-        f"server{n}",
-        [bench.PYTHON, "-m", "control.cli.main", "server", "--data-dir", str(data),
-         "--listen", f"127.0.0.1:{port}", "--disable", "scheduler,controllers",
-         "--log-format", "json"],
-        work)
-    deadline = time.monotonic() + 60
-    while not conf.exists():
-        if sp.proc.poll() is not None or time.monotonic() > deadline:
-            sp.kill()
-            raise RuntimeError(f"server did not start:\n{sp.log_tail()}")
-        time.sleep(0.005)
-    return sp, time.monotonic()
 
 
 def named(kind: type, name: str) -> Any:
@@ -96,7 +75,8 @@ async def run(args: argparse.Namespace) -> None:
         work = Path(tmp)
         data = work / "data"
         port = free_port()
-        sp, _ = await asyncio.to_thread(start_server, data, work, port, 0)
+        sp, _ = await asyncio.to_thread(
+            bench.start_cli_server, data, work, "server0", f"127.0.0.1:{port}")
         channel = open_channel(f"127.0.0.1:{port}")
         client = ApiClient(channel, timeout=10)
         informers: list[SharedInformer[Any]] = [
@@ -115,7 +95,8 @@ async def run(args: argparse.Namespace) -> None:
                 lists_before = sum(inf.reflector.lists for inf in informers)
                 t_stop = time.monotonic()
                 await asyncio.to_thread(sp.kill if args.kill else sp.stop)
-                sp, t_ready = await asyncio.to_thread(start_server, data, work, port, r)
+                sp, t_ready = await asyncio.to_thread(
+                    bench.start_cli_server, data, work, f"server{r}", f"127.0.0.1:{port}")
                 marker = f"marker{r}"
                 await create_when_reachable(client, named(core_pb2.ConfigMap, marker))
                 resumed: dict[int, float] = {}

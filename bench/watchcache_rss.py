@@ -39,26 +39,13 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start(data: Path, work: Path, size: str) -> bench.ServerProcess:
-    conf = data / "admin.conf"
-    sp = bench.ServerProcess(
-        "server", [bench.PYTHON, "-m", "control.cli.main", "server", "--data-dir", str(data),
-                   "--listen", "127.0.0.1:0", "--disable", "scheduler,controllers",
-                   "--log-format", "json", "--watch-cache-size-bytes", size], work)
-    deadline = time.monotonic() + 60
-    while not conf.exists():
-        if sp.proc.poll() is not None or time.monotonic() > deadline:
-            sp.kill()
-            raise RuntimeError(f"server did not start:\n{sp.log_tail()}")
-        time.sleep(0.05)
-    return sp
-
-
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="flotilla-rss-") as tmp:
         work = Path(tmp)
         data = work / "data"
-        sp = await asyncio.to_thread(start, data, work, args.watch_cache_size_bytes)
+        sp, _ = await asyncio.to_thread(
+            bench.start_cli_server, data, work, "server", "127.0.0.1:0",
+            "--watch-cache-size-bytes", args.watch_cache_size_bytes)
         try:
             import yaml
 
