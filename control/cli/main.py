@@ -339,6 +339,8 @@ VERB_MODULES: dict[str, str] = {
     "api-resources": "verbs_misc",
     "version": "verbs_misc",
     "history": "verbs_history",
+    "image": "verbs_image",
+    "images": "verbs_image",
 }
 
 
