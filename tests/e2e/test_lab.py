@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from control.api import convert, errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, node_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.config import read_config_file
@@ -75,8 +75,17 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def client(lab_dir: Path) -> AsyncIterator[ApiClient]:
     address = read_config_file(lab_dir / "lab.conf").server
     channel = open_channel(address)
+    c = ApiClient(channel, address, timeout=10)
+    # the test's containers run programs of this machine (python), whatever the agents'
+    # default runtime handler is
     try:
-        yield ApiClient(channel, address, timeout=10)
+        await c.create(convert.from_dict({"apiVersion": "node.k8s.io/v1",
+                                          "kind": "RuntimeClass", "metadata": {"name": "host"},
+                                          "handler": "host"}, node_pb2.RuntimeClass()))
+    except errors.AlreadyExists:
+        pass
+    try:
+        yield c
     finally:
         await channel.close(None)
 
@@ -89,7 +98,7 @@ def pod(name: str, node: str, *containers: dict[str, Any]) -> core_pb2.Pod:
     p: core_pb2.Pod = convert.from_dict({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
-                 "containers": list(containers)}}, core_pb2.Pod())
+                 "runtimeClassName": "host", "containers": list(containers)}}, core_pb2.Pod())
     return p
 
 
