@@ -448,6 +448,8 @@ class LogStore:
                 await self.expire_leases()
             except StoreClosed:
                 return
+            except StoreFull:
+                pass  # the backend warned (rate limited); the next pass retries
             except StoreError:
                 log.exception("store lease expiry pass failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -488,6 +490,8 @@ class LogStore:
                     await self.checkpoint()
             except StoreClosed:
                 return
+            except StoreFull:
+                pass  # the backend warned (rate limited); the next interval retries
             except StoreError:
                 log.exception("store maintenance failed; retrying next interval")
 
