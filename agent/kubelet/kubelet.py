@@ -231,7 +231,7 @@ class Kubelet:
             with contextlib.suppress(TimeoutError):
                 await self.status.flush(uid, timeout=5.0)
         try:
-            await self.client.delete("pods", pod.metadata.name, pod.metadata.namespace,
+            await self.client.delete(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace,
                                      grace_period_seconds=0, uid=uid)
         except (errors.NotFound, errors.Conflict):
             pass  # already gone, or the name now belongs to a new pod

@@ -522,7 +522,7 @@ class VolumeManager:
     async def _get_configmap(self, ns: str, name: str) -> dict[str, bytes] | None:
         client = self._require_client(f'configmap "{name}"')
         try:
-            cm = await client.get("configmaps", name, ns)
+            cm = await client.get(core_pb2.ConfigMap, name, ns)
         except errors.NotFound:
             return None
         except errors.ApiError as e:
@@ -532,7 +532,7 @@ class VolumeManager:
     async def _get_secret(self, ns: str, name: str) -> dict[str, bytes] | None:
         client = self._require_client(f'secret "{name}"')
         try:
-            secret = await client.get("secrets", name, ns)
+            secret = await client.get(core_pb2.Secret, name, ns)
         except errors.NotFound:
             return None
         except errors.ApiError as e:
@@ -549,7 +549,7 @@ class VolumeManager:
         sa = pod.spec.service_account_name or pod.spec.service_account or "default"
         if self._client is not None:
             try:
-                listed = await self._client.list("secrets", pod.metadata.namespace)
+                listed = await self._client.list(core_pb2.Secret, pod.metadata.namespace)
             except errors.ApiError as e:
                 log.warning("cannot list secrets for a service account token", error=str(e))
             else:

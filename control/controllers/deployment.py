@@ -42,13 +42,14 @@ modified: every change is made on a copy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
+from google.protobuf.message import Message
 
 from control.api import errors, labels
-from control.api.pb import apps_pb2
-from control.api.podutil import controller_of
+from control.api.pb import apps_pb2, core_pb2
+from control.api.podutil import Object, controller_of
 from control.client.client import ApiClient
 from control.controllers import deployment_util as du
 from control.controllers.podcontrol import CONTROLLER_UID_INDEX, controller_uid_index
@@ -65,16 +66,17 @@ NAME = "deployment"
 COMPONENT = "deployment-controller"
 
 Deployment = apps_pb2.Deployment
+M = TypeVar("M", bound=Message)
 ReplicaSet = apps_pb2.ReplicaSet
 
 
-def _copy(msg: Any) -> Any:
+def _copy(msg: M) -> M:
     out = type(msg)()
     out.CopyFrom(msg)
     return out
 
 
-def _key(obj: Any) -> str:
+def _key(obj: Object) -> str:
     return f"{obj.metadata.namespace}/{obj.metadata.name}"
 
 
@@ -88,10 +90,10 @@ class DeploymentController:
         self._clock = ctx.clock
         self._recorder = ctx.events.new_recorder(COMPONENT)
         index = {NAMESPACE_INDEX: namespace_index, CONTROLLER_UID_INDEX: controller_uid_index}
-        self._deployments = ctx.informers.informer("deployments",
+        self._deployments = ctx.informers.informer(apps_pb2.Deployment,
                                                    indexers={NAMESPACE_INDEX: namespace_index})
-        self._rss = ctx.informers.informer("replicasets", indexers=index)
-        self._pods = ctx.informers.informer("pods", indexers=index)
+        self._rss = ctx.informers.informer(apps_pb2.ReplicaSet, indexers=index)
+        self._pods = ctx.informers.informer(core_pb2.Pod, indexers=index)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)
         self._deployments.add_event_handler(
@@ -103,10 +105,10 @@ class DeploymentController:
 
     # -- event handlers: they only find the Deployment(s) to look at ---------------------
 
-    def _enqueue(self, d: Any) -> None:
+    def _enqueue(self, d: apps_pb2.Deployment) -> None:
         self.controller.enqueue(_key(d))
 
-    def _owner(self, obj: Any) -> Any:
+    def _owner(self, obj: ReplicaSet) -> Deployment | None:
         """The Deployment controlling ``obj`` (a ReplicaSet), from the cache."""
         ref = controller_of(obj)
         if ref is None or ref.kind != "Deployment":
@@ -116,7 +118,7 @@ class DeploymentController:
             return None
         return d
 
-    def _matching(self, rs: Any) -> list[Any]:
+    def _matching(self, rs: apps_pb2.ReplicaSet) -> list[Deployment]:
         """Deployments in the ReplicaSet's namespace whose selector matches its labels."""
         out = []
         for d in self._deployments.indexer.by_index(NAMESPACE_INDEX, rs.metadata.namespace):
@@ -126,7 +128,7 @@ class DeploymentController:
                 out.append(d)
         return out
 
-    def _rs_added(self, rs: Any) -> None:
+    def _rs_added(self, rs: apps_pb2.ReplicaSet) -> None:
         owner = self._owner(rs)
         if owner is not None:
             self._enqueue(owner)
@@ -134,7 +136,7 @@ class DeploymentController:
             for d in self._matching(rs):  # an orphan: whoever may adopt it
                 self._enqueue(d)
 
-    def _rs_updated(self, old: Any, new: Any) -> None:
+    def _rs_updated(self, old: ReplicaSet, new: ReplicaSet) -> None:
         old_ref, new_ref = controller_of(old), controller_of(new)
         if old_ref is not None and (new_ref is None or old_ref.uid != new_ref.uid):
             owner = self._owner(old)
@@ -148,12 +150,12 @@ class DeploymentController:
             for d in self._matching(new):
                 self._enqueue(d)
 
-    def _rs_deleted(self, rs: Any) -> None:
+    def _rs_deleted(self, rs: apps_pb2.ReplicaSet) -> None:
         owner = self._owner(rs)
         if owner is not None:
             self._enqueue(owner)
 
-    def _pod_deleted(self, pod: Any) -> None:
+    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         # Recreate waits for the old pods to be gone: each deletion may be the last.
         ref = controller_of(pod)
         if ref is None or ref.kind != "ReplicaSet":

@@ -33,9 +33,9 @@ Concurrency contract: pure functions; safe anywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
+from control.api.podutil import Object
 from control.api.timeutil import time_at
 
 ReplicaSet = apps_pb2.ReplicaSet
@@ -153,7 +153,7 @@ def max_surge(d: Deployment) -> int:
 # -- replica set collections ---------------------------------------------------------------
 
 
-def creation_key(rs: Any) -> tuple[int, int, str]:
+def creation_key(rs: ReplicaSet) -> tuple[int, int, str]:
     ts = rs.metadata.creation_timestamp
     return ts.seconds, ts.nanos, rs.metadata.name
 
@@ -230,7 +230,7 @@ def find_new_rs(d: Deployment, rss: Iterable[ReplicaSet]) -> ReplicaSet | None:
     return None
 
 
-def revision_of(obj: Any) -> int:
+def revision_of(obj: Object) -> int:
     """The revision annotation as a number (0 when absent or malformed)."""
     try:
         return int(obj.metadata.annotations.get(REVISION_ANNOTATION, "0"))

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors, labels
-from control.api.pb import meta_pb2, policy_pb2
+from control.api.pb import apps_pb2, core_pb2, meta_pb2, policy_pb2
 from control.api.podutil import controller_of, is_pod_ready
 from control.api.timeutil import micro_time_at, timestamp_seconds
 from control.client.client import ApiClient
@@ -84,14 +84,14 @@ class ScaleError(Exception):
 # -- pure arithmetic ---------------------------------------------------------------------------
 
 
-def needs_controller_scale(spec: Any) -> bool:
+def needs_controller_scale(spec: policy_pb2.PodDisruptionBudgetSpec) -> bool:
     """Whether expectedPods comes from the controllers' scale rather than a pod count."""
     if spec.HasField("max_unavailable"):
         return True
     return spec.HasField("min_available") and spec.min_available.WhichOneof("value") == "str_val"
 
 
-def expected_and_desired(spec: Any, matching_pods: int, scale: int) -> tuple[int, int]:
+def expected_and_desired(spec: policy_pb2.PodDisruptionBudgetSpec, matching_pods: int, scale: int) -> tuple[int, int]:
     """(expectedPods, desiredHealthy) for a budget; ``scale`` is the controllers' total
     (used only when ``needs_controller_scale``)."""
     if spec.HasField("max_unavailable"):
@@ -112,7 +112,7 @@ def disruptions_allowed(current_healthy: int, desired_healthy: int, expected: in
 
 
 
-def count_healthy(pods: Iterable[Any], disrupted: Mapping[str, float], now: float,
+def count_healthy(pods: Iterable[core_pb2.Pod], disrupted: Mapping[str, float], now: float,
                   timeout: float = DELETION_TIMEOUT) -> int:
     healthy = 0
     for pod in pods:
@@ -126,7 +126,7 @@ def count_healthy(pods: Iterable[Any], disrupted: Mapping[str, float], now: floa
     return healthy
 
 
-def prune_disrupted(disrupted: Mapping[str, float], pods: Mapping[str, Any], now: float,
+def prune_disrupted(disrupted: Mapping[str, float], pods: Mapping[str, core_pb2.Pod], now: float,
                     timeout: float = DELETION_TIMEOUT) -> tuple[dict[str, float], float | None]:
     """The disruptedPods entries still pending, and when the earliest of them expires."""
     kept: dict[str, float] = {}
@@ -156,8 +156,8 @@ class BudgetStatus:
     failure: str = ""  # "reason: message" when the budget failed safe
 
 
-def compute_status(spec: Any, pods: list[Any], disrupted: Mapping[str, float], now: float,
-                   scale: int) -> BudgetStatus:
+def compute_status(spec: policy_pb2.PodDisruptionBudgetSpec, pods: list[core_pb2.Pod],
+                   disrupted: Mapping[str, float], now: float, scale: int) -> BudgetStatus:
     """The full status arithmetic for a budget whose pods and controllers' scale are
     known."""
     kept, _ = prune_disrupted(disrupted, {p.metadata.name: p for p in pods}, now)
@@ -215,11 +215,11 @@ class DisruptionController:
         self._clock = ctx.clock
         self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
         by_ns = {NAMESPACE_INDEX: namespace_index}
-        self._pdbs = ctx.informers.informer("poddisruptionbudgets", indexers=by_ns)
-        self._pods = ctx.informers.informer("pods", indexers=by_ns)
-        self._rss = ctx.informers.informer("replicasets")
-        self._deployments = ctx.informers.informer("deployments")
-        self._rcs = ctx.informers.informer("replicationcontrollers")
+        self._pdbs = ctx.informers.informer(policy_pb2.PodDisruptionBudget, indexers=by_ns)
+        self._pods = ctx.informers.informer(core_pb2.Pod, indexers=by_ns)
+        self._rss = ctx.informers.informer(apps_pb2.ReplicaSet)
+        self._deployments = ctx.informers.informer(apps_pb2.Deployment)
+        self._rcs = ctx.informers.informer(core_pb2.ReplicationController)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)
         enqueue_pdb = self._enqueue_pdb
@@ -228,13 +228,13 @@ class DisruptionController:
         self._pods.add_event_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                                      on_delete=self._on_pod)
 
-    def _enqueue_pdb(self, pdb: Any) -> None:
+    def _enqueue_pdb(self, pdb: policy_pb2.PodDisruptionBudget) -> None:
         self.controller.enqueue(meta_namespace_key(pdb))
 
-    def _on_pod(self, pod: Any) -> None:
+    def _on_pod(self, pod: core_pb2.Pod) -> None:
         self._enqueue_for_labels(pod.metadata.namespace, [dict(pod.metadata.labels)])
 
-    def _on_pod_update(self, old: Any, new: Any) -> None:
+    def _on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         self._enqueue_for_labels(new.metadata.namespace,
                                  [dict(old.metadata.labels), dict(new.metadata.labels)])
 
@@ -292,7 +292,7 @@ class DisruptionController:
             return Result(requeue_after=max(0.0, recheck - now) + 0.01)
         return None
 
-    async def _expected_scale(self, pods: list[Any]) -> int:
+    async def _expected_scale(self, pods: list[core_pb2.Pod]) -> int:
         """The sum of the scales of the pods' controllers, each counted once."""
         scales: dict[str, int] = {}
         for pod in pods:
@@ -310,7 +310,7 @@ class DisruptionController:
             scales[uid] = replicas
         return sum(scales.values())
 
-    async def _controller_scale(self, ref: Any, namespace: str) -> tuple[str, int] | None:
+    async def _controller_scale(self, ref: meta_pb2.OwnerReference, namespace: str) -> tuple[str, int] | None:
         """(uid, replicas) of the workload a pod's controller ref leads to."""
         if ref.kind == "ReplicaSet":
             rs = self._rss.indexer.get(f"{namespace}/{ref.name}")

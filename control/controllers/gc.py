@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from control.api import errors, kinds
+from control.api.pb import meta_pb2
+from control.api.podutil import Object
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
 from control.runtime.controller import Controller, Result
@@ -76,27 +78,27 @@ DANGLING = "dangling"
 WAITING = "waiting"
 
 
-def uid_index(obj: Any) -> list[str]:
+def uid_index(obj: Object) -> list[str]:
     return [obj.metadata.uid] if obj.metadata.uid else []
 
 
-def owner_uid_index(obj: Any) -> list[str]:
+def owner_uid_index(obj: Object) -> list[str]:
     return [ref.uid for ref in obj.metadata.owner_references if ref.uid]
 
 
-def is_deleting_dependents(obj: Any) -> bool:
+def is_deleting_dependents(obj: Object) -> bool:
     """In foreground deletion: deleted, and waiting for its blocking dependents."""
     m = obj.metadata
     return m.HasField("deletion_timestamp") and FOREGROUND in m.finalizers
 
 
-def blocks(dependent: Any, owner_uid: str) -> bool:
+def blocks(dependent: Object, owner_uid: str) -> bool:
     """Whether ``dependent`` holds up the foreground deletion of owner ``owner_uid``."""
     return any(r.uid == owner_uid and r.HasField("block_owner_deletion")
                and r.block_owner_deletion for r in dependent.metadata.owner_references)
 
 
-def deletion_policy(obj: Any, waiting: bool, has_dependents: bool) -> str:
+def deletion_policy(obj: Object, waiting: bool, has_dependents: bool) -> str:
     """The propagation policy to delete an ownerless dependent with (attemptToDeleteItem).
 
     A dependent of a waiting owner that has dependents of its own is deleted in the
@@ -122,7 +124,7 @@ def decide(owner_states: dict[str, str]) -> str:
     return "delete"
 
 
-def _key(info: kinds.KindInfo, obj: Any) -> str:
+def _key(info: kinds.KindInfo, obj: Object) -> str:
     return f"{info.plural}|{obj.metadata.namespace}|{obj.metadata.name}"
 
 
@@ -152,20 +154,20 @@ class GarbageCollector:
             inf.add_event_handler(self._handler(info))
 
     def _handler(self, info: kinds.KindInfo) -> EventHandler[Any]:
-        def on_add(obj: Any) -> None:
+        def on_add(obj: Object) -> None:
             self._changed(info, None, obj)
 
-        def on_update(old: Any, new: Any) -> None:
+        def on_update(old: Any, new: Object) -> None:
             self._changed(info, old, new)
 
-        def on_delete(obj: Any) -> None:
+        def on_delete(obj: Object) -> None:
             self._deleted(info, obj)
 
         return EventHandler(on_add, on_update, on_delete)
 
     # -- graph lookups -------------------------------------------------------------------
 
-    def find(self, info: kinds.KindInfo, uid: str) -> Any | None:
+    def find(self, info: kinds.KindInfo, uid: str) -> Object | None:
         """The cached object of kind ``info`` with ``uid``; None if absent or unmonitored."""
         inf = self._informers.get(info.plural)
         if inf is None:
@@ -173,7 +175,7 @@ class GarbageCollector:
         found = inf.indexer.by_index(UID_INDEX, uid)
         return found[0] if found else None
 
-    def dependents(self, owner: Any, owner_info: kinds.KindInfo) -> list[tuple[kinds.KindInfo, Any]]:
+    def dependents(self, owner: Object, owner_info: kinds.KindInfo) -> list[tuple[kinds.KindInfo, Object]]:
         """Cached objects with an ownerReference to ``owner`` (same namespace if it is
         namespaced: a cross-namespace reference is invalid and ignored)."""
         out = []
@@ -185,8 +187,8 @@ class GarbageCollector:
                 out.append((self._infos[plural], dep))
         return out
 
-    def _owner_infos(self, obj: Any) -> list[tuple[Any, kinds.KindInfo | None]]:
-        out: list[tuple[Any, kinds.KindInfo | None]] = []
+    def _owner_infos(self, obj: Object) -> list[tuple[meta_pb2.OwnerReference, kinds.KindInfo | None]]:
+        out: list[tuple[meta_pb2.OwnerReference, kinds.KindInfo | None]] = []
         for ref in obj.metadata.owner_references:
             try:
                 out.append((ref, kinds.by_kind(ref.kind, ref.api_version or None)))
@@ -196,17 +198,17 @@ class GarbageCollector:
 
     # -- event handlers ------------------------------------------------------------------
 
-    def _enqueue(self, info: kinds.KindInfo, obj: Any) -> None:
+    def _enqueue(self, info: kinds.KindInfo, obj: Object) -> None:
         self.controller.enqueue(_key(info, obj))
 
-    def _interesting(self, obj: Any) -> bool:
+    def _interesting(self, obj: Object) -> bool:
         m = obj.metadata
         if m.owner_references:
             return True
         return m.HasField("deletion_timestamp") and (ORPHAN in m.finalizers
                                                      or FOREGROUND in m.finalizers)
 
-    def _enqueue_deleting_owners(self, obj: Any) -> None:
+    def _enqueue_deleting_owners(self, obj: Object) -> None:
         for ref, info in self._owner_infos(obj):
             if info is None:
                 continue
@@ -214,7 +216,7 @@ class GarbageCollector:
             if owner is not None and owner.metadata.HasField("deletion_timestamp"):
                 self._enqueue(info, owner)
 
-    def _changed(self, info: kinds.KindInfo, old: Any | None, new: Any) -> None:
+    def _changed(self, info: kinds.KindInfo, old: Object | None, new: Object) -> None:
         if self._interesting(new):
             self._enqueue(info, new)
         if old is not None and old.metadata.resource_version != new.metadata.resource_version:
@@ -222,7 +224,7 @@ class GarbageCollector:
             self._enqueue_deleting_owners(old)
             self._enqueue_deleting_owners(new)
 
-    def _deleted(self, info: kinds.KindInfo, obj: Any) -> None:
+    def _deleted(self, info: kinds.KindInfo, obj: Object) -> None:
         for dinfo, dep in self.dependents(obj, info):
             self._enqueue(dinfo, dep)
         self._enqueue_deleting_owners(obj)
@@ -246,14 +248,14 @@ class GarbageCollector:
             await self._attempt_to_delete(info, obj)
         return None
 
-    async def _orphan_dependents(self, info: kinds.KindInfo, owner: Any) -> None:
+    async def _orphan_dependents(self, info: kinds.KindInfo, owner: Object) -> None:
         uid = owner.metadata.uid
         for dinfo, dep in self.dependents(owner, info):
             await self._rewrite_refs(dinfo, dep, lambda refs: [r for r in refs if r.uid != uid])
         await self._remove_finalizer(info, owner, ORPHAN)
         log.info("orphaned dependents", key=_key(info, owner))
 
-    async def _process_deleting_dependents(self, info: kinds.KindInfo, owner: Any) -> None:
+    async def _process_deleting_dependents(self, info: kinds.KindInfo, owner: Object) -> None:
         uid = owner.metadata.uid
         blocking = 0
         for dinfo, dep in self.dependents(owner, info):
@@ -265,7 +267,7 @@ class GarbageCollector:
             await self._remove_finalizer(info, owner, FOREGROUND)
             log.info("foreground deletion complete", key=_key(info, owner))
 
-    async def owner_state(self, dep: Any, ref: Any, info: kinds.KindInfo | None) -> str:
+    async def owner_state(self, dep: Object, ref: meta_pb2.OwnerReference, info: kinds.KindInfo | None) -> str:
         """SOLID, DANGLING or WAITING for the owner ``ref`` of ``dep``; see the docstring."""
         if info is None:
             return SOLID  # unknown kind: never delete on a guess
@@ -292,7 +294,7 @@ class GarbageCollector:
         while len(self._absent) > _ABSENT_CACHE_SIZE:
             self._absent.popitem(last=False)
 
-    async def _attempt_to_delete(self, info: kinds.KindInfo, obj: Any) -> None:
+    async def _attempt_to_delete(self, info: kinds.KindInfo, obj: Object) -> None:
         states: dict[str, str] = {}
         for ref, oinfo in self._owner_infos(obj):
             states[ref.uid] = await self.owner_state(obj, ref, oinfo)
@@ -322,8 +324,8 @@ class GarbageCollector:
         except errors.Conflict:
             pass  # replaced by a namesake: that one is looked at on its own
 
-    async def _rewrite_refs(self, info: kinds.KindInfo, obj: Any,
-                            rewrite: Callable[[list[Any]], list[Any]]) -> None:
+    async def _rewrite_refs(self, info: kinds.KindInfo, obj: Object,
+                            rewrite: Callable[[list[meta_pb2.OwnerReference]], list[meta_pb2.OwnerReference]]) -> None:
         """Set ``obj``'s ownerReferences to ``rewrite(refs)`` on a fresh read (CAS, retried)."""
 
         def apply(fresh: Any) -> bool:
@@ -337,7 +339,7 @@ class GarbageCollector:
 
         await self._update(info, obj, apply)
 
-    async def _remove_finalizer(self, info: kinds.KindInfo, obj: Any, finalizer: str) -> None:
+    async def _remove_finalizer(self, info: kinds.KindInfo, obj: Object, finalizer: str) -> None:
         def apply(fresh: Any) -> bool:
             finalizers = fresh.metadata.finalizers
             if finalizer not in finalizers:
@@ -349,7 +351,7 @@ class GarbageCollector:
 
         await self._update(info, obj, apply)
 
-    async def _update(self, info: kinds.KindInfo, obj: Any,
+    async def _update(self, info: kinds.KindInfo, obj: Object,
                       mutate: Callable[[Any], bool]) -> None:
         """Read-modify-write ``obj`` (this very object: a namesake is left alone); gone is
         fine."""
@@ -361,7 +363,7 @@ class GarbageCollector:
             pass
 
 
-def _unblock(refs: list[Any]) -> list[Any]:
+def _unblock(refs: list[meta_pb2.OwnerReference]) -> list[meta_pb2.OwnerReference]:
     out = []
     for r in refs:
         r2 = type(r)()

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from control.api import errors, kinds
 from control.api.pb import core_pb2
+from control.api.podutil import Object
 from control.client.client import ApiClient
 from control.runtime.controller import Controller, Result
 
@@ -132,7 +133,7 @@ class NamespaceController:
                  requeue_after: float = DEFAULT_REQUEUE_AFTER) -> None:
         self._client: ApiClient = ctx.client
         self._requeue_after = requeue_after
-        self._informer = ctx.informers.informer("namespaces")
+        self._informer = ctx.informers.informer(core_pb2.Namespace)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)
         # Only namespaces being deleted need work; the check is cheap, so every add,
@@ -140,7 +141,7 @@ class NamespaceController:
         self._informer.add_event_handler(on_add=self._enqueue,
                                          on_update=lambda _old, new: self._enqueue(new))
 
-    def _enqueue(self, ns: Any) -> None:
+    def _enqueue(self, ns: core_pb2.Namespace) -> None:
         if ns.metadata.HasField("deletion_timestamp"):
             self.controller.enqueue(ns.metadata.name)
 
@@ -209,7 +210,7 @@ class NamespaceController:
                 report.remaining[info.group_resource] = left
         return report
 
-    async def _delete_one(self, info: kinds.KindInfo, obj: Any) -> bool:
+    async def _delete_one(self, info: kinds.KindInfo, obj: Object) -> bool:
         """Delete ``obj``; True if it is still there (finalizers, graceful termination)."""
         meta = obj.metadata
         if meta.HasField("deletion_timestamp"):

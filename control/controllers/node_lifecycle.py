@@ -37,11 +37,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from control.api import errors
+from control.api.pb import coordination_pb2, core_pb2
 from control.api.timeutil import micro_time_at, timestamp_seconds
 from control.client.client import ApiClient
 from control.controllers.node_lifecycle_util import (
@@ -82,7 +83,7 @@ NODE_LEASE_NAMESPACE = "kube-node-lease"
 POD_NODE_INDEX = "spec.nodeName"
 
 
-def pod_node_index(pod: Any) -> list[str]:
+def pod_node_index(pod: core_pb2.Pod) -> list[str]:
     return [pod.spec.node_name] if pod.spec.node_name else []
 
 
@@ -108,9 +109,9 @@ class NodeLifecycleController:
         self._clock = ctx.clock
         self.options = options or ctx.node_lifecycle
         self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
-        self._nodes = ctx.informers.informer("nodes")
-        self._leases = ctx.informers.informer("leases")
-        self._pods = ctx.informers.informer("pods",
+        self._nodes = ctx.informers.informer(core_pb2.Node)
+        self._leases = ctx.informers.informer(coordination_pb2.Lease)
+        self._pods = ctx.informers.informer(core_pb2.Pod,
                                             indexers={POD_NODE_INDEX: pod_node_index})
         self._health: dict[str, NodeHealth] = {}
         self._observed_ready: dict[str, str] = {}
@@ -124,7 +125,7 @@ class NodeLifecycleController:
 
     async def reconcile(self, key: str) -> Result | None:
         now = self._clock.monotonic()
-        nodes: dict[str, Any] = {n.metadata.name: n for n in self._nodes.indexer.list()}
+        nodes: dict[str, core_pb2.Node] = {n.metadata.name: n for n in self._nodes.indexer.list()}
         self._forget_missing(nodes)
         ready: dict[str, str] = {}
         for name in sorted(nodes):
@@ -135,7 +136,7 @@ class NodeLifecycleController:
         await self._taint_queued(nodes, ready, now)
         return Result(requeue_after=self._next_pass(now))
 
-    def _forget_missing(self, nodes: dict[str, Any]) -> None:
+    def _forget_missing(self, nodes: dict[str, core_pb2.Node]) -> None:
         for records in (self._health, self._observed_ready):
             for name in [n for n in records if n not in nodes]:
                 del records[name]
@@ -155,7 +156,7 @@ class NodeLifecycleController:
 
     # -- health --------------------------------------------------------------------------------
 
-    async def _monitor(self, node: Any, now: float) -> tuple[Any, str]:
+    async def _monitor(self, node: core_pb2.Node, now: float) -> tuple[core_pb2.Node, str]:
         """Update the health record; mark a stale node Unknown and its pods not ready.
         Returns the (possibly rewritten) node and its Ready status."""
         name = node.metadata.name
@@ -220,7 +221,7 @@ class NodeLifecycleController:
 
     # -- zones -----------------------------------------------------------------------------------
 
-    def _handle_disruption(self, nodes: dict[str, Any], ready: dict[str, str],
+    def _handle_disruption(self, nodes: dict[str, core_pb2.Node], ready: dict[str, str],
                            now: float) -> bool:
         """Recompute zone states and swap the zone rate limiters; True when every zone is
         fully disrupted (evictions stop)."""
@@ -261,7 +262,7 @@ class NodeLifecycleController:
 
     # -- taints ----------------------------------------------------------------------------------
 
-    async def _apply_taints(self, node: Any, ready: str, stop_evictions: bool) -> Any:
+    async def _apply_taints(self, node: core_pb2.Node, ready: str, stop_evictions: bool) -> core_pb2.Node:
         """NoSchedule taints from the conditions; NoExecute ones removed, swapped, or the
         node queued for them. Returns the node as written."""
         name = node.metadata.name
@@ -291,7 +292,7 @@ class NodeLifecycleController:
             return node
         return await self._write_taints(node, taints)
 
-    async def _write_taints(self, node: Any, taints: list[Any]) -> Any:
+    async def _write_taints(self, node: core_pb2.Node, taints: list[core_pb2.Taint]) -> core_pb2.Node:
         new = type(node)()
         new.CopyFrom(node)
         del new.spec.taints[:]
@@ -306,7 +307,7 @@ class NodeLifecycleController:
                  taints=[f"{t.key}:{t.effect}" for t in written.spec.taints])
         return written
 
-    async def _taint_queued(self, nodes: dict[str, Any], ready: dict[str, str],
+    async def _taint_queued(self, nodes: dict[str, core_pb2.Node], ready: dict[str, str],
                             now: float) -> None:
         """Apply the NoExecute taint to queued nodes as far as each zone's bucket allows."""
         for zone, tainter in self.tainters.items():

@@ -35,7 +35,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -127,7 +126,7 @@ def is_stale(health: NodeHealth, now: float, grace: float) -> bool:
     return now - health.probe > grace
 
 
-def ready_status(node: Any) -> str:
+def ready_status(node: core_pb2.Node) -> str:
     """The Ready condition's status ("True", "False", "Unknown"), "" if there is none."""
     for c in node.status.conditions:
         if c.type == "Ready":
@@ -161,7 +160,7 @@ def mark_status_unknown(status: core_pb2.NodeStatus, now: Timestamp) -> bool:
 # -- taints ----------------------------------------------------------------------------------
 
 
-def desired_no_schedule_taints(node: Any) -> set[str]:
+def desired_no_schedule_taints(node: core_pb2.Node) -> set[str]:
     """The NoSchedule taint keys this controller wants on ``node`` right now."""
     want = {CONDITION_TAINTS[(c.type, c.status)] for c in node.status.conditions
             if (c.type, c.status) in CONDITION_TAINTS}
@@ -180,11 +179,11 @@ def no_execute_taint_for(ready: str) -> str | None:
     return None
 
 
-def has_taint(taints: Iterable[Any], key: str, effect: str) -> bool:
+def has_taint(taints: Iterable[core_pb2.Taint], key: str, effect: str) -> bool:
     return any(t.key == key and t.effect == effect for t in taints)
 
 
-def reconcile_taints(taints: Sequence[Any], effect: str, managed: Iterable[str],
+def reconcile_taints(taints: Sequence[core_pb2.Taint], effect: str, managed: Iterable[str],
                      want: Iterable[str], now: Timestamp) -> list[core_pb2.Taint] | None:
     """The taint list with exactly ``want`` among the ``managed`` keys of ``effect``;
     None if ``taints`` already is. Other taints (the user's) are kept in place; kept
@@ -218,7 +217,7 @@ class ZoneState(enum.Enum):
     FULL_DISRUPTION = "FullDisruption"
 
 
-def zone_of(node: Any) -> str:
+def zone_of(node: core_pb2.Node) -> str:
     """The node's zone ("" for nodes without the label: together they are one zone)."""
     return str(node.metadata.labels.get(ZONE_LABEL, ""))
 

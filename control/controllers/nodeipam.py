@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -76,7 +76,7 @@ def parse_cluster_cidr(cidr: str, mask_size: int) -> Network:
     return net
 
 
-def node_ranges(node: Any) -> list[str]:
+def node_ranges(node: core_pb2.Node) -> list[str]:
     """Every range a Node claims (``podCIDRs``, else ``podCIDR``)."""
     spec = node.spec
     if spec.pod_cidrs:
@@ -84,7 +84,7 @@ def node_ranges(node: Any) -> list[str]:
     return [spec.pod_cidr] if spec.pod_cidr else []
 
 
-def ranges_in_use(nodes: Iterable[Any], pending: Iterable[str] = ()) -> dict[Network, list[str]]:
+def ranges_in_use(nodes: Iterable[core_pb2.Node], pending: Iterable[str] = ()) -> dict[Network, list[str]]:
     """range -> the names of the Nodes that claim it (``pending``: ranges written but not
     yet seen, claimed by no name). Unparseable ranges are ignored: validation refuses them."""
     out: dict[Network, list[str]] = {}
@@ -141,17 +141,17 @@ class NodeIpamController:
         # node name -> range written by us, until the cache shows it (or the node goes)
         self._pending: dict[str, str] = {}
         self._last = -1  # index of the range handed out last (round-robin cursor)
-        self._nodes = ctx.informers.informer("nodes")
+        self._nodes = ctx.informers.informer(core_pb2.Node)
         self._nodes.add_event_handler(
             on_add=self._enqueue,
             on_update=lambda _old, new: self._enqueue(new),
             on_delete=self._deleted)
         self.controller = Controller(NAME, self.reconcile, workers=1, clock=ctx.clock)
 
-    def _enqueue(self, node: Any) -> None:
+    def _enqueue(self, node: core_pb2.Node) -> None:
         self.controller.enqueue(node.metadata.name)
 
-    def _deleted(self, node: Any) -> None:
+    def _deleted(self, node: core_pb2.Node) -> None:
         self._pending.pop(node.metadata.name, None)
         if node_ranges(node):
             log.info("node deleted, pod range free", node=node.metadata.name,
@@ -203,7 +203,7 @@ class NodeIpamController:
         log.info("pod range allocated", node=key, range=cidr)
         return None
 
-    async def _check_duplicate(self, node: Any) -> None:
+    async def _check_duplicate(self, node: core_pb2.Node) -> None:
         used = ranges_in_use(self._nodes.indexer.list())
         for cidr in node_ranges(node):
             try:

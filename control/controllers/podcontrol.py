@@ -106,7 +106,7 @@ class PodControl:
                             f"Created pod: {created.metadata.name}")
         return created
 
-    async def delete_pod(self, pod: Any, owner: Any) -> None:
+    async def delete_pod(self, pod: core_pb2.Pod, owner: Any) -> None:
         """Delete ``pod`` (uid precondition, so a namesake is never hit); NotFound is fine."""
         m = pod.metadata
         try:

@@ -27,7 +27,7 @@ injected Clock (quarantine uses its monotonic time).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -49,15 +49,15 @@ DEFAULT_GC_PERIOD = 20.0
 DEFAULT_QUARANTINE = 40.0
 
 
-def is_terminated(pod: Any) -> bool:
+def is_terminated(pod: core_pb2.Pod) -> bool:
     return pod.status.phase in ("Succeeded", "Failed")
 
 
-def _created(pod: Any) -> float:
+def _created(pod: core_pb2.Pod) -> float:
     return timestamp_seconds(pod.metadata.creation_timestamp)
 
 
-def terminated_pods_to_delete(pods: Iterable[Any], threshold: int) -> list[Any]:
+def terminated_pods_to_delete(pods: Iterable[core_pb2.Pod], threshold: int) -> list[core_pb2.Pod]:
     """The oldest terminated pods beyond ``threshold`` (0 disables this collection)."""
     if threshold <= 0:
         return []
@@ -70,10 +70,10 @@ def terminated_pods_to_delete(pods: Iterable[Any], threshold: int) -> list[Any]:
     return terminated[:excess]
 
 
-def orphaned_pods(pods: Iterable[Any], nodes: Iterable[str]) -> dict[str, list[Any]]:
+def orphaned_pods(pods: Iterable[core_pb2.Pod], nodes: Iterable[str]) -> dict[str, list[core_pb2.Pod]]:
     """node name -> the pods bound to it, for every node not in ``nodes``."""
     known = set(nodes)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[core_pb2.Pod]] = {}
     for p in pods:
         node = p.spec.node_name
         if node and node not in known:
@@ -81,7 +81,7 @@ def orphaned_pods(pods: Iterable[Any], nodes: Iterable[str]) -> dict[str, list[A
     return out
 
 
-def unscheduled_terminating_pods(pods: Iterable[Any]) -> list[Any]:
+def unscheduled_terminating_pods(pods: Iterable[core_pb2.Pod]) -> list[core_pb2.Pod]:
     return [p for p in pods
             if not p.spec.node_name and p.metadata.HasField("deletion_timestamp")]
 
@@ -109,8 +109,8 @@ class PodGarbageCollector:
         self.quarantine = quarantine
         # node name -> monotonic time it was first seen missing while pods were bound to it
         self._missing_since: dict[str, float] = {}
-        self._pods = ctx.informers.informer("pods")
-        self._nodes = ctx.informers.informer("nodes")
+        self._pods = ctx.informers.informer(core_pb2.Pod)
+        self._nodes = ctx.informers.informer(core_pb2.Node)
         # One worker: passes are serial by design (and share one key anyway).
         self.controller = Controller(NAME, self.reconcile, workers=1, clock=ctx.clock)
         self.controller.enqueue(KEY)
@@ -122,7 +122,7 @@ class PodGarbageCollector:
         await self._gc_unscheduled_terminating(pods)
         return Result(requeue_after=self.gc_period)
 
-    async def _force_delete(self, pod: Any, why: str) -> None:
+    async def _force_delete(self, pod: core_pb2.Pod, why: str) -> None:
         m = pod.metadata
         try:
             await self._client.delete(core_pb2.Pod, m.name, m.namespace,
@@ -131,7 +131,7 @@ class PodGarbageCollector:
             return
         log.info("deleted pod", pod=f"{m.namespace}/{m.name}", reason=why)
 
-    async def _gc_terminated(self, pods: list[Any]) -> None:
+    async def _gc_terminated(self, pods: list[core_pb2.Pod]) -> None:
         victims = terminated_pods_to_delete(pods, self.threshold)
         if victims:
             log.info("deleting terminated pods beyond the threshold", count=len(victims),
@@ -139,7 +139,7 @@ class PodGarbageCollector:
         for pod in victims:
             await self._force_delete(pod, "terminated pod beyond the threshold")
 
-    async def _gc_orphaned(self, pods: list[Any]) -> None:
+    async def _gc_orphaned(self, pods: list[core_pb2.Pod]) -> None:
         now = self._clock.monotonic()
         by_node = orphaned_pods(pods, self._nodes.indexer.list_keys())
         for node in list(self._missing_since):
@@ -157,6 +157,6 @@ class PodGarbageCollector:
             for pod in node_pods:
                 await self._force_delete(pod, f"bound to node {node}, which no longer exists")
 
-    async def _gc_unscheduled_terminating(self, pods: list[Any]) -> None:
+    async def _gc_unscheduled_terminating(self, pods: list[core_pb2.Pod]) -> None:
         for pod in unscheduled_terminating_pods(pods):
             await self._force_delete(pod, "terminating and never scheduled")

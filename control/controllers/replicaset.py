@@ -39,14 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
+from google.protobuf.message import Message
 
 from control.api import errors, kinds, labels
-from control.api.pb import apps_pb2, core_pb2
+from control.api.pb import apps_pb2, core_pb2, meta_pb2
 from control.api.podutil import (
     controller_of,
     is_pod_active,
@@ -77,6 +78,11 @@ BURST_REPLICAS = 500
 SLOW_START_INITIAL_BATCH = 1
 REPLICA_FAILURE = "ReplicaFailure"
 
+# The two kinds this controller keeps replicas for, and their statuses.
+Owner = apps_pb2.ReplicaSet | core_pb2.ReplicationController
+OwnerStatus = apps_pb2.ReplicaSetStatus | core_pb2.ReplicationControllerStatus
+M = TypeVar("M", bound=Message)
+
 _PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
@@ -88,25 +94,33 @@ class Flavor:
     """What differs between ReplicaSets and ReplicationControllers."""
 
     name: str  # controller name, also the Event source component
-    info: kinds.KindInfo
-    selector: Callable[[Any], labels.Selector]
+    message: type[Owner]
+    selector: Callable[[Owner], labels.Selector]
+
+    @property
+    def info(self) -> kinds.KindInfo:
+        return kinds.by_message(self.message)
 
 
-def _rs_selector(rs: Any) -> labels.Selector:
+def _rs_selector(rs: Owner) -> labels.Selector:
+    if not isinstance(rs, apps_pb2.ReplicaSet):
+        raise TypeError(f"a ReplicaSet's selector asked of a {type(rs).__name__}")
     if not rs.spec.HasField("selector"):
         return labels.nothing()  # an absent selector selects nothing, as Kubernetes
     return labels.from_label_selector(rs.spec.selector)
 
 
-def _rc_selector(rc: Any) -> labels.Selector:
+def _rc_selector(rc: Owner) -> labels.Selector:
+    if not isinstance(rc, core_pb2.ReplicationController):
+        raise TypeError(f"a ReplicationController's selector asked of a {type(rc).__name__}")
     if not rc.spec.selector:
         return labels.nothing()  # the apiserver defaults it; never adopt the namespace
     return labels.from_map(rc.spec.selector)
 
 
-REPLICASET = Flavor("replicaset", kinds.by_message(apps_pb2.ReplicaSet), _rs_selector)
-REPLICATIONCONTROLLER = Flavor("replicationcontroller",
-                               kinds.by_message(core_pb2.ReplicationController), _rc_selector)
+REPLICASET = Flavor("replicaset", apps_pb2.ReplicaSet, _rs_selector)
+REPLICATIONCONTROLLER = Flavor("replicationcontroller", core_pb2.ReplicationController,
+                               _rc_selector)
 
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -122,17 +136,17 @@ REPLICATIONCONTROLLER = Flavor("replicationcontroller",
 
 
 
-def max_restarts(pod: Any) -> int:
+def max_restarts(pod: core_pb2.Pod) -> int:
     return max((cs.restart_count for cs in pod.status.container_statuses), default=0)
 
 
-def _creation(pod: Any) -> float:
+def _creation(pod: core_pb2.Pod) -> float:
     if not pod.metadata.HasField("creation_timestamp"):
         return math.inf  # Kubernetes: an empty creation time is the "newest"
     return timestamp_seconds(pod.metadata.creation_timestamp)
 
 
-def deletion_rank(pod: Any, colocated: int = 0) -> tuple[Any, ...]:
+def deletion_rank(pod: core_pb2.Pod, colocated: int = 0) -> tuple[float | str, ...]:
     """Sort key: ascending = delete first (Kubernetes' ActivePodsWithRanks).
 
     ``colocated``: how many of the same owner's pods share the pod's node; doubled-up pods
@@ -151,7 +165,7 @@ def deletion_rank(pod: Any, colocated: int = 0) -> tuple[Any, ...]:
     )
 
 
-def pods_to_delete(pods: Sequence[Any], count: int) -> list[Any]:
+def pods_to_delete(pods: Sequence[core_pb2.Pod], count: int) -> list[core_pb2.Pod]:
     """The ``count`` least valuable of ``pods``."""
     if count <= 0:
         return []
@@ -177,7 +191,7 @@ def slow_start_batches(count: int, initial: int = SLOW_START_INITIAL_BATCH) -> l
     return out
 
 
-def matches_template_labels(pod: Any, template_labels: Any) -> bool:
+def matches_template_labels(pod: core_pb2.Pod, template_labels: Mapping[str, str]) -> bool:
     """Every template label present on the pod with the same value (fullyLabeledReplicas)."""
     return all(pod.metadata.labels.get(k) == v for k, v in template_labels.items())
 
@@ -190,7 +204,7 @@ class StatusCounts:
     available_replicas: int
 
 
-def count_status(pods: Iterable[Any], template_labels: Any, min_ready_seconds: int,
+def count_status(pods: Iterable[core_pb2.Pod], template_labels: Mapping[str, str], min_ready_seconds: int,
                  now: float) -> StatusCounts:
     """The counts of ``status`` for the owner's active ``pods``."""
     pods = list(pods)
@@ -202,14 +216,13 @@ def count_status(pods: Iterable[Any], template_labels: Any, min_ready_seconds: i
     )
 
 
-def compute_status(owner: Any, pods: Iterable[Any], manage_error: Exception | None,
-                   now: float) -> Any:
+def compute_status(owner: Owner, pods: Iterable[core_pb2.Pod], manage_error: Exception | None,
+                   now: float) -> OwnerStatus:
     """The owner's new status message (a copy; the owner is not changed).
 
     ``manage_error``: the failure of this pass's creates or deletes, which sets the
     ReplicaFailure condition; None removes it (calculateStatus in Kubernetes)."""
-    status = type(owner.status)()
-    status.CopyFrom(owner.status)
+    status = _copy(owner.status)
     counts = count_status(pods, owner.spec.template.metadata.labels,
                           owner.spec.min_ready_seconds, now)
     status.replicas = counts.replicas
@@ -225,10 +238,27 @@ def compute_status(owner: Any, pods: Iterable[Any], manage_error: Exception | No
                               message=str(manage_error) or type(manage_error).__name__,
                               last_transition_time=time_at(now))
     elif manage_error is None and current is not None:
-        keep = [c for c in status.conditions if c.type != REPLICA_FAILURE]
-        del status.conditions[:]
-        status.conditions.extend(keep)
+        for i in reversed(range(len(status.conditions))):
+            if status.conditions[i].type == REPLICA_FAILURE:
+                del status.conditions[i]
     return status
+
+
+def _copy(msg: M) -> M:
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+def _set_status(owner: Owner, status: OwnerStatus) -> None:
+    # Narrowed pairwise so the type checker sees each kind get its own status message.
+    if isinstance(owner, apps_pb2.ReplicaSet) and isinstance(status, apps_pb2.ReplicaSetStatus):
+        owner.status.CopyFrom(status)
+    elif (isinstance(owner, core_pb2.ReplicationController)
+          and isinstance(status, core_pb2.ReplicationControllerStatus)):
+        owner.status.CopyFrom(status)
+    else:
+        raise TypeError(f"{type(status).__name__} is not the status of a {type(owner).__name__}")
 
 
 # -- the controller ----------------------------------------------------------------------
@@ -256,10 +286,10 @@ class ReplicaSetController:
         self.pod_control = PodControl(ctx.client, self.recorder)
         self.controller = Controller(flavor.name, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)
-        self._owners = ctx.informers.informer(flavor.info.plural,
+        self._owners = ctx.informers.informer(flavor.message,
                                               indexers={NAMESPACE_INDEX: namespace_index})
         self._pods = ctx.informers.informer(
-            "pods", indexers={NAMESPACE_INDEX: namespace_index,
+            core_pb2.Pod, indexers={NAMESPACE_INDEX: namespace_index,
                               CONTROLLER_UID_INDEX: controller_uid_index})
         self._owners.add_event_handler(on_add=self._owner_changed,
                                        on_update=lambda _o, n: self._owner_changed(n),
@@ -269,16 +299,16 @@ class ReplicaSetController:
 
     # -- event handlers (synchronous: bookkeeping and enqueueing only) -------------------
 
-    def _owner_changed(self, owner: Any) -> None:
+    def _owner_changed(self, owner: Owner) -> None:
         self.controller.enqueue(meta_namespace_key(owner))
 
-    def _owner_deleted(self, owner: Any) -> None:
+    def _owner_deleted(self, owner: Owner) -> None:
         key = meta_namespace_key(owner)
         self.expectations.delete(key)
         self._deleting.pop(key, None)
         self.controller.enqueue(key)
 
-    def _resolve(self, pod: Any, ref: Any) -> str | None:
+    def _resolve(self, pod: core_pb2.Pod, ref: meta_pb2.OwnerReference) -> str | None:
         """The key of the owner ``ref`` names, if it is one of ours and still exists."""
         if ref.kind != self.flavor.info.kind:
             return None
@@ -288,7 +318,7 @@ class ReplicaSetController:
             return None
         return key
 
-    def _owners_selecting(self, pod: Any) -> list[str]:
+    def _owners_selecting(self, pod: core_pb2.Pod) -> list[str]:
         """Keys of the owners in the pod's namespace whose selector matches it."""
         out = []
         for owner in self._owners.indexer.by_index(NAMESPACE_INDEX, pod.metadata.namespace):
@@ -296,7 +326,7 @@ class ReplicaSetController:
                 out.append(meta_namespace_key(owner))
         return out
 
-    def _pod_added(self, pod: Any) -> None:
+    def _pod_added(self, pod: core_pb2.Pod) -> None:
         if pod.metadata.HasField("deletion_timestamp"):
             # Seen for the first time already terminating (e.g. after a relist).
             self._pod_deleted(pod)
@@ -311,7 +341,7 @@ class ReplicaSetController:
         for key in self._owners_selecting(pod):  # an orphan: someone may adopt it
             self.controller.enqueue(key)
 
-    def _pod_updated(self, old: Any, new: Any) -> None:
+    def _pod_updated(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return  # periodic resync: the owners' own resync covers it
         labels_changed = dict(old.metadata.labels) != dict(new.metadata.labels)
@@ -341,7 +371,7 @@ class ReplicaSetController:
             for key in self._owners_selecting(new):
                 self.controller.enqueue(key)
 
-    def _pod_deleted(self, pod: Any) -> None:
+    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         ref = controller_of(pod)
         if ref is None:
             return
@@ -382,12 +412,12 @@ class ReplicaSetController:
             return Result(requeue_after=float(owner.spec.min_ready_seconds))
         return None
 
-    async def claim_pods(self, owner: Any) -> list[Any]:
+    async def claim_pods(self, owner: Owner) -> list[core_pb2.Pod]:
         """The active pods this owner controls after adopting and releasing; see step 2."""
         selector = self.flavor.selector(owner)
         uid = owner.metadata.uid
         owner_deleting = owner.metadata.HasField("deletion_timestamp")
-        claimed: list[Any] = []
+        claimed: list[core_pb2.Pod] = []
         can_adopt: bool | None = None
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, owner.metadata.namespace):
             if not is_pod_active(pod):
@@ -413,26 +443,26 @@ class ReplicaSetController:
                 claimed.append(pod)
         return claimed
 
-    async def _owner_still_current(self, owner: Any) -> bool:
+    async def _owner_still_current(self, owner: Owner) -> bool:
         """Adoption needs a fresh read: a cached owner may already be deleted (and its
         replacement a namesake), and adopting into a dying owner would orphan the pods
         again (RecheckDeletionTimestamp in Kubernetes)."""
         try:
-            fresh = await self._client.get(self.flavor.info, owner.metadata.name,
+            fresh = await self._client.get(self.flavor.message, owner.metadata.name,
                                            owner.metadata.namespace)
         except errors.NotFound:
             return False
         return bool(fresh.metadata.uid == owner.metadata.uid
                     and not fresh.metadata.HasField("deletion_timestamp"))
 
-    async def _manage_replicas(self, key: str, owner: Any, pods: list[Any]) -> None:
+    async def _manage_replicas(self, key: str, owner: Owner, pods: list[core_pb2.Pod]) -> None:
         diff = len(pods) - owner.spec.replicas
         if diff < 0:
             await self._create(key, owner, min(-diff, self._burst))
         elif diff > 0:
             await self._delete(key, owner, pods, min(diff, self._burst))
 
-    async def _create(self, key: str, owner: Any, count: int) -> None:
+    async def _create(self, key: str, owner: Owner, count: int) -> None:
         # Expect them all first: the informer may see a pod before create() returns.
         self.expectations.expect_creations(key, count)
         done = 0
@@ -456,7 +486,7 @@ class ReplicaSetController:
                 raise ManageError(str(first) or type(first).__name__) from first
         self._log.info("created pods", key=key, count=count)
 
-    async def _delete(self, key: str, owner: Any, pods: list[Any], count: int) -> None:
+    async def _delete(self, key: str, owner: Owner, pods: list[core_pb2.Pod], count: int) -> None:
         victims = pods_to_delete(pods, count)
         self._deleting[key] = {p.metadata.uid for p in victims}
         self.expectations.expect_deletions(key, len(victims))
@@ -475,23 +505,22 @@ class ReplicaSetController:
             raise ManageError(str(first) or type(first).__name__) from first
         self._log.info("deleted pods", key=key, count=len(victims))
 
-    async def _write_status(self, owner: Any, status: Any) -> Any | None:
+    async def _write_status(self, owner: Owner, status: OwnerStatus) -> Owner | None:
         """Write ``status`` unless unchanged: first over the cached owner, then (after a
         Conflict) over one fresh read; None when the owner is gone."""
 
-        def apply(current: Any) -> bool:
-            want = type(status)()
-            want.CopyFrom(status)
+        def apply(current: Owner) -> bool:
+            want = _copy(status)
             want.observed_generation = min(status.observed_generation,
                                            current.metadata.generation)
             if current.status == want:
                 return False
-            current.status.CopyFrom(want)
+            _set_status(current, want)
             return True
 
         try:
             return await guaranteed_update(
-                self._client, self.flavor.info.message, owner.metadata.namespace,
+                self._client, self.flavor.message, owner.metadata.namespace,
                 owner.metadata.name, apply, current=owner, status=True, attempts=2)
         except errors.NotFound:
             return None

@@ -32,7 +32,7 @@ Taints without ``timeAdded`` (a user's) count from when this controller first sa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -55,7 +55,7 @@ NAME = "taint-eviction-controller"
 COMPONENT = "taint-eviction-controller"
 
 
-def tolerates(toleration: Any, taint: Any) -> bool:
+def tolerates(toleration: core_pb2.Toleration, taint: core_pb2.Taint) -> bool:
     """Kubernetes' Toleration.ToleratesTaint."""
     if toleration.effect and toleration.effect != taint.effect:
         return False
@@ -66,11 +66,11 @@ def tolerates(toleration: Any, taint: Any) -> bool:
     return bool(toleration.operator == "Exists")
 
 
-def no_execute_taints(node: Any) -> list[Any]:
+def no_execute_taints(node: core_pb2.Node) -> list[core_pb2.Taint]:
     return [t for t in node.spec.taints if t.effect == NO_EXECUTE]
 
 
-def eviction_time(tolerations: Sequence[Any], taints: Iterable[Any], *, now: float,
+def eviction_time(tolerations: Sequence[core_pb2.Toleration], taints: Iterable[core_pb2.Taint], *, now: float,
                   scheduled_at: float = 0.0) -> float | None:
     """The wall time at which a pod with ``tolerations`` must leave a node with the
     NoExecute ``taints`` (``now`` or earlier: at once); None: it may stay forever.
@@ -91,7 +91,7 @@ def eviction_time(tolerations: Sequence[Any], taints: Iterable[Any], *, now: flo
     return deadline
 
 
-def scheduled_time(pod: Any) -> float:
+def scheduled_time(pod: core_pb2.Pod) -> float:
     """When the pod was bound (its PodScheduled transition), 0 if unknown."""
     for c in pod.status.conditions:
         if c.type == "PodScheduled" and c.status == "True" and c.HasField(
@@ -100,7 +100,7 @@ def scheduled_time(pod: Any) -> float:
     return 0.0
 
 
-def _taint_ids(node: Any) -> list[tuple[str, str, str]]:
+def _taint_ids(node: core_pb2.Node) -> list[tuple[str, str, str]]:
     return sorted((t.key, t.value, t.effect) for t in no_execute_taints(node))
 
 
@@ -114,9 +114,9 @@ class TaintEvictionController:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
         self.recorder = recorder or ctx.events.new_recorder(COMPONENT)
-        self._pods = ctx.informers.informer("pods",
+        self._pods = ctx.informers.informer(core_pb2.Pod,
                                             indexers={POD_NODE_INDEX: pod_node_index})
-        self._nodes = ctx.informers.informer("nodes")
+        self._nodes = ctx.informers.informer(core_pb2.Node)
         # (node, key, value) of taints without timeAdded -> wall time first seen
         self._first_seen: dict[tuple[str, str, str], float] = {}
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers,
@@ -125,15 +125,15 @@ class TaintEvictionController:
                                      on_update=lambda _old, new: self._on_pod(new))
         self._nodes.add_event_handler(on_add=self._on_node, on_update=self._on_node_update)
 
-    def _on_pod(self, pod: Any) -> None:
+    def _on_pod(self, pod: core_pb2.Pod) -> None:
         if pod.spec.node_name and not pod.metadata.HasField("deletion_timestamp"):
             self.controller.enqueue(meta_namespace_key(pod))
 
-    def _on_node(self, node: Any) -> None:
+    def _on_node(self, node: core_pb2.Node) -> None:
         if no_execute_taints(node):
             self._enqueue_pods_of(node.metadata.name)
 
-    def _on_node_update(self, old: Any, new: Any) -> None:
+    def _on_node_update(self, old: core_pb2.Node, new: core_pb2.Node) -> None:
         if _taint_ids(old) != _taint_ids(new):
             self._enqueue_pods_of(new.metadata.name)
 
@@ -141,7 +141,7 @@ class TaintEvictionController:
         for pod in self._pods.indexer.by_index(POD_NODE_INDEX, node_name):
             self._on_pod(pod)
 
-    def _taints_with_start(self, node: Any, now: float) -> list[core_pb2.Taint]:
+    def _taints_with_start(self, node: core_pb2.Node, now: float) -> list[core_pb2.Taint]:
         out = []
         for t in no_execute_taints(node):
             copy = core_pb2.Taint()
@@ -152,7 +152,7 @@ class TaintEvictionController:
             out.append(copy)
         return out
 
-    def _deadline(self, pod: Any, node: Any, now: float) -> float | None:
+    def _deadline(self, pod: core_pb2.Pod, node: core_pb2.Node, now: float) -> float | None:
         return eviction_time(list(pod.spec.tolerations), self._taints_with_start(node, now),
                              now=now, scheduled_at=scheduled_time(pod))
 
@@ -182,7 +182,7 @@ class TaintEvictionController:
         await self._evict(pod, node)
         return None
 
-    async def _evict(self, pod: Any, node: Any) -> None:
+    async def _evict(self, pod: core_pb2.Pod, node: core_pb2.Node) -> None:
         m = pod.metadata
         name = f"{m.namespace}/{m.name}"
         self.recorder.event(pod, NORMAL, "TaintManagerEviction",
@@ -195,7 +195,7 @@ class TaintEvictionController:
         log.info("evicted pod from tainted node", pod=name, node=node.metadata.name,
                  taints=[f"{t.key}:{t.effect}" for t in no_execute_taints(node)])
 
-    async def _mark_disruption_target(self, pod: Any) -> None:
+    async def _mark_disruption_target(self, pod: core_pb2.Pod) -> None:
         new = type(pod)()
         new.CopyFrom(pod)
         conds = [c for c in new.status.conditions if c.type != "DisruptionTarget"]

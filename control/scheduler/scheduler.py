@@ -39,14 +39,14 @@ import grpc
 import structlog
 
 from control.api import errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, scheduling_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.listwatch import ApiListWatcher, ListWatcher
 from control.client.retry import guaranteed_update
 from control.runtime.clock import Clock, RealClock
 from control.runtime.events import NORMAL, WARNING, EventBroadcaster
-from control.runtime.informer import InformerSet
+from control.runtime.informer import InformerSet, SharedInformer
 from control.runtime.supervisor import Supervisor
 from control.scheduler import config as configmod
 from control.scheduler.cache import Cache
@@ -121,6 +121,10 @@ class Scheduler:
                                        on_drop=self.metrics.events_dropped.inc)
         self.recorder = self.events.new_recorder("default-scheduler", self.identity)
         self.informers = InformerSet(self._list_watcher, clock=self._clock)
+        # Created by start(); None before (methods driven directly, as in tests, then fall
+        # back to the pods they are given).
+        self._pcs: SharedInformer[scheduling_pb2.PriorityClass] | None = None
+        self._pods: SharedInformer[core_pb2.Pod] | None = None
         self.supervisor = Supervisor("scheduler", clock=self._clock)
         self._bind_sem = asyncio.Semaphore(bind_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -151,17 +155,19 @@ class Scheduler:
             raise RuntimeError("scheduler already started")
         self._started = True
         # priority classes and namespaces first: pods' handlers read them
-        for res in ("priorityclasses", "namespaces", "nodes", "pods"):
-            self.informers.informer(res)
-        self.informers["priorityclasses"].add_event_handler(
+        self._pcs = self.informers.informer(scheduling_pb2.PriorityClass)
+        namespaces = self.informers.informer(core_pb2.Namespace)
+        nodes = self.informers.informer(core_pb2.Node)
+        self._pods = self.informers.informer(core_pb2.Pod)
+        self._pcs.add_event_handler(
             on_add=self._on_pc, on_update=lambda _o, n: self._on_pc(n),
             on_delete=self._on_pc_delete)
-        self.informers["namespaces"].add_event_handler(
+        namespaces.add_event_handler(
             on_add=self.cache.set_namespace, on_update=lambda _o, n: self.cache.set_namespace(n),
             on_delete=lambda ns: self.cache.remove_namespace(ns.metadata.name))
-        self.informers["nodes"].add_event_handler(
+        nodes.add_event_handler(
             on_add=self.on_node_add, on_update=self.on_node_update, on_delete=self.on_node_delete)
-        self.informers["pods"].add_event_handler(
+        self._pods.add_event_handler(
             on_add=self.on_pod_add, on_update=self.on_pod_update, on_delete=self.on_pod_delete)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):
@@ -206,17 +212,17 @@ class Scheduler:
 
     # -- priority ------------------------------------------------------------------------
 
-    def _on_pc(self, pc: Any) -> None:
+    def _on_pc(self, pc: scheduling_pb2.PriorityClass) -> None:
         self._priority_classes[pc.metadata.name] = pc.value
         self._recompute_default()
 
-    def _on_pc_delete(self, pc: Any) -> None:
+    def _on_pc_delete(self, pc: scheduling_pb2.PriorityClass) -> None:
         self._priority_classes.pop(pc.metadata.name, None)
         self._recompute_default()
 
     def _recompute_default(self) -> None:
-        inf = self.informers["priorityclasses"]
-        defaults = [pc.value for pc in inf.indexer.list() if pc.global_default]
+        pcs = self._pcs.indexer.list() if self._pcs is not None else []
+        defaults = [pc.value for pc in pcs if pc.global_default]
         self._default_priority = max(defaults, default=0)
 
     def priority_of(self, pod: core_pb2.Pod) -> int:
@@ -381,8 +387,7 @@ class Scheduler:
         fw.run_unreserve(state, pi, node)
         self.metrics.attempts.inc("error", fw.scheduler_name)
         self.queue.move_all_to_active_or_backoff("BindFailed")
-        current = self.informers["pods"].indexer.get(pi.key) if "pods" in self.informers \
-            else None
+        current = self._pods.indexer.get(pi.key) if self._pods is not None else None
         if current is not None and not current.spec.node_name and \
                 current.metadata.uid == pi.uid:
             self.queue.readd_backoff(q)
@@ -404,7 +409,7 @@ class Scheduler:
 
     async def _evict(self, victim: PodInfo, preemptor: PodInfo, node: str) -> None:
         try:
-            await self.client.delete("pods", victim.name, victim.namespace, uid=victim.uid)
+            await self.client.delete(core_pb2.Pod, victim.name, victim.namespace, uid=victim.uid)
         except errors.NotFound:
             return
         except errors.ApiError as e:
@@ -452,9 +457,9 @@ class Scheduler:
             return
 
     def _latest(self, pi: PodInfo) -> core_pb2.Pod | None:
-        if "pods" in self.informers:
-            pod = self.informers["pods"].indexer.get(pi.key)
+        if self._pods is not None:
+            pod = self._pods.indexer.get(pi.key)
             if pod is not None and pod.metadata.uid == pi.uid:
-                return pod  # type: ignore[no-any-return]
+                return pod
             return None
         return pi.pod
