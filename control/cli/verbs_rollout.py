@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from control.api import convert, kinds, timeutil
+from control.api import convert, deployutil, kinds, timeutil
 from control.api import errors as api_errors
 from control.api.pb import apps_pb2
 from control.api.podutil import controller_of
@@ -39,7 +39,6 @@ from control.cli import printers, rollout_daemonset
 from control.cli.errors import CliError, UsageError
 from control.cli.main import api_error_text, parse_refs, parse_timeout, ref_name
 from control.cli.verbs_misc import table
-from control.controllers import deployment_util as du
 
 if TYPE_CHECKING:
     from control.cli.main import Context
@@ -160,12 +159,12 @@ async def _watch_status(client: ApiClient, ctx: Context, name: str,
         nonlocal last
         if d is None:
             raise CliError(f'deployment "{name}" was deleted')
-        if revision and du.revision_of(d) and du.revision_of(d) != revision:
+        if revision and deployutil.revision_of(d) and deployutil.revision_of(d) != revision:
             raise CliError(f"desired revision ({revision}) is different from the running "
-                           f"revision ({du.revision_of(d)})")
+                           f"revision ({deployutil.revision_of(d)})")
         try:
-            message, done = du.rollout_status_message(d)
-        except du.RolloutStalled as e:
+            message, done = deployutil.rollout_status_message(d)
+        except deployutil.RolloutStalled as e:
             raise CliError(str(e)) from None
         if message != last:
             ctx.out(message)
@@ -202,8 +201,8 @@ async def run_status(ctx: Context, args: argparse.Namespace) -> int:
         d = await _get(client, ctx, name)
         if args.watch == "false":
             try:
-                message, _ = du.rollout_status_message(d)
-            except du.RolloutStalled as e:
+                message, _ = deployutil.rollout_status_message(d)
+            except deployutil.RolloutStalled as e:
                 raise CliError(str(e)) from None
             ctx.out(message)
             continue
@@ -263,7 +262,7 @@ async def run_history(ctx: Context, args: argparse.Namespace) -> int:
         d = await _get(client, ctx, name)
         by_revision: dict[int, Any] = {}
         for rs in await owned_replica_sets(client, d):
-            rev = du.revision_of(rs)
+            rev = deployutil.revision_of(rs)
             if rev > 0:
                 by_revision[rev] = rs
         if args.revision:
@@ -278,7 +277,7 @@ async def run_history(ctx: Context, args: argparse.Namespace) -> int:
             continue
         ctx.out(_label(name))
         rows = [[str(rev), by_revision[rev].metadata.annotations.get(
-                    du.CHANGE_CAUSE_ANNOTATION, "<none>")]
+                    deployutil.CHANGE_CAUSE_ANNOTATION, "<none>")]
                 for rev in sorted(by_revision)]
         ctx.stdout.write(table(["REVISION", "CHANGE-CAUSE"], rows))
         ctx.out("")
@@ -292,10 +291,10 @@ def rollback_target(rss: list[Any], to_revision: int) -> Any:
     """The ReplicaSet to roll back to (kubectl's rule); CliError when there is none."""
     if to_revision > 0:
         for rs in rss:
-            if du.revision_of(rs) == to_revision:
+            if deployutil.revision_of(rs) == to_revision:
                 return rs
         raise CliError(f"unable to find specified revision {to_revision} in history")
-    ordered = sorted((rs for rs in rss if du.revision_of(rs) > 0), key=du.revision_of)
+    ordered = sorted((rs for rs in rss if deployutil.revision_of(rs) > 0), key=deployutil.revision_of)
     if len(ordered) < 2:
         return None
     return ordered[-2]
@@ -303,12 +302,12 @@ def rollback_target(rss: list[Any], to_revision: int) -> Any:
 
 def apply_rollback(d: apps_pb2.Deployment, rs: Any) -> None:
     """The Deployment as kubectl writes it for a rollback to ``rs``."""
-    d.spec.template.CopyFrom(du.template_without_hash(rs.spec.template))
-    keep = {k: v for k, v in d.metadata.annotations.items() if k in du.ANNOTATIONS_TO_SKIP}
+    d.spec.template.CopyFrom(deployutil.template_without_hash(rs.spec.template))
+    keep = {k: v for k, v in d.metadata.annotations.items() if k in deployutil.ANNOTATIONS_TO_SKIP}
     d.metadata.annotations.clear()
     d.metadata.annotations.update(keep)
     for key, value in rs.metadata.annotations.items():
-        if key not in du.ANNOTATIONS_TO_SKIP:
+        if key not in deployutil.ANNOTATIONS_TO_SKIP:
             d.metadata.annotations[key] = value
 
 
@@ -327,8 +326,8 @@ async def run_undo(ctx: Context, args: argparse.Namespace) -> int:
             target = rollback_target(await owned_replica_sets(client, d), args.to_revision)
             if target is None:
                 raise CliError(f'no rollout history found for deployment "{name}"')
-            rev = du.revision_of(target)
-            if du.equal_ignore_hash(d.spec.template, target.spec.template):
+            rev = deployutil.revision_of(target)
+            if deployutil.equal_ignore_hash(d.spec.template, target.spec.template):
                 outcome[:] = [f"{_label(name)} skipped rollback (current template already "
                               f"matches revision {rev})"]
                 return False
@@ -360,7 +359,7 @@ async def run_simple(ctx: Context, args: argparse.Namespace) -> int:
                 if d.spec.paused:
                     raise CliError(f'deployments.apps "{name}" can\'t restart paused '
                                    "deployment (run rollout resume first)")
-                d.spec.template.metadata.annotations[du.RESTARTED_AT_ANNOTATION] = (
+                d.spec.template.metadata.annotations[deployutil.RESTARTED_AT_ANNOTATION] = (
                     timeutil.format_rfc3339(float(int(time.time()))))
                 return True
             want = verb == "pause"

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 from google.protobuf.message import Message
 
-from control.api import errors, labels
+from control.api import deployutil, errors, labels
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import Object, controller_of
 from control.client.client import ApiClient
@@ -278,10 +278,10 @@ class DeploymentController:
             if changed:
                 rs = await self._client.update(rs)
             needs = du.set_deployment_revision(
-                d, rs.metadata.annotations.get(du.REVISION_ANNOTATION, ""))
-            if du.has_progress_deadline(d) and du.get_condition(d.status, du.PROGRESSING) is None:
+                d, rs.metadata.annotations.get(deployutil.REVISION_ANNOTATION, ""))
+            if du.has_progress_deadline(d) and du.get_condition(d.status, deployutil.PROGRESSING) is None:
                 du.set_condition(d.status, du.new_condition(
-                    du.PROGRESSING, "True", du.FOUND_NEW_RS,
+                    deployutil.PROGRESSING, "True", du.FOUND_NEW_RS,
                     f'Found new replica set "{rs.metadata.name}"', now))
                 needs = True
             if needs:
@@ -300,7 +300,7 @@ class DeploymentController:
             created = await self._client.get(ReplicaSet, rs.metadata.name, rs.metadata.namespace)
             ref = controller_of(created)
             if not (ref is not None and ref.uid == d.metadata.uid
-                    and du.equal_ignore_hash(d.spec.template, created.spec.template)):
+                    and deployutil.equal_ignore_hash(d.spec.template, created.spec.template)):
                 # A hash collision with someone else's ReplicaSet: the next name differs.
                 d.status.collision_count = (collision or 0) + 1
                 await self._write_status(d)
@@ -309,7 +309,7 @@ class DeploymentController:
         except errors.ApiError as exc:
             if du.has_progress_deadline(d):
                 du.set_condition(d.status, du.new_condition(
-                    du.PROGRESSING, "False", du.RS_CREATE_ERROR,
+                    deployutil.PROGRESSING, "False", du.RS_CREATE_ERROR,
                     f'Failed to create new replica set "{rs.metadata.name}": {exc}', now))
                 await self._write_status(d)
             self._recorder.event(d, WARNING, du.FAILED_RS_CREATE,
@@ -323,7 +323,7 @@ class DeploymentController:
         needs = du.set_deployment_revision(d, str(new_revision))
         if not already and du.has_progress_deadline(d):
             du.set_condition(d.status, du.new_condition(
-                du.PROGRESSING, "True", du.NEW_RS_CREATED,
+                deployutil.PROGRESSING, "True", du.NEW_RS_CREATED,
                 f'Created new replica set "{created.metadata.name}"', now))
             needs = True
         if needs:
@@ -472,13 +472,13 @@ class DeploymentController:
         now = self._clock.now()
         status = du.rollout_status(rss, new_rs, d, now)
         if status != d.status:
-            before = du.get_condition(d.status, du.PROGRESSING)
-            after = du.get_condition(status, du.PROGRESSING)
+            before = du.get_condition(d.status, deployutil.PROGRESSING)
+            after = du.get_condition(status, deployutil.PROGRESSING)
             new = _copy(d)
             new.status.CopyFrom(status)
             await self._write_status(new)
-            if after is not None and after.reason == du.TIMED_OUT and (
-                    before is None or before.reason != du.TIMED_OUT):
-                self._recorder.event(d, WARNING, du.TIMED_OUT, after.message)
+            if after is not None and after.reason == deployutil.TIMED_OUT and (
+                    before is None or before.reason != deployutil.TIMED_OUT):
+                self._recorder.event(d, WARNING, deployutil.TIMED_OUT, after.message)
         delay = du.requeue_after(d, status, now)
         return Result(requeue_after=delay) if delay is not None else None

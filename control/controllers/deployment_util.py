@@ -34,8 +34,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from control.api.deployutil import (
+    ANNOTATIONS_TO_SKIP,
+    DESIRED_REPLICAS_ANNOTATION,
+    HASH_LABEL,
+    MAX_REPLICAS_ANNOTATION,
+    PROGRESSING,
+    REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+    TIMED_OUT,
+    equal_ignore_hash,
+    revision_of,
+)
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
-from control.api.podutil import Object
 from control.api.timeutil import time_at
 
 ReplicaSet = apps_pb2.ReplicaSet
@@ -43,25 +54,6 @@ Deployment = apps_pb2.Deployment
 
 # -- names Kubernetes gives these things ---------------------------------------------------
 
-HASH_LABEL = "pod-template-hash"
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
-DESIRED_REPLICAS_ANNOTATION = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS_ANNOTATION = "deployment.kubernetes.io/max-replicas"
-ROLLBACK_TO_ANNOTATION = "deprecated.deployment.rollback.to"
-LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
-CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
-RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
-
-# Deployment annotations never copied to its ReplicaSets (and kept on rollback).
-ANNOTATIONS_TO_SKIP = frozenset({
-    LAST_APPLIED_ANNOTATION,
-    REVISION_ANNOTATION,
-    REVISION_HISTORY_ANNOTATION,
-    DESIRED_REPLICAS_ANNOTATION,
-    MAX_REPLICAS_ANNOTATION,
-    ROLLBACK_TO_ANNOTATION,
-})
 MAX_REVISION_HISTORY_CHARS = 2000
 
 ROLLING_UPDATE = "RollingUpdate"
@@ -69,7 +61,6 @@ RECREATE = "Recreate"
 
 # Condition types and reasons (apps/v1 and deployment_util.go).
 AVAILABLE = "Available"
-PROGRESSING = "Progressing"
 REPLICA_FAILURE = "ReplicaFailure"
 
 MIN_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
@@ -78,7 +69,6 @@ NEW_RS_CREATED = "NewReplicaSetCreated"
 FOUND_NEW_RS = "FoundNewReplicaSet"
 RS_UPDATED = "ReplicaSetUpdated"
 NEW_RS_AVAILABLE = "NewReplicaSetAvailable"
-TIMED_OUT = "ProgressDeadlineExceeded"
 PAUSED = "DeploymentPaused"
 RESUMED = "DeploymentResumed"
 RS_CREATE_ERROR = "ReplicaSetCreateError"
@@ -210,16 +200,8 @@ def compute_hash(template: core_pb2.PodTemplateSpec, collision_count: int | None
     return "".join(_ALPHANUMS[ord(c) % len(_ALPHANUMS)] for c in str(_fnv32a(data)))
 
 
-def template_without_hash(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpec:
-    out = core_pb2.PodTemplateSpec()
-    out.CopyFrom(template)
-    out.metadata.labels.pop(HASH_LABEL, None)
-    return out
 
 
-def equal_ignore_hash(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
-    """Two templates are one revision if they differ at most in the pod-template-hash label."""
-    return template_without_hash(a) == template_without_hash(b)
 
 
 def find_new_rs(d: Deployment, rss: Iterable[ReplicaSet]) -> ReplicaSet | None:
@@ -230,12 +212,6 @@ def find_new_rs(d: Deployment, rss: Iterable[ReplicaSet]) -> ReplicaSet | None:
     return None
 
 
-def revision_of(obj: Object) -> int:
-    """The revision annotation as a number (0 when absent or malformed)."""
-    try:
-        return int(obj.metadata.annotations.get(REVISION_ANNOTATION, "0"))
-    except ValueError:
-        return 0
 
 
 def max_revision(rss: Iterable[ReplicaSet]) -> int:
@@ -723,27 +699,4 @@ def paused_condition_change(d: Deployment, now: float) -> apps_pb2.DeploymentCon
 # -- what `rollout status` says (kubectl's DeploymentStatusViewer) -------------------------
 
 
-class RolloutStalled(Exception):
-    """The rollout exceeded its progress deadline."""
 
-
-def rollout_status_message(d: Deployment) -> tuple[str, bool]:
-    """(message, done) for ``rollout status``; raises RolloutStalled past the deadline."""
-    name = d.metadata.name
-    if d.metadata.generation > d.status.observed_generation:
-        return "Waiting for deployment spec update to be observed...", False
-    cond = get_condition(d.status, PROGRESSING)
-    if cond is not None and cond.reason == TIMED_OUT:
-        raise RolloutStalled(f'deployment "{name}" exceeded its progress deadline')
-    s = d.status
-    if s.updated_replicas < d.spec.replicas:
-        return (f'Waiting for deployment "{name}" rollout to finish: {s.updated_replicas} out '
-                f"of {d.spec.replicas} new replicas have been updated...", False)
-    if s.replicas > s.updated_replicas:
-        return (f'Waiting for deployment "{name}" rollout to finish: '
-                f"{s.replicas - s.updated_replicas} old replicas are pending termination...",
-                False)
-    if s.available_replicas < s.updated_replicas:
-        return (f'Waiting for deployment "{name}" rollout to finish: {s.available_replicas} '
-                f"of {s.updated_replicas} updated replicas are available...", False)
-    return f'deployment "{name}" successfully rolled out', True

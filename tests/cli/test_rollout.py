@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from control.api import deployutil
 from control.api.pb import apps_pb2
 from control.cli.errors import CliError
 from control.cli.verbs_rollout import apply_rollback, rollback_target
@@ -27,7 +28,7 @@ from tests.support.deployments import (
 
 def rs_with(revision: int, image: str, **annotations: str) -> apps_pb2.ReplicaSet:
     rs = du.new_replica_set(deployment("web", image=image), None)
-    rs.metadata.annotations[du.REVISION_ANNOTATION] = str(revision)
+    rs.metadata.annotations[deployutil.REVISION_ANNOTATION] = str(revision)
     rs.metadata.annotations.update(annotations)
     return rs
 
@@ -40,14 +41,14 @@ def test_rollback_target_and_patch() -> None:
     with pytest.raises(CliError, match="unable to find specified revision 7"):
         rollback_target(rss, 7)
     d = deployment("web", image="v3")
-    d.metadata.annotations[du.REVISION_ANNOTATION] = "3"
+    d.metadata.annotations[deployutil.REVISION_ANNOTATION] = "3"
     d.metadata.annotations["note"] = "dropped"
-    target = rs_with(1, "v1", **{du.CHANGE_CAUSE_ANNOTATION: "first"})
+    target = rs_with(1, "v1", **{deployutil.CHANGE_CAUSE_ANNOTATION: "first"})
     apply_rollback(d, target)
     assert image_of(d.spec.template) == "v1"
-    assert du.HASH_LABEL not in d.spec.template.metadata.labels
-    assert dict(d.metadata.annotations) == {du.REVISION_ANNOTATION: "3",
-                                            du.CHANGE_CAUSE_ANNOTATION: "first"}
+    assert deployutil.HASH_LABEL not in d.spec.template.metadata.labels
+    assert dict(d.metadata.annotations) == {deployutil.REVISION_ANNOTATION: "3",
+                                            deployutil.CHANGE_CAUSE_ANNOTATION: "first"}
 
 
 async def test_status_waits_for_the_rollout(cluster: Cluster) -> None:
@@ -92,7 +93,7 @@ async def test_history_and_undo(cluster: Cluster) -> None:
     c = cluster.client
     async with simulated_pods(c):
         d = deployment("app", 2)
-        d.metadata.annotations[du.CHANGE_CAUSE_ANNOTATION] = "first"
+        d.metadata.annotations[deployutil.CHANGE_CAUSE_ANNOTATION] = "first"
         await c.create(d)
         await eventually(lambda: rolled_out(c, "app"))
         code, out, err = await flotilla(cluster, "rollout", "undo", "deployment/app")
@@ -100,7 +101,7 @@ async def test_history_and_undo(cluster: Cluster) -> None:
 
         def second(d: apps_pb2.Deployment) -> None:
             d.spec.template.spec.containers[0].image = "v2"
-            d.metadata.annotations[du.CHANGE_CAUSE_ANNOTATION] = "second"
+            d.metadata.annotations[deployutil.CHANGE_CAUSE_ANNOTATION] = "second"
 
         await mutate(c, "app", second)
         await eventually(lambda: rolled_out(c, "app", "v2"))
@@ -115,18 +116,18 @@ async def test_history_and_undo(cluster: Cluster) -> None:
         # as kubectl: the template is the old one when the verb returns
         now = await get_deploy(c, "app")
         assert image_of(now.spec.template) == "v1"
-        assert now.metadata.annotations[du.CHANGE_CAUSE_ANNOTATION] == "first"
+        assert now.metadata.annotations[deployutil.CHANGE_CAUSE_ANNOTATION] == "first"
         await eventually(lambda: rolled_out(c, "app", "v1"))
 
         async def revision_three() -> bool:
             revs = {image_of(rs.spec.template): rs.metadata.annotations for rs in
                     await replica_sets(c, "app")}
-            return revs["v1"].get(du.REVISION_ANNOTATION) == "3"
+            return revs["v1"].get(deployutil.REVISION_ANNOTATION) == "3"
 
         await eventually(revision_three)
         v1 = next(rs for rs in await replica_sets(c, "app")
                   if image_of(rs.spec.template) == "v1")
-        assert v1.metadata.annotations[du.REVISION_HISTORY_ANNOTATION] == "1"
+        assert v1.metadata.annotations[deployutil.REVISION_HISTORY_ANNOTATION] == "1"
         assert len(await replica_sets(c, "app")) == 2  # the same ReplicaSet came back
 
         code, out, _ = await flotilla(cluster, "rollout", "history", "deployment/app")
@@ -168,11 +169,11 @@ async def test_pause_resume_restart(cluster: Cluster) -> None:
         code, out, _ = await flotilla(cluster, "rollout", "restart", "deployment/pr")
         assert (code, out) == (0, "deployment.apps/pr restarted\n")
         d = await get_deploy(c, "pr")
-        assert du.RESTARTED_AT_ANNOTATION in d.spec.template.metadata.annotations
+        assert deployutil.RESTARTED_AT_ANNOTATION in d.spec.template.metadata.annotations
         code, out, err = await flotilla(cluster, "rollout", "status", "deployment/pr",
                                         "--timeout", "20s")
         assert code == 0, err
-        revisions = sorted(rs.metadata.annotations[du.REVISION_ANNOTATION]
+        revisions = sorted(rs.metadata.annotations[deployutil.REVISION_ANNOTATION]
                            for rs in await replica_sets(c, "pr"))
         assert revisions == ["1", "2"]
 

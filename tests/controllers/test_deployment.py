@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from control.api import deployutil
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import controller_of, is_pod_ready
 from control.client.client import ApiClient
@@ -102,18 +103,18 @@ async def test_a_deployment_of_three_becomes_available(cluster: Cluster) -> None
     assert (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas,
             s.unavailable_replicas, s.observed_generation) == (3, 3, 3, 3, 0, 1)
     assert condition(d, du.AVAILABLE) == ("True", du.MIN_REPLICAS_AVAILABLE)
-    assert condition(d, du.PROGRESSING) == ("True", du.NEW_RS_AVAILABLE)
-    assert d.metadata.annotations[du.REVISION_ANNOTATION] == "1"
+    assert condition(d, deployutil.PROGRESSING) == ("True", du.NEW_RS_AVAILABLE)
+    assert d.metadata.annotations[deployutil.REVISION_ANNOTATION] == "1"
     [rs] = await replica_sets(c, "web")
-    pod_hash = rs.spec.template.metadata.labels[du.HASH_LABEL]
+    pod_hash = rs.spec.template.metadata.labels[deployutil.HASH_LABEL]
     assert rs.metadata.name == f"web-{pod_hash}"
-    assert rs.spec.selector.match_labels[du.HASH_LABEL] == pod_hash
-    assert rs.metadata.annotations[du.REVISION_ANNOTATION] == "1"
-    assert rs.metadata.annotations[du.DESIRED_REPLICAS_ANNOTATION] == "3"
-    assert rs.metadata.annotations[du.MAX_REPLICAS_ANNOTATION] == "4"
+    assert rs.spec.selector.match_labels[deployutil.HASH_LABEL] == pod_hash
+    assert rs.metadata.annotations[deployutil.REVISION_ANNOTATION] == "1"
+    assert rs.metadata.annotations[deployutil.DESIRED_REPLICAS_ANNOTATION] == "3"
+    assert rs.metadata.annotations[deployutil.MAX_REPLICAS_ANNOTATION] == "4"
     ref = controller_of(rs)
     assert ref is not None and ref.uid == d.metadata.uid and ref.kind == "Deployment"
-    assert all(p.metadata.labels[du.HASH_LABEL] == pod_hash for p in await pods(c, "web"))
+    assert all(p.metadata.labels[deployutil.HASH_LABEL] == pod_hash for p in await pods(c, "web"))
 
 
 async def test_rolling_update_never_drops_below_min_available(cluster: Cluster) -> None:
@@ -135,10 +136,10 @@ async def test_rolling_update_never_drops_below_min_available(cluster: Cluster) 
     # the rollout went through the surge, and the old pods went away
     assert any(img == "v2" for _, _, img in watcher.log)
     rss = await replica_sets(c, "roll")
-    assert sorted((rs.spec.replicas, rs.metadata.annotations[du.REVISION_ANNOTATION])
+    assert sorted((rs.spec.replicas, rs.metadata.annotations[deployutil.REVISION_ANNOTATION])
                   for rs in rss) == [(0, "1"), (replicas, "2")]
     d = await get_deploy(c, "roll")
-    assert d.metadata.annotations[du.REVISION_ANNOTATION] == "2"
+    assert d.metadata.annotations[deployutil.REVISION_ANNOTATION] == "2"
 
 
 async def test_recreate_removes_old_pods_before_creating_new_ones(cluster: Cluster) -> None:
@@ -192,7 +193,7 @@ async def test_scaling_mid_rollout_is_proportional(cluster: Cluster) -> None:
         # 4:2 of 6 becomes 10 in proportion: 4*10/6 = 6.7 -> 7, 2*10/6 = 3.3 -> 3
         assert sizes == {"v1": 7, "v2": 3}
         for rs in await replica_sets(c, "prop"):
-            assert rs.metadata.annotations[du.DESIRED_REPLICAS_ANNOTATION] == "8"
+            assert rs.metadata.annotations[deployutil.DESIRED_REPLICAS_ANNOTATION] == "8"
         sim.ready = lambda _p: True
         await sim.recheck()
         await eventually(lambda: rolled_out(c, "prop", "v2"))
@@ -211,7 +212,7 @@ async def test_pause_holds_the_rollout_and_resume_finishes_it(cluster: Cluster) 
         await mutate(c, "pz", pause)
 
         async def paused() -> bool:
-            return condition(await get_deploy(c, "pz"), du.PROGRESSING) == (
+            return condition(await get_deploy(c, "pz"), deployutil.PROGRESSING) == (
                 "Unknown", du.PAUSED)
 
         await eventually(paused)
@@ -233,7 +234,7 @@ async def test_pause_holds_the_rollout_and_resume_finishes_it(cluster: Cluster) 
 
         await mutate(c, "pz", resume)
         await eventually(lambda: rolled_out(c, "pz", "v2"))
-    assert condition(await get_deploy(c, "pz"), du.PROGRESSING) == ("True", du.NEW_RS_AVAILABLE)
+    assert condition(await get_deploy(c, "pz"), deployutil.PROGRESSING) == ("True", du.NEW_RS_AVAILABLE)
 
 
 async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster) -> None:
@@ -244,8 +245,8 @@ async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster)
         await set_image(c, "stall", "broken")
 
         async def timed_out() -> bool:
-            return condition(await get_deploy(c, "stall"), du.PROGRESSING) == (
-                "False", du.TIMED_OUT)
+            return condition(await get_deploy(c, "stall"), deployutil.PROGRESSING) == (
+                "False", deployutil.TIMED_OUT)
 
         await eventually(timed_out)
     d = await get_deploy(c, "stall")
@@ -253,7 +254,7 @@ async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster)
     assert d.status.available_replicas == 2
     assert condition(d, du.AVAILABLE) == ("True", du.MIN_REPLICAS_AVAILABLE)
     events = (await c.list(core_pb2.Event, NS)).items
-    assert any(e.reason == du.TIMED_OUT and e.involved_object.name == "stall" for e in events)
+    assert any(e.reason == deployutil.TIMED_OUT and e.involved_object.name == "stall" for e in events)
 
 
 async def test_rollover_and_revision_history_limit(cluster: Cluster) -> None:
@@ -279,7 +280,7 @@ async def test_rollover_and_revision_history_limit(cluster: Cluster) -> None:
             return len(await replica_sets(c, "hist")) == 2  # the new one + 1 old
 
         await eventually(history_trimmed)
-    revisions = sorted(int(rs.metadata.annotations[du.REVISION_ANNOTATION])
+    revisions = sorted(int(rs.metadata.annotations[deployutil.REVISION_ANNOTATION])
                        for rs in await replica_sets(c, "hist"))
     assert revisions == [3, 4]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from control.api import deployutil
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
 from control.api.podutil import controller_of
 from control.controllers import deployment_util as du
@@ -63,13 +64,13 @@ def rs(name: str, replicas: int, available: int | None = None, created: int = 0,
 
 
 def sized(rs_: apps_pb2.ReplicaSet, desired: int, max_replicas: int) -> apps_pb2.ReplicaSet:
-    rs_.metadata.annotations[du.DESIRED_REPLICAS_ANNOTATION] = str(desired)
-    rs_.metadata.annotations[du.MAX_REPLICAS_ANNOTATION] = str(max_replicas)
+    rs_.metadata.annotations[deployutil.DESIRED_REPLICAS_ANNOTATION] = str(desired)
+    rs_.metadata.annotations[deployutil.MAX_REPLICAS_ANNOTATION] = str(max_replicas)
     return rs_
 
 
 def revised(rs_: apps_pb2.ReplicaSet, revision: int) -> apps_pb2.ReplicaSet:
-    rs_.metadata.annotations[du.REVISION_ANNOTATION] = str(revision)
+    rs_.metadata.annotations[deployutil.REVISION_ANNOTATION] = str(revision)
     return rs_
 
 
@@ -252,11 +253,11 @@ def test_hash_is_stable_and_changes_with_template_and_collisions() -> None:
 def test_new_replica_set_and_equal_ignore_hash() -> None:
     d = deploy()
     new = du.new_replica_set(d, None)
-    pod_hash = new.spec.template.metadata.labels[du.HASH_LABEL]
+    pod_hash = new.spec.template.metadata.labels[deployutil.HASH_LABEL]
     assert new.metadata.name == f"web-{pod_hash}"
-    assert new.spec.selector.match_labels == {"app": "web", du.HASH_LABEL: pod_hash}
+    assert new.spec.selector.match_labels == {"app": "web", deployutil.HASH_LABEL: pod_hash}
     assert controller_of(new) is not None
-    assert du.equal_ignore_hash(new.spec.template, d.spec.template)
+    assert deployutil.equal_ignore_hash(new.spec.template, d.spec.template)
     assert du.find_new_rs(d, [new]) is new
     changed = deploy()
     changed.spec.template.spec.containers[0].image = "nginx"
@@ -274,23 +275,23 @@ def test_find_new_rs_prefers_the_oldest_identical_template() -> None:
 
 @pytest.mark.parametrize(("before", "new_revision", "exists", "revision", "history"), [
     ({}, 1, False, "1", None),
-    ({du.REVISION_ANNOTATION: "1"}, 3, True, "3", "1"),       # rolled back to: history kept
-    ({du.REVISION_ANNOTATION: "2", du.REVISION_HISTORY_ANNOTATION: "1"}, 4, True, "4", "1,2"),
-    ({du.REVISION_ANNOTATION: "3"}, 3, True, "3", None),      # already current
+    ({deployutil.REVISION_ANNOTATION: "1"}, 3, True, "3", "1"),       # rolled back to: history kept
+    ({deployutil.REVISION_ANNOTATION: "2", deployutil.REVISION_HISTORY_ANNOTATION: "1"}, 4, True, "4", "1,2"),
+    ({deployutil.REVISION_ANNOTATION: "3"}, 3, True, "3", None),      # already current
 ])
 def test_set_new_rs_annotations(before: dict[str, str], new_revision: int, exists: bool,
                                 revision: str, history: str | None) -> None:
     d = deploy()
-    d.metadata.annotations[du.CHANGE_CAUSE_ANNOTATION] = "kubectl set image"
-    d.metadata.annotations[du.REVISION_ANNOTATION] = "9"  # the Deployment's own: not copied
+    d.metadata.annotations[deployutil.CHANGE_CAUSE_ANNOTATION] = "kubectl set image"
+    d.metadata.annotations[deployutil.REVISION_ANNOTATION] = "9"  # the Deployment's own: not copied
     r = rs("new", 0)
     r.metadata.annotations.update(before)
     assert du.set_new_rs_annotations(d, r, new_revision, exists)
     ann = r.metadata.annotations
-    assert ann[du.REVISION_ANNOTATION] == revision
-    assert ann.get(du.REVISION_HISTORY_ANNOTATION) == history
-    assert ann[du.CHANGE_CAUSE_ANNOTATION] == "kubectl set image"
-    assert (du.DESIRED_REPLICAS_ANNOTATION in ann) == (not exists)
+    assert ann[deployutil.REVISION_ANNOTATION] == revision
+    assert ann.get(deployutil.REVISION_HISTORY_ANNOTATION) == history
+    assert ann[deployutil.CHANGE_CAUSE_ANNOTATION] == "kubectl set image"
+    assert (deployutil.DESIRED_REPLICAS_ANNOTATION in ann) == (not exists)
     assert not du.set_new_rs_annotations(d, r, new_revision, exists)  # idempotent
 
 
@@ -327,34 +328,34 @@ def test_calculate_status() -> None:
 
 def test_set_condition_keeps_times_unless_status_changes() -> None:
     status = apps_pb2.DeploymentStatus()
-    du.set_condition(status, du.new_condition(du.PROGRESSING, "True", du.NEW_RS_CREATED,
+    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "True", du.NEW_RS_CREATED,
                                               "a", NOW))
-    du.set_condition(status, du.new_condition(du.PROGRESSING, "True", du.NEW_RS_CREATED,
+    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "True", du.NEW_RS_CREATED,
                                               "b", NOW + 5))
-    cond = du.get_condition(status, du.PROGRESSING)
+    cond = du.get_condition(status, deployutil.PROGRESSING)
     assert cond is not None and cond.message == "a"  # same status and reason: untouched
-    du.set_condition(status, du.new_condition(du.PROGRESSING, "True", du.RS_UPDATED, "c",
+    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "True", du.RS_UPDATED, "c",
                                               NOW + 10))
-    cond = du.get_condition(status, du.PROGRESSING)
+    cond = du.get_condition(status, deployutil.PROGRESSING)
     assert cond is not None and cond.message == "c"
     assert cond.last_transition_time.seconds == int(NOW)
     assert cond.last_update_time.seconds == int(NOW + 10)
-    du.set_condition(status, du.new_condition(du.PROGRESSING, "False", du.TIMED_OUT, "d",
+    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "False", deployutil.TIMED_OUT, "d",
                                               NOW + 20))
-    cond = du.get_condition(status, du.PROGRESSING)
+    cond = du.get_condition(status, deployutil.PROGRESSING)
     assert cond is not None and cond.last_transition_time.seconds == int(NOW + 20)
     assert len(status.conditions) == 1
 
 
 def progressing(d: apps_pb2.Deployment, reason: str, at: float, status: str = "True") -> None:
-    du.set_condition(d.status, du.new_condition(du.PROGRESSING, status, reason, "", at))
+    du.set_condition(d.status, du.new_condition(deployutil.PROGRESSING, status, reason, "", at))
 
 
 @pytest.mark.parametrize(("case", "reason", "status"), [
     ("complete", du.NEW_RS_AVAILABLE, "True"),
     ("progress", du.RS_UPDATED, "True"),
     ("stuck-in-time", du.NEW_RS_CREATED, "True"),
-    ("stuck-too-long", du.TIMED_OUT, "False"),
+    ("stuck-too-long", deployutil.TIMED_OUT, "False"),
 ])
 def test_rollout_status_conditions(case: str, reason: str, status: str) -> None:
     d = deploy(3, 1, 0, deadline=30)
@@ -372,7 +373,7 @@ def test_rollout_status_conditions(case: str, reason: str, status: str) -> None:
     elif case == "stuck-too-long":
         now = NOW + 31
     s = du.rollout_status([old, new], new, d, now)
-    cond = du.get_condition(s, du.PROGRESSING)
+    cond = du.get_condition(s, deployutil.PROGRESSING)
     assert cond is not None
     assert (cond.reason, cond.status) == (reason, status)
     if case == "progress":
@@ -388,7 +389,7 @@ def test_no_progress_deadline_means_no_progressing_condition() -> None:
     d = deploy(deadline=None)
     progressing(d, du.NEW_RS_CREATED, NOW)
     s = du.rollout_status([rs("new", 3)], rs("new", 3), d, NOW)
-    assert du.get_condition(s, du.PROGRESSING) is None
+    assert du.get_condition(s, deployutil.PROGRESSING) is None
 
 
 @pytest.mark.parametrize(("paused", "current", "expected"), [
@@ -396,7 +397,7 @@ def test_no_progress_deadline_means_no_progressing_condition() -> None:
     (True, du.PAUSED, None),
     (False, du.PAUSED, du.RESUMED),
     (False, du.RS_UPDATED, None),
-    (True, du.TIMED_OUT, None),
+    (True, deployutil.TIMED_OUT, None),
 ])
 def test_paused_condition_change(paused: bool, current: str | None,
                                  expected: str | None) -> None:
@@ -429,19 +430,19 @@ def test_rollout_status_message(generation: int, observed: int, updated: int, re
     d.status.updated_replicas = updated
     d.status.replicas = replicas
     d.status.available_replicas = available
-    assert du.rollout_status_message(d) == (message, done)
+    assert deployutil.rollout_status_message(d) == (message, done)
 
 
 def test_rollout_status_message_reports_a_stalled_rollout() -> None:
     d = deploy(3)
     d.status.observed_generation = 1
-    progressing(d, du.TIMED_OUT, NOW, "False")
-    with pytest.raises(du.RolloutStalled, match='deployment "web" exceeded its progress'):
-        du.rollout_status_message(d)
+    progressing(d, deployutil.TIMED_OUT, NOW, "False")
+    with pytest.raises(deployutil.RolloutStalled, match='deployment "web" exceeded its progress'):
+        deployutil.rollout_status_message(d)
 
 
 def test_template_without_hash_does_not_touch_its_argument() -> None:
     t = core_pb2.PodTemplateSpec()
-    t.metadata.labels[du.HASH_LABEL] = "x"
-    assert du.HASH_LABEL not in du.template_without_hash(t).metadata.labels
-    assert t.metadata.labels[du.HASH_LABEL] == "x"
+    t.metadata.labels[deployutil.HASH_LABEL] = "x"
+    assert deployutil.HASH_LABEL not in deployutil.template_without_hash(t).metadata.labels
+    assert t.metadata.labels[deployutil.HASH_LABEL] == "x"

@@ -25,11 +25,10 @@ from typing import Any
 
 import pytest
 
-from control.api import convert, errors
+from control.api import convert, deployutil, errors
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import controller_of
 from control.client.client import ApiClient
-from control.controllers import deployment_util as du
 from tests.conftest import Cluster
 from tests.support import eventually
 from tests.support.cluster import (
@@ -133,7 +132,7 @@ async def test_deployment_spreads_rolls_out_and_rolls_back(env: Env) -> None:
                        and env.container_pids(), "3 container processes", timeout=WAIT, retry_on=NOT_YET)
     assert {node_of_pid(p) for p in pids} == set(env.nodes)
     [rs1] = [rs for rs in (await c.list(apps_pb2.ReplicaSet, NS)).items]
-    first_hash = rs1.metadata.labels[du.HASH_LABEL]
+    first_hash = rs1.metadata.labels[deployutil.HASH_LABEL]
 
     seen: list[int] = []
     async with PodWatch(c, NS, min_ready_check("web", 3 - 1, seen)) as watch:
@@ -147,9 +146,9 @@ async def test_deployment_spreads_rolls_out_and_rolls_back(env: Env) -> None:
     assert not watch.violations, watch.violations[:3]
     assert watch.events >= 12 and min(seen) >= 2, (watch.events, seen)
     # rollback reuses the first ReplicaSet (same template hash), now the newest revision
-    assert {p.metadata.labels[du.HASH_LABEL] for p in back} == {first_hash}
+    assert {p.metadata.labels[deployutil.HASH_LABEL] for p in back} == {first_hash}
     rs1 = await c.get(apps_pb2.ReplicaSet, rs1.metadata.name, NS)
-    assert du.revision_of(rs1) == 3
+    assert deployutil.revision_of(rs1) == 3
     # exactly the 3 pods' containers run; the replaced ones were really stopped
     await eventually(lambda: len(env.container_pids()) == 3, "old containers stopped", timeout=WAIT, retry_on=NOT_YET)
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from control.api import convert, errors
+from control.api import convert, deployutil, errors
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import is_pod_ready
 from control.api.timeutil import time_at
@@ -163,8 +163,8 @@ async def rolled_out(c: ApiClient, name: str, image: str | None = None) -> bool:
     """The rollout is complete: every replica updated and available, nothing old left."""
     d = await get_deploy(c, name)
     try:
-        _, done = du.rollout_status_message(d)
-    except du.RolloutStalled:
+        _, done = deployutil.rollout_status_message(d)
+    except deployutil.RolloutStalled:
         return False
     if not done:
         return False
