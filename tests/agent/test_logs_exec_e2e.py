@@ -30,6 +30,7 @@ from agent.server import (
 from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.cli.main import main as cli_main
+from control.client.retry import guaranteed_update
 from tests.conftest import Cluster
 
 NODE = "n1"
@@ -173,10 +174,16 @@ async def register_node(cluster: Cluster, name: str, port: int, ip: str = "127.0
     node = convert.from_dict({"apiVersion": "v1", "kind": "Node",
                               "metadata": {"name": name}}, core_pb2.Node())
     node = await cluster.client.create(node)
-    node.status.addresses.add(type="Hostname", address=name)
-    node.status.addresses.add(type="InternalIP", address=ip)
-    node.status.daemon_endpoints.kubelet_endpoint.port = port
-    await cluster.client.update_status(node)
+
+    def advertise(n: core_pb2.Node) -> bool:
+        n.status.addresses.add(type="Hostname", address=name)
+        n.status.addresses.add(type="InternalIP", address=ip)
+        n.status.daemon_endpoints.kubelet_endpoint.port = port
+        return True
+
+    # The node IPAM controller writes the new Node too: retry on its Conflict.
+    await guaranteed_update(cluster.client, core_pb2.Node, "", name, advertise, current=node,
+                            status=True)
 
 
 async def read_all(cluster: Cluster, name: str, **options: Any) -> bytes:
