@@ -294,7 +294,8 @@ def rollback_target(rss: list[Any], to_revision: int) -> Any:
             if deployutil.revision_of(rs) == to_revision:
                 return rs
         raise CliError(f"unable to find specified revision {to_revision} in history")
-    ordered = sorted((rs for rs in rss if deployutil.revision_of(rs) > 0), key=deployutil.revision_of)
+    ordered = sorted((rs for rs in rss if deployutil.revision_of(rs) > 0),
+                     key=deployutil.revision_of)
     if len(ordered) < 2:
         return None
     return ordered[-2]

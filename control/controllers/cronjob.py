@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -70,10 +70,10 @@ class CronJobController:
         self._log = log.bind(controller=NAME)
         self.recorder = ctx.events.new_recorder("cronjob-controller")
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
-        self._cronjobs = ctx.informers.informer("cronjobs",
+        self._cronjobs = ctx.informers.informer(batch_pb2.CronJob,
                                                 indexers={NAMESPACE_INDEX: namespace_index})
         self._jobs = ctx.informers.informer(
-            "jobs", indexers={NAMESPACE_INDEX: namespace_index,
+            batch_pb2.Job, indexers={NAMESPACE_INDEX: namespace_index,
                               CONTROLLER_UID_INDEX: controller_uid_index})
         self._cronjobs.add_event_handler(
             on_add=self._enqueue, on_update=self._cronjob_updated, on_delete=self._enqueue)
@@ -81,13 +81,13 @@ class CronJobController:
                                      on_update=lambda _o, n: self._job_event(n),
                                      on_delete=self._job_event)
 
-    def _enqueue(self, cj: Any) -> None:
+    def _enqueue(self, cj: batch_pb2.CronJob) -> None:
         self.controller.enqueue(meta_namespace_key(cj))
 
-    def _cronjob_updated(self, old: Any, new: Any) -> None:
+    def _cronjob_updated(self, old: batch_pb2.CronJob, new: batch_pb2.CronJob) -> None:
         self._enqueue(new)
 
-    def _job_event(self, job: Any) -> None:
+    def _job_event(self, job: batch_pb2.Job) -> None:
         ref = controller_of(job)
         if ref is None or ref.kind != CRONJOB.kind:
             return
@@ -106,13 +106,13 @@ class CronJobController:
                 # our cached copy was behind (typically our own last status write): the
                 # pass is idempotent (a run's Job has a fixed name), so redo it on a fresh one
                 try:
-                    cj = await self._client.get(CRONJOB, cj.metadata.name,
+                    cj = await self._client.get(batch_pb2.CronJob, cj.metadata.name,
                                                 cj.metadata.namespace)
                 except errors.NotFound:
                     return None
         raise errors.Conflict(f"cronjob {key} keeps changing")
 
-    async def _sync(self, cj: Any) -> Result | None:
+    async def _sync(self, cj: batch_pb2.CronJob) -> Result | None:
         jobs = [j for j in self._jobs.indexer.by_index(CONTROLLER_UID_INDEX, cj.metadata.uid)
                 if j.metadata.namespace == cj.metadata.namespace]
         now = self._clock.now()
@@ -124,7 +124,8 @@ class CronJobController:
         await self._write(cj, status)
         return result
 
-    async def _track_active(self, cj: Any, status: Any, jobs: list[Any]) -> None:
+    async def _track_active(self, cj: batch_pb2.CronJob, status: batch_pb2.CronJobStatus,
+                            jobs: list[batch_pb2.Job]) -> None:
         by_uid = {j.metadata.uid: j for j in jobs}
         keep = []
         for ref in status.active:
@@ -151,14 +152,14 @@ class CronJobController:
                         or timestamp_seconds(status.last_successful_time) < done_at):
                     status.last_successful_time.CopyFrom(job.status.completion_time)
 
-    async def _exists(self, ref: Any) -> bool:
+    async def _exists(self, ref: meta_pb2.ObjectReference) -> bool:
         try:
-            job = await self._client.get(JOB, ref.name, ref.namespace)
+            job = await self._client.get(batch_pb2.Job, ref.name, ref.namespace)
         except errors.NotFound:
             return False
         return bool(job.metadata.uid == ref.uid)
 
-    async def _clean_history(self, cj: Any, jobs: list[Any]) -> None:
+    async def _clean_history(self, cj: batch_pb2.CronJob, jobs: list[batch_pb2.Job]) -> None:
         spec = cj.spec
         ok = spec.successful_jobs_history_limit if spec.HasField(
             "successful_jobs_history_limit") else None
@@ -166,7 +167,7 @@ class CronJobController:
         for job in cu.to_delete(jobs, ok, bad):
             await self._delete_job(cj, job.metadata.name, job.metadata.uid)
 
-    async def _delete_job(self, cj: Any, name: str, uid: str) -> None:
+    async def _delete_job(self, cj: batch_pb2.CronJob, name: str, uid: str) -> None:
         try:
             await self._client.delete(JOB, name, cj.metadata.namespace,
                                       propagation_policy="Background", uid=uid)
@@ -177,7 +178,8 @@ class CronJobController:
             raise
         self.recorder.event(cj, NORMAL, "SuccessfulDelete", f"Deleted job {name}")
 
-    async def _schedule(self, cj: Any, status: Any, jobs: list[Any], now: float) -> Result | None:
+    async def _schedule(self, cj: batch_pb2.CronJob, status: batch_pb2.CronJobStatus,
+                        jobs: list[batch_pb2.Job], now: float) -> Result | None:
         spec = cj.spec
         if spec.suspend:
             return None
@@ -227,9 +229,9 @@ class CronJobController:
         try:
             created = await self._client.create(job)
         except errors.AlreadyExists:
-            created = await self._client.get(JOB, name, cj.metadata.namespace)
-            ref = controller_of(created)
-            if ref is None or ref.uid != cj.metadata.uid:
+            created = await self._client.get(batch_pb2.Job, name, cj.metadata.namespace)
+            owner = controller_of(created)
+            if owner is None or owner.uid != cj.metadata.uid:
                 self.recorder.event(cj, WARNING, "FailedCreate",
                                     f"Error creating job: job {name} exists and is not ours")
                 return requeue
@@ -241,7 +243,8 @@ class CronJobController:
         self._record_run(status, created, scheduled)
         return requeue
 
-    def _record_run(self, status: Any, job: Any, scheduled: float) -> None:
+    def _record_run(self, status: batch_pb2.CronJobStatus, job: batch_pb2.Job,
+                    scheduled: float) -> None:
         """The Job of the run at ``scheduled`` exists: active (unless finished), and the
         run is the last scheduled one."""
         if cu.finished_type(job) is None and not any(
@@ -254,7 +257,7 @@ class CronJobController:
                 or timestamp_seconds(status.last_schedule_time) < scheduled):
             status.last_schedule_time.CopyFrom(time_at(scheduled))
 
-    async def _write(self, cj: Any, status: Any) -> None:
+    async def _write(self, cj: batch_pb2.CronJob, status: batch_pb2.CronJobStatus) -> None:
         if status == cj.status:
             return
         new = batch_pb2.CronJob()

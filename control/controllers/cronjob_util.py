@@ -20,7 +20,6 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from control.api import cron, kinds
 from control.api.pb import batch_pb2, meta_pb2
@@ -34,7 +33,7 @@ MAX_MISSED_WARNING = 100
 _COUNT_LIMIT = 10_000
 
 
-def schedule_of(cj: Any) -> tuple[cron.Schedule, dt.tzinfo]:
+def schedule_of(cj: batch_pb2.CronJob) -> tuple[cron.Schedule, dt.tzinfo]:
     """The parsed schedule and its zone; CronError / ZoneInfoNotFoundError when invalid."""
     tz: dt.tzinfo = dt.UTC
     if cj.spec.HasField("time_zone"):
@@ -56,7 +55,7 @@ class Due:
     next_run: float | None
 
 
-def earliest(cj: Any, now: float, with_deadline: bool) -> float:
+def earliest(cj: batch_pb2.CronJob, now: float, with_deadline: bool) -> float:
     """Where the search for missed runs starts."""
     start = timestamp_seconds(cj.metadata.creation_timestamp) if cj.metadata.HasField(
         "creation_timestamp") else now
@@ -89,12 +88,12 @@ def most_recent(sched: cron.Schedule, tz: dt.tzinfo, since: float, now: float) -
                t.timestamp() if t is not None else None)
 
 
-def job_name(cj: Any, scheduled: float) -> str:
+def job_name(cj: batch_pb2.CronJob, scheduled: float) -> str:
     """``<cronjob>-<scheduled time in minutes since the epoch>`` (Kubernetes' name)."""
     return f"{cj.metadata.name}-{int(scheduled) // 60}"
 
 
-def job_for(cj: Any, scheduled: float, tz: dt.tzinfo) -> batch_pb2.Job:
+def job_for(cj: batch_pb2.CronJob, scheduled: float, tz: dt.tzinfo) -> batch_pb2.Job:
     job = batch_pb2.Job(api_version="batch/v1", kind="Job")
     m = job.metadata
     m.name = job_name(cj, scheduled)
@@ -110,7 +109,7 @@ def job_for(cj: Any, scheduled: float, tz: dt.tzinfo) -> batch_pb2.Job:
     return job
 
 
-def finished_type(job: Any) -> str | None:
+def finished_type(job: batch_pb2.Job) -> str | None:
     """Complete or Failed once the Job has finished, else None."""
     for ctype in (ju.COMPLETE, ju.FAILED):
         if ju.condition_true(job.status, ctype):
@@ -118,7 +117,7 @@ def finished_type(job: Any) -> str | None:
     return None
 
 
-def _finish_key(job: Any) -> float:
+def _finish_key(job: batch_pb2.Job) -> float:
     if job.status.HasField("completion_time"):
         return timestamp_seconds(job.status.completion_time)
     done = ju.finished_at(job)
@@ -127,10 +126,10 @@ def _finish_key(job: Any) -> float:
     return timestamp_seconds(job.metadata.creation_timestamp)
 
 
-def to_delete(jobs: Iterable[Any], successful_limit: int | None,
-              failed_limit: int | None) -> list[Any]:
+def to_delete(jobs: Iterable[batch_pb2.Job], successful_limit: int | None,
+              failed_limit: int | None) -> list[batch_pb2.Job]:
     """Finished Jobs beyond the history limits (None: keep all), oldest first."""
-    out: list[Any] = []
+    out: list[batch_pb2.Job] = []
     jobs = list(jobs)
     for ctype, limit in ((ju.COMPLETE, successful_limit), (ju.FAILED, failed_limit)):
         if limit is None:

@@ -279,7 +279,8 @@ class DeploymentController:
                 rs = await self._client.update(rs)
             needs = du.set_deployment_revision(
                 d, rs.metadata.annotations.get(deployutil.REVISION_ANNOTATION, ""))
-            if du.has_progress_deadline(d) and du.get_condition(d.status, deployutil.PROGRESSING) is None:
+            if du.has_progress_deadline(d) and du.get_condition(d.status,
+                                        deployutil.PROGRESSING) is None:
                 du.set_condition(d.status, du.new_condition(
                     deployutil.PROGRESSING, "True", du.FOUND_NEW_RS,
                     f'Found new replica set "{rs.metadata.name}"', now))

@@ -91,7 +91,8 @@ def needs_controller_scale(spec: policy_pb2.PodDisruptionBudgetSpec) -> bool:
     return spec.HasField("min_available") and spec.min_available.WhichOneof("value") == "str_val"
 
 
-def expected_and_desired(spec: policy_pb2.PodDisruptionBudgetSpec, matching_pods: int, scale: int) -> tuple[int, int]:
+def expected_and_desired(spec: policy_pb2.PodDisruptionBudgetSpec, matching_pods: int,
+                         scale: int) -> tuple[int, int]:
     """(expectedPods, desiredHealthy) for a budget; ``scale`` is the controllers' total
     (used only when ``needs_controller_scale``)."""
     if spec.HasField("max_unavailable"):
@@ -310,7 +311,8 @@ class DisruptionController:
             scales[uid] = replicas
         return sum(scales.values())
 
-    async def _controller_scale(self, ref: meta_pb2.OwnerReference, namespace: str) -> tuple[str, int] | None:
+    async def _controller_scale(self, ref: meta_pb2.OwnerReference, namespace: str) -> tuple[str,
+                                int] | None:
         """(uid, replicas) of the workload a pod's controller ref leads to."""
         if ref.kind == "ReplicaSet":
             rs = self._rss.indexer.get(f"{namespace}/{ref.name}")

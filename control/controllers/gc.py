@@ -61,6 +61,8 @@ from control.runtime.informer import EventHandler, SharedInformer
 if TYPE_CHECKING:
     from control.controllers.manager import ControllerContext
 
+Refs = list[meta_pb2.OwnerReference]
+
 log = structlog.get_logger(__name__, component="controller", controller="garbagecollector")
 
 NAME = "garbagecollector"
@@ -175,7 +177,8 @@ class GarbageCollector:
         found = inf.indexer.by_index(UID_INDEX, uid)
         return found[0] if found else None
 
-    def dependents(self, owner: Object, owner_info: kinds.KindInfo) -> list[tuple[kinds.KindInfo, Object]]:
+    def dependents(self, owner: Object, owner_info: kinds.KindInfo) -> list[tuple[kinds.KindInfo,
+                   Object]]:
         """Cached objects with an ownerReference to ``owner`` (same namespace if it is
         namespaced: a cross-namespace reference is invalid and ignored)."""
         out = []
@@ -187,7 +190,8 @@ class GarbageCollector:
                 out.append((self._infos[plural], dep))
         return out
 
-    def _owner_infos(self, obj: Object) -> list[tuple[meta_pb2.OwnerReference, kinds.KindInfo | None]]:
+    def _owner_infos(self, obj: Object) -> list[tuple[meta_pb2.OwnerReference,
+                     kinds.KindInfo | None]]:
         out: list[tuple[meta_pb2.OwnerReference, kinds.KindInfo | None]] = []
         for ref in obj.metadata.owner_references:
             try:
@@ -267,7 +271,8 @@ class GarbageCollector:
             await self._remove_finalizer(info, owner, FOREGROUND)
             log.info("foreground deletion complete", key=_key(info, owner))
 
-    async def owner_state(self, dep: Object, ref: meta_pb2.OwnerReference, info: kinds.KindInfo | None) -> str:
+    async def owner_state(self, dep: Object, ref: meta_pb2.OwnerReference,
+                          info: kinds.KindInfo | None) -> str:
         """SOLID, DANGLING or WAITING for the owner ``ref`` of ``dep``; see the docstring."""
         if info is None:
             return SOLID  # unknown kind: never delete on a guess
@@ -325,7 +330,7 @@ class GarbageCollector:
             pass  # replaced by a namesake: that one is looked at on its own
 
     async def _rewrite_refs(self, info: kinds.KindInfo, obj: Object,
-                            rewrite: Callable[[list[meta_pb2.OwnerReference]], list[meta_pb2.OwnerReference]]) -> None:
+                            rewrite: Callable[[Refs], Refs]) -> None:
         """Set ``obj``'s ownerReferences to ``rewrite(refs)`` on a fresh read (CAS, retried)."""
 
         def apply(fresh: Any) -> bool:
@@ -363,7 +368,7 @@ class GarbageCollector:
             pass
 
 
-def _unblock(refs: list[meta_pb2.OwnerReference]) -> list[meta_pb2.OwnerReference]:
+def _unblock(refs: Refs) -> Refs:
     out = []
     for r in refs:
         r2 = type(r)()

@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from control.api import errors, kinds, labels
 from control.api.pb import batch_pb2, core_pb2
-from control.api.podutil import controller_of
+from control.api.podutil import controller_of, is_pod_ready
 from control.api.timeutil import time_at
 from control.client.client import ApiClient
 from control.controllers import job_util as ju
@@ -81,13 +81,13 @@ MAX_UNCOUNTED = 500
 BURST = 500
 
 
-def job_selector(job: Any) -> labels.Selector:
+def job_selector(job: batch_pb2.Job) -> labels.Selector:
     if not job.spec.HasField("selector"):
         return labels.nothing()
     return labels.from_label_selector(job.spec.selector)
 
 
-def is_indexed(job: Any) -> bool:
+def is_indexed(job: batch_pb2.Job) -> bool:
     return bool(job.spec.completion_mode == "Indexed")
 
 
@@ -112,9 +112,10 @@ class JobController:
         self.recorder = ctx.events.new_recorder("job-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
-        self._jobs = ctx.informers.informer("jobs", indexers={NAMESPACE_INDEX: namespace_index})
+        self._jobs = ctx.informers.informer(batch_pb2.Job,
+                                            indexers={NAMESPACE_INDEX: namespace_index})
         self._pods = ctx.informers.informer(
-            "pods", indexers={NAMESPACE_INDEX: namespace_index,
+            core_pb2.Pod, indexers={NAMESPACE_INDEX: namespace_index,
                               CONTROLLER_UID_INDEX: controller_uid_index})
         self._jobs.add_event_handler(on_add=self._job_changed,
                                      on_update=lambda _o, n: self._job_changed(n),
@@ -124,10 +125,10 @@ class JobController:
 
     # -- event handlers --------------------------------------------------------------------
 
-    def _job_changed(self, job: Any) -> None:
+    def _job_changed(self, job: batch_pb2.Job) -> None:
         self.controller.enqueue(meta_namespace_key(job))
 
-    def _job_deleted(self, job: Any) -> None:
+    def _job_deleted(self, job: batch_pb2.Job) -> None:
         key = meta_namespace_key(job)
         self._forget(key)
         # its pods may still carry our finalizer: release them
@@ -141,7 +142,7 @@ class JobController:
         self._deleted_by_us.pop(key, None)
         self._finalizing.pop(key, None)
 
-    def _resolve(self, pod: Any) -> str | None:
+    def _resolve(self, pod: core_pb2.Pod) -> str | None:
         """The key of the Job controlling ``pod`` if it is in the cache."""
         ref = controller_of(pod)
         if ref is None or ref.kind != JOB.kind:
@@ -152,18 +153,18 @@ class JobController:
             return None
         return key
 
-    def _jobs_selecting(self, pod: Any) -> list[str]:
+    def _jobs_selecting(self, pod: core_pb2.Pod) -> list[str]:
         return [meta_namespace_key(j)
                 for j in self._jobs.indexer.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
                 if job_selector(j).matches(pod.metadata.labels)]
 
-    def _observe(self, key: str, pod: Any) -> None:
+    def _observe(self, key: str, pod: core_pb2.Pod) -> None:
         """Bookkeeping for finalizer removals and deletions we issued."""
         uids = self._finalizing.get(key)
         if uids is not None and pod.metadata.uid in uids and not ju.has_tracking_finalizer(pod):
             uids.discard(pod.metadata.uid)
 
-    def _pod_added(self, pod: Any) -> None:
+    def _pod_added(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is not None:
             self.expectations.creation_observed(key)
@@ -175,7 +176,7 @@ class JobController:
             for key in self._jobs_selecting(pod):
                 self.controller.enqueue(key)
 
-    def _pod_updated(self, old: Any, new: Any) -> None:
+    def _pod_updated(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return
         old_key = self._resolve(old)
@@ -195,13 +196,13 @@ class JobController:
             for k in self._jobs_selecting(new):
                 self.controller.enqueue(k)
 
-    def _deletion_seen(self, key: str, pod: Any) -> None:
+    def _deletion_seen(self, key: str, pod: core_pb2.Pod) -> None:
         uids = self._deleting.get(key)
         if uids is not None and pod.metadata.uid in uids:
             uids.discard(pod.metadata.uid)
             self.expectations.deletion_observed(key)
 
-    def _pod_deleted(self, pod: Any) -> None:
+    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is None:
             return
@@ -232,11 +233,11 @@ class JobController:
             return await self._expire(job)
         return await _Sync(self, key, job, pods).run()
 
-    async def _claim_pods(self, job: Any) -> list[Any]:
+    async def _claim_pods(self, job: batch_pb2.Job) -> list[core_pb2.Pod]:
         selector = job_selector(job)
         uid = job.metadata.uid
         deleting = job.metadata.HasField("deletion_timestamp")
-        claimed: list[Any] = []
+        claimed: list[core_pb2.Pod] = []
         can_adopt: bool | None = None
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, job.metadata.namespace):
             ref = controller_of(pod)
@@ -262,7 +263,7 @@ class JobController:
                 claimed.append(pod)
         return claimed
 
-    async def _job_still_current(self, job: Any) -> bool:
+    async def _job_still_current(self, job: batch_pb2.Job) -> bool:
         try:
             fresh = await self._client.get(JOB, job.metadata.name, job.metadata.namespace)
         except errors.NotFound:
@@ -270,7 +271,7 @@ class JobController:
         return bool(fresh.metadata.uid == job.metadata.uid
                     and not fresh.metadata.HasField("deletion_timestamp"))
 
-    async def _remove_finalizers(self, key: str, pods: Iterable[Any]) -> set[str]:
+    async def _remove_finalizers(self, key: str, pods: Iterable[core_pb2.Pod]) -> set[str]:
         """Remove our finalizer from ``pods``; the uids done (or gone)."""
         pods = list(pods)
         if not pods:
@@ -293,7 +294,7 @@ class JobController:
             raise first
         return done
 
-    async def _strip(self, pod: Any) -> None:
+    async def _strip(self, pod: core_pb2.Pod) -> None:
         """Remove the tracking finalizer (compare-and-swap, re-read on a conflict)."""
         current = pod
         for _ in range(5):
@@ -337,7 +338,7 @@ class JobController:
                 pass
         await self._strip(pod)
 
-    async def _expire(self, job: Any) -> Result | None:
+    async def _expire(self, job: batch_pb2.Job) -> Result | None:
         """ttlSecondsAfterFinished: delete the finished Job once its time is up."""
         if job.metadata.HasField("deletion_timestamp"):
             return None
@@ -366,7 +367,8 @@ class JobController:
 
     # -- pod writes ------------------------------------------------------------------------
 
-    async def create_pods(self, key: str, job: Any, plan: list[tuple[int | None, int]]) -> None:
+    async def create_pods(self, key: str, job: batch_pb2.Job, plan: list[tuple[int | None,
+                          int]]) -> None:
         """Create one pod per (index, failure count) in slow-start batches."""
         if not plan:
             return
@@ -390,7 +392,7 @@ class JobController:
                     self.expectations.lower_expectations(key, len(plan) - done, 0)
                 raise failures[0]
 
-    async def delete_pods(self, key: str, job: Any, victims: list[Any]) -> None:
+    async def delete_pods(self, key: str, job: batch_pb2.Job, victims: list[core_pb2.Pod]) -> None:
         if not victims:
             return
         uids = {p.metadata.uid for p in victims}
@@ -423,7 +425,8 @@ JOB_FINALIZER = ju.JOB_TRACKING_FINALIZER
 class _Sync:
     """One pass over one Job (steps 3-6 of the module docstring)."""
 
-    def __init__(self, ctl: JobController, key: str, job: Any, pods: list[Any]) -> None:
+    def __init__(self, ctl: JobController, key: str, job: batch_pb2.Job,
+                 pods: list[core_pb2.Pod]) -> None:
         self.ctl = ctl
         self.key = key
         self.job = job
@@ -504,7 +507,7 @@ class _Sync:
                 elif not status.HasField("start_time"):
                     status.start_time.CopyFrom(time_at(self.now))
         status.active = len(active)
-        status.ready = sum(1 for p in active if _ready(p))
+        status.ready = sum(1 for p in active if is_pod_ready(p))
         status.terminating = len(terminating)
         await self._write()
 
@@ -536,7 +539,7 @@ class _Sync:
                   or ju.condition_true(status, ju.SUCCESS_CRITERIA_MET))
         flush = False
         fail_job: tuple[str, str] | None = None
-        strip: list[Any] = []
+        strip: list[core_pb2.Pod] = []
         room = MAX_UNCOUNTED - len(seen_s) - len(seen_f)
         for pod in self.pods:
             uid = pod.metadata.uid
@@ -607,7 +610,7 @@ class _Sync:
 
     # -- step 4 ----------------------------------------------------------------------------
 
-    def _failure(self, failed: int, active: list[Any], failed_ix: set[int],
+    def _failure(self, failed: int, active: list[core_pb2.Pod], failed_ix: set[int],
                  succeeded_ix: set[int]) -> tuple[str, str] | None:
         job = self.job
         if failed > job.spec.backoff_limit or ju.past_backoff_limit_on_failure(job, active):
@@ -622,7 +625,7 @@ class _Sync:
                 return ju.FAILED_INDEXES
         return None
 
-    def _success(self, succeeded: int, active: list[Any],
+    def _success(self, succeeded: int, active: list[core_pb2.Pod],
                  succeeded_ix: set[int]) -> tuple[str, str] | None:
         job = self.job
         if self.indexed:
@@ -647,7 +650,8 @@ class _Sync:
 
     # -- step 5 ----------------------------------------------------------------------------
 
-    async def _manage(self, active: list[Any], terminating: list[Any], succeeded: int,
+    async def _manage(self, active: list[core_pb2.Pod], terminating: list[core_pb2.Pod],
+                      succeeded: int,
                       succeeded_ix: set[int], failed_ix: set[int]) -> float | None:
         ctl, job, key = self.ctl, self.job, self.key
         if not ctl.expectations.satisfied(key):
@@ -677,14 +681,14 @@ class _Sync:
             return None
         return await self._manage_indexed(active, terminating, succeeded_ix, failed_ix)
 
-    async def _manage_indexed(self, active: list[Any], terminating: list[Any],
+    async def _manage_indexed(self, active: list[core_pb2.Pod], terminating: list[core_pb2.Pod],
                               succeeded_ix: set[int], failed_ix: set[int]) -> float | None:
         ctl, job, key = self.ctl, self.job, self.key
         base, cap = ctl._backoff
         completions = self.completions or 0
         # one active pod per index; extras, strays and done indexes go
-        running: dict[int, Any] = {}
-        victims: list[Any] = []
+        running: dict[int, core_pb2.Pod] = {}
+        victims: list[core_pb2.Pod] = []
         for pod in sorted(active, key=lambda p: (p.metadata.creation_timestamp.seconds,
                                                  p.metadata.name)):
             ix = ju.completion_index(pod)
@@ -746,6 +750,3 @@ class _Sync:
         new.status.CopyFrom(status_copy)
         self.job = await self.ctl._client.update_status(new)
 
-
-def _ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from control.api.pb import batch_pb2, core_pb2
 from control.api.timeutil import time_at, timestamp_seconds
 
 JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
@@ -89,7 +89,7 @@ def format_indexes(indexes: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def completion_index(pod: Any) -> int | None:
+def completion_index(pod: core_pb2.Pod) -> int | None:
     """The pod's completion index (annotation first, then label), None if absent/invalid."""
     for source in (pod.metadata.annotations, pod.metadata.labels):
         text = source.get(COMPLETION_INDEX_KEY)
@@ -98,7 +98,7 @@ def completion_index(pod: Any) -> int | None:
     return None
 
 
-def index_failure_count(pod: Any) -> int:
+def index_failure_count(pod: core_pb2.Pod) -> int:
     text = pod.metadata.annotations.get(INDEX_FAILURE_COUNT_KEY, "0")
     return int(text) if text.isdigit() else 0
 
@@ -106,34 +106,34 @@ def index_failure_count(pod: Any) -> int:
 # -- pods ----------------------------------------------------------------------------------
 
 
-def is_terminal(pod: Any) -> bool:
+def is_terminal(pod: core_pb2.Pod) -> bool:
     return pod.status.phase in ("Succeeded", "Failed")
 
 
-def is_deleting(pod: Any) -> bool:
+def is_deleting(pod: core_pb2.Pod) -> bool:
     return bool(pod.metadata.HasField("deletion_timestamp"))
 
 
-def is_active(pod: Any) -> bool:
+def is_active(pod: core_pb2.Pod) -> bool:
     return not is_terminal(pod) and not is_deleting(pod)
 
 
-def is_terminating(pod: Any) -> bool:
+def is_terminating(pod: core_pb2.Pod) -> bool:
     return is_deleting(pod) and not is_terminal(pod)
 
 
-def has_tracking_finalizer(pod: Any) -> bool:
+def has_tracking_finalizer(pod: core_pb2.Pod) -> bool:
     return JOB_TRACKING_FINALIZER in pod.metadata.finalizers
 
 
-def only_replace_failed(job: Any) -> bool:
+def only_replace_failed(job: batch_pb2.Job) -> bool:
     """Replacement pods wait for the old pod to be fully Failed (podReplacementPolicy
     Failed, which a podFailurePolicy implies)."""
     return bool(job.spec.pod_replacement_policy == "Failed"
                 or job.spec.HasField("pod_failure_policy"))
 
 
-def is_pod_failed(pod: Any, job: Any) -> bool:
+def is_pod_failed(pod: core_pb2.Pod, job: batch_pb2.Job) -> bool:
     """Counts as a failure: Failed, or — unless only Failed pods are replaced — deleted
     before it succeeded (an orphaned or evicted pod may never reach Failed)."""
     if pod.status.phase == "Failed":
@@ -143,7 +143,7 @@ def is_pod_failed(pod: Any, job: Any) -> bool:
     return is_deleting(pod) and pod.status.phase != "Succeeded"
 
 
-def finish_time(pod: Any, now: float) -> float:
+def finish_time(pod: core_pb2.Pod, now: float) -> float:
     """When the pod finished: its containers' latest finishedAt, else its deletion time,
     else ``now``."""
     latest = 0.0
@@ -157,12 +157,12 @@ def finish_time(pod: Any, now: float) -> float:
     return now
 
 
-def restarts(pod: Any) -> int:
+def restarts(pod: core_pb2.Pod) -> int:
     return sum(cs.restart_count for cs in
                list(pod.status.init_container_statuses) + list(pod.status.container_statuses))
 
 
-def past_backoff_limit_on_failure(job: Any, pods: Iterable[Any]) -> bool:
+def past_backoff_limit_on_failure(job: batch_pb2.Job, pods: Iterable[core_pb2.Pod]) -> bool:
     """restartPolicy OnFailure: container restarts of running pods count as failures."""
     if job.spec.template.spec.restart_policy != "OnFailure":
         return False
@@ -214,7 +214,8 @@ class PolicyMatch:
     message: str
 
 
-def _exit_code_match(rule: Any, index: int, pod: Any) -> PolicyMatch | None:
+def _exit_code_match(rule: batch_pb2.PodFailurePolicyRule, index: int,
+                     pod: core_pb2.Pod) -> PolicyMatch | None:
     req = rule.on_exit_codes
     values = set(req.values)
     statuses = list(pod.status.container_statuses)
@@ -237,7 +238,8 @@ def _exit_code_match(rule: Any, index: int, pod: Any) -> PolicyMatch | None:
     return None
 
 
-def _condition_match(rule: Any, index: int, pod: Any) -> PolicyMatch | None:
+def _condition_match(rule: batch_pb2.PodFailurePolicyRule, index: int,
+                     pod: core_pb2.Pod) -> PolicyMatch | None:
     for pattern in rule.on_pod_conditions:
         for c in pod.status.conditions:
             if c.type == pattern.type and c.status == (pattern.status or "True"):
@@ -248,7 +250,7 @@ def _condition_match(rule: Any, index: int, pod: Any) -> PolicyMatch | None:
     return None
 
 
-def match_pod_failure_policy(job: Any, pod: Any) -> PolicyMatch | None:
+def match_pod_failure_policy(job: batch_pb2.Job, pod: core_pb2.Pod) -> PolicyMatch | None:
     """The first rule of the Job's podFailurePolicy that the Failed ``pod`` matches."""
     if not job.spec.HasField("pod_failure_policy"):
         return None
@@ -263,7 +265,7 @@ def match_pod_failure_policy(job: Any, pod: Any) -> PolicyMatch | None:
 # -- success policy and what to run --------------------------------------------------------
 
 
-def success_policy_match(job: Any, succeeded: set[int]) -> int | None:
+def success_policy_match(job: batch_pb2.Job, succeeded: set[int]) -> int | None:
     """The index of the first successPolicy rule that the succeeded indexes satisfy."""
     if not job.spec.HasField("success_policy"):
         return None
@@ -280,7 +282,7 @@ def success_policy_match(job: Any, succeeded: set[int]) -> int | None:
     return None
 
 
-def want_active(job: Any, succeeded: int) -> int:
+def want_active(job: batch_pb2.Job, succeeded: int) -> int:
     """How many pods a NonIndexed Job should have running (Kubernetes' manageJob)."""
     parallelism = job.spec.parallelism
     if not job.spec.HasField("completions"):
@@ -308,24 +310,25 @@ def indexes_to_start(completions: int, done: set[int], running: set[int], count:
 # -- conditions ----------------------------------------------------------------------------
 
 
-def find_condition(status: Any, ctype: str) -> Any | None:
+def find_condition(status: batch_pb2.JobStatus,
+                   ctype: str) -> batch_pb2.JobCondition | None:
     for c in status.conditions:
         if c.type == ctype:
             return c
     return None
 
 
-def condition_true(status: Any, ctype: str) -> bool:
+def condition_true(status: batch_pb2.JobStatus, ctype: str) -> bool:
     c = find_condition(status, ctype)
     return c is not None and c.status == "True"
 
 
-def is_finished(job: Any) -> bool:
+def is_finished(job: batch_pb2.Job) -> bool:
     return condition_true(job.status, COMPLETE) or condition_true(job.status, FAILED)
 
 
-def set_condition(status: Any, ctype: str, value: str, reason: str, message: str,
-                  now: float) -> bool:
+def set_condition(status: batch_pb2.JobStatus, ctype: str, value: str, reason: str,
+                  message: str, now: float) -> bool:
     """Set a condition in place; the transition time moves only when the status does.
     True when anything changed."""
     ts = time_at(now)
@@ -343,7 +346,7 @@ def set_condition(status: Any, ctype: str, value: str, reason: str, message: str
     return True
 
 
-def finished_at(job: Any) -> float | None:
+def finished_at(job: batch_pb2.Job) -> float | None:
     """When the Job finished (its Complete/Failed condition's transition), None if not."""
     for ctype in (COMPLETE, FAILED):
         c = find_condition(job.status, ctype)
@@ -356,7 +359,7 @@ def finished_at(job: Any) -> float | None:
     return None
 
 
-def ttl_remaining(job: Any, now: float) -> float | None:
+def ttl_remaining(job: batch_pb2.Job, now: float) -> float | None:
     """Seconds until a finished Job with ttlSecondsAfterFinished may be deleted (0: now);
     None when it never expires (no TTL, not finished)."""
     if not job.spec.HasField("ttl_seconds_after_finished"):
@@ -370,7 +373,8 @@ def ttl_remaining(job: Any, now: float) -> float | None:
 # -- pods to create --------------------------------------------------------------------------
 
 
-def pod_template(job: Any, index: int | None, failure_count: int = 0) -> Any:
+def pod_template(job: batch_pb2.Job, index: int | None,
+                 failure_count: int = 0) -> core_pb2.PodTemplateSpec:
     """The template of one new pod: the Job's, with the tracking finalizer, and for an
     Indexed Job the completion index (annotation, label, ``JOB_COMPLETION_INDEX`` from the
     annotation through the downward API) and the stable hostname ``<job>-<index>``."""

@@ -262,7 +262,8 @@ class NodeLifecycleController:
 
     # -- taints ----------------------------------------------------------------------------------
 
-    async def _apply_taints(self, node: core_pb2.Node, ready: str, stop_evictions: bool) -> core_pb2.Node:
+    async def _apply_taints(self, node: core_pb2.Node, ready: str,
+                            stop_evictions: bool) -> core_pb2.Node:
         """NoSchedule taints from the conditions; NoExecute ones removed, swapped, or the
         node queued for them. Returns the node as written."""
         name = node.metadata.name
@@ -292,7 +293,8 @@ class NodeLifecycleController:
             return node
         return await self._write_taints(node, taints)
 
-    async def _write_taints(self, node: core_pb2.Node, taints: list[core_pb2.Taint]) -> core_pb2.Node:
+    async def _write_taints(self, node: core_pb2.Node,
+                            taints: list[core_pb2.Taint]) -> core_pb2.Node:
         new = type(node)()
         new.CopyFrom(node)
         del new.spec.taints[:]

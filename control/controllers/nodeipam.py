@@ -84,7 +84,8 @@ def node_ranges(node: core_pb2.Node) -> list[str]:
     return [spec.pod_cidr] if spec.pod_cidr else []
 
 
-def ranges_in_use(nodes: Iterable[core_pb2.Node], pending: Iterable[str] = ()) -> dict[Network, list[str]]:
+def ranges_in_use(nodes: Iterable[core_pb2.Node], pending: Iterable[str] = ()) -> dict[Network,
+                  list[str]]:
     """range -> the names of the Nodes that claim it (``pending``: ranges written but not
     yet seen, claimed by no name). Unparseable ranges are ignored: validation refuses them."""
     out: dict[Network, list[str]] = {}

@@ -70,7 +70,8 @@ def terminated_pods_to_delete(pods: Iterable[core_pb2.Pod], threshold: int) -> l
     return terminated[:excess]
 
 
-def orphaned_pods(pods: Iterable[core_pb2.Pod], nodes: Iterable[str]) -> dict[str, list[core_pb2.Pod]]:
+def orphaned_pods(pods: Iterable[core_pb2.Pod], nodes: Iterable[str]) -> dict[str,
+                  list[core_pb2.Pod]]:
     """node name -> the pods bound to it, for every node not in ``nodes``."""
     known = set(nodes)
     out: dict[str, list[core_pb2.Pod]] = {}

@@ -204,7 +204,8 @@ class StatusCounts:
     available_replicas: int
 
 
-def count_status(pods: Iterable[core_pb2.Pod], template_labels: Mapping[str, str], min_ready_seconds: int,
+def count_status(pods: Iterable[core_pb2.Pod], template_labels: Mapping[str, str],
+                 min_ready_seconds: int,
                  now: float) -> StatusCounts:
     """The counts of ``status`` for the owner's active ``pods``."""
     pods = list(pods)

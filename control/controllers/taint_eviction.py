@@ -70,7 +70,8 @@ def no_execute_taints(node: core_pb2.Node) -> list[core_pb2.Taint]:
     return [t for t in node.spec.taints if t.effect == NO_EXECUTE]
 
 
-def eviction_time(tolerations: Sequence[core_pb2.Toleration], taints: Iterable[core_pb2.Taint], *, now: float,
+def eviction_time(tolerations: Sequence[core_pb2.Toleration], taints: Iterable[core_pb2.Taint], *,
+                  now: float,
                   scheduled_at: float = 0.0) -> float | None:
     """The wall time at which a pod with ``tolerations`` must leave a node with the
     NoExecute ``taints`` (``now`` or earlier: at once); None: it may stay forever.

@@ -234,7 +234,8 @@ async def test_pause_holds_the_rollout_and_resume_finishes_it(cluster: Cluster) 
 
         await mutate(c, "pz", resume)
         await eventually(lambda: rolled_out(c, "pz", "v2"))
-    assert condition(await get_deploy(c, "pz"), deployutil.PROGRESSING) == ("True", du.NEW_RS_AVAILABLE)
+    assert condition(await get_deploy(c, "pz"), deployutil.PROGRESSING) == ("True",
+                     du.NEW_RS_AVAILABLE)
 
 
 async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster) -> None:
@@ -254,7 +255,8 @@ async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster)
     assert d.status.available_replicas == 2
     assert condition(d, du.AVAILABLE) == ("True", du.MIN_REPLICAS_AVAILABLE)
     events = (await c.list(core_pb2.Event, NS)).items
-    assert any(e.reason == deployutil.TIMED_OUT and e.involved_object.name == "stall" for e in events)
+    assert any(e.reason == deployutil.TIMED_OUT and e.involved_object.name == "stall"
+               for e in events)
 
 
 async def test_rollover_and_revision_history_limit(cluster: Cluster) -> None:

@@ -276,7 +276,8 @@ def test_find_new_rs_prefers_the_oldest_identical_template() -> None:
 @pytest.mark.parametrize(("before", "new_revision", "exists", "revision", "history"), [
     ({}, 1, False, "1", None),
     ({deployutil.REVISION_ANNOTATION: "1"}, 3, True, "3", "1"),       # rolled back to: history kept
-    ({deployutil.REVISION_ANNOTATION: "2", deployutil.REVISION_HISTORY_ANNOTATION: "1"}, 4, True, "4", "1,2"),
+    ({deployutil.REVISION_ANNOTATION: "2", deployutil.REVISION_HISTORY_ANNOTATION: "1"}, 4, True,
+     "4", "1,2"),
     ({deployutil.REVISION_ANNOTATION: "3"}, 3, True, "3", None),      # already current
 ])
 def test_set_new_rs_annotations(before: dict[str, str], new_revision: int, exists: bool,
@@ -340,7 +341,8 @@ def test_set_condition_keeps_times_unless_status_changes() -> None:
     assert cond is not None and cond.message == "c"
     assert cond.last_transition_time.seconds == int(NOW)
     assert cond.last_update_time.seconds == int(NOW + 10)
-    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "False", deployutil.TIMED_OUT, "d",
+    du.set_condition(status, du.new_condition(deployutil.PROGRESSING, "False",
+                     deployutil.TIMED_OUT, "d",
                                               NOW + 20))
     cond = du.get_condition(status, deployutil.PROGRESSING)
     assert cond is not None and cond.last_transition_time.seconds == int(NOW + 20)
