@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from control.api.errors import Gone
+from control.api.pb import apps_pb2, core_pb2
 from control.runtime.backoff import Backoff
 from control.runtime.clock import FakeClock
 from control.runtime.indexer import Indexer
@@ -379,6 +380,22 @@ async def test_informer_set_shares_one_informer_per_resource() -> None:
         assert await asyncio.wait_for(svcs.wait_for_sync(), 5)
         await sup.stop(timeout=5)
     assert pods.indexer.get("default/pods-1") is not None
+
+
+def test_informer_set_by_message_class_is_the_resource_informer() -> None:
+    made: list[str] = []
+
+    def factory(resource: str) -> ListWatcher[Any]:
+        made.append(resource)
+        return FakeListWatcher()
+
+    infs = InformerSet(factory, clock=FakeClock())
+    pods = infs.informer(core_pb2.Pod)  # typed SharedInformer[Pod]
+    assert infs.informer("pods") is pods and infs["pods"] is pods
+    assert infs.informer(apps_pb2.Deployment) is infs.informer("deployments")
+    assert made == ["pods", "deployments"]
+    with pytest.raises(KeyError, match="not a top-level kind"):
+        infs.informer(core_pb2.PodSpec)
 
 
 async def _timed_out_sync(infs: InformerSet, clock: FakeClock) -> bool:
