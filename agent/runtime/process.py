@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -57,7 +56,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,7 @@ import agent
 from agent.network.interface import PodNetwork
 from agent.runtime import imagefs, linux, sandbox_net
 from agent.runtime.cgroups import Cgroups
+from agent.runtime.exec_session import ProcessExecSession, kill_exec, kill_group, spawn_helper
 from agent.runtime.interface import (
     ContainerConfig,
     ContainerState,
@@ -668,15 +668,15 @@ class ProcessRuntime:
         cdir = await self._exec_target(container_id)
         if not argv:
             raise RuntimeError_("exec: no command specified")
-        proc = await _spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+        proc = await spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=_helper_env())
         communicate = asyncio.ensure_future(proc.communicate())
         try:
             out, err = await asyncio.wait_for(asyncio.shield(communicate),
                                               timeout if timeout > 0 else None)
         except TimeoutError:
-            await _kill_exec(proc)
+            await kill_exec(proc)
             try:
                 out, err = await asyncio.wait_for(communicate, 5.0)
             except TimeoutError:  # a straggler keeps the pipes open: give up the output
@@ -684,7 +684,7 @@ class ProcessRuntime:
             return ExecResult(exit_code=128 + signal.SIGKILL, stdout=out, stderr=err,
                               timed_out=True)
         except BaseException:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             communicate.cancel()
             raise
         code = proc.returncode if proc.returncode is not None else 1
@@ -704,18 +704,19 @@ class ProcessRuntime:
                 # here too, so input written before the helper runs is not echoed).
                 set_raw(slave)
             try:
-                proc = await _spawn_helper(
+                proc = await spawn_helper(
                     _helper_argv("exec", "--tty", str(cdir), "--", *argv),
-                    stdin=slave, stdout=slave, stderr=slave)
+                    stdin=slave, stdout=slave, stderr=slave, env=_helper_env())
             except BaseException:
                 os.close(master)
                 raise
             finally:
                 os.close(slave)
             return ProcessExecSession(proc, master)
-        proc = await _spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
-                                   stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = await spawn_helper(_helper_argv("exec", str(cdir), "--", *argv),
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=_helper_env())
         return ProcessExecSession(proc, None)
 
     async def close(self) -> None:
@@ -725,189 +726,7 @@ class ProcessRuntime:
             await asyncio.to_thread(self.cgroups.remove_empty_prefix)
 
 
-class ProcessExecSession:
-    """An exec started by :meth:`ProcessRuntime.exec`. Output arrives through a bounded
-    queue fed by reader tasks owned by the session (so a consumer that stops reading
-    applies back-pressure to the command instead of growing memory); with a tty, all
-    output is "stdout", as in Kubernetes."""
-
-    def __init__(self, proc: _Helper, master_fd: int | None) -> None:
-        self._proc = proc
-        self._master = master_fd
-        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=64)
-        self._tasks: list[asyncio.Task[None]] = []
-        if master_fd is not None:
-            os.set_blocking(master_fd, False)
-            self._tasks.append(asyncio.create_task(self._read_pty(), name="exec-pty"))
-        else:
-            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                if stream is not None:
-                    self._tasks.append(asyncio.create_task(
-                        self._read_stream(name, stream), name=f"exec-{name}"))
-        self._open = len(self._tasks)
-
-    async def _read_stream(self, name: str, stream: asyncio.StreamReader) -> None:
-        try:
-            while chunk := await stream.read(65536):
-                await self._queue.put((name, chunk))
-        finally:
-            await self._stream_done()
-
-    async def _read_pty(self) -> None:
-        assert self._master is not None
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                readable = loop.create_future()
-                loop.add_reader(self._master, readable.set_result, None)
-                try:
-                    await readable
-                finally:
-                    loop.remove_reader(self._master)
-                try:
-                    chunk = os.read(self._master, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:  # EIO: every slave end is closed
-                    break
-                if not chunk:
-                    break
-                await self._queue.put(("stdout", chunk))
-        finally:
-            await self._stream_done()
-
-    async def _stream_done(self) -> None:
-        self._open -= 1
-        if self._open == 0:
-            await self._queue.put(None)
-
-    async def write_stdin(self, data: bytes) -> None:
-        if self._master is not None:
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(self._master, view):]
-                except BlockingIOError:
-                    await asyncio.sleep(_POLL)
-            return
-        if self._proc.stdin is None:
-            raise RuntimeError_("exec was started without stdin")
-        self._proc.stdin.write(data)
-        await self._proc.stdin.drain()
-
-    async def close_stdin(self) -> None:
-        if self._master is not None:
-            await self.write_stdin(b"\x04")  # the terminal's end-of-file character
-        elif self._proc.stdin is not None:
-            self._proc.stdin.close()
-
-    async def output(self) -> AsyncIterator[tuple[str, bytes]]:
-        while (item := await self._queue.get()) is not None:
-            yield item
-
-    async def wait(self) -> int:
-        code = await self._proc.wait()
-        if self._tasks:
-            # Output ends when the pipes close; do not hold the caller for a straggler.
-            await asyncio.wait(self._tasks, timeout=2.0)
-        if self._master is not None:
-            for t in self._tasks:
-                t.cancel()
-            with contextlib.suppress(OSError):
-                os.close(self._master)
-            self._master = None
-        return code if code >= 0 else 128 - code
-
-    async def kill(self) -> None:
-        await _kill_exec(self._proc)
-        await self.wait()
-        for t in self._tasks:
-            t.cancel()
-
-
 # ---- helpers ------------------------------------------------------------------------------
-
-class _Helper:
-    """A helper process (``monitor exec``) started by :func:`_spawn_helper`, with the
-    part of ``asyncio.subprocess.Process`` the runtime uses: pipes as asyncio streams,
-    ``wait`` (on a pidfd: no thread, no child watcher), ``communicate``, ``send_signal``."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        self.stdin: asyncio.StreamWriter | None = None
-        self.stdout: asyncio.StreamReader | None = None
-        self.stderr: asyncio.StreamReader | None = None
-        self._exited: asyncio.Future[None] | None = None
-
-    async def _attach(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._popen.stdin is not None:
-            transport, protocol = await loop.connect_write_pipe(
-                asyncio.streams.FlowControlMixin, self._popen.stdin)
-            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        for name in ("stdout", "stderr"):
-            pipe = getattr(self._popen, name)
-            if pipe is not None:
-                reader = asyncio.StreamReader(limit=2 ** 20)
-                await loop.connect_read_pipe(
-                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
-                setattr(self, name, reader)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
-    async def wait(self) -> int:
-        if self._popen.returncode is not None:
-            return self._popen.returncode
-        if self._exited is None:
-            loop = asyncio.get_running_loop()
-            self._exited = exited = loop.create_future()
-            pidfd = os.pidfd_open(self.pid)
-
-            def on_exit() -> None:
-                loop.remove_reader(pidfd)
-                os.close(pidfd)
-                if not exited.done():
-                    exited.set_result(None)
-
-            loop.add_reader(pidfd, on_exit)
-        await asyncio.shield(self._exited)
-        return self._popen.wait()  # exited: reaps at once
-
-    async def communicate(self) -> tuple[bytes, bytes]:
-        async def read(stream: asyncio.StreamReader | None) -> bytes:
-            return await stream.read() if stream is not None else b""
-
-        out, err = await asyncio.gather(read(self.stdout), read(self.stderr))
-        await self.wait()
-        return out, err
-
-    def send_signal(self, sig: int) -> None:
-        if self._popen.returncode is None:
-            os.kill(self.pid, sig)  # not reaped yet: the pid is still ours
-
-
-async def _spawn_helper(argv: Sequence[str], *, stdin: int, stdout: int,
-                        stderr: int) -> _Helper:
-    """Start a helper with ``subprocess.Popen`` (C fork_exec, vfork on Linux) in a worker
-    thread, never with the event loop's own subprocess support: under uvloop, libuv's
-    fork() in the agent's multithreaded process runs gRPC's fork handlers and
-    Python-level after-fork code in the child, which crashed ~1 exec in 10 under gRPC
-    load (SIGSEGV before the helper ran: exit 139 with no output)."""
-    popen = await asyncio.to_thread(
-        subprocess.Popen, list(argv), stdin=stdin, stdout=stdout, stderr=stderr,
-        start_new_session=True, cwd="/", env=_helper_env())
-    helper = _Helper(popen)
-    try:
-        await helper._attach()
-    except BaseException:
-        _kill_group(popen.pid)
-        await asyncio.to_thread(popen.wait)
-        raise
-    return helper
-
 
 def _safe_id(value: str) -> bool:
     return bool(value) and all(c in "0123456789abcdef" for c in value)
@@ -932,22 +751,6 @@ def _signal_group(mon: dict[str, Any], sig: int) -> None:
     if sig == signal.SIGKILL:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-
-
-async def _kill_exec(proc: _Helper) -> None:
-    """Ask the exec helper to SIGKILL its command and reap it (SIGUSR2), so no zombie is
-    left in the container; SIGKILL the helper's whole group if it does not exit soon."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGUSR2)
-    try:
-        await asyncio.wait_for(proc.wait(), 2.0)
-    except TimeoutError:
-        _kill_group(proc.pid)
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 async def _wait_exited(cdir: Path, mon: dict[str, Any],
