@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
@@ -20,6 +22,9 @@ from control.api.pb import batch_pb2, core_pb2
 from control.cli.main import main as cli_main
 from control.client.client import ApiClient
 from control.controllers import job_util as ju
+from control.controllers.cronjob import CronJobController
+from control.controllers.manager import ControllerManager
+from control.runtime.clock import FakeClock
 from tests.support import eventually
 from tests.support.cluster import NOT_YET, NS, Env, PodWatch, gone, real_cluster
 
@@ -196,3 +201,83 @@ async def test_cli_create_job_from_cronjob_wait_and_logs(env: Env) -> None:
     assert code != 0 and "missing" in err
     code, _, err = await run_cli(env, "create", "job", "bad")
     assert code != 0 and "exactly one of" in err
+
+
+@pytest.fixture
+async def cron_env(tmp_path: Path) -> AsyncIterator[tuple[Env, FakeClock]]:
+    """Agents and the server as ``env``, with the CronJob controller beside the server under
+    a FakeClock (so a minute passes when the test says so)."""
+    tag = uuid.uuid4().hex[:6]
+    async with real_cluster(tmp_path, [f"cj-{tag}-a", f"cj-{tag}-b"],
+                            disable_controllers={"cronjob"}) as e:
+        clock = FakeClock(start=time.time())
+        manager = ControllerManager(e.client, clock=clock,
+                                    controllers={"cronjob": CronJobController})
+        await manager.start()
+        try:
+            yield e, clock
+        finally:
+            await manager.stop()
+
+
+def cronjob(name: str, script: str, policy: str) -> batch_pb2.CronJob:
+    out: batch_pb2.CronJob = convert.from_dict({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name, "namespace": NS},
+        "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy, "jobTemplate": {
+            "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox",
+                                "command": ["sh", "-c", script]}]}}}}}}, batch_pb2.CronJob())
+    return out
+
+
+async def cron_jobs(c: ApiClient, name: str) -> list[Any]:
+    return sorted((j for j in (await c.list(batch_pb2.Job, NS)).items
+                   if any(r.name == name for r in j.metadata.owner_references)
+                   and not j.metadata.HasField("deletion_timestamp")),
+                  key=lambda j: j.metadata.name)
+
+
+async def running_jobs(c: ApiClient, name: str, n: int) -> list[Any] | None:
+    """The CronJob's Jobs when there are ``n``, each with its pod Running."""
+    jobs = await cron_jobs(c, name)
+    if len(jobs) != n:
+        return None
+    for j in jobs:
+        pods = await job_pods(c, j.metadata.name)
+        if not any(p.status.phase == "Running" and not ju.is_deleting(p) for p in pods):
+            return None
+    return jobs
+
+
+def tick(clock: FakeClock) -> None:
+    now = clock.now()
+    clock.advance(math.floor(now / 60) * 60 + 61 - now)
+
+
+async def test_cronjob_concurrency_policies_with_real_pods(
+        cron_env: tuple[Env, FakeClock]) -> None:
+    env, clock = cron_env
+    c = env.client
+    long_running = f"exec {env.sleep}"
+    for name, policy in (("allow", "Allow"), ("forbid", "Forbid"), ("replace", "Replace")):
+        await c.create(cronjob(name, long_running, policy))
+    tick(clock)
+    first = {}
+    for name in ("allow", "forbid", "replace"):
+        jobs = await eventually(partial(running_jobs, c, name, 1), f"{name}: first run", timeout=WAIT, retry_on=NOT_YET)
+        first[name] = jobs[0]
+    tick(clock)
+    await eventually(partial(running_jobs, c, "allow", 2), "allow: two runs side by side", timeout=WAIT, retry_on=NOT_YET)
+
+    async def replaced() -> bool:
+        jobs = await running_jobs(c, "replace", 1)
+        return bool(jobs) and jobs[0].metadata.uid != first["replace"].metadata.uid
+
+    await eventually(replaced, "replace: the old run replaced", timeout=WAIT, retry_on=NOT_YET)
+    await eventually(partial(gone, c, batch_pb2.Job, first["replace"].metadata.name),
+                     "replace: the old run's Job gone", timeout=WAIT, retry_on=NOT_YET)
+    jobs = await cron_jobs(c, "forbid")
+    assert [j.metadata.uid for j in jobs] == [first["forbid"].metadata.uid]
+    cj = await c.get(batch_pb2.CronJob, "forbid", NS)
+    assert [r.uid for r in cj.status.active] == [first["forbid"].metadata.uid]
