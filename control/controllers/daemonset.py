@@ -248,6 +248,7 @@ class DaemonSetController:
         """(current revision, every revision of ours)."""
         revs = [r for r in self._revisions.indexer.by_index(CONTROLLER_UID_INDEX, ds.metadata.uid)
                 if r.metadata.namespace == ds.metadata.namespace]
+        revs.extend(await self._adopt_revisions(ds))
         top = max((r.revision for r in revs), default=0)
         matching = sorted((r for r in revs if _same_template(dsu.template_of(r.data),
                                                              ds.spec.template)),
@@ -283,6 +284,26 @@ class DaemonSetController:
             await self._client.update_status(fresh)
             raise errors.Conflict(f"revision name {cr.metadata.name} is taken") from None
         return created, [*revs, created]
+
+    async def _adopt_revisions(self, ds: Any) -> list[Any]:
+        """Orphaned revisions the selector matches (a DaemonSet deleted with orphaning and
+        created again) become ours, so its pods keep their revision."""
+        selector = selector_of(ds)
+        orphans = [r for r in self._revisions.indexer.by_index(NAMESPACE_INDEX,
+                                                                ds.metadata.namespace)
+                   if controller_of(r) is None and selector.matches(r.metadata.labels)]
+        if not orphans or not await self._still_current(ds):
+            return []
+        adopted = []
+        for rev in orphans:
+            new = apps_pb2.ControllerRevision()
+            new.CopyFrom(rev)
+            new.metadata.owner_references.append(owner_reference(ds))
+            try:
+                adopted.append(await self._client.update(new))
+            except errors.NotFound:
+                continue
+        return adopted
 
     async def _bump(self, rev: Any, number: int) -> Any:
         new = apps_pb2.ControllerRevision()

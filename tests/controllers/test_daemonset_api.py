@@ -15,6 +15,7 @@ from control.api.pb import apps_pb2, core_pb2
 from control.api.timeutil import now_timestamp
 from control.controllers import daemonset_util as dsu
 from control.controllers.daemonset import DaemonSetController
+from control.controllers.gc import GarbageCollector
 from control.controllers.manager import ControllerManager
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
@@ -25,7 +26,8 @@ TIMEOUT = 15.0
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
-        manager = ControllerManager(c.client, controllers={"daemonset": DaemonSetController})
+        manager = ControllerManager(c.client, controllers={
+            "daemonset": DaemonSetController, "garbagecollector": GarbageCollector})
         await manager.start()
         try:
             yield c
@@ -240,3 +242,34 @@ async def test_on_delete_replaces_only_deleted_pods(api: Cluster) -> None:
     await eventually(replaced)
     values = sorted(p.spec.containers[0].env[0].value for p in await live(c, "od"))
     assert values == ["1", "2"]
+
+
+async def test_recreated_daemonset_adopts_its_pods_and_revisions(api: Cluster) -> None:
+    c = api.client
+    for n in ("n1", "n2"):
+        await node(c, n)
+    await c.create(daemon_set("again"))
+    await eventually(nodes_are(c, "again", ["n1", "n2"]))
+    before = {p.metadata.uid for p in await live(c, "again")}
+    revs = await revisions(c, "again")
+    await c.delete(apps_pb2.DaemonSet, "again", "default", propagation_policy="Orphan")
+
+    async def orphaned() -> bool:
+        return all(not p.metadata.owner_references for p in await live(c, "again"))
+
+    await eventually(orphaned)
+    created = await c.create(daemon_set("again"))
+
+    async def adopted() -> bool:
+        items = (await c.list_all("controllerrevisions", "default")).items
+        owned = [r for r in items if any(o.uid == created.metadata.uid
+                                         for o in r.metadata.owner_references)]
+        pods = await live(c, "again")
+        return len(owned) == 1 and all(
+            any(o.uid == created.metadata.uid for o in p.metadata.owner_references)
+            for p in pods)
+
+    await eventually(adopted)
+    await asyncio.sleep(0.3)
+    assert {p.metadata.uid for p in await live(c, "again")} == before  # nothing replaced
+    assert await revisions(c, "again") == revs
