@@ -58,10 +58,21 @@ def resource_of_key(key: str) -> str:
 class CachedObject:
     key: str
     namespace: str
-    obj: Any  # the kind's message, resourceVersion set; never mutated once cached
+    # the kind's message, resourceVersion set; never mutated once cached. None until first
+    # read for objects of the history loaded after a restart (``_info`` decodes it then):
+    # most of those events are never sent to anyone.
+    _obj: Any
     raw: bytes  # wire bytes (stored bytes + resourceVersion suffix)
     revision: int
     _fields: dict[str, str] | None = None
+    _info: kinds.KindInfo | None = None
+
+    @property
+    def obj(self) -> Any:
+        if self._obj is None:
+            assert self._info is not None
+            self._obj = codec.decode(self._info, self.raw)
+        return self._obj
 
     @property
     def labels(self) -> Any:
@@ -97,9 +108,15 @@ class CacheEvent:
         return b
 
 
-def cached_object(info: kinds.KindInfo, key: str, value: bytes, revision: int) -> CachedObject:
-    """Decode a stored value at ``revision`` (the one place objects leave the store)."""
+def cached_object(info: kinds.KindInfo, key: str, value: bytes, revision: int,
+                  lazy: bool = False) -> CachedObject:
+    """Decode a stored value at ``revision`` (the one place objects leave the store);
+    ``lazy``: on first use instead (the namespace then comes from the key)."""
     raw = codec.with_revision(value, revision)
+    if lazy:
+        # /registry/<plural>/<namespace>/<name> for namespaced kinds
+        namespace = key.split("/", 4)[3] if info.namespaced else ""
+        return CachedObject(key, namespace, None, raw, revision, None, info)
     obj = codec.decode(info, raw)
     return CachedObject(key, obj.metadata.namespace, obj, raw, revision)
 
@@ -145,6 +162,9 @@ class Watcher:
 
     def offer(self, ev: CacheEvent) -> None:
         if ev.revision <= self.min_revision:
+            return
+        if self.namespace and ev.new.namespace != self.namespace:
+            # the window's replay and the by-node index offer every namespace's events
             return
         new_match = (not ev.deleted) and self.matches(ev.new)
         old_match = ev.prev is not None and self.matches(ev.prev)
@@ -367,11 +387,13 @@ class WatchCache:
         stream = self.store.watch("", start + 1)
         try:
             async for batch in stream:
-                for ev in batch:
+                for i, ev in enumerate(batch):
                     if ev.kv.mod_revision > loaded:
                         break
                     if ev.kv.key.startswith(PREFIX):
                         self._replay(ev, last, pending)
+                    if i % 200 == 199:
+                        await asyncio.sleep(0)  # serve requests meanwhile (a page is 1,000)
                 if batch[-1].kv.mod_revision >= loaded:
                     break
         except Compacted:
@@ -408,8 +430,8 @@ class WatchCache:
         if ev.prev is not None:
             seen = last.get(key)
             prev = seen if seen is not None and seen.revision == ev.prev.mod_revision else (
-                cached_object(rc.info, key, ev.prev.value, ev.prev.mod_revision))
-        new = cached_object(rc.info, key, ev.kv.value, ev.kv.mod_revision)
+                cached_object(rc.info, key, ev.prev.value, ev.prev.mod_revision, lazy=True))
+        new = cached_object(rc.info, key, ev.kv.value, ev.kv.mod_revision, lazy=True)
         if ev.type is EventType.PUT:
             last[key] = new
         else:

@@ -17,10 +17,12 @@ from control.store.memory import MemoryStore
 T = 10.0
 
 
-def configmap(name: str, size: int, version: int = 0) -> bytes:
+def configmap(name: str, size: int, version: int = 0, namespace: str = "default",
+              labels: dict[str, str] | None = None) -> bytes:
     cm = core_pb2.ConfigMap()
     cm.metadata.name = name
-    cm.metadata.namespace = "default"
+    cm.metadata.namespace = namespace
+    cm.metadata.labels.update(labels or {})
     cm.data["payload"] = chr(ord("a") + version % 26) * size
     return cm.SerializeToString()
 
@@ -177,6 +179,29 @@ async def test_history_loads_behind_live_events(store: MemoryStore) -> None:
     got = await drain(watch(cache, 2), 6)
     assert [core_pb2.ConfigMap.FromString(e.object).metadata.resource_version
             for e in got] == [str(r) for r in range(3, 9)]
+    await stop(cache, store, task)
+
+
+async def test_resumed_watch_sees_only_its_namespace_and_selector(store: MemoryStore) -> None:
+    """Replayed history (decoded only when a watcher looks at it) is filtered as live
+    events are: by the watch's namespace and its selector."""
+    for ns in ("ns1", "ns2"):
+        for app in ("web", "db"):
+            await store.create(f"/registry/configmaps/{ns}/{app}",
+                               configmap(app, 10, namespace=ns, labels={"app": app}))
+    cache = WatchCache(store)
+    task = await following(cache)
+    rc = cache.resources["configmaps"]
+    assert all(ev.new._obj is None for ev in rc.events)  # loaded, not decoded
+    w = cache.watch("configmaps", "ns2", None, lambda co: co.labels.get("app") == "web",
+                    0, False)
+    await store.create("/registry/configmaps/ns1/web2",
+                       configmap("web2", 10, namespace="ns1", labels={"app": "web"}))
+    await store.create("/registry/configmaps/ns2/web2",
+                       configmap("web2", 10, namespace="ns2", labels={"app": "web"}))
+    got = [core_pb2.ConfigMap.FromString(e.object).metadata for e in await drain(w, 2)]
+    assert [(m.namespace, m.name, m.resource_version) for m in got] == [
+        ("ns2", "web", "3"), ("ns2", "web2", "6")]
     await stop(cache, store, task)
 
 
