@@ -26,6 +26,7 @@ from tests.support.cluster import (
     is_ready,
     real_cluster,
     running,
+    start_agent,
     template,
     terminating,
     version_of,
@@ -115,3 +116,18 @@ async def test_daemonset_follows_nodes_and_rolls_one_node_at_a_time(env: Env) ->
               for p in (await placed(c, "edge")).values()}
     assert hashes == {max(revs, key=lambda r: r.revision).metadata.labels[
         dsu.REVISION_HASH_LABEL]}
+
+
+async def test_daemonset_reaches_a_node_that_joins(env: Env) -> None:
+    c = env.client
+    await c.create(daemon_set("every", env.sleep))
+    await eventually(partial(on, c, "every", env.nodes), "a pod on each node", timeout=WAIT,
+                     retry_on=NOT_YET)
+    joined = f"{env.nodes[0].rsplit('-', 1)[0]}-d"
+    agent = start_agent(env.cluster.address, joined, env.tmp / joined)
+    env.agents.append(agent)  # stopped and swept by the fixture
+    await agent.start()
+    await eventually(partial(on, c, "every", [*env.nodes, joined]),
+                     "a pod on the node that joined", timeout=WAIT, retry_on=NOT_YET)
+    s = (await c.get(apps_pb2.DaemonSet, "every", NS)).status
+    assert s.desired_number_scheduled == 4
