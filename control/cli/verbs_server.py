@@ -148,6 +148,14 @@ def register(sub: Any) -> None:
                    help="the in-process agent's pod network: host (default: pods share this "
                         "machine's network), bridge (a namespace and an IP per pod; root), "
                         "auto (bridge when root)")
+    p.add_argument("--registry-mirror", action="append", default=[],
+                   metavar="DOMAIN=HOST[,HOST]",
+                   help="the in-process agent's registry mirrors (as flotilla agent's)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a registry the in-process agent reaches over plain HTTP")
+    p.add_argument("--default-runtime-handler", choices=("image", "host"), default="host",
+                   help="how the in-process agent runs pods naming no RuntimeClass "
+                        "(default %(default)s)")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=None, metavar="N",
                    help="finished pods kept before pod GC deletes the oldest (default 12500)")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
@@ -239,9 +247,9 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
             await cp.stop()
             raise CliError(str(e)) from None
         if args.with_agent:
-            agent = await start_in_process_agent(cp.address, data_dir, args.node_name,
-                                                 args.pod_network,
-                                                 options.cluster_cidr)
+            agent = await start_in_process_agent(
+                cp.address, data_dir, args.node_name, args.pod_network, options.cluster_cidr,
+                **_image_options(args))
         # Everything loaded so far (the watch cache, modules) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the event loop
         # for tens of milliseconds as the cache grows.
@@ -261,9 +269,25 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The in-process agent's image flags as AgentOptions fields."""
+    from agent.config import parse_registry_mirror
+
+    mirrors: dict[str, list[str]] = {}
+    for text in args.registry_mirror:
+        try:
+            domain, hosts = parse_registry_mirror(text)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        mirrors.setdefault(domain, []).extend(hosts)
+    return {"registry_mirrors": mirrors, "insecure_registries": list(args.insecure_registry),
+            "default_runtime_handler": args.default_runtime_handler}
+
+
 async def start_in_process_agent(address: str, data_dir: Path, node_name: str | None,
                                  pod_network: str = "host",
-                                 cluster_cidr: str = "10.244.0.0/16") -> Any:
+                                 cluster_cidr: str = "10.244.0.0/16",
+                                 **agent_options: Any) -> Any:
     """`--with-agent`: an agent in this process, a client of the API like any other (the
     one place where both sides are wired together)."""
     from agent.config import AgentOptions, default_node_name
@@ -272,6 +296,6 @@ async def start_in_process_agent(address: str, data_dir: Path, node_name: str | 
     name = node_name or default_node_name()
     agent = Agent(AgentOptions(server=address, node_name=name,
                                data_dir=data_dir / "agent" / name, pod_network=pod_network,
-                               cluster_cidr=cluster_cidr))
+                               cluster_cidr=cluster_cidr, **agent_options))
     await agent.start()
     return agent
