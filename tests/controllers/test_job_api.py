@@ -352,3 +352,28 @@ async def test_deleting_the_job_releases_finalizers(jobs: Cluster) -> None:
 
     await eventually(released)
     assert len(pods) == 2
+
+
+async def test_pod_replacement_policy_failed_waits_for_the_terminating_pod(
+        jobs: Cluster) -> None:
+    c = jobs.client
+    node = core_pb2.Node(api_version="v1", kind="Node")
+    node.metadata.name = "n1"
+    await c.create(node)
+    await c.create(job("wait", podReplacementPolicy="Failed"))
+    await eventually(lambda: count_active(c, "wait", 1))
+    (p,) = await active_pods(c, "wait")
+    # bound to a node: its deletion is graceful, so it stays terminating for a while
+    await c.bind("default", p.metadata.name, "n1", p.metadata.uid)
+    await c.delete(core_pb2.Pod, p.metadata.name, "default")
+
+    async def terminating_counted() -> bool:
+        return (await get_job(c, "wait")).status.terminating == 1
+
+    await eventually(terminating_counted)
+    await asyncio.sleep(0.5)
+    assert await active_pods(c, "wait") == []  # no replacement yet
+    await finish(c, p, "Failed", 137)  # the kubelet reports it finished
+    await eventually(lambda: count_active(c, "wait", 1))
+    j = await get_job(c, "wait")
+    assert j.status.failed == 1 and j.status.terminating == 0
