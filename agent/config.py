@@ -80,6 +80,8 @@ class AgentOptions:
     retry_max: float = 7.0
     # the agent's own gRPC port (logs, exec); 0 = pick a free one at start and advertise it
     daemon_port: int = 0
+    # HOST:PORT serving the kubelet's Prometheus metrics at /metrics (None: not served)
+    metrics_listen: str | None = None
     # the kubelet's timings (KubeletOptions), with kubelet's defaults
     sync_frequency: float = DEFAULT_SYNC_FREQUENCY
     runtime_relist_period: float = DEFAULT_RUNTIME_RELIST_PERIOD
@@ -150,6 +152,10 @@ class AgentOptions:
                              "--image-gc-high-threshold <= 100")
         if not 0 <= self.daemon_port <= 65535:
             raise ValueError("--daemon-port must be 0 (any free port) to 65535")
+        if self.metrics_listen is not None:
+            port = self.metrics_listen.rpartition(":")[2]
+            if not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"--metrics-listen {self.metrics_listen!r}: expected HOST:PORT")
 
 
 def default_node_name() -> str:

@@ -7,9 +7,9 @@ ephemeral port that the Node advertises, and supervises four named tasks: ``even
 one Event writer: node status, probes and the kubelet record as source ``kubelet`` with the
 node's name as host), ``node-status`` (registration, then status posts), ``node-lease``
 (heartbeats) and ``kubelet`` (the pods bound to this node: workers, probes, volumes,
-status). Node status and lease are
-independent on purpose: the Lease is the cheap heartbeat the control plane watches, and it
-keeps beating while a status post is slow or retrying. The proxy comes later under the
+status). With ``--metrics-listen`` it serves the kubelet's metrics at ``/metrics``. Node
+status and lease are independent on purpose: the Lease is the cheap heartbeat the control
+plane watches, and it keeps beating while a status post is slow or retrying. The proxy comes later under the
 same supervisor.
 
 :func:`run_agent` is the entry point used by the CLI and tests: start, wait for
@@ -35,6 +35,7 @@ from agent.kubelet.image_gc import GCPolicy, ImageGC
 from agent.kubelet.kubelet import Kubelet, KubeletOptions
 from agent.kubelet.lease import LeaseController
 from agent.kubelet.machine import MachineInfo, read_machine
+from agent.kubelet.metrics import KubeletMetrics
 from agent.kubelet.node_status import NodeStatusManager, allocatable, machine_capacity
 from agent.kubelet.probes import ProbeManager
 from agent.kubelet.volumes import VolumeManager
@@ -48,6 +49,7 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.runtime import Backoff, Clock, RealClock, Supervisor
 from control.runtime.events import EventBroadcaster
+from control.runtime.metrics_http import MetricsServer
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +88,9 @@ class Agent:
         self.events: EventBroadcaster | None = None
         self.network: BridgeNetwork | None = None
         self.node_network: NodeNetwork | None = None
+        self.metrics = KubeletMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_port = 0
         self._log = log.bind(component="agent", node=options.node_name)
 
     async def start(self) -> None:
@@ -140,11 +145,15 @@ class Agent:
         volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
         self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,
                                probes=self.probes, volumes=volumes, recorder=recorder,
-                               images=images)
+                               images=images, metrics=self.metrics)
         runtime_ = self.runtime
         image_gc = ImageGC(images, lambda: images_in_use(runtime_), self.clock,
                            GCPolicy(high=opts.image_gc_high_threshold,
                                     low=opts.image_gc_low_threshold))
+        if opts.metrics_listen:
+            self.metrics_server = MetricsServer([self.metrics.render])
+            host, _, port = opts.metrics_listen.rpartition(":")
+            self.metrics_port = await self.metrics_server.start(host or "127.0.0.1", int(port))
         sup = Supervisor(f"agent/{opts.node_name}", clock=self.clock)
         self._supervisor = sup
         sup.start("events", self.events.run, backoff=TASK_BACKOFF)
@@ -174,6 +183,9 @@ class Agent:
         if self.agent_server is not None:
             await self.agent_server.stop()
             self.agent_server = None
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         if self.runtime is not None:
             await self.runtime.close()
         if self._own_images is not None:

@@ -222,7 +222,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "events_written_by_last_bind": events_at_end, "events_written": sched.events.written,
         "events_dropped": sched.events.dropped,
         "pods_per_s_events_included": sched.scheduled / events_elapsed if events_elapsed else 0.0,
-        "unschedulable": sched.metrics.attempts.get("unschedulable", "default-scheduler"),
+        "unschedulable": sched.metrics.registry.value(
+            "scheduler_schedule_attempts_total",
+            {"result": "unschedulable", "profile": "default-scheduler"}),
     }
     if prof is not None:
         prof.dump_stats(args.profile)

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
+from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
@@ -31,6 +32,7 @@ from control.client.channel import SERVER_OPTIONS
 from control.client.config import write_admin_conf
 from control.controllers.manager import ControllerManager
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
+from control.runtime.metrics import Registry as MetricsRegistry
 from control.runtime.supervisor import Supervisor
 from control.store.interface import LogDamaged
 from control.store.sqlite import SqliteStore
@@ -105,6 +107,9 @@ class ControlPlane:
         self.registry: Registry | None = None
         self.controllers: ControllerManager | None = None
         self.scheduler: Any = None  # control.scheduler.scheduler.Scheduler when enabled
+        # one metrics registry per component, all served at --metrics-listen
+        self.apiserver_metrics = ApiServerMetrics()
+        self.controller_metrics = MetricsRegistry()
         self.metrics: Any = None
         self.metrics_port = 0
         self._stopped = asyncio.Event()
@@ -142,7 +147,8 @@ class ControlPlane:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         proxy = NodeProxy(self.registry)  # logs and exec: forwarded to the pod's agent
         server.add_generic_rpc_handlers(
-            (ApiService(self.registry, logs=proxy.logs, exec_=proxy.exec).handler(),))
+            (ApiService(self.registry, logs=proxy.logs, exec_=proxy.exec,
+                        metrics=self.apiserver_metrics).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -164,7 +170,8 @@ class ControlPlane:
                 self.address, node_lifecycle=opts.node_lifecycle(),
                 disable=opts.disable_controllers,
                 terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
-                cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size)
+                cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size,
+                registry=self.controller_metrics)
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too.
@@ -183,7 +190,9 @@ class ControlPlane:
     async def _serve_metrics(self, listen: str) -> None:
         from control.runtime.metrics_http import MetricsServer
 
-        sources = [self.scheduler.metrics.render] if self.scheduler is not None else []
+        sources = [self.apiserver_metrics.registry.render, self.controller_metrics.render]
+        if self.scheduler is not None:
+            sources.append(self.scheduler.metrics.render)
         self.metrics = MetricsServer(sources)
         host, _, port = listen.rpartition(":")
         self.metrics_port = await self.metrics.start(host or "127.0.0.1", int(port))

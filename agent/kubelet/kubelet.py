@@ -48,6 +48,7 @@ import structlog
 from agent.images.service import ImageService
 from agent.kubelet.backoff import DEFAULT_INITIAL, DEFAULT_MAX, CrashLoopBackoff
 from agent.kubelet.images import ImagePuller
+from agent.kubelet.metrics import KubeletMetrics
 from agent.kubelet.pods import PodManager, PodWorkers
 from agent.kubelet.status import OWN_CONDITIONS
 from agent.kubelet.status_manager import StatusManager
@@ -59,7 +60,7 @@ from agent.kubelet.sync import (
     VolumeManagerLike,
     kill_grace,
 )
-from agent.runtime.interface import Runtime
+from agent.runtime.interface import Runtime, SandboxState
 from control.api import errors
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
@@ -125,10 +126,12 @@ class Kubelet:
                  probes: ProbeManagerLike | None = None,
                  volumes: VolumeManagerLike | None = None,
                  images: ImageService | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 metrics: KubeletMetrics | None = None) -> None:
         self.client = client
         self.recorder = recorder
         self.images = images
+        self.metrics = metrics or KubeletMetrics()
         self.runtime = runtime
         self.node_name = node_name
         self.options = options
@@ -203,6 +206,17 @@ class Kubelet:
 
     async def sync(self, uid: str) -> float | None:
         """One pod worker run; returns when to sync again (None: on the next event)."""
+        start = self.clock.monotonic()
+        operation = "sync" if uid in self._states else "create"
+        try:
+            return await self._sync(uid)
+        finally:
+            if uid not in self._states:
+                operation = "kill"
+            self.metrics.pod_worker_duration.labels(operation).observe(
+                self.clock.monotonic() - start)
+
+    async def _sync(self, uid: str) -> float | None:
         pod = self.pods.get(uid)
         if pod is None:
             if not self.pods.has_synced():
@@ -302,8 +316,13 @@ class Kubelet:
             await self.clock.sleep(self.options.relist_period)
 
     async def relist(self) -> None:
+        start = self.clock.monotonic()
         sandboxes = await self.runtime.list_pod_sandboxes()
         containers = await self.runtime.list_containers()
+        self.metrics.relisted(
+            self.clock.monotonic() - start,
+            sum(1 for sb in sandboxes if sb.state is SandboxState.READY),
+            (c.state.value.lower() for c in containers))
         owner = {sb.id: sb.pod_uid for sb in sandboxes}
         prints: dict[str, list[tuple[str, str]]] = {sb.pod_uid: [] for sb in sandboxes}
         for c in containers:

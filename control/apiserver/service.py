@@ -13,6 +13,7 @@ the registry and cache, which are event-loop-only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from control.api import errors, kinds
 from control.api.pb import api_pb2
 from control.apiserver import subresources
+from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.registry import Registry
 from control.store.interface import StoreFull
 
@@ -55,28 +57,41 @@ async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> Non
     await context.abort(err.code, errors.to_details(err))
 
 
-def _unary(fn: Callable[[Any], Awaitable[Message]]) -> Callable[..., Awaitable[Message]]:
+def _unary(fn: Callable[[Any], Awaitable[Message]],
+           metrics: ApiServerMetrics | None = None) -> Callable[..., Awaitable[Message]]:
+    method = fn.__name__
+
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Message:
+        start = time.perf_counter()
+        failure: BaseException | None = None
         try:
             return await fn(request)
         except errors.ApiError as e:
+            failure = e
             await _abort(context, e)
         except StoreFull:
             # The store warned with the path and the free space; writes succeed again by
             # themselves once space returns, so the client is told to retry later.
-            await _abort(context, errors.TooManyRequests(
-                "the server's storage is full: the write was not made; retry later"))
+            failure = errors.TooManyRequests(
+                "the server's storage is full: the write was not made; retry later")
+            await _abort(context, failure)
         except Exception as e:  # an unexpected bug must not kill the server
-            log.exception("request failed", method=fn.__name__)
-            await _abort(context, errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
+            log.exception("request failed", method=method)
+            failure = errors.ApiError(f"internal error: {type(e).__name__}: {e}")
+            await _abort(context, failure)
+        finally:
+            if metrics is not None:
+                metrics.observe(method, request, time.perf_counter() - start, failure)
         raise AssertionError("unreachable")
 
     return handler
 
 
 class ApiService:
-    def __init__(self, registry: Registry, logs: Any = None, exec_: Any = None) -> None:
+    def __init__(self, registry: Registry, logs: Any = None, exec_: Any = None, *,
+                 metrics: ApiServerMetrics | None = None) -> None:
         self.reg = registry
+        self.metrics = metrics
         # the agent issue plugs log and exec streaming in here
         self.logs_backend = logs
         self.exec_backend = exec_
@@ -194,6 +209,8 @@ class ApiService:
             return
         deadline = (asyncio.get_running_loop().time() + req.timeout_seconds
                     if req.timeout_seconds > 0 else None)
+        if self.metrics is not None:
+            self.metrics.watch_started(info)
         try:
             while True:
                 if deadline is None:
@@ -213,6 +230,8 @@ class ApiService:
                 yield item
         finally:
             self.reg.cache.unwatch(watcher)
+            if self.metrics is not None:
+                self.metrics.watch_ended(info)
 
     async def logs(self, req: api_pb2.LogsRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.LogChunk]:
@@ -237,7 +256,7 @@ class ApiService:
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(self, name)),
+                _unary(getattr(self, name), self.metrics),
                 request_deserializer=req_cls.FromString,
                 response_serializer=rep_cls.SerializeToString)
 

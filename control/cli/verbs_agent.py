@@ -121,6 +121,8 @@ def register(sub: Any) -> None:
     p.add_argument("--cleanup", action="store_true",
                    help="remove every network object this agent created (bridge, veths, "
                         "routes, nftables table, leases, pod namespaces) and exit")
+    p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                   help="serve the kubelet's Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_agent_verb, configures_logging=True)
 
@@ -155,6 +157,7 @@ def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
         default_runtime_handler=args.default_runtime_handler,
         image_gc_high_threshold=args.image_gc_high_threshold,
         image_gc_low_threshold=args.image_gc_low_threshold,
+        metrics_listen=args.metrics_listen,
     )
     for text in args.registry_mirror:
         try:

@@ -50,9 +50,10 @@ from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
 from control.controllers.taint_eviction import TaintEvictionController
 from control.runtime.clock import Clock, RealClock
-from control.runtime.controller import Controller
+from control.runtime.controller import Controller, ControllerMetrics
 from control.runtime.events import EventBroadcaster
 from control.runtime.informer import InformerSet
+from control.runtime.metrics import Registry
 from control.runtime.supervisor import Supervisor
 
 log = structlog.get_logger(__name__, component="controller-manager")
@@ -131,11 +132,13 @@ class ControllerManager:
         terminated_pod_gc_threshold: int = 12_500,
         cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
         node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
+        registry: Registry | None = None,
     ) -> None:
         """``workers``: reconcile workers per controller (one number, or per name);
         ``controllers``: name -> factory (default: every known controller), minus
-        ``disable``."""
+        ``disable``; ``registry``: where the controllers' metrics go (default: a new one)."""
         self.client = client
+        self.metrics = registry or Registry()
         self._clock = clock or RealClock()
         self._workers = workers
         if controllers is None:
@@ -167,13 +170,15 @@ class ControllerManager:
         terminated_pod_gc_threshold: int = 12_500,
         cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
         node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
+        registry: Registry | None = None,
     ) -> ControllerManager:
         """A manager on its own channel to ``address``, closed by ``stop``."""
         channel = open_channel(address)
         manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
                       disable=disable, node_lifecycle=node_lifecycle,
                       terminated_pod_gc_threshold=terminated_pod_gc_threshold,
-                      cluster_cidr=cluster_cidr, node_cidr_mask_size=node_cidr_mask_size)
+                      cluster_cidr=cluster_cidr, node_cidr_mask_size=node_cidr_mask_size,
+                      registry=registry)
         manager._channel = channel
         return manager
 
@@ -198,6 +203,9 @@ class ControllerManager:
                                     self._terminated_pod_gc_threshold,
                                     self._cluster_cidr, self._node_cidr_mask_size)
             self.controllers[name] = factory(ctx)
+        controller_metrics = ControllerMetrics(self.metrics)
+        for managed in self.controllers.values():
+            managed.controller.instrument(controller_metrics)
         self.supervisor.start("events", self.events.run)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):

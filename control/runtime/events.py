@@ -6,8 +6,11 @@ takes an ``EventRecorder`` from it (``broadcaster.new_recorder(component, host)`
 stamps its source. ``recorder.event(obj, type, reason, message)`` is synchronous and cheap:
 it never awaits and never raises, so no reconcile, bind or pod sync ever waits for a report.
 
-Each recorded Event goes through an ``EventCorrelator`` (client-go's
-``tools/record/events_cache.go``) at the moment it is recorded:
+Recording only notes the occurrence in a bounded table of raw Events (a repeat of one still
+waiting only bumps its count), so a caller pays a dict lookup: the scheduler records a
+Scheduled Event per bind on its hot path. The writer then puts each occurrence through an
+``EventCorrelator`` (client-go's ``tools/record/events_cache.go``; client-go also correlates
+in its broadcaster, not in the caller), with the times it was recorded at:
 
 1. **Spam filter.** Per (source, involvedObject) a token bucket (burst 25, one token per 5
    minutes) drops Events beyond the budget (``EventSourceObjectSpamFilter``).
@@ -20,10 +23,10 @@ Each recorded Event goes through an ``EventCorrelator`` (client-go's
    existing Event's ``count`` goes up and its ``lastTimestamp`` moves (one merge patch);
    ``firstTimestamp`` stays.
 
-The correlator's verdict is queued in a bounded pending table keyed by the deduplicated
-Event: a repeat of a pending Event only updates it in memory, so a burst costs one write.
-When ``max_pending`` distinct Events wait, new ones are dropped and counted (``dropped``;
-``on_drop``): client-go's broadcaster drops rather than slow its caller too, and an Event is
+The correlator's verdicts wait in a second table keyed by the deduplicated Event: a repeat
+of one still waiting only updates it in memory, so a burst costs one write. When
+``max_pending`` distinct Events wait (both tables), new ones are dropped and counted
+(``dropped``; ``on_drop``): client-go's broadcaster drops rather than slow its caller too, and an Event is
 advice to a human, not state anyone reconciles on. The bound (10,000, ~3 MB) holds a
 10,000-pod scheduling burst's Scheduled Events, drained after the burst.
 
@@ -41,11 +44,12 @@ shutdown). The correlator's caches are bounded (LRU).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from google.protobuf.message import Message
@@ -71,11 +75,12 @@ COMBINED_PREFIX = "(combined from similar events): "
 
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_WRITERS = 4
+CORRELATE_BATCH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class EventKey:
-    """What makes two Events "the same" for deduplication."""
+class EventKey(NamedTuple):
+    """What makes two Events "the same" for deduplication (a tuple: cheap to build and
+    hash on the recording path)."""
 
     kind: str
     namespace: str
@@ -250,6 +255,17 @@ class Recorder(Protocol):
 
 
 @dataclass(slots=True)
+class _Raw:
+    """Occurrences of one Event recorded and not correlated yet."""
+
+    count: int
+    first: float
+    last: float
+    action: str
+    resource_version: str
+
+
+@dataclass(slots=True)
 class _Pending:
     """One deduplicated Event waiting to be written."""
 
@@ -276,6 +292,7 @@ class EventBroadcaster:
         self.max_pending = max_pending
         self.writers = writers
         self._on_drop = on_drop
+        self._raw: dict[EventKey, _Raw] = {}
         self._pending: OrderedDict[EventKey, _Pending] = OrderedDict()
         self._busy: set[EventKey] = set()
         self._wakeup = asyncio.Event()
@@ -289,12 +306,33 @@ class EventBroadcaster:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._raw) + len(self._pending)
 
     def submit(self, key: EventKey, action: str, resource_version: str = "") -> None:
-        """Correlate one occurrence of ``key`` and queue what must be written; never blocks."""
+        """Note one occurrence of ``key`` for the writer; never blocks."""
         now = self._clock.now()
-        d = self.correlator.observe(key, now)
+        raw = self._raw.get(key)
+        if raw is not None:
+            raw.count += 1
+            raw.last = now
+            return
+        if len(self._raw) + len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+            return
+        self._raw[key] = _Raw(1, now, now, action, resource_version)
+        self._wakeup.set()
+
+    def _correlate(self, limit: int) -> None:
+        """Put up to ``limit`` raw Events through the correlator into the write table."""
+        for key in list(itertools.islice(self._raw, limit)):
+            raw = self._raw.pop(key)
+            for i in range(raw.count):
+                self._queue(key, raw, raw.first if i == 0 else raw.last)
+
+    def _queue(self, key: EventKey, raw: _Raw, at: float) -> None:
+        d = self.correlator.observe(key, at)
         if d.action == "drop":
             self.filtered += 1
             return
@@ -302,18 +340,11 @@ class EventBroadcaster:
         if p is not None:
             # One more occurrence of a queued Event (the correlator's count is lower only
             # if its LRU forgot the Event meanwhile).
-            p.count, p.message, p.last = max(p.count + 1, d.count), d.message, now
-            return
-        if len(self._pending) >= self.max_pending:
-            self.dropped += 1
-            if d.action == "create":
-                self.correlator.forget(d.key)
-            if self._on_drop is not None:
-                self._on_drop()
+            p.count, p.message, p.last = max(p.count + 1, d.count), d.message, at
             return
         self._pending[d.key] = _Pending(d.action == "create", d.name, d.count, d.message,
-                                        d.first_timestamp, now, action, resource_version)
-        self._wakeup.set()
+                                        d.first_timestamp, at, raw.action,
+                                        raw.resource_version)
 
     async def run(self) -> None:
         """The writer, until cancelled (one supervised task, ``writers`` writes in flight)."""
@@ -324,13 +355,19 @@ class EventBroadcaster:
     async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - tests/shutdown
         """Wait (real time, bounded) until nothing is pending or being written."""
         deadline = time.monotonic() + timeout
-        while (self._pending or self._busy) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while ((self._raw or self._pending or self._busy)  # noqa: ASYNC110
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.01)
 
     async def _writer(self) -> None:
         while True:
+            # in slices, so a burst of ten thousand never holds the event loop for long
+            self._correlate(CORRELATE_BATCH)
             item = self._take()
             if item is None:
+                if self._raw:
+                    await asyncio.sleep(0)
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -345,7 +382,7 @@ class EventBroadcaster:
                             reason=key.reason, error=str(exc))
             finally:
                 self._busy.discard(key)
-                if self._pending:
+                if self._pending or self._raw:
                     self._wakeup.set()
 
     def _take(self) -> tuple[EventKey, _Pending] | None:

@@ -1,9 +1,10 @@
 """A minimal HTTP endpoint serving Prometheus' text exposition format at ``/metrics``.
 
-Components keep their metrics in small in-process registries that can ``render()`` the
-text format (e.g. ``control/scheduler/metrics.py``); this server only serves what its
-sources render at scrape time. One asyncio server, no dependency: a scrape is a GET with
-no body, answered and closed (HTTP/1.0 style), which is all Prometheus needs.
+Components keep their metrics in ``control.runtime.metrics`` registries, whose ``render()``
+is the text format; this server only serves what its sources render at scrape time (one
+source per component: the apiserver, the controllers and the scheduler of ``flotilla
+server`` are three). One asyncio server: a scrape is a GET with no body, answered and
+closed (HTTP/1.0 style), which is all Prometheus needs.
 
 Concurrency: event loop only; sources are called on the loop and must be synchronous and
 quick. ``start`` binds (port 0 = any free port) and returns the port; ``stop`` closes.

@@ -15,6 +15,11 @@ Semantics, all from client-go:
   restarted controller finds them again by listing. ``wait_drained()`` waits for keys being
   processed to be ``done()``.
 
+Metrics: an instrumented queue (``instrument(WorkQueueMetrics)``) exports client-go's
+``workqueue_*`` series under its name: depth, adds, retries, queue duration (add to get),
+work duration (get to done), unfinished work and longest running processor (read at scrape
+time). An uninstrumented queue pays one ``is None`` test per operation.
+
 Concurrency contract: one event loop, any number of tasks calling ``get()``. Everything but
 ``get()``/``wait_drained()`` is synchronous and atomic. Delayed keys are moved into the queue
 by one timer task owned by the queue (created lazily, cancelled by ``shutdown()``); its
@@ -28,11 +33,14 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import structlog
+from prometheus_client import Counter, Histogram
 
 from control.runtime.clock import Clock, RealClock
+from control.runtime.metrics import WORKQUEUE_BUCKETS, Registry
 from control.runtime.ratelimit import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
@@ -42,6 +50,48 @@ log = structlog.get_logger(__name__)
 
 class ShutDown(Exception):
     """Raised by ``get()`` once the queue is shut down."""
+
+
+class WorkQueueMetrics:
+    """client-go's workqueue metrics for every queue instrumented with one registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._queues: dict[str, WorkQueue[Any]] = {}
+        self.adds = registry.counters("workqueue_adds_total",
+                                      "Total number of adds handled by workqueue", ("name",))
+        self.retries = registry.counters("workqueue_retries_total",
+                                         "Total number of retries handled by workqueue",
+                                         ("name",))
+        self.queue_duration = registry.histograms(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested.",
+            ("name",), WORKQUEUE_BUCKETS)
+        self.work_duration = registry.histograms(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes.",
+            ("name",), WORKQUEUE_BUCKETS)
+        registry.gauge_callback("workqueue_depth", "Current depth of workqueue", ("name",),
+                                lambda: {(n,): float(len(q)) for n, q in self._queues.items()})
+        registry.gauge_callback(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been "
+            "observed by work_duration.", ("name",),
+            lambda: {(n,): q.in_progress()[0] for n, q in self._queues.items()})
+        registry.gauge_callback(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running.",
+            ("name",), lambda: {(n,): q.in_progress()[1] for n, q in self._queues.items()})
+
+    def register(self, queue: WorkQueue[Any]) -> None:
+        self._queues[queue.name] = queue
+
+
+@dataclass(slots=True)
+class _Instruments:
+    adds: Counter
+    retries: Counter
+    queue_duration: Histogram
+    work_duration: Histogram
 
 
 class WorkQueue(Generic[K]):
@@ -74,6 +124,24 @@ class WorkQueue(Generic[K]):
         self._seq = itertools.count()
         self._timer: asyncio.Task[None] | None = None
         self._timer_deadline = float("inf")
+        self._m: _Instruments | None = None
+        self._added_at: dict[K, float] = {}  # waiting keys: when they were queued
+        self._started_at: dict[K, float] = {}  # processing keys: when they were handed out
+
+    def instrument(self, metrics: WorkQueueMetrics) -> None:
+        """Export this queue's ``workqueue_*`` series (labelled with its name)."""
+        n = self.name
+        self._m = _Instruments(metrics.adds.labels(n), metrics.retries.labels(n),
+                               metrics.queue_duration.labels(n), metrics.work_duration.labels(n))
+        metrics.register(self)
+
+    def in_progress(self) -> tuple[float, float]:
+        """(total, longest) seconds the keys being processed have been running."""
+        if not self._started_at:
+            return 0.0, 0.0
+        now = self._clock.monotonic()
+        ages = [now - t for t in self._started_at.values()]
+        return sum(ages), max(ages)
 
     # -- the basic queue -----------------------------------------------------------------
 
@@ -82,6 +150,9 @@ class WorkQueue(Generic[K]):
         again when it is ``done()``."""
         if self._shutting_down or key in self._dirty:
             return
+        if self._m is not None:
+            self._m.adds.inc()
+            self._added_at.setdefault(key, self._clock.monotonic())
         self._dirty.add(key)
         if key in self._processing:
             return
@@ -114,11 +185,21 @@ class WorkQueue(Generic[K]):
         key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
+        if self._m is not None:
+            now = self._clock.monotonic()
+            added = self._added_at.pop(key, None)
+            if added is not None:
+                self._m.queue_duration.observe(now - added)
+            self._started_at[key] = now
         return key
 
     def done(self, key: K) -> None:
         """Processing of ``key`` finished; requeue it if it was added meanwhile."""
         self._processing.discard(key)
+        if self._m is not None:
+            started = self._started_at.pop(key, None)
+            if started is not None:
+                self._m.work_duration.observe(self._clock.monotonic() - started)
         if key in self._dirty and not self._shutting_down:
             self._queue.append(key)
             self._wake_one()
@@ -160,6 +241,8 @@ class WorkQueue(Generic[K]):
         """Add ``key`` after the rate limiter's delay for it (and count a retry)."""
         if self._shutting_down:
             return
+        if self._m is not None:
+            self._m.retries.inc()
         self.add_after(key, self._limiter.when(key))
 
     def forget(self, key: K) -> None:

@@ -357,9 +357,7 @@ class Scheduler:
         self._spawn(self._bind(fw, state, q, node), f"scheduler/bind/{pi.key}")
 
     def _observe(self, start: float, result: str, fw: Framework) -> None:
-        self.metrics.attempts.inc(result, fw.scheduler_name)
-        self.metrics.attempt_duration.observe(self._clock.monotonic() - start, result,
-                                              fw.scheduler_name)
+        self.metrics.attempt(result, fw.scheduler_name, self._clock.monotonic() - start)
 
     async def _bind(self, fw: Framework, state: CycleState, q: QueuedPodInfo, node: str) -> None:
         pi = q.info
@@ -376,8 +374,7 @@ class Scheduler:
             self.scheduled += 1
             added = q.timestamp if q.initial_attempt is None else min(q.timestamp,
                                                                       q.initial_attempt)
-            self.metrics.e2e_duration.observe(self._clock.monotonic() - added,
-                                              str(min(q.attempts, 15)))
+            self.metrics.scheduled(q.attempts, self._clock.monotonic() - added)
             self.recorder.event(pi.pod, NORMAL, "Scheduled",
                                  f"Successfully assigned {pi.key} to {node}", action="Binding")
             return
@@ -385,7 +382,7 @@ class Scheduler:
         log.warning("binding failed", pod=pi.key, node=node, error=message)
         self.cache.forget(pi.key)
         fw.run_unreserve(state, pi, node)
-        self.metrics.attempts.inc("error", fw.scheduler_name)
+        self.metrics.attempts.labels("error", fw.scheduler_name).inc()
         self.queue.move_all_to_active_or_backoff("BindFailed")
         current = self._pods.indexer.get(pi.key) if self._pods is not None else None
         if current is not None and not current.spec.node_name and \

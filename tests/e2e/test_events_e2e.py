@@ -1,4 +1,5 @@
-"""Why a container failed, as a user sees it: the kubelet's Events in ``describe pod``.
+"""Why a container failed, as a user sees it: the kubelet's Events in ``describe pod``; and
+the kubelet's metrics as `flotilla agent --metrics-listen` serves them.
 
 A real control plane and an agent with the process runtime (the ``agent`` fixture of the
 pod e2e tests, which deletes every pod before it stops); every wait is bounded.
@@ -6,15 +7,20 @@ pod e2e tests, which deletes every pod before it stops); every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+from agent.config import AgentOptions
+from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, kinds
 from control.api.pb import core_pb2
 from control.cli import describe
 from tests.conftest import Cluster
+from tests.runtime.test_metrics_http import http_get
 from tests.support import eventually
-from tests.support.agents import NODE, pod, wait_pod
+from tests.support.agents import NODE, pod, stop_agent_and_pods, wait_pod
 
 
 async def kubelet_events(cluster: Cluster, name: str, reason: str,
@@ -80,3 +86,34 @@ async def test_an_in_tree_volume_is_accepted_and_reported_by_the_node(
     assert got.status.phase == "Pending"
     assert got.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
     assert "cinder volumes are not supported" in await describe_pod(cluster, "cinder-user")
+
+
+async def test_agent_serves_kubelet_metrics(cluster: Cluster, tmp_path: Path) -> None:
+    data = tmp_path / "metrics-agent"
+    node = "metrics-node"
+    a = Agent(AgentOptions(server=cluster.address, node_name=node, data_dir=data,
+                           node_status_update_frequency=0.5, lease_renew_interval=0.5,
+                           metrics_listen="127.0.0.1:0"),
+              kubelet_options=KubeletOptions(data_dir=data, sync_period=2.0,
+                                             relist_period=0.2, retry_period=0.5))
+    await a.start()
+    try:
+        p = pod("measured", ["sh", "-c", "sleep 60"])
+        p.spec.node_name = node
+        await cluster.client.create(p)
+        await wait_pod(cluster, "measured", lambda p: p.status.phase == "Running")
+
+        async def scrape() -> str:
+            status, body = await http_get(a.metrics_port, "/metrics")
+            assert status == "HTTP/1.1 200 OK"
+            return body
+
+        running = 'kubelet_running_containers{container_state="running"} 1.0'
+        async with asyncio.timeout(10):
+            while running not in (body := await scrape()):  # as of the next relist
+                await asyncio.sleep(0.2)
+        assert "kubelet_running_pods 1.0" in body
+        assert 'kubelet_pod_worker_duration_seconds_count{operation_type="create"} 1.0' in body
+        assert "kubelet_pleg_relist_duration_seconds_count" in body
+    finally:
+        await stop_agent_and_pods(cluster, a, node)
