@@ -20,7 +20,7 @@ Text is built kubectl's way: lines with tab-separated cells, aligned by Go tabwr
 RFC 1123 in local time, as kubectl prints them.
 
 The describers live by kind family: :mod:`.core` (Pod, Service, Namespace, ConfigMap,
-Secret), :mod:`.workloads` (Deployment), :mod:`.nodes` (Node), :mod:`.generic` (every other
+Secret), :mod:`.workloads` (Deployment), :mod:`.batch` (Job, CronJob, DaemonSet), :mod:`.nodes` (Node), :mod:`.generic` (every other
 kind); :mod:`.podspec` holds the pod-spec sections they share, :mod:`._text` the text
 building blocks, :mod:`.events` the Events section.
 """
@@ -45,6 +45,7 @@ from control.cli.describe._text import (
     format_time,
     smart_label,
 )
+from control.cli.describe.batch import _describe_cronjob, _describe_daemonset, _describe_job
 from control.cli.describe.core import (
     _describe_configmap,
     _describe_namespace,
@@ -68,6 +69,9 @@ _DESCRIBERS = {
     "Namespace": _describe_namespace,
     "ConfigMap": _describe_configmap,
     "Secret": _describe_secret,
+    "Job": _describe_job,
+    "CronJob": _describe_cronjob,
+    "DaemonSet": _describe_daemonset,
 }
 
 
@@ -146,6 +150,16 @@ async def fetch_related(client: Any, info: KindInfo, obj: Message) -> dict[str, 
             return [rs for rs in res.items if _owned_by(_as_dict(rs), uid)]
 
         await attempt("replicasets", replicasets())
+    elif info.kind == "DaemonSet":
+
+        async def daemon_pods() -> list[Any]:
+            selector = format_label_selector(_map(d, "spec", "selector"))
+            res = await client.list(
+                "pods", namespace, label_selector="" if selector == "<none>" else selector
+            )
+            return [p for p in res.items if _owned_by(_as_dict(p), uid)]
+
+        await attempt("pods", daemon_pods())
     elif info.kind == "Service":
         await attempt("endpoints", client.get("endpoints", name, namespace))
     elif info.kind == "Node":
