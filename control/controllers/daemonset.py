@@ -33,7 +33,7 @@ expectations and enqueue keys.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -61,12 +61,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__, component="controller")
 
 NAME = "daemonset"
+DaemonSet = apps_pb2.DaemonSet
+Revision = apps_pb2.ControllerRevision
 DAEMONSET = kinds.by_message(apps_pb2.DaemonSet)
 REVISION = kinds.by_message(apps_pb2.ControllerRevision)
 BURST = 250
 
 
-def selector_of(ds: Any) -> labels.Selector:
+def selector_of(ds: DaemonSet) -> labels.Selector:
     if not ds.spec.HasField("selector"):
         return labels.nothing()
     return labels.from_label_selector(ds.spec.selector)
@@ -107,25 +109,25 @@ class DaemonSetController:
 
     # -- event handlers --------------------------------------------------------------------
 
-    def _enqueue(self, ds: Any) -> None:
+    def _enqueue(self, ds: DaemonSet) -> None:
         self.controller.enqueue(meta_namespace_key(ds))
 
     def _enqueue_all(self) -> None:
         for ds in self._sets.indexer.list():
             self._enqueue(ds)
 
-    def _set_deleted(self, ds: Any) -> None:
+    def _set_deleted(self, ds: DaemonSet) -> None:
         key = meta_namespace_key(ds)
         self.expectations.delete(key)
         self._deleting.pop(key, None)
 
-    def _node_updated(self, old: Any, new: Any) -> None:
+    def _node_updated(self, old: core_pb2.Node, new: core_pb2.Node) -> None:
         if (dict(old.metadata.labels) != dict(new.metadata.labels)
                 or list(old.spec.taints) != list(new.spec.taints)
                 or old.spec.unschedulable != new.spec.unschedulable):
             self._enqueue_all()
 
-    def _resolve(self, pod: Any) -> str | None:
+    def _resolve(self, pod: core_pb2.Pod) -> str | None:
         ref = controller_of(pod)
         if ref is None or ref.kind != DAEMONSET.kind:
             return None
@@ -135,12 +137,12 @@ class DaemonSetController:
             return None
         return key
 
-    def _selecting(self, pod: Any) -> list[str]:
+    def _selecting(self, pod: core_pb2.Pod) -> list[str]:
         return [meta_namespace_key(d)
                 for d in self._sets.indexer.by_index(NAMESPACE_INDEX, pod.metadata.namespace)
                 if selector_of(d).matches(pod.metadata.labels)]
 
-    def _pod_added(self, pod: Any) -> None:
+    def _pod_added(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is not None:
             self.expectations.creation_observed(key)
@@ -149,7 +151,7 @@ class DaemonSetController:
             for k in self._selecting(pod):
                 self.controller.enqueue(k)
 
-    def _pod_updated(self, old: Any, new: Any) -> None:
+    def _pod_updated(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return
         key = self._resolve(new)
@@ -170,13 +172,13 @@ class DaemonSetController:
             for k in self._selecting(new):
                 self.controller.enqueue(k)
 
-    def _deletion_seen(self, key: str, pod: Any) -> None:
+    def _deletion_seen(self, key: str, pod: core_pb2.Pod) -> None:
         uids = self._deleting.get(key)
         if uids is not None and pod.metadata.uid in uids:
             uids.discard(pod.metadata.uid)
             self.expectations.deletion_observed(key)
 
-    def _pod_deleted(self, pod: Any) -> None:
+    def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is None:
             return
@@ -208,9 +210,9 @@ class DaemonSetController:
             return Result(requeue_after=float(ds.spec.min_ready_seconds))
         return None
 
-    async def _claim(self, ds: Any) -> list[Any]:
+    async def _claim(self, ds: DaemonSet) -> list[core_pb2.Pod]:
         selector = selector_of(ds)
-        claimed: list[Any] = []
+        claimed: list[core_pb2.Pod] = []
         can_adopt: bool | None = None
         for pod in self._pods.indexer.by_index(NAMESPACE_INDEX, ds.metadata.namespace):
             ref = controller_of(pod)
@@ -234,7 +236,7 @@ class DaemonSetController:
                 claimed.append(pod)
         return claimed
 
-    async def _still_current(self, ds: Any) -> bool:
+    async def _still_current(self, ds: DaemonSet) -> bool:
         try:
             fresh = await self._client.get(DAEMONSET, ds.metadata.name, ds.metadata.namespace)
         except errors.NotFound:
@@ -244,7 +246,7 @@ class DaemonSetController:
 
     # -- history ---------------------------------------------------------------------------
 
-    async def _history(self, ds: Any) -> tuple[Any, list[Any]]:
+    async def _history(self, ds: DaemonSet) -> tuple[Revision, list[Revision]]:
         """(current revision, every revision of ours)."""
         revs = [r for r in self._revisions.indexer.by_index(CONTROLLER_UID_INDEX, ds.metadata.uid)
                 if r.metadata.namespace == ds.metadata.namespace]
@@ -285,7 +287,7 @@ class DaemonSetController:
             raise errors.Conflict(f"revision name {cr.metadata.name} is taken") from None
         return created, [*revs, created]
 
-    async def _adopt_revisions(self, ds: Any) -> list[Any]:
+    async def _adopt_revisions(self, ds: DaemonSet) -> list[Revision]:
         """Orphaned revisions the selector matches (a DaemonSet deleted with orphaning and
         created again) become ours, so its pods keep their revision."""
         selector = selector_of(ds)
@@ -305,21 +307,21 @@ class DaemonSetController:
                 continue
         return adopted
 
-    async def _bump(self, rev: Any, number: int) -> Any:
+    async def _bump(self, rev: Revision, number: int) -> Revision:
         new = apps_pb2.ControllerRevision()
         new.CopyFrom(rev)
         new.revision = number
         return await self._client.update(new)
 
-    async def _delete_revision(self, rev: Any) -> None:
+    async def _delete_revision(self, rev: Revision) -> None:
         try:
             await self._client.delete(REVISION, rev.metadata.name, rev.metadata.namespace,
                                       uid=rev.metadata.uid)
         except errors.NotFound:
             pass
 
-    async def _clean_history(self, ds: Any, revs: list[Any], pods: list[Any],
-                             current: Any) -> None:
+    async def _clean_history(self, ds: DaemonSet, revs: list[Revision], pods: list[core_pb2.Pod],
+                             current: Revision) -> None:
         limit = ds.spec.revision_history_limit if ds.spec.HasField(
             "revision_history_limit") else 10
         live = {p.metadata.labels.get(dsu.REVISION_HASH_LABEL) for p in pods
@@ -332,7 +334,7 @@ class DaemonSetController:
 
     # -- pods ------------------------------------------------------------------------------
 
-    def _by_node(self, ds: Any, nodes: list[Any], pods: list[Any],
+    def _by_node(self, ds: DaemonSet, nodes: list[core_pb2.Node], pods: list[core_pb2.Pod],
                  hash_: str) -> list[dsu.NodePods]:
         out: dict[str, dsu.NodePods] = {}
         for node in nodes:
@@ -351,12 +353,13 @@ class DaemonSetController:
                 entry.old.append(pod)
         return list(out.values())
 
-    async def _manage(self, key: str, ds: Any, nodes: list[Any], pods: list[Any], hash_: str,
+    async def _manage(self, key: str, ds: DaemonSet, nodes: list[core_pb2.Node],
+                      pods: list[core_pb2.Pod], hash_: str,
                       now: float) -> None:
         names = {n.metadata.name for n in nodes}
         surge, unavailable = self._fenceposts(ds, nodes)
         create_on: list[str] = []
-        victims: list[Any] = []
+        victims: list[core_pb2.Pod] = []
         for pod in pods:
             if pod.metadata.HasField("deletion_timestamp"):
                 continue
@@ -396,11 +399,11 @@ class DaemonSetController:
         await self._delete(key, ds, victims[:BURST])
 
     @staticmethod
-    def _rolling(ds: Any) -> bool:
+    def _rolling(ds: DaemonSet) -> bool:
         return bool(ds.spec.update_strategy.type in ("", "RollingUpdate"))
 
     @staticmethod
-    def _fenceposts(ds: Any, nodes: list[Any]) -> tuple[int, int]:
+    def _fenceposts(ds: DaemonSet, nodes: list[core_pb2.Node]) -> tuple[int, int]:
         desired = sum(1 for n in nodes if dsu.should_run(n, ds.spec.template)[0])
         ru = ds.spec.update_strategy.rolling_update
         surge = du.scaled_value(ru.max_surge if ru.HasField("max_surge") else None, desired,
@@ -411,7 +414,7 @@ class DaemonSetController:
             unavailable = 1
         return surge, unavailable
 
-    async def _create(self, key: str, ds: Any, node_names: list[str], hash_: str) -> None:
+    async def _create(self, key: str, ds: DaemonSet, node_names: list[str], hash_: str) -> None:
         if not node_names:
             return
         base = dsu.daemon_template(ds.spec.template, hash_)
@@ -433,7 +436,7 @@ class DaemonSetController:
                     self.expectations.lower_expectations(key, len(node_names) - done, 0)
                 raise failures[0]
 
-    async def _delete(self, key: str, ds: Any, victims: list[Any]) -> None:
+    async def _delete(self, key: str, ds: DaemonSet, victims: list[core_pb2.Pod]) -> None:
         if not victims:
             return
         uids = {p.metadata.uid for p in victims}
@@ -452,7 +455,7 @@ class DaemonSetController:
         if first is not None:
             raise first
 
-    async def _write_status(self, ds: Any, c: dsu.Counts) -> None:
+    async def _write_status(self, ds: DaemonSet, c: dsu.Counts) -> None:
         status = apps_pb2.DaemonSetStatus()
         status.CopyFrom(ds.status)
         status.desired_number_scheduled = c.desired

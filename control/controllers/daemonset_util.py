@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from control.api import revisions
 from control.api.nodeaffinity import required_matcher
@@ -88,7 +87,7 @@ def pin_to_node(template: core_pb2.PodTemplateSpec, node: str) -> core_pb2.PodTe
     return out
 
 
-def target_node(pod: Any) -> str:
+def target_node(pod: core_pb2.Pod) -> str:
     """The node a daemon pod is for: its nodeName, else its metadata.name affinity pin."""
     if pod.spec.node_name:
         return str(pod.spec.node_name)
@@ -106,12 +105,13 @@ def target_node(pod: Any) -> str:
 # -- eligibility -------------------------------------------------------------------------
 
 
-def _untolerated(taints: Iterable[Any], tolerations: Sequence[Any], effects: set[str]) -> bool:
+def _untolerated(taints: Iterable[core_pb2.Taint], tolerations: Sequence[core_pb2.Toleration],
+                 effects: set[str]) -> bool:
     return any(t.effect in effects and not any(tolerates(tol, t) for tol in tolerations)
                for t in taints)
 
 
-def should_run(node: Any, template: core_pb2.PodTemplateSpec) -> tuple[bool, bool]:
+def should_run(node: core_pb2.Node, template: core_pb2.PodTemplateSpec) -> tuple[bool, bool]:
     """(a daemon pod should run on ``node``, a daemon pod there may keep running)."""
     spec = template.spec
     name = node.metadata.name
@@ -147,27 +147,27 @@ class NodePods:
 
     node: str
     should_run: bool
-    old: list[Any] = field(default_factory=list)
-    new: list[Any] = field(default_factory=list)
+    old: list[core_pb2.Pod] = field(default_factory=list)
+    new: list[core_pb2.Pod] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class UpdatePlan:
-    delete: list[Any]
+    delete: list[core_pb2.Pod]
     surge_on: list[str]
 
 
 def rolling_update(nodes: Sequence[NodePods], max_surge: int, max_unavailable: int,
                    min_ready_seconds: int, now: float) -> UpdatePlan:
     """Old pods to delete and nodes to start a new pod on beside the old one."""
-    def available(p: Any) -> bool:
+    def available(p: core_pb2.Pod) -> bool:
         return is_pod_available(p, min_ready_seconds, now)
 
-    delete: list[Any] = []
+    delete: list[core_pb2.Pod] = []
     surge_on: list[str] = []
     if max_surge == 0:
         unavailable = 0
-        candidates: list[Any] = []
+        candidates: list[core_pb2.Pod] = []
         for n in nodes:
             if not n.should_run or (n.old and n.new) or not (n.old or n.new):
                 continue  # mixed or empty nodes are the manage pass's business

@@ -47,6 +47,7 @@ from control.api.deployutil import (
     revision_of,
 )
 from control.api.pb import apps_pb2, core_pb2, meta_pb2
+from control.api.podutil import Object
 from control.api.timeutil import time_at
 
 ReplicaSet = apps_pb2.ReplicaSet
@@ -143,9 +144,10 @@ def max_surge(d: Deployment) -> int:
 # -- replica set collections ---------------------------------------------------------------
 
 
-def creation_key(rs: ReplicaSet) -> tuple[int, int, str]:
-    ts = rs.metadata.creation_timestamp
-    return ts.seconds, ts.nanos, rs.metadata.name
+def creation_key(obj: Object) -> tuple[int, int, str]:
+    """Oldest first, by creation time, then name."""
+    ts = obj.metadata.creation_timestamp
+    return ts.seconds, ts.nanos, obj.metadata.name
 
 
 def by_creation(rss: Iterable[ReplicaSet], newest_first: bool = False) -> list[ReplicaSet]:
