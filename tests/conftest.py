@@ -26,8 +26,34 @@ import structlog
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.server import ControlPlane, ServerOptions
+from tests.support.host_state import HostState, leaks
 
 _E2E_DIR = Path(__file__).resolve().parent / "e2e"
+_HOST_BEFORE: list[HostState] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:
+        _HOST_BEFORE.append(HostState.capture())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the suite left anything on the machine (CI, or asked for).
+
+    Other people's processes on a shared development machine change the host too, so
+    outside CI the differences are only reported."""
+    if not _HOST_BEFORE or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    found = leaks(_HOST_BEFORE[0], HostState.capture())
+    if not found:
+        return
+    strict = os.environ.get("CI") == "true" or os.environ.get("FLOTILLA_CHECK_HOST") == "1"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    header = "the suite changed the machine and did not undo it:"
+    if reporter is not None:
+        reporter.write_line(header + "".join(f"\n  {line}" for line in found[:40]), red=strict)
+    if strict and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
