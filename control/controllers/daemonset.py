@@ -199,11 +199,13 @@ class DaemonSetController:
         current, history = await self._history(ds)
         hash_ = current.metadata.labels.get(dsu.REVISION_HASH_LABEL, "")
         nodes = list(self._nodes.indexer.list())
+        # one eligibility verdict per node per pass: (should run, may keep running)
+        fits = {n.metadata.name: dsu.should_run(n, ds.spec.template) for n in nodes}
         now = self._clock.now()
         if self.expectations.satisfied(key):
-            await self._manage(key, ds, nodes, pods, hash_, now)
+            await self._manage(key, ds, nodes, fits, pods, hash_, now)
         await self._clean_history(ds, history, pods, current)
-        counts = dsu.count_status(self._by_node(ds, nodes, pods, hash_), ds.spec.min_ready_seconds,
+        counts = dsu.count_status(self._by_node(nodes, fits, pods, hash_), ds.spec.min_ready_seconds,
                                   now)
         await self._write_status(ds, counts)
         if ds.spec.min_ready_seconds > 0 and counts.ready != counts.available:
@@ -334,11 +336,12 @@ class DaemonSetController:
 
     # -- pods ------------------------------------------------------------------------------
 
-    def _by_node(self, ds: DaemonSet, nodes: list[core_pb2.Node], pods: list[core_pb2.Pod],
+    def _by_node(self, nodes: list[core_pb2.Node], fits: dict[str, tuple[bool, bool]],
+                 pods: list[core_pb2.Pod],
                  hash_: str) -> list[dsu.NodePods]:
         out: dict[str, dsu.NodePods] = {}
         for node in nodes:
-            run, _ = dsu.should_run(node, ds.spec.template)
+            run, _ = fits[node.metadata.name]
             out[node.metadata.name] = dsu.NodePods(node.metadata.name, run)
         for pod in pods:
             if pod.metadata.HasField("deletion_timestamp") or pod.status.phase in (
@@ -354,10 +357,10 @@ class DaemonSetController:
         return list(out.values())
 
     async def _manage(self, key: str, ds: DaemonSet, nodes: list[core_pb2.Node],
-                      pods: list[core_pb2.Pod], hash_: str,
+                      fits: dict[str, tuple[bool, bool]], pods: list[core_pb2.Pod], hash_: str,
                       now: float) -> None:
         names = {n.metadata.name for n in nodes}
-        surge, unavailable = self._fenceposts(ds, nodes)
+        surge, unavailable = self._fenceposts(ds, sum(1 for run, _ in fits.values() if run))
         create_on: list[str] = []
         victims: list[core_pb2.Pod] = []
         for pod in pods:
@@ -372,13 +375,15 @@ class DaemonSetController:
             elif pod.status.phase == "Succeeded" or (not pod.spec.node_name
                                                      and target not in names):
                 victims.append(pod)
+        live: dict[str, list[core_pb2.Pod]] = {}
+        for p in pods:
+            if not p.metadata.HasField("deletion_timestamp") and p.status.phase not in (
+                    "Succeeded", "Failed"):
+                live.setdefault(dsu.target_node(p), []).append(p)
         for node in nodes:
             name = node.metadata.name
-            run, keep = dsu.should_run(node, ds.spec.template)
-            here = sorted((p for p in pods if dsu.target_node(p) == name
-                           and not p.metadata.HasField("deletion_timestamp")
-                           and p.status.phase not in ("Succeeded", "Failed")),
-                          key=du.creation_key)
+            run, keep = fits[name]
+            here = sorted(live.get(name, []), key=du.creation_key)
             if run and not here:
                 create_on.append(name)
             elif (run or keep) and len(here) > 1:
@@ -391,7 +396,7 @@ class DaemonSetController:
             elif not keep and here:
                 victims.extend(here)
         if self._rolling(ds) and not victims and not create_on:
-            plan = dsu.rolling_update(self._by_node(ds, nodes, pods, hash_), surge, unavailable,
+            plan = dsu.rolling_update(self._by_node(nodes, fits, pods, hash_), surge, unavailable,
                                       ds.spec.min_ready_seconds, now)
             victims.extend(plan.delete)
             create_on.extend(plan.surge_on)
@@ -403,8 +408,7 @@ class DaemonSetController:
         return bool(ds.spec.update_strategy.type in ("", "RollingUpdate"))
 
     @staticmethod
-    def _fenceposts(ds: DaemonSet, nodes: list[core_pb2.Node]) -> tuple[int, int]:
-        desired = sum(1 for n in nodes if dsu.should_run(n, ds.spec.template)[0])
+    def _fenceposts(ds: DaemonSet, desired: int) -> tuple[int, int]:
         ru = ds.spec.update_strategy.rolling_update
         surge = du.scaled_value(ru.max_surge if ru.HasField("max_surge") else None, desired,
                                 round_up=True)
