@@ -200,7 +200,8 @@ class DaemonSetController:
         hash_ = current.metadata.labels.get(dsu.REVISION_HASH_LABEL, "")
         nodes = list(self._nodes.indexer.list())
         # one eligibility verdict per node per pass: (should run, may keep running)
-        fits = {n.metadata.name: dsu.should_run(n, ds.spec.template) for n in nodes}
+        fit = dsu.node_fit(ds.spec.template)
+        fits = {n.metadata.name: fit(n) for n in nodes}
         now = self._clock.now()
         if self.expectations.satisfied(key):
             await self._manage(key, ds, nodes, fits, pods, hash_, now)

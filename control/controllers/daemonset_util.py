@@ -21,7 +21,7 @@ Concurrency contract: plain functions; safe anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from control.api import revisions
@@ -111,24 +111,32 @@ def _untolerated(taints: Iterable[core_pb2.Taint], tolerations: Sequence[core_pb
                for t in taints)
 
 
-def should_run(node: core_pb2.Node, template: core_pb2.PodTemplateSpec) -> tuple[bool, bool]:
-    """(a daemon pod should run on ``node``, a daemon pod there may keep running)."""
+def node_fit(template: core_pb2.PodTemplateSpec) -> Callable[[core_pb2.Node], tuple[bool, bool]]:
+    """``should_run`` for one template, compiled once: node -> (should run, may stay)."""
     spec = template.spec
-    name = node.metadata.name
-    if spec.node_name and spec.node_name != name:
-        return False, False
-    pod = core_pb2.Pod(spec=spec)
-    matcher = required_matcher(pod)
-    if matcher is not None and not matcher(name, dict(node.metadata.labels)):
-        return False, False
+    matcher = required_matcher(core_pb2.Pod(spec=spec))
     tolerations = list(spec.tolerations)
     extra = core_pb2.PodSpec()
     extra.host_network = spec.host_network
     add_daemon_tolerations(extra)
     tolerations.extend(extra.tolerations)
-    if _untolerated(node.spec.taints, tolerations, {NO_SCHEDULE, NO_EXECUTE}):
-        return False, not _untolerated(node.spec.taints, tolerations, {NO_EXECUTE})
-    return True, True
+
+    def fit(node: core_pb2.Node) -> tuple[bool, bool]:
+        name = node.metadata.name
+        if spec.node_name and spec.node_name != name:
+            return False, False
+        if matcher is not None and not matcher(name, node.metadata.labels):
+            return False, False
+        if _untolerated(node.spec.taints, tolerations, {NO_SCHEDULE, NO_EXECUTE}):
+            return False, not _untolerated(node.spec.taints, tolerations, {NO_EXECUTE})
+        return True, True
+
+    return fit
+
+
+def should_run(node: core_pb2.Node, template: core_pb2.PodTemplateSpec) -> tuple[bool, bool]:
+    """(a daemon pod should run on ``node``, a daemon pod there may keep running)."""
+    return node_fit(template)(node)
 
 
 # -- revisions -----------------------------------------------------------------------------
