@@ -37,7 +37,11 @@ DEFAULT_CRASH_LOOP_BACKOFF_MAX = 300.0
 # on its sync period, 1 m).
 DEFAULT_VOLUME_REFRESH_PERIOD = 60.0
 NODE_LEASE_NAMESPACE = "kube-node-lease"
-# "image": containers run in their image; "host": on the host's filesystem
+# RuntimeClass handlers: "host" runs containers on the host's filesystem; the others run
+# them in their image ("runc" so manifests written for containerd's default run here too).
+# RUNTIME_HANDLERS are the choices of --default-runtime-handler.
+HOST_HANDLER = "host"
+IMAGE_HANDLERS = ("image", "runc")
 RUNTIME_HANDLERS = ("image", "host")
 DEFAULT_RUNTIME_HANDLER = "host"
 

@@ -9,7 +9,8 @@ double.
 Concurrency: all methods run on the agent's event loop; file work goes to threads. Pulls of
 one reference share one task (the second caller waits for the first's result), and layers
 are unpacked under a per-diff_id future, so two images sharing a layer unpack it once.
-Up to three blobs of one pull download at a time.
+Up to three blobs of one pull download at a time. Content freed by a removal is pruned only
+while no pull runs (a pull's blobs and layers exist before its image record does).
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class LocalImageService:
         self._wall = wall
         self._pulls: dict[tuple[str, tuple[Credential, ...]], asyncio.Future[Image]] = {}
         self._unpacks: dict[str, asyncio.Future[None]] = {}
+        # A pull writes blobs and layers before its image record: pruning meanwhile would
+        # take them away, so pruning waits until no pull runs (``_prune_due``).
+        self._running = 0
+        self._prune_due = False
 
     async def pull(self, ref: str, credentials: Sequence[Credential] = ()) -> Image:
         parsed = parse(ref)
@@ -81,6 +86,7 @@ class LocalImageService:
             return await asyncio.shield(running)
         future: asyncio.Future[Image] = asyncio.get_running_loop().create_future()
         self._pulls[key] = future
+        self._running += 1
         try:
             image = await self._pull_with(parsed, list(credentials) or [None])
         except BaseException as e:
@@ -93,6 +99,10 @@ class LocalImageService:
             return image
         finally:
             del self._pulls[key]
+            self._running -= 1
+            if self._running == 0 and self._prune_due:
+                self._prune_due = False
+                await asyncio.to_thread(self.store.prune)
 
     async def _pull_with(self, ref: Reference, creds: list[Credential | None]) -> Image:
         last: PullError | None = None
@@ -204,7 +214,10 @@ class LocalImageService:
         if image is None:
             raise ImageNotFound(f"no image {image_id!r} on this node")
         await asyncio.to_thread(self.store.remove, image.id)
-        await asyncio.to_thread(self.store.prune)
+        if self._running:
+            self._prune_due = True
+        else:
+            await asyncio.to_thread(self.store.prune)
 
     async def fs_usage(self) -> FsUsage:
         return await asyncio.to_thread(self.store.usage)

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent.config import AgentOptions
+from agent.config import HOST_HANDLER, IMAGE_HANDLERS, AgentOptions
 from agent.images.image import Image
 from agent.kubelet.machine import MachineInfo, Pressure, primary_ip, read_pressure
 from control.api import errors, quantity
@@ -217,6 +217,10 @@ def apply_status(
     # where the apiserver reaches this agent for logs and exec (an ephemeral port: several
     # agents share a host)
     status.daemon_endpoints.kubelet_endpoint.port = options.daemon_port
+    # the RuntimeClass handlers this node runs
+    del status.runtime_handlers[:]
+    for handler in (*IMAGE_HANDLERS, HOST_HANDLER):
+        status.runtime_handlers.add(name=handler)
     info = status.node_info
     info.machine_id = machine.machine_id
     info.system_uuid = machine.system_uuid

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from agent.config import HOST_HANDLER, IMAGE_HANDLERS
 from agent.kubelet import container_spec, hooks
 from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
 from agent.kubelet.images import ImagePuller, PullFailure
@@ -93,11 +94,6 @@ from control.runtime.events import NORMAL, WARNING, Recorder
 
 log = structlog.get_logger(__name__)
 
-# RuntimeClass handlers this kubelet knows: "host" runs containers on the host's
-# filesystem; the others run them in their image ("runc" so manifests written for
-# containerd's default handler run here too).
-HOST_HANDLER = "host"
-IMAGE_HANDLERS = ("image", "runc")
 
 DEFAULT_GRACE = 30.0
 DEADLINE_REASON = "DeadlineExceeded"

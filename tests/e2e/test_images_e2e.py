@@ -168,7 +168,9 @@ async def test_pod_runs_its_image_after_the_image_appears(
 
     async def node_has_image() -> bool:
         node = await cluster.client.get(core_pb2.Node, NODE)
-        return any(ref in i.names for i in node.status.images)
+        handlers = [h.name for h in node.status.runtime_handlers]
+        return handlers == ["image", "runc", "host"] and any(
+            ref in i.names for i in node.status.images)
 
     await eventually(node_has_image)
 

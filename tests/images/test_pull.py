@@ -309,3 +309,39 @@ async def test_token_auth(
         )
     finally:
         await svc.aclose()
+
+
+async def test_removal_during_a_pull_keeps_the_pulls_content(
+    tmp_path: Path, registry: reg.Registry
+) -> None:
+    one = b.build_image([b.layer_tar([b.Entry("one", b"1")])], {})
+    two = b.build_image([b.layer_tar([b.Entry("two", b"2")])], {})
+    pusher = b.Pusher(registry.url)
+    pusher.image("one", "v1", one)
+    pusher.image("two", "v1", two)
+    pusher.close()
+    gate = asyncio.Event()
+    reached = asyncio.Event()
+
+    class Gated(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == f"/v2/two/blobs/{two.layers[0].digest}":
+                reached.set()
+                await gate.wait()
+            return await super().handle_async_request(request)
+
+    client = RegistryClient(RegistryConfig(insecure=frozenset({registry.host})), transport=Gated())
+    svc = LocalImageService(Store(tmp_path / "s"), client)
+    try:
+        first = await svc.pull(f"{registry.host}/one:v1")
+        pulling = asyncio.create_task(svc.pull(f"{registry.host}/two:v1"))
+        await asyncio.wait_for(reached.wait(), 10)
+        await svc.remove(first.id)
+        assert svc.store.has_blob(two.manifest.digest)  # not pruned under the running pull
+        gate.set()
+        second = await asyncio.wait_for(pulling, 10)
+        assert _exists(svc.layer_dirs(second)[0], "two")
+        assert not _exists(svc.layer_dirs(first)[0], ".")  # pruned once the pull ended
+    finally:
+        gate.set()
+        await svc.aclose()

@@ -175,3 +175,14 @@ async def test_unknown_user_and_read_only_root(
     )
     await wait_exited(runtime, cid)
     assert stdout(tmp_path) == ["ok"]
+
+
+async def test_exec_sees_the_image(
+    runtime: ProcessRuntime, tmp_path: Path, layers: list[str]
+) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sleep", "30"], tmp_path, rootfs_layers=layers)
+    result = await runtime.exec_sync(cid, ["sh", "-c", "ls /srv; test -e /usr || echo no-usr"], 10)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.decode().split() == ["new", "no-usr"]
+    await runtime.stop_container(cid, 1)
