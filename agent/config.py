@@ -19,6 +19,8 @@ from pathlib import Path
 
 from control.api import names, quantity
 from control.client.config import default_data_dir as control_data_dir
+from control.client.pki import Issued
+from control.client.tls import Credentials
 
 DEFAULT_MAX_PODS = 110
 DEFAULT_LEASE_DURATION_SECONDS = 40
@@ -86,6 +88,20 @@ class AgentOptions:
     daemon_port: int = 0
     # HOST:PORT serving the kubelet's Prometheus metrics at /metrics (None: not served)
     metrics_listen: str | None = None
+    # the address the agent's port binds (None: the node's InternalIP; never 0.0.0.0)
+    daemon_listen: str | None = None
+    # the node's client identity (``flotilla server --with-agent`` and tests); None: the
+    # one stored in <data-dir>/pki by an earlier join, else join with ``token``
+    credentials: Credentials | None = None
+    # a join token (K10<ca hash>::<id>.<secret>); ``server`` is then the supervisor port
+    token: str | None = None
+    # the agent port's certificate, when given (else a kubelet-serving CSR)
+    serving: Issued | None = None
+    # more host paths hidden from containers, besides the agent's data dir (the server's
+    # data dir with ``--with-agent``)
+    mask_paths: list[str] = field(default_factory=list)
+    # how long a CertificateSigningRequest may wait for approval and signing
+    csr_timeout: float = 60.0
     # the kubelet's timings (KubeletOptions), with kubelet's defaults
     sync_frequency: float = DEFAULT_SYNC_FREQUENCY
     runtime_relist_period: float = DEFAULT_RUNTIME_RELIST_PERIOD

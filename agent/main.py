@@ -23,9 +23,12 @@ Concurrency contract: one event loop; ``start`` and ``stop`` are called from one
 from __future__ import annotations
 
 import asyncio
+import datetime
 
+import grpc
 import structlog
 
+from agent import certs
 from agent.config import AgentOptions
 from agent.images.registry import RegistryClient, RegistryConfig
 from agent.images.service import ImageService, LocalImageService
@@ -45,8 +48,11 @@ from agent.runtime import linux
 from agent.runtime.interface import Runtime
 from agent.runtime.process import ProcessRuntime
 from agent.server import AgentServer
+from control.api import errors
+from control.client import pki
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from control.client.credentials import Credentials
 from control.runtime import Backoff, Clock, RealClock, Supervisor
 from control.runtime.events import EventBroadcaster
 from control.runtime.metrics_http import MetricsServer
@@ -91,6 +97,10 @@ class Agent:
         self.metrics = KubeletMetrics()
         self.metrics_server: MetricsServer | None = None
         self.metrics_port = 0
+        self.node_pki = certs.NodePki(options.data_dir / "pki")
+        self.credentials: Credentials | None = None
+        self.rotators: dict[str, certs.Rotator] = {}
+        self._old_channels: list[grpc.aio.Channel] = []
         self._log = log.bind(component="agent", node=options.node_name)
 
     async def start(self) -> None:
@@ -99,8 +109,11 @@ class Agent:
         # Read before connecting: capacity must describe this machine, and a broken /proc
         # should fail start, not the first heartbeat.
         machine = self._machine or read_machine(opts.data_dir)
-        channel = open_channel(opts.server)
-        self._client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
+        api, creds, renewable = await self._identity()
+        opts.server = api
+        self.credentials = creds
+        channel = open_channel(api, creds)
+        self._client = ApiClient(channel, api, timeout=opts.request_timeout)
         host_reason = ""
         if self.runtime is None:
             self.network, host_reason = pod_network(opts)
@@ -109,7 +122,8 @@ class Agent:
             # containers, which see only their own volumes at their mount paths
             runtime = ProcessRuntime(opts.data_dir / "runtime",
                                      cgroup_prefix=f"flotilla/{opts.node_name}",
-                                     mask_paths=(str(opts.data_dir),), network=self.network)
+                                     mask_paths=(str(opts.data_dir), *opts.mask_paths),
+                                     network=self.network)
             for line in runtime.isolation_report():
                 self._log.warning("isolation off", detail=line)
             # leases and namespaces of sandboxes removed while no agent ran
@@ -126,13 +140,16 @@ class Agent:
                 mirrors=opts.registry_mirrors, insecure=frozenset(opts.insecure_registries))))
             self.images = self._own_images
         images = self.images
-        self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
-        opts.daemon_port = await self.agent_server.start(host="0.0.0.0", port=opts.daemon_port)
         self.events = EventBroadcaster(self._client, clock=self.clock)
         recorder = self.events.new_recorder("kubelet", opts.node_name)
         self.node_status = NodeStatusManager(self._client, opts, machine, clock=self.clock,
                                              recorder=recorder, images=images.list_images)
         status = self.node_status
+        self.agent_server = AgentServer(self.runtime, node_name=opts.node_name)
+        serving = opts.serving or self.node_pki.load_serving(self._serving_names(),
+                                                            self._now())
+        if serving is not None:
+            await self._serve(serving)
         self.lease = LeaseController(self._client, opts, clock=self.clock,
                                      node_uid=lambda: status.node_uid)
         node_allocatable = allocatable(machine_capacity(machine, opts.max_pods),
@@ -162,6 +179,12 @@ class Agent:
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
+        if renewable:
+            self._rotate_client(sup)
+        if serving is None:
+            sup.start("serving-certificate", self._serving_certificate, backoff=TASK_BACKOFF)
+        elif opts.serving is None:
+            self._rotate_serving(sup, serving.cert_pem)
         self._log.info(
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
             node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
@@ -192,10 +215,145 @@ class Agent:
             await self._own_images.aclose()
             self._own_images = None
             self.images = None
+        for old in self._old_channels:
+            await old.close(None)
+        self._old_channels.clear()
         if self._client is not None:
             await self._client.channel.close(None)
             self._client = None
             self._log.info("agent stopped")
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.clock.now(), datetime.UTC)
+
+    async def _identity(self) -> tuple[str, Credentials, bool]:
+        """(API address, client credentials, renewed by us?): given ones, else a stored
+        earlier join, else a join with the token."""
+        opts = self.options
+        if opts.credentials is not None and certs.is_node_identity(opts.credentials,
+                                                                   opts.node_name):
+            return opts.server, opts.credentials, False
+        stored = self.node_pki.load_client(self._now())
+        if stored is not None:
+            self._log.info("reusing the node's certificate", path=str(self.node_pki.config))
+            return stored[0], stored[1], True
+        if opts.credentials is not None and opts.credentials.cert_pem:
+            # someone else's certificate (an administrator's admin.conf): it asks for this
+            # node's own identity, which the agent then uses (and renews)
+            return opts.server, await self._node_identity_from(opts.credentials), True
+        if not opts.token:
+            raise certs.JoinError(
+                "this agent has no identity yet: join with --server <server>:9345 "
+                "--token <token from `flotilla token create`>")
+        api, creds = await certs.join(opts.server, opts.token, opts.node_name,
+                                      self.node_pki, wait=opts.csr_timeout)
+        return api, creds, True
+
+    async def _node_identity_from(self, creds: Credentials) -> Credentials:
+        opts = self.options
+        if not creds.ca_pem:
+            raise certs.JoinError("the agent's config carries no certificate authority")
+        channel = open_channel(opts.server, creds)
+        try:
+            client = ApiClient(channel, opts.server, timeout=opts.request_timeout)
+            try:
+                return await certs.node_identity(client, opts.server, creds.ca_pem,
+                                                 opts.node_name, self.node_pki,
+                                                 wait=opts.csr_timeout)
+            except errors.ApiError as e:
+                raise certs.JoinError(f"cannot get node {opts.node_name}'s certificate with "
+                                      f"{creds.identity()}: {e.message or e.reason}") from None
+        finally:
+            await channel.close(None)
+
+    def _rotate_client(self, sup: Supervisor) -> None:
+        assert self.credentials is not None and self.credentials.cert_pem
+        opts = self.options
+
+        async def renew(key: pki.PrivateKey) -> bytes:
+            assert self._client is not None
+            return await certs.request_certificate(
+                self._client, key, opts.node_name, certs.CLIENT_SIGNER,
+                ["digital signature", "client auth"], wait=opts.csr_timeout)
+
+        async def installed(cert_pem: bytes, key_pem: bytes) -> None:
+            assert self._client is not None and self.credentials is not None
+            self.credentials = Credentials(ca_pem=self.credentials.ca_pem,
+                                           cert_pem=cert_pem, key_pem=key_pem)
+            # new calls use the new certificate; streams on the old channel end when it
+            # closes (at the next rotation or at stop) and resume on the new one
+            old = self._client.use_channel(open_channel(opts.server, self.credentials))
+            for stale in self._old_channels:
+                await stale.close(None)
+            self._old_channels = [old]
+
+        rot = certs.Rotator("client", self.credentials.cert_pem, renew, installed,
+                            cert_path=self.node_pki.client_cert,
+                            key_path=self.node_pki.client_key, clock=self.clock)
+        self.rotators["client"] = rot
+        sup.start("client-certificate", rot.run, backoff=TASK_BACKOFF)
+
+    def _serving_names(self) -> list[str]:
+        assert self.options.node_name
+        names = [self.options.node_name]
+        if self.node_status is not None:
+            names.append(self.node_status.node_ip)
+        elif self.options.node_ip:
+            names.append(self.options.node_ip)
+        return names
+
+    def _client_ca(self) -> bytes:
+        assert self.credentials is not None
+        if not self.credentials.ca_pem:
+            raise certs.JoinError("the agent's credentials carry no cluster CA to check the "
+                                  "apiserver's certificate against")
+        return self.credentials.ca_pem
+
+    async def _serve(self, serving: pki.Issued) -> None:
+        assert self.agent_server is not None and self.node_status is not None
+        opts = self.options
+        host = opts.daemon_listen or self.node_status.node_ip
+        opts.daemon_port = await self.agent_server.start(
+            host, opts.daemon_port, serving=serving, client_ca=self._client_ca())
+
+    async def _request_serving(self, key: pki.PrivateKey) -> bytes:
+        assert self._client is not None
+        dns, ips = pki.split_sans(self._serving_names())
+        return await certs.request_certificate(
+            self._client, key, self.options.node_name, certs.SERVING_SIGNER,
+            ["digital signature", "server auth"], dns=dns, ips=ips,
+            wait=self.options.csr_timeout)
+
+    async def _serving_certificate(self) -> None:
+        """No serving certificate yet: ask for one once the Node is registered (its
+        addresses are what the approver checks), then serve and keep it renewed."""
+        assert self.node_status is not None and self._supervisor is not None
+        await self.node_status.registered.wait()
+        key = pki.new_key()
+        cert_pem = await self._request_serving(key)
+        key_pem = pki.key_pem(key)
+        certs.NodePki.write_pair(self.node_pki.serving_cert, self.node_pki.serving_key,
+                                 cert_pem, key_pem)
+        await self._serve(pki.Issued(cert_pem, key_pem))
+        try:
+            await self.node_status.post_status()  # advertise the port now
+        except errors.ApiError:
+            pass  # the next periodic post advertises it
+        self._rotate_serving(self._supervisor, cert_pem)
+
+    def _rotate_serving(self, sup: Supervisor, cert_pem: bytes) -> None:
+        async def installed(cert: bytes, key: bytes) -> None:
+            assert self.agent_server is not None
+            self.agent_server.rotate(pki.Issued(cert, key))
+
+        rot = certs.Rotator("serving", cert_pem, self._request_serving, installed,
+                            cert_path=self.node_pki.serving_cert,
+                            key_path=self.node_pki.serving_key, clock=self.clock)
+        self.rotators["serving"] = rot
+        sup.start("serving-certificate-renewal", rot.run, backoff=TASK_BACKOFF)
+
 
 
 def pod_network(opts: AgentOptions) -> tuple[BridgeNetwork | None, str]:

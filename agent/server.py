@@ -2,9 +2,16 @@
 
 Owns the node side of ``flotilla logs`` and ``flotilla exec``. Only the apiserver calls it
 (control/apiserver/node_proxy.py), having already resolved the pod, its node and the
-container name; clients never reach a node directly. The server binds an *ephemeral*
-port (several agents share one host in tests and the lab) which the agent advertises in
-its Node's ``status.daemonEndpoints.kubeletEndpoint.Port``, as the kubelet does.
+container name; clients never reach a node directly. The server binds the node's own
+address (never every interface) on an *ephemeral* port (several agents share one host in
+tests and the lab) which the agent advertises in its Node's
+``status.daemonEndpoints.kubeletEndpoint.Port``, as the kubelet does.
+
+Transport: TLS with the node's serving certificate (renewed in place: new handshakes get
+the certificate given to :meth:`AgentServer.rotate`), and a client certificate of the
+cluster CA is required; of those, only the apiserver's (CN
+``kube-apiserver-kubelet-client``) may call, as the kubelet's ``--client-ca-file`` plus
+its authorizer allow; anyone else is refused with PERMISSION_DENIED.
 
 Finding a container is a :class:`ContainerLookup`: ``(namespace, pod, container,
 previous, pod_uid) -> ContainerRef(container_id, log_path)`` or an ``ApiError``
@@ -59,11 +66,13 @@ from agent.runtime.interface import (
 )
 from control.api import errors
 from control.api.pb import agent_pb2, api_pb2
+from control.client import pki
 from control.client.channel import SERVER_OPTIONS
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "flotilla.v1.Agent"
+APISERVER_CLIENT = "kube-apiserver-kubelet-client"
 
 # The labels the kubelet puts on every container (Kubernetes' own names).
 LABEL_POD_NAMESPACE = POD_NAMESPACE_LABEL
@@ -153,6 +162,17 @@ def _as_api_error(e: Exception) -> errors.ApiError:
     return errors.ApiError(f"internal error: {type(e).__name__}: {e}")
 
 
+def check_caller(context: grpc.aio.ServicerContext) -> None:
+    """Only the apiserver's client certificate may use the agent (TLS already checked that
+    the certificate is the cluster CA's)."""
+    names = [n.decode() if isinstance(n, bytes) else str(n)
+             for n in context.auth_context().get("x509_common_name", ())]
+    if names != [APISERVER_CLIENT]:
+        who = names[0] if names else "a caller without a certificate"
+        raise errors.Forbidden(f'User "{who}" cannot use the agent: only the apiserver '
+                               f'({APISERVER_CLIENT}) may reach the logs and exec of pods')
+
+
 class AgentServer:
     """Serves ``flotilla.v1.Agent`` for one node; see the module docstring.
 
@@ -177,24 +197,50 @@ class AgentServer:
         self.poll_interval = poll_interval
         self.now = now
         self.port = 0
+        self.address = ""
         self._server: grpc.aio.Server | None = None
+        self._client_ca = b""
+        self._pending: grpc.ServerCertificateConfiguration | None = None
         self._log = log.bind(component="agent-server", node=node_name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
-        """Serve on ``host`` (port 0: an ephemeral one); returns the bound port."""
+    def _certificate(self, serving: pki.Issued) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(serving.key_pem, serving.cert_pem)], root_certificates=self._client_ca)
+
+    def _fetch_certificate(self) -> grpc.ServerCertificateConfiguration | None:
+        # called by gRPC before each handshake; None keeps the current certificate
+        pending, self._pending = self._pending, None
+        return pending
+
+    def rotate(self, serving: pki.Issued) -> None:
+        """Serve ``serving`` from the next connection on (no restart)."""
+        self._pending = self._certificate(serving)
+
+    async def start(self, host: str, port: int = 0, *, serving: pki.Issued,
+                    client_ca: bytes) -> int:
+        """Serve TLS on ``host`` (port 0: an ephemeral one); returns the bound port.
+        ``client_ca`` verifies callers' certificates (the cluster CA)."""
+        if host in ("", "0.0.0.0", "::"):
+            raise OSError("the agent server binds the node's own address, not every "
+                          "interface (give --daemon-listen or --node-ip)")
+        self._client_ca = client_ca
+        credentials = grpc.dynamic_ssl_server_credentials(
+            self._certificate(serving), self._fetch_certificate,  # type: ignore[arg-type]
+            require_client_authentication=True)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self.handler(),))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(address)
+            bound = server.add_secure_port(address, credentials)
         except RuntimeError as e:
             raise OSError(f"agent server cannot listen on {address}: {e}") from None
         if bound == 0:
             raise OSError(f"agent server cannot listen on {address}")
         await server.start()
         self._server, self.port = server, bound
+        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         self._log.info("agent server serving", address=address, port=bound)
         return bound
 
@@ -227,6 +273,7 @@ class AgentServer:
                    context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.LogChunk]:
         req = request.request
         try:
+            check_caller(context)
             ref = await self.lookup(req.namespace, req.name, req.container, req.previous,
                                     request.pod_uid)
         except Exception as e:
@@ -262,6 +309,7 @@ class AgentServer:
         req = first.request
         session: ExecSession | None = None
         try:
+            check_caller(context)
             if not req.command:
                 raise errors.BadRequest("you must specify at least one command for the "
                                         "container")

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from control.client.tls import Credentials
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 T = TypeVar("T")
@@ -204,7 +206,25 @@ def start_flotilla(data_dir: Path, workdir: Path, use_uvloop: bool = False,
     except BaseException:
         sp.kill()
         raise
+    _CREDENTIALS[sp.address] = admin_credentials(data_dir)
     return sp
+
+
+# address of a Flotilla server started here -> its admin credentials (TLS, system:masters)
+_CREDENTIALS: dict[str, Credentials] = {}
+
+
+def admin_credentials(data_dir: Path) -> Credentials:
+    """The admin credentials a server on ``data_dir`` wrote into its admin.conf."""
+    from control.client.config import read_config_file
+
+    return read_config_file(data_dir / "admin.conf").credentials
+
+
+def credentials_for(address: str) -> Credentials | None:
+    """The credentials of a Flotilla server started by :func:`start_flotilla` (None for
+    other servers: the bare gRPC baseline is plaintext on loopback on purpose)."""
+    return _CREDENTIALS.get(address)
 
 
 def start_echo(workdir: Path, use_uvloop: bool = False, name: str = "echo") -> ServerProcess:

@@ -54,6 +54,7 @@ from bench import _echo
 from control.api.pb import api_pb2, core_pb2, meta_pb2
 from control.client.channel import CHANNEL_OPTIONS, open_channel
 from control.client.client import ApiClient
+from control.client.tls import Credentials
 
 Job = Callable[[], Awaitable[Any]]
 
@@ -191,7 +192,8 @@ class FlotillaTarget:
         self.server = server
         self.written = written
         self.profile_dir = profile_dir
-        self.channel = open_channel(server.address)
+        self.channel = open_channel(server.address, bench.credentials_for(server.address)
+                                    or Credentials())
         self.client = ApiClient(self.channel, server.address)
 
     async def warmup(self) -> None:
@@ -271,9 +273,10 @@ async def _update(client: ApiClient, objects: dict[int, Any], i: int, p: int,
     written.ack(new)
 
 
-async def verify_durable(address: str, written: Written) -> tuple[int, list[str]]:
+async def verify_durable(address: str, credentials: Credentials,
+                         written: Written) -> tuple[int, list[str]]:
     """Compare every object's stored resourceVersion with its last acknowledged one."""
-    channel = open_channel(address)
+    channel = open_channel(address, credentials)
     client = ApiClient(channel, address)
     problems: list[str] = []
     try:
@@ -372,7 +375,8 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
         server.kill()  # a crash: only what was durable survives
         server = bench.start_flotilla(data_dir, work, args.uvloop, name="flotilla-restart",
                                       disable=args.server_disable)
-        durable_ok, problems = await verify_durable(server.address, written)
+        durable_ok, problems = await verify_durable(server.address, bench.admin_credentials(data_dir),
+                                                  written)
     finally:
         for t in (echo, flotilla):
             if t is not None:

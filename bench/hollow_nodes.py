@@ -22,6 +22,7 @@ import time
 
 from control.api import errors
 from control.api.pb import coordination_pb2, core_pb2
+from control.client import config as client_config
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 
@@ -107,8 +108,12 @@ async def heartbeat(client: ApiClient, names: list[str], period: float = 10.0,
 
 
 async def _main(args: argparse.Namespace) -> None:
-    channel = open_channel(args.server)
-    client = ApiClient(channel, args.server)
+    try:
+        cfg = client_config.load(args.server, args.config)
+    except client_config.ConfigError as e:
+        raise SystemExit(str(e)) from None
+    channel = open_channel(cfg.server, cfg.credentials)
+    client = ApiClient(channel, cfg.server)
     t0 = time.perf_counter()
     names = await register(client, args.nodes, prefix=args.prefix, zones=args.zones,
                            concurrency=args.concurrency)
@@ -124,7 +129,9 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--server", default="127.0.0.1:6443")
+    p.add_argument("--server", default=None, help="HOST:PORT (default: the config's)")
+    p.add_argument("--config", default=None,
+                   help="client config with admin credentials (default: admin.conf)")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--zones", type=int, default=10)
     p.add_argument("--prefix", default="hollow")

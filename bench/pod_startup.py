@@ -135,10 +135,12 @@ class AgentCluster:
             await asyncio.sleep(0.05)
         from control.client import config as client_config
 
-        self.address = client_config.load(None, str(conf)).server
-        self.client = ApiClient(open_channel(self.address), self.address, timeout=30)
+        cfg = client_config.load(None, str(conf))
+        self.address = cfg.server
+        self.client = ApiClient(open_channel(self.address, cfg.credentials), self.address,
+                                timeout=30)
         self.agent = Proc("agent", [*self._agent_prefix, "-m", "control.cli.main",
-                                    "--server", self.address, "agent", "--node-name", NODE,
+                                    "--config", str(conf), "agent", "--node-name", NODE,
                                     "--data-dir", str(self.workdir / "agent"),
                                     "--log-format", "json", "--pod-network", "host",
                                     *self._agent_args],

@@ -159,7 +159,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         server = bench.ServerProcess("server", argv, work)
         try:
             address = server.wait_ready()
-            channel = open_channel(address)
+            channel = open_channel(address, bench.admin_credentials(work / "data"))
             client = ApiClient(channel, address, timeout=60)
             t0 = time.perf_counter()
             await register(client, args.nodes, concurrency=64)

@@ -66,6 +66,7 @@ from control.api import errors
 from control.api.pb import api_pb2, core_pb2, meta_pb2
 from control.client.channel import CHANNEL_OPTIONS
 from control.client.client import ApiClient
+from control.client.tls import channel_credentials
 
 FANOUT_NS = "bench-watch"
 AGENTS_NS = "bench-agents"
@@ -184,9 +185,16 @@ class Target:
     def __init__(self, address: str, watchers: int, per_channel: int, decode: bool) -> None:
         self.address = address
         self.decode = decode
-        self.channels = [grpc.aio.insecure_channel(address, options=channel_options())
-                         for _ in range(math.ceil(watchers / per_channel))]
-        self.write_channel = grpc.aio.insecure_channel(address, options=channel_options())
+        self.channels = [self._dial(address) for _ in range(math.ceil(watchers / per_channel))]
+        self.write_channel = self._dial(address)
+
+    @staticmethod
+    def _dial(address: str) -> grpc.aio.Channel:
+        creds = bench.credentials_for(address)
+        if creds is None:  # the bare gRPC baseline
+            return grpc.aio.insecure_channel(address, options=channel_options())
+        tls, extra = channel_credentials(address, creds)
+        return grpc.aio.secure_channel(address, tls, options=[*channel_options(), *extra])
 
     def channel(self, i: int) -> grpc.aio.Channel:
         return self.channels[i % len(self.channels)]

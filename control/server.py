@@ -1,8 +1,11 @@
 """`flotilla server`: wires the store, the watch cache, the apiserver and (as later issues
 add them) the scheduler, the controllers and an in-process agent.
 
-Start order: open the store -> load the watch cache -> serve gRPC -> create the default
-namespaces -> start the supervised background tasks (cache follower, bookmarks, store
+Start order: load or create the PKI (``DATA_DIR/pki``) -> open the store -> load the watch
+cache -> serve gRPC on two TLS ports (the API, ``--listen``, requires a client certificate
+of the cluster CA; the supervisor port, 9345 by default, takes bearer tokens and serves the
+CA bundle to joining agents) -> create the default namespaces and the ``cluster-info`` CA
+bundle -> start the supervised background tasks (cache follower, bookmarks, store
 maintenance) -> start the controller manager (unless ``disable`` has "controllers"). Stop
 order is the reverse: stop the controllers, stop accepting calls (bounded grace), close the
 watchers, stop the tasks, close the store (pending writes are finished, never dropped).
@@ -13,6 +16,7 @@ Concurrency: everything runs on one event loop; long-lived tasks belong to one S
 from __future__ import annotations
 
 import asyncio
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +27,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
+from control.apiserver import authn
+from control.apiserver.certs import ServerPki, advertised_host, join_host_port
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
 from control.apiserver.watchcache import WatchCache
+from control.client import pki, tokens
 from control.client.channel import SERVER_OPTIONS
-from control.client.config import write_admin_conf
+from control.client.config import DEFAULT_SUPERVISOR_PORT, write_admin_conf
+from control.client.tls import Credentials
 from control.controllers.manager import ControllerManager
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.runtime.metrics import Registry as MetricsRegistry
@@ -46,6 +54,15 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 class ServerOptions:
     data_dir: Path
     listen: str = "127.0.0.1:6443"
+    # the join port (TLS without client certificates: bearer tokens, the CA bundle);
+    # None: 9345, or a free port when ``listen`` asks for one (port 0)
+    supervisor_port: int | None = None
+    # more names and addresses for the serving certificate (--tls-san)
+    tls_sans: list[str] = field(default_factory=list)
+    # Kubernetes' --token-auth-file (static bearer tokens, CSV)
+    token_auth_file: Path | None = None
+    # the longest certificate the CSR signer issues (--cluster-signing-duration, 1 year)
+    cluster_signing_duration: float = 365 * 24 * 3600.0
     # how many revisions of history the store keeps behind the newest (auto-compaction)
     retain_revisions: int = 100_000
     compaction_interval: float = 300.0
@@ -99,7 +116,13 @@ class StartRefused(Exception):
 class ControlPlane:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.address = ""
+        self.address = ""  # what in-process clients dial
+        self.advertised = ""  # what admin.conf says (a real address for a wildcard listen)
+        self.supervisor_address = ""
+        self.pki: ServerPki | None = None
+        self.admin_credentials = Credentials()
+        # the join token made at first start (None on later starts: DATA_DIR/token has it)
+        self.first_token: str | None = None
         self.supervisor = Supervisor("server")
         self._server: grpc.aio.Server | None = None
         self.store: SqliteStore | None = None
@@ -118,6 +141,10 @@ class ControlPlane:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
         opts.data_dir.mkdir(parents=True, exist_ok=True)
+        host = opts.listen.rpartition(":")[0].strip("[]")
+        static_tokens = (authn.parse_token_file(opts.token_auth_file)
+                         if opts.token_auth_file else {})
+        self.pki = ServerPki.load(opts.data_dir / "pki", [host or "0.0.0.0"], opts.tls_sans)
         try:
             self.store = await SqliteStore.open(
                 opts.data_dir / "state.db", recover_to_last_good=opts.recover_to_last_good)
@@ -145,47 +172,128 @@ class ControlPlane:
             opts.compaction_interval, opts.retain_revisions))
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        proxy = NodeProxy(self.registry)  # logs and exec: forwarded to the pod's agent
-        server.add_generic_rpc_handlers(
-            (ApiService(self.registry, logs=proxy.logs, exec_=proxy.exec,
-                        metrics=self.apiserver_metrics).handler(),))
+        # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
+        proxy = NodeProxy(self.registry, credentials=self.pki.client(
+            authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))
+        registry = self.registry
+
+        def bootstrap_secret(token_id: str) -> Any:
+            try:
+                return registry.lookup(kinds.by_resource("secrets"), "kube-system",
+                                       authn.BOOTSTRAP_SECRET_PREFIX + token_id).obj
+            except errors.NotFound:
+                return None
+
+        authenticator = authn.Authenticator(static_tokens=static_tokens,
+                                            bootstrap_secret=bootstrap_secret)
+        server.add_generic_rpc_handlers((ApiService(
+            self.registry, logs=proxy.logs, exec_=proxy.exec,
+            metrics=self.apiserver_metrics, authenticator=authenticator).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        host = opts.listen.rpartition(":")[0]
-        try:
-            bound = server.add_insecure_port(opts.listen)
-        except RuntimeError as e:
-            raise OSError(f"cannot listen on {opts.listen}: {e}") from None
-        if bound == 0:
-            raise OSError(f"cannot listen on {opts.listen} (address in use?)")
+        pair = [(self.pki.serving.key_pem, self.pki.serving_chain())]
+        mutual = grpc.ssl_server_credentials(pair, root_certificates=self.pki.ca_pem,
+                                             require_client_auth=True)
+        bound = _add_port(server, opts.listen, mutual)
+        sup_port = opts.supervisor_port
+        if sup_port is None:
+            sup_port = 0 if opts.listen.endswith(":0") else DEFAULT_SUPERVISOR_PORT
+        sup_bound = _add_port(server, join_host_port(host or "0.0.0.0", sup_port),
+                              grpc.ssl_server_credentials(pair))
         await server.start()
         self._server = server
-        self.address = f"{host or '127.0.0.1'}:{bound}"
+        self.advertised = advertised_host(host)
+        local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        self.address = join_host_port(local, bound)
+        self.supervisor_address = join_host_port(self.advertised, sup_bound)
         await self._bootstrap()
+        await self._publish_cluster_info(join_host_port(self.advertised, bound))
+        await self._first_join_token()
         if "controllers" not in opts.disable:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(
-                self.address, node_lifecycle=opts.node_lifecycle(),
+                self.address, self.credentials(authn.CONTROLLER_MANAGER),
+                node_lifecycle=opts.node_lifecycle(),
                 disable=opts.disable_controllers,
                 terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
                 cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size,
-                registry=self.controller_metrics)
+                registry=self.controller_metrics, signer=self.pki.ca,
+                signing_duration=datetime.timedelta(seconds=opts.cluster_signing_duration))
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too.
             from control.scheduler.scheduler import Scheduler, load_config
-            self.scheduler = Scheduler.connect(self.address, load_config(opts.scheduler_config))
+            self.scheduler = Scheduler.connect(self.address,
+                                               self.credentials(authn.SCHEDULER),
+                                               load_config(opts.scheduler_config))
             await self.scheduler.start()
         if opts.metrics_listen:
             await self._serve_metrics(opts.metrics_listen)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        write_admin_conf(opts.data_dir, self.address)
-        log.info("control plane serving", address=self.address, data_dir=str(opts.data_dir),
-                 revision=self.store.revision)
+        self.admin_credentials = self.credentials("admin", [authn.MASTERS])
+        api = join_host_port(self.advertised, bound)
+        write_admin_conf(opts.data_dir, api, self.admin_credentials,
+                         servers=[api], supervisor=self.supervisor_address)
+        log.info("control plane serving", address=api, supervisor=self.supervisor_address,
+                 data_dir=str(opts.data_dir), revision=self.store.revision)
         return self.address
+
+    def credentials(self, user: str, groups: list[str] | None = None) -> Credentials:
+        """A client identity issued by the cluster CA (in-process components, tests)."""
+        assert self.pki is not None, "start() first"
+        return self.pki.client(user, groups or [])
+
+    def node_identity(self, node_name: str, addresses: list[str]) -> tuple[Credentials,
+                                                                           pki.Issued]:
+        """A node's client identity and its port's serving certificate, issued directly
+        (``--with-agent`` and tests: no token, no CSR)."""
+        assert self.pki is not None, "start() first"
+        creds = self.credentials(authn.NODE_PREFIX + node_name, [authn.NODES])
+        dns, ips = pki.split_sans([node_name, *addresses])
+        serving = self.pki.ca.issue(authn.NODE_PREFIX + node_name, [authn.NODES],
+                                    server=True, dns=dns, ips=ips)
+        return creds, serving
+
+    async def _first_join_token(self) -> None:
+        """First start: a join token that does not expire (k3s' server token), written to
+        DATA_DIR/token (0600); delete its Secret to revoke it."""
+        assert self.registry is not None and self.pki is not None
+        path = self.options.data_dir / "token"
+        if path.exists():
+            return
+        token_id, secret = tokens.generate()
+        await self.registry.create(kinds.by_resource("secrets"), tokens.NAMESPACE,
+                                   tokens.token_secret(token_id, secret,
+                                                       description="made by flotilla server "
+                                                                   "at first start"))
+        self.first_token = tokens.secure_format(self.pki.ca_pem, token_id, secret)
+        pki.write_private(path, (self.first_token + "\n").encode())
+
+    async def _publish_cluster_info(self, api: str) -> None:
+        """``kube-public/cluster-info``: the CA bundle and the API's address, readable
+        without credentials (kubeadm's discovery ConfigMap); a joining agent checks the
+        CA against its token's hash before trusting either."""
+        assert self.registry is not None and self.pki is not None
+        info = kinds.by_resource("configmaps")
+        data = {"ca.crt": self.pki.ca_pem.decode(), "server": api,
+                "supervisor": self.supervisor_address}
+        try:
+            current = self.registry.lookup(info, "kube-public", "cluster-info").obj
+        except errors.NotFound:
+            current = None
+        if current is not None and dict(current.data) == data:
+            return
+        cm: Any = info.message()
+        cm.metadata.name, cm.metadata.namespace = "cluster-info", "kube-public"
+        cm.data.update(data)
+        if current is None:
+            await self.registry.create(info, "kube-public", cm)
+        else:
+            cm.metadata.resource_version = current.metadata.resource_version
+            await self.registry.update(info, "kube-public", cm)
 
     async def _serve_metrics(self, listen: str) -> None:
         from control.runtime.metrics_http import MetricsServer
@@ -231,6 +339,17 @@ class ControlPlane:
             await self.store.close()
         self._stopped.set()
         log.info("control plane stopped")
+
+
+def _add_port(server: grpc.aio.Server, address: str,
+              credentials: grpc.ServerCredentials) -> int:
+    try:
+        bound = server.add_secure_port(address, credentials)
+    except RuntimeError as e:
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if bound == 0:
+        raise OSError(f"cannot listen on {address} (address in use?)")
+    return bound
 
 
 __all__ = ["ControlPlane", "ServerOptions", "StartRefused"]

@@ -25,6 +25,14 @@ import structlog
 
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from control.client.config import (
+    ClientConfig,
+    config_document,
+    read_config_file,
+    write_config,
+)
+from control.client.pki import ClusterCA
+from control.client.tls import Credentials
 from control.server import ControlPlane, ServerOptions
 from tests.support.host_state import HostState, leaks
 
@@ -80,6 +88,39 @@ class Cluster:
     address: str
     data_dir: Path
 
+    @property
+    def credentials(self) -> Credentials:
+        """admin (system:masters)."""
+        return self.plane.admin_credentials
+
+    def agent_identity(self, node_name: str, node_ip: str = "127.0.0.1") -> dict[str, Any]:
+        """AgentOptions keywords for a node identity issued by the cluster (no token)."""
+        creds, serving = self.plane.node_identity(node_name, [node_ip])
+        return {"credentials": creds, "serving": serving, "node_ip": node_ip}
+
+
+def admin_config(data_dir: Path) -> ClientConfig:
+    """The server's admin.conf (address and system:masters credentials)."""
+    return read_config_file(data_dir / "admin.conf")
+
+
+def node_config(server_data_dir: Path, node: str, path: Path, server: str | None = None) -> Path:
+    """A config file with a node identity (``system:node:<node>``) issued by the cluster
+    CA of ``server_data_dir`` (created there if the server has not started yet)."""
+    ca = ClusterCA.load_or_create(server_data_dir / "pki")
+    issued = ca.issue(f"system:node:{node}", ["system:nodes"], client=True)
+    address = server or admin_config(server_data_dir).server
+    return write_config(path, config_document(address, Credentials(
+        ca_pem=ca.pem, cert_pem=issued.cert_pem, key_pem=issued.key_pem)))
+
+
+def admin_credentials(server_data_dir: Path) -> Credentials:
+    """system:masters credentials from the cluster CA of ``server_data_dir`` (created there
+    if the server has not started yet)."""
+    ca = ClusterCA.load_or_create(server_data_dir / "pki")
+    issued = ca.issue("admin", ["system:masters"], client=True)
+    return Credentials(ca_pem=ca.pem, cert_pem=issued.cert_pem, key_pem=issued.key_pem)
+
 
 @asynccontextmanager
 async def running_cluster(data_dir: Path, **options: Any) -> AsyncIterator[Cluster]:
@@ -88,7 +129,7 @@ async def running_cluster(data_dir: Path, **options: Any) -> AsyncIterator[Clust
     options.setdefault("shutdown_grace", 0.5)
     plane = ControlPlane(ServerOptions(data_dir=data_dir, listen="127.0.0.1:0", **options))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     try:
         yield Cluster(plane, ApiClient(channel, address, timeout=10), address, data_dir)
     finally:

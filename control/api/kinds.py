@@ -153,6 +153,9 @@ KINDS: tuple[KindInfo, ...] = (
     # batch/v1
     _k("Job", "batch", "jobs", (), True, "batch_pb2.Job", True),
     _k("CronJob", "batch", "cronjobs", ("cj",), True, "batch_pb2.CronJob", True),
+    # certificates.k8s.io/v1
+    _k("CertificateSigningRequest", "certificates.k8s.io", "certificatesigningrequests",
+       ("csr",), False, "certificates_pb2.CertificateSigningRequest", True),
     # coordination.k8s.io/v1
     _k("Lease", "coordination.k8s.io", "leases", (), True, "coordination_pb2.Lease", False),
     # rbac.authorization.k8s.io/v1

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds
-from control.apiserver import defaults
+from control.apiserver import authn, defaults
 from control.apiserver import validation as validation
 from control.apiserver.service_update import prepare_service_update
 
@@ -66,6 +66,9 @@ class Admission:
         elif info.plural == "pods":
             obj.status.Clear()
             obj.status.phase = "Pending"
+        elif info.plural == "certificatesigningrequests":
+            obj.ClearField("status")
+            stamp_requester(obj)
         elif info.has_status and info.plural not in ("nodes", "persistentvolumes",
                                                      "persistentvolumeclaims", "events"):
             obj.ClearField("status")
@@ -84,7 +87,7 @@ class Admission:
                 new.status.CopyFrom(current.status)
             else:
                 new.ClearField("status")  # an empty status is not written as "status: {}"
-        if info.plural == "namespaces":
+        if info.plural in ("namespaces", "certificatesigningrequests"):
             new.spec.CopyFrom(current.spec)
         elif info.plural == "services":
             prepare_service_update(new, current)
@@ -182,6 +185,18 @@ def apply_runtime_class(pod: Any, rc: Any) -> None:
     for t in rc.scheduling.tolerations:
         if t not in pod.spec.tolerations:
             pod.spec.tolerations.append(t)
+
+
+def stamp_requester(csr: Any) -> None:
+    """A CSR records who asked for it, from the request's identity, never from the
+    client (the approver trusts these fields)."""
+    user = authn.current_user.get()
+    spec = csr.spec
+    spec.username = user.name if user else ""
+    spec.uid = user.uid if user else ""
+    del spec.groups[:]
+    spec.groups.extend(user.groups if user else [])
+    spec.extra.clear()
 
 
 def add_default_tolerations(pod: Any, not_ready_seconds: int, unreachable_seconds: int) -> None:

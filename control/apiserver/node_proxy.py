@@ -14,7 +14,9 @@ Owns :class:`NodeProxy`, plugged into ``ApiService(logs=proxy.logs, exec_=proxy.
    a request for the current attempt; exec into a finished pod is refused as kubectl does;
 3. the node: ``spec.nodeName`` -> the Node's address (InternalIP first, then
    ExternalIP, then Hostname) and ``status.daemonEndpoints.kubeletEndpoint.Port``;
-4. the agent: one channel per call (:func:`control.client.channel.open_channel`), ready
+4. the agent: one TLS channel per call (:func:`control.client.channel.open_channel`) that
+   verifies the agent's serving certificate and presents the apiserver's client
+   certificate (CN ``kube-apiserver-kubelet-client``, the only one agents accept), ready
    within ``connect_timeout`` (3 s) or ``ServiceUnavailable`` naming the node, so a node
    that is gone or unreachable never hangs the CLI; errors the agent sends keep their
    reason; the stream is forwarded as it comes, in both directions for exec.
@@ -38,6 +40,7 @@ from control.api import errors, kinds
 from control.api.pb import agent_pb2, agent_pb2_grpc, api_pb2
 from control.apiserver.registry import Registry
 from control.client.channel import open_channel
+from control.client.tls import Credentials
 
 log = structlog.get_logger(component="node-proxy")
 
@@ -124,11 +127,18 @@ def node_target(node: Any) -> str:
 class NodeProxy:
     """See the module docstring. ``dial`` opens a channel (tests may replace it)."""
 
-    def __init__(self, registry: Registry, *, connect_timeout: float = CONNECT_TIMEOUT,
-                 dial: Callable[[str], grpc.aio.Channel] = open_channel) -> None:
+    def __init__(self, registry: Registry, *, credentials: Credentials = Credentials(),
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 dial: Callable[[str], grpc.aio.Channel] | None = None) -> None:
         self.reg = registry
         self.connect_timeout = connect_timeout
-        self.dial = dial
+        self.credentials = credentials
+        self.dial = dial or self._dial
+
+    def _dial(self, target: str) -> grpc.aio.Channel:
+        # TLS to the agent, verified against the cluster CA (its serving certificate names
+        # the node's addresses), presenting the apiserver's kubelet-client identity
+        return open_channel(target, self.credentials)
 
     # -- lookups ----------------------------------------------------------------------------
 

@@ -1,7 +1,13 @@
 """The gRPC face of the apiserver: ``flotilla.v1.Api`` handlers over the registry.
 
-Each handler decodes the request, resolves the kind, calls the registry and encodes the
-reply; an :class:`ApiError` becomes the gRPC status with Kubernetes' reason in the details.
+Each call is first authenticated (:mod:`control.apiserver.authn`: the identity is set in
+``authn.current_user`` for the rest of the call and bound to every log line it writes),
+then each handler decodes the request, resolves the kind, asks the authorizer chain
+(:mod:`control.apiserver.authz`) whether this user may do this verb on this object, calls
+the registry and encodes the reply; an :class:`ApiError` becomes the gRPC status with
+Kubernetes' reason in the details. Without credentials only the CA bundle
+(``kube-public/cluster-info``) can be read; the rest is UNAUTHENTICATED. Every successful
+write is logged with its user.
 The service is registered with hand-built method handlers (not the generated servicer) so
 that Watch can send bytes already encoded by the watch cache: one encoding per event for
 all watchers.
@@ -23,7 +29,8 @@ from google.protobuf.message import DecodeError, Message
 
 from control.api import errors, kinds
 from control.api.pb import api_pb2
-from control.apiserver import subresources
+from control.apiserver import authn, subresources
+from control.apiserver.authz import Attributes, Chain, default_chain
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.registry import Registry
 from control.store.interface import StoreFull
@@ -57,7 +64,16 @@ async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> Non
     await context.abort(err.code, errors.to_details(err))
 
 
-def _unary(fn: Callable[[Any], Awaitable[Message]],
+def _authenticate(authenticator: authn.Authenticator,
+                  context: grpc.aio.ServicerContext) -> authn.UserInfo | None:
+    user = authenticator.authenticate(context)
+    authn.current_user.set(user)
+    if user is not None:
+        structlog.contextvars.bind_contextvars(user=user.name)
+    return user
+
+
+def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authenticator,
            metrics: ApiServerMetrics | None = None) -> Callable[..., Awaitable[Message]]:
     method = fn.__name__
 
@@ -65,6 +81,7 @@ def _unary(fn: Callable[[Any], Awaitable[Message]],
         start = time.perf_counter()
         failure: BaseException | None = None
         try:
+            _authenticate(authenticator, context)
             return await fn(request)
         except errors.ApiError as e:
             failure = e
@@ -87,31 +104,78 @@ def _unary(fn: Callable[[Any], Awaitable[Message]],
     return handler
 
 
+def _pods_on_node(registry: Registry) -> Callable[[str], list[Any]]:
+    info = kinds.by_resource("pods")
+
+    def pods(node: str) -> list[Any]:
+        return [co.obj for co in registry.cache.scan(info.plural, "")
+                if co.obj.spec.node_name == node]
+
+    return pods
+
+
+def default_authorizer(registry: Registry) -> Chain:
+    def lookup(resource: str, namespace: str, name: str) -> Any:
+        try:
+            return registry.lookup(kinds.by_resource(resource), namespace, name).obj
+        except errors.NotFound:
+            return None
+
+    return default_chain(lookup, _pods_on_node(registry))
+
+
+def _write_log(verb: str, info: kinds.KindInfo, namespace: str, name: str,
+               sub: str = "") -> None:
+    user = authn.current_user.get()
+    log.debug("write", verb=verb, resource=info.plural + (f"/{sub}" if sub else ""),
+              namespace=namespace, name=name,
+              user=user.name if user else "system:anonymous",
+              groups=list(user.groups) if user else [])
+
+
 class ApiService:
     def __init__(self, registry: Registry, logs: Any = None, exec_: Any = None, *,
-                 metrics: ApiServerMetrics | None = None) -> None:
+                 metrics: ApiServerMetrics | None = None,
+                 authenticator: authn.Authenticator | None = None,
+                 authorizer: Chain | None = None) -> None:
         self.reg = registry
         self.metrics = metrics
+        self.authenticator = authenticator or authn.Authenticator()
+        self.authorizer = authorizer or default_authorizer(registry)
         # the agent issue plugs log and exec streaming in here
         self.logs_backend = logs
         self.exec_backend = exec_
+
+    def authorize(self, verb: str, info: kinds.KindInfo | None, namespace: str = "",
+                  name: str = "", sub: str = "") -> None:
+        self.authorizer.check(Attributes(
+            user=authn.current_user.get(), verb=verb,
+            resource=info.plural if info else "", group=info.group if info else "",
+            subresource=sub, namespace=namespace if info is None or info.namespaced else "",
+            name=name))
 
     # -- unary verbs -----------------------------------------------------------------------
 
     async def Create(self, req: api_pb2.CreateRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
         obj = decode_object(info, req.object)
-        return api_pb2.ObjectReply(object=await self.reg.create(info, req.namespace, obj,
-                                                                dry_run=req.dry_run))
+        self.authorize("create", info, req.namespace or obj.metadata.namespace,
+                       obj.metadata.name)
+        reply = api_pb2.ObjectReply(object=await self.reg.create(info, req.namespace, obj,
+                                                                 dry_run=req.dry_run))
+        _write_log("create", info, req.namespace, obj.metadata.name)
+        return reply
 
     async def Get(self, req: api_pb2.GetRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
+        self.authorize("get", info, req.namespace, req.name)
         co = await self.reg.get(info, req.namespace if info.namespaced else "", req.name,
                                 req.resource_version)
         return api_pb2.ObjectReply(object=co.raw)
 
     async def List(self, req: api_pb2.ListRequest) -> api_pb2.ListReply:
         info = resolve(req.resource)
+        self.authorize("list", info, req.namespace)
         page = await self.reg.list(info, req.namespace if info.namespaced else "",
                                    req.label_selector, req.field_selector, req.limit,
                                    getattr(req, "continue"), req.resource_version)
@@ -124,35 +188,54 @@ class ApiService:
     async def Update(self, req: api_pb2.UpdateRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
         obj = decode_object(info, req.object)
-        return api_pb2.ObjectReply(object=await self.reg.update(
+        self.authorize("update", info, req.namespace or obj.metadata.namespace,
+                       obj.metadata.name)
+        reply = api_pb2.ObjectReply(object=await self.reg.update(
             info, req.namespace, obj, dry_run=req.dry_run))
+        _write_log("update", info, req.namespace, obj.metadata.name)
+        return reply
 
     async def UpdateStatus(self, req: api_pb2.UpdateRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
         obj = decode_object(info, req.object)
-        return api_pb2.ObjectReply(object=await self.reg.update(
+        self.authorize("update", info, req.namespace or obj.metadata.namespace,
+                       obj.metadata.name, "status")
+        reply = api_pb2.ObjectReply(object=await self.reg.update(
             info, req.namespace, obj, status=True, dry_run=req.dry_run))
+        _write_log("update", info, req.namespace, obj.metadata.name, "status")
+        return reply
 
     async def Patch(self, req: api_pb2.PatchRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
-        return api_pb2.ObjectReply(object=await self.reg.patch(
+        sub = "status" if req.status else ""
+        self.authorize("patch", info, req.namespace, req.name, sub)
+        reply = api_pb2.ObjectReply(object=await self.reg.patch(
             info, req.namespace, req.name, req.patch_type or "merge", req.patch,
             status=req.status, dry_run=req.dry_run))
+        _write_log("patch", info, req.namespace, req.name, sub)
+        return reply
 
     async def Delete(self, req: api_pb2.DeleteRequest) -> api_pb2.DeleteReply:
         info = resolve(req.resource)
+        self.authorize("delete", info, req.namespace, req.name)
         grace = req.grace_period_seconds if req.HasField("grace_period_seconds") else None
         raw, pending = await self.reg.delete(
             info, req.namespace, req.name, grace_period_seconds=grace,
             propagation_policy=req.propagation_policy, uid=req.preconditions.uid,
             resource_version=req.preconditions.resource_version, dry_run=req.dry_run)
+        _write_log("delete", info, req.namespace, req.name)
         return api_pb2.DeleteReply(object=raw, pending=pending)
 
     async def Bind(self, req: api_pb2.BindRequest) -> api_pb2.ObjectReply:
-        return api_pb2.ObjectReply(object=await subresources.bind(
+        pods = kinds.by_resource("pods")
+        self.authorize("create", pods, req.namespace, req.name, "binding")
+        reply = api_pb2.ObjectReply(object=await subresources.bind(
             self.reg, req.namespace, req.name, req.node_name, req.pod_uid))
+        _write_log("create", pods, req.namespace, req.name, "binding")
+        return reply
 
     async def GetScale(self, req: api_pb2.ScaleRequest) -> api_pb2.ScaleReply:
+        self.authorize("get", resolve(req.resource), req.namespace, req.name, "scale")
         spec, status, sel, rv = await subresources.get_scale(
             self.reg, req.resource, req.namespace, req.name)
         return api_pb2.ScaleReply(spec_replicas=spec, status_replicas=status, selector=sel,
@@ -161,24 +244,32 @@ class ApiService:
     async def UpdateScale(self, req: api_pb2.ScaleRequest) -> api_pb2.ScaleReply:
         if not req.HasField("replicas"):
             raise errors.BadRequest("replicas is required")
+        info = resolve(req.resource)
+        self.authorize("update", info, req.namespace, req.name, "scale")
+        _write_log("update", info, req.namespace, req.name, "scale")
         spec, status, sel, rv = await subresources.update_scale(
             self.reg, req.resource, req.namespace, req.name, req.replicas, req.resource_version)
         return api_pb2.ScaleReply(spec_replicas=spec, status_replicas=status, selector=sel,
                                   resource_version=rv)
 
     async def Evict(self, req: api_pb2.EvictRequest) -> api_pb2.EvictReply:
+        pods = kinds.by_resource("pods")
+        self.authorize("create", pods, req.namespace, req.name, "eviction")
+        _write_log("create", pods, req.namespace, req.name, "eviction")
         grace = req.grace_period_seconds if req.HasField("grace_period_seconds") else None
         await subresources.evict(self.reg, req.namespace, req.name, grace)
         return api_pb2.EvictReply()
 
     async def History(self, req: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
         info = resolve(req.resource)
+        self.authorize("get", info, req.namespace, req.name, "history")
         entries = await self.reg.history(info, req.namespace if info.namespaced else "",
                                          req.name)
         return api_pb2.HistoryReply(entries=[
             api_pb2.HistoryEntry(type=t, revision=rev, object=raw) for t, rev, raw in entries])
 
     async def Discovery(self, req: api_pb2.DiscoveryRequest) -> api_pb2.DiscoveryReply:
+        self.authorize("discovery", None)
         out = []
         for i in kinds.KINDS:
             verbs = list(_VERBS)
@@ -193,7 +284,9 @@ class ApiService:
     async def watch(self, req: api_pb2.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         try:
+            _authenticate(self.authenticator, context)
             info = resolve(req.resource)
+            self.authorize("watch", info, req.namespace)
             if req.resource_version == "":
                 await self.reg.cache.wait_fresh()
             elif req.resource_version != "0":
@@ -235,6 +328,12 @@ class ApiService:
 
     async def logs(self, req: api_pb2.LogsRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.LogChunk]:
+        try:
+            _authenticate(self.authenticator, context)
+            self.authorize("get", kinds.by_resource("pods"), req.namespace, req.name, "log")
+        except errors.ApiError as e:
+            await _abort(context, e)
+            return
         if self.logs_backend is None:
             await _abort(context, errors.ServiceUnavailable(
                 "logs are served by the node's agent, and no agent is connected"))
@@ -244,6 +343,14 @@ class ApiService:
 
     async def exec(self, requests: AsyncIterator[api_pb2.ExecRequest],
                    context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.ExecOutput]:
+        try:
+            _authenticate(self.authenticator, context)
+            # the pod's name travels in the first request: the proxy checks it against
+            # this identity's rights once it is known
+            self.authorize("create", kinds.by_resource("pods"), "", "", "exec")
+        except errors.ApiError as e:
+            await _abort(context, e)
+            return
         if self.exec_backend is None:
             await _abort(context, errors.ServiceUnavailable(
                 "exec is served by the node's agent, and no agent is connected"))
@@ -256,7 +363,7 @@ class ApiService:
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(self, name), self.metrics),
+                _unary(getattr(self, name), self.authenticator, self.metrics),
                 request_deserializer=req_cls.FromString,
                 response_serializer=rep_cls.SerializeToString)
 

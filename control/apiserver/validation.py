@@ -29,6 +29,7 @@ from control.api.errors import FieldError
 from control.api.pb import (
     apps_pb2,
     batch_pb2,
+    certificates_pb2,
     coordination_pb2,
     core_pb2,
     node_pb2,
@@ -39,6 +40,7 @@ from control.api.pb import (
 )
 from control.apiserver import validation_apps as apps
 from control.apiserver import validation_core as core
+from control.apiserver.validation_certificates import validate_csr
 from control.apiserver.validation_pod import (
     validate_pod_spec,
     validate_pod_update,
@@ -365,6 +367,7 @@ _VALIDATORS: dict[str, _Validator] = dict(
         _entry(node_pb2.RuntimeClass, _validate_runtime_class),
         _entry(policy_pb2.PodDisruptionBudget, _validate_pdb),
         _entry(coordination_pb2.Lease, _validate_lease),
+        _entry(certificates_pb2.CertificateSigningRequest, validate_csr),
     )
 )
 

@@ -2,11 +2,11 @@
 
 Owns what every verb shares:
 - global flags (``--server``, ``--config``, ``-n/--namespace``, ``--log-level``, ``--debug``,
-  ``--request-timeout``) accepted before or after the verb (:func:`split_globals` takes them
+  ``--request-timeout``, ``--insecure-skip-tls-verify``) accepted before or after the verb (:func:`split_globals` takes them
   out of argv wherever they are, as kubectl's pflag does);
 - :class:`Context`: the namespace in effect, stdout/stderr, and the lazily opened
-  ``ApiClient`` (one short connect deadline, so an unreachable server is one clear line
-  within seconds);
+  ``ApiClient`` (TLS with the config's credentials; one short connect deadline, so an
+  unreachable server or a certificate problem is one clear line within seconds);
 - object references (``TYPE NAME...``, ``TYPE/NAME...``) via :func:`parse_refs`;
 - running the verb on an event loop (uvloop for the components, when installed) and
   turning every failure into ``error: ...`` on stderr with exit code 1 — a traceback only
@@ -39,6 +39,7 @@ from control.cli.errors import CliError, UsageError, describe_exception
 if TYPE_CHECKING:
     from control.api import errors as api_errors
     from control.client.client import ApiClient
+    from control.client.config import ClientConfig
 
 # How long the first call waits for a connection: a stopped server must fail fast, not hang.
 CONNECT_TIMEOUT = 3.0
@@ -57,7 +58,7 @@ _VALUE_FLAGS = {
     "--log-level": "log_level",
     "--request-timeout": "request_timeout",
 }
-_BOOL_FLAGS = {"--debug": "debug"}
+_BOOL_FLAGS = {"--debug": "debug", "--insecure-skip-tls-verify": "insecure_skip_tls_verify"}
 
 
 @dataclass
@@ -68,6 +69,7 @@ class GlobalOptions:
     log_level: str | None = None
     debug: bool = False
     request_timeout: str | None = None
+    insecure_skip_tls_verify: bool = False
 
 
 def split_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
@@ -170,19 +172,28 @@ class Context:
             return self._client
         import asyncio
 
-        from control.client import config as client_config
         from control.client.channel import open_channel
         from control.client.client import ApiClient
+        from control.client.tls import TlsError, diagnose, trust_whatever_is_presented
 
+        cfg = self.client_config()
+        if cfg.credentials.insecure_skip_verify:
+            self.warn("--insecure-skip-tls-verify: the server's certificate is not checked; "
+                      "anyone on the path can read and change this session")
         try:
-            cfg = client_config.load(self.opts.server, self.opts.config)
-        except client_config.ConfigError as e:
+            creds = await asyncio.to_thread(trust_whatever_is_presented, cfg.server,
+                                            cfg.credentials)
+        except TlsError as e:
             raise CliError(str(e)) from None
-        channel = open_channel(cfg.server)
+        channel = open_channel(cfg.server, creds)
         try:
             await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
         except TimeoutError:
             await channel.close(None)
+            # a TLS failure looks like silence to gRPC: one handshake of our own says why
+            why = await asyncio.to_thread(diagnose, cfg.server, cfg.credentials)
+            if why is not None:
+                raise CliError(f"certificate error: {why}") from None
             origin = "" if cfg.source in ("--server", "default") else f" (from {cfg.source})"
             raise CliError(
                 f"cannot connect to the Flotilla server at {cfg.server}{origin}: no answer "
@@ -190,6 +201,16 @@ class Context:
             ) from None
         self._client = ApiClient(channel, cfg.server, timeout=self.request_timeout)
         return self._client
+
+    def client_config(self) -> ClientConfig:
+        from control.client import config as client_config
+
+        try:
+            return client_config.load(
+                self.opts.server, self.opts.config,
+                insecure_skip_tls_verify=self.opts.insecure_skip_tls_verify)
+        except client_config.ConfigError as e:
+            raise CliError(str(e)) from None
 
     async def close(self) -> None:
         if self._client is not None:
@@ -310,6 +331,8 @@ GLOBAL_HELP = """global flags (before or after the verb):
   --request-timeout D     per-request timeout ("30s", "0" for none)
   --log-level LEVEL       debug|info|warning|error
   --debug                 show tracebacks
+  --insecure-skip-tls-verify
+                          do not check the server's certificate (debugging only)
 """
 
 
@@ -341,6 +364,8 @@ VERB_MODULES: dict[str, str] = {
     "history": "verbs_history",
     "image": "verbs_image",
     "images": "verbs_image",
+    "token": "verbs_token",
+    "config": "verbs_token",
 }
 
 

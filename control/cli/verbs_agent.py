@@ -2,9 +2,10 @@
 
 Owns the agent's command line and process lifecycle: flags -> :class:`agent.config.
 AgentOptions` (list flags parsed by ``agent.config``'s parsers, durations in Go syntax),
-configure logging, :func:`agent.main.run_agent` until SIGINT/SIGTERM. The server address
-comes from the global ``--server`` / ``--config`` / ``$FLOTILLA_CONFIG`` / admin.conf, as for
-every other verb. The agent package is imported inside the handler so the other verbs do
+configure logging, :func:`agent.main.run_agent` until SIGINT/SIGTERM. The agent's
+identity comes from ``--token`` (a join through ``--server``, the supervisor port; the
+certificate is then kept in the data dir and reused), or from a config file's client
+certificate (``--config``, ``$FLOTILLA_CONFIG``, admin.conf, as for every other verb). The agent package is imported inside the handler so the other verbs do
 not pay for it.
 """
 
@@ -25,6 +26,7 @@ from control.client import config as client_config
 if TYPE_CHECKING:
     from agent.config import AgentOptions
     from control.cli.main import Context
+    from control.client.tls import Credentials
 
 
 def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -123,11 +125,22 @@ def register(sub: Any) -> None:
                         "routes, nftables table, leases, pod namespaces) and exit")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve the kubelet's Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--daemon-listen", default=None, metavar="ADDRESS",
+                   help="the address the agent's port binds (default: the node's "
+                        "InternalIP; never every interface)")
+    p.add_argument("--token", default=None,
+                   help="join token (K10<ca hash>::<id>.<secret>, from `flotilla token "
+                        "create` or the server's DATA_DIR/token); --server is then the "
+                        "server's supervisor port (HOST:9345)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help="read the join token from FILE")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_agent_verb, configures_logging=True)
 
 
-def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
+def options_from_args(args: argparse.Namespace, server: str,
+                      credentials: Credentials | None = None,
+                      token: str | None = None) -> AgentOptions:
     """The agent's options from its parsed flags (not validated yet)."""
     from agent import config as agent_config
 
@@ -158,6 +171,9 @@ def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
         image_gc_high_threshold=args.image_gc_high_threshold,
         image_gc_low_threshold=args.image_gc_low_threshold,
         metrics_listen=args.metrics_listen,
+        daemon_listen=args.daemon_listen,
+        credentials=credentials,
+        token=token,
     )
     for text in args.registry_mirror:
         try:
@@ -169,19 +185,35 @@ def options_from_args(args: argparse.Namespace, server: str) -> AgentOptions:
 
 
 async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.certs import JoinError
     from agent.main import cleanup_network, run_agent
 
     try:
         logs.configure(ctx.opts.log_level or "info", args.log_format)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    server = ""
-    if not args.cleanup:  # cleaning up needs no cluster
+    token = args.token
+    if args.token_file is not None:
         try:
-            server = client_config.load(ctx.opts.server, ctx.opts.config).server
+            token = args.token_file.read_text().strip()
+        except OSError as e:
+            raise CliError(f"--token-file {args.token_file}: {e.strerror or e}") from None
+    if args.cleanup:  # cleaning up needs no cluster
+        options = options_from_args(args, "")
+    elif token:
+        # joining: --server is the address to join through, nothing else is needed
+        if not ctx.opts.server:
+            raise UsageError("--token needs --server HOST:PORT (the server's supervisor "
+                             "port, 9345 by default)")
+        options = options_from_args(args, ctx.opts.server, token=token)
+    else:
+        # an identity from a config file (kubelet's --kubeconfig), or an earlier join
+        try:
+            cfg = client_config.load(ctx.opts.server, ctx.opts.config)
         except client_config.ConfigError as e:
             raise CliError(str(e)) from None
-    options = options_from_args(args, server)
+        creds = cfg.credentials if cfg.credentials.cert_pem else None
+        options = options_from_args(args, cfg.server, credentials=creds)
     try:
         options.validate()
     except ValueError as e:
@@ -196,7 +228,7 @@ async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
     try:
         try:
             await run_agent(options, stop_requested)
-        except OSError as e:  # the data dir cannot be created, for one
+        except (OSError, JoinError) as e:  # a refused join; the data dir, for one
             raise CliError(str(e)) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

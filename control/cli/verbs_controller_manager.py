@@ -161,13 +161,14 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     if ignored:
         log.warning("controller manager options not supported yet, ignored", options=ignored)
     try:
-        address = client_config.load(ctx.opts.server, ctx.opts.config).server
+        cfg = client_config.load(ctx.opts.server, ctx.opts.config,
+                                 insecure_skip_tls_verify=ctx.opts.insecure_skip_tls_verify)
     except client_config.ConfigError as e:
         raise CliError(str(e)) from None
 
     async def run_controllers() -> None:
         """One term: a fresh manager, started, kept until cancelled, then stopped."""
-        manager = ControllerManager.connect(address, disable=disable,
+        manager = ControllerManager.connect(cfg.server, cfg.credentials, disable=disable,
                                             node_lifecycle=node_lifecycle, **ipam)
         try:
             await manager.start()

@@ -66,7 +66,9 @@ async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from None
     try:
-        address = client_config.load(ctx.opts.server, ctx.opts.config).server
+        client_cfg = client_config.load(
+            ctx.opts.server, ctx.opts.config,
+            insecure_skip_tls_verify=ctx.opts.insecure_skip_tls_verify)
     except client_config.ConfigError as e:
         raise CliError(str(e)) from None
     if args.metrics_listen and not args.metrics_listen.rpartition(":")[2].isdigit():
@@ -78,7 +80,8 @@ async def run_scheduler(ctx: Context, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     async def schedule_until_stopped() -> None:
-        sched = Scheduler.connect(address, cfg, identity=identity)
+        sched = Scheduler.connect(client_cfg.server, client_cfg.credentials, cfg,
+                                  identity=identity)
         metrics = MetricsServer([sched.metrics.render])
         try:
             await sched.start()

@@ -168,6 +168,16 @@ def register(sub: Any) -> None:
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
                         "above every acknowledged one")
+    p.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                   help="another name or address for the serving certificate (repeatable)")
+    p.add_argument("--supervisor-port", type=int, default=None, metavar="PORT",
+                   help="the join port (bearer tokens, CA bundle; default 9345, or a free "
+                        "one when --listen's port is 0)")
+    p.add_argument("--token-auth-file", type=Path, default=None, metavar="FILE",
+                   help="static bearer tokens, one per line: token,user,uid,\"group1,group2\"")
+    p.add_argument("--cluster-signing-duration", type=duration, default=None,
+                   metavar="DURATION",
+                   help="longest certificate the CSR signer issues (default 8760h)")
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     add_ipam_flags(p)
@@ -189,6 +199,19 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["recover_to_last_good"] = True
     if args.watch_cache_size_bytes is not None:
         wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
+    if args.tls_san:
+        wanted["tls_sans"] = [s.strip() for arg in args.tls_san for s in arg.split(",")
+                              if s.strip()]
+    if args.supervisor_port is not None:
+        if not 0 <= args.supervisor_port <= 65535:
+            raise UsageError("--supervisor-port must be 0 to 65535")
+        wanted["supervisor_port"] = args.supervisor_port
+    if args.token_auth_file is not None:
+        wanted["token_auth_file"] = args.token_auth_file
+    if args.cluster_signing_duration is not None:
+        if args.cluster_signing_duration < 600:
+            raise UsageError("--cluster-signing-duration must be at least 10m")
+        wanted["cluster_signing_duration"] = args.cluster_signing_duration
     if args.metrics_listen:
         if not args.metrics_listen.rpartition(":")[2].isdigit():
             raise UsageError(f"--metrics-listen {args.metrics_listen!r}: expected HOST:PORT")
@@ -243,12 +266,16 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     try:
         try:
             await cp.start()
-        except (OSError, StartRefused) as e:
+        except (OSError, ValueError, StartRefused) as e:
             await cp.stop()
             raise CliError(str(e)) from None
+        if cp.first_token:
+            print(f"Join another machine with:\n  flotilla agent --server "
+                  f"{cp.supervisor_address} --token {cp.first_token}\n(the token is kept in "
+                  f"{data_dir / 'token'}; `flotilla token create` makes more)", flush=True)
         if args.with_agent:
             agent = await start_in_process_agent(
-                cp.address, data_dir, args.node_name, args.pod_network, options.cluster_cidr,
+                cp, data_dir, args.node_name, args.pod_network, options.cluster_cidr,
                 **_image_options(args))
         # Everything loaded so far (the watch cache, modules) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the event loop
@@ -284,18 +311,22 @@ def _image_options(args: argparse.Namespace) -> dict[str, Any]:
             "default_runtime_handler": args.default_runtime_handler}
 
 
-async def start_in_process_agent(address: str, data_dir: Path, node_name: str | None,
+async def start_in_process_agent(cp: Any, data_dir: Path, node_name: str | None,
                                  pod_network: str = "host",
                                  cluster_cidr: str = "10.244.0.0/16",
                                  **agent_options: Any) -> Any:
     """`--with-agent`: an agent in this process, a client of the API like any other (the
-    one place where both sides are wired together)."""
+    one place where both sides are wired together), with a node identity the server
+    issues directly (no token). Its pods never see the server's data dir (keys, state)."""
     from agent.config import AgentOptions, default_node_name
     from agent.main import Agent
 
     name = node_name or default_node_name()
-    agent = Agent(AgentOptions(server=address, node_name=name,
+    node_ip = cp.advertised  # the listen address, or the machine's for a wildcard
+    credentials, serving = cp.node_identity(name, [node_ip])
+    agent = Agent(AgentOptions(server=cp.address, node_name=name, node_ip=node_ip,
                                data_dir=data_dir / "agent" / name, pod_network=pod_network,
-                               cluster_cidr=cluster_cidr, **agent_options))
+                               cluster_cidr=cluster_cidr, credentials=credentials,
+                               serving=serving, mask_paths=[str(data_dir)], **agent_options))
     await agent.start()
     return agent

@@ -1,13 +1,18 @@
 """The one place that opens gRPC channels (server side options live here too).
 
 Every component (CLI, agent, scheduler, controllers, tests) gets its channel from
-:func:`open_channel`, so message size limits, keepalive and (later) TLS and credentials are
-decided once. Channels are ``grpc.aio`` channels: create and use them on one event loop.
+:func:`open_channel`, so message size limits, keepalive, TLS and credentials are decided
+once: every channel is TLS (gRPC's ssl credentials; the cluster's servers negotiate TLS
+1.3), with the client certificate or bearer token of its :class:`Credentials`. There is no
+plaintext channel. Channels are ``grpc.aio`` channels: create and use them on one event
+loop. ``open_channel`` with ``insecure_skip_verify`` makes one blocking TLS probe first.
 """
 
 from __future__ import annotations
 
 import grpc
+
+from control.client.tls import Credentials, channel_credentials
 
 # Real lists (thousands of pods) exceed gRPC's 4 MB default.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -43,6 +48,7 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` ("host:port"); TLS arrives with the security work."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def open_channel(target: str, credentials: Credentials) -> grpc.aio.Channel:
+    """A TLS channel to ``target`` ("host:port") presenting ``credentials``."""
+    creds, extra = channel_credentials(target, credentials)
+    return grpc.aio.secure_channel(target, creds, options=[*CHANNEL_OPTIONS, *extra])

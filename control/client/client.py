@@ -90,6 +90,13 @@ class ApiClient:
         self.target = target
         self.timeout = timeout
 
+    def use_channel(self, channel: grpc.aio.Channel) -> grpc.aio.Channel:
+        """Send later calls on ``channel`` (new credentials); returns the old channel,
+        which the caller closes once its streams may end."""
+        old, self.channel = self.channel, channel
+        self._stub = api_pb2_grpc.ApiStub(channel)
+        return old
+
     async def _call(self, method: Callable[..., Any], request: Message) -> Any:
         try:
             return await method(request, timeout=self.timeout)

@@ -22,6 +22,7 @@ task that owns the manager; ``stop`` is idempotent and safe after a failed ``sta
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,14 @@ import structlog
 
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from control.client.credentials import Credentials
 from control.client.listwatch import ApiListWatcher, ListWatcher
+from control.client.pki import ClusterCA
+from control.controllers.certificates import (
+    DEFAULT_SIGNING_DURATION,
+    CsrApprovingController,
+    CsrSigningController,
+)
 from control.controllers.cronjob import CronJobController
 from control.controllers.daemonset import DaemonSetController
 from control.controllers.deployment import DeploymentController
@@ -81,6 +89,10 @@ class ControllerContext:
     # --cluster-cidr / --node-cidr-mask-size: node IPAM's pod ranges
     cluster_cidr: str = DEFAULT_CLUSTER_CIDR
     node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
+    # the cluster CA that signs approved CertificateSigningRequests (None: nobody signs)
+    signer: ClusterCA | None = None
+    # --cluster-signing-duration: the longest certificate the signer issues
+    signing_duration: datetime.timedelta = DEFAULT_SIGNING_DURATION
 
 
 class ManagedController(Protocol):
@@ -112,6 +124,8 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "job": JobController,
     "cronjob": CronJobController,
     "daemonset": DaemonSetController,
+    "csrapproving": CsrApprovingController,
+    "csrsigning": CsrSigningController,
 }
 
 
@@ -133,6 +147,8 @@ class ControllerManager:
         cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
         node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
         registry: Registry | None = None,
+        signer: ClusterCA | None = None,
+        signing_duration: datetime.timedelta = DEFAULT_SIGNING_DURATION,
     ) -> None:
         """``workers``: reconcile workers per controller (one number, or per name);
         ``controllers``: name -> factory (default: every known controller), minus
@@ -150,6 +166,8 @@ class ControllerManager:
         self._terminated_pod_gc_threshold = terminated_pod_gc_threshold
         self._cluster_cidr = cluster_cidr
         self._node_cidr_mask_size = node_cidr_mask_size
+        self._signer = signer
+        self._signing_duration = signing_duration
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
@@ -162,6 +180,7 @@ class ControllerManager:
     def connect(
         cls,
         address: str,
+        credentials: Credentials,
         *,
         clock: Clock | None = None,
         workers: int | Mapping[str, int] = DEFAULT_WORKERS,
@@ -171,14 +190,17 @@ class ControllerManager:
         cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
         node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
         registry: Registry | None = None,
+        signer: ClusterCA | None = None,
+        signing_duration: datetime.timedelta = DEFAULT_SIGNING_DURATION,
     ) -> ControllerManager:
         """A manager on its own channel to ``address``, closed by ``stop``."""
-        channel = open_channel(address)
+        channel = open_channel(address, credentials)
         manager = cls(ApiClient(channel, address), clock=clock, workers=workers,
                       disable=disable, node_lifecycle=node_lifecycle,
                       terminated_pod_gc_threshold=terminated_pod_gc_threshold,
                       cluster_cidr=cluster_cidr, node_cidr_mask_size=node_cidr_mask_size,
-                      registry=registry)
+                      registry=registry, signer=signer,
+                      signing_duration=signing_duration)
         manager._channel = channel
         return manager
 
@@ -201,7 +223,8 @@ class ControllerManager:
                                     self._workers_for(name), self.events,
                                     self._node_lifecycle,
                                     self._terminated_pod_gc_threshold,
-                                    self._cluster_cidr, self._node_cidr_mask_size)
+                                    self._cluster_cidr, self._node_cidr_mask_size,
+                                    self._signer, self._signing_duration)
             self.controllers[name] = factory(ctx)
         controller_metrics = ControllerMetrics(self.metrics)
         for managed in self.controllers.values():

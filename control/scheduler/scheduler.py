@@ -42,6 +42,7 @@ from control.api import errors
 from control.api.pb import core_pb2, scheduling_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from control.client.credentials import Credentials
 from control.client.listwatch import ApiListWatcher, ListWatcher
 from control.client.retry import guaranteed_update
 from control.runtime.clock import Clock, RealClock
@@ -136,10 +137,10 @@ class Scheduler:
         self.scheduled = 0  # pods bound, for tests and the benchmark
 
     @classmethod
-    def connect(cls, address: str, cfg: configmod.SchedulerConfig | None = None,
-                **kw: Any) -> Scheduler:
+    def connect(cls, address: str, credentials: Credentials,
+                cfg: configmod.SchedulerConfig | None = None, **kw: Any) -> Scheduler:
         """A scheduler on its own channel to ``address``, closed by ``stop``."""
-        channel = open_channel(address)
+        channel = open_channel(address, credentials)
         s = cls(ApiClient(channel, address), cfg, **kw)
         s._channel = channel
         return s

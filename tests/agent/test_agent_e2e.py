@@ -23,7 +23,7 @@ from control.api import errors
 from control.api.pb import coordination_pb2, core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
-from tests.conftest import Cluster
+from tests.conftest import Cluster, admin_config, node_config
 from tests.support import eventually
 
 # What a read answers before the agent has registered its node or lease: poll again.
@@ -37,7 +37,7 @@ def fast_options(cluster: Cluster, tmp_path: Path, **kw: Any) -> AgentOptions:
     return AgentOptions(
         server=cluster.address, node_name="n1", data_dir=tmp_path / "agent",
         lease_renew_interval=0.2, node_status_update_frequency=0.3, retry_initial=0.05,
-        retry_max=0.5, request_timeout=5.0, **kw,
+        retry_max=0.5, request_timeout=5.0, **{**cluster.agent_identity("n1"), **kw},
     )
 
 
@@ -159,7 +159,8 @@ async def test_agent_waits_for_an_unreachable_server_then_registers(
         assert agent.node_status is not None and not agent.node_status.registered.is_set()
         assert agent.lease is not None and agent.lease.renewals == 0
         # Point the managers at the live server (what a reconnect looks like to them).
-        live = ApiClient(open_channel(cluster.address), cluster.address, timeout=5)
+        live = ApiClient(open_channel(cluster.address, cluster.credentials), cluster.address,
+                         timeout=5)
         try:
             agent.node_status.client = live
             agent.lease.client = live
@@ -212,15 +213,17 @@ async def test_flotilla_agent_subprocess_joins_flotilla_server(tmp_path: Path) -
             assert server.returncode is None, "server exited"
             assert time.monotonic() < deadline, "server did not write admin.conf"
             await asyncio.sleep(0.1)
-        address = conf.read_text().split("server:")[1].strip()
+        address = admin_config(tmp_path / "server").server
         agent = await asyncio.create_subprocess_exec(
-            *cli, "agent", "--server", address, "--node-name", "n1",
+            *cli, "--config", str(node_config(tmp_path / "server", "n1", tmp_path / "n1.conf")),
+            "agent", "--node-name", "n1",
             "--data-dir", str(tmp_path / "agent"), "--labels", "zone=lab",
             "--pod-network", "host",
             "--node-lease-duration-seconds", "4", "--node-status-update-frequency", "1s",
             env=_env(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
-        client = ApiClient(open_channel(address), address, timeout=5)
+        client = ApiClient(open_channel(address, admin_config(tmp_path / "server").credentials),
+                           address, timeout=5)
         try:
             node = await eventually(lambda: client.get(core_pb2.Node, "n1"), timeout=30, retry_on=NOT_YET)
             assert node.metadata.labels["zone"] == "lab"

@@ -202,7 +202,9 @@ class Env:
 async def env(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Env]:
     runtime = StubRuntime()
     agent = AgentServer(runtime, None, NODE, poll_interval=0.02)  # type: ignore[arg-type]
-    port = await agent.start("127.0.0.1")
+    _, serving = cluster.plane.node_identity(NODE, ["127.0.0.1"])
+    port = await agent.start("127.0.0.1", serving=serving, client_ca=cluster.credentials.ca_pem
+                             or b"")
     try:
         await register_node(cluster, NODE, port)
         yield Env(cluster, runtime, agent, tmp_path / "logs")
@@ -378,7 +380,7 @@ async def test_agent_down_or_node_gone_fails_fast(env: Env) -> None:
 async def run_cli(cluster: Cluster, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = await asyncio.to_thread(
-        cli_main, ["--server", cluster.address, *argv], stdout=out, stderr=err,
+        cli_main, ["--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"), *argv], stdout=out, stderr=err,
         stdin=io.StringIO("from stdin\n"))
     return code, out.getvalue(), err.getvalue()
 

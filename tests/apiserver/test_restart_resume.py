@@ -36,7 +36,7 @@ def obj(kind: type, name: str) -> object:
 async def start_plane(data: Path, port: int) -> ControlPlane:
     plane = ControlPlane(ServerOptions(
         data_dir=data, listen=f"127.0.0.1:{port}", disable={"scheduler", "controllers"},
-        shutdown_grace=0.2))
+        shutdown_grace=0.2, supervisor_port=0))
     try:
         await plane.start()
     except BaseException:
@@ -48,7 +48,7 @@ async def start_plane(data: Path, port: int) -> ControlPlane:
 async def test_informer_survives_server_restarts_without_relist(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     plane = await start_plane(data, port)
-    channel = open_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}", plane.admin_credentials)
     client = ApiClient(channel, timeout=5)
     informer: SharedInformer[object] = SharedInformer(
         "configmaps", ApiListWatcher(client, "configmaps", "default"),

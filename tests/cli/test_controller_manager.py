@@ -26,6 +26,7 @@ from control.cli.main import build_parser
 from control.cli.verbs_controller_manager import disabled_controllers, node_lifecycle_options
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.conftest import admin_config
 from tests.support import eventually
 
 CLI = [sys.executable, "-m", "control.cli.main"]
@@ -93,7 +94,7 @@ async def test_separate_controller_manager_leads_and_runs_the_controllers(
 
             await _while_alive("admin.conf", conf_written, procs)
             address = yaml.safe_load(conf.read_text())["server"]
-            channel = open_channel(address)
+            channel = open_channel(address, admin_config(data_dir).credentials)
             client = ApiClient(channel, address, timeout=10)
 
             ns = core_pb2.Namespace()
@@ -108,7 +109,8 @@ async def test_separate_controller_manager_leads_and_runs_the_controllers(
             held = await client.get("namespaces", "doomed")
             assert held.status.phase == "Terminating"
 
-            cm = _spawn(["controller-manager", "--server", address, "--leader-elect",
+            cm = _spawn(["controller-manager", "--server", address, "--config", str(conf),
+                         "--leader-elect",
                          "--leader-elect-retry-period", "1s", "--log-format", "json"], clog)
             procs["flotilla controller-manager"] = (cm, cm_log)
 

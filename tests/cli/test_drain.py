@@ -108,7 +108,7 @@ async def add_node(c: Any, name: str) -> None:
 async def drain(cluster: Cluster, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = await asyncio.wait_for(asyncio.to_thread(
-        main, ["--server", cluster.address, "drain", *args], stdout=out, stderr=err), WAIT)
+        main, ["--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"), "drain", *args], stdout=out, stderr=err), WAIT)
     return code, out.getvalue(), err.getvalue()
 
 

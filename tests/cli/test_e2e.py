@@ -29,9 +29,15 @@ START_TIMEOUT = 30.0
 CMD_TIMEOUT = 30.0
 
 
+# the module's server's admin.conf (its credentials), once the fixture has started it
+_ADMIN_CONF: dict[str, str] = {}
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("FLOTILLA_CONFIG", None)
+    if "path" in _ADMIN_CONF:
+        env["FLOTILLA_CONFIG"] = _ADMIN_CONF["path"]
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -71,8 +77,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail("flotilla server did not write admin.conf in time")
             time.sleep(0.05)
+        _ADMIN_CONF["path"] = str(conf)
         yield yaml.safe_load(conf.read_text())["server"]
     finally:
+        _ADMIN_CONF.pop("path", None)
         proc.terminate()
         try:
             proc.wait(timeout=15)
@@ -416,9 +424,9 @@ def test_unreachable_server_one_line(tmp_path: Path) -> None:
 
 def test_config_file_and_env_lookup(server: str, tmp_path: Path) -> None:
     conf = tmp_path / "my.conf"
-    conf.write_text(
-        yaml.safe_dump({"apiVersion": "flotilla/v1", "kind": "Config", "server": server})
-    )
+    # the server's credentials, the server's address
+    conf.write_text(yaml.safe_dump({**yaml.safe_load(Path(_ADMIN_CONF["path"]).read_text()),
+                                    "server": server}))
     env = {**_env(), "FLOTILLA_CONFIG": str(conf)}
     r = subprocess.run(
         [*CLI, "get", "ns", "default", "-o", "name"],

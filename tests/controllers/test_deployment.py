@@ -339,7 +339,7 @@ async def test_controller_manager_restart_mid_rollout_finishes_it(cluster: Clust
         await set_image(c, "again", "v2")
         await eventually(lambda: rolled_out_partially(c, "again", "v2"))
         await old_manager.stop()
-        manager = ControllerManager.connect(cluster.address)
+        manager = ControllerManager.connect(cluster.address, cluster.credentials)
         try:
             await manager.start()
             sim.ready = lambda _p: True

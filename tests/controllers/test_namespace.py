@@ -147,7 +147,7 @@ async def test_disabled_controllers_leave_the_namespace_terminating(tmp_path: Pa
     plane = ControlPlane(ServerOptions(data_dir=tmp_path / "data", listen="127.0.0.1:0",
                                        shutdown_grace=0.5, disable={"controllers"}))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     try:
         assert plane.controllers is None
         c = ApiClient(channel, address, timeout=10)

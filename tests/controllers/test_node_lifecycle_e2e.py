@@ -64,7 +64,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         default_unreachable_toleration_seconds=TOLERATION,
         default_not_ready_toleration_seconds=TOLERATION, disable={"scheduler"}))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     client = ApiClient(channel, address, timeout=10)
     e = Env(client)
     beat = asyncio.create_task(heartbeat(client, e.alive))

@@ -78,7 +78,7 @@ async def podgc_plane(tmp_path: Path) -> AsyncIterator[ApiClient]:
                                        bookmark_interval=0.2, shutdown_grace=0.5,
                                        disable={"controllers", "scheduler"}))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     client = ApiClient(channel, address, timeout=10)
 
     def factory(ctx: ControllerContext) -> PodGarbageCollector:

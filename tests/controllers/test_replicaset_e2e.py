@@ -227,7 +227,7 @@ async def refusing(tmp_path: Path) -> AsyncIterator[tuple[ApiClient, RefusingCli
                                        bookmark_interval=0.2, shutdown_grace=0.5,
                                        disable={"controllers"}))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     refusing = RefusingClient(channel, address, timeout=10)
 
     def factory(ctx: ControllerContext) -> ReplicaSetController:

@@ -27,6 +27,7 @@ async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
             data_dir=data,
             node_status_update_frequency=0.5,
             lease_renew_interval=0.5,
+            **cluster.agent_identity(NODE),
         ),
         kubelet_options=KubeletOptions(
             data_dir=data,

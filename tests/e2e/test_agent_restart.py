@@ -34,6 +34,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.conftest import admin_credentials, node_config
 from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,12 +127,13 @@ class Cluster:
 def server_proc(tmp: Path, port: int) -> Proc:
     return Proc("server", ["server", "--data-dir", str(tmp / "server"),
                            "--listen", f"127.0.0.1:{port}", "--log-format", "json",
-                           "--disable", "scheduler"],
+                           "--disable", "scheduler", "--supervisor-port", "0"],
                 tmp / "server.log")
 
 
 def agent_proc(tmp: Path, port: int) -> Proc:
-    return Proc("agent", ["--server", f"127.0.0.1:{port}", "agent", "--node-name", NODE,
+    conf = node_config(tmp / "server", NODE, tmp / "node.conf", server=f"127.0.0.1:{port}")
+    return Proc("agent", ["--config", str(conf), "agent", "--node-name", NODE,
                           "--data-dir", str(tmp / "agent"), "--log-format", "json",
                           "--pod-network", "host",
                           "--node-status-update-frequency", "1s",
@@ -165,7 +167,7 @@ async def procs(tmp_path: Path) -> AsyncIterator[Cluster]:
     server = server_proc(tmp_path, port)
     agent = agent_proc(tmp_path, port)
     marker = f"flotilla-e2e-{uuid.uuid4().hex[:12]}"
-    channel = open_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}", admin_credentials(tmp_path / "server"))
     client = ApiClient(channel, f"127.0.0.1:{port}", timeout=5)
     cluster = Cluster(tmp_path, port, server, agent, client, marker)
     try:

@@ -14,6 +14,7 @@ import pytest
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.conftest import admin_config
 from tests.e2e.servers import address, start_server, stop
 from tests.store.damage import junk_in_the_middle, truncate_to_half
 
@@ -25,7 +26,7 @@ SERVER = [sys.executable, "-m", "control.cli.main", "server", "--listen", "127.0
 
 async def write_configmaps(data: Path, n: int, prefix: str) -> int:
     """Create ``n`` ConfigMaps; returns the newest acknowledged resourceVersion."""
-    channel = open_channel(address(data))
+    channel = open_channel(address(data), admin_config(data).credentials)
     try:
         client = ApiClient(channel, timeout=10)
         newest = 0

@@ -11,6 +11,7 @@ from control.api import errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
+from tests.conftest import admin_config
 from tests.e2e.servers import address, start_server, stop
 
 
@@ -21,7 +22,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     acknowledged: list[str] = []
     enough = asyncio.Event()
     try:
-        channel = open_channel(address(data))
+        channel = open_channel(address(data), admin_config(data).credentials)
         client = ApiClient(channel, timeout=5)
 
         async def writer(w: int) -> None:
@@ -49,7 +50,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
 
     proc = start_server(data)
     try:
-        channel = open_channel(address(data))
+        channel = open_channel(address(data), admin_config(data).credentials)
         client = ApiClient(channel, timeout=10)
         present = {o.metadata.name for o in
                    (await client.list_all(core_pb2.ConfigMap, "default")).items}

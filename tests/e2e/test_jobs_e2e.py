@@ -156,7 +156,8 @@ async def _none_active(c: ApiClient, name: str) -> bool:
 
 async def run_cli(env: Env, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = await asyncio.to_thread(cli_main, ["--server", env.cluster.address, *argv],
+    code = await asyncio.to_thread(cli_main, ["--server", env.cluster.address, "--config",
+                                              str(env.cluster.data_dir / "admin.conf"), *argv],
                                    stdout=out, stderr=err, stdin=io.StringIO(""))
     return code, out.getvalue(), err.getvalue()
 

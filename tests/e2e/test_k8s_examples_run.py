@@ -145,7 +145,8 @@ def ran_ok(p: Any) -> bool:
 async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
     data = tmp_path / "agent"
     a = Agent(AgentOptions(server=cluster.address, node_name=NODE, data_dir=data,
-                           node_status_update_frequency=1.0, lease_renew_interval=1.0),
+                           node_status_update_frequency=1.0, lease_renew_interval=1.0,
+                           **cluster.agent_identity(NODE)),
               kubelet_options=KubeletOptions(data_dir=data, sync_period=5.0,
                                              relist_period=0.5, backoff_initial=1.0,
                                              backoff_max=5.0, retry_period=1.0))

@@ -20,6 +20,7 @@ from typing import Any
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
 from control.controllers.manager import ControllerManager
+from tests.conftest import node_config
 from tests.support import eventually
 from tests.support.cluster import (
     NOT_YET,
@@ -68,7 +69,8 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
         agent = AgentProc(victim, tmp_path / victim, env.cluster.address,
                           tmp_path / "victim.log",
                           ("--node-status-update-frequency", "500ms",
-                           "--node-lease-duration-seconds", "2"))
+                           "--node-lease-duration-seconds", "2"),
+                          node_config(env.cluster.data_dir, victim, tmp_path / "victim.conf"))
         env.procs.append(agent)
         agent.start()
         await eventually(lambda: node_ready(c, victim), "victim Ready", timeout=20, retry_on=NOT_YET)
@@ -82,7 +84,7 @@ async def test_killed_agent_pods_move_and_the_agent_cleans_up_on_return(
                                and env.container_pids(), "2 containers", timeout=WAIT, retry_on=NOT_YET)
         assert {node_of_pid(p) for p in old_pids} == {victim}
 
-        other = start_agent(env.cluster.address, survivor, tmp_path / survivor)
+        other = start_agent(env.cluster, survivor, tmp_path / survivor)
         env.agents.append(other)
         env.nodes.append(survivor)
         await other.start()
@@ -200,7 +202,8 @@ async def _restart_mid_rollout(env: Env) -> None:
 
         # 2. a fresh manager (no memory of the old one's expectations) carries on
         plane.controllers = ControllerManager.connect(
-            plane.address, node_lifecycle=plane.options.node_lifecycle())
+            plane.address, plane.admin_credentials,
+            node_lifecycle=plane.options.node_lifecycle())
         await plane.controllers.start()
 
         async def progressed() -> bool:
@@ -211,7 +214,8 @@ async def _restart_mid_rollout(env: Env) -> None:
         await eventually(progressed, "rollout moving again", timeout=WAIT, retry_on=NOT_YET)
         await plane.controllers.stop()
         plane.controllers = ControllerManager.connect(
-            plane.address, node_lifecycle=plane.options.node_lifecycle())
+            plane.address, plane.admin_credentials,
+            node_lifecycle=plane.options.node_lifecycle())
         await plane.controllers.start()
 
         final = await eventually(lambda: rolled_out(c, "roll", replicas, "2"), "rolled out to v2", timeout=30, retry_on=NOT_YET)

@@ -80,7 +80,7 @@ async def flotilla(cluster: Cluster, *args: str, namespace: str = NS) -> tuple[i
     from control.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
-    argv = ["--server", cluster.address, "-n", namespace, *args]
+    argv = ["--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"), "-n", namespace, *args]
     async with asyncio.timeout(30):
         code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
     return code, out.getvalue() + err.getvalue()

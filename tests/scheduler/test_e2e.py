@@ -27,7 +27,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                                        bookmark_interval=0.2, shutdown_grace=0.5,
                                        disable={"scheduler"}))
     address = await plane.start()
-    channel = open_channel(address)
+    channel = open_channel(address, plane.admin_credentials)
     try:
         yield Cluster(plane, ApiClient(channel, address, timeout=10), address,
                       tmp_path / "data")

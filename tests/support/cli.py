@@ -14,7 +14,8 @@ CLI_TIMEOUT = 30.0
 
 async def flotilla(cluster: Cluster, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    argv = ["--server", cluster.address, "-n", NS, *args]
+    argv = ["--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"),
+            "-n", NS, *args]
     async with asyncio.timeout(CLI_TIMEOUT):
         code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()

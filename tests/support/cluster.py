@@ -301,14 +301,15 @@ class Env:
         return pgrep(self.sleep, exact=True)
 
 
-def start_agent(address: str, node: str, data: Path) -> Agent:
+def start_agent(cluster: Cluster, node: str, data: Path) -> Agent:
     return Agent(
         AgentOptions(
-            server=address,
+            server=cluster.address,
             node_name=node,
             data_dir=data,
             node_status_update_frequency=0.5,
             lease_renew_interval=0.5,
+            **cluster.agent_identity(node),
         ),
         kubelet_options=KubeletOptions(
             data_dir=data,
@@ -401,6 +402,8 @@ class AgentProc:
     server: str
     log_path: Path
     extra: tuple[str, ...] = ()
+    # a config with the node's identity (tests.conftest.node_config)
+    config: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -412,6 +415,7 @@ class AgentProc:
                     "control.cli.main",
                     "--server",
                     self.server,
+                    *(("--config", str(self.config)) if self.config else ()),
                     "agent",
                     "--node-name",
                     self.node,
@@ -469,7 +473,7 @@ async def real_cluster(tmp: Path, nodes: list[str], **options: Any) -> AsyncIter
         env = Env(cluster, agents, list(nodes), sleep, tmp)
         try:
             for node in nodes:
-                a = start_agent(cluster.address, node, data_dirs[node])
+                a = start_agent(cluster, node, data_dirs[node])
                 agents.append(a)
                 await a.start()
             for node in nodes:

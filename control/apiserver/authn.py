@@ -1,0 +1,198 @@
+"""Who is calling: the identity of every request (Kubernetes' authenticators, in order).
+
+Owns :class:`UserInfo` (user, groups, uid), the request-scoped :data:`current_user` (a
+context variable: grpc.aio runs each call as its own task, so the identity set by the
+service follows the call into the registry and admission without changing their
+signatures), and :class:`Authenticator`, which reads one call's credentials:
+
+1. a client certificate (mutual TLS, verified against the cluster CA by the TLS layer):
+   user = CN, groups = O;
+2. a bearer token (``authorization: Bearer <token>`` metadata): a static token of
+   ``--token-auth-file`` (Kubernetes' CSV: ``token,user,uid,"group1,group2"``), or a
+   bootstrap token ``<id>.<secret>`` matched against the Secret
+   ``kube-system/bootstrap-token-<id>`` (type ``bootstrap.kubernetes.io/token``, not
+   expired, usable for authentication): user ``system:bootstrap:<id>``, group
+   ``system:bootstrappers`` (plus the Secret's ``auth-extra-groups``).
+
+Every authenticated user also gets ``system:authenticated``. No credential at all is
+``None`` (the service lets only health and the CA-bundle read through); a credential that
+does not check out is :class:`errors.Unauthorized`. A certificate from another CA never
+gets here: the TLS handshake refuses it.
+
+Concurrency: event-loop only; the certificate cache is a bounded dict.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import re
+import time
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from control.api import errors, timeutil
+from control.client import pki
+
+AUTHENTICATED = "system:authenticated"
+MASTERS = "system:masters"
+BOOTSTRAPPERS = "system:bootstrappers"
+NODES = "system:nodes"
+NODE_PREFIX = "system:node:"
+BOOTSTRAP_PREFIX = "system:bootstrap:"
+SCHEDULER = "system:kube-scheduler"
+CONTROLLER_MANAGER = "system:kube-controller-manager"
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
+BOOTSTRAP_SECRET_PREFIX = "bootstrap-token-"
+TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+_CERT_CACHE_MAX = 4096
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+
+    def node_name(self) -> str | None:
+        """The node a ``system:node:<name>`` in ``system:nodes`` is, else None."""
+        if NODES in self.groups and self.name.startswith(NODE_PREFIX):
+            return self.name[len(NODE_PREFIX):] or None
+        return None
+
+
+current_user: ContextVar[UserInfo | None] = ContextVar("flotilla_user", default=None)
+
+
+def with_authenticated(user: UserInfo) -> UserInfo:
+    if AUTHENTICATED in user.groups:
+        return user
+    return UserInfo(user.name, (*user.groups, AUTHENTICATED), user.uid)
+
+
+def parse_token_file(path: Path) -> dict[str, UserInfo]:
+    """Kubernetes' ``--token-auth-file``: ``token,user,uid[,"g1,g2"]`` per line."""
+    out: dict[str, UserInfo] = {}
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"--token-auth-file {path}: {e.strerror or e}") from None
+    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < 3:
+            raise ValueError(f"--token-auth-file {path}:{n}: expected token,user,uid"
+                             f"[,\"group1,group2\"]")
+        token, user, uid = (c.strip() for c in row[:3])
+        if not token or not user:
+            raise ValueError(f"--token-auth-file {path}:{n}: empty token or user name")
+        groups = tuple(g.strip() for g in row[3].split(",") if g.strip()) if len(row) > 3 else ()
+        if token in out:
+            raise ValueError(f"--token-auth-file {path}:{n}: duplicate token")
+        out[token] = UserInfo(user, groups, uid)
+    return out
+
+
+def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise errors.Unauthorized("the authorization metadata is not a bearer token")
+    return None
+
+
+def check_bootstrap_secret(secret: Any, token_id: str, token_secret: str,
+                           now: float) -> UserInfo:
+    """The identity of a bootstrap token given its Secret, or Unauthorized (why, without
+    saying which part of a guess was right)."""
+    data = secret.data
+    if secret.type != BOOTSTRAP_SECRET_TYPE or secret.metadata.deletion_timestamp.seconds:
+        raise errors.Unauthorized("invalid bootstrap token")
+    stored = bytes(data.get("token-secret", b""))
+    if not hmac.compare_digest(stored, token_secret.encode()):
+        raise errors.Unauthorized("invalid bootstrap token")
+    if bytes(data.get("token-id", b"")).decode() != token_id:
+        raise errors.Unauthorized("invalid bootstrap token")
+    if bytes(data.get("usage-bootstrap-authentication", b"")).decode() != "true":
+        raise errors.Unauthorized(f"bootstrap token {token_id} may not be used for "
+                                  f"authentication")
+    expiration = bytes(data.get("expiration", b"")).decode()
+    if expiration:
+        try:
+            when = timeutil.timestamp_seconds(timeutil.parse_rfc3339(expiration))
+        except ValueError:
+            raise errors.Unauthorized(f"bootstrap token {token_id} has an unreadable "
+                                      f"expiration") from None
+        if when <= now:
+            raise errors.Unauthorized(f"bootstrap token {token_id} expired at {expiration}")
+    extra = bytes(data.get("auth-extra-groups", b"")).decode()
+    groups = [BOOTSTRAPPERS] + [g.strip() for g in extra.split(",")
+                                if g.strip().startswith("system:bootstrappers:")]
+    return UserInfo(BOOTSTRAP_PREFIX + token_id, tuple(groups))
+
+
+class Authenticator:
+    """See the module docstring. ``bootstrap_secret(id)`` returns the Secret of a bootstrap
+    token id, or None."""
+
+    def __init__(self, *, static_tokens: dict[str, UserInfo] | None = None,
+                 bootstrap_secret: Callable[[str], Any | None] | None = None,
+                 now: Callable[[], float] = time.time) -> None:
+        self.static_tokens = dict(static_tokens or {})
+        self.bootstrap_secret = bootstrap_secret
+        self.now = now
+        self._certs: dict[bytes, UserInfo] = {}
+
+    def from_certificate(self, pem: bytes) -> UserInfo:
+        user = self._certs.get(pem)
+        if user is None:
+            cn, groups = pki.subject_of(pki.load_cert(pem).subject)
+            if not cn:
+                raise errors.Unauthorized("the client certificate has no common name")
+            user = with_authenticated(UserInfo(cn, tuple(groups)))
+            if len(self._certs) >= _CERT_CACHE_MAX:
+                self._certs.clear()
+            self._certs[pem] = user
+        return user
+
+    def from_token(self, token: str) -> UserInfo:
+        static = self.static_tokens.get(token)
+        if static is not None:
+            return with_authenticated(static)
+        m = TOKEN_RE.match(token)
+        if m is None or self.bootstrap_secret is None:
+            raise errors.Unauthorized("invalid bearer token")
+        token_id, token_secret = m.groups()
+        secret = self.bootstrap_secret(token_id)
+        if secret is None:
+            raise errors.Unauthorized(f"bootstrap token {token_id} does not exist (deleted "
+                                      f"or never created)")
+        return with_authenticated(check_bootstrap_secret(secret, token_id, token_secret,
+                                                         self.now()))
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo | None:
+        auth = context.auth_context()
+        certs = list(auth.get("x509_pem_cert") or ())
+        if certs:
+            return self.from_certificate(certs[0])
+        token = bearer_token(list(context.invocation_metadata() or ()))
+        if token is not None:
+            return self.from_token(token)
+        return None
+
+
+__all__ = ["APISERVER_KUBELET_CLIENT", "AUTHENTICATED", "BOOTSTRAPPERS", "BOOTSTRAP_PREFIX",
+           "BOOTSTRAP_SECRET_PREFIX", "BOOTSTRAP_SECRET_TYPE", "CONTROLLER_MANAGER", "MASTERS",
+           "NODES", "NODE_PREFIX", "SCHEDULER", "TOKEN_RE", "Authenticator", "UserInfo",
+           "bearer_token", "check_bootstrap_secret", "current_user", "parse_token_file",
+           "with_authenticated"]
