@@ -67,7 +67,7 @@ async def create_pods(address: str, count: int) -> None:
     from control.client.channel import open_channel
     from control.client.client import ApiClient
 
-    channel = open_channel(address)
+    channel = open_channel(address, bench.credentials_for(address) or bench.Credentials())
     try:
         client = ApiClient(channel, address)
         for i in range(count):

@@ -92,7 +92,7 @@ async def plane(data: Path) -> AsyncIterator[ApiClient]:
                                     bookmark_interval=0.2, shutdown_grace=0.5,
                                     disable={"controllers", "scheduler"}))
     address = await cp.start()
-    channel = open_channel(address)
+    channel = open_channel(address, cp.admin_credentials)
     try:
         yield ApiClient(channel, address, timeout=10)
     finally:
