@@ -44,6 +44,7 @@ EXPECTED = {
     ("batch/v1", "Job"): "jobs",
     ("batch/v1", "CronJob"): "cronjobs",
     ("coordination.k8s.io/v1", "Lease"): "leases",
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): "certificatesigningrequests",
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "clusterroles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
@@ -55,6 +56,7 @@ EXPECTED = {
 }
 
 CLUSTER_SCOPED = {
+    "CertificateSigningRequest",
     "Node",
     "Namespace",
     "PersistentVolume",

@@ -6,6 +6,7 @@ one change, and names the errors expected as ``(path, message prefix)``.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from control.api.errors import Invalid
 from control.apiserver.defaults import apply_defaults
 from control.apiserver.validation import validate
 from control.apiserver.validation_util import cron_errors
+from control.client import pki
 
 Doc = dict[str, Any]
 
@@ -53,6 +55,7 @@ def obj(
 
 
 SELECTOR = {"matchLabels": {"app": "web"}}
+CSR_PEM = pki.make_csr(pki.new_key(), "system:node:n1", ["system:nodes"])
 
 VALID: dict[str, Doc] = {
     "Pod": obj("Pod", "v1", spec=template()["spec"]),
@@ -174,6 +177,11 @@ VALID: dict[str, Doc] = {
         spec={"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"cpu": "100m"}}]},
     ),
     "PodTemplate": obj("PodTemplate", "v1", template=template()),
+    "CertificateSigningRequest": obj(
+        "CertificateSigningRequest", "certificates.k8s.io/v1", namespaced=False,
+        spec={"request": base64.b64encode(CSR_PEM).decode(),
+              "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+              "usages": ["digital signature", "client auth"]}),
 }
 
 
@@ -1377,3 +1385,25 @@ def test_kubernetes_examples_validate() -> None:
                 failures.extend(f"{rel}: {e}" for e in errs)
     assert checked > 100
     assert failures == []
+
+
+def csr_doc(**spec: Any) -> Doc:
+    doc = dict(VALID["CertificateSigningRequest"])
+    return {**doc, "spec": {**doc["spec"], **spec}}
+
+
+def test_csr_rules() -> None:
+    bad = errors_of(csr_doc(request=base64.b64encode(b"junk").decode(), signerName="nope",
+                            usages=["client auth", "client auth", "flying"],
+                            expirationSeconds=60))
+    paths = [p for p, _ in bad]
+    assert paths == ["spec.request", "spec.signerName", "spec.usages[1]", "spec.usages[2]",
+                     "spec.expirationSeconds"], bad
+    assert errors_of(csr_doc(usages=[])) == [("spec.usages", "Required value")]
+    changed = errors_of(csr_doc(signerName="kubernetes.io/kubelet-serving"),
+                        old=VALID["CertificateSigningRequest"])
+    assert [p for p, _ in changed] == ["spec"]
+    both = csr_doc()
+    both["status"] = {"conditions": [{"type": "Approved", "status": "True"},
+                                     {"type": "Denied", "status": "True"}]}
+    assert [p for p, _ in errors_of(both)] == ["status.conditions"]
