@@ -366,6 +366,7 @@ VERB_MODULES: dict[str, str] = {
     "images": "verbs_image",
     "token": "verbs_token",
     "config": "verbs_token",
+    "certificate": "verbs_token",
 }
 
 

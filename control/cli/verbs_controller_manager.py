@@ -31,6 +31,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control import logs
@@ -104,6 +105,11 @@ def register(sub: Any) -> None:
     for flag, dest, kind, metavar in _node_flags():
         p.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar)
     add_ipam_flags(p)
+    p.add_argument("--cluster-signing-cert-file", type=Path, default=None, metavar="FILE",
+                   help="the cluster CA's certificate, to sign approved "
+                        "CertificateSigningRequests (the server's DATA_DIR/pki/ca.crt)")
+    p.add_argument("--cluster-signing-key-file", type=Path, default=None, metavar="FILE",
+                   help="the cluster CA's key (DATA_DIR/pki/ca.key)")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.set_defaults(handler=run_controller_manager, configures_logging=True)
 
@@ -158,6 +164,7 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     disable = disabled_controllers(args.controllers, CONTROLLERS)
     node_lifecycle, ignored = node_lifecycle_options(args)
     ipam = ipam_options(args)
+    signer = signing_ca(args.cluster_signing_cert_file, args.cluster_signing_key_file)
     if ignored:
         log.warning("controller manager options not supported yet, ignored", options=ignored)
     try:
@@ -169,7 +176,8 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     async def run_controllers() -> None:
         """One term: a fresh manager, started, kept until cancelled, then stopped."""
         manager = ControllerManager.connect(cfg.server, cfg.credentials, disable=disable,
-                                            node_lifecycle=node_lifecycle, **ipam)
+                                            node_lifecycle=node_lifecycle, signer=signer,
+                                            **ipam)
         try:
             await manager.start()
             await asyncio.Event().wait()
@@ -221,3 +229,22 @@ async def run_controller_manager(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def signing_ca(cert_file: Path | None, key_file: Path | None) -> Any:
+    """The CA that signs CSRs (kube-controller-manager's --cluster-signing-*-file); None
+    when not given: requests are approved but left unsigned."""
+    if cert_file is None and key_file is None:
+        return None
+    if cert_file is None or key_file is None:
+        raise UsageError("--cluster-signing-cert-file and --cluster-signing-key-file go "
+                         "together")
+    from control.client import pki
+
+    try:
+        return pki.ClusterCA(pki.load_cert(cert_file.read_bytes()),
+                             pki.load_key(key_file.read_bytes()))
+    except OSError as e:
+        raise CliError(f"cannot read the cluster signing files: {e}") from None
+    except pki.PkiError as e:
+        raise CliError(f"--cluster-signing-cert-file/--cluster-signing-key-file: {e}") from None

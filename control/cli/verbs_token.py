@@ -1,4 +1,5 @@
-"""`token create|list|delete` (join tokens, kubeadm's and k3s' verbs) and `config view`.
+"""`token create|list|delete` (join tokens, kubeadm's and k3s' verbs), `certificate
+approve|deny` (kubectl's, for CertificateSigningRequests) and `config view`.
 
 Owns:
 - ``token create [--ttl 24h] [--description TEXT]``: a bootstrap-token Secret in
@@ -6,6 +7,8 @@ Owns:
   the hash of the CA the server publishes in ``kube-public/cluster-info``);
 - ``token list``: id, time to live, expiry, description (never the secret);
 - ``token delete ID|TOKEN...``: the Secret goes, and with it the token;
+- ``certificate approve|deny NAME...``: an Approved or Denied condition on requests the
+  controller manager does not approve by itself (the signer then signs approved ones);
 - ``config view``: the client config in effect, without keys or tokens.
 """
 
@@ -41,6 +44,17 @@ def register(sub: Any) -> None:
     d = tsub.add_parser("delete", help="delete join tokens (by id or whole token)")
     d.add_argument("tokens", nargs="+", metavar="ID|TOKEN")
     d.set_defaults(handler=run_delete)
+
+    p = sub.add_parser("certificate", help="approve or deny CertificateSigningRequests")
+    csub = p.add_subparsers(dest="certificate_verb", metavar="VERB")
+    csub.required = True
+    for verb in ("approve", "deny"):
+        a = csub.add_parser(verb, help=f"{verb} certificate signing requests")
+        a.add_argument("names", nargs="+", metavar="NAME")
+        a.add_argument("--force", action="store_true",
+                       help="change a request that is already approved or denied")
+        a.set_defaults(handler=run_certificate, condition="Approved" if verb == "approve"
+                       else "Denied")
 
     p = sub.add_parser("config", help="the client configuration")
     csub = p.add_subparsers(dest="config_verb", metavar="VERB")
@@ -91,7 +105,7 @@ async def run_list(ctx: Context, args: argparse.Namespace) -> int:
             continue
         left = tokens.expires_in(s)
         ttl = "<forever>" if left is None else (
-            "<invalid>" if left <= 0 else timeutil.format_duration(left))
+            "<invalid>" if left <= 0 else timeutil.human_age(left))
         expires = tokens.field(s, "expiration") or "<never>"
         rows.append([tokens.field(s, "token-id") or s.metadata.name[len(tokens.PREFIX):],
                      ttl, expires, tokens.field(s, "description") or "<none>"])
@@ -132,3 +146,41 @@ async def run_view(ctx: Context, args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     ctx.stdout.write(text)
     return 0
+
+
+async def run_certificate(ctx: Context, args: argparse.Namespace) -> int:
+    """kubectl certificate approve|deny: one condition, written through the status."""
+    client = await ctx.client()
+    wanted: str = args.condition
+    other = "Denied" if wanted == "Approved" else "Approved"
+    failed = 0
+    for name in args.names:
+        try:
+            csr: Any = await client.get("certificatesigningrequests", name)
+        except api_errors.NotFound:
+            ctx.error(f'certificatesigningrequests "{name}" not found')
+            failed += 1
+            continue
+        types = {c.type for c in csr.status.conditions}
+        if wanted in types:
+            ctx.out(f"certificatesigningrequest.certificates.k8s.io/{name} {wanted.lower()}")
+            continue
+        if other in types and not args.force:
+            ctx.error(f"certificatesigningrequest {name} is already {other.lower()} "
+                      f"(--force to change it)")
+            failed += 1
+            continue
+        kept = [c for c in csr.status.conditions if c.type != other]
+        del csr.status.conditions[:]
+        csr.status.conditions.extend(kept)
+        c = csr.status.conditions.add()
+        c.type, c.status = wanted, "True"
+        c.reason = "KubectlApprove" if wanted == "Approved" else "KubectlDeny"
+        c.message = f"This CSR was {wanted.lower()} by flotilla certificate " \
+                    f"{'approve' if wanted == 'Approved' else 'deny'}."
+        c.last_update_time.CopyFrom(timeutil.now_timestamp())
+        c.last_transition_time.CopyFrom(timeutil.now_timestamp())
+        await client.update_status(csr)
+        ctx.out(f"certificatesigningrequest.certificates.k8s.io/{name} {wanted.lower()}")
+    return 1 if failed else 0
+

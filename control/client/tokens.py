@@ -53,7 +53,7 @@ def token_secret(token_id: str, secret: str, *, ttl_seconds: float = 0,
         data["description"] = description
     if ttl_seconds > 0:
         at = (time.time() if now is None else now) + ttl_seconds
-        data["expiration"] = timeutil.format_rfc3339(at)
+        data["expiration"] = timeutil.format_rfc3339(float(int(at)))
     for k, v in data.items():
         s.data[k] = v.encode()
     return s

@@ -228,3 +228,32 @@ async def test_certificates_are_renewed_before_expiry(tmp_path: Path) -> None:
             await until("a heartbeat after the renewals", heartbeat)
         finally:
             await a.stop()
+
+
+async def test_a_request_left_for_a_human_is_signed_once_approved(c: Cluster) -> None:
+    from control.api.pb import certificates_pb2
+    from control.cli.main import main as cli_main
+
+    csr = certificates_pb2.CertificateSigningRequest()
+    csr.metadata.name = "alice"
+    csr.spec.request = pki.make_csr(pki.new_key(), "alice", ["devs"])
+    csr.spec.signer_name = "kubernetes.io/kube-apiserver-client"
+    csr.spec.usages.append("client auth")
+    await c.client.create(csr)
+    await asyncio.sleep(1.0)
+    pending = await c.client.get("certificatesigningrequests", "alice")
+    assert not pending.status.conditions and not pending.status.certificate
+
+    def approve() -> int:
+        import io
+        return cli_main(["--config", str(c.data_dir / "admin.conf"), "certificate", "approve",
+                         "alice"], stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert await asyncio.to_thread(approve) == 0
+
+    async def signed() -> bytes:
+        got = await c.client.get("certificatesigningrequests", "alice")
+        return bytes(got.status.certificate)
+
+    cert = pki.load_cert(await until("signed", signed))
+    assert pki.subject_of(cert.subject) == ("alice", ["devs"])
