@@ -26,7 +26,6 @@ from dataclasses import replace
 
 import grpc
 
-from control.client import pki
 from control.client.credentials import Credentials
 
 PROBE_TIMEOUT = 3.0
@@ -70,6 +69,8 @@ def fetch_server_chain(target: str, timeout: float = PROBE_TIMEOUT) -> list[byte
 
 def fetch_server_ca(target: str, timeout: float = PROBE_TIMEOUT) -> bytes:
     """The CA certificate (PEM) ending the server's chain, *not verified* by anything."""
+    from control.client import pki
+
     for pem in reversed(fetch_server_chain(target, timeout)):
         cert = pki.load_cert(pem)
         try:
@@ -83,6 +84,8 @@ def fetch_server_ca(target: str, timeout: float = PROBE_TIMEOUT) -> bytes:
 
 
 def _first_name(leaf_pem: bytes) -> str | None:
+    from control.client import pki
+
     dns, ips = pki.sans_of(pki.load_cert(leaf_pem))
     names = dns or ips
     return names[0] if names else None
@@ -137,6 +140,10 @@ def diagnose(target: str, creds: Credentials, timeout: float = PROBE_TIMEOUT) ->
     """Why a TLS connection to ``target`` with ``creds`` fails, in words; None if it works
     or the failure is not TLS's (a refused or unreachable port: gRPC says those well)."""
     if creds.cert_pem:
+        # imported here: cryptography is slow to import, and the common path (a channel
+        # that connects) never needs it
+        from control.client import pki
+
         try:
             cert = pki.load_cert(creds.cert_pem)
         except pki.PkiError as e:
