@@ -67,7 +67,7 @@ from agent.runtime.interface import (
 from control.api import errors
 from control.api.pb import agent_pb2, api_pb2
 from control.client import pki
-from control.client.channel import SERVER_OPTIONS
+from control.client.channel import SERVER_OPTIONS, add_secure_port
 
 log = structlog.get_logger(__name__)
 
@@ -232,12 +232,7 @@ class AgentServer:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self.handler(),))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            bound = server.add_secure_port(address, credentials)
-        except RuntimeError as e:
-            raise OSError(f"agent server cannot listen on {address}: {e}") from None
-        if bound == 0:
-            raise OSError(f"agent server cannot listen on {address}")
+        bound = add_secure_port(server, address, credentials, "the agent server")
         await server.start()
         self._server, self.port = server, bound
         self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"

@@ -35,7 +35,7 @@ from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
 from control.apiserver.watchcache import WatchCache
 from control.client import pki, tokens
-from control.client.channel import SERVER_OPTIONS
+from control.client.channel import SERVER_OPTIONS, add_secure_port
 from control.client.config import DEFAULT_SUPERVISOR_PORT, write_admin_conf
 from control.client.tls import Credentials
 from control.controllers.manager import ControllerManager
@@ -196,12 +196,12 @@ class ControlPlane:
         pair = [(self.pki.serving.key_pem, self.pki.serving_chain())]
         mutual = grpc.ssl_server_credentials(pair, root_certificates=self.pki.ca_pem,
                                              require_client_auth=True)
-        bound = _add_port(server, opts.listen, mutual)
+        bound = add_secure_port(server, opts.listen, mutual, "the API")
         sup_port = opts.supervisor_port
         if sup_port is None:
             sup_port = 0 if opts.listen.endswith(":0") else DEFAULT_SUPERVISOR_PORT
-        sup_bound = _add_port(server, join_host_port(host or "0.0.0.0", sup_port),
-                              grpc.ssl_server_credentials(pair))
+        sup_bound = add_secure_port(server, join_host_port(host or "0.0.0.0", sup_port),
+                                    grpc.ssl_server_credentials(pair), "the supervisor port")
         await server.start()
         self._server = server
         self.advertised = advertised_host(host)
@@ -339,17 +339,6 @@ class ControlPlane:
             await self.store.close()
         self._stopped.set()
         log.info("control plane stopped")
-
-
-def _add_port(server: grpc.aio.Server, address: str,
-              credentials: grpc.ServerCredentials) -> int:
-    try:
-        bound = server.add_secure_port(address, credentials)
-    except RuntimeError as e:
-        raise OSError(f"cannot listen on {address}: {e}") from None
-    if bound == 0:
-        raise OSError(f"cannot listen on {address} (address in use?)")
-    return bound
 
 
 __all__ = ["ControlPlane", "ServerOptions", "StartRefused"]

@@ -25,6 +25,7 @@ from control.cli.verbs_misc import table
 from control.cli.verbs_server import duration
 from control.client import config as client_config
 from control.client import tokens
+from control.client.csr import set_condition
 
 if TYPE_CHECKING:
     from control.cli.main import Context
@@ -170,16 +171,10 @@ async def run_certificate(ctx: Context, args: argparse.Namespace) -> int:
                       f"(--force to change it)")
             failed += 1
             continue
-        kept = [c for c in csr.status.conditions if c.type != other]
-        del csr.status.conditions[:]
-        csr.status.conditions.extend(kept)
-        c = csr.status.conditions.add()
-        c.type, c.status = wanted, "True"
-        c.reason = "KubectlApprove" if wanted == "Approved" else "KubectlDeny"
-        c.message = f"This CSR was {wanted.lower()} by flotilla certificate " \
-                    f"{'approve' if wanted == 'Approved' else 'deny'}."
-        c.last_update_time.CopyFrom(timeutil.now_timestamp())
-        c.last_transition_time.CopyFrom(timeutil.now_timestamp())
+        verb = "approve" if wanted == "Approved" else "deny"
+        set_condition(csr, wanted, f"Kubectl{verb.capitalize()}",
+                      f"This CSR was {wanted.lower()} by flotilla certificate {verb}.",
+                      drop=(other,))
         await client.update_status(csr)
         ctx.out(f"certificatesigningrequest.certificates.k8s.io/{name} {wanted.lower()}")
     return 1 if failed else 0

@@ -52,3 +52,17 @@ def open_channel(target: str, credentials: Credentials) -> grpc.aio.Channel:
     """A TLS channel to ``target`` ("host:port") presenting ``credentials``."""
     creds, extra = channel_credentials(target, credentials)
     return grpc.aio.secure_channel(target, creds, options=[*CHANNEL_OPTIONS, *extra])
+
+
+def add_secure_port(server: grpc.aio.Server, address: str,
+                    credentials: grpc.ServerCredentials, what: str = "server") -> int:
+    """Bind ``address`` with TLS ``credentials``; OSError naming ``what`` and the address
+    when it cannot (in use, not an address of this machine)."""
+    try:
+        bound = server.add_secure_port(address, credentials)
+    except RuntimeError as e:
+        raise OSError(f"{what} cannot listen on {address}: {e}") from None
+    if bound == 0:
+        raise OSError(f"{what} cannot listen on {address} (address in use?)")
+    return bound
+

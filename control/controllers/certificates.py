@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from control.api import errors, timeutil
+from control.api import errors
 from control.client import pki
 from control.client.client import ApiClient
+from control.client.csr import condition, is_approved, is_finished, set_condition
 from control.runtime.controller import Controller, Result
 
 if TYPE_CHECKING:
@@ -54,20 +55,6 @@ KEY_USAGES = {"digital signature", "key encipherment"}
 DEFAULT_SIGNING_DURATION = datetime.timedelta(days=365)
 # a serving request may come before the node has posted its addresses
 NODE_WAIT = 2.0
-
-
-def condition(csr: Any, type_: str) -> Any | None:
-    return next((c for c in csr.status.conditions if c.type == type_), None)
-
-
-def is_finished(csr: Any) -> bool:
-    return bool(csr.status.certificate) or any(
-        c.type in ("Denied", "Failed") and c.status == "True" for c in csr.status.conditions)
-
-
-def is_approved(csr: Any) -> bool:
-    c = condition(csr, "Approved")
-    return c is not None and c.status == "True"
 
 
 def _node_subject(request: Any) -> str | None:
@@ -128,10 +115,6 @@ def usages_of(csr: Any) -> tuple[bool, bool]:
     return "client auth" in usages, "server auth" in usages
 
 
-def _now_ts() -> Any:
-    return timeutil.now_timestamp()
-
-
 class CsrApprovingController:
     name = "csrapproving"
 
@@ -160,10 +143,7 @@ class CsrApprovingController:
             return None
         updated = type(csr)()
         updated.CopyFrom(csr)
-        c = updated.status.conditions.add()
-        c.type, c.status, c.reason, c.message = "Approved", "True", "AutoApproved", why
-        c.last_update_time.CopyFrom(_now_ts())
-        c.last_transition_time.CopyFrom(_now_ts())
+        set_condition(updated, "Approved", "AutoApproved", why)
         try:
             await self._client.update_status(updated)
         except errors.NotFound:
@@ -214,11 +194,7 @@ class CsrSigningController:
         try:
             updated.status.certificate = self.sign(csr)
         except (pki.PkiError, ValueError, TypeError) as e:
-            c = updated.status.conditions.add()
-            c.type, c.status, c.reason = "Failed", "True", "SigningError"
-            c.message = f"cannot sign: {e}"
-            c.last_update_time.CopyFrom(_now_ts())
-            c.last_transition_time.CopyFrom(_now_ts())
+            set_condition(updated, "Failed", "SigningError", f"cannot sign: {e}")
         try:
             await self._client.update_status(updated)
         except errors.NotFound:
