@@ -28,7 +28,12 @@ from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
 from control.apiserver import authn
-from control.apiserver.certs import ServerPki, advertised_host, join_host_port
+from control.apiserver.certs import (
+    ServerPki,
+    advertised_host,
+    host_addresses,
+    join_host_port,
+)
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
@@ -144,7 +149,10 @@ class ControlPlane:
         host = opts.listen.rpartition(":")[0].strip("[]")
         static_tokens = (authn.parse_token_file(opts.token_auth_file)
                          if opts.token_auth_file else {})
-        self.pki = ServerPki.load(opts.data_dir / "pki", [host or "0.0.0.0"], opts.tls_sans)
+        wildcard = host in ("", "0.0.0.0", "::")
+        addresses = await asyncio.to_thread(host_addresses) if wildcard else []
+        self.pki = await asyncio.to_thread(ServerPki.load, opts.data_dir / "pki",
+                                           [host or "0.0.0.0"], opts.tls_sans, addresses)
         try:
             self.store = await SqliteStore.open(
                 opts.data_dir / "state.db", recover_to_last_good=opts.recover_to_last_good)
@@ -204,7 +212,7 @@ class ControlPlane:
                                     grpc.ssl_server_credentials(pair), "the supervisor port")
         await server.start()
         self._server = server
-        self.advertised = advertised_host(host)
+        self.advertised = advertised_host(host, addresses)
         local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         self.address = join_host_port(local, bound)
         self.supervisor_address = join_host_port(self.advertised, sup_bound)

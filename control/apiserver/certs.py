@@ -36,7 +36,8 @@ WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def host_addresses() -> list[str]:
-    """The machine's own IP addresses (global scope first), loopback last."""
+    """The machine's own IP addresses (global scope first), loopback last. Blocking, and
+    pyroute2's synchronous socket runs its own event loop: call it from a worker thread."""
     try:
         from pyroute2 import IPRoute
     except ImportError:  # pragma: no cover - pyroute2 is a locked dependency
@@ -56,13 +57,13 @@ def host_addresses() -> list[str]:
     return found or ["127.0.0.1"]
 
 
-def advertised_host(listen_host: str) -> str:
+def advertised_host(listen_host: str, addresses: Sequence[str] | None = None) -> str:
     """The host clients should dial: the listen host, or for a wildcard the machine's
     first non-loopback address (loopback when it has none)."""
     if listen_host.strip("[]") not in WILDCARDS:
         return listen_host.strip("[]")
     v6 = listen_host.strip("[]") == "::"
-    for a in host_addresses():
+    for a in host_addresses() if addresses is None else addresses:
         ip = ipaddress.ip_address(a)
         if not ip.is_loopback and (ip.version == 4 or v6):
             return a
@@ -73,12 +74,13 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def serving_names(listen_hosts: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+def serving_names(listen_hosts: Sequence[str], extra: Sequence[str] = (),
+                  addresses: Sequence[str] | None = None) -> list[str]:
     names: list[str] = []
     for host in listen_hosts:
         h = host.strip("[]")
         if h in WILDCARDS:
-            names.extend(host_addresses())
+            names.extend(host_addresses() if addresses is None else addresses)
         else:
             names.append(h)
     names += ["127.0.0.1", "localhost", socket.gethostname().lower(), KUBERNETES_SERVICE_IP,
@@ -98,9 +100,10 @@ class ServerPki:
 
     @classmethod
     def load(cls, directory: Path, listen_hosts: Sequence[str],
-             extra_sans: Sequence[str] = ()) -> ServerPki:
+             extra_sans: Sequence[str] = (), addresses: Sequence[str] | None = None) -> ServerPki:
+        """Blocking (files, key generation, netlink): call it from a worker thread."""
         ca = pki.ClusterCA.load_or_create(directory)
-        names = serving_names(listen_hosts, extra_sans)
+        names = serving_names(listen_hosts, extra_sans, addresses)
         crt, key = directory / "apiserver.crt", directory / "apiserver.key"
         serving = None
         if crt.exists() and key.exists():

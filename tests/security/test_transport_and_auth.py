@@ -213,3 +213,28 @@ async def test_admin_conf_and_keys_are_private(c: Cluster) -> None:
     for path in (c.data_dir / "admin.conf", c.data_dir / "pki" / "ca.key",
                  c.data_dir / "pki" / "apiserver.key", c.data_dir / "token"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+async def test_a_wildcard_listen_writes_a_real_address(tmp_path: Path) -> None:
+    from control.client.config import read_config_file
+    from control.server import ControlPlane, ServerOptions
+
+    plane = ControlPlane(ServerOptions(data_dir=tmp_path / "data", listen="0.0.0.0:0",
+                                       disable={"scheduler", "controllers"},
+                                       shutdown_grace=0.2))
+    try:
+        await plane.start()
+        cfg = read_config_file(tmp_path / "data" / "admin.conf")
+        host = cfg.server.rpartition(":")[0]
+        assert host not in ("0.0.0.0", "", "::")
+        assert plane.pki is not None
+        dns, ips = pki.sans_of(pki.load_cert(plane.pki.serving.cert_pem))
+        assert host in ips and "127.0.0.1" in ips and "kubernetes.default.svc" in dns
+        # (only loopback is dialled: the advertised address is for other machines)
+        client = await call(plane.address, plane.admin_credentials)
+        try:
+            await client.list(core_pb2.Namespace)
+        finally:
+            await client.channel.close(None)
+    finally:
+        await plane.stop()
