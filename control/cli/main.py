@@ -365,8 +365,8 @@ VERB_MODULES: dict[str, str] = {
     "image": "verbs_image",
     "images": "verbs_image",
     "token": "verbs_token",
-    "config": "verbs_token",
     "certificate": "verbs_token",
+    "config": "verbs_token",
 }
 
 
