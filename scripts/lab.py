@@ -12,7 +12,8 @@ never changed)::
     netns <dir>/netns/lan        bridge lab0, one port per machine (lab-m1, lab-m2, ...)
     netns <dir>/netns/m<i>       eth0 172.30.255.(10+i)/24, no default route;
                                  processes here get their own UTS namespace (hostname)
-    m1                           flotilla server (API on 172.30.255.11:6443)
+    m1                           flotilla server (API on 172.30.255.11:6443, join port
+                                 9345; agents join with the server's token)
     every machine                flotilla agent --pod-network bridge, own data dir
                                  (<dir>/m<i>/agent: runtime state, pod netns pins, leases),
                                  own cgroup prefix (flotilla/<node>)
@@ -52,6 +53,7 @@ from agent.network import netns  # noqa: E402
 
 LAN = "172.30.255"
 API_PORT = 6443
+SUPERVISOR_PORT = 9345
 DEFAULT_DIR = Path(os.environ.get("FLOTILLA_LAB_DIR", "/tmp/flotilla-lab"))
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
@@ -283,8 +285,11 @@ async def relay(port_file: Path, ns: str, target: str) -> None:
 
 def agent_argv(d: Path, state: dict[str, Any], i: int) -> list[str]:
     node = f"{state['name']}-m{i}"
-    return [_python(), "-m", "control.cli.main", "--server", f"{machine_ip(1)}:{API_PORT}",
-            "agent", "--node-name", node, "--node-ip", machine_ip(i),
+    # agents join as another machine would: through the supervisor port, with the
+    # server's join token (a restarted agent reuses the certificate it got)
+    return [_python(), "-m", "control.cli.main", "--server",
+            f"{machine_ip(1)}:{SUPERVISOR_PORT}", "agent", "--token-file",
+            str(d / "server" / "token"), "--node-name", node, "--node-ip", machine_ip(i),
             "--data-dir", str(d / f"m{i}" / "agent"), "--pod-network", "bridge",
             "--cluster-cidr", state["cluster_cidr"], "--node-status-update-frequency", "2s",
             "--log-format", "json"]
@@ -303,8 +308,9 @@ async def wait_ready(conf: Path, nodes: list[str], limit: float) -> None:
     from control.client.client import ApiClient
     from control.client.config import read_config_file
 
-    address = read_config_file(conf).server
-    channel = open_channel(address)
+    cfg = read_config_file(conf)
+    address = cfg.server
+    channel = open_channel(address, cfg.credentials)
     client = ApiClient(channel, address, timeout=5)
     deadline = time.monotonic() + limit
     last = ""
@@ -359,9 +365,18 @@ def up(d: Path, n: int, name: str, cluster_cidr: str) -> None:
             if time.monotonic() > deadline:
                 raise LabError("the API relay did not start (see logs/relay.log)")
             time.sleep(0.05)
+        admin, token = d / "server" / "admin.conf", d / "server" / "token"
+        while not (admin.exists() and token.exists()):
+            if time.monotonic() > deadline:
+                raise LabError("the server did not write admin.conf and its join token "
+                               "(see logs/server.log)")
+            time.sleep(0.05)
+        # the server's admin credentials, through the relay (127.0.0.1 is in the
+        # server's certificate)
         conf = d / "lab.conf"
-        conf.write_text(f"apiVersion: flotilla/v1\nkind: Config\n"
-                        f"server: 127.0.0.1:{port_file.read_text().strip()}\n")
+        from control.client.config import config_document, read_config_file, write_config
+        write_config(conf, config_document(f"127.0.0.1:{port_file.read_text().strip()}",
+                                           read_config_file(admin).credentials))
         for i in range(1, n + 1):
             start_agent(d, state, i)
         asyncio.run(wait_ready(conf, [m["name"] for m in state["machines"]], READY_TIMEOUT))

@@ -73,8 +73,9 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 async def client(lab_dir: Path) -> AsyncIterator[ApiClient]:
-    address = read_config_file(lab_dir / "lab.conf").server
-    channel = open_channel(address)
+    cfg = read_config_file(lab_dir / "lab.conf")
+    address = cfg.server
+    channel = open_channel(address, cfg.credentials)
     c = ApiClient(channel, address, timeout=10)
     # the test's containers run programs of this machine (python), whatever the agents'
     # default runtime handler is
