@@ -208,8 +208,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(d: Path, args: argparse.Namespace) -> dict[str, Any]:
-    address = read_config_file(d / "lab.conf").server
-    channel = open_channel(address)
+    cfg = read_config_file(d / "lab.conf")
+    address = cfg.server
+    channel = open_channel(address, cfg.credentials)
     c = ApiClient(channel, address, timeout=30)
     try:
         # the benchmark's containers run this machine's python, whatever the default handler
