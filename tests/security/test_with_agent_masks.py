@@ -3,7 +3,6 @@ and its pods never see the server's data dir (keys, state, admin.conf)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,9 @@ from control.api.pb import core_pb2
 from control.cli.verbs_server import start_in_process_agent
 from control.client import pki
 from tests.conftest import running_cluster
-from tests.e2e.test_pods_e2e import stop_agent_and_pods, wait_pod
+from tests.support.agents import stop_agent_and_pods, wait_pod
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="masks need root (mount namespaces)")
+pytestmark = pytest.mark.root(reason="masks need root (mount namespaces)")
 
 
 async def test_pods_do_not_see_the_servers_data_dir(tmp_path: Path) -> None:
