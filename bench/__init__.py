@@ -182,8 +182,8 @@ def start_cli_server(data_dir: Path, workdir: Path, name: str, listen: str,
         conf.unlink()
     sp = ServerProcess(
         name, [PYTHON, "-m", "control.cli.main", "server", "--data-dir", str(data_dir),
-               "--listen", listen, "--disable", "scheduler,controllers", "--log-format",
-               "json", *flags], workdir)
+               "--listen", listen, "--supervisor-port", "0", "--disable",
+               "scheduler,controllers", "--log-format", "json", *flags], workdir)
     deadline = time.monotonic() + 60
     while not conf.exists():
         if sp.proc.poll() is not None or time.monotonic() > deadline:

@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> None:
         port = free_port()
         sp, _ = await asyncio.to_thread(
             bench.start_cli_server, data, work, "server0", f"127.0.0.1:{port}")
-        channel = open_channel(f"127.0.0.1:{port}")
+        channel = open_channel(f"127.0.0.1:{port}", bench.admin_credentials(data))
         client = ApiClient(channel, timeout=10)
         informers: list[SharedInformer[Any]] = [
             SharedInformer(f"cm{i}", ApiListWatcher(client, "configmaps", "default"))

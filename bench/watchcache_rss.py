@@ -47,10 +47,11 @@ async def run(args: argparse.Namespace) -> None:
             bench.start_cli_server, data, work, "server", "127.0.0.1:0",
             "--watch-cache-size-bytes", args.watch_cache_size_bytes)
         try:
-            import yaml
+            from control.client.config import read_config_file
 
-            address = yaml.safe_load((data / "admin.conf").read_text())["server"]
-            channel = open_channel(address)
+            cfg = read_config_file(data / "admin.conf")
+            address = cfg.server
+            channel = open_channel(address, cfg.credentials)
             client = ApiClient(channel, timeout=60)
             cm = core_pb2.ConfigMap()
             cm.metadata.name = "big"
