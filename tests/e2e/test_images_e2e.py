@@ -71,6 +71,7 @@ async def agent(
             lease_renew_interval=0.5,
             default_runtime_handler="image",
             insecure_registries=[registry.host, private.host],
+            **cluster.agent_identity(NODE),
         ),
         kubelet_options=KubeletOptions(
             data_dir=data,
