@@ -93,7 +93,7 @@ async def test_agent_serves_kubelet_metrics(cluster: Cluster, tmp_path: Path) ->
     node = "metrics-node"
     a = Agent(AgentOptions(server=cluster.address, node_name=node, data_dir=data,
                            node_status_update_frequency=0.5, lease_renew_interval=0.5,
-                           metrics_listen="127.0.0.1:0"),
+                           metrics_listen="127.0.0.1:0", **cluster.agent_identity(node)),
               kubelet_options=KubeletOptions(data_dir=data, sync_period=2.0,
                                              relist_period=0.2, retry_period=0.5))
     await a.start()
