@@ -14,7 +14,9 @@
    placed by the scheduler, as Kubernetes does — delete pods from nodes that no longer
    fit (or whose NoExecute taint they do not tolerate), delete duplicates (keeping the
    oldest, or one old and one new pod while surging), delete Failed pods so that they are
-   replaced, and delete unscheduled pods pinned to nodes that are gone.
+   replaced — with a per-node backoff (1 s doubling to 15 min, as Kubernetes'
+   failedPodsBackoff) during which the failed pod stays and none is created — and delete
+   unscheduled pods pinned to nodes that are gone.
 4. RollingUpdate (``daemonset_util.rolling_update``): old pods are deleted within
    maxUnavailable, or with maxSurge a new pod starts beside the old one, which goes once
    the new one has been available for minReadySeconds. OnDelete: only deleted pods are
@@ -33,6 +35,7 @@ expectations and enqueue keys.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING
 
 import structlog
@@ -50,6 +53,7 @@ from control.controllers.podcontrol import (
     owner_reference,
 )
 from control.controllers.replicaset import slow_start_batches
+from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.controller import Controller, Result
 from control.runtime.events import WARNING
 from control.runtime.expectations import ControllerExpectations
@@ -66,6 +70,8 @@ Revision = apps_pb2.ControllerRevision
 DAEMONSET = kinds.by_message(apps_pb2.DaemonSet)
 REVISION = kinds.by_message(apps_pb2.ControllerRevision)
 BURST = 250
+# Kubernetes' failedPodsBackoff: 1 s doubling to 15 minutes per (DaemonSet, node)
+FAILED_POD_BACKOFF = Backoff(initial=1.0, max_delay=900.0, factor=2.0, reset_after=1800.0)
 
 
 def selector_of(ds: DaemonSet) -> labels.Selector:
@@ -83,12 +89,17 @@ class DaemonSetController:
 
     name = NAME
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self, ctx: ControllerContext, *,
+                 failed_pod_backoff: Backoff = FAILED_POD_BACKOFF) -> None:
         self._client: ApiClient = ctx.client
         self._clock = ctx.clock
         self._log = log.bind(controller=NAME)
         self.expectations = ControllerExpectations(ctx.clock)
         self._deleting: dict[str, set[str]] = {}
+        self._failed_policy = failed_pod_backoff
+        # (daemonset key, node) -> backoff and the monotonic time it ends: a node whose
+        # daemon pods keep failing (a kubelet rejecting them) is not fought in a hot loop
+        self._failed: dict[tuple[str, str], tuple[BackoffState, float]] = {}
         self.recorder = ctx.events.new_recorder("daemonset-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
@@ -120,6 +131,8 @@ class DaemonSetController:
         key = meta_namespace_key(ds)
         self.expectations.delete(key)
         self._deleting.pop(key, None)
+        for k in [k for k in self._failed if k[0] == key]:
+            del self._failed[k]
 
     def _node_updated(self, old: core_pb2.Node, new: core_pb2.Node) -> None:
         if (dict(old.metadata.labels) != dict(new.metadata.labels)
@@ -203,15 +216,16 @@ class DaemonSetController:
         fit = dsu.node_fit(ds.spec.template)
         fits = {n.metadata.name: fit(n) for n in nodes}
         now = self._clock.now()
+        wait: float | None = None
         if self.expectations.satisfied(key):
-            await self._manage(key, ds, nodes, fits, pods, hash_, now)
+            wait = await self._manage(key, ds, nodes, fits, pods, hash_, now)
         await self._clean_history(ds, history, pods, current)
         counts = dsu.count_status(self._by_node(nodes, fits, pods, hash_), ds.spec.min_ready_seconds,
                                   now)
         await self._write_status(ds, counts)
         if ds.spec.min_ready_seconds > 0 and counts.ready != counts.available:
-            return Result(requeue_after=float(ds.spec.min_ready_seconds))
-        return None
+            wait = min(wait or math.inf, float(ds.spec.min_ready_seconds))
+        return Result(requeue_after=wait) if wait is not None else None
 
     async def _claim(self, ds: DaemonSet) -> list[core_pb2.Pod]:
         selector = selector_of(ds)
@@ -359,16 +373,27 @@ class DaemonSetController:
 
     async def _manage(self, key: str, ds: DaemonSet, nodes: list[core_pb2.Node],
                       fits: dict[str, tuple[bool, bool]], pods: list[core_pb2.Pod], hash_: str,
-                      now: float) -> None:
+                      now: float) -> float | None:
+        """Create, delete and roll; how long until a node's failed-pod backoff ends."""
         names = {n.metadata.name for n in nodes}
         surge, unavailable = self._fenceposts(ds, sum(1 for run, _ in fits.values() if run))
         create_on: list[str] = []
         victims: list[core_pb2.Pod] = []
+        backing_off: set[str] = set()
+        wait: float | None = None
+        mono = self._clock.monotonic()
         for pod in pods:
             if pod.metadata.HasField("deletion_timestamp"):
                 continue
             target = dsu.target_node(pod)
             if pod.status.phase == "Failed":
+                state, until = self._failed.get((key, target), (None, 0.0))
+                if state is not None and mono < until:
+                    backing_off.add(target)  # its failed pod stays until the backoff ends
+                    wait = min(wait or math.inf, until - mono)
+                    continue
+                state = state or BackoffState(self._failed_policy, self._clock)
+                self._failed[(key, target)] = (state, mono + state.next_delay())
                 self.recorder.event(ds, WARNING, "FailedDaemonPod",
                                     f"Found failed daemon pod {pod.metadata.namespace}/"
                                     f"{pod.metadata.name} on node {target}, will try to kill it")
@@ -386,7 +411,8 @@ class DaemonSetController:
             run, keep = fits[name]
             here = sorted(live.get(name, []), key=du.creation_key)
             if run and not here:
-                create_on.append(name)
+                if name not in backing_off:
+                    create_on.append(name)
             elif (run or keep) and len(here) > 1:
                 new = [p for p in here if p.metadata.labels.get(dsu.REVISION_HASH_LABEL) == hash_]
                 old = [p for p in here if p not in new]
@@ -403,6 +429,7 @@ class DaemonSetController:
             create_on.extend(plan.surge_on)
         await self._create(key, ds, create_on[:BURST], hash_)
         await self._delete(key, ds, victims[:BURST])
+        return wait
 
     @staticmethod
     def _rolling(ds: DaemonSet) -> bool:

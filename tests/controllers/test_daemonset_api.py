@@ -16,7 +16,8 @@ from control.api.timeutil import now_timestamp
 from control.controllers import daemonset_util as dsu
 from control.controllers.daemonset import DaemonSetController
 from control.controllers.gc import GarbageCollector
-from control.controllers.manager import ControllerManager
+from control.controllers.manager import ControllerContext, ControllerManager
+from control.runtime.backoff import Backoff
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
 
@@ -273,3 +274,50 @@ async def test_recreated_daemonset_adopts_its_pods_and_revisions(api: Cluster) -
     await asyncio.sleep(0.3)
     assert {p.metadata.uid for p in await live(c, "again")} == before  # nothing replaced
     assert await revisions(c, "again") == revs
+
+
+async def fail(c: Any, pod: Any) -> None:
+    fresh = await c.get(core_pb2.Pod, pod.metadata.name, "default")
+    fresh.status.phase = "Failed"
+    await c.update_status(fresh)
+
+
+@pytest.fixture
+async def slow_backoff(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Like ``api``, with a 4 s first failed-pod backoff (long enough to observe)."""
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
+        def factory(ctx: ControllerContext) -> DaemonSetController:
+            return DaemonSetController(ctx, failed_pod_backoff=Backoff(initial=4.0,
+                                                                       max_delay=8.0))
+
+        manager = ControllerManager(c.client, controllers={"daemonset": factory})
+        await manager.start()
+        try:
+            yield c
+        finally:
+            await manager.stop()
+
+
+async def test_failed_daemon_pods_are_replaced_with_backoff(slow_backoff: Cluster) -> None:
+    c = slow_backoff.client
+    await node(c, "n1")
+    await c.create(daemon_set("flaky"))
+    await eventually(nodes_are(c, "flaky", ["n1"]))
+    (first,) = await live(c, "flaky")
+    await fail(c, first)
+
+    async def replaced(old: Any) -> bool:
+        ps = await live(c, "flaky")
+        return len(ps) == 1 and ps[0].metadata.uid != old.metadata.uid and \
+            ps[0].status.phase != "Failed"
+
+    await eventually(lambda: replaced(first), 3)  # the first failure: at once
+    (second,) = await live(c, "flaky")
+    await fail(c, second)
+    # the node is in backoff (4 s from the first failure): the failed pod stays a while
+    await asyncio.sleep(1.0)
+    assert [p.metadata.uid for p in await live(c, "flaky")] == [second.metadata.uid]
+    await eventually(lambda: replaced(second), 10)
+    events = [e for e in (await c.list_all("events", "default")).items
+              if e.reason == "FailedDaemonPod"]
+    assert events and "will try to kill it" in events[0].message
