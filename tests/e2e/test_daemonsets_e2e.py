@@ -124,7 +124,7 @@ async def test_daemonset_reaches_a_node_that_joins(env: Env) -> None:
     await eventually(partial(on, c, "every", env.nodes), "a pod on each node", timeout=WAIT,
                      retry_on=NOT_YET)
     joined = f"{env.nodes[0].rsplit('-', 1)[0]}-d"
-    agent = start_agent(env.cluster.address, joined, env.tmp / joined)
+    agent = start_agent(env.cluster, joined, env.tmp / joined)
     env.agents.append(agent)  # stopped and swept by the fixture
     await agent.start()
     await eventually(partial(on, c, "every", [*env.nodes, joined]),
