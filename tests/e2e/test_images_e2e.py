@@ -8,10 +8,9 @@ import asyncio
 import base64
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -22,27 +21,17 @@ from agent.main import Agent
 from control.api import convert
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
-from tests.e2e.test_pods_e2e import stop_agent_and_pods
 from tests.images import builder as b
 from tests.images import registry as reg
 from tests.images.conftest import USERS
+from tests.support import eventually
+from tests.support.agents import stop_agent_and_pods
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts need root"),
     pytest.mark.skipif(not reg.available(), reason="Debian's docker-registry is missing"),
 ]
 NODE = "img-node"
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 20.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"condition not met within {within}s"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -156,7 +145,7 @@ async def test_pod_runs_its_image_after_the_image_appears(
         st = await status_of(cluster, "web")
         return st if st is not None and st.state.HasField("running") else None
 
-    st = await eventually(running, within=30)
+    st = await eventually(running, timeout=30)
     assert st.image_id == f"{registry.host}/team/web@{image.manifest.digest}"
     assert await eventually(lambda: get(f"http://127.0.0.1:{port}/")) == "hello from the image\n"
 
@@ -220,7 +209,7 @@ async def test_private_image_with_pull_secret(
         st = await status_of(cluster, name)
         return st is not None and st.state.HasField("running")
 
-    await eventually(lambda: running("withsecret"), within=30)
+    await eventually(lambda: running("withsecret"), timeout=30)
     log_dir = agent.options.data_dir / "pods"
 
     def log_text() -> str:
