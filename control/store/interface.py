@@ -120,29 +120,34 @@ class StoreFull(StoreError):
 
 
 class LogDamaged(StoreError):
-    """The log on disk lost part of its acknowledged history; the store refuses to open it,
-    since serving it would lose acknowledged writes and reissue revision numbers."""
+    """The log on disk lost part of its acknowledged history (or cannot be read at all);
+    the store refuses to open it, since serving it would lose acknowledged writes and
+    reissue revision numbers. ``recoverable``: opening with the loss accepted can work."""
 
-    def __init__(self, path: str, acknowledged: int | None, last_good: int, detail: str) -> None:
+    def __init__(self, path: str, acknowledged: int | None, last_good: int, detail: str,
+                 recoverable: bool = True) -> None:
         self.path = path
         self.acknowledged = acknowledged
         self.last_good = last_good
         self.detail = detail
+        self.recoverable = recoverable
         super().__init__(self.describe("open it with recover_to_last_good"))
 
     def describe(self, recover_how: str) -> str:
         """One paragraph for the operator; ``recover_how`` names how to accept the loss."""
+        head = (f"refusing to start: the store's log {self.path} is damaged: {self.detail}. ")
+        restore = ("restore the data directory (the database and its -wal file) from a "
+                   "backup and start again")
+        if not self.recoverable:
+            return head + f"It cannot be opened as it is. To go on: {restore}."
         lost = (f"revisions {self.last_good + 1} to {self.acknowledged}"
                 if self.acknowledged is not None and self.acknowledged > self.last_good
                 else f"the history after revision {self.last_good}")
         return (
-            f"refusing to start: the store's log {self.path} is damaged: {self.detail}. "
-            f"The last good revision is {self.last_good}. Serving it would lose "
+            head + f"The last good revision is {self.last_good}. Serving it would lose "
             "acknowledged writes and hand out resourceVersions that clients have already "
-            "seen. Choices: restore the data directory (the database and its -wal file) "
-            f"from a backup and start again; or {recover_how} to accept the loss of {lost} "
-            "(a copy of "
-            "the damaged log is kept beside it, new revisions continue above every "
+            f"seen. Choices: {restore}; or {recover_how} to accept the loss of {lost} (a "
+            "copy of the damaged log is kept beside it, new revisions continue above every "
             "acknowledged one, and clients relist).")
 
 

@@ -353,7 +353,7 @@ class SqliteStore(LogStore):
         # own recovery would overwrite the frames past the damage. A refusal leaves every
         # file as it found it.
         damaged, kept = await asyncio.to_thread(_inspect, db, recover_to_last_good)
-        if damaged is not None and not recover_to_last_good:
+        if damaged is not None and not (recover_to_last_good and damaged.recoverable):
             raise damaged
         backend = await _SqliteBackend.connect(db)
         try:
@@ -408,7 +408,12 @@ def _inspect(db: str, keep_copy: bool) -> tuple[LogDamaged | None, str]:
     except watermark.WatermarkUnreadable as e:
         acknowledged = None
         problems.append(f"the high-water mark {mark_path} is unreadable ({e})")
-    last_good = _probe_revision(db)
+    try:
+        last_good = _probe_revision(db)
+    except sqlite3.DatabaseError as e:
+        # not SQLite's recovery to make: the database file itself is unreadable
+        return LogDamaged(db, acknowledged, 0, f"SQLite cannot read it ({e})",
+                          recoverable=False), ""
     if acknowledged is not None and last_good < acknowledged:
         problems.append(f"revisions up to {acknowledged} were acknowledged (high-water mark "
                         f"{mark_path}) but the log ends at revision {last_good}")

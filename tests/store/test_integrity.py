@@ -84,6 +84,19 @@ async def test_unreadable_watermark_is_refused(tmp_path: Path) -> None:
         await SqliteStore.open(db)
 
 
+async def test_unreadable_database_is_refused_even_with_recovery(tmp_path: Path) -> None:
+    db, _ = await crash_image(tmp_path)
+    overwrite(db, b"this is not a database" * 300)
+    os.unlink(f"{db}-wal")  # (with its WAL, SQLite reads the newest pages from there)
+    for recover in (False, True):
+        with pytest.raises(LogDamaged) as ei:
+            await SqliteStore.open(db, recover_to_last_good=recover)
+        assert not ei.value.recoverable
+        msg = ei.value.describe("start with --recover-to-last-good")
+        assert "SQLite cannot read it" in msg and "backup" in msg
+        assert "--recover-to-last-good" not in msg  # it would not help
+
+
 async def test_missing_watermark_is_created(tmp_path: Path) -> None:
     """A data dir from before the mark existed opens and gets one."""
     db, acknowledged = await crash_image(tmp_path)
