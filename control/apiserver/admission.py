@@ -5,7 +5,8 @@ not be terminating) -> per-kind preparation (reset status on create, keep status
 keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new pods tolerate
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
 validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
-scheduling constraints (RuntimeClass admission). Also the per-kind deletion rules (pods bound to a node terminate gracefully)
+scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
+when it names none. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
 and the TTL of Events (a store lease shared by every Event created in the same ten
 minutes, so that events expire without a lease each).
 
@@ -131,6 +132,19 @@ class Admission:
                 if found is None:
                     raise errors.Forbidden(f'pod rejected: RuntimeClass "{name}" not found')
                 apply_runtime_class(obj, found.obj)
+            self._service_account_pull_secrets(obj)
+
+    def _service_account_pull_secrets(self, pod: Any) -> None:
+        """ServiceAccount admission's part for images: a pod naming no imagePullSecrets
+        gets its ServiceAccount's (the account must exist for that; a missing one is not
+        refused here, as Flotilla has no token controller that would create it)."""
+        if pod.spec.image_pull_secrets:
+            return
+        name = pod.spec.service_account_name or "default"
+        found = self.registry.cache.get(
+            "serviceaccounts", f"/registry/serviceaccounts/{pod.metadata.namespace}/{name}")
+        if found is not None:
+            pod.spec.image_pull_secrets.extend(found.obj.image_pull_secrets)
 
     def validate(self, info: kinds.KindInfo, obj: Any, old: Any) -> list[errors.FieldError]:
         return validation.validate(obj, old)

@@ -59,3 +59,17 @@ async def test_pod_admission(cluster: Cluster) -> None:
     with pytest.raises(errors.Forbidden, match=r"nodeSelector\[sandbox\] = no"):
         await cluster.client.create(pod("p3", runtimeClassName="gvisor",
                                         nodeSelector={"sandbox": "no"}))
+
+
+async def test_service_account_pull_secrets_copied(cluster: Cluster) -> None:
+    sa = convert.from_dict({"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": "builder", "namespace": "default"},
+                            "imagePullSecrets": [{"name": "regcred"}]}, core_pb2.ServiceAccount())
+    await cluster.client.create(sa)
+    got = await cluster.client.create(pod("sa1", serviceAccountName="builder"))
+    assert [s.name for s in got.spec.image_pull_secrets] == ["regcred"]
+    own = await cluster.client.create(pod("sa2", serviceAccountName="builder",
+                                          imagePullSecrets=[{"name": "mine"}]))
+    assert [s.name for s in own.spec.image_pull_secrets] == ["mine"]
+    plain = await cluster.client.create(pod("sa3"))  # no "default" account: nothing added
+    assert list(plain.spec.image_pull_secrets) == []
