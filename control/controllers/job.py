@@ -55,6 +55,7 @@ from control.api.pb import batch_pb2, core_pb2
 from control.api.podutil import controller_of, is_pod_ready
 from control.api.timeutil import time_at
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.controllers import job_util as ju
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
@@ -295,30 +296,23 @@ class JobController:
         return done
 
     async def _strip(self, pod: core_pb2.Pod) -> None:
-        """Remove the tracking finalizer (compare-and-swap, re-read on a conflict)."""
-        current = pod
-        for _ in range(5):
-            if JOB_FINALIZER not in current.metadata.finalizers:
-                return
-            new = core_pb2.Pod()
-            new.CopyFrom(current)
-            keep = [f for f in new.metadata.finalizers if f != JOB_FINALIZER]
-            del new.metadata.finalizers[:]
-            new.metadata.finalizers.extend(keep)
-            try:
-                await self._client.update(new)
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                try:
-                    current = await self._client.get(core_pb2.Pod, pod.metadata.name,
-                                                     pod.metadata.namespace)
-                except errors.NotFound:
-                    return
-                if current.metadata.uid != pod.metadata.uid:
-                    return
-        raise errors.Conflict(f"could not remove the finalizer of pod {pod.metadata.name}")
+        """Remove the tracking finalizer (compare-and-swap, re-read on a conflict); a pod
+        that is gone, or replaced by a namesake, needs nothing."""
+
+        def without_finalizer(p: core_pb2.Pod) -> bool:
+            if JOB_FINALIZER not in p.metadata.finalizers:
+                return False
+            keep = [f for f in p.metadata.finalizers if f != JOB_FINALIZER]
+            del p.metadata.finalizers[:]
+            p.metadata.finalizers.extend(keep)
+            return True
+
+        try:
+            await guaranteed_update(self._client, core_pb2.Pod, pod.metadata.namespace,
+                                    pod.metadata.name, without_finalizer, current=pod,
+                                    attempts=5)
+        except errors.NotFound:
+            return
 
     async def _release_orphan(self, pod_key: str) -> None:
         """A pod with our finalizer whose Job is gone: remove the finalizer."""

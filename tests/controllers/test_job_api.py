@@ -248,7 +248,7 @@ async def test_suspend_and_resume(jobs: Cluster) -> None:
 async def test_active_deadline(jobs: Cluster) -> None:
     c = jobs.client
     await c.create(job("late", activeDeadlineSeconds=1))
-    await eventually(lambda: count_active(c, "late", 1))
+    # (a loaded machine may not even see the pod before the deadline removes it)
     await eventually(lambda: has_condition(c, "late", ju.FAILURE_TARGET), timeout=5)
     await eventually(lambda: count_active(c, "late", 0))
     await eventually(lambda: has_condition(c, "late", ju.FAILED))
