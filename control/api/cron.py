@@ -6,6 +6,9 @@
   matching either one matches (classic cron); when one is ``*`` both must match.
 - Descriptors: ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``,
   ``@hourly``, and ``@every DURATION`` (Go duration syntax, a fixed interval).
+- A leading ``CRON_TZ=Zone`` or ``TZ=Zone`` (robfig's own, older than the timeZone field;
+  new schedules may not use it, stored ones keep working) is the schedule's zone:
+  ``Schedule.zone``.
 - ``parse`` raises ``CronError`` with robfig's messages; ``errors`` returns them as a list
   (what validation reports). ``Schedule.next(t)`` is the first activation strictly after
   the aware datetime ``t``, in ``t``'s time zone (wall-clock fields, as cron does).
@@ -15,8 +18,10 @@ Concurrency contract: pure; a ``Schedule`` is immutable.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -63,6 +68,7 @@ class Schedule:
     day_star: bool = False
     weekday_star: bool = False
     every: float | None = None
+    zone: str | None = None  # a CRON_TZ=/TZ= prefix's zone name
 
     def _day_matches(self, t: dt.datetime) -> bool:
         dom = t.day in self.days
@@ -113,6 +119,15 @@ def parse(schedule: str) -> Schedule:
     spec = schedule.strip()
     if not spec:
         raise CronError("empty spec string")
+    if spec.startswith(("CRON_TZ=", "TZ=")):
+        head, _, spec = spec.partition(" ")
+        zone = head.partition("=")[2]
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise CronError(f"provided bad location {zone}: unknown time zone {zone}") from None
+        spec = spec.strip()
+        return dataclasses.replace(parse(spec), zone=zone)
     if spec.startswith("@"):
         if spec in DESCRIPTORS:
             spec = DESCRIPTORS[spec]

@@ -457,7 +457,9 @@ def validate_cron_job(cj: batch_pb2.CronJob, old: batch_pb2.CronJob | None) -> E
         )
     if not spec.schedule:
         errs.append(required("spec.schedule", ""))
-    elif "TZ=" in spec.schedule:
+    elif "TZ=" in spec.schedule and (old is None or old.spec.schedule != spec.schedule):
+        # Kubernetes refuses it in a new or changed schedule only: an object stored with
+        # one (from before the timeZone field) stays updatable
         errs.append(
             invalid(
                 "spec.schedule",

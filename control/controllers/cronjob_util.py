@@ -35,10 +35,13 @@ _COUNT_LIMIT = 10_000
 
 def schedule_of(cj: batch_pb2.CronJob) -> tuple[cron.Schedule, dt.tzinfo]:
     """The parsed schedule and its zone; CronError / ZoneInfoNotFoundError when invalid."""
+    sched = cron.parse(cj.spec.schedule)
     tz: dt.tzinfo = dt.UTC
     if cj.spec.HasField("time_zone"):
         tz = zoneinfo.ZoneInfo(cj.spec.time_zone)
-    return cron.parse(cj.spec.schedule), tz
+    elif sched.zone is not None:
+        tz = zoneinfo.ZoneInfo(sched.zone)  # a stored schedule's CRON_TZ= prefix
+    return sched, tz
 
 
 def _at(seconds: float, tz: dt.tzinfo) -> dt.datetime:

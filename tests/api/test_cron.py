@@ -79,3 +79,11 @@ def test_errors(schedule: str, message: str) -> None:
 def test_naive_datetime_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         cron.parse("* * * * *").next(dt.datetime(2026, 1, 1))
+
+
+def test_zone_prefix_of_stored_schedules() -> None:
+    sched = cron.parse("CRON_TZ=Asia/Tokyo 0 9 * * *")
+    assert sched.zone == "Asia/Tokyo" and sched.hours == frozenset({9})
+    assert cron.parse("TZ=UTC @hourly").zone == "UTC"
+    assert cron.errors("CRON_TZ=Mars/Olympus 0 9 * * *") == [
+        "provided bad location Mars/Olympus: unknown time zone Mars/Olympus"]

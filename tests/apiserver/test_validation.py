@@ -1407,3 +1407,16 @@ def test_csr_rules() -> None:
     both["status"] = {"conditions": [{"type": "Approved", "status": "True"},
                                      {"type": "Denied", "status": "True"}]}
     assert [p for p, _ in errors_of(both)] == ["status.conditions"]
+
+
+def test_cron_zone_prefix_refused_only_in_a_new_or_changed_schedule() -> None:
+    old = copy.deepcopy(VALID["CronJob"])
+    old["spec"]["schedule"] = "CRON_TZ=UTC 0 * * * *"  # stored before the timeZone field
+    new = copy.deepcopy(old)
+    new["spec"]["suspend"] = True
+    assert errors_of(new, old) == []
+    changed = copy.deepcopy(new)
+    changed["spec"]["schedule"] = "TZ=UTC 5 * * * *"
+    assert errors_of(changed, old) == [(
+        "spec.schedule", 'Invalid value: "TZ=UTC 5 * * * *": cannot use TZ or CRON_TZ in '
+        "schedule, use timeZone field instead")]

@@ -106,3 +106,11 @@ def test_to_delete(ok: int | None, bad: int | None, deleted: list[str]) -> None:
             finished("s2", ju.COMPLETE, T0 + 20), finished("f2", ju.FAILED, T0 + 25),
             finished("f1", ju.FAILED, T0 + 5), running]
     assert [j.metadata.name for j in cu.to_delete(jobs, ok, bad)] == deleted
+
+
+def test_schedule_zone_from_a_stored_prefix() -> None:
+    sched, tz = cu.schedule_of(cronjob("CRON_TZ=Asia/Tokyo 0 9 * * *"))
+    assert cu.most_recent(sched, tz, T0, T0 + 86400).scheduled == T0 + 86400
+    # the timeZone field wins
+    _, tz = cu.schedule_of(cronjob("CRON_TZ=Asia/Tokyo 0 9 * * *", timeZone="UTC"))
+    assert str(tz) == "UTC"
