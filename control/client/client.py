@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import Message
 
 from control.api import errors, kinds
-from control.api.pb import api_pb2, api_pb2_grpc
+from control.api.pb import api_pb2, api_pb2_grpc, meta_pb2
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -77,6 +77,20 @@ def _translate(e: grpc.aio.AioRpcError, target: str) -> errors.ApiError:
     return errors.from_grpc(e.code(), e.details())
 
 
+def object_meta(obj: Message) -> meta_pb2.ObjectMeta:
+    """An API object's metadata; TypeError for a message that is not a kind (no ObjectMeta)."""
+    meta = getattr(obj, "metadata", None)
+    if not isinstance(meta, meta_pb2.ObjectMeta):
+        raise TypeError(f"{type(obj).__name__} is not an API object: it has no ObjectMeta")
+    return meta
+
+
+def _decode_as(cls: type[M], data: bytes) -> M:
+    msg = cls()
+    msg.ParseFromString(data)
+    return msg
+
+
 def _decode(info: kinds.KindInfo, data: bytes) -> Any:
     msg = info.message()
     msg.ParseFromString(data)
@@ -109,12 +123,12 @@ class ApiClient:
         info = kind_of(obj)
         req = api_pb2.CreateRequest(
             resource=info.plural,
-            namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+            namespace=object_meta(obj).namespace,
             object=obj.SerializeToString(),
             dry_run=dry_run,
         )
         reply = await self._call(self._stub.Create, req)
-        return _decode(info, reply.object)  # type: ignore[no-any-return]
+        return _decode_as(type(obj), reply.object)
 
     @overload
     async def get(self, resource: type[M], name: str, namespace: str = "", *,
@@ -192,18 +206,18 @@ class ApiClient:
     async def update(self, obj: M, *, dry_run: bool = False) -> M:
         info = kind_of(obj)
         req = api_pb2.UpdateRequest(resource=info.plural,
-                                    namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+                                    namespace=object_meta(obj).namespace,
                                     object=obj.SerializeToString(), dry_run=dry_run)
         reply = await self._call(self._stub.Update, req)
-        return _decode(info, reply.object)  # type: ignore[no-any-return]
+        return _decode_as(type(obj), reply.object)
 
     async def update_status(self, obj: M) -> M:
         info = kind_of(obj)
         req = api_pb2.UpdateRequest(resource=info.plural,
-                                    namespace=obj.metadata.namespace,  # type: ignore[attr-defined]
+                                    namespace=object_meta(obj).namespace,
                                     object=obj.SerializeToString())
         reply = await self._call(self._stub.UpdateStatus, req)
-        return _decode(info, reply.object)  # type: ignore[no-any-return]
+        return _decode_as(type(obj), reply.object)
 
     @overload
     async def patch(self, resource: type[M], name: str, patch: Mapping[str, Any],

@@ -23,11 +23,12 @@ run several times and must depend only on the object it is given (and must not a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 from control.api import errors
+from control.client.client import object_meta
 
 M = TypeVar("M", bound=Message)
 
@@ -63,15 +64,15 @@ async def guaranteed_update(
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     if current is not None and not uid:
-        uid = _meta(current).uid
+        uid = object_meta(current).uid
     obj = current
     for _ in range(attempts):
         if obj is None:
             obj = await client.get(cls, name, namespace)
-        if uid and _meta(obj).uid != uid:
+        if uid and object_meta(obj).uid != uid:
             raise errors.NotFound(
                 f'{_kind(cls)} "{name}" in namespace "{namespace}" was replaced (uid '
-                f"{_meta(obj).uid}, expected {uid})")
+                f"{object_meta(obj).uid}, expected {uid})")
         new = cls()
         new.CopyFrom(obj)
         if not mutate(new):
@@ -83,10 +84,6 @@ async def guaranteed_update(
     where = f'{_kind(cls)} "{name}"' + (f' in namespace "{namespace}"' if namespace else "")
     raise errors.Conflict(f"could not update {where}: it changed under us {attempts} times "
                           "in a row")
-
-
-def _meta(obj: Message) -> Any:
-    return obj.metadata  # type: ignore[attr-defined]
 
 
 def _kind(cls: type[Message]) -> str:
