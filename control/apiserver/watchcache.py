@@ -371,6 +371,8 @@ class WatchCache:
 
     async def wait_history(self, limit: float = 10.0) -> None:
         """Return once ``load_history`` is done (or after ``limit`` seconds regardless)."""
+        if self._history_loaded.is_set():
+            return  # the usual case: no task for wait_for
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._history_loaded.wait(), limit)
 
