@@ -81,7 +81,8 @@ async def test_completions_parallelism_and_failures(env: Env) -> None:
     c = env.client
     async with PodWatch(c, NS, at_most_active("five", 2)) as watch:
         await c.create(job("five", "sleep 0.3; exit 0", completions=5, parallelism=2))
-        await c.create(job("fails", "exit 1", backoffLimit=0))
+        # one retry, after the controller's 10 s pod backoff, then past the limit
+        await c.create(job("fails", "exit 1", backoffLimit=1))
         await c.create(job("policy", "sleep 0.2; exit 42", completions=3, parallelism=1,
                            podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {
                                "containerName": "main", "operator": "In", "values": [42]}}]}))
@@ -96,7 +97,9 @@ async def test_completions_parallelism_and_failures(env: Env) -> None:
 
         failed = await eventually(partial(condition, c, "fails", ju.FAILED), "fails failed", timeout=WAIT, retry_on=NOT_YET)
         assert (failed.reason, failed.message) == ju.BACKOFF_LIMIT_EXCEEDED
-        assert (await c.get(batch_pb2.Job, "fails", NS)).status.failed == 1
+        assert (await c.get(batch_pb2.Job, "fails", NS)).status.failed == 2
+        finished = sorted(ju.finish_time(p, 0.0) for p in await job_pods(c, "fails"))
+        assert len(finished) == 2 and finished[1] - finished[0] >= 9.0  # the backoff
 
         failed = await eventually(partial(condition, c, "policy", ju.FAILED), "policy failed", timeout=WAIT, retry_on=NOT_YET)
         assert failed.reason == "PodFailurePolicy"
