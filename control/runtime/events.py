@@ -116,7 +116,7 @@ class _Bucket:
     last: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """What to write for one recorded Event.
 
@@ -156,8 +156,8 @@ class EventCorrelator:
             cache.popitem(last=False)
 
     def _allow(self, key: EventKey, now: float) -> bool:
-        source = (key.component, key.host, key.kind, key.namespace, key.name, key.uid,
-                  key.api_version, key.field_path)
+        # the source and involved object: every field but type, reason and message
+        source = key[:5] + key[8:]
         bucket = self._buckets.get(source)
         if bucket is None:
             bucket = _Bucket(tokens=float(self._burst), last=now)
@@ -171,8 +171,8 @@ class EventCorrelator:
 
     def _aggregate(self, key: EventKey, now: float) -> EventKey:
         """The key (and message) the Event is deduplicated under after aggregation."""
-        similar = (key.component, key.host, key.kind, key.namespace, key.name, key.uid,
-                   key.api_version, key.field_path, key.type, key.reason)
+        # every field but the message
+        similar = key[:7] + key[8:]
         agg = self._aggregates.get(similar)
         if agg is None or now - agg.window_start > self._aggregate_interval:
             agg = _Aggregate(window_start=now)
@@ -182,9 +182,7 @@ class EventCorrelator:
             return key
         # Every further similar Event lands on one combined Event (keyed without its own
         # message, so they all count up the same one), showing the latest message.
-        return EventKey(key.kind, key.namespace, key.name, key.uid, key.api_version,
-                        key.type, key.reason, COMBINED_PREFIX, key.component, key.host,
-                        key.field_path)
+        return key._replace(message=COMBINED_PREFIX)
 
     def observe(self, key: EventKey, now: float) -> Decision:
         """Account for one occurrence of ``key`` at wall time ``now``."""
