@@ -25,6 +25,7 @@ from control.client import pki, tokens
 from control.client.channel import open_channel
 from control.client.tls import Credentials
 from tests.conftest import Cluster, running_cluster
+from tests.support import eventually
 
 WAIT = 30.0
 REPO = Path(__file__).resolve().parents[2]
@@ -37,17 +38,8 @@ async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 
 async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = WAIT) -> Any:
-    last: Any = None
-    async with asyncio.timeout(limit):
-        while True:
-            try:
-                last = await check()
-                if last:
-                    return last
-            except errors.ApiError as e:
-                last = e
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: {last!r}")  # pragma: no cover
+    return await eventually(check, what, timeout=limit, interval=0.1,
+                            retry_on=(errors.ApiError,))
 
 
 def agent_options(c: Cluster, tmp: Path, name: str, token: str | None) -> AgentOptions:
