@@ -68,6 +68,8 @@ class ServerOptions:
     token_auth_file: Path | None = None
     # the longest certificate the CSR signer issues (--cluster-signing-duration, 1 year)
     cluster_signing_duration: float = 365 * 24 * 3600.0
+    # the serving certificate's and in-process identities' lifetime (one year)
+    serving_cert_lifetime: float = 365 * 24 * 3600.0
     # how many revisions of history the store keeps behind the newest (auto-compaction)
     retain_revisions: int = 100_000
     compaction_interval: float = 300.0
@@ -126,6 +128,8 @@ class ControlPlane:
         self.supervisor_address = ""
         self.pki: ServerPki | None = None
         self.admin_credentials = Credentials()
+        # renewed serving certificates waiting for the next handshake, per port
+        self._pending: dict[str, grpc.ServerCertificateConfiguration] = {}
         # the join token made at first start (None on later starts: DATA_DIR/token has it)
         self.first_token: str | None = None
         self.supervisor = Supervisor("server")
@@ -151,8 +155,9 @@ class ControlPlane:
                          if opts.token_auth_file else {})
         wildcard = host in ("", "0.0.0.0", "::")
         addresses = await asyncio.to_thread(host_addresses) if wildcard else []
-        self.pki = await asyncio.to_thread(ServerPki.load, opts.data_dir / "pki",
-                                           [host or "0.0.0.0"], opts.tls_sans, addresses)
+        self.pki = await asyncio.to_thread(
+            ServerPki.load, opts.data_dir / "pki", [host or "0.0.0.0"], opts.tls_sans,
+            addresses, datetime.timedelta(seconds=opts.serving_cert_lifetime))
         try:
             self.store = await SqliteStore.open(
                 opts.data_dir / "state.db", recover_to_last_good=opts.recover_to_last_good)
@@ -201,15 +206,22 @@ class ControlPlane:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        pair = [(self.pki.serving.key_pem, self.pki.serving_chain())]
-        mutual = grpc.ssl_server_credentials(pair, root_certificates=self.pki.ca_pem,
-                                             require_client_auth=True)
+        # dynamic credentials: a renewed serving certificate is served from the next
+        # handshake on (gRPC asks the fetchers before each one)
+        mutual = grpc.dynamic_ssl_server_credentials(
+            self._certificate(True), lambda: self._pending.pop("api", None),  # type: ignore[arg-type]
+            require_client_authentication=True)
         bound = add_secure_port(server, opts.listen, mutual, "the API")
         sup_port = opts.supervisor_port
         if sup_port is None:
             sup_port = 0 if opts.listen.endswith(":0") else DEFAULT_SUPERVISOR_PORT
+        plain = grpc.dynamic_ssl_server_credentials(
+            self._certificate(False),
+            lambda: self._pending.pop("supervisor", None),  # type: ignore[arg-type]
+            require_client_authentication=False)
         sup_bound = add_secure_port(server, join_host_port(host or "0.0.0.0", sup_port),
-                                    grpc.ssl_server_credentials(pair), "the supervisor port")
+                                    plain, "the supervisor port")
+        sup.start("serving-certificate", self._renew_serving)
         await server.start()
         self._server = server
         self.advertised = advertised_host(host, addresses)
@@ -248,6 +260,25 @@ class ControlPlane:
         log.info("control plane serving", address=api, supervisor=self.supervisor_address,
                  data_dir=str(opts.data_dir), revision=self.store.revision)
         return self.address
+
+    def _certificate(self, client_certificates: bool) -> grpc.ServerCertificateConfiguration:
+        assert self.pki is not None
+        pair = [(self.pki.serving.key_pem, self.pki.serving_chain())]
+        return grpc.ssl_server_certificate_configuration(
+            pair, root_certificates=self.pki.ca_pem if client_certificates else None)
+
+    async def _renew_serving(self) -> None:
+        """Renew the serving certificate when a third of its life is left; both ports
+        serve the new one from their next handshake, no restart."""
+        assert self.pki is not None
+        while True:
+            await asyncio.sleep(self.pki.serving_renewal_delay(pki.now()))
+            await asyncio.to_thread(self.pki.renew_serving)
+            self._pending["api"] = self._certificate(True)
+            self._pending["supervisor"] = self._certificate(False)
+            log.info("serving certificate renewed",
+                     expires=pki.load_cert(self.pki.serving.cert_pem)
+                     .not_valid_after_utc.isoformat())
 
     def credentials(self, user: str, groups: list[str] | None = None) -> Credentials:
         """A client identity issued by the cluster CA (in-process components, tests)."""

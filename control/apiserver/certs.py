@@ -94,13 +94,16 @@ class ServerPki:
     directory: Path
     ca: pki.ClusterCA
     serving: pki.Issued
-    # lifetime of the leaf certificates this server issues
+    # the names and addresses the serving certificate carries
+    names: list[str] = field(default_factory=list)
+    # lifetime of the leaf certificates this server issues (and of its serving one)
     leaf_lifetime: datetime.timedelta = field(
         default_factory=lambda: datetime.timedelta(days=pki.LEAF_DAYS))
 
     @classmethod
     def load(cls, directory: Path, listen_hosts: Sequence[str],
-             extra_sans: Sequence[str] = (), addresses: Sequence[str] | None = None) -> ServerPki:
+             extra_sans: Sequence[str] = (), addresses: Sequence[str] | None = None,
+             leaf_lifetime: datetime.timedelta | None = None) -> ServerPki:
         """Blocking (files, key generation, netlink): call it from a worker thread."""
         ca = pki.ClusterCA.load_or_create(directory)
         names = serving_names(listen_hosts, extra_sans, addresses)
@@ -110,12 +113,29 @@ class ServerPki:
             serving = pki.Issued(crt.read_bytes(), key.read_bytes())
             if not _still_good(serving.cert_pem, ca, names):
                 serving = None
+        out = cls(directory, ca, serving or pki.Issued(b"", b""), names)
+        if leaf_lifetime is not None:
+            out.leaf_lifetime = leaf_lifetime
         if serving is None:
-            dns, ips = pki.split_sans(names)
-            serving = ca.issue("kube-apiserver", server=True, dns=dns, ips=ips)
-            pki.write_private(key, serving.key_pem)
-            pki.write_private(crt, serving.cert_pem, mode=0o644)
-        return cls(directory, ca, serving)
+            out.renew_serving()
+        return out
+
+    def renew_serving(self) -> pki.Issued:
+        """A new serving certificate for the same names, written to the PKI directory
+        (blocking: a worker thread in async code)."""
+        dns, ips = pki.split_sans(self.names)
+        serving = self.ca.issue("kube-apiserver", server=True, dns=dns, ips=ips,
+                                lifetime=self.leaf_lifetime)
+        pki.write_private(self.directory / "apiserver.key", serving.key_pem)
+        pki.write_private(self.directory / "apiserver.crt", serving.cert_pem, mode=0o644)
+        self.serving = serving
+        return serving
+
+    def serving_renewal_delay(self, now: datetime.datetime) -> float:
+        """Seconds until a third of the serving certificate's life is left."""
+        cert = pki.load_cert(self.serving.cert_pem)
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        return max(0.0, (cert.not_valid_after_utc - life / 3 - now).total_seconds())
 
     @property
     def ca_pem(self) -> bytes:

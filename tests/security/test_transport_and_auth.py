@@ -238,3 +238,21 @@ async def test_a_wildcard_listen_writes_a_real_address(tmp_path: Path) -> None:
             await client.channel.close(None)
     finally:
         await plane.stop()
+
+
+async def test_the_serving_certificate_is_renewed_without_a_restart(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"},
+                               serving_cert_lifetime=6.0) as cl:
+        first = (cl.data_dir / "pki" / "apiserver.crt").read_bytes()
+        # past the first certificate's end: a new handshake sees the renewed one
+        await asyncio.sleep(7.0)
+        assert (cl.data_dir / "pki" / "apiserver.crt").read_bytes() != first
+        client = await call(cl.address, cl.plane.credentials("admin", ["system:masters"]))
+        public = await call(cl.plane.supervisor_address,
+                            Credentials(ca_pem=cl.credentials.ca_pem))
+        try:
+            await client.list(core_pb2.Namespace)
+            await public.get(core_pb2.ConfigMap, "cluster-info", "kube-public")
+        finally:
+            await client.channel.close(None)
+            await public.channel.close(None)
