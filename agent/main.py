@@ -328,22 +328,26 @@ class Agent:
 
     async def _serving_certificate(self) -> None:
         """No serving certificate yet: ask for one once the Node is registered (its
-        addresses are what the approver checks), then serve and keep it renewed."""
-        assert self.node_status is not None and self._supervisor is not None
-        await self.node_status.registered.wait()
-        key = pki.new_key()
-        cert_pem = await self._request_serving(key)
-        key_pem = pki.key_pem(key)
-        certs.NodePki.write_pair(self.node_pki.serving_cert, self.node_pki.serving_key,
-                                 cert_pem, key_pem)
-        await self._serve(pki.Issued(cert_pem, key_pem))
-        try:
-            await self.node_status.post_status()  # advertise the port now
-        except errors.ApiError:
-            pass  # the next periodic post advertises it
-        self._rotate_serving(self._supervisor, cert_pem)
+        addresses are what the approver checks), serve, then keep it renewed (this task
+        runs the renewals: it never returns; restarted, it resumes them)."""
+        assert self.node_status is not None and self.agent_server is not None
+        rot = self.rotators.get("serving")
+        if rot is None:
+            await self.node_status.registered.wait()
+            key = pki.new_key()
+            cert_pem = await self._request_serving(key)
+            key_pem = pki.key_pem(key)
+            certs.NodePki.write_pair(self.node_pki.serving_cert, self.node_pki.serving_key,
+                                     cert_pem, key_pem)
+            await self._serve(pki.Issued(cert_pem, key_pem))
+            try:
+                await self.node_status.post_status()  # advertise the port now
+            except errors.ApiError:
+                pass  # the next periodic post advertises it
+            rot = self._serving_rotator(cert_pem)
+        await rot.run()
 
-    def _rotate_serving(self, sup: Supervisor, cert_pem: bytes) -> None:
+    def _serving_rotator(self, cert_pem: bytes) -> certs.Rotator:
         async def installed(cert: bytes, key: bytes) -> None:
             assert self.agent_server is not None
             self.agent_server.rotate(pki.Issued(cert, key))
@@ -352,7 +356,11 @@ class Agent:
                             cert_path=self.node_pki.serving_cert,
                             key_path=self.node_pki.serving_key, clock=self.clock)
         self.rotators["serving"] = rot
-        sup.start("serving-certificate-renewal", rot.run, backoff=TASK_BACKOFF)
+        return rot
+
+    def _rotate_serving(self, sup: Supervisor, cert_pem: bytes) -> None:
+        sup.start("serving-certificate-renewal", self._serving_rotator(cert_pem).run,
+                  backoff=TASK_BACKOFF)
 
 
 

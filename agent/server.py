@@ -222,6 +222,8 @@ class AgentServer:
                     client_ca: bytes) -> int:
         """Serve TLS on ``host`` (port 0: an ephemeral one); returns the bound port.
         ``client_ca`` verifies callers' certificates (the cluster CA)."""
+        if self._server is not None:
+            raise RuntimeError("the agent server is already serving")
         if host in ("", "0.0.0.0", "::"):
             raise OSError("the agent server binds the node's own address, not every "
                           "interface (give --daemon-listen or --node-ip)")

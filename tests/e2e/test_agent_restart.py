@@ -229,12 +229,20 @@ async def test_agent_kill9_and_restart_readopts_running_pods(procs: Cluster) -> 
     pids = await until("container process", lambda: pgrep(f"{marker}-survivor"))
     assert len(pids) == 1
 
+    old_port = (await c.get(core_pb2.Node, NODE)).status.daemon_endpoints.kubelet_endpoint.port
     procs.agent.kill()
     await asyncio.sleep(1.0)
     assert pgrep(f"{marker}-survivor") == pids, "the container died with its agent"
 
     procs.agent.start()  # same data dir
-    await until("node Ready again", lambda: node_ready(c), logs=(procs.agent,))
+
+    async def new_agent_ready() -> bool:
+        # the restarted agent has posted its status (its own port), not the old one's
+        node = await c.get(core_pb2.Node, NODE)
+        return bool(node.status.daemon_endpoints.kubelet_endpoint.port != old_port
+                    and await node_ready(c))
+
+    await until("node Ready again", new_agent_ready, logs=(procs.agent,))
 
     async def adopted() -> Any:
         p = await get_pod(c, "survivor")
