@@ -255,10 +255,16 @@ async def test_recreated_daemonset_adopts_its_pods_and_revisions(api: Cluster) -
     revs = await revisions(c, "again")
     await c.delete(apps_pb2.DaemonSet, "again", "default", propagation_policy="Orphan")
 
-    async def orphaned() -> bool:
-        return all(not p.metadata.owner_references for p in await live(c, "again"))
+    async def gone() -> bool:
+        # the orphan finalizer holds the old DaemonSet until its dependents are released
+        try:
+            await c.get(apps_pb2.DaemonSet, "again", "default")
+        except errors.NotFound:
+            return True
+        return False
 
-    await eventually(orphaned)
+    await eventually(gone, "the old DaemonSet released by the garbage collector")
+    assert all(not p.metadata.owner_references for p in await live(c, "again"))
     created = await c.create(daemon_set("again"))
 
     async def adopted() -> bool:

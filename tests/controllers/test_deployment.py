@@ -254,9 +254,13 @@ async def test_a_stalled_rollout_exceeds_its_progress_deadline(cluster: Cluster)
     # still serving: the old pods were kept (maxUnavailable 0)
     assert d.status.available_replicas == 2
     assert condition(d, du.AVAILABLE) == ("True", du.MIN_REPLICAS_AVAILABLE)
-    events = (await c.list(core_pb2.Event, NS)).items
-    assert any(e.reason == deployutil.TIMED_OUT and e.involved_object.name == "stall"
-               for e in events)
+
+    async def warned() -> bool:
+        # the recorder writes Events from its own task, after the status write
+        return any(e.reason == deployutil.TIMED_OUT and e.involved_object.name == "stall"
+                   for e in (await c.list(core_pb2.Event, NS)).items)
+
+    await eventually(warned, "a ProgressDeadlineExceeded event")
 
 
 async def test_rollover_and_revision_history_limit(cluster: Cluster) -> None:

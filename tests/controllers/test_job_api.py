@@ -233,10 +233,14 @@ async def test_suspend_and_resume(jobs: Cluster) -> None:
     assert await pods_of(c, "sus") == []
     await c.patch(batch_pb2.Job, "sus", {"spec": {"suspend": False}}, "default")
     await eventually(lambda: count_active(c, "sus", 2))
-    j = await get_job(c, "sus")
-    cond = condition(j, ju.SUSPENDED)
-    assert cond is not None and (cond.status, cond.reason) == ("False", "JobResumed")
-    assert j.status.HasField("start_time")
+
+    async def resumed() -> bool:
+        # the controller creates the pods before its status write flips the condition
+        cond = condition(await get_job(c, "sus"), ju.SUSPENDED)
+        return cond is not None and (cond.status, cond.reason) == ("False", "JobResumed")
+
+    await eventually(resumed)
+    assert (await get_job(c, "sus")).status.HasField("start_time")
     # suspending again deletes the running pods, which are not failures
     await c.patch(batch_pb2.Job, "sus", {"spec": {"suspend": True}}, "default")
     await eventually(lambda: count_active(c, "sus", 0))
