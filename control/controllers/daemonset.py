@@ -34,7 +34,6 @@ expectations and enqueue keys.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import TYPE_CHECKING
 
@@ -46,13 +45,13 @@ from control.api.podutil import controller_of, is_pod_ready
 from control.client.client import ApiClient
 from control.controllers import daemonset_util as dsu
 from control.controllers import deployment_util as du
+from control.controllers.podbatch import PodBatches
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
     controller_uid_index,
     owner_reference,
 )
-from control.controllers.replicaset import slow_start_batches
 from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.controller import Controller, Result
 from control.runtime.events import WARNING
@@ -95,13 +94,13 @@ class DaemonSetController:
         self._clock = ctx.clock
         self._log = log.bind(controller=NAME)
         self.expectations = ControllerExpectations(ctx.clock)
-        self._deleting: dict[str, set[str]] = {}
         self._failed_policy = failed_pod_backoff
         # (daemonset key, node) -> backoff and the monotonic time it ends: a node whose
         # daemon pods keep failing (a kubelet rejecting them) is not fought in a hot loop
         self._failed: dict[tuple[str, str], tuple[BackoffState, float]] = {}
         self.recorder = ctx.events.new_recorder("daemonset-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
+        self.batches = PodBatches(self.pod_control, self.expectations)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
         index = {NAMESPACE_INDEX: namespace_index, CONTROLLER_UID_INDEX: controller_uid_index}
         self._sets = ctx.informers.informer(apps_pb2.DaemonSet,
@@ -129,8 +128,7 @@ class DaemonSetController:
 
     def _set_deleted(self, ds: DaemonSet) -> None:
         key = meta_namespace_key(ds)
-        self.expectations.delete(key)
-        self._deleting.pop(key, None)
+        self.batches.forget(key)
         for k in [k for k in self._failed if k[0] == key]:
             del self._failed[k]
 
@@ -171,7 +169,7 @@ class DaemonSetController:
         if key is not None:
             if new.metadata.HasField("deletion_timestamp") and not old.metadata.HasField(
                     "deletion_timestamp"):
-                self._deletion_seen(key, new)
+                self.batches.deletion_seen(key, new)
             self.controller.enqueue(key)
             ds = self._sets.indexer.get(key)
             if (ds is not None and ds.spec.min_ready_seconds > 0 and not is_pod_ready(old)
@@ -185,17 +183,11 @@ class DaemonSetController:
             for k in self._selecting(new):
                 self.controller.enqueue(k)
 
-    def _deletion_seen(self, key: str, pod: core_pb2.Pod) -> None:
-        uids = self._deleting.get(key)
-        if uids is not None and pod.metadata.uid in uids:
-            uids.discard(pod.metadata.uid)
-            self.expectations.deletion_observed(key)
-
     def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is None:
             return
-        self._deletion_seen(key, pod)
+        self.batches.deletion_seen(key, pod)
         self.controller.enqueue(key)
 
     # -- reconcile -------------------------------------------------------------------------
@@ -203,8 +195,7 @@ class DaemonSetController:
     async def reconcile(self, key: str) -> Result | None:
         ds = self._sets.indexer.get(key)
         if ds is None:
-            self.expectations.delete(key)
-            self._deleting.pop(key, None)
+            self.batches.forget(key)
             return None
         if ds.metadata.HasField("deletion_timestamp"):
             return None
@@ -447,45 +438,12 @@ class DaemonSetController:
         return surge, unavailable
 
     async def _create(self, key: str, ds: DaemonSet, node_names: list[str], hash_: str) -> None:
-        if not node_names:
-            return
         base = dsu.daemon_template(ds.spec.template, hash_)
-        self.expectations.expect_creations(key, len(node_names))
-        done = 0
-        for size in slow_start_batches(len(node_names)):
-            batch = node_names[done:done + size]
-            results = await asyncio.gather(
-                *(self.pod_control.create_pod(dsu.pin_to_node(base, n), ds) for n in batch),
-                return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            for exc in failures:
-                if not isinstance(exc, Exception):
-                    raise exc
-                self.expectations.creation_observed(key)
-            done += size
-            if failures:
-                if len(node_names) - done:
-                    self.expectations.lower_expectations(key, len(node_names) - done, 0)
-                raise failures[0]
+        await self.batches.create(key, ds, [(dsu.pin_to_node(base, n), None)
+                                            for n in node_names])
 
     async def _delete(self, key: str, ds: DaemonSet, victims: list[core_pb2.Pod]) -> None:
-        if not victims:
-            return
-        uids = {p.metadata.uid for p in victims}
-        self._deleting.setdefault(key, set()).update(uids)
-        self.expectations.raise_expectations(key, 0, len(uids))
-        results = await asyncio.gather(*(self.pod_control.delete_pod(p, ds) for p in victims),
-                                       return_exceptions=True)
-        first: Exception | None = None
-        for pod, res in zip(victims, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                self._deleting[key].discard(pod.metadata.uid)
-                self.expectations.deletion_observed(key)
-                first = first or res
-        if first is not None:
-            raise first
+        await self.batches.delete(key, ds, victims)
 
     async def _write_status(self, ds: DaemonSet, c: dsu.Counts) -> None:
         status = apps_pb2.DaemonSetStatus()

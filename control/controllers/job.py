@@ -57,12 +57,13 @@ from control.api.timeutil import time_at
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
 from control.controllers import job_util as ju
+from control.controllers.podbatch import PodBatches
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
     controller_uid_index,
 )
-from control.controllers.replicaset import pods_to_delete, slow_start_batches
+from control.controllers.replicaset import pods_to_delete
 from control.runtime.controller import Controller, Result
 from control.runtime.events import NORMAL, WARNING
 from control.runtime.expectations import ControllerExpectations
@@ -104,14 +105,13 @@ class JobController:
         self._backoff = (pod_backoff, max_pod_backoff)
         self._log = log.bind(controller=NAME)
         self.expectations = ControllerExpectations(ctx.clock)
-        # job key -> uids of pods we deleted and have not yet seen go
-        self._deleting: dict[str, set[str]] = {}
         # job key -> uids of pods we deleted on purpose (not failures)
         self._deleted_by_us: dict[str, set[str]] = {}
         # job key -> uids whose finalizer removal we issued and have not yet observed
         self._finalizing: dict[str, set[str]] = {}
         self.recorder = ctx.events.new_recorder("job-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
+        self.batches = PodBatches(self.pod_control, self.expectations)
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
         self._jobs = ctx.informers.informer(batch_pb2.Job,
                                             indexers={NAMESPACE_INDEX: namespace_index})
@@ -138,8 +138,7 @@ class JobController:
                 self.controller.enqueue(_POD_KEY + meta_namespace_key(pod))
 
     def _forget(self, key: str) -> None:
-        self.expectations.delete(key)
-        self._deleting.pop(key, None)
+        self.batches.forget(key)
         self._deleted_by_us.pop(key, None)
         self._finalizing.pop(key, None)
 
@@ -188,7 +187,7 @@ class JobController:
             self._observe(key, new)
             if new.metadata.HasField("deletion_timestamp") and not old.metadata.HasField(
                     "deletion_timestamp"):
-                self._deletion_seen(key, new)
+                self.batches.deletion_seen(key, new)
             self.controller.enqueue(key)
             return
         if ju.has_tracking_finalizer(new) and controller_of(new) is not None:
@@ -197,17 +196,11 @@ class JobController:
             for k in self._jobs_selecting(new):
                 self.controller.enqueue(k)
 
-    def _deletion_seen(self, key: str, pod: core_pb2.Pod) -> None:
-        uids = self._deleting.get(key)
-        if uids is not None and pod.metadata.uid in uids:
-            uids.discard(pod.metadata.uid)
-            self.expectations.deletion_observed(key)
-
     def _pod_deleted(self, pod: core_pb2.Pod) -> None:
         key = self._resolve(pod)
         if key is None:
             return
-        self._deletion_seen(key, pod)
+        self.batches.deletion_seen(key, pod)
         uids = self._finalizing.get(key)
         if uids is not None:
             uids.discard(pod.metadata.uid)
@@ -361,50 +354,16 @@ class JobController:
 
     # -- pod writes ------------------------------------------------------------------------
 
-    async def create_pods(self, key: str, job: batch_pb2.Job, plan: list[tuple[int | None,
-                          int]]) -> None:
-        """Create one pod per (index, failure count) in slow-start batches."""
-        if not plan:
-            return
-        self.expectations.expect_creations(key, len(plan))
-        done = 0
-        for size in slow_start_batches(len(plan)):
-            batch = plan[done:done + size]
-            results = await asyncio.gather(
-                *(self.pod_control.create_pod(
-                    ju.pod_template(job, ix, count), job,
-                    f"{job.metadata.name}-{ix}-" if ix is not None else None)
-                  for ix, count in batch), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            for exc in failures:
-                if not isinstance(exc, Exception):
-                    raise exc
-                self.expectations.creation_observed(key)
-            done += size
-            if failures:
-                if len(plan) - done:
-                    self.expectations.lower_expectations(key, len(plan) - done, 0)
-                raise failures[0]
+    async def create_pods(self, key: str, job: batch_pb2.Job,
+                          plan: list[tuple[int | None, int]]) -> None:
+        """Create one pod per (index, failure count); Indexed pods are ``<job>-<i>-``."""
+        await self.batches.create(key, job, [
+            (ju.pod_template(job, ix, count),
+             f"{job.metadata.name}-{ix}-" if ix is not None else None) for ix, count in plan])
 
     async def delete_pods(self, key: str, job: batch_pb2.Job, victims: list[core_pb2.Pod]) -> None:
-        if not victims:
-            return
-        uids = {p.metadata.uid for p in victims}
-        self._deleting.setdefault(key, set()).update(uids)
-        self._deleted_by_us.setdefault(key, set()).update(uids)
-        self.expectations.raise_expectations(key, 0, len(victims))
-        results = await asyncio.gather(*(self.pod_control.delete_pod(p, job) for p in victims),
-                                       return_exceptions=True)
-        first: Exception | None = None
-        for pod, res in zip(victims, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                self._deleting[key].discard(pod.metadata.uid)
-                self.expectations.deletion_observed(key)
-                first = first or res
-        if first is not None:
-            raise first
+        self._deleted_by_us.setdefault(key, set()).update(p.metadata.uid for p in victims)
+        await self.batches.delete(key, job, victims)
 
     def deleted_by_us(self, key: str) -> set[str]:
         return self._deleted_by_us.get(key, set())
