@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -315,25 +316,31 @@ async def test_listings_are_cached_but_follow_the_files(runtime: ProcessRuntime,
 
 
 EXEC_UNDER_GRPC = """
-import asyncio, sys, uuid
+import asyncio, sys
 import grpc.aio, uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent.runtime.interface import ContainerConfig, SandboxConfig
 from agent.runtime.process import ProcessRuntime
 
-async def traffic():
+async def traffic(stop):
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    stub = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
-    while True:
-        await asyncio.gather(*(stub.Check(health_pb2.HealthCheckRequest()) for _ in range(20)))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        # gRPC's threads busy, paced so that the traffic does not starve the execs
+        while not stop.is_set():
+            await asyncio.gather(*(stub.Check(health_pb2.HealthCheckRequest())
+                                   for _ in range(20)))
+            await asyncio.sleep(0.005)
+    await server.stop(None)
 
-async def main(root):
-    t = asyncio.ensure_future(traffic())
+async def main(root, name):
+    stop = asyncio.Event()
+    t = asyncio.ensure_future(traffic(stop))
     await asyncio.sleep(0.3)
-    rt = ProcessRuntime(root, "flotilla/test-" + uuid.uuid4().hex[:8], isolate=False)
+    rt = ProcessRuntime(root, name, isolate=False)
     sid = await rt.run_pod_sandbox(SandboxConfig(pod_uid="u", namespace="d", name="p",
                                                  hostname="p", pod_dir=root + "/pod"))
     cid = await rt.create_container(sid, ContainerConfig(
@@ -342,20 +349,25 @@ async def main(root):
     sem = asyncio.Semaphore(4)
     async def one(i):
         async with sem:
-            if i % 2:
-                r = await rt.exec_sync(cid, ["sh", "-c", "echo ok"], 10)
-                return r.exit_code, r.stdout
-            s = await rt.exec(cid, ["sh", "-c", "echo ok"], stdin=False, tty=False)
-            out = b"".join([d async for _, d in s.output()])
-            return await s.wait(), out
+            try:
+                async with asyncio.timeout(30):  # one hung exec is named, not a test timeout
+                    if i % 2:
+                        r = await rt.exec_sync(cid, ["sh", "-c", "echo ok"], 10)
+                        return r.exit_code, r.stdout
+                    s = await rt.exec(cid, ["sh", "-c", "echo ok"], stdin=False, tty=False)
+                    out = b"".join([d async for _, d in s.output()])
+                    return await s.wait(), out
+            except TimeoutError:
+                return "hung", i
     results = await asyncio.gather(*(one(i) for i in range(60)))
     await rt.remove_container(cid)
     await rt.remove_pod_sandbox(sid)
-    t.cancel()
+    stop.set()
+    await t
     bad = [r for r in results if r != (0, b"ok\\n")]
     print("BAD", len(bad), bad[:3], flush=True)
 
-uvloop.run(main(sys.argv[1]))
+uvloop.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
@@ -364,9 +376,17 @@ async def test_exec_under_uvloop_with_grpc_traffic(tmp_path: Path) -> None:
     fork used to die of SIGSEGV before running (exit 139, no output, ~1 in 10)."""
     pytest.importorskip("uvloop")
     pytest.importorskip("grpc_health")
+    name = f"flotilla/test-{uuid.uuid4().hex[:8]}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", EXEC_UNDER_GRPC, str(tmp_path), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        sys.executable, "-c", EXEC_UNDER_GRPC, str(tmp_path), name, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "GRPC_VERBOSITY": "ERROR"})
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # the container's monitor left the script's session: remove what the script left
+        await cleanup(ProcessRuntime(tmp_path, name, isolate=False))
     assert b"BAD 0 " in out, out.decode()
