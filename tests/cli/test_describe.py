@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from control.api import convert, kinds
-from control.api.timeutil import parse_rfc3339_parts
+from control.api import kinds
 from control.cli import describe
 from control.cli.printers import tabwrite
+from tests.support.describe import NOW, lines, obj
 
-NOW = float(parse_rfc3339_parts("2024-01-01T12:00:00Z")[0])
 CREATED = "2024-01-01T11:00:00Z"
 
 
@@ -26,10 +25,6 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     monkeypatch.undo()
     time.tzset()
-
-
-def obj(kind: str, data: dict[str, Any]) -> Message:
-    return convert.from_dict(data, kinds.by_kind(kind).message())
 
 
 def event(reason: str, message: str, count: int = 1, type_: str = "Normal") -> Message:
@@ -128,10 +123,6 @@ POD = obj(
         },
     },
 )
-
-
-def lines(text: str) -> list[str]:
-    return [line.rstrip() for line in text.splitlines()]
 
 
 def test_describe_pod() -> None:

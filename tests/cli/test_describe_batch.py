@@ -6,7 +6,7 @@ from typing import Any
 
 from control.api import kinds
 from control.cli import describe
-from tests.cli.test_describe import NOW, lines, obj
+from tests.support.describe import NOW, lines, obj
 
 TEMPLATE = {"spec": {"restartPolicy": "Never",
                      "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from control.cli.main import main
 from tests.conftest import Cluster
 from tests.images import builder as b
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="image layers need mknod (root)")
+pytestmark = pytest.mark.root(reason="image layers need mknod")
 
 
 def run(*argv: str) -> tuple[int, str, str]:

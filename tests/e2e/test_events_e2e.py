@@ -18,9 +18,9 @@ from control.api import convert, kinds
 from control.api.pb import core_pb2
 from control.cli import describe
 from tests.conftest import Cluster
-from tests.runtime.test_metrics_http import http_get
 from tests.support import eventually
 from tests.support.agents import NODE, pod, stop_agent_and_pods, wait_pod
+from tests.support.http import http_get
 
 
 async def kubelet_events(cluster: Cluster, name: str, reason: str,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from tests.support import eventually
 from tests.support.agents import stop_agent_and_pods
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts need root"),
+    pytest.mark.root(reason="overlay mounts"),
     pytest.mark.skipif(not reg.available(), reason="Debian's docker-registry is missing"),
 ]
 NODE = "img-node"

@@ -3,57 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from control.runtime.clock import FakeClock
-from control.runtime.controller import Controller, Reconciler, Result, TerminalError
-from control.runtime.ratelimit import ItemExponentialFailureRateLimiter
-from control.runtime.workqueue import WorkQueue
+from control.runtime.controller import Controller, Result, TerminalError
 from tests.runtime.fakes import settle
 from tests.support import eventually
-
-
-class Harness:
-    def __init__(self, reconcile: Reconciler, workers: int = 1) -> None:
-        self.clock = FakeClock()
-        self.queue = WorkQueue[str](
-            "test",
-            clock=self.clock,
-            rate_limiter=ItemExponentialFailureRateLimiter[str](1.0, 100.0),
-        )
-        self.controller = Controller(
-            "test", reconcile, workers=workers, queue=self.queue, clock=self.clock
-        )
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Harness:
-        self.task = asyncio.create_task(self.controller.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, 5)
-
-
-def recording(
-    outcomes: list[Callable[[], Result | None]],
-) -> tuple[Reconciler, list[str]]:
-    calls: list[str] = []
-
-    async def reconcile(key: str) -> Result | None:
-        calls.append(key)
-        outcome = outcomes.pop(0) if outcomes else (lambda: None)
-        return outcome()
-
-    return reconcile, calls
-
-
-def fail() -> Result | None:
-    raise RuntimeError("transient")
+from tests.support.controller_harness import Harness, fail, recording
 
 
 def terminal() -> Result | None:

@@ -13,9 +13,9 @@ from control.runtime.metrics import Registry
 from control.runtime.workqueue import WorkQueue, WorkQueueMetrics
 from tests.conftest import running_cluster
 from tests.runtime.fakes import settle
-from tests.runtime.test_controller import Harness, fail, recording
-from tests.runtime.test_metrics_http import http_get
 from tests.support import eventually
+from tests.support.controller_harness import Harness, fail, recording
+from tests.support.http import http_get
 from tests.support.objects import cm
 
 

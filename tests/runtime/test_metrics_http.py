@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from control.runtime.metrics_http import MetricsServer
 from tests.conftest import running_cluster
-
-
-async def http_get(port: int, path: str) -> tuple[str, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    async with asyncio.timeout(5):
-        raw = (await reader.read()).decode()
-    writer.close()
-    head, _, body = raw.partition("\r\n\r\n")
-    return head.split("\r\n", 1)[0], body
+from tests.support.http import http_get
 
 
 async def test_serves_what_its_sources_render() -> None:
