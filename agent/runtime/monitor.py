@@ -199,6 +199,46 @@ def _exec_program(spec: dict[str, Any], argv: Sequence[str]) -> NoReturn:
     os.execvpe(argv[0], list(argv), env)
 
 
+# Signals a PID-1 init passes on to the program it started.
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+
+
+def _run_as_init(spec: dict[str, Any], errpipe: int) -> NoReturn:
+    """Stay as the container's PID 1 (docker's ``--init``): fork the program, pass it the
+    signals we get, reap every orphan the namespace hands us, and exit as the program did
+    (128 + signal when a signal ended it). The program, not PID 1, then gets the default
+    action of SIGTERM (a bare ``sleep`` stops)."""
+    child = os.fork()
+    if child == 0:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        _exec_program(spec, spec["argv"])
+    # Keep only stdin/out/err: the program's copy of ``errpipe`` reports a failed exec, and
+    # what exec would have closed (the monitor's sync pipe, spare pipe ends) must not stay
+    # open in a PID 1 that never execs.
+    del errpipe
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == child:
+            if os.WIFSIGNALED(status):
+                os._exit(128 + os.WTERMSIG(status))
+            os._exit(os.WEXITSTATUS(status))
+
+
 def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int) -> NoReturn:
     """Runs in the forked child; never returns. Any failure goes to ``errpipe`` (closed
     on exec by O_CLOEXEC, so EOF without data means the program is running)."""
@@ -240,6 +280,8 @@ def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int)
         step = f"changing to working directory {spec.get('working_dir') or '/'!r}"
         os.chdir(spec.get("working_dir") or "/")
         step = f"exec {spec['argv'][0]!r}"
+        if spec.get("init"):
+            _run_as_init(spec, errpipe)
         _exec_program(spec, spec["argv"])
     except BaseException as e:
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -85,6 +85,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_MAX_FILES = 4
 _POLL = 0.02
+# A pod annotated so gets a small init as each container's PID 1 (off by default, as in
+# Kubernetes): ``sleep`` and other programs without signal handlers then stop on SIGTERM.
+INIT_ANNOTATION = "flotilla.io/init"
 # Exit code reported when a monitor died without recording the container's status.
 LOST_EXIT_CODE = 255
 
@@ -445,6 +448,9 @@ class ProcessRuntime:
             "log_max_bytes": self.log_max_bytes, "log_max_files": self.log_max_files,
             "termination_message_path": config.termination_message_path,
             "isolate": self.isolate, "hostname": sandbox["hostname"],
+            # a small init as PID 1 (reaps, passes signals on), when the pod asks for it
+            "init": self.isolate and (sandbox.get("annotations") or {}).get(INIT_ANNOTATION)
+            == "true",
             "netns": sandbox.get("netns") or "",
             "resources": {
                 "cpu_quota_millis": config.resources.cpu_quota_millis,

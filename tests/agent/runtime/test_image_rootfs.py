@@ -5,6 +5,7 @@ sandbox, the image's user resolved in its /etc/passwd. Needs root."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.support.process_runtime import (
     run,
     sandbox,
     wait_exited,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.root(reason="overlay mounts need root")
@@ -186,3 +188,23 @@ async def test_exec_sees_the_image(
     assert result.exit_code == 0, result.stderr
     assert result.stdout.decode().split() == ["new", "no-usr"]
     await runtime.stop_container(cid, 1)
+
+
+@pytest.mark.parametrize("init", [False, True])
+async def test_optional_init(runtime: ProcessRuntime, tmp_path: Path, layers: list[str],
+                             init: bool) -> None:
+    annotations = {"flotilla.io/init": "true"} if init else {}
+    sid = await sandbox(runtime, tmp_path, annotations=annotations)
+    cid = await run(runtime, sid, ["sh", "-c", "echo $$; exec sleep 30"], tmp_path,
+                    rootfs_layers=layers)
+    await wait_for_log(tmp_path / "logs" / "c" / "0.log", "1" if not init else "2")
+    start = time.monotonic()
+    await runtime.stop_container(cid, 3)
+    took = time.monotonic() - start
+    st = await runtime.container_status(cid)
+    if init:
+        # sleep is not PID 1: SIGTERM's default action stops it at once; init reports it
+        assert stdout(tmp_path) == ["2"] and st.exit_code == 143 and took < 2
+    else:
+        # sleep as PID 1 ignores SIGTERM: killed after the grace period
+        assert stdout(tmp_path) == ["1"] and st.exit_code == 137 and took >= 3
