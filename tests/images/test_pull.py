@@ -345,3 +345,18 @@ async def test_removal_during_a_pull_keeps_the_pulls_content(
     finally:
         gate.set()
         await svc.aclose()
+
+
+async def test_manifest_not_matching_its_digest_refused(
+    tmp_path: Path, registry: reg.Registry, service: LocalImageService
+) -> None:
+    image = _busybox()
+    pusher = b.Pusher(registry.url)
+    pusher.image("app", "v1", image)
+    pusher.close()
+    hexd = image.manifest.digest[7:]
+    data = tmp_path / "registry/storage/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    data.write_bytes(data.read_bytes().replace(b'"schemaVersion": 2', b'"schemaVersion":  2'))
+    with pytest.raises(DigestMismatch, match="served content hashing to"):
+        await service.pull(f"{registry.host}/app@{image.manifest.digest}")
+    assert await service.list_images() == []
