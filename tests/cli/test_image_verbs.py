@@ -90,11 +90,13 @@ async def test_images_of_a_node(cluster: Cluster) -> None:
     )
     await cluster.client.update_status(node)
     code, out, err = await asyncio.to_thread(
-        run, "--server", cluster.address, "images", "--node", "n1"
+        run, "--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"),
+        "images", "--node", "n1"
     )
     assert code == 0, err
     assert out.splitlines()[1].split() == ["docker.io/library/web:1", digest[:19], "2.5MB"]
     code, _, err = await asyncio.to_thread(
-        run, "--server", cluster.address, "images", "--node", "absent"
+        run, "--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"),
+        "images", "--node", "absent"
     )
     assert code == 1 and 'nodes "absent" not found' in err
