@@ -54,6 +54,8 @@ RESERVABLE = ("cpu", "memory", "ephemeral-storage")
 
 
 POD_NETWORK_MODES = ("auto", "bridge", "host")
+DEFAULT_CLUSTER_DNS = "10.96.0.10"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ class AgentOptions:
     pod_network: str = "host"
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
+    # pods' DNS: the cluster DNS' addresses (kube-dns' ClusterIP), the cluster domain and the
+    # node's resolv.conf (kubelet's --cluster-dns, --cluster-domain, --resolv-conf)
+    cluster_dns: list[str] = field(default_factory=lambda: [DEFAULT_CLUSTER_DNS])
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    resolv_conf: Path = Path("/etc/resolv.conf")
     # images: registries that stand in for others (domain -> hosts), hosts reached over
     # plain HTTP, the handler of pods naming no RuntimeClass, image GC's disk thresholds
     registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
@@ -164,6 +171,13 @@ class AgentOptions:
                 ipaddress.IPv4Network(cidr)
             except ValueError as e:
                 raise ValueError(f"{flag} {cidr!r}: {e}") from None
+        for ip in self.cluster_dns:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"--cluster-dns {ip!r}: not an IP address") from None
+        if errs := names.is_dns1123_subdomain(self.cluster_domain):
+            raise ValueError(f"--cluster-domain {self.cluster_domain!r}: {'; '.join(errs)}")
         if self.default_runtime_handler not in RUNTIME_HANDLERS:
             raise ValueError(f"--default-runtime-handler must be one of "
                              f"{', '.join(RUNTIME_HANDLERS)}")

@@ -158,6 +158,11 @@ class Agent:
         kopts.node_ip = status.node_ip
         kopts.allocatable = node_allocatable
         kopts.default_handler = opts.default_runtime_handler
+        kopts.cluster_domain = opts.cluster_domain
+        kopts.resolv_conf = opts.resolv_conf
+        # pods on the host's network cannot reach the cluster DNS' Service address (and a
+        # query to it there would leave the machine): they keep the host's resolvers
+        kopts.cluster_dns = list(opts.cluster_dns) if self.network is not None else None
         self.probes = ProbeManager(self.runtime, self.clock, recorder=recorder)
         volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
         self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,

@@ -100,6 +100,11 @@ class KubeletOptions:
     volume_refresh_period: float = 60.0
     # the runtime handler of pods that name no RuntimeClass ("image" or "host")
     default_handler: str = "host"
+    # pods' DNS (kubelet's --cluster-dns, --cluster-domain, --resolv-conf); None: no cluster
+    # DNS (pods on the host's network), ClusterFirst pods get the node's resolvers
+    cluster_dns: list[str] | None = None
+    cluster_domain: str = "cluster.local"
+    resolv_conf: Path = Path("/etc/resolv.conf")
 
 
 @runtime_checkable
@@ -147,7 +152,10 @@ class Kubelet:
                        host_ip=options.node_ip, allocatable=dict(options.allocatable),
                        minimum_grace=options.minimum_grace,
                        retry_period=options.retry_period,
-                       default_handler=options.default_handler),
+                       default_handler=options.default_handler,
+                       cluster_dns=options.cluster_dns,
+                       cluster_domain=options.cluster_domain,
+                       resolv_conf=options.resolv_conf),
             self.backoff, fetch=self._fetch, probes=probes, volumes=volumes,
             recorder=recorder,
             images=None if images is None else ImagePuller(

@@ -64,6 +64,7 @@ import structlog
 from agent.config import HOST_HANDLER, IMAGE_HANDLERS
 from agent.kubelet import container_spec, hooks
 from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
+from agent.kubelet.dns import parse_resolv_conf, pod_resolv_conf
 from agent.kubelet.images import ImagePuller, PullFailure
 from agent.kubelet.logs import LogOptions, read_logs
 from agent.kubelet.status import (
@@ -140,6 +141,12 @@ class SyncConfig:
     # how soon to retry a container whose config or creation failed
     retry_period: float = 10.0
     cluster_domain: str = "cluster.local"
+    # the cluster DNS servers pods with ClusterFirst use (kubelet's --cluster-dns); None:
+    # those pods get the host's resolvers (pods sharing the host's network cannot reach it)
+    cluster_dns: list[str] | None = None
+    # the node's resolv.conf (kubelet's --resolv-conf): dnsPolicy Default and the host's
+    # search domains
+    resolv_conf: Path = Path("/etc/resolv.conf")
     # the handler of pods that name no RuntimeClass: "image" runs containers in their
     # image, "host" on the host's filesystem
     default_handler: str = "host"
@@ -822,7 +829,25 @@ class PodSyncer:
             labels=dict(pod.metadata.labels), annotations=dict(pod.metadata.annotations),
             host_network=pod.spec.host_network,
             hosts_file=hosts_file(pod, _read_host_hosts()) if pod.spec.host_aliases else None,
+            resolv_conf=self._resolv_conf(pod),
             port_mappings=[] if pod.spec.host_network else port_mappings(pod))
+
+    def _resolv_conf(self, pod: core_pb2.Pod) -> str:
+        try:
+            host = parse_resolv_conf(self.config.resolv_conf.read_text())
+        except OSError as e:
+            # kubelet goes on with an empty host config too; say so on the pod
+            host = parse_resolv_conf("")
+            warnings = [("DNSConfigForming",
+                         f"reading {self.config.resolv_conf}: {e.strerror or e}")]
+        else:
+            warnings = []
+        conf, more = pod_resolv_conf(pod, host, self.config.cluster_dns,
+                                     self.config.cluster_domain)
+        if self.recorder is not None:
+            for reason, message in (*warnings, *more):
+                self.recorder.event(pod, WARNING, reason, message)
+        return conf.render()
 
     async def _setup_volumes(self, pod: core_pb2.Pod) -> dict[str, str]:
         if self.volumes is not None:

@@ -118,6 +118,16 @@ def register(sub: Any) -> None:
                         "(default %(default)s)")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", metavar="CIDR",
                    help="the cluster's pod range (never masqueraded; default %(default)s)")
+    p.add_argument("--cluster-dns", action="append", default=None, metavar="IP",
+                   help="the cluster DNS server pods with dnsPolicy ClusterFirst use; "
+                        f"repeatable (default {agent_config.DEFAULT_CLUSTER_DNS})")
+    p.add_argument("--cluster-domain", default=agent_config.DEFAULT_CLUSTER_DOMAIN,
+                   metavar="DOMAIN",
+                   help="the cluster's DNS domain, in pods' search paths (default "
+                        "%(default)s)")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH",
+                   help="the node's resolver configuration, for pods with dnsPolicy "
+                        "Default and the search domains of the others (default %(default)s)")
     p.add_argument("--service-cidr", default="10.96.0.0/12", metavar="CIDR",
                    help="the Service range (default %(default)s)")
     p.add_argument("--cleanup", action="store_true",
@@ -166,6 +176,9 @@ def options_from_args(args: argparse.Namespace, server: str,
         pod_network=args.pod_network,
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
+        cluster_dns=args.cluster_dns or [agent_config.DEFAULT_CLUSTER_DNS],
+        cluster_domain=args.cluster_domain,
+        resolv_conf=Path(args.resolv_conf),
         insecure_registries=list(args.insecure_registry),
         default_runtime_handler=args.default_runtime_handler,
         image_gc_high_threshold=args.image_gc_high_threshold,
