@@ -120,9 +120,14 @@ async def test_allow_forbid_replace(api: Cluster) -> None:
             await eventually(ticking(lambda name=name: has_jobs(c, name, 1)))  # type: ignore[misc]
         first = {n: (await jobs_of(c, n))[0] for n in ("allow", "forbid", "replace")}
         scheduled = int(first["allow"].metadata.name.rpartition("-")[2]) * 60
-        cj = await c.get(batch_pb2.CronJob, "allow", "default")
-        assert cj.status.last_schedule_time.seconds == scheduled
-        assert [r.name for r in cj.status.active] == [first["allow"].metadata.name]
+
+        async def recorded() -> bool:
+            # the Job exists before the CronJob's status write records it
+            cj = await c.get(batch_pb2.CronJob, "allow", "default")
+            return bool(cj.status.last_schedule_time.seconds == scheduled
+                        and [r.name for r in cj.status.active] == [first["allow"].metadata.name])
+
+        await eventually(ticking(recorded))
         assert first["allow"].metadata.annotations[
             "batch.kubernetes.io/cronjob-scheduled-timestamp"].endswith("+00:00")
 
