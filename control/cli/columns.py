@@ -758,6 +758,26 @@ def _lease_row(lease: Obj, now: float, wide: bool) -> list[str]:
     return [_name(lease), _s(lease, "spec", "holderIdentity"), _age(lease, now)]
 
 
+def _csr_row(csr: Obj, now: float, wide: bool) -> list[str]:
+    """kubectl's CSR columns: the condition is Approved/Denied/Failed (joined with
+    Issued once a certificate is there), else Pending."""
+    spec, status = _map(csr, "spec"), _map(csr, "status")
+    seconds = spec.get("expirationSeconds")
+    duration = "<none>" if seconds is None else _go_duration(int(seconds))
+    conds = [_s(c, "type") for c in _list(status, "conditions") if _s(c, "status") == "True"]
+    if status.get("certificate"):
+        conds.append("Issued")
+    return [_name(csr), _age(csr, now), _s(spec, "signerName"), _s(spec, "username"),
+            duration, ",".join(conds) or "Pending"]
+
+
+def _go_duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + \
+        (f"{secs}s" if secs or not (hours or minutes) else "")
+
+
 def _binding_row(b: Obj, now: float, wide: bool) -> list[str]:
     ref = _map(b, "roleRef")
     cells = [_name(b), f"{_s(ref, 'kind')}/{_s(ref, 'name')}", _age(b, now)]
@@ -881,6 +901,8 @@ _BY_KIND: dict[str, TableColumns] = {
     "ResourceQuota": _c("NAME|AGE|REQUEST|LIMIT", _resourcequota_row),
     "LimitRange": _c("NAME|CREATED AT", _created_at),
     "Lease": _c("NAME|HOLDER|AGE", _lease_row),
+    "CertificateSigningRequest": _c(
+        "NAME|AGE|SIGNERNAME|REQUESTOR|REQUESTEDDURATION|CONDITION", _csr_row),
     "Role": _c("NAME|CREATED AT", _created_at),
     "ClusterRole": _c("NAME|CREATED AT", _created_at),
     "RoleBinding": _c("NAME|ROLE|AGE", _binding_row, "USERS|GROUPS|SERVICEACCOUNTS"),

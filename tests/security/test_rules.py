@@ -201,3 +201,25 @@ def test_serving_names_and_advertised_host() -> None:
             "kubernetes.default.svc.cluster.local", "extra.example.com"} <= set(names)
     assert advertised_host("10.1.2.3") == "10.1.2.3"
     assert advertised_host("0.0.0.0") not in ("0.0.0.0", "")
+
+
+@pytest.mark.parametrize(("status", "seconds", "condition", "duration"), [
+    ({}, None, "Pending", "<none>"),
+    ({"conditions": [{"type": "Approved", "status": "True"}]}, 3600, "Approved", "1h"),
+    ({"conditions": [{"type": "Approved", "status": "True"}], "certificate": "eA=="}, 5400,
+     "Approved,Issued", "1h30m"),
+    ({"conditions": [{"type": "Denied", "status": "True"}]}, 600, "Denied", "10m"),
+])
+def test_csr_table_row(status: dict[str, Any], seconds: int | None, condition: str,
+                       duration: str) -> None:
+    from control.cli.columns import columns_for, header_for
+
+    spec: dict[str, Any] = {"signerName": KUBELET_CLIENT_SIGNER, "username": "system:node:n1"}
+    if seconds is not None:
+        spec["expirationSeconds"] = seconds
+    obj = {"metadata": {"name": "c1"}, "spec": spec, "status": status}
+    assert header_for("CertificateSigningRequest", False) == [
+        "NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"]
+    row = columns_for("CertificateSigningRequest").row(obj, 0.0, False)
+    assert row[0] == "c1" and row[2:] == [KUBELET_CLIENT_SIGNER, "system:node:n1", duration,
+                                          condition]
