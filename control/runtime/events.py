@@ -1,9 +1,10 @@
 """Events: core/v1 Events about objects, aggregated and written as client-go's recorder does.
 
 Every component (controllers, the scheduler, the kubelet) tells users what it did and what
-failed through Events. An ``EventBroadcaster`` is the one writer of a process; each component
-takes an ``EventRecorder`` from it (``broadcaster.new_recorder(component, host)``) that
-stamps its source. ``recorder.event(obj, type, reason, message)`` is synchronous and cheap:
+failed through Events. An ``EventBroadcaster`` is the one Event writer of a component's
+wiring (the controller manager, the scheduler, an agent); each part takes an
+``EventRecorder`` from it (``broadcaster.new_recorder(component, host)``) that stamps its
+source. ``recorder.event(obj, type, reason, message)`` is synchronous and cheap:
 it never awaits and never raises, so no reconcile, bind or pod sync ever waits for a report.
 
 Recording only notes the occurrence in a bounded table of raw Events (a repeat of one still
@@ -26,11 +27,11 @@ in its broadcaster, not in the caller), with the times it was recorded at:
 The correlator's verdicts wait in a second table keyed by the deduplicated Event: a repeat
 of one still waiting only updates it in memory, so a burst costs one write. When
 ``max_pending`` distinct Events wait (both tables), new ones are dropped and counted
-(``dropped``; ``on_drop``): client-go's broadcaster drops rather than slow its caller too, and an Event is
-advice to a human, not state anyone reconciles on. The bound (10,000, ~3 MB) holds a
-10,000-pod scheduling burst's Scheduled Events, drained after the burst.
+(``dropped``; ``on_drop``): client-go's broadcaster drops rather than slow its caller
+too, and an Event is advice to a human, not state anyone reconciles on. The bound (10,000,
+~3 MB) holds a 10,000-pod scheduling burst's Scheduled Events, drained after the burst.
 
-``run()`` is the one writer task of the process (supervise it); it keeps up to ``writers``
+``run()`` is the broadcaster's one writer task (supervise it); it keeps up to ``writers``
 writes in flight, few on purpose: each Event write costs the API server about what a bind
 does. One deduplicated Event is written by one write at a time, so a repeat never patches
 an Event whose create is still in flight. If the patched Event has expired (Events have a
@@ -278,7 +279,7 @@ class _Pending:
 
 
 class EventBroadcaster:
-    """The one Event writer of a process; see the module docstring."""
+    """The one Event writer of a component's wiring; see the module docstring."""
 
     def __init__(self, client: EventSink, *, clock: Clock | None = None,
                  correlator: EventCorrelator | None = None,
