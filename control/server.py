@@ -34,10 +34,20 @@ from control.apiserver.certs import (
     host_addresses,
     join_host_port,
 )
+from control.apiserver.kubernetes_service import (
+    KubernetesServiceKeeper,
+    check_advertise_address,
+    default_advertise_address,
+)
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
 from control.apiserver.service import SERVICE_NAME, ApiService
+from control.apiserver.service_alloc import (
+    DEFAULT_NODE_PORT_RANGE,
+    DEFAULT_SERVICE_CIDR,
+    ServiceAllocator,
+)
 from control.apiserver.watchcache import WatchCache
 from control.client import pki, tokens
 from control.client.channel import SERVER_OPTIONS, add_secure_port
@@ -53,6 +63,8 @@ from control.store.sqlite import SqliteStore
 log = structlog.get_logger(component="server")
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# how often the allocation bitmaps are checked against the Services (Kubernetes: 3 minutes)
+SERVICE_REPAIR_INTERVAL = 180.0
 
 
 @dataclass
@@ -104,6 +116,11 @@ class ServerOptions:
     # DefaultTolerationSeconds admission
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # Services: the virtual IP range, the node port range, and the address pods reach the
+    # apiserver at (the kubernetes Service's endpoint; None: this machine's InternalIP)
+    service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
+    service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
+    advertise_address: str | None = None
 
     def node_lifecycle(self) -> NodeLifecycleOptions:
         return NodeLifecycleOptions(
@@ -137,6 +154,7 @@ class ControlPlane:
         self.store: SqliteStore | None = None
         self.cache: WatchCache | None = None
         self.registry: Registry | None = None
+        self.kubernetes_service: KubernetesServiceKeeper | None = None
         self.controllers: ControllerManager | None = None
         self.scheduler: Any = None  # control.scheduler.scheduler.Scheduler when enabled
         # one metrics registry per component, all served at --metrics-listen
@@ -149,6 +167,11 @@ class ControlPlane:
     async def start(self) -> str:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
+        try:
+            advertise = (check_advertise_address(opts.advertise_address)
+                         if opts.advertise_address is not None else default_advertise_address())
+        except ValueError as e:
+            raise StartRefused(str(e)) from None
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         host = opts.listen.rpartition(":")[0].strip("[]")
         static_tokens = (authn.parse_token_file(opts.token_auth_file)
@@ -174,6 +197,15 @@ class ControlPlane:
             opts.default_not_ready_toleration_seconds)
         self.registry.admission.default_unreachable_toleration_seconds = (
             opts.default_unreachable_toleration_seconds)
+        try:
+            allocator = ServiceAllocator(self.store, opts.service_cluster_ip_range,
+                                         opts.service_node_port_range)
+        except ValueError as e:
+            await self.store.close()
+            raise StartRefused(f"--service-cluster-ip-range / --service-node-port-range: {e}"
+                               ) from None
+        self.registry.services = allocator
+        await allocator.repair(co.obj for co in self.cache.scan("services"))
 
         sup = self.supervisor
         cache, store = self.cache, self.store
@@ -183,6 +215,7 @@ class ControlPlane:
         sup.start("store-leases", store.run_lease_expiry)
         sup.start("store-maintenance", lambda: store.run_maintenance(
             opts.compaction_interval, opts.retain_revisions))
+        sup.start("service-allocation-repair", lambda: self._repair_loop(allocator))
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
@@ -231,6 +264,13 @@ class ControlPlane:
         await self._bootstrap()
         await self._publish_cluster_info(join_host_port(self.advertised, bound))
         await self._first_join_token()
+        if not advertise:
+            log.warning("this machine has no address pods can reach (no default route); the "
+                        "kubernetes Service gets no endpoint: give --advertise-address")
+        self.kubernetes_service = KubernetesServiceKeeper(
+            self.registry, allocator.ips.value(0), advertise, bound)
+        await self.kubernetes_service.sync()
+        sup.start("kubernetes-service", self.kubernetes_service.run)
         if "controllers" not in opts.disable:
             # A client of our own API like any other (the one rule of data flow).
             self.controllers = ControllerManager.connect(
@@ -355,6 +395,13 @@ class ControlPlane:
             except errors.AlreadyExists:
                 pass
 
+    async def _repair_loop(self, allocator: ServiceAllocator) -> None:
+        while True:
+            await asyncio.sleep(SERVICE_REPAIR_INTERVAL)
+            assert self.cache is not None
+            await self.cache.wait_fresh()
+            await allocator.repair(co.obj for co in self.cache.scan("services"))
+
     async def wait(self) -> None:
         await self._stopped.wait()
 
@@ -369,6 +416,8 @@ class ControlPlane:
         if self.controllers is not None:
             # first: they are API clients, and would only log the server going away
             await self.controllers.stop()
+        if self.kubernetes_service is not None:
+            await self.kubernetes_service.release()
         if self.cache is not None:
             self.cache.close_all()
         if self._server is not None:

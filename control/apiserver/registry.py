@@ -37,6 +37,7 @@ from control.api import fields as fieldsel
 from control.api import merge as mergepatch
 from control.api.timeutil import time_at
 from control.apiserver import admission, codec
+from control.apiserver.service_alloc import Claim, ServiceAllocator, held_ips, held_ports
 from control.apiserver.watchcache import CachedObject, WatchCache, Watcher, cached_object
 from control.store.interface import (
     Compacted,
@@ -154,6 +155,9 @@ class Registry:
         self.cache = cache
         self.now = now
         self.admission = admission.Admission(self)
+        # cluster IPs and node ports of Services (None: Services get none, as in tests of
+        # the bare object semantics)
+        self.services: ServiceAllocator | None = None
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -267,18 +271,51 @@ class Registry:
             self.admission.admit(info, obj, None)
             data = self._validated_bytes(info, obj, None)
             key = object_key(info, meta.namespace, meta.name)
+            if dry_run and self.cache.get(info.plural, key) is not None:
+                raise self._exists(info, meta.name)
+            claim = await self._allocate(info, obj, None, dry_run)
+            if claim is not None:
+                data = await self._revalidated(info, obj, None, claim)
             if dry_run:
-                if self.cache.get(info.plural, key) is not None:
-                    raise self._exists(info, meta.name)
                 return data
             try:
                 kv = await self.store.create(key, data, lease=await self.admission.lease_for(info))
             except KeyExists:
+                await self._revert(claim)
                 if generated and attempt < 7:
                     continue
                 raise self._exists(info, meta.name) from None
+            except BaseException:
+                await self._revert(claim)
+                raise
             return codec.with_revision(kv.value, kv.mod_revision)
         raise AssertionError("unreachable")
+
+    async def _allocate(self, info: kinds.KindInfo, obj: Any, old: Any,
+                        dry_run: bool) -> Claim | None:
+        """Cluster IPs and node ports a Service write needs (filled into ``obj``)."""
+        if info.plural != "services" or self.services is None:
+            return None
+        return await self.services.begin_update(obj, old, dry_run)
+
+    async def _revalidated(self, info: kinds.KindInfo, obj: Any, old: Any,
+                           claim: Claim) -> bytes:
+        """The bytes of ``obj`` with what was allocated filled in (checked again)."""
+        try:
+            return self._validated_bytes(info, obj, old)
+        except BaseException:
+            await claim.revert()
+            raise
+
+    @staticmethod
+    async def _revert(claim: Claim | None) -> None:
+        if claim is not None:
+            await claim.revert()
+
+    async def _released(self, info: kinds.KindInfo, obj: Any) -> None:
+        """A Service is gone from the store: what it held goes back."""
+        if info.plural == "services" and self.services is not None:
+            await self.services.release(held_ips(obj.spec), held_ports(obj.spec))
 
     @staticmethod
     def _exists(info: kinds.KindInfo, name: str) -> errors.AlreadyExists:
@@ -384,9 +421,9 @@ class Registry:
             stored = codec.encode_for_store(current)
             if data == stored:
                 return current_co.raw  # no-op: nothing written, resourceVersion unchanged
-            if dry_run:
-                return data
             if self._ready_to_remove(info, new):
+                if dry_run:
+                    return data
                 try:
                     kv = await self.store.delete(current_co.key, current_co.revision)
                 except RevisionMismatch:
@@ -396,17 +433,30 @@ class Registry:
                     continue
                 except KeyNotFound:
                     raise _not_found(info, name) from None
+                await self._released(info, current)
                 return codec.with_revision(data, kv.mod_revision)
+            claim = await self._allocate(info, new, current, dry_run)
+            if claim is not None:
+                data = await self._revalidated(info, new, current, claim)
+            if dry_run:
+                return data
             try:
                 kv = await self.store.update(current_co.key, data, current_co.revision,
                                              lease=await self.admission.lease_for(info))
             except RevisionMismatch:
+                await self._revert(claim)
                 if conditional:
                     raise _conflict(info, name) from None
                 await self.cache.wait_fresh()
                 continue
             except KeyNotFound:
+                await self._revert(claim)
                 raise _not_found(info, name) from None
+            except BaseException:
+                await self._revert(claim)
+                raise
+            if claim is not None:
+                await claim.commit()
             return codec.with_revision(kv.value, kv.mod_revision)
         raise _conflict(info, name)
 
@@ -522,6 +572,7 @@ class Registry:
                     continue
                 except KeyNotFound:
                     raise _not_found(info, name) from None
+                await self._released(info, current)
                 return codec.with_revision(kv.value, kv.mod_revision), False
             data = codec.encode_for_store(new)
             if data == codec.encode_for_store(current):

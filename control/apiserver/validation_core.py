@@ -47,7 +47,8 @@ from control.apiserver.validation_volume import IN_TREE_SOURCES, validate_in_tre
 
 # One MiB: the most a ConfigMap or Secret may hold (it must fit in one store value).
 MAX_DATA_SIZE = 1024 * 1024
-NODE_PORT_RANGE = (30000, 32767)
+# The service proxy forwards TCP and UDP; SCTP is refused rather than silently dropped.
+SERVICE_PROTOCOLS = ("TCP", "UDP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 RECLAIM_POLICIES = ("Retain", "Delete", "Recycle")
@@ -174,7 +175,12 @@ def _validate_service_ports(spec: core_pb2.ServiceSpec) -> Errors:
                 errs.append(duplicate(child(p, "name"), port.name))
             names_seen.add(port.name)
         errs.extend(messages(child(p, "port"), port.port, port_num_errors(port.port)))
-        errs.extend(enum(child(p, "protocol"), port.protocol, PROTOCOLS))
+        if port.protocol == "SCTP":
+            e = not_supported(child(p, "protocol"), port.protocol, SERVICE_PROTOCOLS)
+            errs.append(type(e)(e.path, e.message
+                                + " (Flotilla's service proxy does not forward SCTP)"))
+        else:
+            errs.extend(enum(child(p, "protocol"), port.protocol, SERVICE_PROTOCOLS))
         tp = int_or_string_value(port.target_port)
         tp_path = child(p, "targetPort")
         if isinstance(tp, int):
@@ -191,15 +197,9 @@ def _validate_service_ports(spec: core_pb2.ServiceSpec) -> Errors:
             np_path = child(p, "nodePort")
             if spec.type not in ("NodePort", "LoadBalancer"):
                 errs.append(forbidden(np_path, f"may not be used when `type` is '{spec.type}'"))
-            elif not NODE_PORT_RANGE[0] <= port.node_port <= NODE_PORT_RANGE[1]:
-                errs.append(
-                    invalid(
-                        np_path,
-                        port.node_port,
-                        "provided port is not in the valid range. The range of valid ports is "
-                        f"{NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}",
-                    )
-                )
+            else:
+                # whether it lies in --service-node-port-range is the allocator's to say
+                errs.extend(messages(np_path, port.node_port, port_num_errors(port.node_port)))
             nk = (port.node_port, port.protocol)
             if nk in node_ports_seen:
                 errs.append(duplicate(np_path, port.node_port))

@@ -43,6 +43,9 @@ from control.store.interface import Compacted, Event, EventType, Store
 log = structlog.get_logger(component="watchcache")
 
 PREFIX = "/registry/"
+# the apiserver's own state under PREFIX that no API kind serves (service allocation
+# bitmaps, the leases of the advertised addresses): not cached, not warned about
+INTERNAL_RESOURCES = frozenset({"ranges", "masterleases"})
 # --watch-cache-size-bytes default: the bytes all kinds' event windows may hold together
 DEFAULT_SIZE_BYTES = 256 * 1024 * 1024
 # Python objects around one event's payload (CacheEvent, CachedObject, deque slot), roughly
@@ -349,7 +352,8 @@ class WatchCache:
         for kv in result.kvs:
             rc = self.resources.get(resource_of_key(kv.key))
             if rc is None:
-                log.warning("unknown resource in store", key=kv.key)
+                if resource_of_key(kv.key) not in INTERNAL_RESOURCES:
+                    log.warning("unknown resource in store", key=kv.key)
                 continue
             rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
         self._ready.set()

@@ -181,7 +181,34 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduler-config", default=None, metavar="FILE",
                    help="scheduler profiles and plugins (KubeSchedulerConfiguration-like YAML)")
     add_ipam_flags(p)
+    p.add_argument("--service-cluster-ip-range", default=None, metavar="CIDR",
+                   help="virtual IPs of Services (default 10.96.0.0/12)")
+    p.add_argument("--service-node-port-range", default=None, metavar="FIRST-LAST",
+                   help="node ports of NodePort/LoadBalancer Services (default 30000-32767)")
+    p.add_argument("--advertise-address", default=None, metavar="IP",
+                   help="the address pods reach the apiserver at, as the kubernetes "
+                        "Service's endpoint (default: this machine's InternalIP; not loopback)")
     p.set_defaults(handler=run_server, configures_logging=True)
+
+
+def service_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Service flags, checked here so that a bad one is a usage error."""
+    from control.apiserver.allocation_bitmap import IPRange, PortRange
+    from control.apiserver.kubernetes_service import check_advertise_address
+
+    out: dict[str, Any] = {}
+    try:
+        if args.service_cluster_ip_range is not None:
+            IPRange.parse(args.service_cluster_ip_range)
+            out["service_cluster_ip_range"] = args.service_cluster_ip_range.strip()
+        if args.service_node_port_range is not None:
+            PortRange.parse(args.service_node_port_range)
+            out["service_node_port_range"] = args.service_node_port_range.strip()
+        if args.advertise_address is not None:
+            out["advertise_address"] = check_advertise_address(args.advertise_address)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return out
 
 
 def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -221,6 +248,7 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
             raise UsageError("--terminated-pod-gc-threshold must not be negative")
         wanted["terminated_pod_gc_threshold"] = args.terminated_pod_gc_threshold
     wanted.update(ipam_options(args))
+    wanted.update(service_options(args))
     for dest in (*_DURATION_FLAGS.values(), *_INT_FLAGS.values(), *_FLOAT_FLAGS.values()):
         value = getattr(args, dest)
         if value is not None:

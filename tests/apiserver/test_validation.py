@@ -883,10 +883,19 @@ INVALID = [
     ),
     case(
         "Service",
-        _all(_set("spec.type", "NodePort"), _set("spec.ports.0.nodePort", 8080)),
+        _all(_set("spec.type", "NodePort"), _set("spec.ports.0.nodePort", 70000)),
         (
             "spec.ports[0].nodePort",
-            "Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767",
+            "Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+    ),
+    case(
+        "Service",
+        _set("spec.ports.0.protocol", "SCTP"),
+        (
+            "spec.ports[0].protocol",
+            'Unsupported value: "SCTP": supported values: "TCP", "UDP" (Flotilla\'s service '
+            "proxy does not forward SCTP)",
         ),
     ),
     case(
