@@ -1,0 +1,175 @@
+"""What the cluster DNS answers from: Services and their endpoints, behind :class:`Catalog`.
+
+The resolver reads only this interface, so its tables run against :class:`MemoryCatalog`
+and the server against :class:`InformerCatalog` (Service and Endpoints informers of the
+API). Endpoints are the records the DNS needs of an EndpointSlice too (address, hostname,
+ready, ports), so a slice-fed catalog is the same interface over another informer.
+
+Concurrency contract: one event loop; reads are synchronous and never wait. The informer
+catalog reads the informers' caches directly (they are updated before any handler runs), so
+an answer always reflects the cache as it is at that moment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from control.api.pb import core_pb2
+from control.runtime.informer import SharedInformer
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    protocol: str  # TCP, UDP or SCTP
+    port: int
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    namespace: str
+    name: str
+    # empty for headless and ExternalName Services
+    cluster_ips: tuple[str, ...] = ()
+    headless: bool = False
+    external_name: str = ""
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    hostname: str = ""
+    ready: bool = True
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True)
+class IPOwner:
+    """Who an address belongs to: a Service's ClusterIP (``hostname`` empty, ``endpoint``
+    False) or one of its endpoints."""
+
+    namespace: str
+    service: str
+    endpoint: bool = False
+    hostname: str = ""
+
+
+class Catalog(Protocol):
+    def service(self, namespace: str, name: str) -> ServiceInfo | None: ...
+
+    def endpoints(self, namespace: str, name: str) -> Sequence[Endpoint]: ...
+
+    def has_namespace(self, namespace: str) -> bool:
+        """A namespace holding at least one Service (``<ns>.svc.<zone>`` exists)."""
+        ...
+
+    def owners(self, ip: str) -> Sequence[IPOwner]: ...
+
+
+def service_info(svc: core_pb2.Service) -> ServiceInfo:
+    spec = svc.spec
+    headless = spec.cluster_ip == "None"
+    ips: tuple[str, ...] = ()
+    if spec.type != "ExternalName" and not headless:
+        ips = tuple(ip for ip in (spec.cluster_ips or [spec.cluster_ip]) if _is_ip(ip))
+    return ServiceInfo(
+        namespace=svc.metadata.namespace, name=svc.metadata.name, cluster_ips=ips,
+        headless=headless and spec.type != "ExternalName",
+        external_name=spec.external_name if spec.type == "ExternalName" else "",
+        ports=tuple(Port(p.name, p.protocol or "TCP", p.port) for p in spec.ports))
+
+
+def endpoints_of(eps: core_pb2.Endpoints) -> list[Endpoint]:
+    out = []
+    for subset in eps.subsets:
+        ports = tuple(Port(p.name, p.protocol or "TCP", p.port) for p in subset.ports)
+        for ready, addrs in ((True, subset.addresses), (False, subset.not_ready_addresses)):
+            out += [Endpoint(a.ip, a.hostname, ready, ports) for a in addrs if _is_ip(a.ip)]
+    return out
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class MemoryCatalog:
+    """A catalog of plain records: the tests' double, and what the benchmark serves."""
+
+    services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
+    endpoint_lists: dict[tuple[str, str], list[Endpoint]] = field(default_factory=dict)
+
+    def add(self, svc: ServiceInfo, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.services[(svc.namespace, svc.name)] = svc
+        self.endpoint_lists[(svc.namespace, svc.name)] = list(endpoints)
+
+    def service(self, namespace: str, name: str) -> ServiceInfo | None:
+        return self.services.get((namespace, name))
+
+    def endpoints(self, namespace: str, name: str) -> Sequence[Endpoint]:
+        return self.endpoint_lists.get((namespace, name), [])
+
+    def has_namespace(self, namespace: str) -> bool:
+        return any(ns == namespace for ns, _ in self.services)
+
+    def owners(self, ip: str) -> Sequence[IPOwner]:
+        out = [IPOwner(s.namespace, s.name) for s in self.services.values()
+               if ip in s.cluster_ips]
+        for (ns, name), eps in self.endpoint_lists.items():
+            out += [IPOwner(ns, name, True, e.hostname) for e in eps if e.ip == ip]
+        return out
+
+
+BY_IP = "dns-by-ip"
+BY_NAMESPACE = "dns-by-namespace"
+
+
+def _service_ips(obj: core_pb2.Service) -> list[str]:
+    return list(service_info(obj).cluster_ips)
+
+
+def _endpoint_ips(obj: core_pb2.Endpoints) -> list[str]:
+    return sorted({e.ip for e in endpoints_of(obj)})
+
+
+def _namespace(obj: core_pb2.Service) -> list[str]:
+    return [obj.metadata.namespace]
+
+
+class InformerCatalog:
+    """The catalog over the API's Service and Endpoints informers, with indexes by address
+    (reverse lookups) and namespace, so every read is a dictionary look-up."""
+
+    def __init__(self, services: SharedInformer[core_pb2.Service],
+                 endpoints: SharedInformer[core_pb2.Endpoints]) -> None:
+        self._services = services
+        self._endpoints = endpoints
+        services.add_indexers({BY_IP: _service_ips, BY_NAMESPACE: _namespace})
+        endpoints.add_indexers({BY_IP: _endpoint_ips})
+
+    def service(self, namespace: str, name: str) -> ServiceInfo | None:
+        svc = self._services.indexer.get(f"{namespace}/{name}")
+        return None if svc is None else service_info(svc)
+
+    def endpoints(self, namespace: str, name: str) -> Sequence[Endpoint]:
+        eps = self._endpoints.indexer.get(f"{namespace}/{name}")
+        return [] if eps is None else endpoints_of(eps)
+
+    def has_namespace(self, namespace: str) -> bool:
+        return bool(self._services.indexer.by_index(BY_NAMESPACE, namespace))
+
+    def owners(self, ip: str) -> Sequence[IPOwner]:
+        out = [IPOwner(s.metadata.namespace, s.metadata.name)
+               for s in self._services.indexer.by_index(BY_IP, ip)]
+        for eps in self._endpoints.indexer.by_index(BY_IP, ip):
+            out += [IPOwner(eps.metadata.namespace, eps.metadata.name, True, e.hostname)
+                    for e in endpoints_of(eps) if e.ip == ip]
+        return out
