@@ -74,11 +74,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"needs root: {root.kwargs.get('reason', '')}"))
 
 
+def _test_logging() -> None:
+    """structlog's defaults, with plain tracebacks: the default rich traceback (locals
+    included) takes a second or more to render under load, and it renders on the event loop
+    of the in-process cluster, stalling every component at each logged exception."""
+    structlog.reset_defaults()
+    processors = list(structlog.get_config()["processors"])
+    processors[-1] = structlog.dev.ConsoleRenderer(
+        colors=False, exception_formatter=structlog.dev.plain_traceback)
+    structlog.configure(processors=processors)
+
+
+_test_logging()
+
+
 @pytest.fixture(autouse=True)
 def _reset_logging() -> object:
-    """CLI tests configure structlog in-process; give every test the defaults back."""
+    """CLI tests configure structlog in-process; give every test the test defaults back."""
     yield
-    structlog.reset_defaults()
+    _test_logging()
 
 
 @dataclass
