@@ -2,8 +2,9 @@
 
 Owns the agent's lifecycle. :class:`Agent` reads the machine's facts, opens the one channel
 (:func:`control.client.channel.open_channel`), opens the container runtime (the process
-runtime unless one is injected), starts the agent's own gRPC server (logs, exec) on an
-ephemeral port that the Node advertises, and supervises four named tasks: ``events`` (the
+runtime unless one is injected), starts the agent's own gRPC server (logs, exec) on the
+port that the Node advertises (``--daemon-port``, else the one its last run bound, else an
+ephemeral one: :mod:`agent.daemon_port`), and supervises four named tasks: ``events`` (the
 one Event writer: node status, probes and the kubelet record as source ``kubelet`` with the
 node's name as host), ``node-status`` (registration, then status posts), ``node-lease``
 (heartbeats) and ``kubelet`` (the pods bound to this node: workers, probes, volumes,
@@ -28,7 +29,7 @@ import datetime
 import grpc
 import structlog
 
-from agent import certs
+from agent import certs, daemon_port
 from agent.config import AgentOptions
 from agent.images.registry import RegistryClient, RegistryConfig
 from agent.images.service import ImageService, LocalImageService
@@ -320,8 +321,22 @@ class Agent:
         assert self.agent_server is not None and self.node_status is not None
         opts = self.options
         host = opts.daemon_listen or self.node_status.node_ip
-        opts.daemon_port = await self.agent_server.start(
-            host, opts.daemon_port, serving=serving, client_ca=self._client_ca())
+        # a port of our own choosing is the one the last run bound: what the Node still
+        # advertises (and clients dial) stays true across a restart, as kubelet's fixed port
+        port = opts.daemon_port or daemon_port.remembered(opts.data_dir)
+        try:
+            bound = await self.agent_server.start(host, port, serving=serving,
+                                                  client_ca=self._client_ca())
+        except OSError as e:
+            if opts.daemon_port or not port:
+                raise
+            self._log.warning("the agent's port of its last run is taken; serving on a new "
+                              "one", port=port, error=str(e))
+            bound = await self.agent_server.start(host, 0, serving=serving,
+                                                  client_ca=self._client_ca())
+        if not opts.daemon_port:
+            daemon_port.remember(opts.data_dir, bound)
+        opts.daemon_port = bound
 
     async def _request_serving(self, key: pki.PrivateKey) -> bytes:
         assert self._client is not None

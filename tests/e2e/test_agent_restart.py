@@ -234,15 +234,22 @@ async def test_agent_kill9_and_restart_readopts_running_pods(procs: Cluster) -> 
     await asyncio.sleep(1.0)
     assert pgrep(f"{marker}-survivor") == pids, "the container died with its agent"
 
+    # whole seconds, as the heartbeat is written: the old agent's last one is before this
+    restarted_at = int(time.time())
     procs.agent.start()  # same data dir
 
     async def new_agent_ready() -> bool:
-        # the restarted agent has posted its status (its own port), not the old one's
+        # Ready as posted by the restarted agent (it serves before its first post), not
+        # the old agent's status still standing
         node = await c.get(core_pb2.Node, NODE)
-        return bool(node.status.daemon_endpoints.kubelet_endpoint.port != old_port
-                    and await node_ready(c))
+        cond = next((x for x in node.status.conditions if x.type == "Ready"), None)
+        return (cond is not None and cond.status == "True"
+                and cond.last_heartbeat_time.seconds >= restarted_at)
 
     await until("node Ready again", new_agent_ready, logs=(procs.agent,))
+    # back on its port (remembered in its data dir): what the Node advertised stays true
+    node = await c.get(core_pb2.Node, NODE)
+    assert node.status.daemon_endpoints.kubelet_endpoint.port == old_port
 
     async def adopted() -> Any:
         p = await get_pod(c, "survivor")
