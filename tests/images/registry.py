@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import ipaddress
 import json
 import shutil
 import socket
@@ -52,6 +53,51 @@ class Registry:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+
+def self_signed_ca(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flotilla-test-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
 
 
 def _b64url(data: bytes) -> str:
@@ -150,9 +196,13 @@ class TokenService:
 
 @contextlib.contextmanager
 def running_registry(
-    tmp: Path, *, auth: str = "none", users: dict[str, str] | None = None
+    tmp: Path,
+    *,
+    auth: str = "none",
+    users: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[tuple[Registry, TokenService | None]]:
-    """``auth``: none | htpasswd | token."""
+    """``auth``: none | htpasswd | token; ``tls``: (certificate, key) to serve HTTPS."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     users = users or {}
@@ -171,6 +221,8 @@ def running_registry(
         f"  addr: 127.0.0.1:{port}",
         "  secret: flotilla-test-secret",
     ]
+    if tls is not None:
+        config += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
     tokens: TokenService | None = None
     if auth == "htpasswd":
         path = tmp / "htpasswd"
@@ -199,7 +251,9 @@ def running_registry(
         deadline = time.monotonic() + 15
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                httpx.get(
+                    f"{'https' if tls else 'http'}://127.0.0.1:{port}/v2/", timeout=1, verify=False
+                )
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import stat
 from pathlib import Path
 
@@ -360,3 +361,33 @@ async def test_manifest_not_matching_its_digest_refused(
     with pytest.raises(DigestMismatch, match="served content hashing to"):
         await service.pull(f"{registry.host}/app@{image.manifest.digest}")
     assert await service.list_images() == []
+
+
+async def test_https_verified_with_the_system_cas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS is the default: a registry whose certificate the system's CAs do not vouch for
+    is refused; once its CA is among them (SSL_CERT_FILE, as OpenSSL reads it), the pull
+    works over HTTPS."""
+    ca, cert, key = reg.self_signed_ca(tmp_path / "tls")
+    with reg.running_registry(tmp_path / "registry", tls=(cert, key)) as (registry, _):
+        pusher = b.Pusher(f"https://{registry.host}")
+        pusher.http = httpx.Client(
+            base_url=f"https://{registry.host}",
+            verify=ssl.create_default_context(cafile=str(ca)),
+            timeout=30,
+        )
+        pusher.image("app", "v1", _busybox())
+        pusher.close()
+        untrusted = make_service(tmp_path / "s1")
+        try:
+            with pytest.raises(PullError, match=r"cannot reach the registry.*(?i:certificate)"):
+                await untrusted.pull(f"{registry.host}/app:v1")
+        finally:
+            await untrusted.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        trusted = make_service(tmp_path / "s2")
+        try:
+            assert (await trusted.pull(f"{registry.host}/app:v1")).repo_tags
+        finally:
+            await trusted.aclose()
