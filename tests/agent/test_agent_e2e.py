@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -246,3 +247,40 @@ async def test_flotilla_agent_subprocess_joins_flotilla_server(tmp_path: Path) -
     finally:
         await _stop(agent)
         await _stop(server)
+
+
+async def test_agent_restarts_on_its_daemon_port_unless_taken(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A restarted agent binds the port its last run bound (what the Node advertises stays
+    true); if that port is taken it serves on a new one and advertises that."""
+    client = cluster.client
+
+    async def advertised() -> int:
+        n = await client.get(core_pb2.Node, "n1")
+        return n.status.daemon_endpoints.kubelet_endpoint.port
+
+    async def run_once() -> tuple[int, str]:
+        agent = Agent(fast_options(cluster, tmp_path))
+        try:
+            await agent.start()
+            assert agent.agent_server is not None
+            port, address = agent.agent_server.port, agent.agent_server.address
+            await eventually(lambda: _equal(advertised(), port), retry_on=NOT_YET)
+            return port, address
+        finally:
+            await agent.stop(5)
+
+    first, address = await run_once()
+    assert (await run_once())[0] == first
+    host = address.rpartition(":")[0].strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as taken:
+        taken.bind((host, first))
+        taken.listen()
+        third = (await run_once())[0]
+    assert third != first
+    assert (tmp_path / "agent" / "daemon-port").read_text().strip() == str(third)
+
+
+async def _equal(value: Any, want: object) -> bool:
+    return bool(await value == want)
