@@ -44,6 +44,7 @@ from control.controllers.cronjob import CronJobController
 from control.controllers.daemonset import DaemonSetController
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
+from control.controllers.endpoints import EndpointsController
 from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
 from control.controllers.namespace import NamespaceController
@@ -120,6 +121,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "nodelifecycle": NodeLifecycleController,
     "taint-eviction-controller": TaintEvictionController,
     "disruption": DisruptionController,
+    "endpoint": EndpointsController,
     "nodeipam": NodeIpamController,
     "job": JobController,
     "cronjob": CronJobController,
