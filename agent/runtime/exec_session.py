@@ -5,7 +5,9 @@ command inside a container, and the interactive session wrapped around one.
 the event loop's own subprocess support: see its docstring), :class:`Helper` gives it the
 part of ``asyncio.subprocess.Process`` the runtime uses, :class:`ProcessExecSession` is
 the runtime's :class:`~agent.runtime.interface.ExecSession` (bounded output queue, pty or
-pipes), :func:`kill_exec` ends a helper and its command without leaving a zombie.
+pipes), :func:`kill_exec` ends a helper and its command without leaving a zombie;
+:func:`popen_in_thread` and :meth:`Helper.reap_on_exit` make sure a helper given up on
+by a cancelled caller is still killed and reaped.
 
 Concurrency: everything runs on the agent's event loop; a session's reader tasks belong
 to the session and end with it.
@@ -20,6 +22,7 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from agent.runtime.interface import RuntimeError_
 
@@ -157,23 +160,32 @@ class Helper:
     def returncode(self) -> int | None:
         return self._popen.returncode
 
-    async def wait(self) -> int:
-        if self._popen.returncode is not None:
-            return self._popen.returncode
+    def reap_on_exit(self) -> asyncio.Future[None]:
+        """A future done once the helper has exited and been reaped. The reap happens in
+        the pidfd callback, not in a waiter, so a waiter cancelled meanwhile (the agent
+        stopping mid-exec) leaves neither a zombie nor an unreaped ``Popen`` behind."""
         if self._exited is None:
             loop = asyncio.get_running_loop()
             self._exited = exited = loop.create_future()
+            if self._popen.returncode is not None:
+                exited.set_result(None)
+                return exited
             pidfd = os.pidfd_open(self.pid)
 
             def on_exit() -> None:
                 loop.remove_reader(pidfd)
                 os.close(pidfd)
+                self._popen.wait()  # exited: reaps at once
                 if not exited.done():
                     exited.set_result(None)
 
             loop.add_reader(pidfd, on_exit)
-        await asyncio.shield(self._exited)
-        return self._popen.wait()  # exited: reaps at once
+        return self._exited
+
+    async def wait(self) -> int:
+        if self._popen.returncode is None:
+            await asyncio.shield(self.reap_on_exit())
+        return self._popen.wait()
 
     async def communicate(self) -> tuple[bytes, bytes]:
         async def read(stream: asyncio.StreamReader | None) -> bytes:
@@ -195,8 +207,8 @@ async def spawn_helper(argv: Sequence[str], *, stdin: int, stdout: int, stderr: 
     fork() in the agent's multithreaded process runs gRPC's fork handlers and
     Python-level after-fork code in the child, which crashed ~1 exec in 10 under gRPC
     load (SIGSEGV before the helper ran: exit 139 with no output)."""
-    popen = await asyncio.to_thread(
-        subprocess.Popen, list(argv), stdin=stdin, stdout=stdout, stderr=stderr,
+    popen = await popen_in_thread(
+        list(argv), stdin=stdin, stdout=stdout, stderr=stderr,
         start_new_session=True, cwd="/", env=env)
     helper = Helper(popen)
     try:
@@ -217,6 +229,48 @@ async def kill_exec(proc: Helper) -> None:
         await asyncio.wait_for(proc.wait(), 2.0)
     except TimeoutError:
         kill_group(proc.pid)
+
+
+async def popen_in_thread(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, **kwargs)`` in a worker thread. A caller cancelled while
+    the thread starts the process does not lose it running and unreaped: the process,
+    once started, has its group killed, its pipes closed, and is reaped when it exits."""
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, **kwargs)
+
+    started = asyncio.ensure_future(asyncio.to_thread(popen))
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+
+        def stop(f: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                popen = f.result()
+                kill_group(popen.pid)
+                for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                reap_when_exited(popen)
+
+        started.add_done_callback(stop)
+        raise
+
+
+def reap_when_exited(popen: subprocess.Popen[bytes]) -> None:
+    """Reap ``popen`` when it exits, from a pidfd callback on the running loop (no task,
+    no blocking wait): for a process given up on while a caller was being cancelled."""
+    if popen.returncode is not None or popen.poll() is not None:
+        return
+    loop = asyncio.get_running_loop()
+    pidfd = os.pidfd_open(popen.pid)
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        popen.wait()
+
+    loop.add_reader(pidfd, on_exit)
 
 
 def kill_group(pid: int) -> None:

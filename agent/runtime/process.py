@@ -64,7 +64,13 @@ import agent
 from agent.network.interface import PodNetwork
 from agent.runtime import imagefs, linux, sandbox_net
 from agent.runtime.cgroups import Cgroups
-from agent.runtime.exec_session import ProcessExecSession, kill_exec, kill_group, spawn_helper
+from agent.runtime.exec_session import (
+    ProcessExecSession,
+    kill_exec,
+    kill_group,
+    popen_in_thread,
+    spawn_helper,
+)
 from agent.runtime.interface import (
     ContainerConfig,
     ContainerState,
@@ -519,8 +525,8 @@ class ProcessRuntime:
             # support: under uvloop with gRPC's threads busy, uvloop's spawn lost the
             # passed pipe now and then (the monitor "exited without reporting", ~5% of
             # starts); the stdlib's pass_fds is exact.
-            proc = await asyncio.to_thread(
-                subprocess.Popen, _helper_argv("run", str(cdir), str(write_fd)),
+            proc = await popen_in_thread(
+                _helper_argv("run", str(cdir), str(write_fd)),
                 pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=monitor_log, start_new_session=True, cwd="/", env=_helper_env())
         except OSError as e:
@@ -691,6 +697,7 @@ class ProcessRuntime:
                               timed_out=True)
         except BaseException:
             kill_group(proc.pid)
+            proc.reap_on_exit()  # reaped when the kill lands, even as we are cancelled
             communicate.cancel()
             raise
         code = proc.returncode if proc.returncode is not None else 1

@@ -7,6 +7,7 @@ failure; every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from agent.runtime.interface import (
     StartContainerError,
 )
 from agent.runtime.process import ProcessRuntime
+from tests.support import eventually
 from tests.support.process_runtime import (
     cleanup,
     log_entries,
@@ -192,6 +194,36 @@ async def test_exec_sync_and_timeout(runtime: ProcessRuntime, tmp_path: Path) ->
     assert r.timed_out and time.monotonic() - t0 < 5
     r = await runtime.exec_sync(cid, ["/no/such/thing"], 10)
     assert r.exit_code == 127 and b"/no/such/thing" in r.stderr
+
+
+@pytest.mark.parametrize("after", [0.0, 0.01, 0.05, 0.3])
+async def test_a_cancelled_exec_leaves_its_helper_reaped(runtime: ProcessRuntime,
+                                                        tmp_path: Path, after: float) -> None:
+    # Cancelled while the helper starts or while it runs (the agent stopping mid-probe):
+    # the helper is killed and reaped, never dropped running (an unreaped Popen is an
+    # unraisable ResourceWarning, an error in this suite).
+    sid = await sandbox(runtime, tmp_path)
+    cid = await run(runtime, sid, ["sleep", "100"], tmp_path)
+    task = asyncio.create_task(runtime.exec_sync(cid, ["sleep", "30"], 0))
+    await asyncio.sleep(after)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    helpers = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+               f"{cid}".encode() in _cmdline(int(p)) and b" exec " in _cmdline(int(p))]
+
+    def gone() -> bool:
+        gc.collect()  # an unreaped Popen warns when collected
+        return not [p for p in helpers if os.path.exists(f"/proc/{p}")]
+
+    await eventually(gone, "the exec helper reaped", timeout=10)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
 
 
 async def test_exec_session_stdin_and_tty(runtime: ProcessRuntime, tmp_path: Path) -> None:
