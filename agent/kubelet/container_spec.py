@@ -9,7 +9,9 @@ resources and security, exactly as Kubernetes' kubelet resolves them.
   expanded against the variables defined before it; ``valueFrom`` reads a ConfigMap or
   Secret key (``optional`` honoured, a missing one is a ContainerConfigError), a pod field
   (``fieldRef``) or a resource (``resourceFieldRef``, unset limits default to the node's
-  allocatable). ``command`` and ``args`` are then expanded against the final env.
+  allocatable). The Services' variables (``service_env``) come last, where the container
+  did not define the name, and ``$(VAR)`` in a value may refer to them. ``command`` and
+  ``args`` are then expanded against the final env.
 - **$(VAR)** (:func:`expand`): ``$$`` is an escaped ``$``; an unknown ``$(VAR)`` and an
   unclosed ``$(`` are left as written — Kubernetes' ``third_party/forked/golang/expansion``.
 
@@ -61,6 +63,8 @@ class PodContext:
     secrets: Mapping[str, core_pb2.Secret | None] = field(default_factory=dict)
     # the node's allocatable (cpu, memory, ephemeral-storage), for unset limits
     allocatable: Mapping[str, str] = field(default_factory=dict)
+    # the Services' variables (``service_env``): defined unless the container defines them
+    service_env: Sequence[tuple[str, str]] = ()
 
 
 # -- $(VAR) expansion -----------------------------------------------------------------------
@@ -188,6 +192,7 @@ def resolve_env(container: core_pb2.Container, ctx: PodContext) -> list[tuple[st
     """The container's environment, in definition order (a redefinition keeps its slot)."""
     ns = ctx.pod.metadata.namespace
     env: dict[str, str] = {}
+    services = dict(ctx.service_env)
     for src in container.env_from:
         if src.HasField("config_map_ref"):
             ref = src.config_map_ref
@@ -217,8 +222,10 @@ def resolve_env(container: core_pb2.Container, ctx: PodContext) -> list[tuple[st
             if value is None:
                 continue  # optional reference that is missing: no variable at all
         else:
-            value = expand(var.value, env)
+            value = expand(var.value, env, services)
         env[var.name] = value
+    for name, value in ctx.service_env:
+        env.setdefault(name, value)
     return list(env.items())
 
 

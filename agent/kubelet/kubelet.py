@@ -157,7 +157,7 @@ class Kubelet:
                        cluster_domain=options.cluster_domain,
                        resolv_conf=options.resolv_conf),
             self.backoff, fetch=self._fetch, probes=probes, volumes=volumes,
-            recorder=recorder,
+            recorder=recorder, services=self._list_services,
             images=None if images is None else ImagePuller(
                 images,
                 # kubelet's image pull backoff: its own table, the crash loop's timings
@@ -287,6 +287,14 @@ class Kubelet:
             return await self.client.get(resource, name, namespace)
         except errors.NotFound:
             return None
+
+    async def _list_services(self, namespace: str) -> list[core_pb2.Service]:
+        """The Services of ``namespace`` and of "default" (the kubernetes Service)."""
+        out = list((await self.client.list(core_pb2.Service, namespace)).items)
+        if namespace != "default":
+            out += [s for s in (await self.client.list(core_pb2.Service, "default")).items
+                    if s.metadata.name == "kubernetes"]
+        return out
 
     def _probe_changed(self, uid: str) -> None:
         self.workers.update(uid)

@@ -67,6 +67,7 @@ from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
 from agent.kubelet.dns import parse_resolv_conf, pod_resolv_conf
 from agent.kubelet.images import ImagePuller, PullFailure
 from agent.kubelet.logs import LogOptions, read_logs
+from agent.kubelet.service_env import service_env
 from agent.kubelet.status import (
     FAILED,
     SUCCEEDED,
@@ -88,6 +89,7 @@ from agent.runtime.interface import (
     SandboxState,
     SandboxStatus,
 )
+from control.api import errors
 from control.api.pb import core_pb2
 from control.api.timeutil import timestamp_seconds
 from control.runtime.clock import Clock
@@ -128,6 +130,8 @@ class VolumeManagerLike(Protocol):
 
 # (kind "configmaps"/"secrets", namespace, name) -> the object, or None when it is missing
 Fetcher = Callable[[str, str, str], Awaitable[Any]]
+# namespace -> the Services of that namespace and of "default" (for their env variables)
+ServiceLister = Callable[[str], Awaitable[list[core_pb2.Service]]]
 
 
 @dataclass
@@ -341,8 +345,10 @@ class PodSyncer:
                  probes: ProbeManagerLike | None = None,
                  volumes: VolumeManagerLike | None = None,
                  images: ImagePuller | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 services: ServiceLister | None = None) -> None:
         self.runtime = runtime
+        self.services = services
         self.images = images
         self.recorder = recorder
         self.clock = clock
@@ -704,10 +710,17 @@ class PodSyncer:
                 cm_objs[name] = await self.fetch("configmaps", ns, name)
             for name in sorted(secrets):
                 secret_objs[name] = await self.fetch("secrets", ns, name)
+        svc_env: list[tuple[str, str]] = []
+        if self.services is not None:
+            try:
+                svc_env = service_env(pod, await self.services(ns))
+            except errors.ApiError as e:
+                raise container_spec.ContainerConfigError(
+                    f"cannot list the Services for the container's environment: {e}") from None
         return container_spec.PodContext(
             pod=pod, node_name=self.config.node_name, host_ip=self.config.host_ip,
             pod_ip=sandbox.ip or self.config.host_ip, config_maps=cm_objs, secrets=secret_objs,
-            allocatable=self.config.allocatable)
+            allocatable=self.config.allocatable, service_env=svc_env)
 
     # -- stopping ---------------------------------------------------------------------------
 
