@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,10 @@ class ServerOptions:
     service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
     service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
     advertise_address: str | None = None
+    # cluster DNS: its zone, and HOST:PORT it listens on (None: the advertised address, port
+    # 53 as root, else 10053); ``disable`` with "dns" does not run it
+    cluster_domain: str = "cluster.local"
+    dns_listen: str | None = None
 
     def node_lifecycle(self) -> NodeLifecycleOptions:
         return NodeLifecycleOptions(
@@ -163,6 +168,8 @@ class ControlPlane:
         self.metrics: Any = None
         self.metrics_port = 0
         self._stopped = asyncio.Event()
+        self.dns: Any = None
+        self.dns_cluster_ip = ""
 
     async def start(self) -> str:
         """Start everything; returns the address the API listens on (host:port)."""
@@ -289,6 +296,8 @@ class ControlPlane:
                                                self.credentials(authn.SCHEDULER),
                                                load_config(opts.scheduler_config))
             await self.scheduler.start()
+        if "dns" not in opts.disable:
+            await self._start_dns(advertise)
         if opts.metrics_listen:
             await self._serve_metrics(opts.metrics_listen)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -405,12 +414,33 @@ class ControlPlane:
     async def wait(self) -> None:
         await self._stopped.wait()
 
+    async def _start_dns(self, advertise: str) -> None:
+        from control.dns.component import UNPRIVILEGED_PORT, ClusterDNS, DNSOptions
+        from control.dns.kubedns import default_cluster_dns_ip
+
+        opts = self.options
+        if opts.dns_listen:
+            host, _, port = opts.dns_listen.rpartition(":")
+            host, dns_port = host.strip("[]"), int(port)
+        else:
+            # where the kube-dns Endpoints point: pods reach the server there
+            host = advertise or "127.0.0.1"
+            dns_port = 53 if os.geteuid() == 0 else UNPRIVILEGED_PORT
+        self.dns_cluster_ip = default_cluster_dns_ip(opts.service_cluster_ip_range)
+        self.dns = ClusterDNS.connect(
+            self.address, self.credentials(authn.CLUSTER_DNS),
+            DNSOptions(host=host, port=dns_port, cluster_ip=self.dns_cluster_ip,
+                       domain=opts.cluster_domain))
+        await self.dns.start()
+
     async def stop(self) -> None:
         if self._stopped.is_set():
             return
         log.info("control plane stopping")
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.controllers is not None:

@@ -141,6 +141,8 @@ async def running_cluster(data_dir: Path, **options: Any) -> AsyncIterator[Clust
     """A control plane on ``data_dir`` with a client; stopped on exit."""
     options.setdefault("bookmark_interval", 0.2)
     options.setdefault("shutdown_grace", 0.5)
+    # the cluster DNS on a free loopback port: test servers never contend for port 53
+    options.setdefault("dns_listen", "127.0.0.1:0")
     plane = ControlPlane(ServerOptions(data_dir=data_dir, listen="127.0.0.1:0", **options))
     address = await plane.start()
     channel = open_channel(address, plane.admin_credentials)
@@ -162,5 +164,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 async def api_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """The apiserver alone (no scheduler, no controllers): for API semantics tests that
     must not race a controller."""
-    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
+    async with running_cluster(tmp_path / "data",
+                               disable={"scheduler", "controllers", "dns"}) as c:
         yield c

@@ -47,6 +47,8 @@ NODE_PREFIX = "system:node:"
 BOOTSTRAP_PREFIX = "system:bootstrap:"
 SCHEDULER = "system:kube-scheduler"
 CONTROLLER_MANAGER = "system:kube-controller-manager"
+# the in-process cluster DNS (reads Services and Endpoints, keeps the kube-dns Service)
+CLUSTER_DNS = "system:kube-dns"
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 
 BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"

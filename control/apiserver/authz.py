@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from control.api import errors
 from control.apiserver.authn import (
     BOOTSTRAPPERS,
+    CLUSTER_DNS,
     CONTROLLER_MANAGER,
     MASTERS,
     SCHEDULER,
@@ -82,7 +83,7 @@ class MastersAuthorizer:
 class ComponentAuthorizer:
     """The in-process and standalone control-plane components (their own identities)."""
 
-    USERS = frozenset({SCHEDULER, CONTROLLER_MANAGER})
+    USERS = frozenset({SCHEDULER, CONTROLLER_MANAGER, CLUSTER_DNS})
 
     def authorize(self, a: Attributes) -> Decision:
         return Decision.ALLOW if a.user and a.user.name in self.USERS else Decision.NO_OPINION

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control import logs
-from control.api import timeutil
+from control.api import names, timeutil
 from control.cli.errors import CliError, UsageError
 from control.client.config import DEFAULT_LISTEN, default_data_dir
 
@@ -40,7 +40,7 @@ _FLOAT_FLAGS = {
     "--node-eviction-rate": "node_eviction_rate",
     "--secondary-node-eviction-rate": "secondary_node_eviction_rate",
 }
-DISABLEABLE = ("scheduler", "controllers")
+DISABLEABLE = ("scheduler", "controllers", "dns")
 
 
 def byte_size(text: str) -> int:
@@ -188,6 +188,12 @@ def register(sub: Any) -> None:
     p.add_argument("--advertise-address", default=None, metavar="IP",
                    help="the address pods reach the apiserver at, as the kubernetes "
                         "Service's endpoint (default: this machine's InternalIP; not loopback)")
+    p.add_argument("--cluster-domain", default=None, metavar="DOMAIN",
+                   help="the cluster DNS' zone, also the in-process agent's (default "
+                        "cluster.local)")
+    p.add_argument("--dns-listen", default=None, metavar="HOST:PORT",
+                   help="where the cluster DNS listens (default: the advertised address, "
+                        "port 53 as root, 10053 otherwise); the kube-dns Service points there")
     p.set_defaults(handler=run_server, configures_logging=True)
 
 
@@ -206,6 +212,16 @@ def service_options(args: argparse.Namespace) -> dict[str, Any]:
             out["service_node_port_range"] = args.service_node_port_range.strip()
         if args.advertise_address is not None:
             out["advertise_address"] = check_advertise_address(args.advertise_address)
+        if args.cluster_domain is not None:
+            if errs := names.is_dns1123_subdomain(args.cluster_domain.strip(".")):
+                raise ValueError(f"--cluster-domain {args.cluster_domain!r}: "
+                                 f"{'; '.join(errs)}")
+            out["cluster_domain"] = args.cluster_domain.strip(".")
+        if args.dns_listen is not None:
+            port = args.dns_listen.rpartition(":")[2]
+            if not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"--dns-listen {args.dns_listen!r}: expected HOST:PORT")
+            out["dns_listen"] = args.dns_listen
     except ValueError as e:
         raise UsageError(str(e)) from None
     return out
@@ -304,6 +320,8 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
         if args.with_agent:
             agent = await start_in_process_agent(
                 cp, data_dir, args.node_name, args.pod_network, options.cluster_cidr,
+                cluster_domain=options.cluster_domain,
+                **({"cluster_dns": [cp.dns_cluster_ip]} if cp.dns_cluster_ip else {}),
                 **_image_options(args))
         # Everything loaded so far (the watch cache, modules) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the event loop

@@ -158,7 +158,20 @@ def test_server_flags_go_duration_and_extra() -> None:
 
 def test_server_unknown_disable_is_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown component"):
-        build_parser().parse_args(["server", "--disable", "dns"])
+        build_parser().parse_args(["server", "--disable", "dns,servicelbx"])
+    args = build_parser().parse_args(["server", "--disable", "dns", "--cluster-domain",
+                                      "corp.internal", "--dns-listen", "127.0.0.1:5353"])
+    assert args.disable == {"dns"}
+
+
+def test_server_dns_flags(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["server", "--cluster-domain", "corp.internal.",
+                                      "--dns-listen", "127.0.0.1:5353"])
+    options, _ = server_options(args, tmp_path)
+    assert (options.cluster_domain, options.dns_listen) == ("corp.internal", "127.0.0.1:5353")
+    for bad in (["--cluster-domain", "Bad_Domain"], ["--dns-listen", "127.0.0.1"]):
+        with pytest.raises(UsageError, match=bad[0]):
+            server_options(build_parser().parse_args(["server", *bad]), tmp_path)
 
 
 def test_server_store_flags() -> None:
