@@ -17,7 +17,7 @@ import pytest
 from agent.config import AgentOptions
 from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
-from control.api import convert
+from control.api import convert, errors
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
 from tests.images import builder as b
@@ -25,6 +25,7 @@ from tests.images import registry as reg
 from tests.images.conftest import USERS
 from tests.support import eventually
 from tests.support.agents import stop_agent_and_pods
+from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 pytestmark = [
     pytest.mark.root(reason="overlay mounts"),
@@ -265,3 +266,58 @@ async def test_imported_image_runs_with_never_pull(
 
     st = await eventually(running, timeout=30)
     assert st.image_id == image.id  # no registry digest for an imported image
+
+
+async def test_no_silent_fallback_to_the_host(
+    cluster: Cluster, agent: Agent, registry: reg.Registry
+) -> None:
+    """``image:`` means the image: a pod naming no RuntimeClass whose image cannot be
+    pulled waits in ErrImagePull/ImagePullBackOff and never runs the host's sh instead;
+    the host's files are used only through a RuntimeClass that exists and says so."""
+    ref = f"{registry.host}/absent/app:v1"
+    sh = [{"name": "web", "image": ref, "command": ["sh", "-c", "echo ran-on-host; sleep 600"]}]
+    with pytest.raises(errors.Forbidden, match=f'RuntimeClass "{HOST}" not found'):
+        await cluster.client.create(pod("named", ref, runtimeClassName=HOST, containers=sh))
+    plain = await cluster.client.create(pod("plain", ref, containers=sh))
+
+    async def waiting(reason: str) -> bool:
+        st = await status_of(cluster, "plain")
+        return st is not None and st.state.waiting.reason == reason
+
+    await eventually(lambda: waiting("ErrImagePull"))
+    await eventually(lambda: waiting("ImagePullBackOff"))
+
+    async def pull_events() -> set[str]:
+        events = (await cluster.client.list(core_pb2.Event, namespace="default")).items
+        return {e.reason for e in events if e.involved_object.name == "plain"
+                and (e.reason == "BackOff" or ref in e.message)}
+
+    assert {"Failed", "BackOff"} <= await eventually(
+        lambda: _superset(pull_events, {"Failed", "BackOff"}))
+    p = await cluster.client.get(core_pb2.Pod, "plain", "default")
+    st = p.status.container_statuses[0]
+    assert p.status.phase == "Pending"
+    assert not st.state.HasField("running") and not st.last_state.HasField("terminated")
+    assert st.restart_count == 0 and not st.container_id
+    pods = agent.options.data_dir / "pods"
+    assert not list((pods / plain.metadata.uid).glob("logs/web/*.log"))
+
+    await ensure_host_runtime_class(cluster.client)
+    await ensure_host_runtime_class(cluster.client)  # idempotent
+    onhost = await cluster.client.create(
+        pod("onhost", ref, runtimeClassName=HOST, containers=sh))
+
+    async def ran_on_host() -> bool:
+        logs = await asyncio.to_thread(
+            lambda: "".join(f.read_text() for f in
+                            (pods / onhost.metadata.uid).glob("logs/web/*.log")))
+        return "ran-on-host" in logs
+
+    await eventually(ran_on_host, timeout=30)
+    st = await status_of(cluster, "plain")
+    assert st is not None and st.state.HasField("waiting") and st.restart_count == 0
+
+
+async def _superset(get: Any, want: set[str]) -> set[str] | None:
+    got: set[str] = await get()
+    return got if want <= got else None
