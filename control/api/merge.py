@@ -28,8 +28,13 @@ even though a bare-name entry would merge it. See ``MERGE_KEYS``; pass another t
 Patch directives (as Kubernetes): ``{"<key>": v, "$patch": "delete"}`` in a merge-keyed list
 deletes that item; ``{"$patch": "replace"}`` in a list replaces the whole list;
 ``"$setElementOrder/<field>": [{"<key>": v}, ...]`` gives the order of a merged list;
-``null`` deletes a field. ``$retainKeys`` and ``$deleteFromPrimitiveList`` are not supported
+``null`` deletes a field; ``{"$patch": "merge"}`` is the default and changes nothing. Any
+other ``$patch`` value is refused, as Kubernetes does. ``$retainKeys`` and ``$deleteFromPrimitiveList`` are not supported
 (no list of primitives merges here).
+
+``check_depth(doc)`` refuses documents nested deeper than ``MAX_DEPTH`` (the functions here
+recurse, and no Kubernetes object nests anywhere near that deep); callers run it on
+untrusted input first.
 
 Pure functions: inputs are never mutated, results share no structure with them.
 """
@@ -44,9 +49,11 @@ from control.api.errors import BadRequest
 
 __all__ = [
     "LAST_APPLIED_ANNOTATION",
+    "MAX_DEPTH",
     "MERGE_KEYS",
     "Schema",
     "apply_strategic_patch",
+    "check_depth",
     "create_json_merge_patch",
     "create_three_way_merge_patch",
     "json_merge_patch",
@@ -54,6 +61,12 @@ __all__ = [
 ]
 
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
+# Deepest nesting of objects and arrays accepted in a patch (well within Python's recursion
+# limit for the recursive merge and conversion code).
+MAX_DEPTH = 100
+
+_PATCH_DIRECTIVES = frozenset({"replace", "delete", "merge"})
 
 # field name, or "parent.field" -> patch merge key (None: replace the list as a whole).
 Schema = Mapping[str, str | None]
@@ -255,10 +268,47 @@ def _three_way_list(
 # ---------------------------------------------------------------- applying a strategic patch
 
 
+def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse ``doc`` when objects and arrays nest deeper than ``limit`` (iterative: a
+    hostile document cannot exhaust the stack here)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise BadRequest(f"the patch nests objects and arrays deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def _check_directives(patch: Any, path: str) -> None:
+    stack: list[tuple[Any, str]] = [(patch, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, Mapping):
+            d = value.get("$patch")
+            if d is not None and not (isinstance(d, str) and d in _PATCH_DIRECTIVES):
+                raise BadRequest(f"invalid patch type {d!r} at {where or '.'}: "
+                                 "$patch must be replace, delete or merge")
+            for k, v in value.items():
+                if k.startswith(_SET_ORDER) and not isinstance(v, list):
+                    raise BadRequest(f"{where}.{k}: must be a list")
+                stack.append((v, f"{where}.{k}"))
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
 def apply_strategic_patch(
     current: Mapping[str, Any], patch: Mapping[str, Any], schema: Schema = MERGE_KEYS
 ) -> dict[str, Any]:
-    """``current`` with strategic merge ``patch`` applied (see the module docstring)."""
+    """``current`` with strategic merge ``patch`` applied (see the module docstring).
+    A ``$patch`` directive other than replace, delete or merge is refused (BadRequest)."""
+    check_depth(patch)
+    _check_directives(patch, "")
     result = copy.deepcopy(dict(current))
     return _apply_map(result, patch, "", schema)
 

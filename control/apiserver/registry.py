@@ -38,6 +38,7 @@ from control.api import merge as mergepatch
 from control.api.timeutil import time_at
 from control.apiserver import admission, codec
 from control.apiserver.service_alloc import Claim, ServiceAllocator, held_ips, held_ports
+from control.apiserver.validation_util import immutable
 from control.apiserver.watchcache import CachedObject, WatchCache, Watcher, cached_object
 from control.store.interface import (
     Compacted,
@@ -49,6 +50,10 @@ from control.store.interface import (
 
 MAX_OBJECT_BYTES = 1_572_864  # 1.5 MiB, as etcd's default request limit
 UPDATE_RETRIES = 16
+# Longest grace period a delete may wait (about 68 years): beyond it the deletion time would
+# leave the range a timestamp can hold. A request asking for more is refused; a pod whose
+# spec asks for more waits this long.
+MAX_GRACE_SECONDS = 2**31 - 1
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName alphabet
@@ -78,6 +83,26 @@ def _conflict(info: kinds.KindInfo, name: str) -> errors.Conflict:
     return errors.Conflict(
         f'Operation cannot be fulfilled on {qualified(info)} "{name}": the object has been '
         "modified; please apply your changes to the latest version and try again")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: an error never echoes a large input back."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _check_identity_kept(info: kinds.KindInfo, new: Any, current: Any) -> None:
+    """A patch may not rename, move or re-identify an object (Kubernetes refuses; it is
+    never silently ignored). Fields the patch leaves empty keep the current values."""
+    m, c = new.metadata, current.metadata
+    if m.name and m.name != c.name:
+        raise errors.BadRequest(f"the name of the object ({_short(m.name)}) does not match "
+                                f"the name on the URL ({c.name})")
+    if info.namespaced and m.namespace and m.namespace != c.namespace:
+        raise errors.BadRequest("the namespace of the provided object does not match the "
+                                "namespace sent on the request")
+    if m.uid and m.uid != c.uid:
+        raise errors.Invalid(f'{info.kind} "{c.name}" is invalid',
+                             [immutable("metadata.uid", _short(m.uid))])
 
 
 def _parse_rv(value: str, what: str = "resourceVersion") -> int:
@@ -373,9 +398,14 @@ class Registry:
         try:
             doc = json.loads(patch or b"{}")
         except ValueError as e:
-            raise errors.BadRequest(f"the patch is not valid JSON: {e}") from None
+            raise errors.BadRequest(f"the patch is not valid JSON: {_short(str(e))}") from None
+        except RecursionError:
+            raise errors.BadRequest(
+                f"the patch nests objects and arrays deeper than {mergepatch.MAX_DEPTH} "
+                "levels") from None
         if not isinstance(doc, dict):
             raise errors.BadRequest("the patch must be a JSON object")
+        mergepatch.check_depth(doc)
         if patch_type not in ("merge", "strategic"):
             raise errors.BadRequest(f"unsupported patch type {patch_type!r} (merge, strategic)")
         ns = namespace if info.namespaced else ""
@@ -391,6 +421,7 @@ class Registry:
             new: Any = info.message()
             convert.from_dict(patched, new)
             self._check_kind(info, new)
+            _check_identity_kept(info, new, current)
             if new.metadata.resource_version and (
                     new.metadata.resource_version != current.metadata.resource_version):
                 raise _conflict(info, name)
@@ -520,6 +551,10 @@ class Registry:
                 '"Background", "Orphan"')
         if grace_period_seconds is not None and grace_period_seconds < 0:
             grace_period_seconds = 0
+        if grace_period_seconds is not None and grace_period_seconds > MAX_GRACE_SECONDS:
+            raise errors.BadRequest(
+                f"gracePeriodSeconds: Invalid value: {grace_period_seconds}: must be at most "
+                f"{MAX_GRACE_SECONDS}")
         ns = namespace if info.namespaced else ""
         await self.cache.wait_fresh()
         for _ in range(UPDATE_RETRIES):
@@ -550,7 +585,8 @@ class Registry:
                 finalizers = [f for f in finalizers if f not in (ORPHAN, FOREGROUND)]
             del m.finalizers[:]
             m.finalizers.extend(finalizers)
-            grace = self.admission.grace_period(info, current, grace_period_seconds)
+            grace = min(self.admission.grace_period(info, current, grace_period_seconds),
+                        MAX_GRACE_SECONDS)
             now = self.now()
             if m.HasField("deletion_timestamp"):
                 # already terminating: a delete may shorten the grace period, never extend it

@@ -60,6 +60,51 @@ def decode_object(info: kinds.KindInfo, data: bytes) -> Any:
     return msg
 
 
+class Undecodable:
+    """What a request deserializer hands over for bytes that are not the request message:
+    the handler answers INVALID_ARGUMENT instead of gRPC's UNKNOWN and traceback."""
+
+    def __init__(self, method: str, error: str) -> None:
+        self.method = method
+        self.error = error
+
+    def refusal(self) -> errors.BadRequest:
+        _BAD_BYTES_LOG.warn(method=self.method, error=self.error)
+        return errors.BadRequest(f"cannot decode the {self.method} request: {self.error}")
+
+
+class _RateLimitedLog:
+    """One log line per ``interval`` seconds at most, with the count of those suppressed:
+    a client sending garbage in a loop must not flood the server's log."""
+
+    def __init__(self, event: str, interval: float = 10.0) -> None:
+        self.event = event
+        self.interval = interval
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def warn(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        log.warning(self.event, suppressed=self._suppressed, **fields)
+        self._last, self._suppressed = now, 0
+
+
+_BAD_BYTES_LOG = _RateLimitedLog("refused undecodable request bytes")
+
+
+def _deserializer(method: str, cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError as e:
+            return Undecodable(method, str(e))
+
+    return parse
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> None:
     await context.abort(err.code, errors.to_details(err))
 
@@ -82,6 +127,8 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
         failure: BaseException | None = None
         try:
             _authenticate(authenticator, context)
+            if isinstance(request, Undecodable):
+                raise request.refusal()
             return await fn(request)
         except errors.ApiError as e:
             failure = e
@@ -283,6 +330,9 @@ class ApiService:
 
     async def watch(self, req: api_pb2.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        if isinstance(req, Undecodable):
+            await _abort(context, req.refusal())
+            return
         try:
             _authenticate(self.authenticator, context)
             info = resolve(req.resource)
@@ -328,6 +378,9 @@ class ApiService:
 
     async def logs(self, req: api_pb2.LogsRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.LogChunk]:
+        if isinstance(req, Undecodable):
+            await _abort(context, req.refusal())
+            return
         try:
             _authenticate(self.authenticator, context)
             self.authorize("get", kinds.by_resource("pods"), req.namespace, req.name, "log")
@@ -355,7 +408,7 @@ class ApiService:
             await _abort(context, errors.ServiceUnavailable(
                 "exec is served by the node's agent, and no agent is connected"))
             return
-        async for out in self.exec_backend(requests, context):
+        async for out in self.exec_backend(_decoded(requests, context), context):
             yield out
 
     # -- registration ----------------------------------------------------------------------
@@ -364,7 +417,7 @@ class ApiService:
         def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(getattr(self, name), self.authenticator, self.metrics),
-                request_deserializer=req_cls.FromString,
+                request_deserializer=_deserializer(name, req_cls),
                 response_serializer=rep_cls.SerializeToString)
 
         a = api_pb2
@@ -383,16 +436,25 @@ class ApiService:
             "History": unary("History", a.HistoryRequest, a.HistoryReply),
             "Discovery": unary("Discovery", a.DiscoveryRequest, a.DiscoveryReply),
             "Watch": grpc.unary_stream_rpc_method_handler(
-                self.watch, request_deserializer=a.WatchRequest.FromString,
+                self.watch, request_deserializer=_deserializer("Watch", a.WatchRequest),
                 response_serializer=_identity),
             "Logs": grpc.unary_stream_rpc_method_handler(
-                self.logs, request_deserializer=a.LogsRequest.FromString,
+                self.logs, request_deserializer=_deserializer("Logs", a.LogsRequest),
                 response_serializer=a.LogChunk.SerializeToString),
             "Exec": grpc.stream_stream_rpc_method_handler(
-                self.exec, request_deserializer=a.ExecRequest.FromString,
+                self.exec, request_deserializer=_deserializer("Exec", a.ExecRequest),
                 response_serializer=a.ExecOutput.SerializeToString),
         }
         return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+async def _decoded(requests: AsyncIterator[Any],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.ExecRequest]:
+    """The exec stream's requests; undecodable bytes end the call with INVALID_ARGUMENT."""
+    async for r in requests:
+        if isinstance(r, Undecodable):
+            await _abort(context, r.refusal())
+        yield r
 
 
 def _identity(b: bytes) -> bytes:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
 
 from control.api import merge
 from control.api.errors import BadRequest
+from control.api.merge import apply_strategic_patch, check_depth
 
 LAST = merge.LAST_APPLIED_ANNOTATION
 
@@ -374,3 +376,35 @@ def test_removed_object_goes_as_a_whole() -> None:
     _containers(live)[0]["livenessProbe"]["periodSeconds"] = 10  # a server default
     out = _apply(last, _deployment([C1]), live)
     assert "livenessProbe" not in _containers(out)[0]
+
+
+@pytest.mark.parametrize(("doc", "ok"), [
+    ({}, True),
+    ({"a": [[[]]]}, True),
+    (json.loads("[" * 100 + "]" * 100), True),
+    (json.loads("[" * 101 + "]" * 101), False),
+    ({"a": json.loads('{"b": ' * 99 + "1" + "}" * 99)}, True),
+    ({"a": json.loads('{"b": ' * 100 + "1" + "}" * 100)}, False),
+])
+def test_check_depth(doc: Any, ok: bool) -> None:
+    if ok:
+        check_depth(doc)
+    else:
+        with pytest.raises(BadRequest, match="deeper than 100"):
+            check_depth(doc)
+
+
+@pytest.mark.parametrize(("patch", "error"), [
+    ({"a": {"$patch": "merge", "b": 1}}, None),
+    ({"a": [{"name": "x", "$patch": "delete"}]}, None),
+    ({"$patch": "bogus"}, "invalid patch type 'bogus' at ."),
+    ({"a": {"b": [{"$patch": None}, {"$patch": "nope"}]}}, "at .a.b[1]"),
+    ({"a": {"$patch": ["replace"]}}, "invalid patch type"),
+    ({"$setElementOrder/a": "x"}, "must be a list"),
+])
+def test_strategic_directives_checked(patch: dict[str, Any], error: str | None) -> None:
+    if error is None:
+        apply_strategic_patch({"a": {"c": 2}}, patch)
+    else:
+        with pytest.raises(BadRequest, match=re.escape(error)):
+            apply_strategic_patch({"a": {"c": 2}}, patch)
