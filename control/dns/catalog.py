@@ -59,6 +59,12 @@ class IPOwner:
 
 
 class Catalog(Protocol):
+    @property
+    def generation(self) -> int:
+        """Changes whenever any answer may have: the server's answer cache is kept only
+        while it stays the same."""
+        ...
+
     def service(self, namespace: str, name: str) -> ServiceInfo | None: ...
 
     def endpoints(self, namespace: str, name: str) -> Sequence[Endpoint]: ...
@@ -106,8 +112,10 @@ class MemoryCatalog:
 
     services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
     endpoint_lists: dict[tuple[str, str], list[Endpoint]] = field(default_factory=dict)
+    generation: int = 0
 
     def add(self, svc: ServiceInfo, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.generation += 1
         self.services[(svc.namespace, svc.name)] = svc
         self.endpoint_lists[(svc.namespace, svc.name)] = list(endpoints)
 
@@ -152,8 +160,17 @@ class InformerCatalog:
                  endpoints: SharedInformer[core_pb2.Endpoints]) -> None:
         self._services = services
         self._endpoints = endpoints
+        self.generation = 0
         services.add_indexers({BY_IP: _service_ips, BY_NAMESPACE: _namespace})
         endpoints.add_indexers({BY_IP: _endpoint_ips})
+        # handlers run after the cache changed, so a bumped generation never pairs with
+        # the old contents
+        for inf in (services, endpoints):
+            inf.add_event_handler(on_add=self._bump, on_update=lambda _o, _n: self._bump(),
+                                  on_delete=self._bump)
+
+    def _bump(self, *_: object) -> None:
+        self.generation += 1
 
     def service(self, namespace: str, name: str) -> ServiceInfo | None:
         svc = self._services.indexer.get(f"{namespace}/{name}")

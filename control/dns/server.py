@@ -50,7 +50,10 @@ log = structlog.get_logger(__name__)
 
 CLASSIC_UDP_LIMIT = 512
 MAX_UDP_LIMIT = 4096
-OUR_EDNS_SIZE = 1232  # the DNS flag day 2020 size: no fragmentation on common paths
+OUR_EDNS_SIZE = 1232
+# distinct questions whose answers are kept (the whole cache is dropped when full: the
+# working set of a cluster's names is far smaller)
+CACHE_ENTRIES = 10_000  # the DNS flag day 2020 size: no fragmentation on common paths
 
 
 def _rdata(r: Record) -> Any:
@@ -106,7 +109,8 @@ class DNSServer:
     """See the module docstring."""
 
     def __init__(self, zone: Zone, catalog: Catalog, forwarder: Forwarder | None, *,
-                 host: str = "127.0.0.1", port: int = 53, tcp_idle: float = 10.0) -> None:
+                 host: str = "127.0.0.1", port: int = 53, tcp_idle: float = 10.0,
+                 cache_entries: int = CACHE_ENTRIES) -> None:
         self.zone = zone
         self.catalog = catalog
         self.forwarder = forwarder
@@ -118,6 +122,11 @@ class DNSServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.bound = asyncio.Event()
+        # answers to cluster names by the query's bytes after its id, valid for one catalog
+        # generation (the names' records cannot change within it)
+        self._cache: dict[tuple[bool, bytes], bytes] = {}
+        self._cache_generation = -1
+        self.cache_entries = cache_entries
 
     # -- answering ------------------------------------------------------------------------
 
@@ -162,7 +171,7 @@ class DNSServer:
 
     async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The full answer to one query (forwarding when needed), before UDP truncation."""
-        reply, query = self.local_answer(data)
+        reply, query = self.cached_answer(data, tcp=True)
         if query is None:
             return reply
         if self.forwarder is None or not self.forwarder.upstreams:
@@ -229,14 +238,34 @@ class DNSServer:
             log.warning("dns query task failed", task=task.get_name(),
                         error=repr(task.exception()))
 
-    def _udp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def cached_answer(self, data: bytes, *, tcp: bool) -> tuple[bytes | None, DNSRecord | None]:
+        """:meth:`local_answer` (fitted to UDP unless ``tcp``) through the answer cache: a
+        repeated question is a dictionary look-up and the client's id spliced in."""
+        generation = self.catalog.generation
+        if generation != self._cache_generation:
+            self._cache.clear()
+            self._cache_generation = generation
+        key = (tcp, data[2:])
+        hit = self._cache.get(key)
+        if hit is not None:
+            return data[:2] + hit, None
         reply, query = self.local_answer(data)
+        if reply is not None and not tcp:
+            reply = self.fit_udp(data, reply)
+        if reply is not None and len(data) >= 12 and self.cache_entries:
+            if len(self._cache) >= self.cache_entries:
+                self._cache.clear()
+            self._cache[key] = reply[2:]
+        return reply, query
+
+    def _udp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply, query = self.cached_answer(data, tcp=False)
         transport = self._udp
         if transport is None:
             return
         if query is None:
             if reply is not None:
-                transport.sendto(self.fit_udp(data, reply), addr)
+                transport.sendto(reply, addr)
             return
 
         async def forward() -> None:

@@ -166,3 +166,20 @@ def test_upstreams_leave_out_the_server_itself() -> None:
             "nameserver bogus\nnameserver 192.0.2.53\n")
     assert upstreams_from_resolv_conf(text, exclude=["10.96.0.10"]) == [
         ("192.0.2.53", 53), ("fe80::1", 53)]
+
+
+async def test_cached_answers_follow_catalog_changes() -> None:
+    catalog = cluster()
+    srv = DNSServer(Zone(), catalog, None, host="127.0.0.1", port=0)
+    task = await start(srv)
+    try:
+        for _ in range(2):  # the second is a cache hit, with its own id
+            r = await ask(srv, "new.default.svc.cluster.local", "A")
+            assert r.header.rcode == RCODE.NXDOMAIN
+        catalog.add(ServiceInfo("default", "new", ("10.96.0.99",)))
+        r = await ask(srv, "new.default.svc.cluster.local", "A")
+        assert rdatas(r) == ["10.96.0.99"]
+        r = await ask(srv, "new.default.svc.cluster.local", "A", tcp=True)
+        assert rdatas(r) == ["10.96.0.99"]
+    finally:
+        await stop(task)
