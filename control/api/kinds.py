@@ -201,6 +201,16 @@ KINDS: tuple[KindInfo, ...] = (
         "scheduling_pb2.PriorityClass",
         False,
     ),
+    # discovery.k8s.io/v1
+    _k(
+        "EndpointSlice",
+        "discovery.k8s.io",
+        "endpointslices",
+        (),
+        True,
+        "discovery_pb2.EndpointSlice",
+        False,
+    ),
     # policy/v1
     _k(
         "PodDisruptionBudget",

@@ -45,6 +45,7 @@ from control.controllers.daemonset import DaemonSetController
 from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.endpoints import EndpointsController
+from control.controllers.endpointslice import EndpointSliceController
 from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
 from control.controllers.namespace import NamespaceController
@@ -122,6 +123,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "taint-eviction-controller": TaintEvictionController,
     "disruption": DisruptionController,
     "endpoint": EndpointsController,
+    "endpointslice": EndpointSliceController,
     "nodeipam": NodeIpamController,
     "job": JobController,
     "cronjob": CronJobController,

@@ -53,6 +53,7 @@ EXPECTED = {
     ("scheduling.k8s.io/v1", "PriorityClass"): "priorityclasses",
     ("node.k8s.io/v1", "RuntimeClass"): "runtimeclasses",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
 }
 
 CLUSTER_SCOPED = {

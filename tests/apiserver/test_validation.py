@@ -158,6 +158,11 @@ VALID: dict[str, Doc] = {
     "PodDisruptionBudget": obj(
         "PodDisruptionBudget", "policy/v1", spec={"minAvailable": "50%", "selector": SELECTOR}
     ),
+    "EndpointSlice": obj(
+        "EndpointSlice", "discovery.k8s.io/v1", addressType="IPv4",
+        endpoints=[{"addresses": ["10.244.0.2"], "conditions": {"ready": True}}],
+        ports=[{"name": "http", "port": 80, "protocol": "TCP"}],
+    ),
     "PriorityClass": obj("PriorityClass", "scheduling.k8s.io/v1", namespaced=False, value=1000),
     "RuntimeClass": obj(
         "RuntimeClass",
