@@ -23,7 +23,9 @@ Pure module: no I/O, safe to import anywhere (agent and CLI included).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -40,12 +42,18 @@ class FieldError:
 
 
 class ApiError(Exception):
+    """``retry_after``: seconds the client should wait before trying again (Kubernetes'
+    details.retryAfterSeconds); travels as the ``retry-after`` trailing metadata."""
+
     reason = "InternalError"
     code = grpc.StatusCode.UNKNOWN
+    retry_after: int | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message
@@ -150,7 +158,28 @@ def to_details(err: ApiError) -> str:
     return f"{err.reason}: {err.message}"
 
 
-def from_grpc(code: grpc.StatusCode, details: str | None) -> ApiError:
+RETRY_AFTER_KEY = "retry-after"
+
+
+def trailing_metadata(err: ApiError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata sent with ``err``'s status (the retry-after hint, if any)."""
+    if err.retry_after is None:
+        return ()
+    return ((RETRY_AFTER_KEY, str(err.retry_after)),)
+
+
+def retry_after_from(metadata: Iterable[Any] | None) -> int | None:
+    """The retry-after hint in received trailing metadata (pairs of key and value)."""
+    for key, value in metadata or ():
+        if key == RETRY_AFTER_KEY:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if text.isdigit() and len(text) < 10:
+                return int(text)
+    return None
+
+
+def from_grpc(code: grpc.StatusCode, details: str | None,
+              retry_after: int | None = None) -> ApiError:
     """Rebuild the ApiError a server raised from a gRPC status code and details."""
     details = details or ""
     reason, sep, message = details.partition(": ")
@@ -159,7 +188,7 @@ def from_grpc(code: grpc.StatusCode, details: str | None) -> ApiError:
         cls = _BY_CODE.get(code, ApiError)
         message = details
     err = cls.__new__(cls)
-    ApiError.__init__(err, message)
+    ApiError.__init__(err, message, retry_after=retry_after)
     if isinstance(err, Invalid):
         err.errors = []
     return err

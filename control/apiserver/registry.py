@@ -106,13 +106,10 @@ def _check_identity_kept(info: kinds.KindInfo, new: Any, current: Any) -> None:
 
 
 def _parse_rv(value: str, what: str = "resourceVersion") -> int:
-    try:
-        rv = int(value)
-        if rv < 0:
-            raise ValueError
-        return rv
-    except ValueError:
-        raise errors.BadRequest(f"invalid {what}: {value!r}") from None
+    # a revision is an unsigned 64-bit number, in decimal digits only
+    if not (value.isascii() and value.isdigit()) or int(value[:21]) >= 2**64:
+        raise errors.BadRequest(f"invalid {what}: {_short(value)!r}")
+    return int(value)
 
 
 
@@ -191,7 +188,7 @@ class Registry:
         if resource_version == "":
             await self.cache.wait_fresh()
         elif resource_version != "0":
-            await self.cache.wait_for(_parse_rv(resource_version))
+            await self.cache.wait_for_requested(_parse_rv(resource_version))
 
     def lookup(self, info: kinds.KindInfo, namespace: str, name: str) -> CachedObject:
         co = self.cache.get(info.plural, object_key(info, namespace, name))

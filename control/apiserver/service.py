@@ -106,7 +106,7 @@ def _deserializer(method: str, cls: Any) -> Callable[[bytes], Any]:
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> None:
-    await context.abort(err.code, errors.to_details(err))
+    await context.abort(err.code, errors.to_details(err), errors.trailing_metadata(err))
 
 
 def _authenticate(authenticator: authn.Authenticator,
@@ -342,6 +342,8 @@ class ApiService:
             elif req.resource_version != "0":
                 # resuming: the history before a restart may still be loading from the log
                 await self.reg.cache.wait_history()
+                # from a revision not reached yet: a bounded wait, then "too large"
+                await self.reg.fresh(req.resource_version)
             watcher = self.reg.watch(info, req.namespace, req.label_selector,
                                      req.field_selector, req.resource_version,
                                      req.allow_bookmarks)

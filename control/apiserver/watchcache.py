@@ -50,6 +50,10 @@ INTERNAL_RESOURCES = frozenset({"ranges", "masterleases"})
 DEFAULT_SIZE_BYTES = 256 * 1024 * 1024
 # Python objects around one event's payload (CacheEvent, CachedObject, deque slot), roughly
 EVENT_OVERHEAD = 512
+# A read or watch at a revision the cache has not reached waits this long for it, then is
+# told to retry after TOO_LARGE_RETRY_SECONDS (Kubernetes: 3 s, then retryAfterSeconds 1).
+TOO_LARGE_WAIT_SECONDS = 3.0
+TOO_LARGE_RETRY_SECONDS = 1
 
 
 def resource_of_key(key: str) -> str:
@@ -502,12 +506,25 @@ class WatchCache:
         if revision <= self.revision:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((revision, fut))
+        entry = (revision, fut)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(fut, limit)
         except TimeoutError:
             raise errors.Timeout(
-                f"too large resource version: {revision}, current: {self.revision}") from None
+                f"Too large resource version: {revision}, current: {self.revision}",
+                retry_after=TOO_LARGE_RETRY_SECONDS) from None
+        finally:
+            # a revision that never comes must not leave its waiter behind
+            if not fut.done() or fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+
+    async def wait_for_requested(self, revision: int) -> None:
+        """A client asked for ``revision`` (a read or a watch "not older than"): wait a
+        bounded time for it, as Kubernetes does, then Timeout "Too large resource version"
+        with a retry-after hint."""
+        await self.wait_for(revision, TOO_LARGE_WAIT_SECONDS)
 
     async def wait_fresh(self, limit: float = 10.0) -> None:
         """Reach the store's newest durable revision: a read then reflects every

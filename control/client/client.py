@@ -74,7 +74,7 @@ def _translate(e: grpc.aio.AioRpcError, target: str) -> errors.ApiError:
         "Timeout: "
     ):
         return errors.Timeout(f"the Flotilla server at {target} did not answer in time")
-    return errors.from_grpc(e.code(), e.details())
+    return errors.from_grpc(e.code(), e.details(), errors.retry_after_from(e.trailing_metadata()))
 
 
 def object_meta(obj: Message) -> meta_pb2.ObjectMeta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -127,3 +128,46 @@ async def test_huge_grace_period_refused(cluster: Cluster, grace: int) -> None:
     await cluster.client.delete(core_pb2.ConfigMap, "g", "default",
                                 grace_period_seconds=2**31 - 1)
 
+
+
+async def test_future_resource_version_is_too_large_after_a_bounded_wait(
+        cluster: Cluster) -> None:
+    c = cluster.client
+    made = await c.create(cm("f"))
+    future = str(int(made.metadata.resource_version) + 1000)
+    loop = asyncio.get_running_loop()
+    for read in (lambda: c.get(core_pb2.ConfigMap, "f", "default", resource_version=future),
+                 lambda: c.list(core_pb2.ConfigMap, "default", resource_version=future)):
+        start = loop.time()
+        with pytest.raises(errors.Timeout, match="Too large resource version") as ei:
+            await read()
+        assert 2.5 < loop.time() - start < 6
+        assert ei.value.retry_after == 1
+    start = loop.time()
+    with pytest.raises(errors.Timeout, match="Too large resource version"):
+        async for _ in c.watch(core_pb2.ConfigMap, "default", resource_version=future):
+            pass
+    assert 2.5 < loop.time() - start < 6
+    assert cluster.plane.registry is not None
+    assert not cluster.plane.registry.cache._waiters
+
+
+async def test_resource_version_reached_during_the_wait_is_served(cluster: Cluster) -> None:
+    c = cluster.client
+    made = await c.create(cm("f"))
+    nxt = str(int(made.metadata.resource_version) + 1)
+    read = asyncio.ensure_future(c.get(core_pb2.ConfigMap, "f", "default",
+                                       resource_version=nxt))
+    await asyncio.sleep(0.5)
+    made.data["x"] = "1"
+    await c.update(made)
+    got = await asyncio.wait_for(read, 5)
+    assert got.data["x"] == "1"
+
+
+@pytest.mark.parametrize("rv", ["-1", "1e5", " 7", "9" * 30, "x" * 100_000])
+async def test_malformed_resource_version_refused_without_echo(cluster: Cluster,
+                                                               rv: str) -> None:
+    with pytest.raises(errors.BadRequest, match="invalid resourceVersion") as ei:
+        await cluster.client.list(core_pb2.ConfigMap, "default", resource_version=rv)
+    assert len(str(ei.value)) < 1000
