@@ -40,6 +40,7 @@ is killed. ``start``/``stop`` are called from one task; ``stop`` is idempotent.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -152,9 +153,37 @@ async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> Non
     await context.abort(err.code, errors.to_details(err))
 
 
+# Linux's limits on a new program's arguments: one string at most MAX_ARG_STRLEN (32 pages),
+# all of them with the environment at most ARG_MAX; room is kept for the exec helper's own
+# arguments and environment.
+MAX_ARG_STRLEN = 32 * 4096
+_ARGV_RESERVE = 64 * 1024
+
+
+def check_exec_argv(argv: Sequence[str], arg_max: int | None = None) -> None:
+    """Refuse (BadRequest) a command line the kernel would refuse with E2BIG."""
+    limit = (arg_max if arg_max is not None else os.sysconf("SC_ARG_MAX")) - _ARGV_RESERVE
+    total = 0
+    for i, arg in enumerate(argv):
+        size = len(arg.encode(errors="surrogateescape")) + 1
+        if size > MAX_ARG_STRLEN:
+            raise errors.BadRequest(
+                f"command[{i}] is {size - 1} bytes: one argument may be at most "
+                f"{MAX_ARG_STRLEN - 1} bytes")
+        if "\0" in arg:
+            raise errors.BadRequest(f"command[{i}] contains a NUL byte")
+        total += size + 8  # the pointer to it
+    if total > limit:
+        raise errors.BadRequest(
+            f"the command's {len(argv)} arguments take {total} bytes: more than the "
+            f"{limit} bytes this node can pass to a new process (argument list too long)")
+
+
 def _as_api_error(e: Exception) -> errors.ApiError:
     if isinstance(e, errors.ApiError):
         return e
+    if isinstance(e, OSError) and e.errno == errno.E2BIG:
+        return errors.BadRequest(f"the command cannot be started: {os.strerror(errno.E2BIG)}")
     if isinstance(e, NotFoundError):
         return errors.NotFound(f"container not found: {e}")
     if isinstance(e, RuntimeError_):
@@ -310,6 +339,7 @@ class AgentServer:
             if not req.command:
                 raise errors.BadRequest("you must specify at least one command for the "
                                         "container")
+            check_exec_argv(req.command)
             ref = await self.lookup(req.namespace, req.name, req.container, False,
                                     first.pod_uid)
             status = await self.runtime.container_status(ref.container_id)

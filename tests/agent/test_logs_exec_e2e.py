@@ -343,6 +343,8 @@ async def test_exec_refusals(env: Env) -> None:
     _, cid = await web(env)
     with pytest.raises(errors.NotFound):
         await c.exec("default", "ghost", ["true"]).wait()
+    with pytest.raises(errors.BadRequest, match="argument list too long"):
+        await c.exec("default", "web", ["echo"] + ["y" * 100_000] * 25).wait()
     env.runtime.exit(cid)
     with pytest.raises(errors.BadRequest, match="not running"):
         await c.exec("default", "web", ["true"]).wait()
