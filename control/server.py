@@ -126,6 +126,8 @@ class ServerOptions:
     # 53 as root, else 10053); ``disable`` with "dns" does not run it
     cluster_domain: str = "cluster.local"
     dns_listen: str | None = None
+    # where the names outside the cluster go: this file's nameservers
+    dns_resolv_conf: Path = Path("/etc/resolv.conf")
 
     def node_lifecycle(self) -> NodeLifecycleOptions:
         return NodeLifecycleOptions(
@@ -423,14 +425,18 @@ class ControlPlane:
             host, _, port = opts.dns_listen.rpartition(":")
             host, dns_port = host.strip("[]"), int(port)
         else:
-            # where the kube-dns Endpoints point: pods reach the server there
-            host = advertise or "127.0.0.1"
+            # where the kube-dns Endpoints point: pods reach the server there (the API's
+            # own address when it listens on one, and no default route names another)
+            api_host = opts.listen.rpartition(":")[0].strip("[]")
+            specific = api_host not in ("", "0.0.0.0", "::", "localhost") and \
+                not api_host.startswith("127.")
+            host = advertise or (api_host if specific else "127.0.0.1")
             dns_port = 53 if os.geteuid() == 0 else UNPRIVILEGED_PORT
         self.dns_cluster_ip = default_cluster_dns_ip(opts.service_cluster_ip_range)
         self.dns = ClusterDNS.connect(
             self.address, self.credentials(authn.CLUSTER_DNS),
             DNSOptions(host=host, port=dns_port, cluster_ip=self.dns_cluster_ip,
-                       domain=opts.cluster_domain))
+                       domain=opts.cluster_domain, resolv_conf=opts.dns_resolv_conf))
         await self.dns.start()
 
     async def stop(self) -> None:

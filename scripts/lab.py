@@ -352,7 +352,8 @@ def up(d: Path, n: int, name: str, cluster_cidr: str) -> None:
             d, "server", str(d / "netns" / "m1"), f"{name}-m1",
             [_python(), "-m", "control.cli.main", "server", "--data-dir", str(d / "server"),
              "--listen", f"{machine_ip(1)}:{API_PORT}", "--cluster-cidr", cluster_cidr,
-             "--log-format", "json"])
+             # the machines reach nothing outside the lab: the cluster DNS forwards nowhere
+             "--dns-resolv-conf", "/dev/null", "--log-format", "json"])
         save_state(d, state)
         port_file = d / "relay.port"
         state["pids"]["relay"] = spawn(

@@ -194,6 +194,10 @@ def register(sub: Any) -> None:
     p.add_argument("--dns-listen", default=None, metavar="HOST:PORT",
                    help="where the cluster DNS listens (default: the advertised address, "
                         "port 53 as root, 10053 otherwise); the kube-dns Service points there")
+    p.add_argument("--dns-resolv-conf", default=None, metavar="PATH",
+                   help="the resolvers names outside the cluster are forwarded to, from "
+                        "this file's nameserver lines (default /etc/resolv.conf; an empty "
+                        "file: none, such names get SERVFAIL)")
     p.set_defaults(handler=run_server, configures_logging=True)
 
 
@@ -222,6 +226,8 @@ def service_options(args: argparse.Namespace) -> dict[str, Any]:
             if not port.isdigit() or int(port) > 65535:
                 raise ValueError(f"--dns-listen {args.dns_listen!r}: expected HOST:PORT")
             out["dns_listen"] = args.dns_listen
+        if args.dns_resolv_conf is not None:
+            out["dns_resolv_conf"] = Path(args.dns_resolv_conf)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return out

@@ -99,7 +99,7 @@ class ClusterDNS:
         server = self.server
         self.keeper = KubeDNSKeeper(
             self.client, opts.cluster_ip, lambda: server.port,
-            lambda: endpoints.indexer.get(f"{ns}/{name}"))
+            lambda: endpoints.indexer.get(f"{ns}/{name}"), own_address=opts.host)
         keeper = self.keeper
 
         def on_endpoints(ep: core_pb2.Endpoints) -> None:

@@ -79,6 +79,14 @@ def server_addresses(apiserver_endpoints: core_pb2.Endpoints | None) -> list[str
     return sorted({a.ip for s in apiserver_endpoints.subsets for a in s.addresses})
 
 
+def _pod_reachable(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified)
+
+
 def _ports(svc: core_pb2.Service) -> list[tuple[str, int, str, int]]:
     return [(p.name, p.port, p.protocol, p.target_port.int_val) for p in svc.spec.ports]
 
@@ -86,13 +94,16 @@ def _ports(svc: core_pb2.Service) -> list[tuple[str, int, str, int]]:
 class KubeDNSKeeper:
     def __init__(self, client: Any, cluster_ip: str, port: Callable[[], int],
                  apiserver_endpoints: Callable[[], core_pb2.Endpoints | None],
-                 interval: float = INTERVAL) -> None:
+                 own_address: str = "", interval: float = INTERVAL) -> None:
         """``port()`` is the DNS server's (bound) port; ``apiserver_endpoints()`` the cached
-        ``kubernetes`` Endpoints, or None."""
+        ``kubernetes`` Endpoints, or None; ``own_address`` this DNS server's address, listed
+        too (a server without an advertised address is not in the ``kubernetes``
+        Endpoints), unless loopback or unspecified."""
         self.client = client
         self.cluster_ip = cluster_ip
         self.port = port
         self.apiserver_endpoints = apiserver_endpoints
+        self.own = [own_address] if _pod_reachable(own_address) else []
         self.interval = interval
         self._poked = asyncio.Event()
         self._warned_ip = ""
@@ -114,7 +125,8 @@ class KubeDNSKeeper:
 
     async def sync(self) -> None:
         await self._ensure_service()
-        await self._ensure_endpoints(server_addresses(self.apiserver_endpoints()))
+        await self._ensure_endpoints(
+            sorted({*server_addresses(self.apiserver_endpoints()), *self.own}))
 
     async def _ensure_service(self) -> None:
         want = desired_service(self.cluster_ip, self.port())

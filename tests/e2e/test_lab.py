@@ -3,6 +3,7 @@ namespaces, a real server and agents. Pods get distinct IPs from their nodes' ra
 and UDP between pods on one machine and across machines; a pod's containers share
 localhost; a pod reaches itself; a hostPort answers on the node's address; an agent killed
 and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
+pods resolve Services and a headless Service's pods through the cluster DNS;
 ``scripts/lab down`` leaves nothing behind.
 
 Traffic stays inside the namespaces the lab creates (the test talks to the API through the
@@ -170,6 +171,73 @@ async def test_pod_ips_and_traffic(client: ApiClient) -> None:
     assert code == 0 and "flotilla0" in out.decode()
     assert await run(c, "hostnet", "tcp", srv, "8080") == f"tcp from {m2_ip}"
     await c.delete(core_pb2.Pod, "hostnet", "default", grace_period_seconds=0)
+
+
+RESOLVE = r"""
+import socket, sys
+for name in sys.argv[1:]:
+    print(name, " ".join(sorted({a[4][0] for a in socket.getaddrinfo(name, None,
+                                                                      socket.AF_INET)})))
+"""
+
+
+async def test_cluster_dns_from_a_pod(client: ApiClient) -> None:
+    """A pod resolves a Service and a headless Service's pods through the cluster DNS, with
+    its own resolv.conf (dnsPolicy None, the DNS server's address: Service routing to the
+    kube-dns ClusterIP is the proxy's), by the system resolver and its search path."""
+    c = client
+    nodes = {n.metadata.name: n for n in (await c.list(core_pb2.Node)).items}
+    # the server runs on m1: its advertised address is that machine's
+    dns_ip = next(a.address for a in nodes[m(1)].status.addresses if a.type == "InternalIP")
+    kube_dns = await c.get(core_pb2.Endpoints, "kube-dns", "kube-system")
+    assert [(a.ip, p.port) for s in kube_dns.subsets for a in s.addresses
+            for p in s.ports if p.protocol == "UDP"] == [(dns_ip, 53)]
+    await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}},
+        core_pb2.Service()))
+    await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"},
+                 "ports": [{"name": "pg", "port": 5432}]}}, core_pb2.Service()))
+    db = pod("db-0", m(2), sleeper())
+    db.metadata.labels["app"] = "db"
+    db.spec.hostname, db.spec.subdomain = "db-0", "db"
+    await c.create(db)
+    asker = pod("asker", m(2), sleeper())
+    asker.spec.dns_policy = "None"
+    asker.spec.dns_config.nameservers.append(dns_ip)
+    asker.spec.dns_config.searches.append("default.svc.cluster.local")
+    # every name below is tried under the search path first (and the lab's server forwards
+    # nowhere: the machines have no upstream)
+    asker.spec.dns_config.options.add(name="ndots", value="5")
+    await c.create(asker)
+    # a ClusterFirst pod's resolv.conf names the kube-dns ClusterIP
+    pods = await wait_running(c, ["db-0", "asker", "far"])
+    code, out, _ = await c.exec("default", "far", ["cat", "/etc/resolv.conf"]).wait()
+    lines = out.decode().splitlines()
+    assert code == 0 and lines[0].startswith(
+        "search default.svc.cluster.local svc.cluster.local cluster.local"), lines
+    assert lines[1:] == ["nameserver 10.96.0.10", "options ndots:5"], lines
+    web_ip = (await c.get(core_pb2.Service, "web", "default")).spec.cluster_ip
+    db_ip = pods["db-0"].status.pod_ip
+
+    async def resolved() -> str:
+        async with asyncio.timeout(30):
+            _, out, err = await c.exec("default", "asker", [
+                sys.executable, "-c", RESOLVE, "web", "db", "db-0.db",
+                "web.default.svc.cluster.local."]).wait()
+        return (out + err).decode().strip()
+
+    want = f"web {web_ip}\ndb {db_ip}\ndb-0.db {db_ip}\nweb.default.svc.cluster.local. {web_ip}"
+    async with asyncio.timeout(30):  # the Endpoints follow the pod's readiness
+        while (got := await resolved()) != want:
+            await asyncio.sleep(0.5)
+    assert got == want
+    for name in ("db-0", "asker"):
+        await c.delete(core_pb2.Pod, name, "default", grace_period_seconds=0)
+    for name in ("web", "db"):
+        await c.delete(core_pb2.Service, name, "default")
 
 
 async def test_agent_killed_and_restarted_keeps_ips_and_routes(
