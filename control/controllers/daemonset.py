@@ -4,11 +4,9 @@
 
 1. Claim pods as the ReplicaSet controller does (adopt matching orphans after a fresh
    read, release ours that stop matching).
-2. History: the ControllerRevision whose data is the current template is the current
-   revision (created as ``<ds>-<hash>`` with the next revision number when missing; an old
-   one matching again — a rollback — gets the next number); its
-   ``controller-revision-hash`` labels the pods. Revisions beyond
-   ``revisionHistoryLimit`` that no pod uses are deleted, oldest first.
+2. History (``control.controllers.history``): the ControllerRevision whose data is the
+   current template is the current revision; its ``controller-revision-hash`` labels the
+   pods. Revisions beyond ``revisionHistoryLimit`` that no pod uses are deleted.
 3. Only once expectations are satisfied: per node (``daemonset_util.should_run``) create
    the missing pod — pinned to the node with node affinity ``metadata.name In [node]`` and
    placed by the scheduler, as Kubernetes does — delete pods from nodes that no longer
@@ -39,18 +37,19 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from control.api import convert, errors, kinds, labels
+from control.api import errors, kinds, labels
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import controller_of, is_pod_ready
 from control.client.client import ApiClient
 from control.controllers import daemonset_util as dsu
 from control.controllers import deployment_util as du
+from control.controllers.history import RevisionHistory
+from control.controllers.history import selector_of as history_selector
 from control.controllers.podbatch import PodBatches
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
     controller_uid_index,
-    owner_reference,
 )
 from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.controller import Controller, Result
@@ -67,20 +66,13 @@ NAME = "daemonset"
 DaemonSet = apps_pb2.DaemonSet
 Revision = apps_pb2.ControllerRevision
 DAEMONSET = kinds.by_message(apps_pb2.DaemonSet)
-REVISION = kinds.by_message(apps_pb2.ControllerRevision)
 BURST = 250
 # Kubernetes' failedPodsBackoff: 1 s doubling to 15 minutes per (DaemonSet, node)
 FAILED_POD_BACKOFF = Backoff(initial=1.0, max_delay=900.0, factor=2.0, reset_after=1800.0)
 
 
 def selector_of(ds: DaemonSet) -> labels.Selector:
-    if not ds.spec.HasField("selector"):
-        return labels.nothing()
-    return labels.from_label_selector(ds.spec.selector)
-
-
-def _same_template(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
-    return bool(convert.to_dict(a) == convert.to_dict(b))
+    return history_selector(ds)
 
 
 class DaemonSetController:
@@ -108,6 +100,7 @@ class DaemonSetController:
         self._pods = ctx.informers.informer(core_pb2.Pod, indexers=index)
         self._nodes = ctx.informers.informer(core_pb2.Node)
         self._revisions = ctx.informers.informer(apps_pb2.ControllerRevision, indexers=index)
+        self.history = RevisionHistory(ctx.client, self._revisions, apps_pb2.DaemonSet)
         self._sets.add_event_handler(on_add=self._enqueue,
                                      on_update=lambda _o, n: self._enqueue(n),
                                      on_delete=self._set_deleted)
@@ -200,7 +193,7 @@ class DaemonSetController:
         if ds.metadata.HasField("deletion_timestamp"):
             return None
         pods = await self._claim(ds)
-        current, history = await self._history(ds)
+        current, history = await self.history.sync(ds)
         hash_ = current.metadata.labels.get(dsu.REVISION_HASH_LABEL, "")
         nodes = list(self._nodes.indexer.list())
         # one eligibility verdict per node per pass: (should run, may keep running)
@@ -252,93 +245,12 @@ class DaemonSetController:
         return bool(fresh.metadata.uid == ds.metadata.uid
                     and not fresh.metadata.HasField("deletion_timestamp"))
 
-    # -- history ---------------------------------------------------------------------------
-
-    async def _history(self, ds: DaemonSet) -> tuple[Revision, list[Revision]]:
-        """(current revision, every revision of ours)."""
-        revs = [r for r in self._revisions.indexer.by_index(CONTROLLER_UID_INDEX, ds.metadata.uid)
-                if r.metadata.namespace == ds.metadata.namespace]
-        revs.extend(await self._adopt_revisions(ds))
-        top = max((r.revision for r in revs), default=0)
-        matching = sorted((r for r in revs if _same_template(dsu.template_of(r.data),
-                                                             ds.spec.template)),
-                          key=lambda r: r.revision)
-        if matching:
-            current = matching[-1]
-            for dup in matching[:-1]:
-                await self._delete_revision(dup)
-            if current.revision < top:
-                current = await self._bump(current, top + 1)
-            return current, revs
-        collision = ds.status.collision_count if ds.status.HasField("collision_count") else None
-        hash_ = dsu.revision_hash(ds.spec.template, collision)
-        cr = apps_pb2.ControllerRevision(api_version="apps/v1", kind="ControllerRevision")
-        cr.metadata.name = f"{ds.metadata.name}-{hash_}"
-        cr.metadata.namespace = ds.metadata.namespace
-        cr.metadata.labels.update(ds.spec.template.metadata.labels)
-        cr.metadata.labels[dsu.REVISION_HASH_LABEL] = hash_
-        cr.metadata.owner_references.append(owner_reference(ds))
-        cr.data.CopyFrom(dsu.revision_data(ds.spec.template))
-        cr.revision = top + 1
-        try:
-            created = await self._client.create(cr)
-        except errors.AlreadyExists:
-            existing = await self._client.get(REVISION, cr.metadata.name, ds.metadata.namespace)
-            ref = controller_of(existing)
-            if (ref is not None and ref.uid == ds.metadata.uid
-                    and _same_template(dsu.template_of(existing.data), ds.spec.template)):
-                return existing, revs
-            # a hash collision: count it so that the next hash differs, and try again
-            fresh = await self._client.get(DAEMONSET, ds.metadata.name, ds.metadata.namespace)
-            fresh.status.collision_count = (collision or 0) + 1
-            await self._client.update_status(fresh)
-            raise errors.Conflict(f"revision name {cr.metadata.name} is taken") from None
-        return created, [*revs, created]
-
-    async def _adopt_revisions(self, ds: DaemonSet) -> list[Revision]:
-        """Orphaned revisions the selector matches (a DaemonSet deleted with orphaning and
-        created again) become ours, so its pods keep their revision."""
-        selector = selector_of(ds)
-        orphans = [r for r in self._revisions.indexer.by_index(NAMESPACE_INDEX,
-                                                                ds.metadata.namespace)
-                   if controller_of(r) is None and selector.matches(r.metadata.labels)]
-        if not orphans or not await self._still_current(ds):
-            return []
-        adopted = []
-        for rev in orphans:
-            new = apps_pb2.ControllerRevision()
-            new.CopyFrom(rev)
-            new.metadata.owner_references.append(owner_reference(ds))
-            try:
-                adopted.append(await self._client.update(new))
-            except errors.NotFound:
-                continue
-        return adopted
-
-    async def _bump(self, rev: Revision, number: int) -> Revision:
-        new = apps_pb2.ControllerRevision()
-        new.CopyFrom(rev)
-        new.revision = number
-        return await self._client.update(new)
-
-    async def _delete_revision(self, rev: Revision) -> None:
-        try:
-            await self._client.delete(REVISION, rev.metadata.name, rev.metadata.namespace,
-                                      uid=rev.metadata.uid)
-        except errors.NotFound:
-            pass
-
     async def _clean_history(self, ds: DaemonSet, revs: list[Revision], pods: list[core_pb2.Pod],
                              current: Revision) -> None:
-        limit = ds.spec.revision_history_limit if ds.spec.HasField(
-            "revision_history_limit") else 10
         live = {p.metadata.labels.get(dsu.REVISION_HASH_LABEL) for p in pods
                 if not p.metadata.HasField("deletion_timestamp")}
-        old = sorted((r for r in revs if r.metadata.uid != current.metadata.uid
-                      and r.metadata.labels.get(dsu.REVISION_HASH_LABEL) not in live),
-                     key=lambda r: r.revision)
-        for rev in old[:max(0, len(old) - limit)]:
-            await self._delete_revision(rev)
+        await self.history.clean(
+            ds, revs, lambda r: r.metadata.labels.get(dsu.REVISION_HASH_LABEL) in live, [current])
 
     # -- pods ------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from control.controllers.nodeipam import (
 )
 from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
+from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller, ControllerMetrics
@@ -128,6 +129,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "job": JobController,
     "cronjob": CronJobController,
     "daemonset": DaemonSetController,
+    "statefulset": StatefulSetController,
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
 }

@@ -93,9 +93,14 @@ class PodControl:
         self.recorder = recorder
 
     async def create_pod(self, template: core_pb2.PodTemplateSpec, owner: Any,
-                         name_prefix: str | None = None) -> core_pb2.Pod:
-        """Create one pod for ``owner``; raises the API error after recording FailedCreate."""
+                         name_prefix: str | None = None, *,
+                         name: str | None = None) -> core_pb2.Pod:
+        """Create one pod for ``owner`` (named ``name`` if given: a StatefulSet's replica);
+        raises the API error after recording FailedCreate."""
         pod = pod_from_template(template, owner, name_prefix)
+        if name is not None:
+            pod.metadata.name = name
+            pod.metadata.generate_name = ""
         try:
             created: core_pb2.Pod = await self._client.create(pod)
         except errors.ApiError as exc:
