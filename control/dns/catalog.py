@@ -1,9 +1,10 @@
 """What the cluster DNS answers from: Services and their endpoints, behind :class:`Catalog`.
 
 The resolver reads only this interface, so its tables run against :class:`MemoryCatalog`
-and the server against :class:`InformerCatalog` (Service and Endpoints informers of the
-API). Endpoints are the records the DNS needs of an EndpointSlice too (address, hostname,
-ready, ports), so a slice-fed catalog is the same interface over another informer.
+and the server against :class:`InformerCatalog` (Service and EndpointSlice informers of the
+API, as CoreDNS reads them: a Service's slices carry its ``kubernetes.io/service-name``
+label; an endpoint whose ``ready`` condition is unset counts as ready, as the API's
+documentation asks of consumers; FQDN slices are not addresses and are skipped).
 
 Concurrency contract: one event loop; reads are synchronous and never wait. The informer
 catalog reads the informers' caches directly (they are updated before any handler runs), so
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, discovery_pb2
 from control.runtime.informer import SharedInformer
 
 
@@ -89,15 +90,6 @@ def service_info(svc: core_pb2.Service) -> ServiceInfo:
         ports=tuple(Port(p.name, p.protocol or "TCP", p.port) for p in spec.ports))
 
 
-def endpoints_of(eps: core_pb2.Endpoints) -> list[Endpoint]:
-    out = []
-    for subset in eps.subsets:
-        ports = tuple(Port(p.name, p.protocol or "TCP", p.port) for p in subset.ports)
-        for ready, addrs in ((True, subset.addresses), (False, subset.not_ready_addresses)):
-            out += [Endpoint(a.ip, a.hostname, ready, ports) for a in addrs if _is_ip(a.ip)]
-    return out
-
-
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -136,16 +128,37 @@ class MemoryCatalog:
         return out
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_endpoints(es: discovery_pb2.EndpointSlice) -> list[Endpoint]:
+    if es.address_type not in ("IPv4", "IPv6"):
+        return []
+    ports = tuple(Port(p.name, p.protocol or "TCP", p.port) for p in es.ports
+                  if p.HasField("port"))
+    out = []
+    for e in es.endpoints:
+        ready = not e.conditions.HasField("ready") or e.conditions.ready
+        out += [Endpoint(ip, e.hostname, ready, ports) for ip in e.addresses if _is_ip(ip)]
+    return out
+
+
 BY_IP = "dns-by-ip"
 BY_NAMESPACE = "dns-by-namespace"
+BY_SERVICE = "dns-by-service"
 
 
 def _service_ips(obj: core_pb2.Service) -> list[str]:
     return list(service_info(obj).cluster_ips)
 
 
-def _endpoint_ips(obj: core_pb2.Endpoints) -> list[str]:
-    return sorted({e.ip for e in endpoints_of(obj)})
+def _slice_ips(obj: discovery_pb2.EndpointSlice) -> list[str]:
+    return sorted({e.ip for e in slice_endpoints(obj)})
+
+
+def _slice_service(obj: discovery_pb2.EndpointSlice) -> list[str]:
+    name = obj.metadata.labels.get(SERVICE_NAME_LABEL)
+    return [f"{obj.metadata.namespace}/{name}"] if name else []
 
 
 def _namespace(obj: core_pb2.Service) -> list[str]:
@@ -153,19 +166,20 @@ def _namespace(obj: core_pb2.Service) -> list[str]:
 
 
 class InformerCatalog:
-    """The catalog over the API's Service and Endpoints informers, with indexes by address
-    (reverse lookups) and namespace, so every read is a dictionary look-up."""
+    """The catalog over the API's Service and EndpointSlice informers, with indexes by
+    address (reverse lookups), namespace and a slice's Service, so every read is a
+    dictionary look-up."""
 
     def __init__(self, services: SharedInformer[core_pb2.Service],
-                 endpoints: SharedInformer[core_pb2.Endpoints]) -> None:
+                 slices: SharedInformer[discovery_pb2.EndpointSlice]) -> None:
         self._services = services
-        self._endpoints = endpoints
+        self._slices = slices
         self.generation = 0
         services.add_indexers({BY_IP: _service_ips, BY_NAMESPACE: _namespace})
-        endpoints.add_indexers({BY_IP: _endpoint_ips})
+        slices.add_indexers({BY_IP: _slice_ips, BY_SERVICE: _slice_service})
         # handlers run after the cache changed, so a bumped generation never pairs with
         # the old contents
-        for inf in (services, endpoints):
+        for inf in (services, slices):
             inf.add_event_handler(on_add=self._bump, on_update=lambda _o, _n: self._bump(),
                                   on_delete=self._bump)
 
@@ -177,8 +191,10 @@ class InformerCatalog:
         return None if svc is None else service_info(svc)
 
     def endpoints(self, namespace: str, name: str) -> Sequence[Endpoint]:
-        eps = self._endpoints.indexer.get(f"{namespace}/{name}")
-        return [] if eps is None else endpoints_of(eps)
+        out: list[Endpoint] = []
+        for es in self._slices.indexer.by_index(BY_SERVICE, f"{namespace}/{name}"):
+            out += slice_endpoints(es)
+        return out
 
     def has_namespace(self, namespace: str) -> bool:
         return bool(self._services.indexer.by_index(BY_NAMESPACE, namespace))
@@ -186,7 +202,9 @@ class InformerCatalog:
     def owners(self, ip: str) -> Sequence[IPOwner]:
         out = [IPOwner(s.metadata.namespace, s.metadata.name)
                for s in self._services.indexer.by_index(BY_IP, ip)]
-        for eps in self._endpoints.indexer.by_index(BY_IP, ip):
-            out += [IPOwner(eps.metadata.namespace, eps.metadata.name, True, e.hostname)
-                    for e in endpoints_of(eps) if e.ip == ip]
+        for es in self._slices.indexer.by_index(BY_IP, ip):
+            service = es.metadata.labels.get(SERVICE_NAME_LABEL)
+            if service:
+                out += [IPOwner(es.metadata.namespace, service, True, e.hostname)
+                        for e in slice_endpoints(es) if e.ip == ip]
         return out

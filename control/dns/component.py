@@ -1,5 +1,5 @@
 """The cluster DNS as a control-plane component: an API client like the scheduler, with
-Service and Endpoints informers feeding the catalog, the DNS server, and the keeper of the
+Service and EndpointSlice informers feeding the catalog, the DNS server, and the keeper of the
 ``kube-dns`` Service. ``flotilla server`` starts it unless ``--disable dns``.
 
 Start: informers, wait for their caches (answers never come from an empty cache), then the
@@ -23,12 +23,12 @@ from typing import Any
 import grpc
 import structlog
 
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, discovery_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.credentials import Credentials
 from control.client.listwatch import ApiListWatcher, ListWatcher
-from control.dns.catalog import InformerCatalog
+from control.dns.catalog import SERVICE_NAME_LABEL, InformerCatalog
 from control.dns.forward import DEFAULT_TIMEOUT, Forwarder, upstreams_from_resolv_conf
 from control.dns.kubedns import APISERVER_SERVICE, KubeDNSKeeper
 from control.dns.resolver import DEFAULT_TTL, Zone
@@ -78,8 +78,8 @@ class ClusterDNS:
     async def start(self) -> None:
         opts = self.options
         services = self.informers.informer(core_pb2.Service)
-        endpoints = self.informers.informer(core_pb2.Endpoints)
-        catalog = InformerCatalog(services, endpoints)
+        slices = self.informers.informer(discovery_pb2.EndpointSlice)
+        catalog = InformerCatalog(services, slices)
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(opts.sync_timeout):
             await self.stop()
@@ -95,20 +95,20 @@ class ClusterDNS:
         self.server = DNSServer(
             Zone(opts.domain, ttl=opts.ttl, serial=int(time.time())), catalog,
             Forwarder(upstreams, timeout=opts.forward_timeout), host=opts.host, port=opts.port)
-        ns, name = APISERVER_SERVICE
         server = self.server
         self.keeper = KubeDNSKeeper(
             self.client, opts.cluster_ip, lambda: server.port,
-            lambda: endpoints.indexer.get(f"{ns}/{name}"), own_address=opts.host)
+            lambda: [e.ip for e in catalog.endpoints(*APISERVER_SERVICE) if e.ready],
+            own_address=opts.host)
         keeper = self.keeper
 
-        def on_endpoints(ep: core_pb2.Endpoints) -> None:
-            if (ep.metadata.namespace, ep.metadata.name) == APISERVER_SERVICE:
+        def on_slice(es: discovery_pb2.EndpointSlice) -> None:
+            if (es.metadata.namespace, es.metadata.labels.get(SERVICE_NAME_LABEL)) == \
+                    APISERVER_SERVICE:
                 keeper.poke()
 
-        endpoints.add_event_handler(on_add=on_endpoints,
-                                    on_update=lambda _old, new: on_endpoints(new),
-                                    on_delete=on_endpoints)
+        slices.add_event_handler(on_add=on_slice, on_update=lambda _old, new: on_slice(new),
+                                 on_delete=on_slice)
         self.supervisor.start("cluster-dns/server", server.run)
         if opts.port == 0:
             # the Endpoints name the bound port: any free one is known once bound

@@ -4,15 +4,16 @@
   default service range, where kubelets' ``--cluster-dns`` points), ports ``dns`` 53/UDP and
   ``dns-tcp`` 53/TCP to the DNS server's port, no selector. A user's change of its ports is
   put back; its ClusterIP cannot change (immutable), so a different one is only reported.
-- Its Endpoints (selector-less, so no controller computes them): the servers' advertised
-  addresses, read from the ``kubernetes`` Endpoints in ``default`` (each live server keeps
-  its own address there), at the DNS server's port.
+- Its Endpoints (selector-less, so no controller computes them; the mirroring controller
+  copies them to an EndpointSlice): the servers' advertised addresses, read from the
+  ``kubernetes`` Service's endpoints in ``default`` (each live server keeps its own address
+  there), plus this DNS server's own address, at the DNS server's port.
 
 Pure ``desired_*`` functions; :class:`KubeDNSKeeper` writes them through the API.
 
 Concurrency: one supervised task (:meth:`KubeDNSKeeper.run`) syncing every ``interval``
-seconds and whenever :meth:`KubeDNSKeeper.poke` is called (the ``kubernetes`` Endpoints
-changed); every write is a compare-and-swap (``guaranteed_update``).
+seconds and whenever :meth:`KubeDNSKeeper.poke` is called (the ``kubernetes`` Service's
+endpoints changed); every write is a compare-and-swap (``guaranteed_update``).
 """
 
 from __future__ import annotations
@@ -73,12 +74,6 @@ def desired_endpoints(addresses: list[str], port: int) -> core_pb2.Endpoints:
     return ep
 
 
-def server_addresses(apiserver_endpoints: core_pb2.Endpoints | None) -> list[str]:
-    if apiserver_endpoints is None:
-        return []
-    return sorted({a.ip for s in apiserver_endpoints.subsets for a in s.addresses})
-
-
 def _pod_reachable(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -93,16 +88,16 @@ def _ports(svc: core_pb2.Service) -> list[tuple[str, int, str, int]]:
 
 class KubeDNSKeeper:
     def __init__(self, client: Any, cluster_ip: str, port: Callable[[], int],
-                 apiserver_endpoints: Callable[[], core_pb2.Endpoints | None],
+                 apiserver_addresses: Callable[[], list[str]],
                  own_address: str = "", interval: float = INTERVAL) -> None:
-        """``port()`` is the DNS server's (bound) port; ``apiserver_endpoints()`` the cached
-        ``kubernetes`` Endpoints, or None; ``own_address`` this DNS server's address, listed
+        """``port()`` is the DNS server's (bound) port; ``apiserver_addresses()`` the
+        ready addresses of the ``kubernetes`` Service (the live servers'); ``own_address`` this DNS server's address, listed
         too (a server without an advertised address is not in the ``kubernetes``
         Endpoints), unless loopback or unspecified."""
         self.client = client
         self.cluster_ip = cluster_ip
         self.port = port
-        self.apiserver_endpoints = apiserver_endpoints
+        self.apiserver_addresses = apiserver_addresses
         self.own = [own_address] if _pod_reachable(own_address) else []
         self.interval = interval
         self._poked = asyncio.Event()
@@ -126,7 +121,7 @@ class KubeDNSKeeper:
     async def sync(self) -> None:
         await self._ensure_service()
         await self._ensure_endpoints(
-            sorted({*server_addresses(self.apiserver_endpoints()), *self.own}))
+            sorted({*self.apiserver_addresses(), *self.own}))
 
     async def _ensure_service(self) -> None:
         want = desired_service(self.cluster_ip, self.port())

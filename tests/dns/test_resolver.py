@@ -158,3 +158,27 @@ def test_other_zone_and_soa() -> None:
 ])
 def test_reverse_ip(labels: str, ip: str | None) -> None:
     assert reverse_ip(labels.split(".")) == ip
+
+
+def test_slice_endpoints() -> None:
+    from control.api import convert
+    from control.api.pb import discovery_pb2
+    from control.dns.catalog import slice_endpoints
+
+    es = convert.from_dict({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "pg-abc", "namespace": "db",
+                     "labels": {"kubernetes.io/service-name": "pg"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "pg", "protocol": "TCP", "port": 5432}],
+        "endpoints": [
+            {"addresses": ["10.244.1.5"], "hostname": "pg-0", "conditions": {"ready": True}},
+            {"addresses": ["10.244.2.7"], "conditions": {"ready": False}},
+            {"addresses": ["10.244.3.8"]},  # ready unset: ready
+        ]}, discovery_pb2.EndpointSlice())
+    pg = (Port("pg", "TCP", 5432),)
+    assert slice_endpoints(es) == [Endpoint("10.244.1.5", "pg-0", True, pg),
+                                   Endpoint("10.244.2.7", "", False, pg),
+                                   Endpoint("10.244.3.8", "", True, pg)]
+    es.address_type = "FQDN"
+    assert slice_endpoints(es) == []
