@@ -16,6 +16,7 @@ from agent.runtime.interface import ContainerConfig, SandboxConfig
 from agent.runtime.process import ProcessRuntime
 from control.api.pb import core_pb2
 from control.cli.main import main
+from control.client.retry import guaranteed_update
 from tests.conftest import Cluster
 from tests.images import builder as b
 
@@ -83,12 +84,19 @@ async def _container_using(data: Path, image_id: str) -> None:
 async def test_images_of_a_node(cluster: Cluster) -> None:
     node = core_pb2.Node(api_version="v1", kind="Node")
     node.metadata.name = "n1"
-    node = await cluster.client.create(node)
+    await cluster.client.create(node)
     digest = "sha256:" + "a" * 64
-    node.status.images.add(
-        names=[f"docker.io/library/web@{digest}", "docker.io/library/web:1"], size_bytes=2_500_000
-    )
-    await cluster.client.update_status(node)
+
+    def post_images(n: core_pb2.Node) -> bool:
+        del n.status.images[:]
+        n.status.images.add(
+            names=[f"docker.io/library/web@{digest}", "docker.io/library/web:1"],
+            size_bytes=2_500_000,
+        )
+        return True
+
+    # the node IPAM controller writes a new Node too: post as the kubelet does, with retries
+    await guaranteed_update(cluster.client, core_pb2.Node, "", "n1", post_images, status=True)
     code, out, err = await asyncio.to_thread(
         run, "--server", cluster.address, "--config", str(cluster.data_dir / "admin.conf"),
         "images", "--node", "n1"
