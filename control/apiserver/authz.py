@@ -3,7 +3,7 @@
 Owns :class:`Attributes` (user, verb, resource, subresource, namespace, name: what
 Kubernetes' authorizers see), the :class:`Decision` of one authorizer (allow, deny, no
 opinion) and :class:`Chain`: the first authorizer with an opinion decides, none is a
-denial. RBAC and the full node authorizer slot in as more links. The links today:
+denial. The full node authorizer slots in as one more. The links today:
 
 - :class:`MastersAuthorizer`: ``system:masters`` may do everything;
 - :class:`ComponentAuthorizer`: the control plane's own components (scheduler, controller
@@ -15,7 +15,8 @@ denial. RBAC and the full node authorizer slot in as more links. The links today
 - :class:`BootstrapAuthorizer`: ``system:bootstrappers`` create and read CSRs, nothing
   else;
 - :class:`PublicAuthorizer`: anyone, even without credentials, reads the CA bundle
-  (``kube-public/cluster-info``) and the API's discovery.
+  (``kube-public/cluster-info``) and the API's discovery;
+- the RBAC authorizer (:mod:`control.apiserver.rbac`), added by the service's wiring.
 
 A denial reads as Kubernetes words it: ``pods "web" is forbidden: User "u" cannot update
 resource "pods/status" in API group "" in the namespace "default"``.
@@ -65,6 +66,7 @@ class Attributes:
     subresource: str = ""
     namespace: str = ""
     name: str = ""
+    path: str = ""  # a non-resource request's URL path (resource empty)
 
     @property
     def full_resource(self) -> str:
@@ -174,7 +176,16 @@ class Chain:
 
 def forbidden_message(a: Attributes) -> str:
     user = a.user.name if a.user else "system:anonymous"
-    what = f'{a.resource} "{a.name}" is forbidden' if a.name else "forbidden"
+    # the group-qualified resource (deployments.apps), as Kubernetes' Forbidden reason
+    qualified = f"{a.resource}.{a.group}" if a.group else a.resource
+    if not a.resource and a.path:
+        return f'forbidden: User "{user}" cannot {a.verb} path "{a.path}"'
+    if not a.resource:
+        what = "forbidden"
+    elif a.name:
+        what = f'{qualified} "{a.name}" is forbidden'
+    else:
+        what = f"{qualified} is forbidden"
     msg = (f'{what}: User "{user}" cannot {a.verb} resource "{a.full_resource}" in API '
            f'group "{a.group}"')
     if a.namespace:
@@ -184,9 +195,12 @@ def forbidden_message(a: Attributes) -> str:
     return msg
 
 
-def default_chain(lookup: Lookup, pods_on_node: PodsOnNode) -> Chain:
+def default_chain(lookup: Lookup, pods_on_node: PodsOnNode,
+                  more: Sequence[Authorizer] = ()) -> Chain:
+    """The built-in links, then ``more`` (RBAC: after the node authorizer, as Kubernetes'
+    ``Node,RBAC`` order)."""
     return Chain([MastersAuthorizer(), ComponentAuthorizer(), PublicAuthorizer(),
-                  NodeAuthorizer(lookup, pods_on_node), BootstrapAuthorizer()])
+                  NodeAuthorizer(lookup, pods_on_node), BootstrapAuthorizer(), *more])
 
 
 __all__ = ["Attributes", "Authorizer", "BootstrapAuthorizer", "Chain", "ComponentAuthorizer",

@@ -32,6 +32,7 @@ from control.api.pb import api_pb2
 from control.apiserver import authn, subresources
 from control.apiserver.authz import Attributes, Chain, default_chain
 from control.apiserver.metrics import ApiServerMetrics
+from control.apiserver.rbac import RBACAuthorizer
 from control.apiserver.registry import Registry
 from control.store.interface import StoreFull
 
@@ -161,6 +162,35 @@ def _pods_on_node(registry: Registry) -> Callable[[str], list[Any]]:
     return pods
 
 
+class CachePolicySource:
+    """The RBAC kinds as the watch cache holds them (rbac.PolicySource)."""
+
+    RESOURCES = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
+
+    def __init__(self, registry: Registry) -> None:
+        self.cache = registry.cache
+
+    def version(self) -> object:
+        return tuple(self.cache.generation(r) for r in self.RESOURCES)
+
+    def _objs(self, resource: str) -> list[Any]:
+        if resource not in self.cache.resources:
+            return []
+        return [co.obj for co in self.cache.scan(resource)]
+
+    def roles(self) -> list[Any]:
+        return self._objs("roles")
+
+    def cluster_roles(self) -> list[Any]:
+        return self._objs("clusterroles")
+
+    def role_bindings(self) -> list[Any]:
+        return self._objs("rolebindings")
+
+    def cluster_role_bindings(self) -> list[Any]:
+        return self._objs("clusterrolebindings")
+
+
 def default_authorizer(registry: Registry) -> Chain:
     def lookup(resource: str, namespace: str, name: str) -> Any:
         try:
@@ -168,7 +198,8 @@ def default_authorizer(registry: Registry) -> Chain:
         except errors.NotFound:
             return None
 
-    return default_chain(lookup, _pods_on_node(registry))
+    return default_chain(lookup, _pods_on_node(registry),
+                         [RBACAuthorizer(CachePolicySource(registry))])
 
 
 def _write_log(verb: str, info: kinds.KindInfo, namespace: str, name: str,

@@ -229,14 +229,19 @@ class ResourceCache:
         self.watchers_all: set[Watcher] = set()
         self.watchers_by_ns: dict[str, set[Watcher]] = collections.defaultdict(set)
         self.watchers_by_node: dict[str, set[Watcher]] = collections.defaultdict(set)
+        # bumped by every put and remove: readers that derive state from this kind's
+        # objects (the RBAC index) rebuild only when it moved
+        self.generation = 0
 
     def put(self, co: CachedObject) -> CachedObject | None:
+        self.generation += 1
         prev = self.objects.get(co.key)
         self.objects[co.key] = co
         self.by_namespace[co.namespace][co.key] = co
         return prev
 
     def remove(self, key: str) -> CachedObject | None:
+        self.generation += 1
         prev = self.objects.pop(key, None)
         if prev is not None:
             ns = self.by_namespace.get(prev.namespace)
@@ -554,6 +559,12 @@ class WatchCache:
 
     def scan(self, resource: str, namespace: str = "") -> Iterable[CachedObject]:
         return self.resources[resource].scan(namespace)
+
+    def generation(self, resource: str) -> tuple[int, int]:
+        """Changes when this kind's objects change (see ResourceCache.generation); a
+        reload (new ResourceCache) changes it too."""
+        rc = self.resources.get(resource)
+        return (id(rc), rc.generation if rc is not None else 0)
 
     # -- watches -------------------------------------------------------------------------
 

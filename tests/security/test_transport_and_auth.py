@@ -122,8 +122,8 @@ async def test_static_tokens_and_unknown_tokens(c: Cluster) -> None:
         await alice.list(core_pb2.Pod, "default")  # in system:masters by the file
         with pytest.raises(errors.Forbidden) as denied:
             await bob.list(core_pb2.Pod, "default")
-        assert denied.value.message == ('forbidden: User "bob" cannot list resource "pods" '
-                                        'in API group "" in the namespace "default"')
+        assert denied.value.message == ('pods is forbidden: User "bob" cannot list resource '
+                                        '"pods" in API group "" in the namespace "default"')
         with pytest.raises(errors.Unauthorized, match="invalid bearer token"):
             await nobody.list(core_pb2.Pod, "default")
     finally:

@@ -1,0 +1,241 @@
+"""RBAC semantics as tables, from the examples of Kubernetes' RBAC documentation (pod-reader
+bound to jane, secret-reader bound to dave in development and to the manager group
+everywhere, pods/log, a configmap by name, /healthz), plus subresource wildcards,
+ServiceAccount subjects and the index following changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from control.api import errors
+from control.api.pb import rbac_pb2
+from control.apiserver.authn import UserInfo
+from control.apiserver.authz import Attributes, Decision, default_chain
+from control.apiserver.rbac import RBACAuthorizer, compile_rule, rule_allows
+
+
+def rule(verbs: list[str], groups: list[str] | None = None,
+         resources: list[str] | None = None, names: list[str] | None = None,
+         urls: list[str] | None = None) -> rbac_pb2.PolicyRule:
+    return rbac_pb2.PolicyRule(verbs=verbs, api_groups=groups or [],
+                               resources=resources or [], resource_names=names or [],
+                               non_resource_urls=urls or [])
+
+
+def role(ns: str, name: str, *rules: rbac_pb2.PolicyRule) -> rbac_pb2.Role:
+    r = rbac_pb2.Role(rules=rules)
+    r.metadata.namespace, r.metadata.name = ns, name
+    return r
+
+
+def cluster_role(name: str, *rules: rbac_pb2.PolicyRule) -> rbac_pb2.ClusterRole:
+    r = rbac_pb2.ClusterRole(rules=rules)
+    r.metadata.name = name
+    return r
+
+
+def subject(kind: str, name: str, ns: str = "") -> rbac_pb2.Subject:
+    return rbac_pb2.Subject(kind=kind, name=name, namespace=ns)
+
+
+def binding(ns: str, name: str, kind: str, ref: str,
+            *subjects: rbac_pb2.Subject) -> Any:
+    b: Any = (rbac_pb2.RoleBinding() if ns else rbac_pb2.ClusterRoleBinding())
+    b.metadata.namespace, b.metadata.name = ns, name
+    b.subjects.extend(subjects)
+    b.role_ref.kind, b.role_ref.name = kind, ref
+    b.role_ref.api_group = "rbac.authorization.k8s.io"
+    return b
+
+
+class Source:
+    def __init__(self) -> None:
+        self.objs: dict[str, list[Any]] = {"roles": [], "clusterroles": [],
+                                           "rolebindings": [], "clusterrolebindings": []}
+        self.gen = 0
+        self.reads = 0
+
+    def add(self, resource: str, obj: Any) -> None:
+        self.objs[resource].append(obj)
+        self.gen += 1
+
+    def version(self) -> object:
+        return self.gen
+
+    def roles(self) -> list[Any]:
+        self.reads += 1
+        return self.objs["roles"]
+
+    def cluster_roles(self) -> list[Any]:
+        return self.objs["clusterroles"]
+
+    def role_bindings(self) -> list[Any]:
+        return self.objs["rolebindings"]
+
+    def cluster_role_bindings(self) -> list[Any]:
+        return self.objs["clusterrolebindings"]
+
+
+def documented() -> Source:
+    s = Source()
+    s.add("roles", role("default", "pod-reader", rule(["get", "watch", "list"], [""],
+                                                        ["pods"])))
+    s.add("clusterroles", cluster_role("secret-reader",
+                                       rule(["get", "watch", "list"], [""], ["secrets"])))
+    s.add("roles", role("default", "pod-and-pod-logs-reader",
+                        rule(["get", "list"], [""], ["pods", "pods/log"])))
+    s.add("roles", role("default", "configmap-updater",
+                        rule(["update", "get"], [""], ["configmaps"], ["my-configmap"])))
+    s.add("clusterroles", cluster_role("health", rule(["get", "post"], urls=["/healthz",
+                                                                             "/healthz/*"])))
+    s.add("clusterroles", cluster_role("scaler", rule(["update"], ["apps"], ["*/scale"])))
+    s.add("clusterroles", cluster_role("deployer", rule(["*"], ["apps"], ["deployments"])))
+    s.add("rolebindings", binding("default", "read-pods", "Role", "pod-reader",
+                                  subject("User", "jane")))
+    s.add("rolebindings", binding("development", "read-secrets", "ClusterRole",
+                                  "secret-reader", subject("User", "dave")))
+    s.add("clusterrolebindings", binding("", "read-secrets-global", "ClusterRole",
+                                         "secret-reader", subject("Group", "manager")))
+    s.add("rolebindings", binding("default", "logs", "Role", "pod-and-pod-logs-reader",
+                                  subject("ServiceAccount", "logger"),
+                                  subject("ServiceAccount", "other", "kube-system")))
+    s.add("rolebindings", binding("default", "cm", "Role", "configmap-updater",
+                                  subject("Group", "system:serviceaccounts:default")))
+    s.add("clusterrolebindings", binding("", "health", "ClusterRole", "health",
+                                         subject("Group", "system:authenticated")))
+    s.add("clusterrolebindings", binding("", "scale", "ClusterRole", "scaler",
+                                         subject("User", "ops")))
+    s.add("rolebindings", binding("team", "deploy", "ClusterRole", "deployer",
+                                  subject("User", "ops")))
+    # a binding to a role that does not exist grants nothing
+    s.add("rolebindings", binding("default", "ghost", "Role", "missing",
+                                  subject("User", "jane")))
+    return s
+
+
+AUTH = ("system:authenticated",)
+JANE = UserInfo("jane", AUTH)
+DAVE = UserInfo("dave", AUTH)
+MANAGER = UserInfo("maria", ("manager", *AUTH))
+OPS = UserInfo("ops", AUTH)
+LOGGER = UserInfo("system:serviceaccount:default:logger",
+                  ("system:serviceaccounts", "system:serviceaccounts:default", *AUTH))
+OTHER = UserInfo("system:serviceaccount:kube-system:other",
+                 ("system:serviceaccounts", "system:serviceaccounts:kube-system", *AUTH))
+CASES = [
+    # Role pod-reader bound to jane in default
+    (JANE, "get", "", "pods", "", "default", "web", True),
+    (JANE, "list", "", "pods", "", "default", "", True),
+    (JANE, "watch", "", "pods", "", "default", "", True),
+    (JANE, "delete", "", "pods", "", "default", "web", False),
+    (JANE, "get", "", "pods", "", "other", "web", False),       # another namespace
+    (JANE, "list", "", "pods", "", "", "", False),              # all namespaces
+    (JANE, "get", "", "pods", "log", "default", "web", False),  # a subresource is apart
+    (JANE, "get", "apps", "pods", "", "default", "web", False),  # another API group
+    # ClusterRole secret-reader bound by a RoleBinding: only in its namespace
+    (DAVE, "get", "", "secrets", "", "development", "s", True),
+    (DAVE, "get", "", "secrets", "", "default", "s", False),
+    (DAVE, "list", "", "secrets", "", "", "", False),
+    # bound by a ClusterRoleBinding to a group: everywhere, all namespaces at once too
+    (MANAGER, "get", "", "secrets", "", "prod", "s", True),
+    (MANAGER, "list", "", "secrets", "", "", "", True),
+    (MANAGER, "create", "", "secrets", "", "prod", "", False),
+    # pods/log named explicitly; ServiceAccount subject defaulting to the binding's ns
+    (LOGGER, "get", "", "pods", "log", "default", "web", True),
+    (LOGGER, "get", "", "pods", "exec", "default", "web", False),
+    (LOGGER, "get", "", "pods", "", "default", "web", True),
+    (OTHER, "get", "", "pods", "log", "default", "web", True),
+    (OTHER, "get", "", "pods", "log", "kube-system", "web", False),
+    # resourceNames: only that name; never create or list (no name)
+    (LOGGER, "update", "", "configmaps", "", "default", "my-configmap", True),
+    (LOGGER, "update", "", "configmaps", "", "default", "another", False),
+    (LOGGER, "list", "", "configmaps", "", "default", "", False),
+    (LOGGER, "create", "", "configmaps", "", "default", "", False),
+    (LOGGER, "create", "", "configmaps", "", "default", "my-configmap", False),
+    # */scale: the scale subresource of any resource of the group
+    (OPS, "update", "apps", "deployments", "scale", "x", "d", True),
+    (OPS, "update", "apps", "statefulsets", "scale", "x", "d", True),
+    (OPS, "update", "apps", "deployments", "", "x", "d", False),
+    (OPS, "update", "", "replicationcontrollers", "scale", "x", "d", False),
+    # verbs "*": every verb on the resource but not its subresources
+    (OPS, "delete", "apps", "deployments", "", "team", "d", True),
+    (OPS, "deletecollection", "apps", "deployments", "", "team", "", True),
+    (OPS, "get", "apps", "deployments", "status", "team", "d", False),
+]
+
+
+@pytest.mark.parametrize(("user", "verb", "group", "resource", "sub", "ns", "name",
+                          "allowed"), CASES)
+def test_documented_rules(user: UserInfo, verb: str, group: str, resource: str, sub: str,
+                          ns: str, name: str, allowed: bool) -> None:
+    z = RBACAuthorizer(documented())
+    a = Attributes(user, verb, resource, group, sub, ns, name)
+    assert (z.authorize(a) is Decision.ALLOW) is allowed
+
+
+@pytest.mark.parametrize(("user", "verb", "path", "allowed"), [
+    (JANE, "get", "/healthz", True),
+    (JANE, "get", "/healthz/etcd", True),
+    (JANE, "get", "/healthzx", False),
+    (JANE, "delete", "/healthz", False),
+    (JANE, "get", "/metrics", False),
+])
+def test_non_resource_urls(user: UserInfo, verb: str, path: str, allowed: bool) -> None:
+    z = RBACAuthorizer(documented())
+    assert (z.authorize(Attributes(user, verb, path=path)) is Decision.ALLOW) is allowed
+
+
+@pytest.mark.parametrize(("resources", "resource", "sub", "allowed"), [
+    (["*"], "pods", "", True),
+    (["*"], "pods", "exec", True),
+    (["pods/*"], "pods", "exec", False),  # Kubernetes has no resource/* form
+    (["*/exec"], "pods", "exec", True),
+    (["nodes/proxy"], "nodes", "proxy", True),
+    (["nodes"], "nodes", "proxy", False),
+    (["pods/eviction"], "pods", "eviction", True),
+])
+def test_resource_forms(resources: list[str], resource: str, sub: str,
+                        allowed: bool) -> None:
+    r = compile_rule(rule(["create"], ["*"], resources))
+    assert rule_allows(r, Attributes(JANE, "create", resource, "", sub, "ns", "x")) is allowed
+
+
+def test_resource_rules_never_match_urls_nor_url_rules_resources() -> None:
+    r = compile_rule(rule(["get"], ["*"], ["*"]))
+    assert not rule_allows(r, Attributes(JANE, "get", path="/healthz"))
+    u = compile_rule(rule(["get"], urls=["*"]))
+    assert not rule_allows(u, Attributes(JANE, "get", "pods", "", "", "default", "x"))
+
+
+def test_no_credentials_no_opinion() -> None:
+    z = RBACAuthorizer(documented())
+    assert z.authorize(Attributes(None, "get", "pods", "", "", "default", "x")) \
+        is Decision.NO_OPINION
+
+
+def test_index_rebuilt_only_on_change() -> None:
+    s = documented()
+    z = RBACAuthorizer(s)
+    carl = UserInfo("carl", AUTH)
+    a = Attributes(carl, "get", "pods", "", "", "default", "x")
+    assert z.authorize(a) is Decision.NO_OPINION
+    reads = s.reads
+    for _ in range(10):
+        z.authorize(a)
+    assert s.reads == reads
+    s.add("rolebindings", binding("default", "carl", "Role", "pod-reader",
+                                  subject("User", "carl")))
+    assert z.authorize(a) is Decision.ALLOW
+    assert s.reads == reads + 1
+
+
+def test_in_the_chain_denial_wording() -> None:
+    chain = default_chain(lambda r, ns, n: None, lambda node: [],
+                          [RBACAuthorizer(documented())])
+    chain.check(Attributes(JANE, "get", "pods", "", "", "default", "web"))
+    with pytest.raises(errors.Forbidden, match=(
+            'pods "web" is forbidden: User "jane" cannot delete resource "pods" in API '
+            'group "" in the namespace "default"')):
+        chain.check(Attributes(JANE, "delete", "pods", "", "", "default", "web"))
