@@ -1,14 +1,17 @@
-"""`flotilla rollout status|history|undo|restart daemonset/NAME`: kubectl's DaemonSet
-rollout viewer, history viewer and rollbacker.
+"""`flotilla rollout status|history|undo|restart daemonset/NAME` and `statefulset/NAME`:
+kubectl's rollout viewers, history viewer and rollbacker of the kinds whose history is
+ControllerRevisions (every function takes the kind's message class, DaemonSet by default).
 
 - ``status``: kubectl's messages ('Waiting for daemon set "x" rollout to finish: 1 out of 3
   new pods have been updated...', '... 2 of 3 updated pods are available...', 'daemon set
-  "x" successfully rolled out'); only RollingUpdate DaemonSets have a rollout status.
-- ``history``: the DaemonSet's ControllerRevisions (REVISION, CHANGE-CAUSE from the
+  "x" successfully rolled out'; a StatefulSet's 'Waiting for 2 pods to be ready...',
+  'partitioned roll out complete: ...', 'statefulset rolling update complete 3 pods at
+  revision web-xyz...'); only RollingUpdate objects have a rollout status.
+- ``history``: the object's ControllerRevisions (REVISION, CHANGE-CAUSE from the
   revision's ``kubernetes.io/change-cause`` annotation); ``--revision N`` prints that
   revision's pod template.
 - ``undo [--to-revision N]``: the chosen revision's template written back into the
-  DaemonSet (a compare-and-swap update, retried on Conflict); without ``--to-revision``
+  object (a compare-and-swap update, retried on Conflict); without ``--to-revision``
   the revision before the newest. The controller then renumbers that revision.
 - ``restart``: the template annotation ``kubectl.kubernetes.io/restartedAt``.
 
@@ -37,16 +40,19 @@ if TYPE_CHECKING:
 CONFLICT_RETRIES = 5
 
 
-def _info() -> kinds.KindInfo:
-    return kinds.by_message(apps_pb2.DaemonSet)
+def _info(cls: type[Any] = apps_pb2.DaemonSet) -> kinds.KindInfo:
+    return kinds.by_message(cls)
 
 
-def label(name: str) -> str:
-    return ref_name(_info(), name)
+def label(name: str, cls: type[Any] = apps_pb2.DaemonSet) -> str:
+    return ref_name(_info(cls), name)
 
 
 def status_message(ds: Any) -> tuple[str, bool]:
-    """kubectl's DaemonSetStatusViewer: (message, done); CliError for OnDelete."""
+    """kubectl's DaemonSetStatusViewer (StatefulSetStatusViewer for a StatefulSet):
+    (message, done); CliError for OnDelete."""
+    if isinstance(ds, apps_pb2.StatefulSet):
+        return statefulset_status_message(ds)
     name = ds.metadata.name
     if ds.spec.update_strategy.type not in ("", "RollingUpdate"):
         raise CliError("rollout status is only available for RollingUpdate strategy type")
@@ -63,6 +69,31 @@ def status_message(ds: Any) -> tuple[str, bool]:
     return f'daemon set "{name}" successfully rolled out', True
 
 
+def statefulset_status_message(ss: apps_pb2.StatefulSet) -> tuple[str, bool]:
+    if ss.spec.update_strategy.type not in ("", "RollingUpdate"):
+        raise CliError("rollout status is only available for RollingUpdate strategy type")
+    s = ss.status
+    if s.observed_generation == 0 or s.observed_generation < ss.metadata.generation:
+        return "Waiting for statefulset spec update to be observed...", False
+    replicas = ss.spec.replicas if ss.spec.HasField("replicas") else 1
+    if s.ready_replicas < replicas:
+        return f"Waiting for {replicas - s.ready_replicas} pods to be ready...", False
+    ru = ss.spec.update_strategy.rolling_update
+    partition = ru.partition if ru.HasField("partition") else 0
+    if partition > 0:
+        if s.updated_replicas < replicas - partition:
+            return ("Waiting for partitioned roll out to finish: "
+                    f"{s.updated_replicas} out of {replicas - partition} new pods have been "
+                    "updated...", False)
+        return (f"partitioned roll out complete: {s.updated_replicas} new pods have been "
+                "updated...", True)
+    if s.update_revision != s.current_revision:
+        return ("waiting for statefulset rolling update to complete "
+                f"{s.updated_replicas} pods at revision {s.update_revision}...", False)
+    return (f"statefulset rolling update complete {s.current_replicas} pods at revision "
+            f"{s.current_revision}...", True)
+
+
 def rollback_target(revisions: list[Any], to_revision: int) -> Any | None:
     """The revision to roll back to; None when there is no earlier one."""
     if to_revision > 0:
@@ -74,13 +105,13 @@ def rollback_target(revisions: list[Any], to_revision: int) -> Any | None:
     return ordered[-2] if len(ordered) >= 2 else None
 
 
-async def get(client: ApiClient, ctx: Context, name: str) -> apps_pb2.DaemonSet:
+async def get(client: ApiClient, ctx: Context, name: str,
+              cls: type[Any] = apps_pb2.DaemonSet) -> Any:
     try:
-        ds: apps_pb2.DaemonSet = await client.get(apps_pb2.DaemonSet, name, ctx.namespace)
+        return await client.get(cls, name, ctx.namespace)
     except api_errors.NotFound as e:
-        raise CliError(f"Error from server (NotFound): {api_error_text(e, _info(), name)}"
+        raise CliError(f"Error from server (NotFound): {api_error_text(e, _info(cls), name)}"
                        ) from None
-    return ds
 
 
 async def owned_revisions(client: ApiClient, ds: Any) -> list[Any]:
@@ -94,9 +125,10 @@ async def owned_revisions(client: ApiClient, ds: Any) -> list[Any]:
 
 
 async def update(client: ApiClient, ctx: Context, name: str,
-                 change: Callable[[Any, list[Any]], bool]) -> bool:
+                 change: Callable[[Any, list[Any]], bool],
+                 cls: type[Any] = apps_pb2.DaemonSet) -> bool:
     for attempt in range(CONFLICT_RETRIES):
-        ds = await get(client, ctx, name)
+        ds = await get(client, ctx, name, cls)
         if not change(ds, await owned_revisions(client, ds)):
             return False
         try:
@@ -108,53 +140,57 @@ async def update(client: ApiClient, ctx: Context, name: str,
     return False
 
 
-async def history(client: ApiClient, ctx: Context, name: str, revision: int) -> None:
-    ds = await get(client, ctx, name)
+async def history(client: ApiClient, ctx: Context, name: str, revision: int,
+                  cls: type[Any] = apps_pb2.DaemonSet) -> None:
+    ds = await get(client, ctx, name, cls)
     revs = await owned_revisions(client, ds)
     if revision:
         match = next((r for r in revs if r.revision == revision), None)
         if match is None:
             raise CliError(f"unable to find the specified revision {revision}")
-        ctx.out(f"{label(name)} with revision #{revision}")
+        ctx.out(f"{label(name, cls)} with revision #{revision}")
         ctx.out("Pod Template:")
         body = convert.to_dict(revisions.template_of(match.data))
         for line in printers.dump_yaml(body).splitlines():
             ctx.out(f"  {line}")
         return
-    ctx.out(label(name))
+    ctx.out(label(name, cls))
     rows = [[str(r.revision), r.metadata.annotations.get(revisions.CHANGE_CAUSE_ANNOTATION, "<none>")]
             for r in revs]
     ctx.stdout.write(table(["REVISION", "CHANGE-CAUSE"], rows))
     ctx.out("")
 
 
-async def undo(client: ApiClient, ctx: Context, name: str, to_revision: int) -> str:
+async def undo(client: ApiClient, ctx: Context, name: str, to_revision: int,
+               cls: type[Any] = apps_pb2.DaemonSet) -> str:
     outcome: list[str] = []
 
     def change(ds: Any, revs: list[Any]) -> bool:
         target = rollback_target(revs, to_revision)
         if target is None:
-            raise CliError(f'no rollout history found for daemonset "{name}"')
+            raise CliError(f'no rollout history found for {_info(cls).singular} "{name}"')
         template = revisions.template_of(target.data)
         if convert.to_dict(template) == convert.to_dict(ds.spec.template):
-            outcome[:] = [f"{label(name)} skipped rollback (current template already "
+            outcome[:] = [f"{label(name, cls)} skipped rollback (current template already "
                           f"matches revision {target.revision})"]
             return False
         ds.spec.template.CopyFrom(template)
-        outcome[:] = [f"{label(name)} rolled back"]
+        outcome[:] = [f"{label(name, cls)} rolled back"]
         return True
 
-    await update(client, ctx, name, change)
+    await update(client, ctx, name, change, cls)
     return outcome[0]
 
 
-async def restart(client: ApiClient, ctx: Context, name: str) -> bool:
+async def restart(client: ApiClient, ctx: Context, name: str,
+                  cls: type[Any] = apps_pb2.DaemonSet) -> bool:
     def change(ds: Any, _revs: list[Any]) -> bool:
         if ds.spec.update_strategy.type == "OnDelete":
-            raise CliError(f'daemonsets.apps "{name}" can\'t restart with the OnDelete '
-                           "update strategy")
+            info = _info(cls)
+            raise CliError(f'{info.plural}.{info.group} "{name}" can\'t restart with the '
+                           "OnDelete update strategy")
         ds.spec.template.metadata.annotations[revisions.RESTARTED_AT_ANNOTATION] = (
             timeutil.format_rfc3339(float(int(time.time()))))
         return True
 
-    return await update(client, ctx, name, change)
+    return await update(client, ctx, name, change, cls)

@@ -1,7 +1,7 @@
 """`flotilla rollout status|history|undo|pause|resume|restart TYPE/NAME`: kubectl's rollout.
 
-Owns the client side of Deployment rollouts; DaemonSets (status, history, undo, restart)
-are handled by :mod:`control.cli.rollout_daemonset`:
+Owns the client side of Deployment rollouts; DaemonSets and StatefulSets (status, history,
+undo, restart) are handled by :mod:`control.cli.rollout_daemonset`:
 
 - ``status``: list + watch the Deployment (no polling) and print kubectl's progress lines
   as they change ('Waiting for deployment "web" rollout to finish: 1 of 3 updated replicas
@@ -48,7 +48,7 @@ CONFLICT_RETRIES = 5
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("rollout", help="manage the rollout of a deployment or daemonset")
+    p = sub.add_parser("rollout", help="manage the rollout of a deployment, daemonset or statefulset")
     verbs = p.add_subparsers(dest="rollout_verb", metavar="SUBCOMMAND")
     verbs.required = True
 
@@ -82,8 +82,10 @@ def register(sub: Any) -> None:
 
 
 def _targets(args: argparse.Namespace, daemonsets: bool = True) -> list[tuple[str, str]]:
-    """(resource, name) of every object named; deployments, and daemonsets if allowed."""
-    kinds_ok = ("deployments", "daemonsets") if daemonsets else ("deployments",)
+    """(resource, name) of every object named; deployments, and daemonsets and
+    statefulsets if allowed."""
+    kinds_ok = ("deployments", "daemonsets", "statefulsets") if daemonsets else (
+        "deployments",)
     out: list[tuple[str, str]] = []
     for ref in parse_refs(args.resources):
         if ref.info.plural not in kinds_ok:
@@ -99,8 +101,15 @@ def _deployments(ctx: Context, args: argparse.Namespace) -> list[str]:
     return [name for plural, name in _targets(args) if plural == "deployments"]
 
 
-def _daemonsets(args: argparse.Namespace) -> list[str]:
-    return [name for plural, name in _targets(args) if plural == "daemonsets"]
+# the kinds whose history is ControllerRevisions (control/cli/rollout_daemonset.py)
+_REVISIONED: dict[str, type[Any]] = {"daemonsets": apps_pb2.DaemonSet,
+                                     "statefulsets": apps_pb2.StatefulSet}
+
+
+def _daemonsets(args: argparse.Namespace) -> list[tuple[type[Any], str]]:
+    """(message class, name) of every DaemonSet and StatefulSet named."""
+    return [(_REVISIONED[plural], name) for plural, name in _targets(args)
+            if plural in _REVISIONED]
 
 
 def _info() -> kinds.KindInfo:
@@ -195,8 +204,8 @@ async def run_status(ctx: Context, args: argparse.Namespace) -> int:
     names = _deployments(ctx, args)
     timeout = parse_timeout(args.timeout, "--timeout")
     client = await ctx.client()
-    for name in _daemonsets(args):
-        await _daemonset_status(client, ctx, name, args.watch != "false", timeout)
+    for cls, name in _daemonsets(args):
+        await _daemonset_status(client, ctx, cls, name, args.watch != "false", timeout)
     for name in names:
         d = await _get(client, ctx, name)
         if args.watch == "false":
@@ -214,10 +223,10 @@ async def run_status(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _daemonset_status(client: ApiClient, ctx: Context, name: str, watch: bool,
-                            limit: float | None) -> None:
+async def _daemonset_status(client: ApiClient, ctx: Context, cls: type[Any], name: str,
+                            watch: bool, limit: float | None) -> None:
     """Like the Deployment's: list + watch, printing each new message until done."""
-    ds = await rollout_daemonset.get(client, ctx, name)
+    ds = await rollout_daemonset.get(client, ctx, name, cls)
     message, done = rollout_daemonset.status_message(ds)
     ctx.out(message)
     if done or not watch:
@@ -227,16 +236,16 @@ async def _daemonset_status(client: ApiClient, ctx: Context, name: str, watch: b
     try:
         async with asyncio.timeout(limit):
             while True:
-                listing = await client.list(apps_pb2.DaemonSet, ctx.namespace,
-                                            field_selector=selector)
+                listing = await client.list(cls, ctx.namespace, field_selector=selector)
                 try:
-                    async for ev in client.watch(apps_pb2.DaemonSet, ctx.namespace,
+                    async for ev in client.watch(cls, ctx.namespace,
                                                  field_selector=selector,
                                                  resource_version=listing.resource_version):
                         if ev.type == "BOOKMARK" or ev.object is None:
                             continue
                         if ev.type == "DELETED":
-                            raise CliError(f'daemonset "{name}" was deleted')
+                            raise CliError(
+                                f'{kinds.by_message(cls).singular} "{name}" was deleted')
                         message, done = rollout_daemonset.status_message(ev.object)
                         if message != last:
                             ctx.out(message)
@@ -256,8 +265,8 @@ async def _daemonset_status(client: ApiClient, ctx: Context, name: str, watch: b
 
 async def run_history(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
-    for ds_name in _daemonsets(args):
-        await rollout_daemonset.history(client, ctx, ds_name, args.revision)
+    for cls, ds_name in _daemonsets(args):
+        await rollout_daemonset.history(client, ctx, ds_name, args.revision, cls)
     for name in _deployments(ctx, args):
         d = await _get(client, ctx, name)
         by_revision: dict[int, Any] = {}
@@ -314,8 +323,8 @@ def apply_rollback(d: apps_pb2.Deployment, rs: Any) -> None:
 
 async def run_undo(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
-    for ds_name in _daemonsets(args):
-        ctx.out(await rollout_daemonset.undo(client, ctx, ds_name, args.to_revision))
+    for cls, ds_name in _daemonsets(args):
+        ctx.out(await rollout_daemonset.undo(client, ctx, ds_name, args.to_revision, cls))
     for name in _deployments(ctx, args):
         outcome: list[str] = []
 
@@ -347,12 +356,13 @@ async def run_undo(ctx: Context, args: argparse.Namespace) -> int:
 async def run_simple(ctx: Context, args: argparse.Namespace) -> int:
     client = await ctx.client()
     verb = args.rollout_verb
-    for ds_name in _daemonsets(args):
+    for cls, ds_name in _daemonsets(args):
         if verb != "restart":
             doing = {"pause": "pausing", "resume": "resuming"}[verb]
-            raise CliError(f'daemonsets.apps "{ds_name}" {doing} is not supported')
-        await rollout_daemonset.restart(client, ctx, ds_name)
-        ctx.out(f"{rollout_daemonset.label(ds_name)} restarted")
+            info = kinds.by_message(cls)
+            raise CliError(f'{info.plural}.{info.group} "{ds_name}" {doing} is not supported')
+        await rollout_daemonset.restart(client, ctx, ds_name, cls)
+        ctx.out(f"{rollout_daemonset.label(ds_name, cls)} restarted")
     for name in _deployments(ctx, args):
 
         async def change(d: apps_pb2.Deployment, name: str = name) -> bool:
