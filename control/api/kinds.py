@@ -201,6 +201,16 @@ KINDS: tuple[KindInfo, ...] = (
         "scheduling_pb2.PriorityClass",
         False,
     ),
+    # networking.k8s.io/v1
+    _k(
+        "NetworkPolicy",
+        "networking.k8s.io",
+        "networkpolicies",
+        ("netpol",),
+        True,
+        "networking_pb2.NetworkPolicy",
+        True,
+    ),
     # discovery.k8s.io/v1
     _k(
         "EndpointSlice",

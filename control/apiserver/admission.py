@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds
-from control.apiserver import authn, defaults
+from control.apiserver import authn, defaults, networkpolicy
 from control.apiserver import validation as validation
 from control.apiserver.service_update import prepare_service_update
 
@@ -122,6 +122,9 @@ class Admission:
 
     def admit(self, info: kinds.KindInfo, obj: Any, old: Any) -> None:
         defaults.apply_defaults(obj)
+        if info.plural == "networkpolicies":
+            networkpolicy.default(obj)
+            networkpolicy.mark_not_enforced(obj, self.registry.now())
         if info.plural == "pods" and old is None:
             add_default_tolerations(obj, self.default_not_ready_toleration_seconds,
                                     self.default_unreachable_toleration_seconds)

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from control.api import errors, kinds
 from control.api.pb import api_pb2
-from control.apiserver import authn, subresources
+from control.apiserver import authn, subresources, warnings
 from control.apiserver.authz import Attributes, Chain, default_chain
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.rbac import RBACAuthorizer
@@ -126,11 +126,16 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Message:
         start = time.perf_counter()
         failure: BaseException | None = None
+        sent = warnings.begin()
         try:
             _authenticate(authenticator, context)
             if isinstance(request, Undecodable):
                 raise request.refusal()
-            return await fn(request)
+            reply = await fn(request)
+            if sent:
+                context.set_trailing_metadata(
+                    tuple((warnings.METADATA_KEY, w) for w in sent))
+            return reply
         except errors.ApiError as e:
             failure = e
             await _abort(context, e)

@@ -33,6 +33,7 @@ from control.api.pb import (
     coordination_pb2,
     core_pb2,
     discovery_pb2,
+    networking_pb2,
     node_pb2,
     policy_pb2,
     rbac_pb2,
@@ -41,6 +42,7 @@ from control.api.pb import (
 )
 from control.apiserver import validation_apps as apps
 from control.apiserver import validation_core as core
+from control.apiserver.networkpolicy import validate as validate_network_policy
 from control.apiserver.validation_certificates import validate_csr
 from control.apiserver.validation_discovery import validate_endpoint_slice
 from control.apiserver.validation_pod import (
@@ -344,6 +346,7 @@ _VALIDATORS: dict[str, _Validator] = dict(
         _entry(core_pb2.Service, core.validate_service),
         _entry(core_pb2.Endpoints, core.validate_endpoints),
         _entry(discovery_pb2.EndpointSlice, validate_endpoint_slice),
+        _entry(networking_pb2.NetworkPolicy, validate_network_policy),
         _entry(core_pb2.ConfigMap, core.validate_config_map),
         _entry(core_pb2.Secret, core.validate_secret),
         _entry(core_pb2.ServiceAccount, _validate_service_account),

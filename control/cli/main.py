@@ -200,6 +200,7 @@ class Context:
                 f"within {CONNECT_TIMEOUT:g}s - is `flotilla server` running?"
             ) from None
         self._client = ApiClient(channel, cfg.server, timeout=self.request_timeout)
+        self._client.on_warning = self.warn  # kubectl's "Warning: ..." lines
         return self._client
 
     def client_config(self) -> ClientConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
@@ -97,12 +98,18 @@ def _decode(info: kinds.KindInfo, data: bytes) -> Any:
     return msg
 
 
+def _log_warning(message: str) -> None:
+    logging.getLogger("flotilla.client").warning("Warning: %s", message)
+
+
 class ApiClient:
     def __init__(self, channel: grpc.aio.Channel, target: str = "", timeout: float | None = 30.0):
         self._stub = api_pb2_grpc.ApiStub(channel)
         self.channel = channel
         self.target = target
         self.timeout = timeout
+        # what the server warned about in a reply (kubectl's "Warning: ..." lines)
+        self.on_warning: Callable[[str], None] = _log_warning
 
     def use_channel(self, channel: grpc.aio.Channel) -> grpc.aio.Channel:
         """Send later calls on ``channel`` (new credentials); returns the old channel,
@@ -113,9 +120,15 @@ class ApiClient:
 
     async def _call(self, method: Callable[..., Any], request: Message) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            call = method(request, timeout=self.timeout)
+            reply = await call
         except grpc.aio.AioRpcError as e:
             raise _translate(e, self.target) from None
+        trailing = await call.trailing_metadata() if hasattr(call, "trailing_metadata") else ()
+        for key, value in trailing or ():
+            if key == "warning":
+                self.on_warning(str(value))
+        return reply
 
     # -- CRUD ---------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ EXPECTED = {
     ("node.k8s.io/v1", "RuntimeClass"): "runtimeclasses",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
 }
 
 CLUSTER_SCOPED = {

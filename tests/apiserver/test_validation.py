@@ -158,6 +158,10 @@ VALID: dict[str, Doc] = {
     "PodDisruptionBudget": obj(
         "PodDisruptionBudget", "policy/v1", spec={"minAvailable": "50%", "selector": SELECTOR}
     ),
+    "NetworkPolicy": obj(
+        "NetworkPolicy", "networking.k8s.io/v1", spec={"podSelector": SELECTOR,
+                                                       "ingress": [{"ports": [{"port": 80}]}]},
+    ),
     "EndpointSlice": obj(
         "EndpointSlice", "discovery.k8s.io/v1", addressType="IPv4",
         endpoints=[{"addresses": ["10.244.0.2"], "conditions": {"ready": True}}],
