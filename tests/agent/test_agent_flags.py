@@ -127,3 +127,19 @@ def test_pod_network_flags() -> None:
         options("--service-cidr", "nope").validate()
     with pytest.raises((argparse.ArgumentError, SystemExit)):
         parse("--pod-network", "calico")
+
+
+def test_dns_flags() -> None:
+    o = options()
+    o.validate()
+    assert (o.cluster_dns, o.cluster_domain, o.resolv_conf) == (
+        ["10.96.0.10"], "cluster.local", Path("/etc/resolv.conf"))
+    o = options("--cluster-dns", "10.100.0.10", "--cluster-dns", "fd00::a",
+                "--cluster-domain", "corp.internal", "--resolv-conf", "/run/resolv.conf")
+    o.validate()
+    assert (o.cluster_dns, o.cluster_domain, o.resolv_conf) == (
+        ["10.100.0.10", "fd00::a"], "corp.internal", Path("/run/resolv.conf"))
+    with pytest.raises(ValueError, match=r"--cluster-dns 'dns\.example'"):
+        options("--cluster-dns", "dns.example").validate()
+    with pytest.raises(ValueError, match="--cluster-domain 'Corp_Internal'"):
+        options("--cluster-domain", "Corp_Internal").validate()
