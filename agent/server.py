@@ -150,7 +150,7 @@ class RuntimeLookup:
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> None:
-    await context.abort(err.code, errors.to_details(err))
+    await context.abort(err.code, errors.bounded_details(err))
 
 
 # Linux's limits on a new program's arguments: one string at most MAX_ARG_STRLEN (32 pages),

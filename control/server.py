@@ -51,7 +51,7 @@ from control.apiserver.service_alloc import (
 )
 from control.apiserver.watchcache import WatchCache
 from control.client import pki, tokens
-from control.client.channel import SERVER_OPTIONS, add_secure_port
+from control.client.channel import DEFAULT_MAX_REQUEST_BYTES, add_secure_port, server_options
 from control.client.config import DEFAULT_SUPERVISOR_PORT, write_admin_conf
 from control.client.tls import Credentials
 from control.controllers.manager import ControllerManager
@@ -90,6 +90,8 @@ class ServerOptions:
     watch_cache_history: int = 10_000
     # --watch-cache-size-bytes: what the watch cache's event windows hold, all kinds together
     watch_cache_size_bytes: int = 256 * 1024 * 1024
+    # --max-request-bytes: the largest request accepted (checked before decoding)
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -226,7 +228,7 @@ class ControlPlane:
             opts.compaction_interval, opts.retain_revisions))
         sup.start("service-allocation-repair", lambda: self._repair_loop(allocator))
 
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=server_options(opts.max_request_bytes))
         # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
         proxy = NodeProxy(self.registry, credentials=self.pki.client(
             authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))

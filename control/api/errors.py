@@ -158,6 +158,22 @@ def to_details(err: ApiError) -> str:
     return f"{err.reason}: {err.message}"
 
 
+# Longest status message sent: gRPC clients refuse trailers over 8 KiB by default, and an
+# error must never carry a large input back.
+MAX_DETAILS = 4096
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: for quoting input."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def bounded_details(err: ApiError) -> str:
+    """``to_details`` cut to ``MAX_DETAILS`` characters."""
+    text = to_details(err)
+    return text if len(text) <= MAX_DETAILS else excerpt(text, MAX_DETAILS - 40)
+
+
 RETRY_AFTER_KEY = "retry-after"
 
 

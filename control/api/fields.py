@@ -22,7 +22,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from control.api.errors import BadRequest
+from control.api.errors import BadRequest, excerpt
 
 __all__ = [
     "EQUALS",
@@ -134,13 +134,13 @@ def _unescape(value: str, text: str) -> str:
             nxt = value[i + 1 : i + 2]
             if nxt not in ("\\", ",", "="):
                 raise BadRequest(
-                    f"invalid field selector {text!r}: invalid escape sequence '\\{nxt}'"
+                    f"invalid field selector {excerpt(text)!r}: invalid escape sequence '\\{nxt}'"
                 )
             out.append(nxt)
             i += 2
             continue
         if c in ",=":
-            raise BadRequest(f"invalid field selector {text!r}: unescaped character '{c}'")
+            raise BadRequest(f"invalid field selector {excerpt(text)!r}: unescaped character '{c}'")
         out.append(c)
         i += 1
     return "".join(out)
@@ -163,14 +163,14 @@ def parse(text: str) -> FieldSelector:
         )
         if found is None:
             raise BadRequest(
-                f"invalid field selector {text!r}: can't understand {part.strip()!r} at position "
+                f"invalid field selector {excerpt(text)!r}: can't understand {excerpt(part.strip())!r} at position "
                 f"{pos}: expected field=value, field==value or field!=value"
             )
         idx, op, operator = found
         name, raw = part[:idx].strip(), part[idx + len(op) :].strip()
         if not name or any(c in name for c in "<>!=() \t\\"):
             raise BadRequest(
-                f"invalid field selector {text!r}: invalid field name {name!r} at position {pos}"
+                f"invalid field selector {excerpt(text)!r}: invalid field name {excerpt(name)!r} at position {pos}"
                 " (only the operators =, == and != are supported)"
             )
         terms.append(Term(name, operator, _unescape(raw, text)))

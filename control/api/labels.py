@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from control.api import names
-from control.api.errors import BadRequest, FieldError, Invalid
+from control.api.errors import BadRequest, FieldError, Invalid, excerpt
 from control.api.pb import meta_pb2
 
 __all__ = [
@@ -125,7 +125,7 @@ class Requirement:
 
 
 def _requirement_errors(key: str, operator: str, values: tuple[str, ...]) -> list[str]:
-    msgs = [f"key {key!r}: {m}" for m in names.is_qualified_name(key)]
+    msgs = [f"key {excerpt(key)!r}: {m}" for m in names.is_qualified_name(key)]
     if operator in _SET_OPS:
         if not values:
             msgs.append("for 'in', 'notin' operators, values set can't be empty")
@@ -143,13 +143,13 @@ def _requirement_errors(key: str, operator: str, values: tuple[str, ...]) -> lis
                 int(values[0])
             except ValueError:
                 msgs.append(
-                    f"for 'Gt', 'Lt' operators, the value must be an integer, got {values[0]!r}"
+                    f"for 'Gt', 'Lt' operators, the value must be an integer, got {excerpt(values[0])!r}"
                 )
     else:
         msgs.append(f"operator {operator!r} is not recognized")
     if operator not in _NUM_OPS:
         for v in values:
-            msgs.extend(f"value {v!r}: {m}" for m in names.is_valid_label_value(v))
+            msgs.extend(f"value {excerpt(v)!r}: {m}" for m in names.is_valid_label_value(v))
     return msgs
 
 
@@ -344,9 +344,9 @@ class _Parser:
         return tok
 
     def fail(self, tok: _Token, expected: str) -> BadRequest:
-        found = "end of string" if tok.kind == "end" else f"'{tok.text}'"
+        found = "end of string" if tok.kind == "end" else f"'{excerpt(tok.text)}'"
         return BadRequest(
-            f"unable to parse label selector {self.text!r}: found {found} at position "
+            f"unable to parse label selector {excerpt(self.text)!r}: found {found} at position "
             f"{tok.pos}, expected: {expected}"
         )
 
@@ -425,7 +425,7 @@ class _Parser:
         msgs = _requirement_errors(key.text, op, vals)
         if msgs:
             raise BadRequest(
-                f"unable to parse label selector {self.text!r}: requirement at position "
+                f"unable to parse label selector {excerpt(self.text)!r}: requirement at position "
                 f"{key.pos}: " + "; ".join(msgs)
             )
         return Requirement(key.text, op, vals)

@@ -197,7 +197,7 @@ class NodeProxy:
             node_name, target = await self._target(pod)
             channel = await self._connect(node_name, target)
         except errors.ApiError as e:
-            await context.abort(e.code, errors.to_details(e))
+            await context.abort(e.code, errors.bounded_details(e))
             return
         forwarded = api_pb2.LogsRequest()
         forwarded.CopyFrom(req)
@@ -229,7 +229,7 @@ class NodeProxy:
             node_name, target = await self._target(pod)
             channel = await self._connect(node_name, target)
         except errors.ApiError as e:
-            await context.abort(e.code, errors.to_details(e))
+            await context.abort(e.code, errors.bounded_details(e))
             return
         head = api_pb2.ExecRequest()
         head.CopyFrom(first)
@@ -260,7 +260,7 @@ class NodeProxy:
             call.cancel()
             await channel.close(None)
         if failure is not None:
-            await context.abort(failure.code, errors.to_details(failure))
+            await context.abort(failure.code, errors.bounded_details(failure))
 
 
 __all__ = ["CONNECT_TIMEOUT", "NodeProxy", "check_log_status", "choose_container",

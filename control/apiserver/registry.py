@@ -85,30 +85,25 @@ def _conflict(info: kinds.KindInfo, name: str) -> errors.Conflict:
         "modified; please apply your changes to the latest version and try again")
 
 
-def _short(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters: an error never echoes a large input back."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
 def _check_identity_kept(info: kinds.KindInfo, new: Any, current: Any) -> None:
     """A patch may not rename, move or re-identify an object (Kubernetes refuses; it is
     never silently ignored). Fields the patch leaves empty keep the current values."""
     m, c = new.metadata, current.metadata
     if m.name and m.name != c.name:
-        raise errors.BadRequest(f"the name of the object ({_short(m.name)}) does not match "
+        raise errors.BadRequest(f"the name of the object ({errors.excerpt(m.name)}) does not match "
                                 f"the name on the URL ({c.name})")
     if info.namespaced and m.namespace and m.namespace != c.namespace:
         raise errors.BadRequest("the namespace of the provided object does not match the "
                                 "namespace sent on the request")
     if m.uid and m.uid != c.uid:
         raise errors.Invalid(f'{info.kind} "{c.name}" is invalid',
-                             [immutable("metadata.uid", _short(m.uid))])
+                             [immutable("metadata.uid", errors.excerpt(m.uid))])
 
 
 def _parse_rv(value: str, what: str = "resourceVersion") -> int:
     # a revision is an unsigned 64-bit number, in decimal digits only
     if not (value.isascii() and value.isdigit()) or int(value[:21]) >= 2**64:
-        raise errors.BadRequest(f"invalid {what}: {_short(value)!r}")
+        raise errors.BadRequest(f"invalid {what}: {errors.excerpt(value)!r}")
     return int(value)
 
 
@@ -395,7 +390,7 @@ class Registry:
         try:
             doc = json.loads(patch or b"{}")
         except ValueError as e:
-            raise errors.BadRequest(f"the patch is not valid JSON: {_short(str(e))}") from None
+            raise errors.BadRequest(f"the patch is not valid JSON: {errors.excerpt(str(e))}") from None
         except RecursionError:
             raise errors.BadRequest(
                 f"the patch nests objects and arrays deeper than {mergepatch.MAX_DEPTH} "

@@ -107,7 +107,7 @@ def _deserializer(method: str, cls: Any) -> Callable[[bytes], Any]:
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> None:
-    await context.abort(err.code, errors.to_details(err), errors.trailing_metadata(err))
+    await context.abort(err.code, errors.bounded_details(err), errors.trailing_metadata(err))
 
 
 def _authenticate(authenticator: authn.Authenticator,
@@ -386,7 +386,7 @@ class ApiService:
         except errors.ApiError as e:
             # an error event (not a status) so the client can tell "too old" from a failure
             yield api_pb2.WatchEvent(type="ERROR", error_reason=e.code.name,
-                                     error_message=errors.to_details(e)).SerializeToString()
+                                     error_message=errors.bounded_details(e)).SerializeToString()
             return
         deadline = (asyncio.get_running_loop().time() + req.timeout_seconds
                     if req.timeout_seconds > 0 else None)

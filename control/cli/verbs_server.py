@@ -164,6 +164,9 @@ def register(sub: Any) -> None:
                    help="bytes of recent events the watch cache keeps for resuming watches, "
                         "all kinds together, a quarter of it at most per kind (e.g. 512Mi; "
                         "default 256Mi); a watch from before that window relists")
+    p.add_argument("--max-request-bytes", type=byte_size, default=None, metavar="SIZE",
+                   help="the largest request the server accepts, refused before it is "
+                        "decoded (default 3Mi, as Kubernetes)")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -248,6 +251,10 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["recover_to_last_good"] = True
     if args.watch_cache_size_bytes is not None:
         wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
+    if args.max_request_bytes is not None:
+        if args.max_request_bytes > 2**31 - 1:
+            raise UsageError("--max-request-bytes must be below 2Gi (gRPC's limit)")
+        wanted["max_request_bytes"] = args.max_request_bytes
     if args.tls_san:
         wanted["tls_sans"] = [s.strip() for arg in args.tls_san for s in arg.split(",")
                               if s.strip()]

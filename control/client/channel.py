@@ -48,6 +48,19 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
+# The apiserver's cap on one request (Kubernetes': 3 MiB), enforced by gRPC before anything
+# is decoded: an oversized request costs the server no memory beyond its transport buffers
+# and is answered RESOURCE_EXHAUSTED.
+DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+
+def server_options(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                   ) -> list[tuple[str, int | str]]:
+    """SERVER_OPTIONS with requests capped at ``max_request_bytes``."""
+    return [(k, max_request_bytes if k == "grpc.max_receive_message_length" else v)
+            for k, v in SERVER_OPTIONS]
+
+
 def open_channel(target: str, credentials: Credentials) -> grpc.aio.Channel:
     """A TLS channel to ``target`` ("host:port") presenting ``credentials``."""
     creds, extra = channel_credentials(target, credentials)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import grpc
 import pytest
 
 from control.api import errors
 from control.api.pb import api_pb2, core_pb2
-from tests.conftest import Cluster
+from tests.conftest import Cluster, running_cluster
 from tests.support.objects import cm
 
 
@@ -170,4 +171,33 @@ async def test_malformed_resource_version_refused_without_echo(cluster: Cluster,
                                                                rv: str) -> None:
     with pytest.raises(errors.BadRequest, match="invalid resourceVersion") as ei:
         await cluster.client.list(core_pb2.ConfigMap, "default", resource_version=rv)
+    assert len(str(ei.value)) < 1000
+
+
+async def test_requests_over_3_mib_refused_before_decoding(cluster: Cluster) -> None:
+    big = cm("big", a="x" * (4 * 1024 * 1024))
+    with pytest.raises(errors.TooManyRequests) as ei:
+        await cluster.client.create(big)
+    assert "larger than max" in str(ei.value) and len(str(ei.value)) < 1000
+    assert (await cluster.client.create(cm("small", a="x" * 1000))).metadata.uid
+
+
+async def test_max_request_bytes_option(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path / "data", max_request_bytes=64 * 1024,
+                               disable={"scheduler", "controllers", "dns"}) as c:
+        with pytest.raises(errors.TooManyRequests, match="larger than max"):
+            await c.client.create(cm("big", a="x" * 70_000))
+        assert (await c.client.create(cm("fits", a="x" * 60_000))).metadata.uid
+
+
+@pytest.mark.parametrize(("label_selector", "field_selector"), [
+    ("a" * 100_000 + "!!", ""), ("a=" + "b" * 100_000, ""), ("a>" + "1" * 100_000, ""),
+    ("", "x" * 100_000), ("", "spec.nodeName=" + "x" * 100_000 + ",y"),
+])
+async def test_selector_errors_do_not_echo_large_input(
+        cluster: Cluster, label_selector: str, field_selector: str) -> None:
+    with pytest.raises(errors.ApiError) as ei:
+        await cluster.client.list(core_pb2.Pod, "default", label_selector=label_selector,
+                                  field_selector=field_selector)
+    assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert len(str(ei.value)) < 1000

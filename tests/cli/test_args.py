@@ -189,3 +189,17 @@ def test_server_store_flags() -> None:
     for bad in ("0", "-1", "lots"):
         with pytest.raises(UsageError, match="watch-cache-size-bytes"):
             parser.parse_args(["server", "--watch-cache-size-bytes", bad])
+
+
+def test_server_max_request_bytes_flag() -> None:
+    parser = build_parser()
+    options, _ = server_options(parser.parse_args(["server"]), Path("/tmp/x"))
+    assert options.max_request_bytes == 3 * 1024 * 1024
+    args = parser.parse_args(["server", "--max-request-bytes", "1Mi"])
+    assert server_options(args, Path("/tmp/x"))[0].max_request_bytes == 1024 * 1024
+    with pytest.raises(UsageError, match="max-request-bytes"):
+        server_options(parser.parse_args(["server", "--max-request-bytes", "4Gi"]),
+                       Path("/tmp/x"))
+    for bad in ("0", "lots"):
+        with pytest.raises(UsageError, match="max-request-bytes"):
+            parser.parse_args(["server", "--max-request-bytes", bad])
