@@ -60,6 +60,7 @@ from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
 from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
+from control.controllers.volume_binding import VolumeBindingController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller, ControllerMetrics
 from control.runtime.events import EventBroadcaster
@@ -130,6 +131,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "cronjob": CronJobController,
     "daemonset": DaemonSetController,
     "statefulset": StatefulSetController,
+    "persistentvolume-binder": VolumeBindingController,
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
 }
