@@ -1,0 +1,1 @@
+"""The service proxy of an agent: Services' virtual IPs and node ports to their endpoints."""

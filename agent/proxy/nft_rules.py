@@ -1,0 +1,150 @@
+"""The service proxy's nftables table ``flotilla-proxy`` (its own: the pod network's
+``flotilla-net`` is not the proxy's), rendered from the Services' state as one ``nft -f``
+script that replaces the whole table in one transaction.
+
+What the table does (kube-proxy's nftables mode, simplified):
+
+- ``services`` (from the nat prerouting and output hooks): ClusterIP:port of every
+  Service port with ready endpoints, and NodePort on the node's own addresses, jump to the
+  Service port's chain, which picks an endpoint with ``numgen random`` and DNATs to it.
+- A pod reaching itself through its Service (hairpin) and NodePort traffic from outside
+  are marked and masqueraded on the way out, so replies come back through this node.
+- Anything still addressed to the service range after NAT (a Service port with no ready
+  endpoint, or an address no Service holds) is rejected at once (TCP reset, ICMP
+  port-unreachable for the rest) in the filter hooks: a missing rule fails on this
+  machine, never leaks to the default route.
+
+``render`` is pure (table-tested); applying is :func:`agent.network.nft.apply` (``nft -f -``).
+IPv4 only.
+
+Concurrency contract: pure functions, no shared state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TABLE = "flotilla-proxy"
+FAMILY = "ip"
+MASQ_MARK = "0x4000"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service, with its ready endpoints."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # TCP or UDP
+    cluster_ip: str
+    port: int
+    node_port: int = 0
+    endpoints: Sequence[Endpoint] = ()
+
+    @property
+    def chain(self) -> str:
+        ident = f"{self.namespace}/{self.name}:{self.port_name}/{self.protocol}"
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        return f"svc-{digest}"
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    service_cidr: str
+    ports: Sequence[ServicePort]
+
+
+def _elements(items: list[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def render(rules: Ruleset) -> str:
+    """The ``nft -f`` script that makes the table exactly ``rules``."""
+    ports = sorted(rules.ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
+    ips: list[str] = []
+    node_ports: list[str] = []
+    chains: list[str] = []
+    for sp in ports:
+        if not sp.endpoints:
+            continue  # left to the reject rules
+        proto = sp.protocol.lower()
+        ips.append(f"{sp.cluster_ip} . {proto} . {sp.port} : goto {sp.chain}")
+        if sp.node_port:
+            node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-np")
+            chains += [f"  chain {sp.chain}-np {{",
+                       f"    meta mark set meta mark | {MASQ_MARK}",
+                       f"    goto {sp.chain}",
+                       "  }"]
+        eps = sorted(sp.endpoints, key=lambda e: (e.ip, e.port))
+        chains.append(f"  chain {sp.chain} {{")
+        if len(eps) == 1:
+            e = eps[0]
+            chains += [f"    ip saddr {e.ip} meta mark set meta mark | {MASQ_MARK}",
+                       f"    meta l4proto {proto} dnat to {e.ip}:{e.port}"]
+        else:
+            targets = _elements([f"{i} : {e.ip} . {e.port}" for i, e in enumerate(eps)])
+            hairpin = _elements([e.ip for e in eps])
+            chains += [f"    ip saddr {hairpin} meta mark set meta mark | {MASQ_MARK}",
+                       f"    meta l4proto {proto} dnat ip addr . port to numgen random mod "
+                       f"{len(eps)} map {targets}"]
+        chains.append("  }")
+    lines = [
+        f"table {FAMILY} {TABLE}",
+        f"delete table {FAMILY} {TABLE}",
+        f"table {FAMILY} {TABLE} {{",
+        "  map service-ips {",
+        "    type ipv4_addr . inet_proto . inet_service : verdict",
+    ]
+    if ips:
+        lines.append(f"    elements = {_elements(ips)}")
+    lines += [
+        "  }",
+        "  map service-nodeports {",
+        "    type inet_proto . inet_service : verdict",
+    ]
+    if node_ports:
+        lines.append(f"    elements = {_elements(node_ports)}")
+    lines += ["  }", *chains,
+              "  chain services {",
+              "    ip daddr . meta l4proto . th dport vmap @service-ips",
+              "    fib daddr type local meta l4proto . th dport vmap @service-nodeports",
+              "  }",
+              "  chain nat-prerouting {",
+              "    type nat hook prerouting priority dstnat; policy accept;",
+              "    jump services",
+              "  }",
+              "  chain nat-output {",
+              "    type nat hook output priority -100; policy accept;",
+              "    jump services",
+              "  }",
+              "  chain nat-postrouting {",
+              "    type nat hook postrouting priority srcnat; policy accept;",
+              f"    meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade",
+              "  }"]
+    for hook in ("input", "forward", "output"):
+        lines += [f"  chain reject-{hook} {{",
+                  f"    type filter hook {hook} priority filter; policy accept;",
+                  # still addressed to the service range after DNAT: no endpoint, or no
+                  # Service at that address: refuse at once, here
+                  f"    ip daddr {rules.service_cidr} meta l4proto tcp reject with tcp reset",
+                  f"    ip daddr {rules.service_cidr} reject",
+                  "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def cleanup_script() -> str:
+    """Remove the table if it exists (``flotilla agent --cleanup``)."""
+    return f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+
+
+__all__ = ["TABLE", "Endpoint", "Ruleset", "ServicePort", "cleanup_script", "render"]

@@ -1,0 +1,137 @@
+"""The proxy's nftables ruleset: rendering (table tests) and, as root, the rules doing
+their job inside a network namespace this test creates (no packet leaves it): a ClusterIP
+spreads connections over its endpoints, a Service without endpoints and an unallocated
+ClusterIP refuse at once, NodePort on a local address works, and cleanup removes it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from agent.proxy.nft_rules import TABLE, Endpoint, Ruleset, ServicePort, cleanup_script, render
+
+EPS = [Endpoint("10.244.0.2", 8080), Endpoint("10.244.0.3", 8080)]
+RULES = Ruleset("10.96.0.0/12", [
+    ServicePort("default", "web", "http", "TCP", "10.96.0.5", 80, 30080, EPS),
+    ServicePort("default", "dns", "", "UDP", "10.96.0.6", 53, 0, EPS[:1]),
+    ServicePort("default", "empty", "", "TCP", "10.96.0.7", 80, 30081, ()),
+])
+
+
+def test_render_maps_each_port_with_endpoints() -> None:
+    text = render(RULES)
+    web, dns, empty = RULES.ports
+    assert f"10.96.0.5 . tcp . 80 : goto {web.chain}" in text
+    assert f"tcp . 30080 : goto {web.chain}-np" in text
+    assert "numgen random mod 2 map { 0 : 10.244.0.2 . 8080, 1 : 10.244.0.3 . 8080 }" in text
+    assert f"10.96.0.6 . udp . 53 : goto {dns.chain}" in text
+    assert "meta l4proto udp dnat to 10.244.0.2:8080" in text
+    assert "10.96.0.7" not in text and empty.chain not in text  # rejected, not mapped
+    assert "ip daddr 10.96.0.0/12 meta l4proto tcp reject with tcp reset" in text
+    assert text.startswith(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
+
+
+def test_chain_names_are_stable_and_distinct() -> None:
+    a = ServicePort("ns", "a", "http", "TCP", "10.96.0.1", 80)
+    assert a.chain == ServicePort("ns", "a", "http", "TCP", "10.96.0.9", 81).chain
+    assert a.chain != ServicePort("ns", "a", "http", "UDP", "10.96.0.1", 80).chain
+
+
+SERVER = r"""
+import socket, sys, threading
+def serve(ip):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, 8080)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.sendall(ip.encode()); c.close()
+for ip in sys.argv[1:]:
+    threading.Thread(target=serve, args=(ip,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait(60)
+"""
+
+CLIENT = r"""
+import socket, sys, time
+def one(ip, port):
+    s = socket.socket(); s.settimeout(2)
+    t = time.monotonic()
+    try:
+        s.connect((ip, int(port))); return s.recv(64).decode()
+    except ConnectionRefusedError:
+        return "refused %.3f" % (time.monotonic() - t)
+    except OSError as e:
+        return "error %s" % e
+    finally:
+        s.close()
+ip, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("\n".join(one(ip, port) for _ in range(n)))
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"flt-proxy-{os.getpid()}"
+    _ip("netns", "add", name)
+    try:
+        run = ("netns", "exec", name, "ip")
+        _ip(*run, "link", "set", "lo", "up")
+        _ip(*run, "addr", "add", "10.244.0.2/32", "dev", "lo")
+        _ip(*run, "addr", "add", "10.244.0.3/32", "dev", "lo")
+        # a link for the service range's route (a VIP needs one to be dialled at all)
+        _ip(*run, "link", "add", "flt-v0", "type", "veth", "peer", "name", "flt-v1")
+        _ip(*run, "addr", "add", "10.123.0.1/32", "dev", "flt-v0")
+        _ip(*run, "link", "set", "flt-v0", "up")
+        _ip(*run, "link", "set", "flt-v1", "up")
+        _ip(*run, "route", "add", "10.96.0.0/12", "dev", "flt-v0")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10,
+                       check=False)
+
+
+def _in(ns: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_rules_in_a_namespace(netns: str) -> None:
+    server = subprocess.Popen(_in(netns, sys.executable, "-c", SERVER, "10.244.0.2",
+                                  "10.244.0.3"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        r = subprocess.run(_in(netns, "nft", "-f", "-"), input=render(RULES), text=True,
+                           capture_output=True, timeout=10, check=False)
+        assert r.returncode == 0, r.stderr
+
+        def client(ip: str, port: int, n: int) -> list[str]:
+            out = subprocess.run(_in(netns, sys.executable, "-c", CLIENT, ip, str(port),
+                                     str(n)), capture_output=True, text=True, timeout=30,
+                                 check=True)
+            return out.stdout.strip().split("\n")
+
+        spread = client("10.96.0.5", 80, 40)
+        assert set(spread) == {"10.244.0.2", "10.244.0.3"}, spread
+        assert set(client("10.123.0.1", 30080, 10)) <= {"10.244.0.2", "10.244.0.3"}
+        for ip, port in (("10.96.0.7", 80), ("10.96.0.99", 80)):
+            [answer] = client(ip, port, 1)
+            assert answer.startswith("refused"), answer
+            assert float(answer.split()[1]) < 0.5
+        # cleanup removes the table
+        subprocess.run(_in(netns, "nft", "-f", "-"), input=cleanup_script(), text=True,
+                       check=True, timeout=10, capture_output=True)
+        listed = subprocess.run(_in(netns, "nft", "list", "tables"), capture_output=True,
+                                text=True, timeout=10, check=True)
+        assert TABLE not in listed.stdout
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
