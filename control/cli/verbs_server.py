@@ -205,20 +205,16 @@ def register(sub: Any) -> None:
 
 
 def service_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Service flags, checked here so that a bad one is a usage error."""
-    from control.apiserver.allocation_bitmap import IPRange, PortRange
-    from control.apiserver.kubernetes_service import check_advertise_address
-
+    """The Service and DNS flags; a bad range or advertise address is refused by the
+    control plane at start (the CLI may not import the apiserver), saying why."""
     out: dict[str, Any] = {}
     try:
         if args.service_cluster_ip_range is not None:
-            IPRange.parse(args.service_cluster_ip_range)
             out["service_cluster_ip_range"] = args.service_cluster_ip_range.strip()
         if args.service_node_port_range is not None:
-            PortRange.parse(args.service_node_port_range)
             out["service_node_port_range"] = args.service_node_port_range.strip()
         if args.advertise_address is not None:
-            out["advertise_address"] = check_advertise_address(args.advertise_address)
+            out["advertise_address"] = args.advertise_address.strip()
         if args.cluster_domain is not None:
             if errs := names.is_dns1123_subdomain(args.cluster_domain.strip(".")):
                 raise ValueError(f"--cluster-domain {args.cluster_domain!r}: "
