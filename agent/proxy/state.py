@@ -1,0 +1,71 @@
+"""From the API's Services and EndpointSlices to the proxy's :class:`Ruleset` (what
+kube-proxy's service and endpoint change trackers compute), as a plain function:
+
+- Every Service with a cluster IP (not headless, not ExternalName) contributes one
+  :class:`ServicePort` per port; NodePort/LoadBalancer ports carry their node port.
+- A port's endpoints: the addresses of the Service's slices (``kubernetes.io/service-name``
+  label, same namespace) whose port has the same name and protocol, when ready (an unset
+  ``ready`` counts as ready, as Kubernetes reads it), each once.
+- internalTrafficPolicy Local keeps only the endpoints on this node.
+
+Pure: the caller passes cached objects and this node's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from agent.proxy.nft_rules import Endpoint, Ruleset, ServicePort
+from control.api.pb import core_pb2, discovery_pb2
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def _ready(ep: discovery_pb2.Endpoint) -> bool:
+    return not ep.conditions.HasField("ready") or ep.conditions.ready
+
+
+def ruleset_from(services: Iterable[core_pb2.Service],
+                 slices: Iterable[discovery_pb2.EndpointSlice], service_cidr: str,
+                 node_name: str) -> Ruleset:
+    by_service: dict[tuple[str, str], list[discovery_pb2.EndpointSlice]] = {}
+    for es in slices:
+        name = es.metadata.labels.get(SERVICE_NAME_LABEL)
+        if name and es.address_type == "IPv4":
+            by_service.setdefault((es.metadata.namespace, name), []).append(es)
+    ports: list[ServicePort] = []
+    for svc in services:
+        spec = svc.spec
+        if spec.type == "ExternalName" or spec.cluster_ip in ("", "None"):
+            continue
+        local_only = spec.HasField("internal_traffic_policy") and (
+            spec.internal_traffic_policy == "Local")
+        ns, name = svc.metadata.namespace, svc.metadata.name
+        for sp in spec.ports:
+            protocol = sp.protocol or "TCP"
+            if protocol not in ("TCP", "UDP"):
+                continue
+            seen: set[tuple[str, int]] = set()
+            eps: list[Endpoint] = []
+            for es in by_service.get((ns, name), []):
+                number = next((p.port for p in es.ports
+                               if (p.name if p.HasField("name") else "") == sp.name
+                               and (p.protocol if p.HasField("protocol") else "TCP") == protocol
+                               and p.HasField("port")), None)
+                if number is None:
+                    continue
+                for ep in es.endpoints:
+                    if not _ready(ep):
+                        continue
+                    if local_only and ep.node_name != node_name:
+                        continue
+                    for addr in ep.addresses:
+                        if (addr, number) not in seen:
+                            seen.add((addr, number))
+                            eps.append(Endpoint(addr, number))
+            ports.append(ServicePort(ns, name, sp.name, protocol, spec.cluster_ip, sp.port,
+                                     sp.node_port, tuple(eps)))
+    return Ruleset(service_cidr, ports)
+
+
+__all__ = ["ruleset_from"]
