@@ -153,6 +153,9 @@ async def _abort(context: grpc.aio.ServicerContext, err: errors.ApiError) -> Non
     await context.abort(err.code, errors.bounded_details(err))
 
 
+# Largest piece of a log sent in one message.
+LOG_CHUNK_BYTES = 64 * 1024
+
 # Linux's limits on a new program's arguments: one string at most MAX_ARG_STRLEN (32 pages),
 # all of them with the environment at most ARG_MAX; room is kept for the exec helper's own
 # arguments and environment.
@@ -321,7 +324,10 @@ class AgentServer:
         chunks = read_logs(ref.log_path, options, alive=alive, poll_interval=self.poll_interval)
         try:
             async for data in chunks:
-                yield api_pb2.LogChunk(data=data)
+                # bounded messages: each waits for the stream's flow control, so a reader
+                # that is slow (or a log of gigabytes) holds the reading back
+                for at in range(0, len(data), LOG_CHUNK_BYTES):
+                    yield api_pb2.LogChunk(data=data[at:at + LOG_CHUNK_BYTES])
         finally:
             await chunks.aclose()
 

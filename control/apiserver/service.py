@@ -34,6 +34,7 @@ from control.apiserver.authz import Attributes, Chain, default_chain
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.rbac import RBACAuthorizer
 from control.apiserver.registry import Registry
+from control.apiserver.validation_pod import validate_pod_log_options
 from control.store.interface import StoreFull
 
 log = structlog.get_logger(component="apiserver")
@@ -422,6 +423,10 @@ class ApiService:
         try:
             _authenticate(self.authenticator, context)
             self.authorize("get", kinds.by_resource("pods"), req.namespace, req.name, "log")
+            bad = validate_pod_log_options(req)
+            if bad:
+                raise errors.Invalid(f'PodLogOptions "{errors.excerpt(req.name)}" is invalid',
+                                     bad)
         except errors.ApiError as e:
             await _abort(context, e)
             return

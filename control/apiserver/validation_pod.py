@@ -609,3 +609,16 @@ def _first_difference(a: Any, b: Any, path: str = "spec") -> str:
                     return _first_difference(va[i], vb[i], index(p, i))
         return p
     return ""
+
+
+def validate_pod_log_options(req: Any) -> Errors:
+    """Kubernetes' ValidatePodLogOptions on a LogsRequest: tailLines not negative,
+    sinceSeconds and limitBytes positive when given."""
+    errs: Errors = []
+    if req.HasField("tail_lines"):
+        errs += non_negative("tailLines", req.tail_lines)
+    if req.HasField("since_seconds"):
+        errs += positive("sinceSeconds", req.since_seconds)
+    if req.HasField("limit_bytes"):
+        errs += positive("limitBytes", req.limit_bytes)
+    return errs

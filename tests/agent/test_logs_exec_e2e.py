@@ -240,6 +240,28 @@ async def test_logs_with_each_option(env: Env) -> None:
     assert await read_all(env.cluster, "web", limit_bytes=8) == b"old 0\nol"
 
 
+async def test_logs_options_validated(env: Env) -> None:
+    await web(env)
+    for option, value, text in [("tail_lines", -1, "tailLines: Invalid value: -1"),
+                                ("since_seconds", 0, "sinceSeconds: Invalid value: 0"),
+                                ("limit_bytes", -5, "limitBytes: Invalid value: -5")]:
+        with pytest.raises(errors.Invalid, match=text):
+            await read_all(env.cluster, "web", **{option: value})
+    assert await read_all(env.cluster, "web", tail_lines=0) == b""
+
+
+async def test_a_large_log_arrives_in_bounded_chunks(env: Env) -> None:
+    pod = await env.cluster.client.create(pod_manifest("big", ["app"]))
+    line = "x" * 999
+    n = 6000  # about 6 MB
+    env.runtime.add(pod, "app", 0, write_log(env.logs / "big/app/0.log",
+                                              *[cri(time.time(), line) for _ in range(n)]))
+    await set_status(env.cluster, pod, running=["app"])
+    sizes = [len(c) async for c in env.cluster.client.logs("default", "big")]
+    assert sum(sizes) == n * 1000
+    assert max(sizes) <= 64 * 1024 and len(sizes) >= n * 1000 // (64 * 1024)
+
+
 async def test_logs_container_choice_and_errors(env: Env) -> None:
     c = env.cluster.client
     pod = await c.create(pod_manifest("multi", ["a", "b"]))
