@@ -7,7 +7,8 @@
 - Its Endpoints (selector-less, so no controller computes them; the mirroring controller
   copies them to an EndpointSlice): the servers' advertised addresses, read from the
   ``kubernetes`` Service's endpoints in ``default`` (each live server keeps its own address
-  there), plus this DNS server's own address, at the DNS server's port.
+  there) and this DNS server's own listen address (:func:`endpoint_addresses`), at the
+  DNS server's port.
 
 Pure ``desired_*`` functions; :class:`KubeDNSKeeper` writes them through the API.
 
@@ -74,12 +75,20 @@ def desired_endpoints(addresses: list[str], port: int) -> core_pb2.Endpoints:
     return ep
 
 
-def _pod_reachable(address: str) -> bool:
+def endpoint_addresses(apiserver: list[str], own: str) -> list[str]:
+    """Where pods reach the cluster DNS: each live server's advertised address (the
+    ``kubernetes`` Service's endpoints) when this one listens on every address, those and
+    its own when it listens on one address pods can reach, none when it listens on
+    loopback (a pod's 127.0.0.1 is its own)."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(own)
     except ValueError:
-        return False
-    return not (ip.is_loopback or ip.is_unspecified)
+        return sorted(set(apiserver))
+    if ip.is_unspecified:
+        return sorted(set(apiserver))
+    if ip.is_loopback:
+        return []
+    return sorted({*apiserver, str(ip)})
 
 
 def _ports(svc: core_pb2.Service) -> list[tuple[str, int, str, int]]:
@@ -98,7 +107,7 @@ class KubeDNSKeeper:
         self.cluster_ip = cluster_ip
         self.port = port
         self.apiserver_addresses = apiserver_addresses
-        self.own = [own_address] if _pod_reachable(own_address) else []
+        self.own = own_address
         self.interval = interval
         self._poked = asyncio.Event()
         self._warned_ip = ""
@@ -120,8 +129,7 @@ class KubeDNSKeeper:
 
     async def sync(self) -> None:
         await self._ensure_service()
-        await self._ensure_endpoints(
-            sorted({*self.apiserver_addresses(), *self.own}))
+        await self._ensure_endpoints(endpoint_addresses(self.apiserver_addresses(), self.own))
 
     async def _ensure_service(self) -> None:
         want = desired_service(self.cluster_ip, self.port())

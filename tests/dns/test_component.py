@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from dnslib import RCODE, DNSRecord
 
 from control.api import convert, errors
 from control.api.pb import core_pb2
+from control.dns.kubedns import endpoint_addresses
 from tests.conftest import Cluster
 from tests.support import eventually
 
@@ -70,18 +72,9 @@ async def test_kube_dns_service_is_created_and_kept(cluster: Cluster) -> None:
     assert [str(rr.rdata) for rr in r.rr] == ["10.96.0.10"]
     r = await ask(port, "10.0.96.10.in-addr.arpa", "PTR")
     assert [str(rr.rdata) for rr in r.rr] == ["kube-dns.kube-system.svc.cluster.local."]
-    # the Endpoints: the kubernetes Endpoints' addresses at the DNS port
-    kube = await cluster.client.get(core_pb2.Endpoints, "kubernetes", "default")
-    want = sorted({a.ip for s in kube.subsets for a in s.addresses})
-
-    async def endpoints() -> core_pb2.Endpoints | None:
-        e = await cluster.client.get(core_pb2.Endpoints, "kube-dns", "kube-system")
-        return e if sorted(a.ip for s in e.subsets for a in s.addresses) == want else None
-
-    ep = await eventually(endpoints, "the kube-dns Endpoints", timeout=10,
-                          retry_on=(errors.NotFound,))
-    if want:
-        assert {p.port for p in ep.subsets[0].ports} == {port}
+    # the DNS listens on loopback here: no address a pod could use
+    ep = await cluster.client.get(core_pb2.Endpoints, "kube-dns", "kube-system")
+    assert list(ep.subsets) == []
     # a user's change of its ports is put back
     svc.spec.ports[0].port = 5353
     await cluster.client.update(svc)
@@ -92,3 +85,14 @@ async def test_kube_dns_service_is_created_and_kept(cluster: Cluster) -> None:
         return s is not None and [p.port for p in s.spec.ports] == [53, 53]
 
     await eventually(ports_back, "the kube-dns ports put back", timeout=10)
+
+
+@pytest.mark.parametrize(("apiserver", "own", "want"), [
+    (["192.0.2.2"], "0.0.0.0", ["192.0.2.2"]),
+    (["192.0.2.2", "192.0.2.3"], "192.0.2.2", ["192.0.2.2", "192.0.2.3"]),
+    ([], "192.0.2.9", ["192.0.2.9"]),
+    (["192.0.2.2"], "127.0.0.1", []),
+    (["192.0.2.2"], "::", ["192.0.2.2"]),
+])
+def test_kube_dns_endpoint_addresses(apiserver: list[str], own: str, want: list[str]) -> None:
+    assert endpoint_addresses(apiserver, own) == want
