@@ -1,0 +1,118 @@
+"""The proxy's sync loop: level-triggered, coalesced full resyncs of the rules from the
+Service and EndpointSlice informers, through one :class:`Backend`.
+
+- Any Service or EndpointSlice event marks the state dirty; the loop then computes the
+  whole ruleset from the caches (:func:`agent.proxy.state.ruleset_from`) and hands it to
+  the backend, never a diff, so a missed event or a restart cannot leave stale rules.
+- Syncs are at least ``min_sync_interval`` apart (a burst of events is one sync) and happen
+  at least every ``sync_period`` even without events (kube-proxy's ``--sync-period``).
+- A failed sync is logged and retried at the next tick; the backend replaces its rules
+  atomically, so a failure leaves the previous rules whole.
+
+Backends: :class:`NftablesBackend` (the ``flotilla-proxy`` table via ``nft -f``) and
+:class:`FakeBackend` (records what it was given, for tests).
+
+Concurrency contract: :meth:`Proxier.run` is one supervised task; it owns a Supervisor for
+its two informers; the backend is called from that task only (``nft`` runs in a thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import structlog
+
+from agent.network import nft
+from agent.proxy.nft_rules import Ruleset, cleanup_script, render
+from agent.proxy.state import ruleset_from
+from control.api.pb import core_pb2, discovery_pb2
+from control.client.client import ApiClient
+from control.client.listwatch import ApiListWatcher
+from control.runtime.clock import Clock, RealClock, wait_for
+from control.runtime.informer import InformerSet
+from control.runtime.supervisor import Supervisor
+
+log = structlog.get_logger(component="proxy")
+
+DEFAULT_SYNC_PERIOD = 30.0
+DEFAULT_MIN_SYNC_INTERVAL = 0.05
+
+
+class Backend(Protocol):
+    async def sync(self, rules: Ruleset) -> None: ...
+
+    async def cleanup(self) -> None: ...
+
+
+class NftablesBackend:
+    async def sync(self, rules: Ruleset) -> None:
+        await asyncio.to_thread(nft.apply, render(rules))
+
+    async def cleanup(self) -> None:
+        await asyncio.to_thread(nft.apply, cleanup_script())
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.last: Ruleset | None = None
+        self.syncs = 0
+        self.cleaned = False
+        self.changed = asyncio.Event()
+
+    async def sync(self, rules: Ruleset) -> None:
+        self.last = rules
+        self.syncs += 1
+        self.changed.set()
+
+    async def cleanup(self) -> None:
+        self.cleaned = True
+        self.last = None
+
+
+class Proxier:
+    def __init__(self, client: ApiClient, node_name: str, backend: Backend, service_cidr: str,
+                 *, sync_period: float = DEFAULT_SYNC_PERIOD,
+                 min_sync_interval: float = DEFAULT_MIN_SYNC_INTERVAL,
+                 clock: Clock | None = None) -> None:
+        self.node_name = node_name
+        self.backend = backend
+        self.service_cidr = service_cidr
+        self.sync_period = sync_period
+        self.min_sync_interval = min_sync_interval
+        self.clock = clock or RealClock()
+        self._informers = InformerSet(lambda resource: ApiListWatcher(client, resource),
+                                      clock=self.clock)
+        self._services = self._informers.informer(core_pb2.Service)
+        self._slices = self._informers.informer(discovery_pb2.EndpointSlice)
+        self._dirty = asyncio.Event()
+        for inf in (self._services, self._slices):
+            inf.add_event_handler(on_add=lambda _o: self._dirty.set(),
+                                  on_update=lambda _o, _n: self._dirty.set(),
+                                  on_delete=lambda _o: self._dirty.set())
+
+    def current(self) -> Ruleset:
+        return ruleset_from(self._services.indexer.list(), self._slices.indexer.list(),
+                            self.service_cidr, self.node_name)
+
+    async def run(self) -> None:
+        sup = Supervisor("proxy", clock=self.clock)
+        self._informers.start(sup)
+        try:
+            await self._informers.wait_for_sync()
+            while True:
+                self._dirty.clear()
+                try:
+                    await self.backend.sync(self.current())
+                except Exception as e:  # any failure: retried at the next tick
+                    log.warning("proxy sync failed; the previous rules stay", error=str(e))
+                await self.clock.sleep(self.min_sync_interval)
+                try:
+                    await wait_for(self.clock, self._dirty.wait(), self.sync_period)
+                except TimeoutError:
+                    pass
+        finally:
+            await sup.stop()
+
+
+__all__ = ["Backend", "FakeBackend", "NftablesBackend", "Proxier"]
