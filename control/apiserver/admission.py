@@ -6,7 +6,8 @@ keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new po
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
 validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
 scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
-when it names none. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
+when it names none; new claims and volumes get their protection finalizers, and a claim may
+grow only when its StorageClass allows volume expansion. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
 and the TTL of Events (a store lease shared by every Event created in the same ten
 minutes, so that events expire without a lease each).
 
@@ -19,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds
+from control.api.quantity import QuantityError, parse_quantity
 from control.apiserver import authn, defaults, networkpolicy
 from control.apiserver import validation as validation
 from control.apiserver.service_update import prepare_service_update
@@ -33,6 +35,10 @@ DEFAULT_NOT_READY_TOLERATION_SECONDS = 300
 DEFAULT_UNREACHABLE_TOLERATION_SECONDS = 300
 TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+# StorageObjectInUseProtection: a claim in use by a pod, or a volume bound to a claim, is
+# only removed once the protection controller takes the finalizer off
+PROTECTION_FINALIZERS = {"persistentvolumeclaims": "kubernetes.io/pvc-protection",
+                         "persistentvolumes": "kubernetes.io/pv-protection"}
 
 
 class Admission:
@@ -122,6 +128,10 @@ class Admission:
 
     def admit(self, info: kinds.KindInfo, obj: Any, old: Any) -> None:
         defaults.apply_defaults(obj)
+        if old is None and info.plural in PROTECTION_FINALIZERS:
+            add_finalizer(obj, PROTECTION_FINALIZERS[info.plural])
+        if old is not None and info.plural == "persistentvolumeclaims":
+            self._check_resize(obj, old)
         if info.plural == "networkpolicies":
             networkpolicy.default(obj)
             networkpolicy.mark_not_enforced(obj, self.registry.now())
@@ -136,6 +146,28 @@ class Admission:
                     raise errors.Forbidden(f'pod rejected: RuntimeClass "{name}" not found')
                 apply_runtime_class(obj, found.obj)
             self._service_account_pull_secrets(obj)
+
+    def _check_resize(self, new: Any, old: Any) -> None:
+        """A claim may grow only when its StorageClass allows volume expansion (Kubernetes'
+        PersistentVolumeClaimResize admission); shrinking is validation's refusal."""
+        want = new.spec.resources.requests.get("storage")
+        had = old.spec.resources.requests.get("storage")
+        if want is None or had is None or want.string == had.string:
+            return
+        try:
+            grows = parse_quantity(want.string) > parse_quantity(had.string)
+        except QuantityError:
+            return  # validation names the malformed quantity
+        if not grows:
+            return
+        name = new.spec.storage_class_name
+        found = self.registry.cache.get("storageclasses", f"/registry/storageclasses/{name}"
+                                        ) if name else None
+        if found is None or not found.obj.allow_volume_expansion:
+            raise errors.Forbidden(
+                f'persistentvolumeclaims "{new.metadata.name}" is forbidden: only dynamically '
+                "provisioned pvc can be resized and the storageclass that provisions the pvc "
+                "must support resize")
 
     def _service_account_pull_secrets(self, pod: Any) -> None:
         """ServiceAccount admission's part for images: a pod naming no imagePullSecrets
@@ -175,6 +207,11 @@ class Admission:
                 self.event_ttl_seconds + EVENT_LEASE_BUCKET_SECONDS)
             self._event_leases = {bucket: lease}
         return lease
+
+
+def add_finalizer(obj: Any, name: str) -> None:
+    if name not in obj.metadata.finalizers:
+        obj.metadata.finalizers.append(name)
 
 
 def apply_runtime_class(pod: Any, rc: Any) -> None:

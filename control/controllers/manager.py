@@ -61,6 +61,7 @@ from control.controllers.replicaset import ReplicaSetController, replication_con
 from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
 from control.controllers.volume_binding import VolumeBindingController
+from control.controllers.volume_protection import VolumeProtectionController
 from control.runtime.clock import Clock, RealClock
 from control.runtime.controller import Controller, ControllerMetrics
 from control.runtime.events import EventBroadcaster
@@ -132,6 +133,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "daemonset": DaemonSetController,
     "statefulset": StatefulSetController,
     "persistentvolume-binder": VolumeBindingController,
+    "persistentvolume-protection": VolumeProtectionController,
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
 }

@@ -13,6 +13,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2, storage_pb2
 from control.controllers.manager import ControllerManager
 from control.controllers.volume_binding import VolumeBindingController
+from control.controllers.volume_protection import VolumeProtectionController
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
 
@@ -20,8 +21,10 @@ from tests.support import eventually
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
+        # the protection controller too: admission gives claims and volumes its finalizers
         manager = ControllerManager(c.client, controllers={
-            "persistentvolume-binder": VolumeBindingController})
+            "persistentvolume-binder": VolumeBindingController,
+            "persistentvolume-protection": VolumeProtectionController})
         await manager.start()
         try:
             yield c
