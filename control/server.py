@@ -51,7 +51,13 @@ from control.apiserver.service_alloc import (
 )
 from control.apiserver.watchcache import WatchCache
 from control.client import pki, tokens
-from control.client.channel import DEFAULT_MAX_REQUEST_BYTES, add_secure_port, server_options
+from control.client.channel import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTION_IDLE,
+    DEFAULT_MAX_REQUEST_BYTES,
+    add_secure_port,
+    server_options,
+)
 from control.client.config import DEFAULT_SUPERVISOR_PORT, write_admin_conf
 from control.client.tls import Credentials
 from control.controllers.manager import ControllerManager
@@ -92,6 +98,11 @@ class ServerOptions:
     watch_cache_size_bytes: int = 256 * 1024 * 1024
     # --max-request-bytes: the largest request accepted (checked before decoding)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # connections: closed when the TLS handshake is not done within handshake_timeout, sent
+    # away after max_connection_idle without a call; at most max_connections (None: any)
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_connection_idle: float = DEFAULT_MAX_CONNECTION_IDLE
+    max_connections: int | None = None
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -228,7 +239,10 @@ class ControlPlane:
             opts.compaction_interval, opts.retain_revisions))
         sup.start("service-allocation-repair", lambda: self._repair_loop(allocator))
 
-        server = grpc.aio.server(options=server_options(opts.max_request_bytes))
+        server = grpc.aio.server(options=server_options(
+            opts.max_request_bytes, handshake_timeout=opts.handshake_timeout,
+            max_connection_idle=opts.max_connection_idle,
+            max_connections=opts.max_connections))
         # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
         proxy = NodeProxy(self.registry, credentials=self.pki.client(
             authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))

@@ -54,11 +54,28 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
 DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024
 
 
-def server_options(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                   ) -> list[tuple[str, int | str]]:
-    """SERVER_OPTIONS with requests capped at ``max_request_bytes``."""
-    return [(k, max_request_bytes if k == "grpc.max_receive_message_length" else v)
+# A connection that has not completed its TLS handshake this long after connecting is
+# closed (gRPC's default is 120 s): idle sockets cannot pile up and exhaust descriptors.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# A connection with no call for this long gets a GOAWAY (clients reconnect when needed;
+# watching clients always have a call open).
+DEFAULT_MAX_CONNECTION_IDLE = 15 * 60.0
+
+
+def server_options(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
+                   handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                   max_connection_idle: float = DEFAULT_MAX_CONNECTION_IDLE,
+                   max_connections: int | None = None) -> list[tuple[str, int | str]]:
+    """SERVER_OPTIONS with requests capped at ``max_request_bytes``, the handshake
+    timeout and idle limit, and at most ``max_connections`` open connections (None: no
+    limit beyond the process's descriptors)."""
+    opts = [(k, max_request_bytes if k == "grpc.max_receive_message_length" else v)
             for k, v in SERVER_OPTIONS]
+    opts += [("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
+             ("grpc.max_connection_idle_ms", int(max_connection_idle * 1000))]
+    if max_connections is not None:
+        opts.append(("grpc.max_allowed_incoming_connections", max_connections))
+    return opts
 
 
 def open_channel(target: str, credentials: Credentials) -> grpc.aio.Channel:
