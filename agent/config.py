@@ -46,6 +46,7 @@ HOST_HANDLER = "host"
 IMAGE_HANDLERS = ("image", "runc")
 RUNTIME_HANDLERS = ("image", "host")
 DEFAULT_RUNTIME_HANDLER = "host"
+PROXY_MODES = ("nftables", "userspace", "none")
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # The resources --system-reserved may name (kubelet also knows "pid", which has no
@@ -116,6 +117,9 @@ class AgentOptions:
     pod_network: str = "host"
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
+    # the service proxy: "nftables" (root), or "none"; its full resync period
+    proxy_mode: str = "none"
+    proxy_sync_period: float = 30.0
     # pods' DNS: the cluster DNS' addresses (kube-dns' ClusterIP), the cluster domain and the
     # node's resolv.conf (kubelet's --cluster-dns, --cluster-domain, --resolv-conf)
     cluster_dns: list[str] = field(default_factory=lambda: [DEFAULT_CLUSTER_DNS])
@@ -178,6 +182,13 @@ class AgentOptions:
                 raise ValueError(f"--cluster-dns {ip!r}: not an IP address") from None
         if errs := names.is_dns1123_subdomain(self.cluster_domain):
             raise ValueError(f"--cluster-domain {self.cluster_domain!r}: {'; '.join(errs)}")
+        if self.proxy_mode == "userspace":
+            raise ValueError("--proxy-mode userspace is not available yet: use nftables "
+                             "(as root) or none")
+        if self.proxy_mode not in PROXY_MODES:
+            raise ValueError(f"--proxy-mode must be one of {', '.join(PROXY_MODES)}")
+        if self.proxy_sync_period <= 0:
+            raise ValueError("--proxy-sync-period must be positive")
         if self.default_runtime_handler not in RUNTIME_HANDLERS:
             raise ValueError(f"--default-runtime-handler must be one of "
                              f"{', '.join(RUNTIME_HANDLERS)}")

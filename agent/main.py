@@ -185,6 +185,12 @@ class Agent:
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
+        if opts.proxy_mode == "nftables":
+            from agent.proxy.proxier import NftablesBackend, Proxier
+            proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
+                              opts.service_cidr, sync_period=opts.proxy_sync_period,
+                              clock=self.clock)
+            sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
         if renewable:
             self._rotate_client(sup)
         if serving is None:
@@ -398,7 +404,8 @@ def pod_network(opts: AgentOptions) -> tuple[BridgeNetwork | None, str]:
 
 async def cleanup_network(opts: AgentOptions) -> None:
     """``flotilla agent --cleanup``: every network object this node's agent created goes:
-    pods' namespaces, veths, bridge, routes, the nftables table, the leases."""
+    pods' namespaces, veths, bridge, routes, the nftables tables (the pod network's and
+    the service proxy's), the leases."""
     from agent.network import netns
 
     netns_dir = opts.data_dir / "runtime" / "netns"
@@ -408,6 +415,8 @@ async def cleanup_network(opts: AgentOptions) -> None:
     if linux.is_root():
         await BridgeNetwork(opts.data_dir / "network", cluster_cidr=opts.cluster_cidr,
                             service_cidr=opts.service_cidr).cleanup()
+        from agent.proxy.proxier import NftablesBackend
+        await NftablesBackend().cleanup()  # the service proxy's table
     log.info("pod network removed", node=opts.node_name)
 
 

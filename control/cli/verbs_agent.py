@@ -130,6 +130,12 @@ def register(sub: Any) -> None:
                         "Default and the search domains of the others (default %(default)s)")
     p.add_argument("--service-cidr", default="10.96.0.0/12", metavar="CIDR",
                    help="the Service range (default %(default)s)")
+    p.add_argument("--proxy-mode", choices=("nftables", "userspace", "none"), default="none",
+                   help="the service proxy: nftables (root; the flotilla-proxy table) or "
+                        "none (default %(default)s)")
+    p.add_argument("--proxy-sync-period", type=float, default=30.0, metavar="SECONDS",
+                   help="full resync of the proxy's rules at least this often "
+                        "(default %(default)s)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every network object this agent created (bridge, veths, "
                         "routes, nftables table, leases, pod namespaces) and exit")
@@ -176,6 +182,8 @@ def options_from_args(args: argparse.Namespace, server: str,
         pod_network=args.pod_network,
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
+        proxy_mode=args.proxy_mode,
+        proxy_sync_period=args.proxy_sync_period,
         cluster_dns=args.cluster_dns or [agent_config.DEFAULT_CLUSTER_DNS],
         cluster_domain=args.cluster_domain,
         resolv_conf=Path(args.resolv_conf),

@@ -51,6 +51,9 @@ def test_defaults_are_kubelets() -> None:
     (["--node-status-update-frequency", "1.5s"], "node_status_update_frequency", 1.5),
     (["--daemon-port", "10250"], "daemon_port", 10250),
     (["--daemon-port", "0"], "daemon_port", 0),
+    (["--proxy-mode", "nftables"], "proxy_mode", "nftables"),
+    ([], "proxy_mode", "none"),
+    (["--proxy-sync-period", "5"], "proxy_sync_period", 5.0),
 ])
 def test_flag_parses_and_passes_through(argv: list[str], field: str, value: Any) -> None:
     o = options(*argv)
@@ -89,6 +92,8 @@ def test_bad_syntax_is_a_usage_error(argv: list[str]) -> None:
     (["--node-lease-renew-interval", "0s"], "--node-lease-renew-interval"),
     (["--daemon-port", "70000"], "--daemon-port"),
     (["--daemon-port", "-1"], "--daemon-port"),
+    (["--proxy-mode", "userspace"], "--proxy-mode userspace is not available yet"),
+    (["--proxy-sync-period", "0"], "--proxy-sync-period"),
 ])
 def test_bad_values_name_the_flag(argv: list[str], flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
