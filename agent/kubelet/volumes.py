@@ -21,10 +21,13 @@ downwardAPI   ``volumes/downward-api/<name>``; fieldRef metadata.name/namespace/
               to the node's allocatable). On tmpfs when possible.
 projected     ``volumes/projected/<name>``: configMap, secret, downwardAPI and
               serviceAccountToken sources in one directory. On tmpfs when possible.
+persistentVolumeClaim  the bound PersistentVolume's path: a ``hostPath`` (type-checked as
+              above) or ``local`` volume. A claim that is missing, being deleted or not yet
+              Bound, or whose volume has another source, is a :class:`VolumeError` saying
+              so (the kubelet retries).
 ============  =================================================================================
 
-Anything else (nfs, persistentVolumeClaim, csi...) is refused by name with a
-:class:`VolumeError`; so is a missing non-optional configMap/secret or key. The kubelet shows
+Anything else (nfs, csi...) is refused by name with a :class:`VolumeError`; so is a missing non-optional configMap/secret or key. The kubelet shows
 the error and keeps the container waiting, then calls ``setup`` again.
 
 Projected kinds are written with :mod:`agent.kubelet.atomic_writer`, so an update is seen
@@ -83,6 +86,8 @@ PLUGIN_DIRS = {
 # in a memory-medium emptyDir; configMaps are not secret and live on disk).
 _TMPFS_KINDS = frozenset({"secret", "downward_api", "projected"})
 _PROJECTED_KINDS = ("config_map", "secret", "downward_api", "projected")
+# PersistentVolumeSpec message fields that are not volume sources
+_PV_NOT_SOURCES = frozenset({"claim_ref", "node_affinity"})
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 
@@ -419,7 +424,7 @@ class VolumeManager:
             return
         if os.geteuid() != 0:
             return  # only root can give files away; the container runs as us anyway
-        writable = _source_kind(vol) == "empty_dir"
+        writable = _source_kind(vol) in ("empty_dir", "persistent_volume_claim")
         await asyncio.to_thread(set_volume_ownership, path, int(psc.fs_group), writable)
 
     # -- setup per kind ------------------------------------------------------------------
@@ -432,6 +437,9 @@ class VolumeManager:
             return vol.host_path.path
         if kind == "empty_dir":
             return await asyncio.to_thread(self._empty_dir, pod, vol)
+        if kind == "persistent_volume_claim":
+            return await self._claim_path(pod.metadata.namespace,
+                                          vol.persistent_volume_claim.claim_name)
         if kind in _PROJECTED_KINDS:
             target = self.volume_path(uid, kind, vol.name)
             payload = await self._payload(pod, vol, kind)
@@ -513,6 +521,43 @@ class VolumeManager:
             else:
                 raise _SourceError("projected volume source is not supported by this agent")
         return out
+
+    async def _claim_path(self, ns: str, name: str) -> str:
+        """The host path of the volume bound to claim ``ns/name``."""
+        client = self._require_client(f'persistentvolumeclaim "{name}"')
+        try:
+            claim = await client.get(core_pb2.PersistentVolumeClaim, name, ns)
+        except errors.NotFound:
+            raise _SourceError(f'persistentvolumeclaim "{name}" not found') from None
+        except errors.ApiError as e:
+            raise _SourceError(f'cannot read persistentvolumeclaim "{name}": {e}') from None
+        if claim.metadata.HasField("deletion_timestamp"):
+            raise _SourceError(f'persistentvolumeclaim "{name}" is being deleted')
+        if claim.status.phase != "Bound" or not claim.spec.volume_name:
+            raise _SourceError(f'persistentvolumeclaim "{name}" is not bound yet '
+                               f"(phase {claim.status.phase or 'Pending'}): waiting for a "
+                               "volume")
+        try:
+            pv = await client.get(core_pb2.PersistentVolume, claim.spec.volume_name)
+        except errors.NotFound:
+            raise _SourceError(f'persistentvolume "{claim.spec.volume_name}" of claim '
+                               f'"{name}" not found') from None
+        except errors.ApiError as e:
+            raise _SourceError(f'cannot read persistentvolume "{claim.spec.volume_name}": '
+                               f"{e}") from None
+        spec = pv.spec
+        if spec.HasField("host_path"):
+            await asyncio.to_thread(check_host_path, spec.host_path.path, spec.host_path.type)
+            return str(spec.host_path.path)
+        if spec.HasField("local"):
+            await asyncio.to_thread(check_host_path, spec.local.path, "Directory")
+            return str(spec.local.path)
+        source = next((f.json_name for f in core_pb2.PersistentVolumeSpec.DESCRIPTOR.fields
+                       if f.message_type is not None and f.name not in _PV_NOT_SOURCES
+                       and not f.message_type.GetOptions().map_entry
+                       and spec.HasField(f.name)), "unknown")
+        raise _SourceError(f'persistentvolume "{pv.metadata.name}": {source} volumes are not '
+                           "supported by this agent (hostPath and local are)")
 
     def _require_client(self, what: str) -> ApiClient:
         if self._client is None:

@@ -500,3 +500,51 @@ async def test_fs_group_owns_the_pods_volumes(cluster: Cluster, pods_dir: Path,
     data = Path(paths["conf"]) / "k"
     assert os.stat(data).st_gid == 2345 and data.read_text() == "v"  # through ..data link
     assert os.stat(host).st_gid != 2345  # the host's own directory is not touched
+
+
+async def test_persistent_volume_claim_paths(cluster: Cluster, pods_dir: Path,
+                                             tmp_path: Path) -> None:
+    c = cluster.client
+    data = tmp_path / "pv-data"
+    data.mkdir()
+    mgr = VolumeManager(c, pods_dir)
+    vol = core_pb2.Volume(name="d", persistent_volume_claim=(
+        core_pb2.PersistentVolumeClaimVolumeSource(claim_name="data")))
+    with pytest.raises(VolumeError, match='persistentvolumeclaim "data" not found'):
+        await mgr.setup(pod(vol))
+    claim = core_pb2.PersistentVolumeClaim(api_version="v1", kind="PersistentVolumeClaim")
+    claim.metadata.name, claim.metadata.namespace = "data", NS
+    claim.spec.access_modes.append("ReadWriteOnce")
+    claim.spec.resources.requests["storage"].string = "1Mi"
+    claim = await c.create(claim)
+    with pytest.raises(VolumeError, match="is not bound yet"):
+        await mgr.setup(pod(vol))
+    pv = core_pb2.PersistentVolume(api_version="v1", kind="PersistentVolume")
+    pv.metadata.name = "pv-data"
+    pv.spec.capacity["storage"].string = "1Mi"
+    pv.spec.access_modes.append("ReadWriteOnce")
+    pv.spec.local.path = str(data)
+    term = pv.spec.node_affinity.required.node_selector_terms.add()
+    term.match_expressions.add(key="kubernetes.io/hostname", operator="In", values=["n1"])
+    await c.create(pv)
+    claim.spec.volume_name = "pv-data"
+    claim = await c.update(claim)
+    claim.status.phase = "Bound"
+    await c.update_status(claim)
+    assert await mgr.setup(pod(vol)) == {"d": str(data)}
+    nfs = core_pb2.PersistentVolume(api_version="v1", kind="PersistentVolume")
+    nfs.metadata.name = "pv-nfs"
+    nfs.spec.capacity["storage"].string = "1Mi"
+    nfs.spec.access_modes.append("ReadWriteOnce")
+    nfs.spec.nfs.server, nfs.spec.nfs.path = "127.0.0.1", "/x"
+    await c.create(nfs)
+    other = core_pb2.PersistentVolumeClaim()
+    other.CopyFrom(claim)
+    other.metadata.name, other.metadata.resource_version, other.metadata.uid = "nfs", "", ""
+    other.spec.volume_name = "pv-nfs"
+    other = await c.create(other)
+    other.status.phase = "Bound"
+    await c.update_status(other)
+    vol.persistent_volume_claim.claim_name = "nfs"
+    with pytest.raises(VolumeError, match="nfs volumes are not supported by this agent"):
+        await mgr.setup(pod(vol))
