@@ -7,7 +7,8 @@ the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) 
 validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
 scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
 when it names none; new claims and volumes get their protection finalizers, and a claim may
-grow only when its StorageClass allows volume expansion. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
+grow only when its StorageClass allows volume expansion; Roles and bindings pass RBAC's
+escalation guard. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
 and the TTL of Events (a store lease shared by every Event created in the same ten
 minutes, so that events expire without a lease each).
 
@@ -17,6 +18,7 @@ Concurrency: called from the registry on the event loop; holds only the event-le
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds
@@ -52,6 +54,9 @@ class Admission:
         self.default_not_ready_toleration_seconds = default_not_ready_toleration_seconds
         self.default_unreachable_toleration_seconds = default_unreachable_toleration_seconds
         self._event_leases: dict[int, int] = {}
+        # RBAC escalation prevention (resource, object, user), set by the service's wiring
+        # once it has an authorizer; None: no check (the registry alone, in tests)
+        self.rbac_guard: Callable[[str, Any, authn.UserInfo | None], None] | None = None
 
     def check_namespace(self, info: kinds.KindInfo, namespace: str) -> None:
         if not info.namespaced:
@@ -135,6 +140,8 @@ class Admission:
         if info.plural == "networkpolicies":
             networkpolicy.default(obj)
             networkpolicy.mark_not_enforced(obj, self.registry.now())
+        if self.rbac_guard is not None and info.group == "rbac.authorization.k8s.io":
+            self.rbac_guard(info.plural, obj, authn.current_user.get())
         if info.plural == "pods" and old is None:
             add_default_tolerations(obj, self.default_not_ready_toleration_seconds,
                                     self.default_unreachable_toleration_seconds)

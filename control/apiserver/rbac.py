@@ -13,7 +13,9 @@ link of the authorizer chain:
 - a ClusterRoleBinding grants its ClusterRole everywhere; a RoleBinding grants its Role, or
   a ClusterRole, in the binding's namespace only;
 - RBAC only allows: no match is no opinion, so the next link (or the chain's final denial)
-  speaks.
+  speaks;
+- escalation prevention (:class:`EscalationGuard`, run by admission): nobody grants, by
+  writing a role or a binding, what they do not hold, unless allowed ``escalate``/``bind``.
 
 The authorizer runs on every request, so it never scans bindings per call: an
 :class:`Index` maps each user and group name to the rules granted to it (with the
@@ -25,10 +27,12 @@ Concurrency: event-loop only; the index is rebuilt synchronously inside ``author
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from control.api import errors
+from control.apiserver.authn import UserInfo
 from control.apiserver.authz import Attributes, Decision
 
 ALL = "*"
@@ -113,10 +117,11 @@ class Index:
     """(kind, name) of a user or group -> [(namespace or CLUSTER, rules)]."""
 
     def __init__(self, source: PolicySource) -> None:
-        cluster_roles = {r.metadata.name: tuple(compile_rule(x) for x in r.rules)
-                         for r in source.cluster_roles()}
-        roles = {(r.metadata.namespace, r.metadata.name):
-                 tuple(compile_rule(x) for x in r.rules) for r in source.roles()}
+        self.cluster_roles = cluster_roles = {
+            r.metadata.name: tuple(compile_rule(x) for x in r.rules)
+            for r in source.cluster_roles()}
+        self.roles = roles = {(r.metadata.namespace, r.metadata.name):
+                              tuple(compile_rule(x) for x in r.rules) for r in source.roles()}
         self.grants: Grants = {}
         for b in source.cluster_role_bindings():
             if b.role_ref.kind == "ClusterRole":
@@ -174,11 +179,123 @@ class RBACAuthorizer:
         return Decision.ALLOW if self.index().allows(a) else Decision.NO_OPINION
 
 
+# -- escalation prevention ------------------------------------------------------------------
+
+def rule_covers(owner: Rule, verb: str, group: str, resource: str, name: str) -> bool:
+    """Whether ``owner`` grants the one permission (verb, group, resource, name); a
+    wildcard asked for is covered only by the same wildcard."""
+    if ALL not in owner.verbs and verb not in owner.verbs:
+        return False
+    if ALL not in owner.groups and group not in owner.groups:
+        return False
+    if ALL not in owner.resources and resource not in owner.resources:
+        base, slash, sub = resource.partition("/")
+        if not (slash and base != ALL and f"*/{sub}" in owner.resources):
+            return False
+    return not owner.names or (bool(name) and name in owner.names)
+
+
+def url_covered(owner: Rule, verb: str, url: str) -> bool:
+    if ALL not in owner.verbs and verb not in owner.verbs:
+        return False
+    return any(u == ALL or u == url or (u.endswith("*") and url.startswith(u[:-1]))
+               for u in owner.urls)
+
+
+def uncovered(owned: Sequence[Rule], wanted: Iterable[Rule]) -> list[Rule]:
+    """The rules of ``wanted`` (each broken into single permissions) that ``owned`` does not
+    grant in full: Kubernetes' ConfirmNoEscalation."""
+    missing = []
+    for w in wanted:
+        if w.urls:
+            ok = all(any(url_covered(o, v, u) for o in owned) for v in w.verbs for u in w.urls)
+        else:
+            names = w.names or frozenset({""})
+            ok = all(any(rule_covers(o, v, g, r, n) for o in owned)
+                     for v in w.verbs for g in w.groups for r in w.resources for n in names)
+        if not ok:
+            missing.append(w)
+    return missing
+
+
+def describe_rule(r: Rule) -> str:
+    """A rule as Kubernetes prints it in an escalation refusal."""
+    def q(xs: Iterable[str]) -> str:
+        return "[" + " ".join(f'"{x}"' for x in sorted(xs)) + "]"
+    parts = []
+    if r.urls:
+        parts.append(f"NonResourceURLs:{q(r.urls)}")
+    else:
+        parts.append(f"APIGroups:{q(r.groups)}")
+        parts.append(f"Resources:{q(r.resources)}")
+        if r.names:
+            parts.append(f"ResourceNames:{q(r.names)}")
+    parts.append(f"Verbs:{q(r.verbs)}")
+    return "{" + ", ".join(parts) + "}"
+
+
+FULL_AUTHORITY = Rule(frozenset({ALL}), frozenset({ALL}), frozenset({ALL}), frozenset(), ())
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+class EscalationGuard:
+    """Admission of Roles, ClusterRoles and their bindings (Kubernetes' policy-based
+    storage): a user writes a role only with rules they hold themselves (where the role
+    applies) unless allowed the ``escalate`` verb on it, and binds a role only if they hold
+    its rules or are allowed ``bind`` on it. ``system:masters`` and writes without a user
+    (the server's own bootstrap) pass. ``allowed`` is the whole authorizer chain."""
+
+    def __init__(self, allowed: Callable[[Attributes], bool], rbac: RBACAuthorizer,
+                 masters: str) -> None:
+        self.allowed = allowed
+        self.rbac = rbac
+        self.masters = masters
+
+    def check(self, resource: str, obj: Any, user: UserInfo | None) -> None:
+        if user is None or self.masters in user.groups:
+            return
+        ns, name = obj.metadata.namespace, obj.metadata.name
+        if resource in ("roles", "clusterroles"):
+            if self.allowed(Attributes(user, "escalate", resource, RBAC_GROUP, "", ns, name)):
+                return
+            wanted = [compile_rule(r) for r in obj.rules]
+            if resource == "clusterroles" and obj.aggregation_rule.cluster_role_selectors:
+                wanted.append(FULL_AUTHORITY)  # aggregation can pull in any rule
+            self._confirm(user, resource, name, ns, wanted)
+        elif resource in ("rolebindings", "clusterrolebindings"):
+            ref = obj.role_ref
+            ref_resource = "clusterroles" if ref.kind == "ClusterRole" else "roles"
+            if self.allowed(Attributes(user, "bind", ref_resource, RBAC_GROUP, "", ns,
+                                       ref.name)):
+                return
+            index = self.rbac.index()
+            rules = (index.cluster_roles.get(ref.name) if ref.kind == "ClusterRole"
+                     else index.roles.get((ns, ref.name)))
+            if rules is None:
+                raise errors.Forbidden(
+                    f'{resource}.{RBAC_GROUP} "{name}" is forbidden: {ref.kind.lower()}s.'
+                    f'{RBAC_GROUP} "{ref.name}" not found, and user "{user.name}" may not '
+                    f"bind it")
+            self._confirm(user, resource, name, ns, list(rules))
+
+    def _confirm(self, user: UserInfo, resource: str, name: str, ns: str,
+                 wanted: list[Rule]) -> None:
+        owned = list(self.rbac.index().rules_for(user.name, user.groups, ns))
+        missing = uncovered(owned, wanted)
+        if missing:
+            groups = "[" + " ".join(f'"{g}"' for g in user.groups) + "]"
+            raise errors.Forbidden(
+                f'{resource}.{RBAC_GROUP} "{name}" is forbidden: user "{user.name}" '
+                f"(groups={groups}) is attempting to grant RBAC permissions not currently "
+                f"held:\n" + "\n".join(describe_rule(r) for r in missing))
+
+
 def serviceaccount_groups(namespace: str) -> tuple[str, ...]:
     """The groups every ServiceAccount of ``namespace`` is in."""
     return (SA_GROUP, f"{SA_GROUP}:{namespace}")
 
 
-__all__ = ["ALL", "SA_GROUP", "SA_PREFIX", "Index", "PolicySource", "RBACAuthorizer", "Rule",
-           "compile_rule", "resource_matches", "rule_allows", "serviceaccount_groups",
-           "serviceaccount_user", "subject_key", "url_matches"]
+__all__ = ["ALL", "FULL_AUTHORITY", "RBAC_GROUP", "SA_GROUP", "SA_PREFIX", "EscalationGuard",
+           "Index", "PolicySource", "RBACAuthorizer", "Rule", "compile_rule", "describe_rule",
+           "resource_matches", "rule_allows", "rule_covers", "serviceaccount_groups",
+           "serviceaccount_user", "subject_key", "uncovered", "url_covered", "url_matches"]

@@ -30,9 +30,9 @@ from google.protobuf.message import DecodeError, Message
 from control.api import errors, kinds
 from control.api.pb import api_pb2
 from control.apiserver import authn, subresources, warnings
-from control.apiserver.authz import Attributes, Chain, default_chain
+from control.apiserver.authz import Attributes, Chain, Decision, default_chain
 from control.apiserver.metrics import ApiServerMetrics
-from control.apiserver.rbac import RBACAuthorizer
+from control.apiserver.rbac import EscalationGuard, RBACAuthorizer
 from control.apiserver.registry import Registry
 from control.apiserver.validation_pod import validate_pod_log_options
 from control.store.interface import StoreFull
@@ -226,6 +226,12 @@ class ApiService:
         self.metrics = metrics
         self.authenticator = authenticator or authn.Authenticator()
         self.authorizer = authorizer or default_authorizer(registry)
+        rbac = next((z for z in self.authorizer.authorizers if isinstance(z, RBACAuthorizer)),
+                    None)
+        if rbac is not None:
+            chain = self.authorizer
+            registry.admission.rbac_guard = EscalationGuard(
+                lambda a: chain.decide(a) is Decision.ALLOW, rbac, authn.MASTERS).check
         # the agent issue plugs log and exec streaming in here
         self.logs_backend = logs
         self.exec_backend = exec_

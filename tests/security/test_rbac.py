@@ -13,7 +13,14 @@ from control.api import errors
 from control.api.pb import rbac_pb2
 from control.apiserver.authn import UserInfo
 from control.apiserver.authz import Attributes, Decision, default_chain
-from control.apiserver.rbac import RBACAuthorizer, compile_rule, rule_allows
+from control.apiserver.rbac import (
+    EscalationGuard,
+    RBACAuthorizer,
+    Rule,
+    compile_rule,
+    rule_allows,
+    uncovered,
+)
 
 
 def rule(verbs: list[str], groups: list[str] | None = None,
@@ -239,3 +246,78 @@ def test_in_the_chain_denial_wording() -> None:
             'pods "web" is forbidden: User "jane" cannot delete resource "pods" in API '
             'group "" in the namespace "default"')):
         chain.check(Attributes(JANE, "delete", "pods", "", "", "default", "web"))
+
+
+def r(verbs: list[str], groups: list[str], resources: list[str],
+      names: list[str] | None = None) -> Rule:
+    return compile_rule(rule(verbs, groups, resources, names))
+
+
+@pytest.mark.parametrize(("owned", "wanted", "covered"), [
+    ([r(["get", "list"], [""], ["pods"])], r(["get"], [""], ["pods"]), True),
+    ([r(["get"], [""], ["pods"])], r(["get", "delete"], [""], ["pods"]), False),
+    ([r(["*"], ["*"], ["*"])], r(["*"], ["*"], ["*"]), True),
+    ([r(["get"], [""], ["pods"])], r(["*"], [""], ["pods"]), False),  # * asked, get held
+    ([r(["get"], [""], ["pods"])], r(["get"], ["*"], ["pods"]), False),
+    ([r(["get"], [""], ["*"])], r(["get"], [""], ["pods/log"]), True),
+    ([r(["get"], [""], ["*/log"])], r(["get"], [""], ["pods/log"]), True),
+    ([r(["get"], [""], ["pods"])], r(["get"], [""], ["pods/log"]), False),
+    ([r(["get"], [""], ["pods"], ["a"])], r(["get"], [""], ["pods"], ["a"]), True),
+    ([r(["get"], [""], ["pods"], ["a"])], r(["get"], [""], ["pods"]), False),
+    ([r(["get"], [""], ["pods"], ["a"])], r(["get"], [""], ["pods"], ["a", "b"]), False),
+    # rules add up: two held rules cover one wanted across them
+    ([r(["get"], [""], ["pods"]), r(["list"], [""], ["pods"])],
+     r(["get", "list"], [""], ["pods"]), True),
+    ([compile_rule(rule(["get"], urls=["/healthz*"]))],
+     compile_rule(rule(["get"], urls=["/healthz/etcd"])), True),
+    ([compile_rule(rule(["get"], urls=["/healthz"]))],
+     compile_rule(rule(["get"], urls=["/metrics"])), False),
+])
+def test_escalation_coverage(owned: list[Rule], wanted: Rule, covered: bool) -> None:
+    assert (uncovered(owned, [wanted]) == []) is covered
+
+
+def guard_for(source: Source) -> EscalationGuard:
+    z = RBACAuthorizer(source)
+    chain = default_chain(lambda r, ns, n: None, lambda node: [], [z])
+    return EscalationGuard(lambda a: chain.decide(a) is Decision.ALLOW, z, "system:masters")
+
+
+def test_escalation_guard() -> None:
+    s = documented()
+    guard = guard_for(s)
+    # jane holds pod-reader in default: she may write a role with those rules only
+    guard.check("roles", role("default", "mine", rule(["get"], [""], ["pods"])), JANE)
+    with pytest.raises(errors.Forbidden, match="attempting to grant RBAC permissions not "
+                                               "currently held"):
+        guard.check("roles", role("default", "mine", rule(["delete"], [""], ["pods"])), JANE)
+    with pytest.raises(errors.Forbidden):  # not held in that namespace
+        guard.check("roles", role("other", "mine", rule(["get"], [""], ["pods"])), JANE)
+    with pytest.raises(errors.Forbidden):  # aggregation asks for full authority
+        agg = cluster_role("agg")
+        agg.aggregation_rule.cluster_role_selectors.add().match_labels["x"] = "y"
+        guard.check("clusterroles", agg, MANAGER)
+    # binding pod-reader in default: jane holds its rules, dave does not
+    rb = binding("default", "b", "Role", "pod-reader", subject("User", "carl"))
+    guard.check("rolebindings", rb, JANE)
+    with pytest.raises(errors.Forbidden):
+        guard.check("rolebindings", rb, DAVE)
+    with pytest.raises(errors.Forbidden, match="not found"):
+        guard.check("rolebindings", binding("default", "b", "Role", "nope",
+                                            subject("User", "carl")), JANE)
+    # the bind verb on that role, or escalate on roles, lift the check
+    s.add("clusterroles", cluster_role("binder", rule(["bind"], ["rbac.authorization.k8s.io"],
+                                                       ["roles"], ["pod-reader"]),
+                                       rule(["escalate"], ["rbac.authorization.k8s.io"],
+                                            ["roles"])))
+    s.add("rolebindings", binding("default", "dave-binds", "ClusterRole", "binder",
+                                  subject("User", "dave")))
+    guard.check("rolebindings", rb, DAVE)
+    guard.check("roles", role("default", "big", rule(["*"], ["*"], ["*"])), DAVE)
+    with pytest.raises(errors.Forbidden):
+        guard.check("rolebindings", binding("default", "c", "ClusterRole", "deployer",
+                                            subject("User", "carl")), DAVE)
+    # masters and the server itself (no user) pass
+    guard.check("clusterroles", cluster_role("all", rule(["*"], ["*"], ["*"])),
+                UserInfo("root", ("system:masters",)))
+    guard.check("clusterroles", cluster_role("all", rule(["*"], ["*"], ["*"])), None)

@@ -90,3 +90,57 @@ async def test_a_cluster_role_binding_to_a_group_and_subresources(c: Cluster) ->
             '"deployments" in API group "apps" in the namespace "default"')
     finally:
         await ops.channel.close(None)
+
+
+async def test_escalation_is_refused_through_the_api(c: Cluster) -> None:
+    admin = c.client
+    role = rbac_pb2.Role()
+    role.metadata.name, role.metadata.namespace = "role-admin", "default"
+    role.rules.add(api_groups=["rbac.authorization.k8s.io"],
+                   resources=["roles", "rolebindings"],
+                   verbs=["get", "list", "create", "update", "delete"])  # "*" would escalate
+    role.rules.add(api_groups=[""], resources=["pods"], verbs=["get"])
+    await admin.create(role)
+    rb = rbac_pb2.RoleBinding()
+    rb.metadata.name, rb.metadata.namespace = "bob-roles", "default"
+    rb.subjects.add(kind="User", name="bob")
+    rb.role_ref.kind, rb.role_ref.name = "Role", "role-admin"
+    await admin.create(rb)
+    cluster_admin = rbac_pb2.ClusterRole()
+    cluster_admin.metadata.name = "everything"
+    cluster_admin.rules.add(api_groups=["*"], resources=["*"], verbs=["*"])
+    await admin.create(cluster_admin)
+    bob = client(c, "bob-token")
+    try:
+        mine = rbac_pb2.Role()
+        mine.metadata.name, mine.metadata.namespace = "reader", "default"
+        mine.rules.add(api_groups=[""], resources=["pods"], verbs=["get"])
+        await bob.create(mine)  # what he holds
+        mine.rules[0].verbs.append("delete")
+        with pytest.raises(errors.Forbidden, match="not currently held"):
+            await bob.update(mine)
+        grab = rbac_pb2.RoleBinding()
+        grab.metadata.name, grab.metadata.namespace = "grab", "default"
+        grab.subjects.add(kind="User", name="bob")
+        grab.role_ref.kind, grab.role_ref.name = "ClusterRole", "everything"
+        with pytest.raises(errors.Forbidden, match="not currently held"):
+            await bob.create(grab)
+        # once allowed to bind that role, he may
+        binder = rbac_pb2.ClusterRole()
+        binder.metadata.name = "bind-everything"
+        binder.rules.add(api_groups=["rbac.authorization.k8s.io"],
+                         resources=["clusterroles"], verbs=["bind"],
+                         resource_names=["everything"])
+        await admin.create(binder)
+        allow = rbac_pb2.RoleBinding()
+        allow.metadata.name, allow.metadata.namespace = "bob-binds", "default"
+        allow.subjects.add(kind="User", name="bob")
+        allow.role_ref.kind, allow.role_ref.name = "ClusterRole", "bind-everything"
+        await admin.create(allow)
+        await bob.create(grab)
+        # and now holds everything in default (the binding is namespaced)
+        await bob.list(core_pb2.Secret, "default")
+        with pytest.raises(errors.Forbidden):
+            await bob.list(core_pb2.Secret, "kube-system")
+    finally:
+        await bob.channel.close(None)
