@@ -40,6 +40,7 @@ from control.controllers.certificates import (
     CsrApprovingController,
     CsrSigningController,
 )
+from control.controllers.clusterrole_aggregation import ClusterRoleAggregationController
 from control.controllers.cronjob import CronJobController
 from control.controllers.daemonset import DaemonSetController
 from control.controllers.deployment import DeploymentController
@@ -136,6 +137,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "persistentvolume-protection": VolumeProtectionController,
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
+    "clusterrole-aggregation": ClusterRoleAggregationController,
 }
 
 
