@@ -292,7 +292,7 @@ def agent_argv(d: Path, state: dict[str, Any], i: int) -> list[str]:
             str(d / "server" / "token"), "--node-name", node, "--node-ip", machine_ip(i),
             "--data-dir", str(d / f"m{i}" / "agent"), "--pod-network", "bridge",
             "--cluster-cidr", state["cluster_cidr"], "--node-status-update-frequency", "2s",
-            "--log-format", "json"]
+            "--proxy-mode", "nftables", "--log-format", "json"]
 
 
 def start_agent(d: Path, state: dict[str, Any], i: int) -> None:

@@ -3,7 +3,8 @@ namespaces, a real server and agents. Pods get distinct IPs from their nodes' ra
 and UDP between pods on one machine and across machines; a pod's containers share
 localhost; a pod reaches itself; a hostPort answers on the node's address; an agent killed
 and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
-pods resolve Services and a headless Service's pods through the cluster DNS;
+pods resolve Services and a headless Service's pods through the cluster DNS; a pod reaches
+a pod on the other machine through its Service's ClusterIP (agents run --proxy-mode nftables);
 ``scripts/lab down`` leaves nothing behind.
 
 Traffic stays inside the namespaces the lab creates (the test talks to the API through the
@@ -171,6 +172,32 @@ async def test_pod_ips_and_traffic(client: ApiClient) -> None:
     assert code == 0 and "flotilla0" in out.decode()
     assert await run(c, "hostnet", "tcp", srv, "8080") == f"tcp from {m2_ip}"
     await c.delete(core_pb2.Pod, "hostnet", "default", grace_period_seconds=0)
+
+
+async def test_cluster_ip_across_machines(client: ApiClient) -> None:
+    """A pod on one machine reaches a pod on the other through its Service's ClusterIP
+    (the proxy's DNAT on the client's machine, the source address kept)."""
+    c = client
+    srv = pod("echo-1", m(1), {"name": "server", "image": "busybox",
+                               "command": [sys.executable, "-c", SERVER]})
+    srv.metadata.labels["app"] = "echo"
+    await c.create(srv)
+    await c.create(pod("caller", m(2), sleeper()))
+    await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"name": "tcp", "port": 80,
+                                                         "targetPort": 8080}]}},
+        core_pb2.Service()))
+    pods = await wait_running(c, ["echo-1", "caller"])
+    vip = (await c.get(core_pb2.Service, "echo", "default")).spec.cluster_ip
+    want = f"tcp from {pods['caller'].status.pod_ip}"
+    async with asyncio.timeout(30):
+        while True:  # until the slice reached the caller's machine's proxy
+            code, out, _ = await c.exec("default", "caller", [
+                sys.executable, "-c", CLIENT, "tcp", vip, "80"]).wait()
+            if code == 0 and out.decode().strip() == want:
+                break
+            await asyncio.sleep(0.3)
 
 
 RESOLVE = r"""
