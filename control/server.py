@@ -35,6 +35,11 @@ from control.apiserver.certs import (
     host_addresses,
     join_host_port,
 )
+from control.apiserver.inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+    InflightLimiter,
+)
 from control.apiserver.kubernetes_service import (
     KubernetesServiceKeeper,
     check_advertise_address,
@@ -103,6 +108,9 @@ class ServerOptions:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connection_idle: float = DEFAULT_MAX_CONNECTION_IDLE
     max_connections: int | None = None
+    # --max-requests-inflight / --max-mutating-requests-inflight (0: unlimited)
+    max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
+    max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -259,7 +267,9 @@ class ControlPlane:
                                             bootstrap_secret=bootstrap_secret)
         server.add_generic_rpc_handlers((ApiService(
             self.registry, logs=proxy.logs, exec_=proxy.exec,
-            metrics=self.apiserver_metrics, authenticator=authenticator).handler(),))
+            metrics=self.apiserver_metrics, authenticator=authenticator,
+            inflight=InflightLimiter(opts.max_requests_inflight,
+                                     opts.max_mutating_requests_inflight)).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -31,6 +31,7 @@ from control.api import errors, kinds
 from control.api.pb import api_pb2
 from control.apiserver import authn, subresources, warnings
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
+from control.apiserver.inflight import InflightLimiter
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.rbac import EscalationGuard, RBACAuthorizer
 from control.apiserver.registry import Registry
@@ -121,15 +122,19 @@ def _authenticate(authenticator: authn.Authenticator,
 
 
 def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authenticator,
-           metrics: ApiServerMetrics | None = None) -> Callable[..., Awaitable[Message]]:
+           metrics: ApiServerMetrics | None = None,
+           inflight: InflightLimiter | None = None) -> Callable[..., Awaitable[Message]]:
     method = fn.__name__
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Message:
         start = time.perf_counter()
         failure: BaseException | None = None
         sent = warnings.begin()
+        release: Callable[[], None] | None = None
         try:
-            _authenticate(authenticator, context)
+            user = _authenticate(authenticator, context)
+            if inflight is not None:
+                release = inflight.admit(method, user)
             if isinstance(request, Undecodable):
                 raise request.refusal()
             reply = await fn(request)
@@ -151,6 +156,8 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
             failure = errors.ApiError(f"internal error: {type(e).__name__}: {e}")
             await _abort(context, failure)
         finally:
+            if release is not None:
+                release()
             if metrics is not None:
                 metrics.observe(method, request, time.perf_counter() - start, failure)
         raise AssertionError("unreachable")
@@ -221,8 +228,10 @@ class ApiService:
     def __init__(self, registry: Registry, logs: Any = None, exec_: Any = None, *,
                  metrics: ApiServerMetrics | None = None,
                  authenticator: authn.Authenticator | None = None,
-                 authorizer: Chain | None = None) -> None:
+                 authorizer: Chain | None = None,
+                 inflight: InflightLimiter | None = None) -> None:
         self.reg = registry
+        self.inflight = inflight
         self.metrics = metrics
         self.authenticator = authenticator or authn.Authenticator()
         self.authorizer = authorizer or default_authorizer(registry)
@@ -465,7 +474,7 @@ class ApiService:
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(self, name), self.authenticator, self.metrics),
+                _unary(getattr(self, name), self.authenticator, self.metrics, self.inflight),
                 request_deserializer=_deserializer(name, req_cls),
                 response_serializer=rep_cls.SerializeToString)
 

@@ -167,6 +167,11 @@ def register(sub: Any) -> None:
     p.add_argument("--max-request-bytes", type=byte_size, default=None, metavar="SIZE",
                    help="the largest request the server accepts, refused before it is "
                         "decoded (default 3Mi, as Kubernetes)")
+    p.add_argument("--max-requests-inflight", type=int, default=None, metavar="N",
+                   help="read-only requests served at once, beyond which the server answers "
+                        "TooManyRequests with a retry-after; 0 for no limit (default 400)")
+    p.add_argument("--max-mutating-requests-inflight", type=int, default=None, metavar="N",
+                   help="mutating requests served at once (default 200; 0 for no limit)")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -247,6 +252,12 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["recover_to_last_good"] = True
     if args.watch_cache_size_bytes is not None:
         wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
+    for flag in ("max_requests_inflight", "max_mutating_requests_inflight"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 0:
+                raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
+            wanted[flag] = value
     if args.max_request_bytes is not None:
         if args.max_request_bytes > 2**31 - 1:
             raise UsageError("--max-request-bytes must be below 2Gi (gRPC's limit)")

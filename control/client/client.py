@@ -11,9 +11,11 @@ Concurrency: one ApiClient per channel, usable from many tasks of one event loop
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
+import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
@@ -64,6 +66,10 @@ class Scale:
     status_replicas: int
     selector: str
     resource_version: str
+
+
+# Times a call refused by the server's in-flight limit is tried again (client-go: 10).
+MAX_THROTTLED_RETRIES = 4
 
 
 def _translate(e: grpc.aio.AioRpcError, target: str) -> errors.ApiError:
@@ -119,11 +125,21 @@ class ApiClient:
         return old
 
     async def _call(self, method: Callable[..., Any], request: Message) -> Any:
-        try:
-            call = method(request, timeout=self.timeout)
-            reply = await call
-        except grpc.aio.AioRpcError as e:
-            raise _translate(e, self.target) from None
+        # TooManyRequests with a retry-after hint means the server did not start the
+        # request (its in-flight limit was full): wait as told, with jitter, a few times
+        attempt = 0
+        while True:
+            try:
+                call = method(request, timeout=self.timeout)
+                reply = await call
+                break
+            except grpc.aio.AioRpcError as e:
+                err = _translate(e, self.target)
+            if (not isinstance(err, errors.TooManyRequests) or err.retry_after is None
+                    or attempt >= MAX_THROTTLED_RETRIES):
+                raise err
+            attempt += 1
+            await asyncio.sleep(min(err.retry_after, 10) * (0.5 + random.random()) * attempt)
         trailing = await call.trailing_metadata() if hasattr(call, "trailing_metadata") else ()
         for key, value in trailing or ():
             if key == "warning":

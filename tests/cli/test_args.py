@@ -203,3 +203,16 @@ def test_server_max_request_bytes_flag() -> None:
     for bad in ("0", "lots"):
         with pytest.raises(UsageError, match="max-request-bytes"):
             parser.parse_args(["server", "--max-request-bytes", bad])
+
+
+def test_server_inflight_flags() -> None:
+    parser = build_parser()
+    options, _ = server_options(parser.parse_args(["server"]), Path("/tmp/x"))
+    assert (options.max_requests_inflight, options.max_mutating_requests_inflight) == (400, 200)
+    args = parser.parse_args(["server", "--max-requests-inflight", "0",
+                              "--max-mutating-requests-inflight", "7"])
+    options, _ = server_options(args, Path("/tmp/x"))
+    assert (options.max_requests_inflight, options.max_mutating_requests_inflight) == (0, 7)
+    with pytest.raises(UsageError, match="--max-requests-inflight"):
+        server_options(parser.parse_args(["server", "--max-requests-inflight", "-1"]),
+                       Path("/tmp/x"))
