@@ -11,8 +11,8 @@ What the table does (kube-proxy's nftables mode, simplified):
   are marked and masqueraded on the way out, so replies come back through this node.
 - Anything still addressed to the service range after NAT (a Service port with no ready
   endpoint, or an address no Service holds) is rejected at once (TCP reset, ICMP
-  port-unreachable for the rest) in the filter hooks: a missing rule fails on this
-  machine, never leaks to the default route.
+  port-unreachable for the rest) in filter chains right after DNAT in prerouting and
+  output: a missing rule fails on this machine, never leaks to the default route.
 
 ``render`` is pure (table-tested); applying is :func:`agent.network.nft.apply` (``nft -f -``).
 IPv4 only.
@@ -130,9 +130,11 @@ def render(rules: Ruleset) -> str:
               "    type nat hook postrouting priority srcnat; policy accept;",
               f"    meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade",
               "  }"]
-    for hook in ("input", "forward", "output"):
+    # prerouting right after DNAT (-100): before the routing decision, which would answer
+    # "no route" from the machine's unreachable route for the range instead of refusing
+    for hook, priority in (("prerouting", "-90"), ("output", "-90")):
         lines += [f"  chain reject-{hook} {{",
-                  f"    type filter hook {hook} priority filter; policy accept;",
+                  f"    type filter hook {hook} priority {priority}; policy accept;",
                   # still addressed to the service range after DNAT: no endpoint, or no
                   # Service at that address: refuse at once, here
                   f"    ip daddr {rules.service_cidr} meta l4proto tcp reject with tcp reset",

@@ -198,6 +198,35 @@ async def test_cluster_ip_across_machines(client: ApiClient) -> None:
             if code == 0 and out.decode().strip() == want:
                 break
             await asyncio.sleep(0.3)
+    # NodePort on each machine's address; a Service without endpoints refuses at once
+    np = await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo-np", "namespace": "default"},
+        "spec": {"type": "NodePort", "selector": {"app": "echo"},
+                 "ports": [{"name": "tcp", "port": 80, "targetPort": 8080}]}},
+        core_pb2.Service()))
+    empty = await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "none", "namespace": "default"},
+        "spec": {"selector": {"app": "nobody"}, "ports": [{"name": "tcp", "port": 80}]}},
+        core_pb2.Service()))
+    nodes = {n.metadata.name: n for n in (await c.list(core_pb2.Node)).items}
+    for i in (1, 2):
+        node_ip = next(a.address for a in nodes[m(i)].status.addresses
+                       if a.type == "InternalIP")
+        async with asyncio.timeout(30):
+            while True:
+                code, out, _ = await c.exec("default", "caller", [
+                    sys.executable, "-c", CLIENT, "tcp", node_ip,
+                    str(np.spec.ports[0].node_port)]).wait()
+                if code == 0 and out.decode().startswith("tcp from "):
+                    break
+                await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    code, out, err = await c.exec("default", "caller", [
+        sys.executable, "-c", CLIENT, "tcp", empty.spec.cluster_ip, "80"]).wait()
+    assert code != 0 and b"ConnectionRefusedError" in err, (out, err)
+    assert loop.time() - start < 4  # refused, not timed out (the client waits 5 s)
 
 
 RESOLVE = r"""
