@@ -269,7 +269,8 @@ class ControlPlane:
             self.registry, logs=proxy.logs, exec_=proxy.exec,
             metrics=self.apiserver_metrics, authenticator=authenticator,
             inflight=InflightLimiter(opts.max_requests_inflight,
-                                     opts.max_mutating_requests_inflight)).handler(),))
+                                     opts.max_mutating_requests_inflight,
+                                     self.apiserver_metrics)).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

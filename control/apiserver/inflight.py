@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from control.api import errors
 from control.apiserver import authn
+from control.apiserver.metrics import ApiServerMetrics
 
 DEFAULT_MAX_REQUESTS_INFLIGHT = 400
 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT = 200
@@ -28,8 +29,9 @@ MUTATING = frozenset({"Create", "Update", "UpdateStatus", "Patch", "Delete", "Bi
 
 class InflightLimiter:
     def __init__(self, max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT,
-                 max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
-                 ) -> None:
+                 max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+                 metrics: ApiServerMetrics | None = None) -> None:
+        self.metrics = metrics
         self.limits = {False: max_requests_inflight, True: max_mutating_requests_inflight}
         self.inflight = {False: 0, True: 0}
         self.rejected = {False: 0, True: 0}
@@ -43,9 +45,12 @@ class InflightLimiter:
         limit = self.limits[mutating]
         if limit > 0 and self.inflight[mutating] >= limit:
             self.rejected[mutating] += 1
+            if self.metrics is not None:
+                self.metrics.dropped.labels(_KIND[mutating]).inc()
             raise errors.TooManyRequests("too many requests, please try again later",
                                          retry_after=RETRY_AFTER_SECONDS)
         self.inflight[mutating] += 1
+        self._report(mutating)
         released = False
 
         def release() -> None:
@@ -53,8 +58,16 @@ class InflightLimiter:
             if not released:
                 released = True
                 self.inflight[mutating] -= 1
+                self._report(mutating)
 
         return release
+
+    def _report(self, mutating: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.inflight.labels(_KIND[mutating]).set(self.inflight[mutating])
+
+
+_KIND = {False: "readOnly", True: "mutating"}
 
 
 def _nothing() -> None:

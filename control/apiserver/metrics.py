@@ -1,8 +1,9 @@
 """The apiserver's metrics, under kube-apiserver's names: ``apiserver_request_total{verb,
 resource,subresource,code}``, ``apiserver_request_duration_seconds{verb,resource,
 subresource}`` (every unary request, timed from decode to reply; watches are long-running
-and counted, not timed, as Kubernetes does) and ``apiserver_registered_watchers{group,
-version,kind}``.
+and counted, not timed, as Kubernetes does), ``apiserver_registered_watchers{group,
+version,kind}``, and the in-flight limit's ``apiserver_current_inflight_requests`` and
+``apiserver_dropped_requests_total`` by ``request_kind`` (readOnly, mutating).
 
 Verbs are Kubernetes' (GET, LIST, POST, PUT, PATCH, DELETE, WATCH) and codes the HTTP status
 each outcome would have there (201 for a create, 404 for NotFound, 422 for Invalid...).
@@ -77,6 +78,14 @@ class ApiServerMetrics:
             "apiserver_registered_watchers",
             "Number of currently registered watchers for a given resources",
             ("group", "version", "kind"))
+        self.inflight = r.gauges(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per "
+            "request kind in last second.", ("request_kind",))
+        self.dropped = r.counters(
+            "apiserver_dropped_requests_total",
+            "Number of requests dropped with 'Try again later' response",
+            ("request_kind",))
 
     def observe(self, method: str, request: object, seconds: float,
                 error: BaseException | None) -> None:

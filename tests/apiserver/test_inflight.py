@@ -12,6 +12,7 @@ from control.api import errors
 from control.api.pb import api_pb2, core_pb2
 from control.apiserver import authn
 from control.apiserver.inflight import InflightLimiter
+from control.apiserver.metrics import ApiServerMetrics
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from tests.conftest import running_cluster
@@ -38,6 +39,20 @@ def test_limits_read_only_and_mutating_separately() -> None:
     write()
     lim.admit("Delete", USER)
     assert lim.rejected == {False: 1, True: 1}
+
+
+def test_metrics_per_request_kind() -> None:
+    metrics = ApiServerMetrics()
+    lim = InflightLimiter(1, 1, metrics)
+    release = lim.admit("Get", USER)
+    with pytest.raises(errors.TooManyRequests):
+        lim.admit("List", USER)
+    text = metrics.registry.render()
+    assert 'apiserver_current_inflight_requests{request_kind="readOnly"} 1.0' in text
+    assert 'apiserver_dropped_requests_total{request_kind="readOnly"} 1.0' in text
+    release()
+    assert ('apiserver_current_inflight_requests{request_kind="readOnly"} 0.0'
+            in metrics.registry.render())
 
 
 def test_anonymous_counts_and_zero_is_unlimited() -> None:
