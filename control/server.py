@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
-from control.apiserver import authn
+from control.apiserver import authn, rbac_bootstrap
 from control.apiserver.certs import (
     ServerPki,
     advertised_host,
@@ -432,6 +432,8 @@ class ControlPlane:
                 await self.registry.create(info, "", ns)
             except errors.AlreadyExists:
                 pass
+        # the default RBAC roles and bindings (Kubernetes' bootstrap policy)
+        await rbac_bootstrap.reconcile(self.registry)
 
     async def _repair_loop(self, allocator: ServiceAllocator) -> None:
         while True:
