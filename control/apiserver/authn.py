@@ -14,7 +14,9 @@ signatures), and :class:`Authenticator`, which reads one call's credentials:
    expired, usable for authentication): user ``system:bootstrap:<id>``, group
    ``system:bootstrappers`` (plus the Secret's ``auth-extra-groups``).
 
-Every authenticated user also gets ``system:authenticated``. No credential at all is
+Every authenticated user also gets ``system:authenticated``. ``impersonate-user`` /
+``impersonate-group`` metadata then switch the identity, if the authorizer allows the
+caller the ``impersonate`` verb on each (Kubernetes' Impersonate-* headers). No credential at all is
 ``None`` (the service lets only health and the CA-bundle read through); a credential that
 does not check out is :class:`errors.Unauthorized`. A certificate from another CA never
 gets here: the TLS handshake refuses it.
@@ -50,6 +52,10 @@ CONTROLLER_MANAGER = "system:kube-controller-manager"
 # the in-process cluster DNS (reads Services and Endpoints, keeps the kube-dns Service)
 CLUSTER_DNS = "system:kube-dns"
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+SA_PREFIX = "system:serviceaccount:"
+IMPERSONATE_USER = "impersonate-user"
+IMPERSONATE_GROUP = "impersonate-group"
 
 BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
 BOOTSTRAP_SECRET_PREFIX = "bootstrap-token-"
@@ -154,6 +160,9 @@ class Authenticator:
         self.bootstrap_secret = bootstrap_secret
         self.now = now
         self._certs: dict[bytes, UserInfo] = {}
+        # may_impersonate(caller, resource, namespace, name) raises Forbidden unless the
+        # caller may impersonate it (set by the service from its authorizer)
+        self.may_impersonate: Callable[[UserInfo, str, str, str], None] | None = None
 
     def from_certificate(self, pem: bytes) -> UserInfo:
         user = self._certs.get(pem)
@@ -184,13 +193,45 @@ class Authenticator:
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo | None:
         auth = context.auth_context()
+        metadata = list(context.invocation_metadata() or ())
         certs = list(auth.get("x509_pem_cert") or ())
         if certs:
-            return self.from_certificate(certs[0])
-        token = bearer_token(list(context.invocation_metadata() or ()))
-        if token is not None:
-            return self.from_token(token)
-        return None
+            user: UserInfo | None = self.from_certificate(certs[0])
+        else:
+            token = bearer_token(metadata)
+            user = self.from_token(token) if token is not None else None
+        return self.impersonated(user, metadata)
+
+    def impersonated(self, user: UserInfo | None,
+                     metadata: Sequence[tuple[str, Any]]) -> UserInfo | None:
+        """Kubernetes' impersonation: ``impersonate-user`` (and any ``impersonate-group``)
+        metadata make the call run as that user, if the caller may ``impersonate`` each
+        (users, groups, or the ServiceAccount a ``system:serviceaccount:<ns>:<name>``
+        names); a denial names what was refused."""
+        def values(key: str) -> list[str]:
+            return [v.decode() if isinstance(v, bytes) else str(v)
+                    for k, v in metadata if k == key]
+
+        names, groups = values(IMPERSONATE_USER), values(IMPERSONATE_GROUP)
+        if not names and not groups:
+            return user
+        if user is None:
+            raise errors.Unauthorized("impersonation needs credentials")
+        if not names or len(names) > 1:
+            raise errors.Forbidden("impersonation needs exactly one impersonate-user")
+        name = names[0]
+        if self.may_impersonate is None:
+            raise errors.Forbidden("impersonation is not enabled on this server")
+        if name.startswith(SA_PREFIX) and name.count(":") == 3:
+            ns, sa = name[len(SA_PREFIX):].split(":")
+            self.may_impersonate(user, "serviceaccounts", ns, sa)
+            if not groups:
+                groups = ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+        else:
+            self.may_impersonate(user, "users", "", name)
+        for g in groups:
+            self.may_impersonate(user, "groups", "", g)
+        return with_authenticated(UserInfo(name, tuple(groups)))
 
 
 __all__ = ["APISERVER_KUBELET_CLIENT", "AUTHENTICATED", "BOOTSTRAPPERS", "BOOTSTRAP_PREFIX",

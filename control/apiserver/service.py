@@ -241,6 +241,13 @@ class ApiService:
             chain = self.authorizer
             registry.admission.rbac_guard = EscalationGuard(
                 lambda a: chain.decide(a) is Decision.ALLOW, rbac, authn.MASTERS).check
+
+        def may_impersonate(caller: authn.UserInfo, resource: str, namespace: str,
+                            name: str) -> None:
+            self.authorizer.check(Attributes(caller, "impersonate", resource, "", "",
+                                             namespace, name))
+
+        self.authenticator.may_impersonate = may_impersonate
         # the agent issue plugs log and exec streaming in here
         self.logs_backend = logs
         self.exec_backend = exec_

@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from control.api import errors
-from control.api.pb import apps_pb2, core_pb2, rbac_pb2
-from control.client.channel import open_channel
-from control.client.client import ApiClient
-from control.client.tls import Credentials
+from control.api.pb import api_pb2, api_pb2_grpc, apps_pb2, core_pb2, rbac_pb2
 from tests.conftest import Cluster, running_cluster
+from tests.support.token_client import token_client as client
 
 
 @pytest.fixture
@@ -25,11 +24,6 @@ async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
                                token_auth_file=token_file) as cl:
         yield cl
 
-
-def client(c: Cluster, token: str) -> ApiClient:
-    creds = Credentials(ca_pem=c.credentials.ca_pem, token=token)
-    return ApiClient(open_channel(c.plane.supervisor_address, creds),
-                     c.plane.supervisor_address, timeout=3)
 
 
 async def test_a_role_binding_grants_reads_in_its_namespace_only(c: Cluster) -> None:
@@ -142,5 +136,52 @@ async def test_escalation_is_refused_through_the_api(c: Cluster) -> None:
         await bob.list(core_pb2.Secret, "default")
         with pytest.raises(errors.Forbidden):
             await bob.list(core_pb2.Secret, "kube-system")
+    finally:
+        await bob.channel.close(None)
+
+
+async def test_impersonation_needs_the_impersonate_verb(c: Cluster) -> None:
+    admin = c.client
+    cr = rbac_pb2.ClusterRole()
+    cr.metadata.name = "impersonate-ops"
+    cr.rules.add(api_groups=[""], resources=["users"], verbs=["impersonate"],
+                 resource_names=["ops"])
+    cr.rules.add(api_groups=[""], resources=["groups"], verbs=["impersonate"],
+                 resource_names=["operators"])
+    await admin.create(cr)
+    crb = rbac_pb2.ClusterRoleBinding()
+    crb.metadata.name = "bob-impersonates"
+    crb.subjects.add(kind="User", name="bob")
+    crb.role_ref.kind, crb.role_ref.name = "ClusterRole", "impersonate-ops"
+    await admin.create(crb)
+    reader = rbac_pb2.ClusterRole()
+    reader.metadata.name = "pod-lister"
+    reader.rules.add(api_groups=[""], resources=["pods"], verbs=["list"])
+    await admin.create(reader)
+    grant = rbac_pb2.ClusterRoleBinding()
+    grant.metadata.name = "operators-list"
+    grant.subjects.add(kind="Group", name="operators")
+    grant.role_ref.kind, grant.role_ref.name = "ClusterRole", "pod-lister"
+    await admin.create(grant)
+    bob = client(c, "bob-token")
+    stub = api_pb2_grpc.ApiStub(bob.channel)
+    req = api_pb2.ListRequest(resource="pods", namespace="default")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.List(req, timeout=3)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # as ops in operators: allowed to list pods
+        await stub.List(req, timeout=3, metadata=[("impersonate-user", "ops"),
+                                                  ("impersonate-group", "operators")])
+        # as ops alone: impersonation allowed, the list is not (ops has no grant)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.List(req, timeout=3, metadata=[("impersonate-user", "ops")])
+        assert 'User "ops" cannot list' in (denied.value.details() or "")
+        # another user: the impersonation itself is refused, naming it
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.List(req, timeout=3, metadata=[("impersonate-user", "alice")])
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert 'User "bob" cannot impersonate resource "users"' in (
+            denied.value.details() or "")
     finally:
         await bob.channel.close(None)

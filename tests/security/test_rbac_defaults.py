@@ -12,11 +12,9 @@ import pytest
 from control.api import errors
 from control.api.pb import core_pb2, rbac_pb2
 from control.apiserver.rbac_bootstrap import AUTOUPDATE, default_policy, reconciled
-from control.client.channel import open_channel
-from control.client.client import ApiClient
-from control.client.tls import Credentials
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
+from tests.support.token_client import token_client as client
 
 
 def stored(name: str) -> rbac_pb2.ClusterRole:
@@ -60,11 +58,6 @@ async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
                                token_auth_file=token_file) as cl:
         yield cl
 
-
-def client(c: Cluster, token: str) -> ApiClient:
-    creds = Credentials(ca_pem=c.credentials.ca_pem, token=token)
-    return ApiClient(open_channel(c.plane.supervisor_address, creds),
-                     c.plane.supervisor_address, timeout=3)
 
 
 async def bind(c: Cluster, user: str, role: str) -> None:
