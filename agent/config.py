@@ -46,7 +46,7 @@ HOST_HANDLER = "host"
 IMAGE_HANDLERS = ("image", "runc")
 RUNTIME_HANDLERS = ("image", "host")
 DEFAULT_RUNTIME_HANDLER = "host"
-PROXY_MODES = ("nftables", "userspace", "none")
+PROXY_MODES = ("auto", "nftables", "userspace", "none")
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # The resources --system-reserved may name (kubelet also knows "pid", which has no
@@ -117,8 +117,10 @@ class AgentOptions:
     pod_network: str = "host"
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
-    # the service proxy: "nftables" (root), or "none"; its full resync period
-    proxy_mode: str = "none"
+    # the service proxy: "nftables" (root), "none", or "auto": nftables when this agent runs
+    # the pod network (pods then need Service routing and the cluster DNS' ClusterIP),
+    # none when pods share the machine's network; its full resync period
+    proxy_mode: str = "auto"
     proxy_sync_period: float = 30.0
     # pods' DNS: the cluster DNS' addresses (kube-dns' ClusterIP), the cluster domain and the
     # node's resolv.conf (kubelet's --cluster-dns, --cluster-domain, --resolv-conf)

@@ -185,7 +185,7 @@ class Agent:
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
-        if opts.proxy_mode == "nftables":
+        if proxy_mode(opts, self.network is not None) == "nftables":
             from agent.proxy.proxier import NftablesBackend, Proxier
             proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
                               opts.service_cidr, sync_period=opts.proxy_sync_period,
@@ -388,6 +388,15 @@ class Agent:
         sup.start("serving-certificate-renewal", self._serving_rotator(cert_pem).run,
                   backoff=TASK_BACKOFF)
 
+
+
+def proxy_mode(opts: AgentOptions, pod_network: bool) -> str:
+    """The proxy this agent runs: ``auto`` follows the pod network, since pods on their own
+    network reach Services (and the cluster DNS' ClusterIP) only through the proxy's rules,
+    while pods on the machine's network never needed them."""
+    if opts.proxy_mode != "auto":
+        return opts.proxy_mode
+    return "nftables" if pod_network else "none"
 
 
 def pod_network(opts: AgentOptions) -> tuple[BridgeNetwork | None, str]:

@@ -130,9 +130,10 @@ def register(sub: Any) -> None:
                         "Default and the search domains of the others (default %(default)s)")
     p.add_argument("--service-cidr", default="10.96.0.0/12", metavar="CIDR",
                    help="the Service range (default %(default)s)")
-    p.add_argument("--proxy-mode", choices=("nftables", "userspace", "none"), default="none",
-                   help="the service proxy: nftables (root; the flotilla-proxy table) or "
-                        "none (default %(default)s)")
+    p.add_argument("--proxy-mode", choices=agent_config.PROXY_MODES, default="auto",
+                   help="the service proxy: nftables (root; the flotilla-proxy table), none, "
+                        "or auto: nftables when pods have their own network (default "
+                        "%(default)s)")
     p.add_argument("--proxy-sync-period", type=float, default=30.0, metavar="SECONDS",
                    help="full resync of the proxy's rules at least this often "
                         "(default %(default)s)")

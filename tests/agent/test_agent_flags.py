@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.config import AgentOptions
-from agent.main import kubelet_options
+from agent.main import kubelet_options, proxy_mode
 from control.cli import verbs_agent
 
 
@@ -52,7 +52,7 @@ def test_defaults_are_kubelets() -> None:
     (["--daemon-port", "10250"], "daemon_port", 10250),
     (["--daemon-port", "0"], "daemon_port", 0),
     (["--proxy-mode", "nftables"], "proxy_mode", "nftables"),
-    ([], "proxy_mode", "none"),
+    ([], "proxy_mode", "auto"),
     (["--proxy-sync-period", "5"], "proxy_sync_period", 5.0),
 ])
 def test_flag_parses_and_passes_through(argv: list[str], field: str, value: Any) -> None:
@@ -148,3 +148,16 @@ def test_dns_flags() -> None:
         options("--cluster-dns", "dns.example").validate()
     with pytest.raises(ValueError, match="--cluster-domain 'Corp_Internal'"):
         options("--cluster-domain", "Corp_Internal").validate()
+
+
+@pytest.mark.parametrize(
+    ("flag", "pod_network", "runs"),
+    [
+        ("auto", True, "nftables"),
+        ("auto", False, "none"),
+        ("none", True, "none"),
+        ("nftables", False, "nftables"),
+    ],
+)
+def test_proxy_mode_auto_follows_the_pod_network(flag: str, pod_network: bool, runs: str) -> None:
+    assert proxy_mode(options("--proxy-mode", flag), pod_network) == runs
