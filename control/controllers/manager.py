@@ -59,6 +59,7 @@ from control.controllers.nodeipam import (
 )
 from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
+from control.controllers.serviceaccount import ServiceAccountsController
 from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
 from control.controllers.volume_binding import VolumeBindingController
@@ -138,6 +139,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
     "clusterrole-aggregation": ClusterRoleAggregationController,
+    "serviceaccount": ServiceAccountsController,
 }
 
 
