@@ -15,6 +15,7 @@ from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from tests.conftest import Cluster
 from tests.support.agents import NODE, stop_agent_and_pods
+from tests.support.runtimeclasses import ensure_host_runtime_class
 
 
 @pytest.fixture
@@ -41,6 +42,8 @@ async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
     )
     await a.start()
     try:
+        # pods that run this machine's commands name it (tests.support.agents.pod)
+        await ensure_host_runtime_class(cluster.client)
         yield a
     finally:
         await stop_agent_and_pods(cluster, a, NODE)

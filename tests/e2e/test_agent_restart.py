@@ -36,6 +36,7 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from tests.conftest import admin_credentials, node_config
 from tests.support import eventually
+from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "restart-node"
@@ -176,6 +177,7 @@ async def procs(tmp_path: Path) -> AsyncIterator[Cluster]:
                     logs=(server,))
         agent.start()
         await until("node Ready", lambda: node_ready(client), logs=(server, agent))
+        await ensure_host_runtime_class(client)
         yield cluster
     finally:
         try:
@@ -205,7 +207,8 @@ def marked_pod(name: str, marker: str, **spec: Any) -> core_pb2.Pod:
     return convert.from_dict({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2, **spec,
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2,
+                 "runtimeClassName": HOST, **spec,
                  "containers": [{
                      "name": "main", "image": "busybox",
                      "command": ["sh", "-c",

@@ -21,6 +21,7 @@ from tests.conftest import Cluster
 from tests.support import eventually
 from tests.support.agents import NODE, pod, stop_agent_and_pods, wait_pod
 from tests.support.http import http_get
+from tests.support.runtimeclasses import ensure_host_runtime_class
 
 
 async def kubelet_events(cluster: Cluster, name: str, reason: str,
@@ -98,6 +99,7 @@ async def test_agent_serves_kubelet_metrics(cluster: Cluster, tmp_path: Path) ->
                                              relist_period=0.2, retry_period=0.5))
     await a.start()
     try:
+        await ensure_host_runtime_class(cluster.client)
         p = pod("measured", ["sh", "-c", "sleep 60"])
         p.spec.node_name = node
         await cluster.client.create(p)

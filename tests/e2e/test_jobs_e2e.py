@@ -27,6 +27,7 @@ from control.controllers.manager import ControllerManager
 from control.runtime.clock import FakeClock
 from tests.support import eventually
 from tests.support.cluster import NOT_YET, NS, Env, PodWatch, gone, real_cluster
+from tests.support.runtimeclasses import HOST
 
 WAIT = 40.0
 
@@ -40,7 +41,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 
 def job(name: str, script: str, **spec: Any) -> batch_pb2.Job:
     body: dict[str, Any] = {"template": {"spec": {
-        "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "runtimeClassName": HOST,
         "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}}
     body.update(spec)
     out: batch_pb2.Job = convert.from_dict(
@@ -172,7 +173,8 @@ async def test_cli_create_job_from_cronjob_wait_and_logs(env: Env) -> None:
         "metadata": {"name": "hello", "namespace": NS},
         "spec": {"schedule": "0 0 1 1 *", "suspend": True, "jobTemplate": {
             "metadata": {"labels": {"team": "a"}},
-            "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [
+            "spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure", "runtimeClassName": HOST, "containers": [
                 {"name": "hello", "image": "busybox",
                  "command": ["sh", "-c", "echo hello from the cronjob"]}]}}}}},
     }, batch_pb2.CronJob())
@@ -230,6 +232,7 @@ def cronjob(name: str, script: str, policy: str) -> batch_pb2.CronJob:
         "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy, "jobTemplate": {
             "spec": {"template": {"spec": {
                 "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "runtimeClassName": HOST,
                 "containers": [{"name": "main", "image": "busybox",
                                 "command": ["sh", "-c", script]}]}}}}}}, batch_pb2.CronJob())
     return out

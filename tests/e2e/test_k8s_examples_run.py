@@ -1,13 +1,16 @@
-"""Kubernetes' own Pod examples run unchanged on a real agent (process runtime).
+"""Kubernetes' own Pod examples run unchanged on a real agent, on this machine's files.
 
 The corpus is ``/work/shared/k8s-examples`` (Kubernetes' documentation manifests; see its
 README.md and INDEX.tsv). Selected: every Pod document whose images are all busybox, alpine
 or bash and whose containers all have an explicit ``command`` — or give only ``args``,
-which for busybox (no entrypoint) are the command line. These need no image.
+which for busybox (no entrypoint) are the command line. These need no image: the host's
+commands run them.
 
-Each document is created as written except for two fields a user's tooling would set: its
+Each document is created as written except for three fields the harness sets: its
 ``metadata.namespace`` (one namespace per document, so the several ``dapi-test-pod``s do not
-collide) and ``spec.nodeName`` (the scheduler is not part of this test). The ConfigMaps and
+collide), ``spec.nodeName`` (the scheduler is not part of this test) and
+``spec.runtimeClassName: host`` (the RuntimeClass the harness creates, without which the pods
+would run in their images, which this machine cannot pull). The ConfigMaps and
 Secrets the documentation tells the reader to create first are created in that namespace
 (taken from the corpus where it has them, see :data:`SUPPORT`). All pods run concurrently;
 each must reach its expected state within one overall bound.
@@ -37,6 +40,7 @@ from control.api.pb import core_pb2
 from control.cli.manifest import parse_text
 from tests.conftest import Cluster
 from tests.support.agents import stop_agent_and_pods
+from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 CORPUS = Path("/work/shared/k8s-examples")
 NODE = "examples-node"
@@ -177,6 +181,7 @@ async def create_example(cluster: Cluster, index: int, path: str,
     assert pod is not None, f"{path}: no Pod {name}"
     pod.metadata.namespace = ns
     pod.spec.node_name = NODE
+    pod.spec.runtime_class_name = HOST
     return await c.create(pod)
 
 
@@ -184,6 +189,7 @@ async def test_k8s_pod_examples_run(cluster: Cluster, agent: Agent) -> None:
     examples = selected()
     assert len(examples) >= 40, examples  # README: 47 with command + 7 args-only (and docs
     c = cluster.client  # with other images are not selected)
+    await ensure_host_runtime_class(c)
     failures: dict[str, str] = {}
     last: dict[str, Any] = {}
 

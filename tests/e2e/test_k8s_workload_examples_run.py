@@ -2,8 +2,10 @@
 
 The corpus is ``/work/shared/k8s-examples`` (see its README.md and INDEX.tsv). Selected:
 every Job, CronJob and DaemonSet document whose images are all ones whose commands this
-machine has (busybox, alpine, bash, perl, python: the process runtime runs the command on
-the host) and whose containers all have a command. Each runs in a namespace of its own,
+machine has (busybox, alpine, bash, perl, python) and whose containers all have a command.
+The documents are unchanged but for one field the harness adds: their pod templates name
+the ``host`` RuntimeClass (which the harness creates), so that the commands run on this
+machine's files rather than in images this machine cannot pull. Each runs in a namespace of its own,
 all at once, on a control plane with two agents; each must reach the state its
 documentation page describes (:data:`EXPECTED`) within one overall bound.
 
@@ -35,6 +37,7 @@ from control.controllers.cronjob import CronJobController
 from control.controllers.manager import ControllerManager
 from control.runtime.clock import FakeClock
 from tests.support.cluster import Env, real_cluster
+from tests.support.runtimeclasses import on_host
 
 CORPUS = Path("/work/shared/k8s-examples")
 OVERALL_LIMIT = 90.0
@@ -158,7 +161,7 @@ async def create(c: ApiClient, ns: str, path: str, kind: str, name: str) -> None
     for doc in parse_text((CORPUS / path).read_text(), path):
         if doc.data.get("kind") == kind and doc.data["metadata"].get("name") == name:
             doc.data["metadata"]["namespace"] = ns
-            await c.create(convert.from_dict(doc.data, message()))
+            await c.create(convert.from_dict(on_host(doc.data), message()))
             return
     raise AssertionError(f"{path}: no {kind} {name}")
 

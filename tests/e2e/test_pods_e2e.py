@@ -20,6 +20,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
 from tests.support.agents import NODE, pod, wait_pod
+from tests.support.runtimeclasses import HOST
 
 
 async def test_pod_runs_logs_exec_and_deletes(cluster: Cluster, agent: Agent) -> None:
@@ -106,7 +107,7 @@ def pod_doc(name: str, containers: list[dict[str, Any]], **spec: Any) -> core_pb
     return convert.from_dict({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2,
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2, "runtimeClassName": HOST,
                  "containers": containers, **spec},
     }, core_pb2.Pod())
 

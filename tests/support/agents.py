@@ -14,6 +14,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
 from tests.support import eventually
+from tests.support.runtimeclasses import HOST
 
 NODE = "e2e-node"
 
@@ -82,6 +83,8 @@ def pod(name: str, command: list[str], restart: str = "Always", **spec: Any) -> 
                 "nodeName": NODE,
                 "restartPolicy": restart,
                 "terminationGracePeriodSeconds": 2,
+                # the command is this machine's: run it on the host's files
+                "runtimeClassName": HOST,
                 "containers": [{"name": "main", "image": "busybox", "command": command}],
                 **spec,
             },

@@ -1,7 +1,8 @@
 """A real cluster for workload end-to-end tests: an in-process control plane and agents
 (or agent subprocesses), unique container commands to find their processes, waits and
 watches on pods, and a cleanup that reports anything left behind (containers, monitor
-processes, cgroups) as a failure.
+processes, cgroups) as a failure. The containers run this machine's sh and sleep, so the
+pods name the ``host`` RuntimeClass, which ``real_cluster`` creates.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from control.client.client import ApiClient
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
 from tests.support.agents import remove_leftovers
+from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,6 +96,7 @@ def template(app: str, sleep: str, version: str = "1", **container: Any) -> dict
         "metadata": {"labels": {"app": app}},
         "spec": {
             "terminationGracePeriodSeconds": 1,
+            "runtimeClassName": HOST,
             **spec,
             "containers": [
                 {
@@ -464,7 +467,8 @@ class AgentProc:
 async def real_cluster(tmp: Path, nodes: list[str], **options: Any) -> AsyncIterator[Env]:
     """A control plane with ``options`` and one in-process agent per name in ``nodes``.
     Subprocess agents a test adds to ``env.procs`` are cleaned up too (started again if
-    the test killed one, so that it stops its containers)."""
+    the test killed one, so that it stops its containers). The cluster has the ``host``
+    RuntimeClass, for pods that run this machine's binaries."""
     data_dirs = {n: tmp / n for n in nodes}
     sleep = unique_sleep()
     problems: list[str] = []
@@ -472,6 +476,7 @@ async def real_cluster(tmp: Path, nodes: list[str], **options: Any) -> AsyncIter
         agents: list[Agent] = []
         env = Env(cluster, agents, list(nodes), sleep, tmp)
         try:
+            await ensure_host_runtime_class(cluster.client)
             for node in nodes:
                 a = start_agent(cluster, node, data_dirs[node])
                 agents.append(a)

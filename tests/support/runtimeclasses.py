@@ -7,6 +7,8 @@ concurrent fixtures may both call it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from control.api import convert, errors
 from control.api.pb import node_pb2
 from control.client.client import ApiClient
@@ -30,3 +32,22 @@ async def ensure_host_runtime_class(client: ApiClient) -> None:
         await client.create(host_runtime_class())
     except errors.AlreadyExists:
         pass
+
+
+def pod_spec_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec inside a manifest of a Pod or a workload kind (a CronJob's is inside
+    its jobTemplate)."""
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return doc.setdefault("spec", {})  # type: ignore[no-any-return]
+    spec = doc.setdefault("spec", {})
+    if kind == "CronJob":
+        spec = spec.setdefault("jobTemplate", {}).setdefault("spec", {})
+    return spec.setdefault("template", {}).setdefault("spec", {})  # type: ignore[no-any-return]
+
+
+def on_host(doc: dict[str, Any]) -> dict[str, Any]:
+    """Name the ``host`` RuntimeClass in a Pod or workload manifest (in place), for a
+    document whose images' commands this machine has; returns ``doc``."""
+    pod_spec_of(doc)["runtimeClassName"] = HOST
+    return doc
