@@ -59,6 +59,7 @@ from control.controllers.nodeipam import (
 )
 from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
+from control.controllers.root_ca_publisher import RootCAPublisher
 from control.controllers.serviceaccount import ServiceAccountsController
 from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
@@ -140,6 +141,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "csrsigning": CsrSigningController,
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "serviceaccount": ServiceAccountsController,
+    "root-ca-cert-publisher": RootCAPublisher,
 }
 
 
