@@ -14,31 +14,7 @@ from control.api.pb import core_pb2
 from control.controllers.endpoints_util import HEADLESS_LABEL, desired_endpoints
 from tests.conftest import Cluster
 from tests.support import eventually
-
-
-def service(**spec: Any) -> core_pb2.Service:
-    spec.setdefault("selector", {"app": "web"})
-    spec.setdefault("ports", [{"name": "http", "port": 80, "targetPort": 8080,
-                               "protocol": "TCP"}])
-    return convert.from_dict({"metadata": {"name": "web", "namespace": "default",
-                                           "labels": {"team": "a"}}, "spec": spec},
-                             core_pb2.Service())
-
-
-def pod(name: str, ip: str, *, ready: bool = True, app: str = "web", phase: str = "Running",
-        ports: list[dict[str, Any]] | None = None, deleting: bool = False,
-        **spec: Any) -> core_pb2.Pod:
-    d: dict[str, Any] = {
-        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}",
-                     "labels": {"app": app}},
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x",
-                                                   "ports": ports or []}], **spec},
-        "status": {"phase": phase, "podIP": ip,
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
-    }
-    if deleting:
-        d["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return convert.from_dict(d, core_pb2.Pod())
+from tests.support.endpoints import make_pod, pod, service, set_ready
 
 
 def summary(ep: core_pb2.Endpoints) -> list[tuple[list[str], list[str], list[tuple[str, int]]]]:
@@ -91,21 +67,6 @@ def test_hostname_subdomain_and_labels() -> None:
 
 
 # -- the controller, live --------------------------------------------------------------------
-
-async def set_ready(client: Any, name: str, ready: bool, ip: str) -> None:
-    p = await client.get(core_pb2.Pod, name, "default")
-    p.status.phase = "Running"
-    p.status.pod_ip = ip
-    del p.status.conditions[:]
-    p.status.conditions.add(type="Ready", status="True" if ready else "False")
-    await client.update_status(p)
-
-
-async def make_pod(client: Any, name: str) -> None:
-    p = pod(name, "")
-    p.metadata.uid = ""
-    p.ClearField("status")
-    await client.create(p)
 
 
 async def test_controller_follows_readiness_and_service_lifecycle(cluster: Cluster) -> None:

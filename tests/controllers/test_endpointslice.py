@@ -22,8 +22,8 @@ from control.controllers.endpointslice_util import (
     slices_from_pods,
 )
 from tests.conftest import Cluster, running_cluster
-from tests.controllers.test_endpoints import make_pod, pod, service, set_ready
 from tests.support import eventually
+from tests.support.endpoints import make_pod, pod, service, set_ready
 
 
 def conds(content: Any) -> dict[str, tuple[bool, bool, bool]]:

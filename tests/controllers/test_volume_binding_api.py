@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from control.api import convert, errors
+from control.api import convert
 from control.api.pb import core_pb2, storage_pb2
 from control.controllers.manager import ControllerManager
 from control.controllers.volume_binding import VolumeBindingController
 from control.controllers.volume_protection import VolumeProtectionController
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
+from tests.support.volumes import claim, is_, pv_phase, volume
 
 
 @pytest.fixture
@@ -32,40 +33,9 @@ async def api(tmp_path: Path) -> AsyncIterator[Cluster]:
             await manager.stop()
 
 
-def volume(name: str, size: str, policy: str = "Retain", **spec: Any) -> core_pb2.PersistentVolume:
-    out: core_pb2.PersistentVolume = convert.from_dict(
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
-                  "persistentVolumeReclaimPolicy": policy,
-                  "hostPath": {"path": f"/tmp/flotilla-test-{name}"}, **spec}},
-        core_pb2.PersistentVolume())
-    return out
-
-
-def claim(name: str, size: str, **spec: Any) -> core_pb2.PersistentVolumeClaim:
-    out: core_pb2.PersistentVolumeClaim = convert.from_dict(
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-         "metadata": {"name": name, "namespace": "default"},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                  "resources": {"requests": {"storage": size}}, **spec}},
-        core_pb2.PersistentVolumeClaim())
-    return out
-
-
-async def pv_phase(c: Any, name: str) -> str:
-    try:
-        return str((await c.get(core_pb2.PersistentVolume, name)).status.phase)
-    except errors.NotFound:
-        return "<gone>"
-
-
 async def pvc_state(c: Any, name: str) -> tuple[str, str]:
     got = await c.get(core_pb2.PersistentVolumeClaim, name, "default")
     return str(got.status.phase), str(got.spec.volume_name)
-
-
-async def is_(got: Any, want: Any) -> bool:
-    return bool(await got == want)
 
 
 async def test_binds_the_smallest_fit_and_reclaims(api: Cluster) -> None:

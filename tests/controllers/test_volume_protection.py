@@ -23,8 +23,8 @@ from control.controllers.volume_protection import (
     in_use,
 )
 from tests.conftest import Cluster, running_cluster
-from tests.controllers.test_volume_binding_api import claim, is_, pv_phase, volume
 from tests.support import eventually
+from tests.support.volumes import claim, is_, pv_phase, volume
 
 
 @pytest.fixture

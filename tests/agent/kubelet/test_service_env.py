@@ -12,8 +12,7 @@ from agent.kubelet.container_spec import PodContext, resolve_env
 from agent.kubelet.service_env import service_env, variables_of
 from control.api import convert
 from control.api.pb import core_pb2
-from tests.agent.kubelet.test_kubelet import Env
-from tests.agent.kubelet.test_kubelet import env as env  # the fixture
+from tests.agent.kubelet.conftest import Env
 
 
 def svc(name: str, ns: str = "default", ip: str = "10.96.0.11",
