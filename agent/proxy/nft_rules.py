@@ -7,6 +7,10 @@ What the table does (kube-proxy's nftables mode, simplified):
 - ``services`` (from the nat prerouting and output hooks): ClusterIP:port of every
   Service port with ready endpoints, and NodePort on the node's own addresses, jump to the
   Service port's chain, which picks an endpoint with ``numgen random`` and DNATs to it.
+- sessionAffinity ClientIP: each endpoint of such a Service port has a chain and a dynamic
+  set of the clients it served (entries time out after ``timeoutSeconds``); a client in
+  an endpoint's set goes back to it, others get a random endpoint whose chain adds them.
+  Replacing the table empties these sets, so a rule sync forgets the clients.
 - A pod reaching itself through its Service (hairpin) and NodePort traffic from outside
   are marked and masqueraded on the way out, so replies come back through this node.
 - Anything still addressed to the service range after NAT (a Service port with no ready
@@ -49,6 +53,8 @@ class ServicePort:
     port: int
     node_port: int = 0
     endpoints: Sequence[Endpoint] = ()
+    # sessionAffinity ClientIP: seconds a client stays on its endpoint (0: no affinity)
+    affinity_timeout: int = 0
 
     @property
     def chain(self) -> str:
@@ -67,12 +73,45 @@ def _elements(items: list[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
+def _endpoint_chain(sp: ServicePort, e: Endpoint) -> str:
+    # named by the endpoint, not its position, so a client's set survives other
+    # endpoints coming and going in the same rendering
+    digest = hashlib.sha256(f"{e.ip}:{e.port}".encode()).hexdigest()[:8]
+    return f"{sp.chain}-ep-{digest}"
+
+
+def _affinity_sets(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
+    # one dynamic set per endpoint: the clients sent there lately; an entry expires
+    # ``affinity_timeout`` seconds after that client's last new connection
+    return [f"  set {_endpoint_chain(sp, e)} {{ type ipv4_addr; flags dynamic,timeout; "
+            f"timeout {sp.affinity_timeout}s; }}" for e in eps]
+
+
+def _affinity_rules(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
+    """The body of a ClientIP-affinity Service port's chain (kube-proxy's nftables
+    layout): a client remembered by an endpoint's set goes back there; anyone else gets
+    a random endpoint, whose chain remembers them and DNATs."""
+    hairpin = _elements([e.ip for e in eps])
+    body = [f"    ip saddr {hairpin} meta mark set meta mark | {MASQ_MARK}"]
+    body += [f"    ip saddr @{_endpoint_chain(sp, e)} goto {_endpoint_chain(sp, e)}"
+             for e in eps]
+    picks = _elements([f"{i} : goto {_endpoint_chain(sp, e)}" for i, e in enumerate(eps)])
+    body += [f"    numgen random mod {len(eps)} vmap {picks}", "  }"]
+    for e in eps:
+        body += [f"  chain {_endpoint_chain(sp, e)} {{",
+                 f"    update @{_endpoint_chain(sp, e)} {{ ip saddr }}",
+                 f"    meta l4proto {proto} dnat to {e.ip}:{e.port}"]
+        body.append("  }")
+    return body
+
+
 def render(rules: Ruleset) -> str:
     """The ``nft -f`` script that makes the table exactly ``rules``."""
     ports = sorted(rules.ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
     ips: list[str] = []
     node_ports: list[str] = []
     chains: list[str] = []
+    sets: list[str] = []
     for sp in ports:
         if not sp.endpoints:
             continue  # left to the reject rules
@@ -86,6 +125,10 @@ def render(rules: Ruleset) -> str:
                        "  }"]
         eps = sorted(sp.endpoints, key=lambda e: (e.ip, e.port))
         chains.append(f"  chain {sp.chain} {{")
+        if sp.affinity_timeout:
+            sets += _affinity_sets(sp, eps)
+            chains += _affinity_rules(sp, eps, proto)
+            continue
         if len(eps) == 1:
             e = eps[0]
             chains += [f"    ip saddr {e.ip} meta mark set meta mark | {MASQ_MARK}",
@@ -113,7 +156,7 @@ def render(rules: Ruleset) -> str:
     ]
     if node_ports:
         lines.append(f"    elements = {_elements(node_ports)}")
-    lines += ["  }", *chains,
+    lines += ["  }", *sets, *chains,
               "  chain services {",
               "    ip daddr . meta l4proto . th dport vmap @service-ips",
               "    fib daddr type local meta l4proto . th dport vmap @service-nodeports",

@@ -7,6 +7,7 @@ kube-proxy's service and endpoint change trackers compute), as a plain function:
   label, same namespace) whose port has the same name and protocol, when ready (an unset
   ``ready`` counts as ready, as Kubernetes reads it), each once.
 - internalTrafficPolicy Local keeps only the endpoints on this node.
+- sessionAffinity ClientIP carries its timeoutSeconds (Kubernetes' 10800 when unset).
 
 Pure: the caller passes cached objects and this node's name.
 """
@@ -19,6 +20,7 @@ from agent.proxy.nft_rules import Endpoint, Ruleset, ServicePort
 from control.api.pb import core_pb2, discovery_pb2
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_AFFINITY_SECONDS = 10800
 
 
 def _ready(ep: discovery_pb2.Endpoint) -> bool:
@@ -41,6 +43,11 @@ def ruleset_from(services: Iterable[core_pb2.Service],
         local_only = spec.HasField("internal_traffic_policy") and (
             spec.internal_traffic_policy == "Local")
         ns, name = svc.metadata.namespace, svc.metadata.name
+        affinity = 0
+        if spec.session_affinity == "ClientIP":
+            client_ip = spec.session_affinity_config.client_ip
+            affinity = (client_ip.timeout_seconds if client_ip.HasField("timeout_seconds")
+                        else DEFAULT_AFFINITY_SECONDS)
         for sp in spec.ports:
             protocol = sp.protocol or "TCP"
             if protocol not in ("TCP", "UDP"):
@@ -64,7 +71,7 @@ def ruleset_from(services: Iterable[core_pb2.Service],
                             seen.add((addr, number))
                             eps.append(Endpoint(addr, number))
             ports.append(ServicePort(ns, name, sp.name, protocol, spec.cluster_ip, sp.port,
-                                     sp.node_port, tuple(eps)))
+                                     sp.node_port, tuple(eps), affinity))
     return Ruleset(service_cidr, ports)
 
 

@@ -1,6 +1,7 @@
 """The proxy's nftables ruleset: rendering (table tests) and, as root, the rules doing
 their job inside a network namespace this test creates (no packet leaves it): a ClusterIP
-spreads connections over its endpoints, a Service without endpoints and an unallocated
+spreads connections over its endpoints, a ClientIP-affinity Service keeps one client on
+one endpoint, a Service without endpoints and an unallocated
 ClusterIP refuse at once, NodePort on a local address works, and cleanup removes it."""
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ RULES = Ruleset("10.96.0.0/12", [
     ServicePort("default", "web", "http", "TCP", "10.96.0.5", 80, 30080, EPS),
     ServicePort("default", "dns", "", "UDP", "10.96.0.6", 53, 0, EPS[:1]),
     ServicePort("default", "empty", "", "TCP", "10.96.0.7", 80, 30081, ()),
+    ServicePort("default", "sticky", "", "TCP", "10.96.0.8", 80, 0, EPS, affinity_timeout=60),
 ])
 
 
 def test_render_maps_each_port_with_endpoints() -> None:
     text = render(RULES)
-    web, dns, empty = RULES.ports
+    web, dns, empty, _ = RULES.ports
     assert f"10.96.0.5 . tcp . 80 : goto {web.chain}" in text
     assert f"tcp . 30080 : goto {web.chain}-np" in text
     assert "numgen random mod 2 map { 0 : 10.244.0.2 . 8080, 1 : 10.244.0.3 . 8080 }" in text
@@ -33,6 +35,28 @@ def test_render_maps_each_port_with_endpoints() -> None:
     assert "10.96.0.7" not in text and empty.chain not in text  # rejected, not mapped
     assert "ip daddr 10.96.0.0/12 meta l4proto tcp reject with tcp reset" in text
     assert text.startswith(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
+
+
+def test_render_client_ip_affinity() -> None:
+    text = render(RULES)
+    sticky = RULES.ports[3]
+    assert f"10.96.0.8 . tcp . 80 : goto {sticky.chain}" in text
+    chain = text.split(f"  chain {sticky.chain} {{\n")[1].split("  }")[0].splitlines()
+    ep_chains = sorted(line.split("goto ")[1] for line in chain if "@" in line)
+    assert len(ep_chains) == 2 and all(c.startswith(f"{sticky.chain}-ep-") for c in ep_chains)
+    for name in ep_chains:  # remembered clients go back to their endpoint, first
+        assert f"    ip saddr @{name} goto {name}" in chain
+        assert (f"  set {name} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+                in text)
+        body = text.split(f"  chain {name} {{\n")[1].split("  }")[0]
+        assert f"update @{name} {{ ip saddr }}" in body
+    assert chain[-1].startswith("    numgen random mod 2 vmap { 0 : goto ")
+    bodies = {text.split(f"  chain {n} {{\n")[1].split("  }")[0].split("dnat to ")[1].strip()
+              for n in ep_chains}
+    assert bodies == {"10.244.0.2:8080", "10.244.0.3:8080"}
+    # without affinity: no sets, no per-endpoint chains
+    plain = render(Ruleset("10.96.0.0/12", RULES.ports[:3]))
+    assert "  set " not in plain and "-ep-" not in plain
 
 
 def test_chain_names_are_stable_and_distinct() -> None:
@@ -120,6 +144,9 @@ def test_rules_in_a_namespace(netns: str) -> None:
         spread = client("10.96.0.5", 80, 40)
         assert set(spread) == {"10.244.0.2", "10.244.0.3"}, spread
         assert set(client("10.123.0.1", 30080, 10)) <= {"10.244.0.2", "10.244.0.3"}
+        # ClientIP affinity: one client keeps its endpoint across new connections
+        sticky = client("10.96.0.8", 80, 20)
+        assert len(set(sticky)) == 1 and sticky[0] in {"10.244.0.2", "10.244.0.3"}, sticky
         for ip, port in (("10.96.0.7", 80), ("10.96.0.99", 80)):
             [answer] = client(ip, port, 1)
             assert answer.startswith("refused"), answer

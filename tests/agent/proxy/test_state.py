@@ -66,3 +66,16 @@ def test_node_ports_carried() -> None:
     got = ruleset_from([svc(type="NodePort", ports=[
         {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])], [], "x", "n1")
     assert got.ports[0].node_port == 30080 and got.ports[0].cluster_ip == "10.96.0.5"
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    pytest.param({}, 0, id="none"),
+    pytest.param({"sessionAffinity": "None"}, 0, id="explicit-none"),
+    pytest.param({"sessionAffinity": "ClientIP"}, 10800, id="client-ip-default"),
+    pytest.param({"sessionAffinity": "ClientIP",
+                  "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}, 60,
+                 id="client-ip-timeout"),
+])
+def test_session_affinity_carried(spec: dict[str, Any], want: int) -> None:
+    got = ruleset_from([svc(**spec)], [], "x", "n1")
+    assert got.ports[0].affinity_timeout == want
