@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from control.api import errors, kinds
 from control.api.pb import api_pb2
-from control.apiserver import authn, subresources, warnings
+from control.apiserver import authn, selfreview, subresources, warnings
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
 from control.apiserver.inflight import InflightLimiter
 from control.apiserver.metrics import ApiServerMetrics
@@ -385,6 +385,35 @@ class ApiService:
                 verbs=verbs))
         return api_pb2.DiscoveryReply(resources=out, server_version=VERSION)
 
+    async def WhoAmI(self, req: api_pb2.WhoAmIRequest) -> api_pb2.WhoAmIReply:
+        user = selfreview.caller(authn.current_user.get())
+        return api_pb2.WhoAmIReply(username=user.name, uid=user.uid, groups=list(user.groups))
+
+    async def AccessReview(self, req: api_pb2.AccessReviewRequest
+                           ) -> api_pb2.AccessReviewReply:
+        user = selfreview.caller(authn.current_user.get())
+        if not req.verb or bool(req.resource) == bool(req.path):
+            raise errors.BadRequest("an access review needs a verb and either a resource or "
+                                    "a non-resource path")
+        allowed = selfreview.access_review(self.authorizer, Attributes(
+            user, req.verb, req.resource, req.group, req.subresource, req.namespace,
+            req.name, req.path))
+        return api_pb2.AccessReviewReply(allowed=allowed)
+
+    async def RulesReview(self, req: api_pb2.RulesReviewRequest) -> api_pb2.RulesReviewReply:
+        user = selfreview.caller(authn.current_user.get())
+        rules, incomplete = selfreview.rules_review(self.authorizer, user, req.namespace)
+        out = api_pb2.RulesReviewReply(incomplete=incomplete)
+        for r in rules:
+            if r.urls:
+                out.non_resource_rules.add(verbs=sorted(r.verbs),
+                                           non_resource_urls=list(r.urls))
+            else:
+                out.resource_rules.add(verbs=sorted(r.verbs), api_groups=sorted(r.groups),
+                                       resources=sorted(r.resources),
+                                       resource_names=sorted(r.names))
+        return out
+
     # -- streams ---------------------------------------------------------------------------
 
     async def watch(self, req: api_pb2.WatchRequest,
@@ -500,6 +529,9 @@ class ApiService:
             "Evict": unary("Evict", a.EvictRequest, a.EvictReply),
             "History": unary("History", a.HistoryRequest, a.HistoryReply),
             "Discovery": unary("Discovery", a.DiscoveryRequest, a.DiscoveryReply),
+            "WhoAmI": unary("WhoAmI", a.WhoAmIRequest, a.WhoAmIReply),
+            "AccessReview": unary("AccessReview", a.AccessReviewRequest, a.AccessReviewReply),
+            "RulesReview": unary("RulesReview", a.RulesReviewRequest, a.RulesReviewReply),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 self.watch, request_deserializer=_deserializer("Watch", a.WatchRequest),
                 response_serializer=_identity),

@@ -2,7 +2,7 @@
 
 Owns what every verb shares:
 - global flags (``--server``, ``--config``, ``-n/--namespace``, ``--log-level``, ``--debug``,
-  ``--request-timeout``, ``--insecure-skip-tls-verify``) accepted before or after the verb (:func:`split_globals` takes them
+  ``--request-timeout``, ``--insecure-skip-tls-verify``, ``--as``, ``--as-group``) accepted before or after the verb (:func:`split_globals` takes them
   out of argv wherever they are, as kubectl's pflag does);
 - :class:`Context`: the namespace in effect, stdout/stderr, and the lazily opened
   ``ApiClient`` (TLS with the config's credentials; one short connect deadline, so an
@@ -30,7 +30,7 @@ import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from control.api import kinds
@@ -57,7 +57,10 @@ _VALUE_FLAGS = {
     "--namespace": "namespace",
     "--log-level": "log_level",
     "--request-timeout": "request_timeout",
+    "--as": "as_user",
 }
+# Global flags that may be given more than once (each value appended).
+_LIST_FLAGS = {"--as-group": "as_groups"}
 _BOOL_FLAGS = {"--debug": "debug", "--insecure-skip-tls-verify": "insecure_skip_tls_verify"}
 
 
@@ -70,6 +73,8 @@ class GlobalOptions:
     debug: bool = False
     request_timeout: str | None = None
     insecure_skip_tls_verify: bool = False
+    as_user: str | None = None  # impersonate this user (kubectl's --as)
+    as_groups: list[str] = field(default_factory=list)  # and these groups (--as-group)
 
 
 def split_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
@@ -92,15 +97,17 @@ def split_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
             setattr(opts, _BOOL_FLAGS[flag], value)
             i += 1
             continue
-        if flag in _VALUE_FLAGS:
+        if flag in _VALUE_FLAGS or flag in _LIST_FLAGS:
             if eq:
-                setattr(opts, _VALUE_FLAGS[flag], inline)
-                i += 1
-                continue
-            if i + 1 >= len(args):
+                text, i = inline, i + 1
+            elif i + 1 >= len(args):
                 raise UsageError(f"flag needs an argument: {flag}")
-            setattr(opts, _VALUE_FLAGS[flag], args[i + 1])
-            i += 2
+            else:
+                text, i = args[i + 1], i + 2
+            if flag in _LIST_FLAGS:
+                getattr(opts, _LIST_FLAGS[flag]).append(text)
+            else:
+                setattr(opts, _VALUE_FLAGS[flag], text)
             continue
         if arg.startswith("-n") and not arg.startswith("--") and len(arg) > 2:
             opts.namespace = arg[2:]  # "-nkube-system", pflag's short form
@@ -207,11 +214,18 @@ class Context:
         from control.client import config as client_config
 
         try:
-            return client_config.load(
+            cfg = client_config.load(
                 self.opts.server, self.opts.config,
                 insecure_skip_tls_verify=self.opts.insecure_skip_tls_verify)
         except client_config.ConfigError as e:
             raise CliError(str(e)) from None
+        if self.opts.as_groups and not self.opts.as_user:
+            raise UsageError("requesting groups (--as-group) without impersonating a user: "
+                             "--as USER is required")
+        if self.opts.as_user:
+            cfg = replace(cfg, credentials=cfg.credentials.impersonating(
+                self.opts.as_user, tuple(self.opts.as_groups)))
+        return cfg
 
     async def close(self) -> None:
         if self._client is not None:
@@ -334,6 +348,8 @@ GLOBAL_HELP = """global flags (before or after the verb):
   --debug                 show tracebacks
   --insecure-skip-tls-verify
                           do not check the server's certificate (debugging only)
+  --as USER               act as USER (impersonation: needs the impersonate verb)
+  --as-group GROUP        act as a member of GROUP too (repeatable; needs --as)
 """
 
 
@@ -368,6 +384,7 @@ VERB_MODULES: dict[str, str] = {
     "token": "verbs_token",
     "certificate": "verbs_token",
     "config": "verbs_token",
+    "auth": "verbs_auth",
 }
 
 

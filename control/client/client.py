@@ -399,6 +399,24 @@ class ApiClient:
     async def discovery(self) -> api_pb2.DiscoveryReply:
         return await self._call(self._stub.Discovery, api_pb2.DiscoveryRequest())  # type: ignore[no-any-return]
 
+    async def whoami(self) -> api_pb2.WhoAmIReply:
+        """The caller's identity as the server sees it (impersonation included)."""
+        return await self._call(self._stub.WhoAmI, api_pb2.WhoAmIRequest())  # type: ignore[no-any-return]
+
+    async def access_review(self, verb: str, resource: str = "", *, group: str = "",
+                            subresource: str = "", namespace: str = "", name: str = "",
+                            path: str = "") -> bool:
+        """Whether the server would allow the caller this request."""
+        reply = await self._call(self._stub.AccessReview, api_pb2.AccessReviewRequest(
+            verb=verb, resource=resource, group=group, subresource=subresource,
+            namespace=namespace, name=name, path=path))
+        return bool(reply.allowed)
+
+    async def rules_review(self, namespace: str) -> api_pb2.RulesReviewReply:
+        """The rules that apply to the caller in ``namespace``."""
+        return await self._call(self._stub.RulesReview,  # type: ignore[no-any-return]
+                                api_pb2.RulesReviewRequest(namespace=namespace))
+
     async def logs(self, namespace: str, name: str, **options: Any) -> AsyncIterator[bytes]:
         call = self._stub.Logs(api_pb2.LogsRequest(namespace=namespace, name=name, **options))
         try:

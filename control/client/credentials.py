@@ -1,7 +1,7 @@
 """What a client presents and trusts: :class:`Credentials` (a plain value, cheap to import).
 
 The CA bundle to trust, a client certificate and key, or a bearer token, or
-``insecure_skip_verify``; :mod:`control.client.tls` turns them into gRPC's credentials.
+``insecure_skip_verify``, and whom to impersonate; :mod:`control.client.tls` turns them into gRPC's credentials.
 Immutable; safe to share between tasks and threads.
 """
 
@@ -21,9 +21,16 @@ class Credentials:
     insecure_skip_verify: bool = False
     # the name the server's certificate must carry, when it differs from the dialled host
     server_name: str | None = None
+    # act as this user (and these groups): Kubernetes' impersonation, sent as call metadata
+    # on every call; the server allows it only with the ``impersonate`` verb
+    impersonate_user: str = ""
+    impersonate_groups: tuple[str, ...] = ()
 
     def with_token(self, token: str | None) -> Credentials:
         return replace(self, token=token)
+
+    def impersonating(self, user: str, groups: tuple[str, ...] = ()) -> Credentials:
+        return replace(self, impersonate_user=user, impersonate_groups=groups)
 
     def identity(self) -> str:
         """Who these credentials say we are, for messages."""

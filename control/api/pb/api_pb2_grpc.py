@@ -114,6 +114,21 @@ class ApiStub:
                 request_serializer=flotilla_dot_v1_dot_api__pb2.DiscoveryRequest.SerializeToString,
                 response_deserializer=flotilla_dot_v1_dot_api__pb2.DiscoveryReply.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/flotilla.v1.Api/WhoAmI',
+                request_serializer=flotilla_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=flotilla_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
+                _registered_method=True)
+        self.AccessReview = channel.unary_unary(
+                '/flotilla.v1.Api/AccessReview',
+                request_serializer=flotilla_dot_v1_dot_api__pb2.AccessReviewRequest.SerializeToString,
+                response_deserializer=flotilla_dot_v1_dot_api__pb2.AccessReviewReply.FromString,
+                _registered_method=True)
+        self.RulesReview = channel.unary_unary(
+                '/flotilla.v1.Api/RulesReview',
+                request_serializer=flotilla_dot_v1_dot_api__pb2.RulesReviewRequest.SerializeToString,
+                response_deserializer=flotilla_dot_v1_dot_api__pb2.RulesReviewReply.FromString,
+                _registered_method=True)
 
 
 class ApiServicer:
@@ -215,6 +230,24 @@ class ApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessReview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RulesReview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +330,21 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.Discovery,
                     request_deserializer=flotilla_dot_v1_dot_api__pb2.DiscoveryRequest.FromString,
                     response_serializer=flotilla_dot_v1_dot_api__pb2.DiscoveryReply.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=flotilla_dot_v1_dot_api__pb2.WhoAmIRequest.FromString,
+                    response_serializer=flotilla_dot_v1_dot_api__pb2.WhoAmIReply.SerializeToString,
+            ),
+            'AccessReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessReview,
+                    request_deserializer=flotilla_dot_v1_dot_api__pb2.AccessReviewRequest.FromString,
+                    response_serializer=flotilla_dot_v1_dot_api__pb2.AccessReviewReply.SerializeToString,
+            ),
+            'RulesReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.RulesReview,
+                    request_deserializer=flotilla_dot_v1_dot_api__pb2.RulesReviewRequest.FromString,
+                    response_serializer=flotilla_dot_v1_dot_api__pb2.RulesReviewReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -731,6 +779,87 @@ class Api:
             '/flotilla.v1.Api/Discovery',
             flotilla_dot_v1_dot_api__pb2.DiscoveryRequest.SerializeToString,
             flotilla_dot_v1_dot_api__pb2.DiscoveryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.v1.Api/WhoAmI',
+            flotilla_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
+            flotilla_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.v1.Api/AccessReview',
+            flotilla_dot_v1_dot_api__pb2.AccessReviewRequest.SerializeToString,
+            flotilla_dot_v1_dot_api__pb2.AccessReviewReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RulesReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.v1.Api/RulesReview',
+            flotilla_dot_v1_dot_api__pb2.RulesReviewRequest.SerializeToString,
+            flotilla_dot_v1_dot_api__pb2.RulesReviewReply.FromString,
             options,
             channel_credentials,
             insecure,
