@@ -312,7 +312,8 @@ class ControlPlane:
             self.controllers = ControllerManager.connect(
                 self.address, self.credentials(authn.CONTROLLER_MANAGER),
                 node_lifecycle=opts.node_lifecycle(),
-                disable=opts.disable_controllers,
+                # the built-in service load balancer is a component of its own to disable
+                disable=opts.disable_controllers | ({"servicelb"} & opts.disable),
                 terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
                 cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size,
                 registry=self.controller_metrics, signer=self.pki.ca,

@@ -5,13 +5,14 @@ script that replaces the whole table in one transaction.
 What the table does (kube-proxy's nftables mode, simplified):
 
 - ``services`` (from the nat prerouting and output hooks): ClusterIP:port of every
-  Service port with ready endpoints, and NodePort on the node's own addresses, jump to the
-  Service port's chain, which picks an endpoint with ``numgen random`` and DNATs to it.
+  Service port with ready endpoints, its load-balancer ingress IPs:port, and NodePort on
+  the node's own addresses, jump to the Service port's chain (the last two through its
+  ``-ext`` chain, which marks the traffic for masquerade), which picks an endpoint with ``numgen random`` and DNATs to it.
 - sessionAffinity ClientIP: each endpoint of such a Service port has a chain and a dynamic
   set of the clients it served (entries time out after ``timeoutSeconds``); a client in
   an endpoint's set goes back to it, others get a random endpoint whose chain adds them.
   Replacing the table empties these sets, so a rule sync forgets the clients.
-- A pod reaching itself through its Service (hairpin) and NodePort traffic from outside
+- A pod reaching itself through its Service (hairpin) and NodePort/LoadBalancer traffic
   are marked and masqueraded on the way out, so replies come back through this node.
 - Anything still addressed to the service range after NAT (a Service port with no ready
   endpoint, or an address no Service holds) is rejected at once (TCP reset, ICMP
@@ -55,6 +56,8 @@ class ServicePort:
     endpoints: Sequence[Endpoint] = ()
     # sessionAffinity ClientIP: seconds a client stays on its endpoint (0: no affinity)
     affinity_timeout: int = 0
+    # status.loadBalancer.ingress IPs: the Service port is DNATed there too
+    load_balancer_ips: Sequence[str] = ()
 
     @property
     def chain(self) -> str:
@@ -105,6 +108,14 @@ def _affinity_rules(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> lis
     return body
 
 
+def _add(elements: list[str], seen: set[str], key: str, verdict: str) -> None:
+    # a map refuses a key twice, which would fail the whole transaction: two Services
+    # claiming one load-balancer address and port (a stale status) -> the first one keeps it
+    if key not in seen:
+        seen.add(key)
+        elements.append(f"{key} : {verdict}")
+
+
 def render(rules: Ruleset) -> str:
     """The ``nft -f`` script that makes the table exactly ``rules``."""
     ports = sorted(rules.ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
@@ -112,14 +123,18 @@ def render(rules: Ruleset) -> str:
     node_ports: list[str] = []
     chains: list[str] = []
     sets: list[str] = []
+    seen: set[str] = set()
     for sp in ports:
         if not sp.endpoints:
             continue  # left to the reject rules
         proto = sp.protocol.lower()
-        ips.append(f"{sp.cluster_ip} . {proto} . {sp.port} : goto {sp.chain}")
+        _add(ips, seen, f"{sp.cluster_ip} . {proto} . {sp.port}", f"goto {sp.chain}")
+        for lb_ip in sp.load_balancer_ips:
+            _add(ips, seen, f"{lb_ip} . {proto} . {sp.port}", f"goto {sp.chain}-ext")
         if sp.node_port:
-            node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-np")
-            chains += [f"  chain {sp.chain}-np {{",
+            node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-ext")
+        if sp.node_port or sp.load_balancer_ips:
+            chains += [f"  chain {sp.chain}-ext {{",
                        f"    meta mark set meta mark | {MASQ_MARK}",
                        f"    goto {sp.chain}",
                        "  }"]

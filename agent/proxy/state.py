@@ -7,6 +7,7 @@ kube-proxy's service and endpoint change trackers compute), as a plain function:
   label, same namespace) whose port has the same name and protocol, when ready (an unset
   ``ready`` counts as ready, as Kubernetes reads it), each once.
 - internalTrafficPolicy Local keeps only the endpoints on this node.
+- A LoadBalancer Service's ports carry its status.loadBalancer.ingress IPv4 addresses.
 - sessionAffinity ClientIP carries its timeoutSeconds (Kubernetes' 10800 when unset).
 
 Pure: the caller passes cached objects and this node's name.
@@ -14,6 +15,7 @@ Pure: the caller passes cached objects and this node's name.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from agent.proxy.nft_rules import Endpoint, Ruleset, ServicePort
@@ -21,6 +23,13 @@ from control.api.pb import core_pb2, discovery_pb2
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_SECONDS = 10800
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
 
 
 def _ready(ep: discovery_pb2.Endpoint) -> bool:
@@ -43,6 +52,9 @@ def ruleset_from(services: Iterable[core_pb2.Service],
         local_only = spec.HasField("internal_traffic_policy") and (
             spec.internal_traffic_policy == "Local")
         ns, name = svc.metadata.namespace, svc.metadata.name
+        lb_ips: tuple[str, ...] = ()
+        if spec.type == "LoadBalancer":
+            lb_ips = tuple(i.ip for i in svc.status.load_balancer.ingress if _ipv4(i.ip))
         affinity = 0
         if spec.session_affinity == "ClientIP":
             client_ip = spec.session_affinity_config.client_ip
@@ -71,7 +83,7 @@ def ruleset_from(services: Iterable[core_pb2.Service],
                             seen.add((addr, number))
                             eps.append(Endpoint(addr, number))
             ports.append(ServicePort(ns, name, sp.name, protocol, spec.cluster_ip, sp.port,
-                                     sp.node_port, tuple(eps), affinity))
+                                     sp.node_port, tuple(eps), affinity, lb_ips))
     return Ruleset(service_cidr, ports)
 
 

@@ -61,6 +61,7 @@ from control.controllers.podgc import PodGarbageCollector
 from control.controllers.replicaset import ReplicaSetController, replication_controller
 from control.controllers.root_ca_publisher import RootCAPublisher
 from control.controllers.serviceaccount import ServiceAccountsController
+from control.controllers.servicelb import ServiceLBController
 from control.controllers.statefulset import StatefulSetController
 from control.controllers.taint_eviction import TaintEvictionController
 from control.controllers.volume_binding import VolumeBindingController
@@ -141,6 +142,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "csrsigning": CsrSigningController,
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "serviceaccount": ServiceAccountsController,
+    "servicelb": ServiceLBController,
     "root-ca-cert-publisher": RootCAPublisher,
 }
 

@@ -2,7 +2,7 @@
 their job inside a network namespace this test creates (no packet leaves it): a ClusterIP
 spreads connections over its endpoints, a ClientIP-affinity Service keeps one client on
 one endpoint, a Service without endpoints and an unallocated
-ClusterIP refuse at once, NodePort on a local address works, and cleanup removes it."""
+ClusterIP refuse at once, NodePort and a load-balancer ingress address on a local address work, and cleanup removes it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from agent.proxy.nft_rules import TABLE, Endpoint, Ruleset, ServicePort, cleanup
 
 EPS = [Endpoint("10.244.0.2", 8080), Endpoint("10.244.0.3", 8080)]
 RULES = Ruleset("10.96.0.0/12", [
-    ServicePort("default", "web", "http", "TCP", "10.96.0.5", 80, 30080, EPS),
+    ServicePort("default", "web", "http", "TCP", "10.96.0.5", 80, 30080, EPS,
+                load_balancer_ips=("10.123.0.1",)),
     ServicePort("default", "dns", "", "UDP", "10.96.0.6", 53, 0, EPS[:1]),
     ServicePort("default", "empty", "", "TCP", "10.96.0.7", 80, 30081, ()),
     ServicePort("default", "sticky", "", "TCP", "10.96.0.8", 80, 0, EPS, affinity_timeout=60),
@@ -28,7 +29,10 @@ def test_render_maps_each_port_with_endpoints() -> None:
     text = render(RULES)
     web, dns, empty, _ = RULES.ports
     assert f"10.96.0.5 . tcp . 80 : goto {web.chain}" in text
-    assert f"tcp . 30080 : goto {web.chain}-np" in text
+    assert f"tcp . 30080 : goto {web.chain}-ext" in text
+    assert f"10.123.0.1 . tcp . 80 : goto {web.chain}-ext" in text
+    assert text.count(f"  chain {web.chain}-ext {{") == 1
+    assert "10.96.0.6 . udp . 53 : goto" in text and f"{dns.chain}-ext" not in text
     assert "numgen random mod 2 map { 0 : 10.244.0.2 . 8080, 1 : 10.244.0.3 . 8080 }" in text
     assert f"10.96.0.6 . udp . 53 : goto {dns.chain}" in text
     assert "meta l4proto udp dnat to 10.244.0.2:8080" in text
@@ -57,6 +61,17 @@ def test_render_client_ip_affinity() -> None:
     # without affinity: no sets, no per-endpoint chains
     plain = render(Ruleset("10.96.0.0/12", RULES.ports[:3]))
     assert "  set " not in plain and "-ep-" not in plain
+
+
+def test_load_balancer_address_claimed_twice_keeps_the_first() -> None:
+    a = ServicePort("default", "a", "", "TCP", "10.96.0.10", 80, 0, EPS[:1],
+                    load_balancer_ips=("192.0.2.1",))
+    b = ServicePort("default", "b", "", "TCP", "10.96.0.11", 80, 0, EPS[:1],
+                    load_balancer_ips=("192.0.2.1", "192.0.2.2"))
+    text = render(Ruleset("10.96.0.0/12", [b, a]))
+    assert text.count("192.0.2.1 . tcp . 80 :") == 1
+    assert f"192.0.2.1 . tcp . 80 : goto {a.chain}-ext" in text
+    assert f"192.0.2.2 . tcp . 80 : goto {b.chain}-ext" in text
 
 
 def test_chain_names_are_stable_and_distinct() -> None:
@@ -144,6 +159,8 @@ def test_rules_in_a_namespace(netns: str) -> None:
         spread = client("10.96.0.5", 80, 40)
         assert set(spread) == {"10.244.0.2", "10.244.0.3"}, spread
         assert set(client("10.123.0.1", 30080, 10)) <= {"10.244.0.2", "10.244.0.3"}
+        # the load-balancer ingress address (this "node's" address) on the Service port
+        assert set(client("10.123.0.1", 80, 10)) <= {"10.244.0.2", "10.244.0.3"}
         # ClientIP affinity: one client keeps its endpoint across new connections
         sticky = client("10.96.0.8", 80, 20)
         assert len(set(sticky)) == 1 and sticky[0] in {"10.244.0.2", "10.244.0.3"}, sticky

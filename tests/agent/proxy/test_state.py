@@ -79,3 +79,15 @@ def test_node_ports_carried() -> None:
 def test_session_affinity_carried(spec: dict[str, Any], want: int) -> None:
     got = ruleset_from([svc(**spec)], [], "x", "n1")
     assert got.ports[0].affinity_timeout == want
+
+
+def test_load_balancer_ingress_carried() -> None:
+    lb = svc(type="LoadBalancer", ports=[
+        {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    lb.status.load_balancer.ingress.add(ip="192.0.2.1")
+    lb.status.load_balancer.ingress.add(hostname="lb.example")
+    lb.status.load_balancer.ingress.add(ip="fd00::1")
+    assert ruleset_from([lb], [], "x", "n1").ports[0].load_balancer_ips == ("192.0.2.1",)
+    # a status left on a Service that is no longer a LoadBalancer is not followed
+    lb.spec.type = "NodePort"
+    assert ruleset_from([lb], [], "x", "n1").ports[0].load_balancer_ips == ()
