@@ -13,8 +13,11 @@ authorizer chain, so they agree with what a real request would meet:
   node authorizer, whose answers depend on the objects bound to the node) marks the
   answer incomplete, as Kubernetes' rule resolvers do.
 
-Any authenticated user may ask about itself (Kubernetes grants this to everyone through
-``system:basic-user``); a caller without credentials is Unauthorized.
+Asking is itself authorized as Kubernetes does it: :func:`caller` checks ``create`` on
+the review's resource (``selfsubjectreviews`` in authentication.k8s.io,
+``selfsubjectaccessreviews``/``selfsubjectrulesreviews`` in authorization.k8s.io), which
+the default ``system:basic-user`` role grants every authenticated user; a caller without
+credentials is Unauthorized.
 
 Concurrency: event-loop only; pure reads of the chain and the watch cache.
 """
@@ -41,10 +44,18 @@ ALL_URLS = Rule(frozenset({ALL}), frozenset(), frozenset(), frozenset(), (ALL,))
 CSR_GROUP = "certificates.k8s.io"
 
 
-def caller(user: UserInfo | None) -> UserInfo:
+WHOAMI = ("authentication.k8s.io", "selfsubjectreviews")
+ACCESS = ("authorization.k8s.io", "selfsubjectaccessreviews")
+RULES = ("authorization.k8s.io", "selfsubjectrulesreviews")
+
+
+def caller(chain: Chain, user: UserInfo | None, review: tuple[str, str]) -> UserInfo:
+    """The user asking, once the chain allows them to create ``review`` (group, resource)."""
     if user is None:
         raise errors.Unauthorized("no credentials: a client certificate or a bearer token "
                                   "is required to review yourself")
+    group, resource = review
+    chain.check(Attributes(user, "create", resource, group))
     return user
 
 
@@ -89,4 +100,4 @@ def rules_review(chain: Chain, user: UserInfo, namespace: str) -> tuple[list[Rul
     return list(dict.fromkeys(rules)), incomplete
 
 
-__all__ = ["ALL_URLS", "access_review", "caller", "rules_review"]
+__all__ = ["ACCESS", "ALL_URLS", "RULES", "WHOAMI", "access_review", "caller", "rules_review"]

@@ -386,12 +386,12 @@ class ApiService:
         return api_pb2.DiscoveryReply(resources=out, server_version=VERSION)
 
     async def WhoAmI(self, req: api_pb2.WhoAmIRequest) -> api_pb2.WhoAmIReply:
-        user = selfreview.caller(authn.current_user.get())
+        user = selfreview.caller(self.authorizer, authn.current_user.get(), selfreview.WHOAMI)
         return api_pb2.WhoAmIReply(username=user.name, uid=user.uid, groups=list(user.groups))
 
     async def AccessReview(self, req: api_pb2.AccessReviewRequest
                            ) -> api_pb2.AccessReviewReply:
-        user = selfreview.caller(authn.current_user.get())
+        user = selfreview.caller(self.authorizer, authn.current_user.get(), selfreview.ACCESS)
         if not req.verb or bool(req.resource) == bool(req.path):
             raise errors.BadRequest("an access review needs a verb and either a resource or "
                                     "a non-resource path")
@@ -401,7 +401,7 @@ class ApiService:
         return api_pb2.AccessReviewReply(allowed=allowed)
 
     async def RulesReview(self, req: api_pb2.RulesReviewRequest) -> api_pb2.RulesReviewReply:
-        user = selfreview.caller(authn.current_user.get())
+        user = selfreview.caller(self.authorizer, authn.current_user.get(), selfreview.RULES)
         rules, incomplete = selfreview.rules_review(self.authorizer, user, req.namespace)
         out = api_pb2.RulesReviewReply(incomplete=incomplete)
         for r in rules:

@@ -145,3 +145,14 @@ async def test_as_without_the_impersonate_verb_is_refused(c: Cluster,
         await client.channel.close(None)
     code, _, err = await cli(bob, "--as-group", "g", "auth", "whoami")
     assert code == 1 and "--as USER is required" in err
+
+
+async def test_asking_needs_system_basic_user(c: Cluster, tmp_path: Path) -> None:
+    bob = bob_config(c, tmp_path)
+    code, out, _ = await cli(bob, "auth", "whoami")
+    assert code == 0 and "bob" in out
+    await c.client.delete(rbac_pb2.ClusterRoleBinding, "system:basic-user")
+    code, _, err = await cli(bob, "auth", "whoami")
+    assert code == 1 and 'User "bob" cannot create resource "selfsubjectreviews"' in err
+    code, _, err = await cli(bob, "auth", "can-i", "get", "pods")
+    assert code == 1 and 'cannot create resource "selfsubjectaccessreviews"' in err

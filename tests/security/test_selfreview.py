@@ -8,7 +8,14 @@ from control.api import errors
 from control.apiserver.authn import UserInfo
 from control.apiserver.authz import Attributes, Chain, default_chain
 from control.apiserver.rbac import FULL_AUTHORITY, RBACAuthorizer, compile_rule
-from control.apiserver.selfreview import ALL_URLS, access_review, caller, rules_review
+from control.apiserver.selfreview import (
+    ACCESS,
+    ALL_URLS,
+    WHOAMI,
+    access_review,
+    caller,
+    rules_review,
+)
 from tests.security.test_rbac import Source, binding, cluster_role, rule, subject
 
 JANE = UserInfo("jane", ("system:authenticated",))
@@ -53,6 +60,12 @@ def test_access_review(verb: str, resource: str, ns: str, path: str, allowed: bo
     assert access_review(chain(), a) is allowed
 
 
-def test_no_credentials_is_unauthorized() -> None:
+def test_asking_is_authorized() -> None:
     with pytest.raises(errors.Unauthorized):
-        caller(None)
+        caller(chain(), None, WHOAMI)
+    # the test chain has no system:basic-user binding: jane may not ask
+    with pytest.raises(errors.Forbidden, match='User "jane" cannot create resource '
+                                               '"selfsubjectaccessreviews"'):
+        caller(chain(), JANE, ACCESS)
+    admin = UserInfo("admin", ("system:masters",))
+    assert caller(chain(), admin, WHOAMI) is admin
