@@ -7,7 +7,9 @@ What the table does (kube-proxy's nftables mode, simplified):
 - ``services`` (from the nat prerouting and output hooks): ClusterIP:port of every
   Service port with ready endpoints, its load-balancer ingress IPs:port, and NodePort on
   the node's own addresses, jump to the Service port's chain (the last two through its
-  ``-ext`` chain, which marks the traffic for masquerade), which picks an endpoint with ``numgen random`` and DNATs to it.
+  ``-ext`` chain: externalTrafficPolicy Cluster marks the traffic for masquerade; Local
+  keeps the client's address and picks among this node's endpoints only, dropping it
+  when there is none, while this node's own traffic goes anywhere, masqueraded), which picks an endpoint with ``numgen random`` and DNATs to it.
 - sessionAffinity ClientIP: each endpoint of such a Service port has a chain and a dynamic
   set of the clients it served (entries time out after ``timeoutSeconds``); a client in
   an endpoint's set goes back to it, others get a random endpoint whose chain adds them.
@@ -58,6 +60,9 @@ class ServicePort:
     affinity_timeout: int = 0
     # status.loadBalancer.ingress IPs: the Service port is DNATed there too
     load_balancer_ips: Sequence[str] = ()
+    # externalTrafficPolicy Local: this node's endpoints (a subset of ``endpoints``) for
+    # NodePort/load-balancer traffic; None for Cluster
+    local_endpoints: Sequence[Endpoint] | None = None
 
     @property
     def chain(self) -> str:
@@ -90,22 +95,53 @@ def _affinity_sets(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
             f"timeout {sp.affinity_timeout}s; }}" for e in eps]
 
 
-def _affinity_rules(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
-    """The body of a ClientIP-affinity Service port's chain (kube-proxy's nftables
-    layout): a client remembered by an endpoint's set goes back there; anyone else gets
-    a random endpoint, whose chain remembers them and DNATs."""
-    hairpin = _elements([e.ip for e in eps])
+def _pick(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
+    """The rules choosing one of ``eps`` and DNATing to it. With ClientIP affinity
+    (kube-proxy's nftables layout) a client remembered by an endpoint's set goes back
+    there, anyone else gets a random endpoint whose chain remembers them and DNATs."""
+    # a pod reaching itself through the Service: masquerade so the reply returns here
+    hairpin = eps[0].ip if len(eps) == 1 else _elements([e.ip for e in eps])
     body = [f"    ip saddr {hairpin} meta mark set meta mark | {MASQ_MARK}"]
-    body += [f"    ip saddr @{_endpoint_chain(sp, e)} goto {_endpoint_chain(sp, e)}"
-             for e in eps]
-    picks = _elements([f"{i} : goto {_endpoint_chain(sp, e)}" for i, e in enumerate(eps)])
-    body += [f"    numgen random mod {len(eps)} vmap {picks}", "  }"]
-    for e in eps:
-        body += [f"  chain {_endpoint_chain(sp, e)} {{",
-                 f"    update @{_endpoint_chain(sp, e)} {{ ip saddr }}",
-                 f"    meta l4proto {proto} dnat to {e.ip}:{e.port}"]
-        body.append("  }")
+    if sp.affinity_timeout:
+        body += [f"    ip saddr @{_endpoint_chain(sp, e)} goto {_endpoint_chain(sp, e)}"
+                 for e in eps]
+        picks = _elements([f"{i} : goto {_endpoint_chain(sp, e)}"
+                           for i, e in enumerate(eps)])
+        body.append(f"    numgen random mod {len(eps)} vmap {picks}")
+    elif len(eps) == 1:
+        body.append(f"    meta l4proto {proto} dnat to {eps[0].ip}:{eps[0].port}")
+    else:
+        targets = _elements([f"{i} : {e.ip} . {e.port}" for i, e in enumerate(eps)])
+        body.append(f"    meta l4proto {proto} dnat ip addr . port to numgen random mod "
+                    f"{len(eps)} map {targets}")
     return body
+
+
+def _endpoint_chains(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
+    # with affinity: an endpoint's chain remembers the client, then DNATs
+    out: list[str] = []
+    for e in eps:
+        out += [f"  chain {_endpoint_chain(sp, e)} {{",
+                f"    update @{_endpoint_chain(sp, e)} {{ ip saddr }}",
+                f"    meta l4proto {proto} dnat to {e.ip}:{e.port}",
+                "  }"]
+    return out
+
+
+def _external(sp: ServicePort, proto: str) -> list[str]:
+    """The chain NodePort and load-balancer traffic enters. externalTrafficPolicy Cluster:
+    masquerade (the reply must come back through this node) and use any endpoint. Local:
+    keep the client's address and use only this node's endpoints, dropping the traffic
+    when there is none; this node's own traffic still goes anywhere, masqueraded."""
+    head = f"  chain {sp.chain}-ext {{"
+    if sp.local_endpoints is None:
+        return [head, f"    meta mark set meta mark | {MASQ_MARK}", f"    goto {sp.chain}",
+                "  }"]
+    body = [head, f"    fib saddr type local meta mark set meta mark | {MASQ_MARK} "
+                  f"goto {sp.chain}"]
+    local = sorted(sp.local_endpoints, key=lambda e: (e.ip, e.port))
+    body += _pick(sp, local, proto) if local else ["    drop"]
+    return [*body, "  }"]
 
 
 def _add(elements: list[str], seen: set[str], key: str, verdict: str) -> None:
@@ -134,27 +170,12 @@ def render(rules: Ruleset) -> str:
         if sp.node_port:
             node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-ext")
         if sp.node_port or sp.load_balancer_ips:
-            chains += [f"  chain {sp.chain}-ext {{",
-                       f"    meta mark set meta mark | {MASQ_MARK}",
-                       f"    goto {sp.chain}",
-                       "  }"]
+            chains += _external(sp, proto)
         eps = sorted(sp.endpoints, key=lambda e: (e.ip, e.port))
-        chains.append(f"  chain {sp.chain} {{")
+        chains += [f"  chain {sp.chain} {{", *_pick(sp, eps, proto), "  }"]
         if sp.affinity_timeout:
             sets += _affinity_sets(sp, eps)
-            chains += _affinity_rules(sp, eps, proto)
-            continue
-        if len(eps) == 1:
-            e = eps[0]
-            chains += [f"    ip saddr {e.ip} meta mark set meta mark | {MASQ_MARK}",
-                       f"    meta l4proto {proto} dnat to {e.ip}:{e.port}"]
-        else:
-            targets = _elements([f"{i} : {e.ip} . {e.port}" for i, e in enumerate(eps)])
-            hairpin = _elements([e.ip for e in eps])
-            chains += [f"    ip saddr {hairpin} meta mark set meta mark | {MASQ_MARK}",
-                       f"    meta l4proto {proto} dnat ip addr . port to numgen random mod "
-                       f"{len(eps)} map {targets}"]
-        chains.append("  }")
+            chains += _endpoint_chains(sp, eps, proto)
     lines = [
         f"table {FAMILY} {TABLE}",
         f"delete table {FAMILY} {TABLE}",

@@ -8,6 +8,8 @@ kube-proxy's service and endpoint change trackers compute), as a plain function:
   ``ready`` counts as ready, as Kubernetes reads it), each once.
 - internalTrafficPolicy Local keeps only the endpoints on this node.
 - A LoadBalancer Service's ports carry its status.loadBalancer.ingress IPv4 addresses.
+- externalTrafficPolicy Local (NodePort/LoadBalancer) gives the port the subset of its
+  endpoints on this node for external traffic.
 - sessionAffinity ClientIP carries its timeoutSeconds (Kubernetes' 10800 when unset).
 
 Pure: the caller passes cached objects and this node's name.
@@ -51,6 +53,8 @@ def ruleset_from(services: Iterable[core_pb2.Service],
             continue
         local_only = spec.HasField("internal_traffic_policy") and (
             spec.internal_traffic_policy == "Local")
+        external_local = spec.type in ("NodePort", "LoadBalancer") and (
+            spec.external_traffic_policy == "Local")
         ns, name = svc.metadata.namespace, svc.metadata.name
         lb_ips: tuple[str, ...] = ()
         if spec.type == "LoadBalancer":
@@ -66,6 +70,7 @@ def ruleset_from(services: Iterable[core_pb2.Service],
                 continue
             seen: set[tuple[str, int]] = set()
             eps: list[Endpoint] = []
+            local: list[Endpoint] = []
             for es in by_service.get((ns, name), []):
                 number = next((p.port for p in es.ports
                                if (p.name if p.HasField("name") else "") == sp.name
@@ -82,8 +87,11 @@ def ruleset_from(services: Iterable[core_pb2.Service],
                         if (addr, number) not in seen:
                             seen.add((addr, number))
                             eps.append(Endpoint(addr, number))
+                            if ep.node_name == node_name:
+                                local.append(Endpoint(addr, number))
             ports.append(ServicePort(ns, name, sp.name, protocol, spec.cluster_ip, sp.port,
-                                     sp.node_port, tuple(eps), affinity, lb_ips))
+                                     sp.node_port, tuple(eps), affinity, lb_ips,
+                                     tuple(local) if external_local else None))
     return Ruleset(service_cidr, ports)
 
 

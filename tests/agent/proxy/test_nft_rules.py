@@ -1,8 +1,9 @@
 """The proxy's nftables ruleset: rendering (table tests) and, as root, the rules doing
 their job inside a network namespace this test creates (no packet leaves it): a ClusterIP
 spreads connections over its endpoints, a ClientIP-affinity Service keeps one client on
-one endpoint, a Service without endpoints and an unallocated
-ClusterIP refuse at once, NodePort and a load-balancer ingress address on a local address work, and cleanup removes it."""
+one endpoint, a Service without endpoints and an unallocated ClusterIP refuse at once,
+NodePort and a load-balancer ingress address on a local address work, and cleanup removes
+it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.proxy.nft_rules import TABLE, Endpoint, Ruleset, ServicePort, cleanup_script, render
+from agent.proxy.nft_rules import (
+    MASQ_MARK,
+    TABLE,
+    Endpoint,
+    Ruleset,
+    ServicePort,
+    cleanup_script,
+    render,
+)
 
 EPS = [Endpoint("10.244.0.2", 8080), Endpoint("10.244.0.3", 8080)]
 RULES = Ruleset("10.96.0.0/12", [
@@ -22,12 +31,22 @@ RULES = Ruleset("10.96.0.0/12", [
     ServicePort("default", "dns", "", "UDP", "10.96.0.6", 53, 0, EPS[:1]),
     ServicePort("default", "empty", "", "TCP", "10.96.0.7", 80, 30081, ()),
     ServicePort("default", "sticky", "", "TCP", "10.96.0.8", 80, 0, EPS, affinity_timeout=60),
+    ServicePort("default", "local", "", "TCP", "10.96.0.9", 80, 30082, EPS,
+                local_endpoints=EPS[:1]),
+    ServicePort("default", "remote", "", "TCP", "10.96.0.10", 80, 30083, EPS,
+                local_endpoints=(), load_balancer_ips=("10.123.0.5",)),
+    ServicePort("default", "stickylocal", "", "TCP", "10.96.0.11", 80, 30084, EPS,
+                affinity_timeout=60, local_endpoints=EPS[1:]),
 ])
+
+
+def _chain(text: str, name: str) -> list[str]:
+    return text.split(f"  chain {name} {{\n")[1].split("\n  }")[0].splitlines()
 
 
 def test_render_maps_each_port_with_endpoints() -> None:
     text = render(RULES)
-    web, dns, empty, _ = RULES.ports
+    web, dns, empty, *_ = RULES.ports
     assert f"10.96.0.5 . tcp . 80 : goto {web.chain}" in text
     assert f"tcp . 30080 : goto {web.chain}-ext" in text
     assert f"10.123.0.1 . tcp . 80 : goto {web.chain}-ext" in text
@@ -59,8 +78,30 @@ def test_render_client_ip_affinity() -> None:
               for n in ep_chains}
     assert bodies == {"10.244.0.2:8080", "10.244.0.3:8080"}
     # without affinity: no sets, no per-endpoint chains
-    plain = render(Ruleset("10.96.0.0/12", RULES.ports[:3]))
+    plain = render(Ruleset("10.96.0.0/12", [*RULES.ports[:3], *RULES.ports[4:6]]))
     assert "  set " not in plain and "-ep-" not in plain
+
+
+def test_render_external_traffic_policy() -> None:
+    text = render(RULES)
+    web, local, remote, sticky = (RULES.ports[i] for i in (0, 4, 5, 6))
+    # Cluster: masquerade, then any endpoint
+    assert _chain(text, f"{web.chain}-ext") == [f"    meta mark set meta mark | {MASQ_MARK}",
+                                                 f"    goto {web.chain}"]
+    own = "    fib saddr type local meta mark set meta mark | {m} goto {c}"
+    # Local: this node's own traffic as Cluster; others keep their address, local only
+    assert _chain(text, f"{local.chain}-ext") == [
+        own.format(m=MASQ_MARK, c=local.chain),
+        f"    ip saddr 10.244.0.2 meta mark set meta mark | {MASQ_MARK}",
+        "    meta l4proto tcp dnat to 10.244.0.2:8080"]
+    assert _chain(text, f"{remote.chain}-ext") == [own.format(m=MASQ_MARK, c=remote.chain),
+                                                    "    drop"]
+    assert f"10.123.0.5 . tcp . 80 : goto {remote.chain}-ext" in text
+    # the ClusterIP keeps every endpoint
+    assert "10.244.0.3" in " ".join(_chain(text, local.chain))
+    # with affinity, the local pick goes through the local endpoints' chains only
+    ext = _chain(text, f"{sticky.chain}-ext")
+    assert len([x for x in ext if "@" in x]) == 1 and "numgen random mod 1 vmap" in ext[-1]
 
 
 def test_load_balancer_address_claimed_twice_keeps_the_first() -> None:

@@ -91,3 +91,19 @@ def test_load_balancer_ingress_carried() -> None:
     # a status left on a Service that is no longer a LoadBalancer is not followed
     lb.spec.type = "NodePort"
     assert ruleset_from([lb], [], "x", "n1").ports[0].load_balancer_ips == ()
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    pytest.param({"type": "NodePort"}, None, id="cluster-policy"),
+    pytest.param({"type": "NodePort", "externalTrafficPolicy": "Local"},
+                 [Endpoint("10.244.0.2", 8080)], id="nodeport-local"),
+    pytest.param({"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+                 [Endpoint("10.244.0.2", 8080)], id="lb-local"),
+    pytest.param({"externalTrafficPolicy": "Local"}, None, id="cluster-ip-ignores-it"),
+])
+def test_external_traffic_policy(spec: dict[str, Any], want: list[Endpoint] | None) -> None:
+    slices = [es(endpoints=[ep("10.244.0.2", node="n1"), ep("10.244.1.2", node="n2"),
+                            ep("10.244.0.9", ready=False, node="n1")])]
+    got = ruleset_from([svc(**spec)], slices, "x", "n1").ports[0]
+    assert len(got.endpoints) == 2  # the ClusterIP still reaches every ready endpoint
+    assert (None if got.local_endpoints is None else list(got.local_endpoints)) == want
