@@ -3,7 +3,8 @@ their job inside a network namespace this test creates (no packet leaves it): a 
 spreads connections over its endpoints, a ClientIP-affinity Service keeps one client on
 one endpoint, a Service without endpoints and an unallocated ClusterIP refuse at once,
 NodePort and a load-balancer ingress address on a local address work, and cleanup removes
-it."""
+it; across client, node and pod namespaces, externalTrafficPolicy Cluster masquerades while
+Local keeps the client's address, uses the node's own endpoint, and drops without one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -181,16 +183,27 @@ def _in(ns: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-@pytest.mark.root(reason="network namespaces and nftables")
-def test_rules_in_a_namespace(netns: str) -> None:
-    server = subprocess.Popen(_in(netns, sys.executable, "-c", SERVER, "10.244.0.2",
+@contextmanager
+def _serving(server_ns: str, script: str, rules_ns: str, rules: Ruleset) -> Iterator[None]:
+    """The endpoints' server up in ``server_ns`` and ``rules`` applied in ``rules_ns``."""
+    server = subprocess.Popen(_in(server_ns, sys.executable, "-c", script, "10.244.0.2",
                                   "10.244.0.3"), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        r = subprocess.run(_in(netns, "nft", "-f", "-"), input=render(RULES), text=True,
+        r = subprocess.run(_in(rules_ns, "nft", "-f", "-"), input=render(rules), text=True,
                            capture_output=True, timeout=10, check=False)
         assert r.returncode == 0, r.stderr
+        yield
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
 
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_rules_in_a_namespace(netns: str) -> None:
+    with _serving(netns, SERVER, netns, RULES):
         def client(ip: str, port: int, n: int) -> list[str]:
             out = subprocess.run(_in(netns, sys.executable, "-c", CLIENT, ip, str(port),
                                      str(n)), capture_output=True, text=True, timeout=30,
@@ -215,8 +228,68 @@ def test_rules_in_a_namespace(netns: str) -> None:
         listed = subprocess.run(_in(netns, "nft", "list", "tables"), capture_output=True,
                                 text=True, timeout=10, check=True)
         assert TABLE not in listed.stdout
+
+
+PEER_SERVER = SERVER.replace("c.sendall(ip.encode())", "c.sendall(f'{ip} {_[0]}'.encode())")
+
+
+@pytest.fixture
+def three_namespaces() -> Iterator[tuple[str, str, str]]:
+    """client --(10.123.0.0/24)-- node --(10.124.0.0/24)-- pod (10.244.0.2 and .3): the
+    node forwards, as it does for its pods."""
+    names = tuple(f"flt-{role}-{os.getpid()}" for role in ("pc", "pn", "pp"))
+    client, node, pod = names
+    try:
+        for name in names:
+            _ip("netns", "add", name)
+            _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        c, n, p = (("netns", "exec", x, "ip") for x in names)
+        _ip(*n, "link", "add", "n0", "type", "veth", "peer", "name", "c0", "netns", client)
+        _ip(*n, "link", "add", "n1", "type", "veth", "peer", "name", "p0", "netns", pod)
+        for args in ((*n, "addr", "add", "10.123.0.1/24", "dev", "n0"),
+                     (*n, "addr", "add", "10.124.0.1/24", "dev", "n1"),
+                     (*c, "addr", "add", "10.123.0.2/24", "dev", "c0"),
+                     (*p, "addr", "add", "10.124.0.2/24", "dev", "p0"),
+                     (*p, "addr", "add", "10.244.0.2/32", "dev", "p0"),
+                     (*p, "addr", "add", "10.244.0.3/32", "dev", "p0"),
+                     (*n, "link", "set", "n0", "up"), (*n, "link", "set", "n1", "up"),
+                     (*c, "link", "set", "c0", "up"), (*p, "link", "set", "p0", "up"),
+                     (*p, "route", "add", "default", "via", "10.124.0.1"),
+                     (*n, "route", "add", "10.244.0.0/24", "via", "10.124.0.2")):
+            _ip(*args)
+        subprocess.run(_in(node, "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True,
+                       capture_output=True, timeout=10)
+        yield client, node, pod
     finally:
-        server.kill()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10,
+                           check=False)
+
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_external_traffic_policy_in_namespaces(three_namespaces: tuple[str, str, str]
+                                               ) -> None:
+    client_ns, node_ns, pod_ns = three_namespaces
+    rules = Ruleset("10.96.0.0/12", [
+        ServicePort("default", "cluster", "", "TCP", "10.96.0.5", 80, 30080, EPS),
+        ServicePort("default", "local", "", "TCP", "10.96.0.6", 80, 30082, EPS,
+                    local_endpoints=EPS[:1]),
+        ServicePort("default", "remote", "", "TCP", "10.96.0.7", 80, 30083, EPS,
+                    local_endpoints=()),
+    ])
+    with _serving(pod_ns, PEER_SERVER, node_ns, rules):
+        def client(port: int, n: int) -> list[str]:
+            out = subprocess.run(_in(client_ns, sys.executable, "-c", CLIENT, "10.123.0.1",
+                                     str(port), str(n)), capture_output=True, text=True,
+                                 timeout=30, check=True)
+            return out.stdout.strip().split("\n")
+
+        # Cluster: any endpoint, the client's address masqueraded to the node's
+        cluster = client(30080, 20)
+        assert {a.split()[0] for a in cluster} == {"10.244.0.2", "10.244.0.3"}, cluster
+        assert {a.split()[1] for a in cluster} == {"10.124.0.1"}, cluster
+        # Local: only this node's endpoint, and the pod sees the client's own address
+        assert set(client(30082, 20)) == {"10.244.0.2 10.123.0.2"}
+        # Local without a local endpoint: dropped (the client times out)
+        [answer] = client(30083, 1)
+        assert answer.startswith("error") and "timed out" in answer, answer
