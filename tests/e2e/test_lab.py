@@ -4,7 +4,8 @@ and UDP between pods on one machine and across machines; a pod's containers shar
 localhost; a pod reaches itself; a hostPort answers on the node's address; an agent killed
 and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
 pods resolve Services and a headless Service's pods through the cluster DNS; a pod reaches
-a pod on the other machine through its Service's ClusterIP (agents run --proxy-mode nftables);
+a pod on the other machine through its Service's ClusterIP, NodePort and LoadBalancer
+ingress addresses (agents run --proxy-mode nftables);
 ``scripts/lab down`` leaves nothing behind.
 
 Traffic stays inside the namespaces the lab creates (the test talks to the API through the
@@ -218,6 +219,30 @@ async def test_cluster_ip_across_machines(client: ApiClient) -> None:
                 code, out, _ = await c.exec("default", "caller", [
                     sys.executable, "-c", CLIENT, "tcp", node_ip,
                     str(np.spec.ports[0].node_port)]).wait()
+                if code == 0 and out.decode().startswith("tcp from "):
+                    break
+                await asyncio.sleep(0.3)
+    # LoadBalancer: the built-in service load balancer advertises both machines'
+    # addresses, and each machine's proxy answers the Service port there
+    await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo-lb", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "echo"},
+                 "ports": [{"name": "tcp", "port": 8088, "targetPort": 8080}]}},
+        core_pb2.Service()))
+    node_ips = sorted((next(a.address for a in n.status.addresses if a.type == "InternalIP")
+                       for n in nodes.values()), key=ipaddress.IPv4Address)
+    async with asyncio.timeout(30):
+        while True:
+            lb = await c.get(core_pb2.Service, "echo-lb", "default")
+            if [i.ip for i in lb.status.load_balancer.ingress] == node_ips:
+                break
+            await asyncio.sleep(0.3)
+    for ingress_ip in node_ips:
+        async with asyncio.timeout(30):
+            while True:
+                code, out, _ = await c.exec("default", "caller", [
+                    sys.executable, "-c", CLIENT, "tcp", ingress_ip, "8088"]).wait()
                 if code == 0 and out.decode().startswith("tcp from "):
                     break
                 await asyncio.sleep(0.3)
