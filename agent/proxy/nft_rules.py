@@ -13,7 +13,8 @@ What the table does (kube-proxy's nftables mode, simplified):
 - sessionAffinity ClientIP: each endpoint of such a Service port has a chain and a dynamic
   set of the clients it served (entries time out after ``timeoutSeconds``); a client in
   an endpoint's set goes back to it, others get a random endpoint whose chain adds them.
-  Replacing the table empties these sets, so a rule sync forgets the clients.
+  :func:`render_update` changes the table while keeping these sets' members; a full
+  :func:`render` (the first sync, or after a failed one) starts them empty.
 - A pod reaching itself through its Service (hairpin) and NodePort/LoadBalancer traffic
   are marked and masqueraded on the way out, so replies come back through this node.
 - Anything still addressed to the service range after NAT (a Service port with no ready
@@ -30,6 +31,7 @@ Concurrency contract: pure functions, no shared state.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,8 +93,14 @@ def _endpoint_chain(sp: ServicePort, e: Endpoint) -> str:
 def _affinity_sets(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
     # one dynamic set per endpoint: the clients sent there lately; an entry expires
     # ``affinity_timeout`` seconds after that client's last new connection
-    return [f"  set {_endpoint_chain(sp, e)} {{ type ipv4_addr; flags dynamic,timeout; "
+    return [f"  set {_affinity_set(sp, e)} {{ type ipv4_addr; flags dynamic,timeout; "
             f"timeout {sp.affinity_timeout}s; }}" for e in eps]
+
+
+def _affinity_set(sp: ServicePort, e: Endpoint) -> str:
+    # the timeout is in the name: a set is never declared again with another timeout
+    # (which nft refuses), a changed timeout makes a new set
+    return f"{_endpoint_chain(sp, e)}-{sp.affinity_timeout}s"
 
 
 def _pick(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
@@ -103,7 +111,7 @@ def _pick(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> list[str]:
     hairpin = eps[0].ip if len(eps) == 1 else _elements([e.ip for e in eps])
     body = [f"    ip saddr {hairpin} meta mark set meta mark | {MASQ_MARK}"]
     if sp.affinity_timeout:
-        body += [f"    ip saddr @{_endpoint_chain(sp, e)} goto {_endpoint_chain(sp, e)}"
+        body += [f"    ip saddr @{_affinity_set(sp, e)} goto {_endpoint_chain(sp, e)}"
                  for e in eps]
         picks = _elements([f"{i} : goto {_endpoint_chain(sp, e)}"
                            for i, e in enumerate(eps)])
@@ -122,7 +130,7 @@ def _endpoint_chains(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> li
     out: list[str] = []
     for e in eps:
         out += [f"  chain {_endpoint_chain(sp, e)} {{",
-                f"    update @{_endpoint_chain(sp, e)} {{ ip saddr }}",
+                f"    update @{_affinity_set(sp, e)} {{ ip saddr }}",
                 f"    meta l4proto {proto} dnat to {e.ip}:{e.port}",
                 "  }"]
     return out
@@ -153,7 +161,39 @@ def _add(elements: list[str], seen: set[str], key: str, verdict: str) -> None:
 
 
 def render(rules: Ruleset) -> str:
-    """The ``nft -f`` script that makes the table exactly ``rules``."""
+    """The ``nft -f`` script that makes the table exactly ``rules`` (from any state)."""
+    return f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n" + _table(rules)
+
+
+_DECLARED = re.compile(r"^  (chain|set) (\S+) \{", re.MULTILINE)
+
+
+def _declared(script: str) -> tuple[set[str], set[str]]:
+    chains: set[str] = set()
+    sets: set[str] = set()
+    for kind, name in _DECLARED.findall(script):
+        (chains if kind == "chain" else sets).add(name)
+    return chains, sets
+
+
+def render_update(rules: Ruleset, previous: str) -> str:
+    """The ``nft -f`` script that turns the table ``previous`` (a script of
+    :func:`render` or of this function, as applied) into ``rules`` in one transaction
+    while keeping the members of the affinity sets both have: every chain and map is
+    emptied and refilled, what ``rules`` no longer has is deleted, the rest declared again
+    (a no-op for what exists)."""
+    old_chains, old_sets = _declared(previous)
+    table = _table(rules)
+    new_chains, new_sets = _declared(table)
+    lines = [f"add table {FAMILY} {TABLE}", f"flush table {FAMILY} {TABLE}",
+             f"flush map {FAMILY} {TABLE} service-ips",
+             f"flush map {FAMILY} {TABLE} service-nodeports"]
+    lines += [f"delete chain {FAMILY} {TABLE} {c}" for c in sorted(old_chains - new_chains)]
+    lines += [f"delete set {FAMILY} {TABLE} {x}" for x in sorted(old_sets - new_sets)]
+    return "\n".join(lines) + "\n" + table
+
+
+def _table(rules: Ruleset) -> str:
     ports = sorted(rules.ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
     ips: list[str] = []
     node_ports: list[str] = []
@@ -177,8 +217,6 @@ def render(rules: Ruleset) -> str:
             sets += _affinity_sets(sp, eps)
             chains += _endpoint_chains(sp, eps, proto)
     lines = [
-        f"table {FAMILY} {TABLE}",
-        f"delete table {FAMILY} {TABLE}",
         f"table {FAMILY} {TABLE} {{",
         "  map service-ips {",
         "    type ipv4_addr . inet_proto . inet_service : verdict",
@@ -228,4 +266,5 @@ def cleanup_script() -> str:
     return f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
 
 
-__all__ = ["TABLE", "Endpoint", "Ruleset", "ServicePort", "cleanup_script", "render"]
+__all__ = ["TABLE", "Endpoint", "Ruleset", "ServicePort", "cleanup_script", "render",
+           "render_update"]

@@ -24,7 +24,7 @@ from typing import Protocol
 import structlog
 
 from agent.network import nft
-from agent.proxy.nft_rules import Ruleset, cleanup_script, render
+from agent.proxy.nft_rules import Ruleset, cleanup_script, render, render_update
 from agent.proxy.state import ruleset_from
 from control.api.pb import core_pb2, discovery_pb2
 from control.client.client import ApiClient
@@ -46,10 +46,22 @@ class Backend(Protocol):
 
 
 class NftablesBackend:
+    """Replaces the whole table at the first sync; later syncs change it in place
+    (:func:`render_update`, keeping session-affinity state); after a failure the next
+    sync replaces it whole again."""
+
+    def __init__(self) -> None:
+        self._applied: str | None = None
+
     async def sync(self, rules: Ruleset) -> None:
-        await asyncio.to_thread(nft.apply, render(rules))
+        script = render(rules) if self._applied is None else render_update(
+            rules, self._applied)
+        self._applied = None
+        await asyncio.to_thread(nft.apply, script)
+        self._applied = script
 
     async def cleanup(self) -> None:
+        self._applied = None
         await asyncio.to_thread(nft.apply, cleanup_script())
 
 

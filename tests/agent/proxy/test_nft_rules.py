@@ -24,6 +24,7 @@ from agent.proxy.nft_rules import (
     ServicePort,
     cleanup_script,
     render,
+    render_update,
 )
 
 EPS = [Endpoint("10.244.0.2", 8080), Endpoint("10.244.0.3", 8080)]
@@ -70,11 +71,11 @@ def test_render_client_ip_affinity() -> None:
     ep_chains = sorted(line.split("goto ")[1] for line in chain if "@" in line)
     assert len(ep_chains) == 2 and all(c.startswith(f"{sticky.chain}-ep-") for c in ep_chains)
     for name in ep_chains:  # remembered clients go back to their endpoint, first
-        assert f"    ip saddr @{name} goto {name}" in chain
-        assert (f"  set {name} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+        assert f"    ip saddr @{name}-60s goto {name}" in chain
+        assert (f"  set {name}-60s {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
                 in text)
         body = text.split(f"  chain {name} {{\n")[1].split("  }")[0]
-        assert f"update @{name} {{ ip saddr }}" in body
+        assert f"update @{name}-60s {{ ip saddr }}" in body
     assert chain[-1].startswith("    numgen random mod 2 vmap { 0 : goto ")
     bodies = {text.split(f"  chain {n} {{\n")[1].split("  }")[0].split("dnat to ")[1].strip()
               for n in ep_chains}
@@ -104,6 +105,36 @@ def test_render_external_traffic_policy() -> None:
     # with affinity, the local pick goes through the local endpoints' chains only
     ext = _chain(text, f"{sticky.chain}-ext")
     assert len([x for x in ext if "@" in x]) == 1 and "numgen random mod 1 vmap" in ext[-1]
+
+
+def test_render_update_keeps_what_stays_and_deletes_what_went() -> None:
+    before = render(RULES)
+    sticky = RULES.ports[3]
+    web = RULES.ports[0]
+    changed = [p for p in RULES.ports if p.name not in ("web", "sticky")]
+    changed.append(ServicePort("default", "sticky", "", "TCP", "10.96.0.8", 80, 0, EPS[:1],
+                               affinity_timeout=60))
+    text = render_update(Ruleset("10.96.0.0/12", changed), before)
+    head = text.split(f"table ip {TABLE} {{")[0].splitlines()
+    assert head[:2] == [f"add table ip {TABLE}", f"flush table ip {TABLE}"]
+    assert f"delete table ip {TABLE}" not in text
+    assert f"flush map ip {TABLE} service-ips" in head
+    deleted = {line.split()[-1] for line in head if line.startswith("delete ")}
+    ep_chains = [line.split()[1] for line in before.splitlines()
+                 if line.startswith(f"  chain {sticky.chain}-ep-")]
+    [gone] = [n for n in ep_chains if "dnat to 10.244.0.3:8080" in "".join(_chain(before, n))]
+    [kept] = [n for n in ep_chains if n != gone]
+    assert web.chain in deleted and f"{web.chain}-ext" in deleted
+    assert {gone, f"{gone}-60s"} <= deleted  # the endpoint that went, and its clients
+    assert not {kept, f"{kept}-60s"} & deleted
+    assert sticky.chain not in deleted  # still there: declared again, refilled
+    assert text.endswith(render(Ruleset("10.96.0.0/12", changed)).split("\n", 2)[2])
+    # a changed timeout is a new set, the old one deleted
+    longer = [*changed[:-1], ServicePort("default", "sticky", "", "TCP", "10.96.0.8", 80, 0,
+                                         EPS[:1], affinity_timeout=90)]
+    again = render_update(Ruleset("10.96.0.0/12", longer), text)
+    assert any(x.endswith("-60s") for x in again.split("\n") if x.startswith("delete set"))
+    assert "timeout 90s" in again
 
 
 def test_load_balancer_address_claimed_twice_keeps_the_first() -> None:
@@ -218,6 +249,19 @@ def test_rules_in_a_namespace(netns: str) -> None:
         # ClientIP affinity: one client keeps its endpoint across new connections
         sticky = client("10.96.0.8", 80, 20)
         assert len(set(sticky)) == 1 and sticky[0] in {"10.244.0.2", "10.244.0.3"}, sticky
+        # a later sync that changes the table keeps the clients the endpoints remember
+        listed = subprocess.run(_in(netns, "nft", "list", "table", "ip", TABLE),
+                                capture_output=True, text=True, timeout=10, check=True)
+        assert listed.stdout.count("elements = { 10.123.0.1 expires") == 1, listed.stdout
+        fewer = Ruleset(RULES.service_cidr, [p for p in RULES.ports if p.name != "dns"])
+        r = subprocess.run(_in(netns, "nft", "-f", "-"), input=render_update(fewer, render(
+            RULES)), text=True, capture_output=True, timeout=10, check=False)
+        assert r.returncode == 0, r.stderr
+        listed = subprocess.run(_in(netns, "nft", "list", "table", "ip", TABLE),
+                                capture_output=True, text=True, timeout=10, check=True)
+        assert listed.stdout.count("elements = { 10.123.0.1 expires") == 1, listed.stdout
+        assert RULES.ports[1].chain not in listed.stdout  # the dns port's chain is gone
+        assert set(client("10.96.0.8", 80, 10)) == {sticky[0]}
         for ip, port in (("10.96.0.7", 80), ("10.96.0.99", 80)):
             [answer] = client(ip, port, 1)
             assert answer.startswith("refused"), answer
