@@ -1,6 +1,7 @@
 """The built-in service load balancer (k3s' ServiceLB): a LoadBalancer Service without a
 ``loadBalancerClass`` gets ``status.loadBalancer.ingress`` = the InternalIPs of the Ready
-nodes, whose proxies DNAT the Service's ports on those addresses. As with ServiceLB's
+nodes (with externalTrafficPolicy Local, those running a ready endpoint), whose proxies
+DNAT the Service's ports on those addresses. As with ServiceLB's
 host ports, a (protocol, port) is held by one such Service at a time: the oldest holder
 keeps it, and a later Service asking for a held port stays pending (no ingress) until it
 is free. A Service that is no longer a LoadBalancer loses the ingress it had; one with a
@@ -9,7 +10,8 @@ this controller (``flotilla server --disable servicelb``), LoadBalancer Services
 pending, as on bare metal.
 
 Keys are ``namespace/name`` of Services. A Service or a Node changing enqueues every
-LoadBalancer Service (a port freed or a node gone changes the others' answers).
+LoadBalancer Service (a port freed or a node gone changes the others' answers), and so
+does an EndpointSlice changing (for the Local policy).
 
 Concurrency contract: runs under ``control.runtime.Controller`` (one key never reconciled
 by two workers at once); the status write is a compare-and-swap update. Event handlers
@@ -23,9 +25,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from control.api import errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, discovery_pb2
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
+from control.controllers.endpointslice_util import SERVICE_NAME_LABEL
 from control.controllers.node_lifecycle_util import is_ready, ready_status
 from control.runtime.controller import Controller, Result
 
@@ -40,11 +43,15 @@ def managed(svc: core_pb2.Service) -> bool:
     return svc.spec.type == "LoadBalancer" and not svc.spec.load_balancer_class
 
 
-def node_addresses(nodes: Iterable[core_pb2.Node]) -> list[str]:
-    """The IPv4 InternalIPs of the Ready nodes not being deleted, sorted, each once."""
+def node_addresses(nodes: Iterable[core_pb2.Node],
+                   only: set[str] | None = None) -> list[str]:
+    """The IPv4 InternalIPs of the Ready nodes not being deleted (and named in ``only``,
+    when given), sorted, each once."""
     ips: set[str] = set()
     for node in nodes:
         if node.metadata.HasField("deletion_timestamp") or not is_ready(ready_status(node)):
+            continue
+        if only is not None and node.metadata.name not in only:
             continue
         for a in node.status.addresses:
             if a.type == "InternalIP":
@@ -54,6 +61,20 @@ def node_addresses(nodes: Iterable[core_pb2.Node]) -> list[str]:
                 except ValueError:
                     continue
     return sorted(ips, key=ipaddress.IPv4Address)
+
+
+def endpoint_nodes(svc: core_pb2.Service,
+                   slices: Iterable[discovery_pb2.EndpointSlice]) -> set[str]:
+    """The nodes running a ready endpoint of ``svc`` (an unset ``ready`` counts as ready)."""
+    out: set[str] = set()
+    for es in slices:
+        if (es.metadata.namespace != svc.metadata.namespace
+                or es.metadata.labels.get(SERVICE_NAME_LABEL) != svc.metadata.name):
+            continue
+        for ep in es.endpoints:
+            if ep.node_name and (not ep.conditions.HasField("ready") or ep.conditions.ready):
+                out.add(ep.node_name)
+    return out
 
 
 def _key(svc: core_pb2.Service) -> str:
@@ -80,13 +101,19 @@ def admitted(services: Iterable[core_pb2.Service]) -> set[str]:
 
 
 def desired_ingress(svc: core_pb2.Service, services: Iterable[core_pb2.Service],
-                    nodes: Iterable[core_pb2.Node]) -> list[str] | None:
-    """The ingress IPs ``svc`` should have; None when its status is not ours to write."""
+                    nodes: Iterable[core_pb2.Node],
+                    slices: Iterable[discovery_pb2.EndpointSlice] = ()) -> list[str] | None:
+    """The ingress IPs ``svc`` should have; None when its status is not ours to write.
+    externalTrafficPolicy Local advertises only the nodes running a ready endpoint (the
+    others drop such traffic)."""
     if svc.spec.type != "LoadBalancer":
         return []  # no longer a LoadBalancer: nothing to advertise
     if not managed(svc):
         return None
-    return node_addresses(nodes) if _key(svc) in admitted(services) else []
+    if _key(svc) not in admitted(services):
+        return []
+    only = endpoint_nodes(svc, slices) if svc.spec.external_traffic_policy == "Local" else None
+    return node_addresses(nodes, only)
 
 
 class ServiceLBController:
@@ -97,7 +124,8 @@ class ServiceLBController:
         self.controller = Controller(NAME, self.reconcile, workers=ctx.workers, clock=ctx.clock)
         self._services = ctx.informers.informer(core_pb2.Service)
         self._nodes = ctx.informers.informer(core_pb2.Node)
-        for informer in (self._services, self._nodes):
+        self._slices = ctx.informers.informer(discovery_pb2.EndpointSlice)
+        for informer in (self._services, self._nodes, self._slices):
             informer.add_event_handler(on_add=lambda _o: self._all(),
                                        on_update=lambda _o, _n: self._all(),
                                        on_delete=lambda _o: self._all())
@@ -111,7 +139,8 @@ class ServiceLBController:
         svc = self._services.indexer.get(key)
         if svc is None:
             return None
-        want = desired_ingress(svc, self._services.indexer.list(), self._nodes.indexer.list())
+        want = desired_ingress(svc, self._services.indexer.list(), self._nodes.indexer.list(),
+                               self._slices.indexer.list())
         if want is None or [i.ip for i in svc.status.load_balancer.ingress] == want:
             return None
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from control.api import convert, errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, discovery_pb2
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
 from control.controllers.servicelb import admitted, desired_ingress, node_addresses
@@ -76,6 +76,24 @@ def test_desired_ingress() -> None:
     assert desired_ingress(first, both, []) == []
 
 
+def test_local_policy_advertises_nodes_with_ready_endpoints() -> None:
+    svc = lb("a", externalTrafficPolicy="Local")
+    slices = [convert.from_dict({
+        "metadata": {"name": f"a-{i}", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4", "endpoints": eps}, discovery_pb2.EndpointSlice())
+        for i, (ns, name, eps) in enumerate([
+            ("default", "a", [{"addresses": ["10.244.0.5"], "nodeName": "b"},
+                              {"addresses": ["10.244.0.6"], "nodeName": "a",
+                               "conditions": {"ready": False}}]),
+            ("other", "a", [{"addresses": ["10.244.0.7"], "nodeName": "a"}]),
+            ("default", "x", [{"addresses": ["10.244.0.8"], "nodeName": "a"}])])]
+    assert desired_ingress(svc, [svc], NODES, slices) == ["10.0.0.12"]
+    assert desired_ingress(svc, [svc], NODES, []) == []
+    svc.spec.external_traffic_policy = "Cluster"
+    assert desired_ingress(svc, [svc], NODES, []) == ["10.0.0.2", "10.0.0.12"]
+
+
 # -- the controller, live --------------------------------------------------------------------
 
 
@@ -114,6 +132,15 @@ async def test_controller_sets_ingress_to_ready_nodes(cluster: Cluster) -> None:
     # the holder gone, the late one takes the port
     await c.delete(core_pb2.Service, "web", "default")
     await eventually(lambda: _ingress_is(c, "late", ["192.0.2.11", "192.0.2.12"]), "late")
+    # externalTrafficPolicy Local: only the nodes running a ready endpoint
+    await c.create(lb("loc", port=7070, externalTrafficPolicy="Local"))
+    await c.create(convert.from_dict({
+        "metadata": {"name": "loc-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "loc"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": "n2"}]},
+        discovery_pb2.EndpointSlice()))
+    await eventually(lambda: _ingress_is(c, "loc", ["192.0.2.12"]), "loc on n2 only")
     # a class of another implementation is not ours
     await c.create(lb("classy", port=9090, loadBalancerClass="example.com/lb"))
     await asyncio.sleep(0.5)
