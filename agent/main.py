@@ -189,7 +189,7 @@ class Agent:
             from agent.proxy.proxier import NftablesBackend, Proxier
             proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
                               opts.service_cidr, sync_period=opts.proxy_sync_period,
-                              clock=self.clock)
+                              clock=self.clock, cluster_cidr=opts.cluster_cidr)
             sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
         if renewable:
             self._rotate_client(sup)

@@ -77,6 +77,9 @@ class ServicePort:
 class Ruleset:
     service_cidr: str
     ports: Sequence[ServicePort]
+    # the pods' range: their traffic to a Local Service's external addresses is the
+    # cluster's own and may use any endpoint ("" : unknown)
+    cluster_cidr: str = ""
 
 
 def _elements(items: list[str]) -> str:
@@ -136,17 +139,20 @@ def _endpoint_chains(sp: ServicePort, eps: Sequence[Endpoint], proto: str) -> li
     return out
 
 
-def _external(sp: ServicePort, proto: str) -> list[str]:
+def _external(sp: ServicePort, proto: str, cluster_cidr: str) -> list[str]:
     """The chain NodePort and load-balancer traffic enters. externalTrafficPolicy Cluster:
     masquerade (the reply must come back through this node) and use any endpoint. Local:
     keep the client's address and use only this node's endpoints, dropping the traffic
-    when there is none; this node's own traffic still goes anywhere, masqueraded."""
+    when there is none; this node's own traffic still goes anywhere, masqueraded, and
+    pods' traffic anywhere as to the ClusterIP."""
     head = f"  chain {sp.chain}-ext {{"
     if sp.local_endpoints is None:
         return [head, f"    meta mark set meta mark | {MASQ_MARK}", f"    goto {sp.chain}",
                 "  }"]
     body = [head, f"    fib saddr type local meta mark set meta mark | {MASQ_MARK} "
                   f"goto {sp.chain}"]
+    if cluster_cidr:
+        body.append(f"    ip saddr {cluster_cidr} goto {sp.chain}")
     local = sorted(sp.local_endpoints, key=lambda e: (e.ip, e.port))
     body += _pick(sp, local, proto) if local else ["    drop"]
     return [*body, "  }"]
@@ -210,7 +216,7 @@ def _table(rules: Ruleset) -> str:
         if sp.node_port:
             node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-ext")
         if sp.node_port or sp.load_balancer_ips:
-            chains += _external(sp, proto)
+            chains += _external(sp, proto, rules.cluster_cidr)
         eps = sorted(sp.endpoints, key=lambda e: (e.ip, e.port))
         chains += [f"  chain {sp.chain} {{", *_pick(sp, eps, proto), "  }"]
         if sp.affinity_timeout:

@@ -19,6 +19,7 @@ its two informers; the backend is called from that task only (``nft`` runs in a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Protocol
 
 import structlog
@@ -86,8 +87,9 @@ class Proxier:
     def __init__(self, client: ApiClient, node_name: str, backend: Backend, service_cidr: str,
                  *, sync_period: float = DEFAULT_SYNC_PERIOD,
                  min_sync_interval: float = DEFAULT_MIN_SYNC_INTERVAL,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, cluster_cidr: str = "") -> None:
         self.node_name = node_name
+        self.cluster_cidr = cluster_cidr
         self.backend = backend
         self.service_cidr = service_cidr
         self.sync_period = sync_period
@@ -104,8 +106,9 @@ class Proxier:
                                   on_delete=lambda _o: self._dirty.set())
 
     def current(self) -> Ruleset:
-        return ruleset_from(self._services.indexer.list(), self._slices.indexer.list(),
-                            self.service_cidr, self.node_name)
+        rules = ruleset_from(self._services.indexer.list(), self._slices.indexer.list(),
+                             self.service_cidr, self.node_name)
+        return dataclasses.replace(rules, cluster_cidr=self.cluster_cidr)
 
     async def run(self) -> None:
         sup = Supervisor("proxy", clock=self.clock)

@@ -100,6 +100,12 @@ def test_render_external_traffic_policy() -> None:
     assert _chain(text, f"{remote.chain}-ext") == [own.format(m=MASQ_MARK, c=remote.chain),
                                                     "    drop"]
     assert f"10.123.0.5 . tcp . 80 : goto {remote.chain}-ext" in text
+    # with the pods' range known, their traffic may use any endpoint
+    with_pods = render(Ruleset("10.96.0.0/12", RULES.ports, cluster_cidr="10.244.0.0/16"))
+    assert _chain(with_pods, f"{remote.chain}-ext") == [
+        own.format(m=MASQ_MARK, c=remote.chain),
+        f"    ip saddr 10.244.0.0/16 goto {remote.chain}", "    drop"]
+    assert "ip saddr 10.244.0.0/16" not in "".join(_chain(with_pods, f"{web.chain}-ext"))
     # the ClusterIP keeps every endpoint
     assert "10.244.0.3" in " ".join(_chain(text, local.chain))
     # with affinity, the local pick goes through the local endpoints' chains only
@@ -320,7 +326,7 @@ def test_external_traffic_policy_in_namespaces(three_namespaces: tuple[str, str,
                     local_endpoints=EPS[:1]),
         ServicePort("default", "remote", "", "TCP", "10.96.0.7", 80, 30083, EPS,
                     local_endpoints=()),
-    ])
+    ], cluster_cidr="10.244.0.0/16")
     with _serving(pod_ns, PEER_SERVER, node_ns, rules):
         def client(port: int, n: int) -> list[str]:
             out = subprocess.run(_in(client_ns, sys.executable, "-c", CLIENT, "10.123.0.1",

@@ -15,7 +15,8 @@ from tests.support import eventually
 async def test_rules_follow_services_and_slices(api_cluster: Cluster) -> None:
     c = api_cluster.client
     backend = FakeBackend()
-    proxier = Proxier(c, "n1", backend, "10.96.0.0/12", min_sync_interval=0.05)
+    proxier = Proxier(c, "n1", backend, "10.96.0.0/12", min_sync_interval=0.05,
+                      cluster_cidr="10.244.0.0/16")
     task = asyncio.create_task(proxier.run(), name="proxier")
     try:
         svc = await c.create(convert.from_dict({
@@ -44,6 +45,7 @@ async def test_rules_follow_services_and_slices(api_cluster: Cluster) -> None:
         assert backend.last is not None
         [web] = [p for p in backend.last.ports if p.name == "web"]
         assert web.cluster_ip == svc.spec.cluster_ip and web.port == 80
+        assert backend.last.cluster_cidr == "10.244.0.0/16"
         await c.delete(core_pb2.Service, "web", "default")
         await eventually(lambda: "web" not in ports(), "service gone")
     finally:
