@@ -4,8 +4,10 @@ fake clock, the apiserver's, scheduler's and controllers' through `flotilla serv
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.runtime.clock import FakeClock
 from control.runtime.controller import ControllerMetrics, Result
@@ -89,12 +91,16 @@ async def test_reconcile_outcomes_are_counted() -> None:
 
 async def test_server_exports_apiserver_controller_and_scheduler_metrics(
         tmp_path: Path) -> None:
+    # PodTemplates: a kind no in-process component writes, so the counts are the test's own
+    template = convert.from_dict({"metadata": {"name": "m1", "namespace": "default"},
+                                  "template": {"spec": {"containers": [
+                                      {"name": "c", "image": "busybox"}]}}},
+                                 core_pb2.PodTemplate())
     async with running_cluster(tmp_path / "data", metrics_listen="127.0.0.1:0") as c:
+        await c.client.create(template)
+        with contextlib.suppress(errors.AlreadyExists):
+            await c.client.create(template)
         await c.client.create(cm("m1"))
-        try:
-            await c.client.create(cm("m1"))
-        except Exception:
-            pass
         watch = c.client.watch(core_pb2.ConfigMap, "default")
         try:
             await watch.__anext__()  # registered: its first event arrived
@@ -102,9 +108,9 @@ async def test_server_exports_apiserver_controller_and_scheduler_metrics(
         finally:
             await watch.aclose()  # type: ignore[attr-defined]
     assert status == "HTTP/1.1 200 OK"
-    assert ('apiserver_request_total{code="201",resource="configmaps",subresource="",'
+    assert ('apiserver_request_total{code="201",resource="podtemplates",subresource="",'
             'verb="POST"} 1.0') in body
-    assert ('apiserver_request_total{code="409",resource="configmaps",subresource="",'
+    assert ('apiserver_request_total{code="409",resource="podtemplates",subresource="",'
             'verb="POST"} 1.0') in body
     assert 'apiserver_request_duration_seconds_count{resource="configmaps"' in body
     watchers = [line for line in body.splitlines()
