@@ -77,10 +77,10 @@ SUPPORT: list[dict[str, Any]] = [
 # Each check gets the pod and returns True once it holds.
 EXPECTED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "pods/storage/expandable-pvc-pod.yaml": (
-        "persistentVolumeClaim volumes need the storage layer (a later issue): the pod waits "
-        "with the refusal in its container status",
+        "its claim is not part of the document: the pod waits in ContainerCreating, its "
+        "container status naming the missing claim, as the kubelet's FailedMount does",
         lambda p: p.status.phase == "Pending" and any(
-            "persistentVolumeClaim" in cs.state.waiting.message
+            'persistentvolumeclaim "expandable-pvc" not found' in cs.state.waiting.message
             for cs in p.status.container_statuses)),
     "pods/storage/projected-clustertrustbundle.yaml": (
         "clusterTrustBundle projections need the certificates API: refused by name",
