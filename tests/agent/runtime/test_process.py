@@ -411,14 +411,15 @@ async def test_exec_under_uvloop_with_grpc_traffic(tmp_path: Path) -> None:
     name = f"flotilla/test-{uuid.uuid4().hex[:8]}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", EXEC_UNDER_GRPC, str(tmp_path), name, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "GRPC_VERBOSITY": "ERROR"})
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        out, err = b"", b""
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
     finally:
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         # the container's monitor left the script's session: remove what the script left
         await cleanup(ProcessRuntime(tmp_path, name, isolate=False))
-    assert b"BAD 0 " in out, out.decode()
+    assert b"BAD 0 " in out, (proc.returncode, out.decode(), err.decode()[-3000:])
