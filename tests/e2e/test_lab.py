@@ -5,7 +5,8 @@ localhost; a pod reaches itself; a hostPort answers on the node's address; an ag
 and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
 pods resolve Services and a headless Service's pods through the cluster DNS; a pod reaches
 a pod on the other machine through its Service's ClusterIP, NodePort and LoadBalancer
-ingress addresses (agents run --proxy-mode nftables);
+ingress addresses, and with sessionAffinity ClientIP always the same one (agents run
+--proxy-mode nftables);
 ``scripts/lab down`` leaves nothing behind.
 
 Traffic stays inside the namespaces the lab creates (the test talks to the API through the
@@ -252,6 +253,58 @@ async def test_cluster_ip_across_machines(client: ApiClient) -> None:
         sys.executable, "-c", CLIENT, "tcp", empty.spec.cluster_ip, "80"]).wait()
     assert code != 0 and b"ConnectionRefusedError" in err, (out, err)
     assert loop.time() - start < 4  # refused, not timed out (the client waits 5 s)
+
+
+WHO = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8090)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
+"""
+
+MANY = r"""
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.create_connection((host, port), timeout=5); print(s.recv(100).decode())
+    s.close()
+"""
+
+
+async def test_session_affinity_across_machines(client: ApiClient) -> None:
+    """Connections spread over a pod on each machine; with sessionAffinity ClientIP, one
+    client's connections all reach one of them."""
+    c = client
+    for i in (1, 2):
+        p = pod(f"who-{i}", m(i), {"name": "server", "image": "busybox",
+                                   "command": [sys.executable, "-c", WHO, f"who-{i}"]})
+        p.metadata.labels["app"] = "who"
+        await c.create(p)
+    await c.create(pod("affine", m(1), sleeper()))
+    svc = await c.create(convert.from_dict({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "who", "namespace": "default"},
+        "spec": {"selector": {"app": "who"}, "ports": [{"port": 80, "targetPort": 8090}]}},
+        core_pb2.Service()))
+    await wait_running(c, ["who-1", "who-2", "affine"])
+
+    async def answers(n: int) -> list[str]:
+        async with asyncio.timeout(30):
+            code, out, err = await c.exec("default", "affine", [
+                sys.executable, "-c", MANY, svc.spec.cluster_ip, "80", str(n)]).wait()
+        return out.decode().split() if code == 0 else [f"failed {err.decode()[-200:]}"]
+
+    async with asyncio.timeout(40):  # both endpoints in the client's machine's proxy
+        while set(await answers(10)) != {"who-1", "who-2"}:
+            await asyncio.sleep(0.3)
+    current = await c.get(core_pb2.Service, "who", "default")
+    current.spec.session_affinity = "ClientIP"
+    await c.update(current)
+    async with asyncio.timeout(40):  # until the proxy has the affinity rules
+        while len(set(await answers(8))) != 1:
+            await asyncio.sleep(0.3)
+    sticky = await answers(16)
+    assert len(set(sticky)) == 1 and sticky[0] in ("who-1", "who-2"), sticky
 
 
 RESOLVE = r"""
