@@ -16,7 +16,7 @@ from control.apiserver.selfreview import (
     caller,
     rules_review,
 )
-from tests.security.test_rbac import Source, binding, cluster_role, rule, subject
+from tests.support.rbac import Source, binding, cluster_role, rule, subject
 
 JANE = UserInfo("jane", ("system:authenticated",))
 
