@@ -41,11 +41,12 @@ DEFAULT_VOLUME_REFRESH_PERIOD = 60.0
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 # RuntimeClass handlers: "host" runs containers on the host's filesystem; the others run
 # them in their image ("runc" so manifests written for containerd's default run here too).
-# RUNTIME_HANDLERS are the choices of --default-runtime-handler.
+# RUNTIME_HANDLERS are the choices of --default-runtime-handler. A pod naming no
+# RuntimeClass runs in its image: the host's files are an explicit opt-in, never a fallback.
 HOST_HANDLER = "host"
 IMAGE_HANDLERS = ("image", "runc")
 RUNTIME_HANDLERS = ("image", "host")
-DEFAULT_RUNTIME_HANDLER = "host"
+DEFAULT_RUNTIME_HANDLER = "image"
 PROXY_MODES = ("auto", "nftables", "userspace", "none")
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")

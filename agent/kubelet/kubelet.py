@@ -99,7 +99,7 @@ class KubeletOptions:
     # re-project configMap/secret/downwardAPI/projected volumes (kubelet: its sync period)
     volume_refresh_period: float = 60.0
     # the runtime handler of pods that name no RuntimeClass ("image" or "host")
-    default_handler: str = "host"
+    default_handler: str = "image"
     # pods' DNS (kubelet's --cluster-dns, --cluster-domain, --resolv-conf); None: no cluster
     # DNS (pods on the host's network), ClusterFirst pods get the node's resolvers
     cluster_dns: list[str] | None = None

@@ -153,7 +153,7 @@ class SyncConfig:
     resolv_conf: Path = Path("/etc/resolv.conf")
     # the handler of pods that name no RuntimeClass: "image" runs containers in their
     # image, "host" on the host's filesystem
-    default_handler: str = "host"
+    default_handler: str = "image"
 
 
 @dataclass

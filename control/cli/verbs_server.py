@@ -153,7 +153,7 @@ def register(sub: Any) -> None:
                    help="the in-process agent's registry mirrors (as flotilla agent's)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry the in-process agent reaches over plain HTTP")
-    p.add_argument("--default-runtime-handler", choices=("image", "host"), default="host",
+    p.add_argument("--default-runtime-handler", choices=("image", "host"), default="image",
                    help="how the in-process agent runs pods naming no RuntimeClass "
                         "(default %(default)s)")
     p.add_argument("--terminated-pod-gc-threshold", type=int, default=None, metavar="N",

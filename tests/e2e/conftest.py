@@ -14,7 +14,7 @@ from agent.config import AgentOptions
 from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from tests.conftest import Cluster
-from tests.support.agents import NODE, stop_agent_and_pods
+from tests.support.agents import LOOPBACK_MIRRORS, NODE, stop_agent_and_pods
 from tests.support.runtimeclasses import ensure_host_runtime_class
 
 
@@ -28,6 +28,7 @@ async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
             data_dir=data,
             node_status_update_frequency=0.5,
             lease_renew_interval=0.5,
+            registry_mirrors=LOOPBACK_MIRRORS,
             **cluster.agent_identity(NODE),
         ),
         kubelet_options=KubeletOptions(

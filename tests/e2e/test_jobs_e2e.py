@@ -25,6 +25,8 @@ from control.controllers import job_util as ju
 from control.controllers.cronjob import CronJobController
 from control.controllers.manager import ControllerManager
 from control.runtime.clock import FakeClock
+from tests.images import builder as b
+from tests.images import registry as reg
 from tests.support import eventually
 from tests.support.cluster import NOT_YET, NS, Env, PodWatch, gone, real_cluster
 from tests.support.runtimeclasses import HOST
@@ -194,19 +196,44 @@ async def test_cli_create_job_from_cronjob_wait_and_logs(env: Env) -> None:
     code, out, err = await run_cli(env, "logs", "job/manual")
     assert (code, out) == (0, "hello from the cronjob\n"), err
 
-    code, out, err = await run_cli(env, "create", "job", "img", "--image=busybox", "--",
-                                   "sh", "-c", "exit 0")
-    assert code == 0, err
-    code, out, err = await run_cli(env, "wait", "--for=condition=complete", "job/img",
-                                   "--timeout=40s")
-    assert code == 0, err
-
     code, _, err = await run_cli(env, "create", "job", "bad", "--from=deploy/x")
     assert code != 0 and "only cronjob/NAME" in err
     code, _, err = await run_cli(env, "create", "job", "bad", "--from=cronjob/missing")
     assert code != 0 and "missing" in err
     code, _, err = await run_cli(env, "create", "job", "bad")
     assert code != 0 and "exactly one of" in err
+
+
+@pytest.fixture
+async def image_env(tmp_path: Path) -> AsyncIterator[tuple[Env, str]]:
+    """``env`` whose agents reach a loopback registry holding busybox-static as
+    ``HOST:PORT/busybox:1`` (the image reference, returned beside the env)."""
+    if not reg.available():
+        pytest.skip("Debian's docker-registry is missing")
+    with reg.running_registry(tmp_path / "registry") as (registry, _):
+        pusher = b.Pusher(registry.url)
+        try:
+            pusher.image("busybox", "1", b.build_image([b.busybox_layer()], {"Cmd": ["sh"]}))
+        finally:
+            pusher.close()
+        tag = uuid.uuid4().hex[:6]
+        async with real_cluster(tmp_path, [f"job-{tag}-i"],
+                                agent_options={"insecure_registries": [registry.host]}) as e:
+            yield e, f"{registry.host}/busybox:1"
+
+
+@pytest.mark.root(reason="overlay mounts")
+async def test_cli_create_job_from_an_image(image_env: tuple[Env, str]) -> None:
+    # naming no RuntimeClass, the job's pod runs in its image, pulled from loopback
+    env, image = image_env
+    code, out, err = await run_cli(env, "create", "job", "img", f"--image={image}", "--",
+                                   "sh", "-c", "test ! -e /work && echo in the image")
+    assert code == 0, err
+    code, out, err = await run_cli(env, "wait", "--for=condition=complete", "job/img",
+                                   "--timeout=40s")
+    assert code == 0, err
+    code, out, err = await run_cli(env, "logs", "job/img")
+    assert (code, out) == (0, "in the image\n"), err
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from control.cli.verbs_server import start_in_process_agent
 from control.client import pki
 from tests.conftest import running_cluster
 from tests.support.agents import stop_agent_and_pods, wait_pod
+from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 pytestmark = pytest.mark.root(reason="masks need root (mount namespaces)")
 
@@ -29,10 +30,12 @@ async def test_pods_do_not_see_the_servers_data_dir(tmp_path: Path) -> None:
             assert (data / "pki" / "ca.key").exists() and (data / "admin.conf").exists()
             script = (f"ls -A {data}; cat {data}/pki/ca.key {data}/admin.conf {data}/token "
                       f"2>/dev/null; echo end")
+            # the host's sh, and the host's files the masks hide
+            await ensure_host_runtime_class(cluster.client)
             await cluster.client.create(convert.from_dict({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "peek", "namespace": "default"},
-                "spec": {"nodeName": node, "restartPolicy": "Never",
+                "spec": {"nodeName": node, "restartPolicy": "Never", "runtimeClassName": HOST,
                          "containers": [{"name": "main", "image": "busybox",
                                          "command": ["sh", "-c", script]}]},
             }, core_pb2.Pod()))

@@ -17,6 +17,10 @@ from tests.support import eventually
 from tests.support.runtimeclasses import HOST
 
 NODE = "e2e-node"
+# Test agents pull only from loopback: docker.io, the registry of an image named without a
+# host, stands behind a closed loopback port, so a pod that runs in its image by default
+# (naming no RuntimeClass) fails to pull instead of reaching the internet.
+LOOPBACK_MIRRORS = {"docker.io": ["127.0.0.1:9"]}
 
 
 async def stop_agent_and_pods(cluster: Cluster, a: Agent, node: str) -> None:

@@ -31,7 +31,7 @@ from control.api.podutil import controller_of
 from control.client.client import ApiClient
 from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
-from tests.support.agents import remove_leftovers
+from tests.support.agents import LOOPBACK_MIRRORS, remove_leftovers
 from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 REPO = Path(__file__).resolve().parents[2]
@@ -304,7 +304,7 @@ class Env:
         return pgrep(self.sleep, exact=True)
 
 
-def start_agent(cluster: Cluster, node: str, data: Path) -> Agent:
+def start_agent(cluster: Cluster, node: str, data: Path, **agent_options: Any) -> Agent:
     return Agent(
         AgentOptions(
             server=cluster.address,
@@ -313,6 +313,7 @@ def start_agent(cluster: Cluster, node: str, data: Path) -> Agent:
             node_status_update_frequency=0.5,
             lease_renew_interval=0.5,
             **cluster.agent_identity(node),
+            **{"registry_mirrors": LOOPBACK_MIRRORS, **agent_options},
         ),
         kubelet_options=KubeletOptions(
             data_dir=data,
@@ -464,8 +465,10 @@ class AgentProc:
 
 
 @asynccontextmanager
-async def real_cluster(tmp: Path, nodes: list[str], **options: Any) -> AsyncIterator[Env]:
-    """A control plane with ``options`` and one in-process agent per name in ``nodes``.
+async def real_cluster(tmp: Path, nodes: list[str], agent_options: dict[str, Any] | None = None,
+                       **options: Any) -> AsyncIterator[Env]:
+    """A control plane with ``options`` and one in-process agent per name in ``nodes``
+    (with ``agent_options``, e.g. the registries they reach).
     Subprocess agents a test adds to ``env.procs`` are cleaned up too (started again if
     the test killed one, so that it stops its containers). The cluster has the ``host``
     RuntimeClass, for pods that run this machine's binaries."""
@@ -478,7 +481,7 @@ async def real_cluster(tmp: Path, nodes: list[str], **options: Any) -> AsyncIter
         try:
             await ensure_host_runtime_class(cluster.client)
             for node in nodes:
-                a = start_agent(cluster, node, data_dirs[node])
+                a = start_agent(cluster, node, data_dirs[node], **(agent_options or {}))
                 agents.append(a)
                 await a.start()
             for node in nodes:

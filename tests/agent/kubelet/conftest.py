@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import HOST_HANDLER
 from agent.kubelet.kubelet import Kubelet, KubeletOptions
 from agent.runtime.fake import FakeRuntime
 from control.api import convert, errors
@@ -22,7 +23,10 @@ NODE = "n1"
 def options(tmp: Path) -> KubeletOptions:
     return KubeletOptions(data_dir=tmp / "agent", node_ip="10.9.9.9", sync_period=2.0,
                           relist_period=0.05, backoff_initial=0.3, backoff_max=1.0,
-                          minimum_grace=0.1, retry_period=0.5)
+                          minimum_grace=0.1, retry_period=0.5,
+                          # the fake runtime has no image service: the pods take the host
+                          # handler, named here since the default is the image one
+                          default_handler=HOST_HANDLER)
 
 
 class Env:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import HOST_HANDLER
 from agent.kubelet.backoff import CrashLoopBackoff
 from agent.kubelet.dns import (
     ResolvConf,
@@ -124,7 +125,8 @@ async def test_sandbox_gets_the_pods_resolv_conf(tmp_path: Path) -> None:
     rt = FakeRuntime(clock)
     recorder = FakeRecorder()
     syncer = PodSyncer(rt, clock, SyncConfig(node_name="n1", data_dir=tmp_path,
-                                             cluster_dns=[], resolv_conf=host),
+                                             cluster_dns=[], resolv_conf=host,
+                                             default_handler=HOST_HANDLER),
                        CrashLoopBackoff(clock), recorder=recorder)
     p = pod("ClusterFirst")
     p.spec.node_name = "n1"

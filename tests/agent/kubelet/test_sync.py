@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import HOST_HANDLER
 from agent.kubelet.backoff import CrashLoopBackoff
 from agent.kubelet.sync import PodState, PodSyncer, SyncConfig, SyncResult
 from agent.runtime.fake import Behaviour, FakeRuntime, exits, forever
@@ -43,7 +44,10 @@ class Harness:
 
     def new_syncer(self) -> PodSyncer:
         return PodSyncer(self.rt, self.clock,
-                         SyncConfig(node_name="n1", data_dir=self.tmp, host_ip="10.0.0.1"),
+                         # the fake runtime has no image service: its pods take the host
+                         # handler, named here since the default is the image one
+                         SyncConfig(node_name="n1", data_dir=self.tmp, host_ip="10.0.0.1",
+                                    default_handler=HOST_HANDLER),
                          CrashLoopBackoff(self.clock), recorder=self.recorder)
 
     async def sync(self, pod: core_pb2.Pod) -> SyncResult:
