@@ -280,11 +280,13 @@ async def test_no_silent_fallback_to_the_host(
         await cluster.client.create(pod("named", ref, runtimeClassName=HOST, containers=sh))
     plain = await cluster.client.create(pod("plain", ref, containers=sh))
 
-    async def waiting(reason: str) -> bool:
+    async def waiting(*reasons: str) -> bool:
         st = await status_of(cluster, "plain")
-        return st is not None and st.state.waiting.reason == reason
+        return st is not None and st.state.waiting.reason in reasons
 
-    await eventually(lambda: waiting("ErrImagePull"))
+    # ErrImagePull lasts only until the next sync turns it into ImagePullBackOff: a poll can
+    # miss it, so the attempt is read from the Failed Events below
+    await eventually(lambda: waiting("ErrImagePull", "ImagePullBackOff"))
     await eventually(lambda: waiting("ImagePullBackOff"))
 
     async def pull_events() -> set[str]:
