@@ -1,7 +1,6 @@
 """PodBatches: a workload controller's pod creations and deletions under expectations.
 
-What the Job and DaemonSet controllers share (the ReplicaSet controller has its own copy of
-the same rules): creations go in slow-start batches (1, 2, 4, ...; the first failing batch
+What the ReplicaSet, Job and DaemonSet controllers share: creations go in slow-start batches (1, 2, 4, ...; the first failing batch
 stops the rest, so a quota refusal costs one call, not hundreds) after expecting them all;
 deletions are expected by pod uid (client-go's UIDTrackingControllerExpectations), so a pod
 deleted by someone else is not mistaken for one of ours. A refused call will never be
@@ -19,8 +18,23 @@ from typing import Any
 
 from control.api.pb import core_pb2
 from control.controllers.podcontrol import PodControl
-from control.controllers.replicaset import slow_start_batches
 from control.runtime.expectations import ControllerExpectations
+
+# Kubernetes' SlowStartInitialBatchSize.
+SLOW_START_INITIAL_BATCH = 1
+
+
+def slow_start_batches(count: int, initial: int = SLOW_START_INITIAL_BATCH) -> list[int]:
+    """Batch sizes for creating ``count`` pods: 1, 2, 4, ... (the last one partial)."""
+    out: list[int] = []
+    size = max(1, initial)
+    remaining = count
+    while remaining > 0:
+        n = min(size, remaining)
+        out.append(n)
+        remaining -= n
+        size *= 2
+    return out
 
 
 class PodBatches:

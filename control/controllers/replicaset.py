@@ -37,7 +37,6 @@ synchronously in the event loop and only update expectations and enqueue keys.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from control.api.podutil import (
 from control.api.timeutil import time_at, timestamp_seconds
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
+from control.controllers.podbatch import PodBatches
 from control.controllers.podcontrol import (
     CONTROLLER_UID_INDEX,
     PodControl,
@@ -74,8 +74,6 @@ log = structlog.get_logger(__name__, component="controller")
 
 # Kubernetes' BurstReplicas: how many pods one pass may create or delete.
 BURST_REPLICAS = 500
-# Kubernetes' SlowStartInitialBatchSize.
-SLOW_START_INITIAL_BATCH = 1
 REPLICA_FAILURE = "ReplicaFailure"
 
 # The two kinds this controller keeps replicas for, and their statuses.
@@ -178,19 +176,6 @@ def pods_to_delete(pods: Sequence[core_pb2.Pod], count: int) -> list[core_pb2.Po
     return ranked[:count]
 
 
-def slow_start_batches(count: int, initial: int = SLOW_START_INITIAL_BATCH) -> list[int]:
-    """Batch sizes for creating ``count`` pods: 1, 2, 4, ... (the last one partial)."""
-    out: list[int] = []
-    size = max(1, initial)
-    remaining = count
-    while remaining > 0:
-        n = min(size, remaining)
-        out.append(n)
-        remaining -= n
-        size *= 2
-    return out
-
-
 def matches_template_labels(pod: core_pb2.Pod, template_labels: Mapping[str, str]) -> bool:
     """Every template label present on the pod with the same value (fullyLabeledReplicas)."""
     return all(pod.metadata.labels.get(k) == v for k, v in template_labels.items())
@@ -281,10 +266,9 @@ class ReplicaSetController:
         self._burst = burst_replicas
         self._log = log.bind(controller=flavor.name)
         self.expectations = ControllerExpectations(ctx.clock)
-        # owner key -> uids of the pods we deleted and have not yet seen go
-        self._deleting: dict[str, set[str]] = {}
         self.recorder = ctx.events.new_recorder(f"{flavor.name}-controller")
         self.pod_control = PodControl(ctx.client, self.recorder)
+        self.batches = PodBatches(self.pod_control, self.expectations)
         self.controller = Controller(flavor.name, self.reconcile, workers=ctx.workers,
                                      clock=ctx.clock)
         self._owners = ctx.informers.informer(flavor.message,
@@ -305,8 +289,7 @@ class ReplicaSetController:
 
     def _owner_deleted(self, owner: Owner) -> None:
         key = meta_namespace_key(owner)
-        self.expectations.delete(key)
-        self._deleting.pop(key, None)
+        self.batches.forget(key)
         self.controller.enqueue(key)
 
     def _resolve(self, pod: core_pb2.Pod, ref: meta_pb2.OwnerReference) -> str | None:
@@ -379,10 +362,7 @@ class ReplicaSetController:
         key = self._resolve(pod, ref)
         if key is None:
             return
-        uids = self._deleting.get(key)
-        if uids is not None and pod.metadata.uid in uids:
-            uids.discard(pod.metadata.uid)
-            self.expectations.deletion_observed(key)
+        self.batches.deletion_seen(key, pod)
         self.controller.enqueue(key)
 
     # -- reconcile ------------------------------------------------------------------------
@@ -390,8 +370,7 @@ class ReplicaSetController:
     async def reconcile(self, key: str) -> Result | None:
         owner = self._owners.indexer.get(key)
         if owner is None:
-            self.expectations.delete(key)
-            self._deleting.pop(key, None)
+            self.batches.forget(key)
             return None
         klog = self._log.bind(key=key)
         needs_sync = self.expectations.satisfied(key)
@@ -464,46 +443,18 @@ class ReplicaSetController:
             await self._delete(key, owner, pods, min(diff, self._burst))
 
     async def _create(self, key: str, owner: Owner, count: int) -> None:
-        # Expect them all first: the informer may see a pod before create() returns.
-        self.expectations.expect_creations(key, count)
-        done = 0
-        for size in slow_start_batches(count):
-            results = await asyncio.gather(
-                *(self.pod_control.create_pod(owner.spec.template, owner) for _ in range(size)),
-                return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            for exc in failures:
-                if not isinstance(exc, Exception):
-                    raise exc  # cancellation and the like are not pod failures
-                # A refused create will never be observed.
-                self.expectations.creation_observed(key)
-            done += size
-            if failures:
-                skipped = count - done
-                if skipped:
-                    # The rest was never attempted: stop expecting it.
-                    self.expectations.lower_expectations(key, skipped, 0)
-                first = failures[0]
-                raise ManageError(str(first) or type(first).__name__) from first
+        try:
+            await self.batches.create(key, owner, [(owner.spec.template, None)] * count)
+        except Exception as exc:
+            raise ManageError(str(exc) or type(exc).__name__) from exc
         self._log.info("created pods", key=key, count=count)
 
     async def _delete(self, key: str, owner: Owner, pods: list[core_pb2.Pod], count: int) -> None:
         victims = pods_to_delete(pods, count)
-        self._deleting[key] = {p.metadata.uid for p in victims}
-        self.expectations.expect_deletions(key, len(victims))
-        results = await asyncio.gather(
-            *(self.pod_control.delete_pod(p, owner) for p in victims), return_exceptions=True)
-        first: Exception | None = None
-        for pod, res in zip(victims, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                # This deletion will never be observed.
-                self._deleting[key].discard(pod.metadata.uid)
-                self.expectations.deletion_observed(key)
-                first = first or res
-        if first is not None:
-            raise ManageError(str(first) or type(first).__name__) from first
+        try:
+            await self.batches.delete(key, owner, victims)
+        except Exception as exc:
+            raise ManageError(str(exc) or type(exc).__name__) from exc
         self._log.info("deleted pods", key=key, count=len(victims))
 
     async def _write_status(self, owner: Owner, status: OwnerStatus) -> Owner | None:

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
 from control.api.podutil import controller_of, is_pod_active, is_pod_available
+from control.controllers.podbatch import slow_start_batches
 from control.controllers.podcontrol import generate_name_prefix, pod_from_template
 from control.controllers.replicaset import (
     REPLICA_FAILURE,
@@ -19,7 +20,6 @@ from control.controllers.replicaset import (
     compute_status,
     count_status,
     pods_to_delete,
-    slow_start_batches,
 )
 
 NOW = 1_700_000_000.0
