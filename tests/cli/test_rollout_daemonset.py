@@ -4,18 +4,17 @@ kubelet would)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
-from control.api.timeutil import now_timestamp
 from control.cli.errors import CliError
 from control.cli.rollout_daemonset import rollback_target, status_message
 from tests.conftest import Cluster
 from tests.support.cli import flotilla
+from tests.support.deployments import simulated_pods
 
 NS = "default"
 WAIT = 20.0
@@ -69,21 +68,6 @@ def daemon_set(image: str) -> apps_pb2.DaemonSet:
     return out
 
 
-async def kubelet(c: Any, stop: asyncio.Event) -> None:
-    """Marks every pending daemon pod Running and Ready (a stand-in for agents)."""
-    while not stop.is_set():
-        for p in (await c.list_all(core_pb2.Pod, NS, label_selector="app=log")).items:
-            if p.status.phase != "Running" and not p.metadata.HasField("deletion_timestamp"):
-                p.status.phase = "Running"
-                p.status.conditions.add(type="Ready", status="True",
-                                        last_transition_time=now_timestamp())
-                try:
-                    await c.update_status(p)
-                except Exception:
-                    pass
-        await asyncio.sleep(0.1)
-
-
 async def image_is(c: Any, image: str) -> bool:
     ds = await c.get(apps_pb2.DaemonSet, "log", NS)
     return bool(ds.spec.template.spec.containers[0].image == image)
@@ -95,9 +79,7 @@ async def test_daemonset_rollout_verbs(cluster: Cluster) -> None:
         node = core_pb2.Node(api_version="v1", kind="Node")
         node.metadata.name = name
         await c.create(node)
-    stop = asyncio.Event()
-    fake = asyncio.create_task(kubelet(c, stop))
-    try:
+    async with simulated_pods(c):
         await c.create(daemon_set("busybox:1"))
         code, out, err = await flotilla(cluster, "rollout", "status", "daemonset/log",
                                         "--timeout", f"{WAIT}s")
@@ -138,6 +120,3 @@ async def test_daemonset_rollout_verbs(cluster: Cluster) -> None:
         code, _, err = await flotilla(cluster, "rollout", "undo", "daemonset/log",
                                       "--to-revision", "42")
         assert code == 1 and "unable to find specified revision 42" in err
-    finally:
-        stop.set()
-        await fake

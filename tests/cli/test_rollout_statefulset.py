@@ -4,18 +4,17 @@ would)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from control.api import convert
 from control.api.pb import apps_pb2, core_pb2
-from control.api.timeutil import now_timestamp
 from control.cli.errors import CliError
 from control.cli.rollout_daemonset import status_message
 from tests.conftest import Cluster
 from tests.support.cli import flotilla
+from tests.support.deployments import simulated_pods
 
 NS = "default"
 WAIT = 30.0
@@ -69,21 +68,6 @@ def stateful_set(image: str) -> apps_pb2.StatefulSet:
     return out
 
 
-async def kubelet(c: Any, stop: asyncio.Event) -> None:
-    """Marks every pending pod Running and Ready (a stand-in for agents)."""
-    while not stop.is_set():
-        for p in (await c.list_all(core_pb2.Pod, NS, label_selector="app=db")).items:
-            if p.status.phase != "Running" and not p.metadata.HasField("deletion_timestamp"):
-                p.status.phase = "Running"
-                p.status.conditions.add(type="Ready", status="True",
-                                        last_transition_time=now_timestamp())
-                try:
-                    await c.update_status(p)
-                except Exception:
-                    pass
-        await asyncio.sleep(0.1)
-
-
 async def image_is(c: Any, image: str) -> bool:
     ss = await c.get(apps_pb2.StatefulSet, "db", NS)
     return bool(ss.spec.template.spec.containers[0].image == image)
@@ -91,9 +75,7 @@ async def image_is(c: Any, image: str) -> bool:
 
 async def test_statefulset_rollout_verbs(cluster: Cluster) -> None:
     c = cluster.client
-    stop = asyncio.Event()
-    fake = asyncio.create_task(kubelet(c, stop))
-    try:
+    async with simulated_pods(c):
         await c.create(stateful_set("busybox:1"))
         code, out, err = await flotilla(cluster, "rollout", "status", "statefulset/db",
                                         "--timeout", f"{WAIT}s")
@@ -130,6 +112,3 @@ async def test_statefulset_rollout_verbs(cluster: Cluster) -> None:
 
         code, _, err = await flotilla(cluster, "rollout", "pause", "statefulset/db")
         assert code == 1 and 'statefulsets.apps "db" pausing is not supported' in err
-    finally:
-        stop.set()
-        await fake
