@@ -22,9 +22,8 @@ the event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -34,13 +33,12 @@ from agent.images.image import Image
 from agent.images.reference import defaults_to_always_pull, parse
 from agent.images.service import ImageService
 from agent.kubelet.backoff import CrashLoopBackoff
+from agent.kubelet.fetch import Fetcher
 from agent.kubelet.status import container_field_path
 from control.api.pb import core_pb2
 from control.runtime.events import Recorder
 
 log = structlog.get_logger(__name__)
-
-Fetcher = Callable[[str, str, str], Awaitable[Any]]
 
 ERR_IMAGE_PULL = "ErrImagePull"
 IMAGE_PULL_BACKOFF = "ImagePullBackOff"
@@ -156,7 +154,7 @@ class ImagePuller:
         entries = []
         for ref in pod.spec.image_pull_secrets:
             try:
-                secret = await self.fetch("secrets", pod.metadata.namespace, ref.name)
+                secret = await self.fetch(core_pb2.Secret, pod.metadata.namespace, ref.name)
             except Exception as e:  # kubelet: a pull secret it cannot read is skipped
                 log.warning("cannot read image pull secret", pod=pod.metadata.name,
                             secret=ref.name, error=str(e))

@@ -41,12 +41,13 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import structlog
 
 from agent.images.service import ImageService
 from agent.kubelet.backoff import DEFAULT_INITIAL, DEFAULT_MAX, CrashLoopBackoff
+from agent.kubelet.fetch import M
 from agent.kubelet.images import ImagePuller
 from agent.kubelet.metrics import KubeletMetrics
 from agent.kubelet.pods import PodManager, PodWorkers
@@ -282,9 +283,9 @@ class Kubelet:
             out.status.phase = pod.status.phase
         return out
 
-    async def _fetch(self, resource: str, namespace: str, name: str) -> Any:
+    async def _fetch(self, kind: type[M], namespace: str, name: str) -> M | None:
         try:
-            return await self.client.get(resource, name, namespace)
+            return await self.client.get(kind, name, namespace)
         except errors.NotFound:
             return None
 

@@ -57,7 +57,7 @@ import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -65,6 +65,7 @@ from agent.config import HOST_HANDLER, IMAGE_HANDLERS
 from agent.kubelet import container_spec, hooks
 from agent.kubelet.backoff import CrashLoopBackoff, crash_loop_message
 from agent.kubelet.dns import parse_resolv_conf, pod_resolv_conf
+from agent.kubelet.fetch import Fetcher
 from agent.kubelet.images import ImagePuller, PullFailure
 from agent.kubelet.logs import LogOptions, read_logs
 from agent.kubelet.service_env import service_env
@@ -90,7 +91,7 @@ from agent.runtime.interface import (
     SandboxStatus,
 )
 from control.api import errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, node_pb2
 from control.api.timeutil import timestamp_seconds
 from control.runtime.clock import Clock
 from control.runtime.events import NORMAL, WARNING, Recorder
@@ -128,8 +129,6 @@ class VolumeManagerLike(Protocol):
     async def teardown(self, pod_uid: str) -> None: ...
 
 
-# (kind "configmaps"/"secrets", namespace, name) -> the object, or None when it is missing
-Fetcher = Callable[[str, str, str], Awaitable[Any]]
 # namespace -> the Services of that namespace and of "default" (for their env variables)
 ServiceLister = Callable[[str], Awaitable[list[core_pb2.Service]]]
 
@@ -486,7 +485,7 @@ class PodSyncer:
         if not name:
             handler = self.config.default_handler
         else:
-            rc = await self.fetch("runtimeclasses", "", name) if self.fetch else None
+            rc = await self.fetch(node_pb2.RuntimeClass, "", name) if self.fetch else None
             if rc is None:
                 return (f"Failed to create pod sandbox: RuntimeClass \"{name}\" not found")
             handler = rc.handler
@@ -703,13 +702,13 @@ class PodSyncer:
                        sandbox: SandboxStatus) -> container_spec.PodContext:
         cms, secrets = container_spec.referenced_objects(c)
         ns = pod.metadata.namespace
-        cm_objs: dict[str, Any] = {}
-        secret_objs: dict[str, Any] = {}
+        cm_objs: dict[str, core_pb2.ConfigMap | None] = {}
+        secret_objs: dict[str, core_pb2.Secret | None] = {}
         if self.fetch is not None:
             for name in sorted(cms):
-                cm_objs[name] = await self.fetch("configmaps", ns, name)
+                cm_objs[name] = await self.fetch(core_pb2.ConfigMap, ns, name)
             for name in sorted(secrets):
-                secret_objs[name] = await self.fetch("secrets", ns, name)
+                secret_objs[name] = await self.fetch(core_pb2.Secret, ns, name)
         svc_env: list[tuple[str, str]] = []
         if self.services is not None:
             try:

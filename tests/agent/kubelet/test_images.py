@@ -18,12 +18,14 @@ from agent.images.image import FsUsage, Image
 from agent.images.manifest import ImageConfig
 from agent.kubelet import container_spec
 from agent.kubelet.backoff import CrashLoopBackoff
+from agent.kubelet.fetch import M
 from agent.kubelet.image_gc import GCPolicy, ImageGC, bytes_to_free, images_to_remove
 from agent.kubelet.images import ImagePuller
 from agent.kubelet.node_status import node_images
 from agent.kubelet.sync import PodState, PodSyncer, SyncConfig
 from agent.runtime.fake import FakeRuntime
 from control.api import convert
+from control.api.kinds import by_message
 from control.api.pb import core_pb2, node_pb2
 from control.runtime.clock import FakeClock
 from control.runtime.events import FakeRecorder
@@ -54,8 +56,9 @@ class Harness:
                                recorder=self.recorder))
         self.state = PodState("uid-1")
 
-    async def fetch(self, resource: str, namespace: str, name: str) -> Any:
-        return self.objects.get((resource, namespace, name))
+    async def fetch(self, kind: type[M], namespace: str, name: str) -> M | None:
+        found = self.objects.get((by_message(kind).plural, namespace, name))
+        return found if isinstance(found, kind) else None
 
     async def sync(self, pod: core_pb2.Pod) -> float | None:
         res = await self.syncer.sync_pod(pod, self.state)
