@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
-from control.apiserver import authn, rbac_bootstrap
+from control.apiserver import authn, jws, rbac_bootstrap, satoken
 from control.apiserver.certs import (
     ServerPki,
     advertised_host,
@@ -48,6 +48,7 @@ from control.apiserver.kubernetes_service import (
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.node_proxy import NodeProxy
 from control.apiserver.registry import Registry
+from control.apiserver.satoken import DEFAULT_ISSUER
 from control.apiserver.service import SERVICE_NAME, ApiService
 from control.apiserver.service_alloc import (
     DEFAULT_NODE_PORT_RANGE,
@@ -90,6 +91,13 @@ class ServerOptions:
     tls_sans: list[str] = field(default_factory=list)
     # Kubernetes' --token-auth-file (static bearer tokens, CSV)
     token_auth_file: Path | None = None
+    # service account tokens: the signing key (None: DATA_DIR/pki/service-account.key, made
+    # at first start), more trusted public keys, the issuers (the first signs) and the
+    # audiences a token must name to reach the API (empty: the first issuer)
+    service_account_signing_key_file: Path | None = None
+    service_account_key_files: list[Path] = field(default_factory=list)
+    service_account_issuers: list[str] = field(default_factory=lambda: [DEFAULT_ISSUER])
+    api_audiences: list[str] = field(default_factory=list)
     # the longest certificate the CSR signer issues (--cluster-signing-duration, 1 year)
     cluster_signing_duration: float = 365 * 24 * 3600.0
     # the serving certificate's and in-process identities' lifetime (one year)
@@ -212,6 +220,14 @@ class ControlPlane:
             ServerPki.load, opts.data_dir / "pki", [host or "0.0.0.0"], opts.tls_sans,
             addresses, datetime.timedelta(seconds=opts.serving_cert_lifetime))
         try:
+            sa_key, sa_trusted = await asyncio.to_thread(
+                satoken.load_or_create_keys, opts.data_dir / "pki",
+                opts.service_account_signing_key_file, opts.service_account_key_files)
+        except jws.JwsError as e:
+            raise StartRefused(f"service account keys: {e}") from None
+        if not opts.service_account_issuers:
+            raise StartRefused("--service-account-issuer: at least one issuer is needed")
+        try:
             self.store = await SqliteStore.open(
                 opts.data_dir / "state.db", recover_to_last_good=opts.recover_to_last_good)
         except LogDamaged as e:
@@ -256,21 +272,29 @@ class ControlPlane:
             authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))
         registry = self.registry
 
-        def bootstrap_secret(token_id: str) -> Any:
+        def lookup(resource: str, namespace: str, name: str) -> Any:
             try:
-                return registry.lookup(kinds.by_resource("secrets"), "kube-system",
-                                       authn.BOOTSTRAP_SECRET_PREFIX + token_id).obj
+                return registry.lookup(kinds.by_resource(resource), namespace, name).obj
             except errors.NotFound:
                 return None
 
+        def bootstrap_secret(token_id: str) -> Any:
+            return lookup("secrets", "kube-system", authn.BOOTSTRAP_SECRET_PREFIX + token_id)
+
+        sa_tokens = satoken.TokenAuthenticator(
+            sa_trusted, opts.service_account_issuers, opts.api_audiences, lookup)
         authenticator = authn.Authenticator(static_tokens=static_tokens,
-                                            bootstrap_secret=bootstrap_secret)
+                                            bootstrap_secret=bootstrap_secret,
+                                            service_account_tokens=sa_tokens.authenticate)
+        token_issuer = satoken.TokenIssuer(sa_key, opts.service_account_issuers[0],
+                                           sa_tokens.audiences)
         server.add_generic_rpc_handlers((ApiService(
             self.registry, logs=proxy.logs, exec_=proxy.exec,
             metrics=self.apiserver_metrics, authenticator=authenticator,
             inflight=InflightLimiter(opts.max_requests_inflight,
                                      opts.max_mutating_requests_inflight,
-                                     self.apiserver_metrics)).handler(),))
+                                     self.apiserver_metrics),
+            token_issuer=token_issuer).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

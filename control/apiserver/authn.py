@@ -12,7 +12,9 @@ signatures), and :class:`Authenticator`, which reads one call's credentials:
    bootstrap token ``<id>.<secret>`` matched against the Secret
    ``kube-system/bootstrap-token-<id>`` (type ``bootstrap.kubernetes.io/token``, not
    expired, usable for authentication): user ``system:bootstrap:<id>``, group
-   ``system:bootstrappers`` (plus the Secret's ``auth-extra-groups``).
+   ``system:bootstrappers`` (plus the Secret's ``auth-extra-groups``); or a bound
+   ServiceAccount token (a JWT: :mod:`control.apiserver.satoken` judges it) ->
+   ``system:serviceaccount:<ns>:<name>`` in ``system:serviceaccounts[:<ns>]``.
 
 Every authenticated user also gets ``system:authenticated``. ``impersonate-user`` /
 ``impersonate-group`` metadata then switch the identity, if the authorizer allows the
@@ -39,6 +41,7 @@ from typing import Any
 import grpc
 
 from control.api import errors, timeutil
+from control.apiserver import jws
 from control.client import pki
 
 AUTHENTICATED = "system:authenticated"
@@ -155,9 +158,12 @@ class Authenticator:
 
     def __init__(self, *, static_tokens: dict[str, UserInfo] | None = None,
                  bootstrap_secret: Callable[[str], Any | None] | None = None,
+                 service_account_tokens: Callable[[str], UserInfo] | None = None,
                  now: Callable[[], float] = time.time) -> None:
         self.static_tokens = dict(static_tokens or {})
         self.bootstrap_secret = bootstrap_secret
+        # a JWT's identity or Unauthorized (satoken.TokenAuthenticator.authenticate)
+        self.service_account_tokens = service_account_tokens
         self.now = now
         self._certs: dict[bytes, UserInfo] = {}
         # may_impersonate(caller, resource, namespace, name) raises Forbidden unless the
@@ -180,6 +186,8 @@ class Authenticator:
         static = self.static_tokens.get(token)
         if static is not None:
             return with_authenticated(static)
+        if self.service_account_tokens is not None and jws.looks_like_jwt(token):
+            return self.service_account_tokens(token)
         m = TOKEN_RE.match(token)
         if m is None or self.bootstrap_secret is None:
             raise errors.Unauthorized("invalid bearer token")

@@ -11,7 +11,9 @@ denial. The full node authorizer slots in as one more. The links today:
 - :class:`NodeAuthorizer`: ``system:node:<name>`` in ``system:nodes`` writes only its own
   Node and Lease, the status of pods bound to it (and deletes them), Events, its own
   CertificateSigningRequests; it reads nodes, pods, services, endpoints, configmaps,
-  volumes and namespaces, and secrets only in namespaces where one of its pods runs;
+  volumes and namespaces, and secrets only in namespaces where one of its pods runs; it
+  asks for ServiceAccount tokens (``serviceaccounts/token``) only of accounts its pods run
+  as (the TokenRequest itself checks the token is bound to a pod on the node);
 - :class:`BootstrapAuthorizer`: ``system:bootstrappers`` create and read CSRs, nothing
   else;
 - :class:`PublicAuthorizer`: anyone, even without credentials, reads the CA bundle
@@ -134,6 +136,11 @@ class NodeAuthorizer:
         if r == "secrets" and verb in READ_VERBS and not sub:
             namespaces = {p.metadata.namespace for p in self.pods_on_node(node)}
             return Decision.ALLOW if a.namespace in namespaces else Decision.NO_OPINION
+        if r == "serviceaccounts" and sub == "token" and verb == "create":
+            runs_as = any(p.metadata.namespace == a.namespace
+                          and (p.spec.service_account_name or "default") == a.name
+                          for p in self.pods_on_node(node))
+            return Decision.ALLOW if runs_as else Decision.NO_OPINION
         if r == "nodes" and verb in WRITE_VERBS and a.name == node and sub in ("", "status"):
             return Decision.ALLOW
         if r == "leases" and a.namespace == "kube-node-lease" and a.name == node and (

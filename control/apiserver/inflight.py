@@ -24,7 +24,7 @@ DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT = 200
 RETRY_AFTER_SECONDS = 1
 
 MUTATING = frozenset({"Create", "Update", "UpdateStatus", "Patch", "Delete", "Bind",
-                      "UpdateScale", "Evict"})
+                      "UpdateScale", "Evict", "CreateToken"})
 
 
 class InflightLimiter:

@@ -30,9 +30,12 @@ VERBS: dict[str, tuple[str, str]] = {
     "GetScale": ("GET", "scale"),
     "UpdateScale": ("PUT", "scale"),
     "Evict": ("POST", "eviction"),
+    "CreateToken": ("POST", "token"),
     "History": ("GET", ""),
     "Discovery": ("GET", ""),
 }
+# the resource of the subresource methods whose requests do not name it
+_RESOURCES = {"Bind": "pods", "Evict": "pods", "CreateToken": "serviceaccounts"}
 
 _HTTP_CODES: dict[type[errors.ApiError], str] = {
     errors.NotFound: "404",
@@ -53,7 +56,7 @@ _HTTP_CODES: dict[type[errors.ApiError], str] = {
 def http_code(method: str, error: BaseException | None) -> str:
     """The HTTP status kube-apiserver would answer ``method`` with, given its outcome."""
     if error is None:
-        return "201" if method == "Create" else "200"
+        return "201" if method in ("Create", "CreateToken") else "200"
     for cls in type(error).__mro__:
         code = _HTTP_CODES.get(cls)
         if code is not None:
@@ -91,7 +94,7 @@ class ApiServerMetrics:
                 error: BaseException | None) -> None:
         """One unary request to ``method`` took ``seconds`` and failed with ``error``."""
         verb, sub = VERBS.get(method, (method.upper(), ""))
-        resource: str = getattr(request, "resource", "")
+        resource: str = getattr(request, "resource", "") or _RESOURCES.get(method, "")
         if method == "Patch" and getattr(request, "status", False):
             sub = "status"
         self.requests.labels(verb, resource, sub, http_code(method, error)).inc()

@@ -28,8 +28,8 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from control.api import errors, kinds
-from control.api.pb import api_pb2
-from control.apiserver import authn, selfreview, subresources, warnings
+from control.api.pb import api_pb2, authentication_pb2
+from control.apiserver import authn, satoken, selfreview, subresources, token_request, warnings
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
 from control.apiserver.inflight import InflightLimiter
 from control.apiserver.metrics import ApiServerMetrics
@@ -229,8 +229,11 @@ class ApiService:
                  metrics: ApiServerMetrics | None = None,
                  authenticator: authn.Authenticator | None = None,
                  authorizer: Chain | None = None,
-                 inflight: InflightLimiter | None = None) -> None:
+                 inflight: InflightLimiter | None = None,
+                 token_issuer: satoken.TokenIssuer | None = None) -> None:
         self.reg = registry
+        # signs serviceaccounts/token answers (None: the subresource is not served)
+        self.token_issuer = token_issuer
         self.inflight = inflight
         self.metrics = metrics
         self.authenticator = authenticator or authn.Authenticator()
@@ -365,6 +368,22 @@ class ApiService:
         grace = req.grace_period_seconds if req.HasField("grace_period_seconds") else None
         await subresources.evict(self.reg, req.namespace, req.name, grace)
         return api_pb2.EvictReply()
+
+    async def CreateToken(self, req: api_pb2.TokenRequestCall) -> api_pb2.ObjectReply:
+        sas = kinds.by_resource("serviceaccounts")
+        self.authorize("create", sas, req.namespace, req.name, "token")
+        if self.token_issuer is None:
+            raise errors.ServiceUnavailable("this server has no service account signing key: "
+                                            "tokens cannot be issued")
+        tr = authentication_pb2.TokenRequest()
+        try:
+            tr.ParseFromString(req.object)
+        except DecodeError as e:
+            raise errors.BadRequest(f"cannot decode TokenRequest: {e}") from None
+        out = await token_request.create_token(self.reg, self.token_issuer, req.namespace,
+                                               req.name, tr, dry_run=req.dry_run)
+        _write_log("create", sas, req.namespace, req.name, "token")
+        return api_pb2.ObjectReply(object=out.SerializeToString())
 
     async def History(self, req: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
         info = resolve(req.resource)
@@ -527,6 +546,7 @@ class ApiService:
             "GetScale": unary("GetScale", a.ScaleRequest, a.ScaleReply),
             "UpdateScale": unary("UpdateScale", a.ScaleRequest, a.ScaleReply),
             "Evict": unary("Evict", a.EvictRequest, a.EvictReply),
+            "CreateToken": unary("CreateToken", a.TokenRequestCall, a.ObjectReply),
             "History": unary("History", a.HistoryRequest, a.HistoryReply),
             "Discovery": unary("Discovery", a.DiscoveryRequest, a.DiscoveryReply),
             "WhoAmI": unary("WhoAmI", a.WhoAmIRequest, a.WhoAmIReply),

@@ -72,7 +72,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_apply)
 
     p = sub.add_parser("create", help="create objects from manifests, or `create namespace NAME`"
-                       " / `create job NAME (--from=cronjob/X | --image=IMG [-- CMD...])`")
+                       " / `create job NAME (--from=cronjob/X | --image=IMG [-- CMD...])`"
+                       " / `create token SERVICE_ACCOUNT`")
     add_file_flags(p, required=False)
     # everything after the first word: flags may still follow, and `create job NAME
     # --image=IMG -- CMD...` ends with a command (see _split_what)
@@ -85,6 +86,17 @@ def register(sub: Any) -> None:
     p.add_argument("--from", dest="from_", default="", metavar="cronjob/NAME",
                    help="create job: the CronJob whose jobTemplate the Job takes")
     p.add_argument("--image", default="", help="create job: the image of its one container")
+    p.add_argument("--audience", action="append", default=[],
+                   help="create token: an audience of the token (repeatable; default: the "
+                        "API's)")
+    p.add_argument("--duration", default="0",
+                   help="create token: its lifetime (e.g. 1h; 0: the server's default)")
+    p.add_argument("--bound-object-kind", default="",
+                   help="create token: bind it to an object of this kind (Pod)")
+    p.add_argument("--bound-object-name", default="",
+                   help="create token: the name of the object it is bound to")
+    p.add_argument("--bound-object-uid", default="",
+                   help="create token: the uid of the object it is bound to")
     p.add_argument("--dry-run", type=_dry_run, nargs="?", const="client", default="none")
     p.add_argument("-o", "--output", default="", help="name|json|yaml")
     p.set_defaults(handler=run_create)
@@ -265,17 +277,29 @@ def _split_what(args: argparse.Namespace) -> None:
     p.add_argument("-o", "--output", default=None)
     p.add_argument("--from", dest="from_", default=None)
     p.add_argument("--image", default=None)
+    p.add_argument("--audience", action="append", default=[])
+    for flag in ("--duration", "--bound-object-kind", "--bound-object-name",
+                 "--bound-object-uid"):
+        p.add_argument(flag, default=None)
     extra = p.parse_intermixed_args(words)
     args.what = extra.words + command
     args.filename = list(args.filename) + extra.filename
     args.recursive = args.recursive or extra.recursive
-    for name in ("dry_run", "output", "from_", "image"):
+    args.audience = list(getattr(args, "audience", [])) + extra.audience
+    for name in ("dry_run", "output", "from_", "image", "duration", "bound_object_kind",
+                 "bound_object_name", "bound_object_uid"):
         if getattr(extra, name) is not None:
             setattr(args, name, getattr(extra, name))
 
 
 async def run_create(ctx: Context, args: argparse.Namespace) -> int:
     _split_what(args)
+    if args.what and args.what[0] == "token":
+        from control.cli import create_token
+
+        if args.filename:
+            raise UsageError("give either -f FILE or `token SERVICE_ACCOUNT`, not both")
+        return await create_token.run(ctx, args)
     _check_output(args.output)
     if args.what and args.what[0] == "job":
         if args.filename:

@@ -183,6 +183,21 @@ def register(sub: Any) -> None:
                         "one when --listen's port is 0)")
     p.add_argument("--token-auth-file", type=Path, default=None, metavar="FILE",
                    help="static bearer tokens, one per line: token,user,uid,\"group1,group2\"")
+    p.add_argument("--service-account-signing-key-file", type=Path, default=None,
+                   metavar="FILE", help="private key (PEM, RSA or P-256) that signs service "
+                   "account tokens (default DATA_DIR/pki/service-account.key, made at first "
+                   "start)")
+    p.add_argument("--service-account-key-file", type=Path, action="append", default=[],
+                   metavar="FILE", help="more public keys (PEM keys or certificates) whose "
+                   "service account tokens are accepted, e.g. a previous signing key "
+                   "(repeatable)")
+    p.add_argument("--service-account-issuer", action="append", default=[], metavar="URL",
+                   help="issuer (iss) of service account tokens; the first signs, all are "
+                   "accepted (repeatable; default https://kubernetes.default.svc.cluster."
+                   "local)")
+    p.add_argument("--api-audiences", default=None, metavar="AUD[,AUD...]",
+                   help="audiences a token must name to authenticate to the API (default: "
+                   "the first issuer)")
     p.add_argument("--cluster-signing-duration", type=duration, default=None,
                    metavar="DURATION",
                    help="longest certificate the CSR signer issues (default 8760h)")
@@ -271,6 +286,19 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["supervisor_port"] = args.supervisor_port
     if args.token_auth_file is not None:
         wanted["token_auth_file"] = args.token_auth_file
+    if args.service_account_signing_key_file is not None:
+        wanted["service_account_signing_key_file"] = args.service_account_signing_key_file
+    if args.service_account_key_file:
+        wanted["service_account_key_files"] = list(args.service_account_key_file)
+    if args.service_account_issuer:
+        if any(not i.strip() for i in args.service_account_issuer):
+            raise UsageError("--service-account-issuer may not be empty")
+        wanted["service_account_issuers"] = [i.strip() for i in args.service_account_issuer]
+    if args.api_audiences is not None:
+        auds = [a.strip() for a in args.api_audiences.split(",") if a.strip()]
+        if not auds:
+            raise UsageError("--api-audiences needs at least one audience")
+        wanted["api_audiences"] = auds
     if args.cluster_signing_duration is not None:
         if args.cluster_signing_duration < 600:
             raise UsageError("--cluster-signing-duration must be at least 10m")

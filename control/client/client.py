@@ -388,6 +388,17 @@ class ApiClient:
             req.grace_period_seconds = grace_period_seconds
         await self._call(self._stub.Evict, req)
 
+    async def create_token(self, namespace: str, name: str, request: Any = None, *,
+                           dry_run: bool = False) -> Any:
+        """``serviceaccounts/token``: a TokenRequest (authentication.k8s.io/v1) for
+        ServiceAccount ``namespace/name``, answered with ``status.token`` filled in."""
+        from control.api.pb import authentication_pb2
+
+        req = request if request is not None else authentication_pb2.TokenRequest()
+        reply = await self._call(self._stub.CreateToken, api_pb2.TokenRequestCall(
+            namespace=namespace, name=name, object=req.SerializeToString(), dry_run=dry_run))
+        return authentication_pb2.TokenRequest.FromString(reply.object)
+
     async def history(self, resource: Resource, name: str,
                       namespace: str = "") -> builtins.list[tuple[str, int, Any]]:
         """Every revision of one object still in the store's log: (type, revision, object)."""

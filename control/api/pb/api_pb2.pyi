@@ -212,6 +212,18 @@ class EvictReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class TokenRequestCall(_message.Message):
+    __slots__ = ("namespace", "name", "object", "dry_run")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    object: bytes
+    dry_run: bool
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., object: _Optional[bytes] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
 class HistoryRequest(_message.Message):
     __slots__ = ("resource", "namespace", "name")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]

@@ -94,6 +94,11 @@ class ApiStub:
                 request_serializer=flotilla_dot_v1_dot_api__pb2.EvictRequest.SerializeToString,
                 response_deserializer=flotilla_dot_v1_dot_api__pb2.EvictReply.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/flotilla.v1.Api/CreateToken',
+                request_serializer=flotilla_dot_v1_dot_api__pb2.TokenRequestCall.SerializeToString,
+                response_deserializer=flotilla_dot_v1_dot_api__pb2.ObjectReply.FromString,
+                _registered_method=True)
         self.History = channel.unary_unary(
                 '/flotilla.v1.Api/History',
                 request_serializer=flotilla_dot_v1_dot_api__pb2.HistoryRequest.SerializeToString,
@@ -206,6 +211,12 @@ class ApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def History(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -310,6 +321,11 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.Evict,
                     request_deserializer=flotilla_dot_v1_dot_api__pb2.EvictRequest.FromString,
                     response_serializer=flotilla_dot_v1_dot_api__pb2.EvictReply.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=flotilla_dot_v1_dot_api__pb2.TokenRequestCall.FromString,
+                    response_serializer=flotilla_dot_v1_dot_api__pb2.ObjectReply.SerializeToString,
             ),
             'History': grpc.unary_unary_rpc_method_handler(
                     servicer.History,
@@ -671,6 +687,33 @@ class Api:
             '/flotilla.v1.Api/Evict',
             flotilla_dot_v1_dot_api__pb2.EvictRequest.SerializeToString,
             flotilla_dot_v1_dot_api__pb2.EvictReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.v1.Api/CreateToken',
+            flotilla_dot_v1_dot_api__pb2.TokenRequestCall.SerializeToString,
+            flotilla_dot_v1_dot_api__pb2.ObjectReply.FromString,
             options,
             channel_credentials,
             insecure,
