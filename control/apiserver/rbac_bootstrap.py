@@ -114,6 +114,13 @@ _SCHEDULER: list[Rule] = [
     (READ, ["storage.k8s.io"], ["storageclasses", "csinodes", "csidrivers"]),
     (READ, ["node.k8s.io"], ["runtimeclasses"]),
 ]
+# Kubernetes' system:volume-scheduler, bound to the scheduler: VolumeBinding writes the
+# claimRef of the volume it picked, or the selected node of a claim to provision.
+_VOLUME_SCHEDULER: list[Rule] = [
+    ([*READ, "patch", "update"], [""], ["persistentvolumes"]),
+    (READ, ["storage.k8s.io"], ["storageclasses"]),
+    ([*READ, "patch", "update"], [""], ["persistentvolumeclaims"]),
+]
 _PROXIER: list[Rule] = [
     (READ, [""], ["services", "endpoints", "nodes"]),
     (READ, ["discovery.k8s.io"], ["endpointslices"]),
@@ -148,6 +155,7 @@ def default_policy() -> list[Any]:
         _role("system:discovery", urls=_DISCOVERY_URLS),
         _role("system:public-info-viewer", urls=_PUBLIC_URLS),
         _role("system:kube-scheduler", _SCHEDULER),
+        _role("system:volume-scheduler", _VOLUME_SCHEDULER),
         _role("system:node-proxier", _PROXIER),
         _role("system:kube-dns", _DNS),
     ]
@@ -159,6 +167,8 @@ def default_policy() -> list[Any]:
         _binding("system:public-info-viewer", "system:public-info-viewer",
                  (group, "system:authenticated"), (group, "system:unauthenticated")),
         _binding("system:kube-scheduler", "system:kube-scheduler",
+                 (user, "system:kube-scheduler")),
+        _binding("system:volume-scheduler", "system:volume-scheduler",
                  (user, "system:kube-scheduler")),
         _binding("system:node-proxier", "system:node-proxier", (user, "system:kube-proxy")),
         _binding("system:kube-dns", "system:kube-dns", (user, "system:kube-dns")),

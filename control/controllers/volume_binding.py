@@ -4,12 +4,14 @@ reclaim): pairs claims with volumes and follows the volumes through their phases
 Keys are ``claim/<namespace>/<name>`` and ``volume/<name>``.
 
 - A claim without ``spec.volumeName`` gets the best fitting volume
-  (``volume_binding_util.best_volume``): the volume's claimRef is written first (the
+  (``control.api.volumes.best_volume``): the volume's claimRef is written first (the
   binding is decided there), then the claim's volumeName with the
   ``pv.kubernetes.io/bind-completed`` annotation, then both statuses Bound (the claim's
   with the volume's capacity and accessModes). No fit: the claim stays Pending with a
-  FailedBinding Event — or, when its StorageClass binds WaitForFirstConsumer, a
-  WaitForFirstConsumer Event (the scheduler binds such claims).
+  FailedBinding Event. A claim whose StorageClass binds WaitForFirstConsumer is bound
+  only to a volume whose claimRef already names it (the scheduler's VolumeBinding writes
+  that claimRef, or asks a provisioner for a volume); until then it gets a
+  WaitForFirstConsumer Event.
 - A claim naming a volume (pre-bound) is bound to it when the volume is free; a claim
   whose volume is gone, or bound to another claim after it was Bound, is Lost.
 - A volume: no claimRef (or one by name only, waiting for its claim) -> Available; its
@@ -30,9 +32,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from control.api import errors
+from control.api import volumes as vbu
 from control.api.pb import core_pb2, meta_pb2, storage_pb2
 from control.client.client import ApiClient
-from control.controllers import volume_binding_util as vbu
 from control.runtime.controller import Controller, Result
 from control.runtime.events import NORMAL, WARNING
 
@@ -108,7 +110,14 @@ class VolumeBindingController:
 
     async def _sync_claim(self, claim: PVC) -> None:
         if not claim.spec.volume_name:
-            pv = vbu.best_volume(claim, self._volumes.indexer.list())
+            volumes = self._volumes.indexer.list()
+            cls = self._class(claim)
+            if cls is not None and cls.volume_binding_mode == WAIT_FOR_FIRST_CONSUMER:
+                # The scheduler picks the volume (by writing its claimRef) once it knows
+                # the node of the claim's first pod: never bind such a claim to just any
+                # volume that fits.
+                volumes = [v for v in volumes if vbu.bound_to(v, claim)]
+            pv = vbu.best_volume(claim, volumes)
             if pv is None:
                 await self._unbound(claim)
                 return

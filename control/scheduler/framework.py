@@ -3,7 +3,7 @@
 Owns ``Status`` (Success / Unschedulable / UnschedulableAndUnresolvable / Error / Skip with
 reasons), ``CycleState`` (the per-cycle scratchpad plugins pass data through), the plugin
 base classes (one per extension point: queue sort, pre-filter, filter, post-filter,
-pre-score, score + normalize, reserve/unreserve, bind), ``Framework`` (one profile's plugin
+pre-score, score + normalize, reserve/unreserve, pre-bind, bind), ``Framework`` (one profile's plugin
 set, running them in kube-scheduler's order) and ``FitError`` (which turns the per-node
 statuses into Kubernetes' "0/3 nodes are available: ..." message).
 
@@ -19,7 +19,8 @@ node), and a score plugin may override ``score_nodes`` to score every node in on
 
 Concurrency contract: ``schedule`` is synchronous and never awaits, so the cache it reads
 cannot change under it: the cache is its own snapshot for the length of a cycle. Only
-``bind`` awaits (the binding cycle runs as its own task, after ``reserve``).
+``pre_bind`` and ``bind`` await (the binding cycle runs as its own task, after
+``reserve``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from control.runtime.clock import Clock, RealClock
 from control.scheduler.types import NodeInfo, PodInfo
+from control.scheduler.volumes import VolumeStore
 
 if TYPE_CHECKING:
     from control.scheduler.cache import Cache
@@ -188,6 +191,13 @@ class ReservePlugin(Plugin):
         return None
 
 
+class PreBindPlugin(Plugin):
+    async def pre_bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        """Prepare what the pod needs before it is bound (volumes): None or SUCCESS to go
+        on; anything else fails the binding cycle (the pod is unreserved and retried)."""
+        raise NotImplementedError
+
+
 class BindPlugin(Plugin):
     async def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
         """SKIP passes the pod to the next binder."""
@@ -290,6 +300,7 @@ class PluginSet:
     pre_score: list[PreScorePlugin] = field(default_factory=list)
     score: list[tuple[ScorePlugin, int]] = field(default_factory=list)
     reserve: list[ReservePlugin] = field(default_factory=list)
+    pre_bind: list[PreBindPlugin] = field(default_factory=list)
     bind: list[BindPlugin] = field(default_factory=list)
 
 
@@ -325,7 +336,8 @@ class Framework:
     def plugin(self, name: str) -> Plugin | None:
         ps = self.plugins
         every: list[Plugin] = [*ps.pre_filter, *ps.filter, *ps.post_filter, *ps.pre_score,
-                               *(p for p, _ in ps.score), *ps.reserve, *ps.bind]
+                               *(p for p, _ in ps.score), *ps.reserve, *ps.pre_bind,
+                               *ps.bind]
         if ps.queue_sort is not None:
             every.append(ps.queue_sort)
         return next((p for p in every if p.name == name), None)
@@ -559,6 +571,15 @@ class Framework:
         for p in reversed(self.plugins.reserve):
             p.unreserve(state, pod, node_name)
 
+    async def run_pre_bind(self, state: CycleState, pod: PodInfo,
+                           node_name: str) -> Status | None:
+        for p in self.plugins.pre_bind:
+            st = await p.pre_bind(state, pod, node_name)
+            if st is not None and st.code not in (Code.SUCCESS, Code.SKIP):
+                return Status(st.code, (f'running PreBind plugin "{p.name}": {st.message}',),
+                              p.name)
+        return None
+
     async def run_bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
         for p in self.plugins.bind:
             st = await p.bind(state, pod, node_name)
@@ -574,8 +595,11 @@ class SchedulingError(Exception):
 
 @dataclass
 class Handle:
-    """What a plugin may use besides the cycle state: the API client (binder) and the
-    scheduler's cache (for plugins that need it outside a cycle)."""
+    """What a plugin may use besides the cycle state: the API client (binder), the
+    scheduler's cache (for plugins that need it outside a cycle), the storage objects the
+    scheduler's informers fill (VolumeBinding) and the clock (bounded waits)."""
 
     client: Any = None
     cache: Cache | None = None
+    volumes: VolumeStore = field(default_factory=VolumeStore)
+    clock: Clock = field(default_factory=RealClock)

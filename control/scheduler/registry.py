@@ -24,6 +24,7 @@ from control.scheduler.framework import (
     Plugin,
     PluginSet,
     PostFilterPlugin,
+    PreBindPlugin,
     PreFilterPlugin,
     PreScorePlugin,
     QueueSortPlugin,
@@ -42,6 +43,7 @@ from control.scheduler.plugins.node_unschedulable import NodeUnschedulable
 from control.scheduler.plugins.pod_topology_spread import PodTopologySpread
 from control.scheduler.plugins.priority_sort import PrioritySort
 from control.scheduler.plugins.taint_toleration import TaintToleration
+from control.scheduler.plugins.volume_binding import VolumeBinding
 
 PluginFactory = type[Plugin]
 
@@ -49,7 +51,7 @@ REGISTRY: dict[str, PluginFactory] = {
     cls.name: cls
     for cls in (
         PrioritySort, NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
-        NodeResourcesFit, PodTopologySpread, InterPodAffinity,
+        NodeResourcesFit, VolumeBinding, PodTopologySpread, InterPodAffinity,
         NodeResourcesBalancedAllocation, DefaultPreemption, DefaultBinder,
     )
 }
@@ -63,6 +65,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, int], ...] = (
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("VolumeBinding", 0),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("DefaultPreemption", 0),
@@ -79,10 +82,11 @@ EXTENSION_POINTS: dict[str, type[Plugin]] = {
     "preScore": PreScorePlugin,
     "score": ScorePlugin,
     "reserve": ReservePlugin,
+    "preBind": PreBindPlugin,
     "bind": BindPlugin,
 }
 # Points Kubernetes has that no Flotilla plugin implements yet: accepted when empty.
-UNSUPPORTED_POINTS = ("permit", "preBind", "postBind", "preEnqueue")
+UNSUPPORTED_POINTS = ("permit", "postBind", "preEnqueue")
 
 
 class ConfigError(ValueError):
@@ -143,4 +147,5 @@ def build_framework(
 
 
 _FIELD = {"preFilter": "pre_filter", "filter": "filter", "postFilter": "post_filter",
-          "preScore": "pre_score", "reserve": "reserve", "bind": "bind"}
+          "preScore": "pre_score", "reserve": "reserve", "preBind": "pre_bind",
+          "bind": "bind"}

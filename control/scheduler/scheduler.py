@@ -32,14 +32,14 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
 import structlog
 
 from control.api import errors
-from control.api.pb import core_pb2, scheduling_pb2
+from control.api.pb import core_pb2, scheduling_pb2, storage_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.credentials import Credentials
@@ -63,6 +63,7 @@ from control.scheduler.metrics import SchedulerMetrics
 from control.scheduler.queue import QueuedPodInfo, SchedulingQueue
 from control.scheduler.registry import build_framework
 from control.scheduler.types import PodInfo, new_pod_info, pod_key
+from control.scheduler.volumes import VolumeStore
 
 log = structlog.get_logger(__name__, component="scheduler")
 
@@ -73,7 +74,8 @@ log = structlog.get_logger(__name__, component="scheduler")
 DEFAULT_BIND_CONCURRENCY = 256
 DEFAULT_SYNC_TIMEOUT = 30.0
 CACHE_CLEANUP_INTERVAL = 1.0
-RESOURCES = ("pods", "nodes", "namespaces", "priorityclasses")
+RESOURCES = ("pods", "nodes", "namespaces", "priorityclasses", "persistentvolumeclaims",
+             "persistentvolumes", "storageclasses")
 
 
 def load_config(path: str | None) -> configmod.SchedulerConfig:
@@ -105,7 +107,9 @@ class Scheduler:
         self._clock = clock or RealClock()
         self.identity = identity or socket.gethostname()
         self.cache = Cache(self._clock) if assume_ttl is None else Cache(self._clock, assume_ttl)
-        handle = Handle(client=client, cache=self.cache)
+        self.volumes = VolumeStore()
+        handle = Handle(client=client, cache=self.cache, volumes=self.volumes,
+                        clock=self._clock)
         self.frameworks: dict[str, Framework] = {}
         for prof in self.config.profiles:
             pct = prof.percentage_of_nodes_to_score
@@ -170,6 +174,7 @@ class Scheduler:
             on_add=self.on_node_add, on_update=self.on_node_update, on_delete=self.on_node_delete)
         self._pods.add_event_handler(
             on_add=self.on_pod_add, on_update=self.on_pod_update, on_delete=self.on_pod_delete)
+        self._watch_storage()
         self.informers.start(self.supervisor)
         if not await self.informers.wait_for_sync(self._sync_timeout):
             await self.stop()
@@ -306,6 +311,30 @@ class Scheduler:
             self.queue.move_all_to_active_or_backoff("AssignedPodDelete")
         self.queue.delete(key)
 
+    def _watch_storage(self) -> None:
+        """Claims, volumes and classes feed the VolumeStore; any change may make a pod
+        that waits for its storage schedulable (Kubernetes requeues on these events too)."""
+        v = self.volumes
+        for cls, put, delete, event in (
+                (core_pb2.PersistentVolumeClaim, v.set_claim, v.delete_claim, "Pvc"),
+                (core_pb2.PersistentVolume, v.set_volume, v.delete_volume, "Pv"),
+                (storage_pb2.StorageClass, v.set_class, v.delete_class, "StorageClass")):
+            inf: SharedInformer[Any] = self.informers.informer(cls)
+            inf.add_event_handler(on_add=self._storage_handler(put, f"{event}Add"),
+                                  on_update=self._storage_update(put, f"{event}Update"),
+                                  on_delete=delete)
+
+    def _storage_handler(self, put: Callable[[Any], None], event: str) -> Callable[[Any], None]:
+        def handle(obj: Any) -> None:
+            put(obj)
+            self.queue.move_all_to_active_or_backoff(event)
+        return handle
+
+    def _storage_update(self, put: Callable[[Any], None], event: str
+                        ) -> Callable[[Any, Any], None]:
+        handle = self._storage_handler(put, event)
+        return lambda _old, new: handle(new)
+
     # -- the scheduling loop -------------------------------------------------------------
 
     async def run_loop(self) -> None:
@@ -362,14 +391,19 @@ class Scheduler:
 
     async def _bind(self, fw: Framework, state: CycleState, q: QueuedPodInfo, node: str) -> None:
         pi = q.info
-        async with self._bind_sem:
-            try:
-                st = await fw.run_bind(state, pi, node)
-            except Exception as e:  # a binder bug must not leak the assumption
-                st = None
-                err: Exception | None = e
-            else:
-                err = None
+        err: Exception | None = None
+        st = None
+        try:
+            # Outside the semaphore: PreBind may wait long for volumes to be bound, and
+            # must not hold a slot other pods' binds need.
+            if fw.plugins.pre_bind:
+                st = await fw.run_pre_bind(state, pi, node)
+            if st is None:
+                async with self._bind_sem:
+                    st = await fw.run_bind(state, pi, node)
+        except Exception as e:  # a plugin bug must not leak the assumption
+            st = None
+            err = e
         if err is None and st is None:
             self.cache.finish_binding(pi.key)
             self.scheduled += 1

@@ -90,6 +90,8 @@ async def test_pre_binding_and_wait_for_first_consumer(api: Cluster) -> None:
          "metadata": {"name": "late"}, "provisioner": "example.com/none",
          "volumeBindingMode": "WaitForFirstConsumer"}, storage_pb2.StorageClass())
     await c.create(sc)
+    # a free volume that fits does not bind a claim waiting for its first consumer ...
+    await c.create(volume("free-late", "1Gi", storageClassName="late"))
     await c.create(claim("later", "1Gi", storageClassName="late"))
 
     async def waiting() -> bool:
@@ -98,3 +100,12 @@ async def test_pre_binding_and_wait_for_first_consumer(api: Cluster) -> None:
                    for e in evs)
 
     await eventually(waiting)
+    assert (await pvc_state(c, "later")) == ("Pending", "")
+    # ... until the scheduler writes the volume's claimRef (its VolumeBinding PreBind)
+    later = await c.get(core_pb2.PersistentVolumeClaim, "later", "default")
+    chosen = await c.get(core_pb2.PersistentVolume, "free-late")
+    chosen.spec.claim_ref.name = "later"
+    chosen.spec.claim_ref.namespace = "default"
+    chosen.spec.claim_ref.uid = later.metadata.uid
+    await c.update(chosen)
+    await eventually(lambda: is_(pvc_state(c, "later"), ("Bound", "free-late")))

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from control.api import convert
+from control.api import volumes as vbu
 from control.api.pb import core_pb2
-from control.controllers import volume_binding_util as vbu
 
 
 def pv(name: str = "pv", size: str = "1Gi", *, modes: tuple[str, ...] = ("ReadWriteOnce",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from control.api.pb import core_pb2, meta_pb2
+from control.api.pb import core_pb2, meta_pb2, storage_pb2
 from control.scheduler.types import NodeInfo, PodInfo, new_pod_info
 
 
@@ -102,3 +102,73 @@ def node_info(n: core_pb2.Node, *pods: core_pb2.Pod) -> NodeInfo:
 
 def info(p: core_pb2.Pod, priority: int = 0) -> PodInfo:
     return new_pod_info(p, p.spec.priority if p.spec.HasField("priority") else priority)
+
+
+# -- storage -------------------------------------------------------------------------------
+
+
+def storage_class(name: str, provisioner: str = "kubernetes.io/no-provisioner", *,
+                  wait: bool = True,
+                  allowed: Mapping[str, Sequence[str]] | None = None) -> storage_pb2.StorageClass:
+    sc = storage_pb2.StorageClass(provisioner=provisioner)
+    sc.metadata.name = name
+    sc.volume_binding_mode = "WaitForFirstConsumer" if wait else "Immediate"
+    if allowed:
+        term = sc.allowed_topologies.add()
+        for k, vals in allowed.items():
+            term.match_label_expressions.add(key=k, values=list(vals))
+    return sc
+
+
+def pv(name: str, size: str = "1Gi", *, sc: str = "local", node_name: str = "",
+       claim: core_pb2.PersistentVolumeClaim | None = None, rv: str = "1",
+       modes: Sequence[str] = ("ReadWriteOnce",)) -> core_pb2.PersistentVolume:
+    v = core_pb2.PersistentVolume()
+    v.metadata.name = name
+    v.metadata.uid = f"uid-{name}"
+    v.metadata.resource_version = rv
+    v.spec.capacity["storage"].string = size
+    v.spec.access_modes.extend(modes)
+    v.spec.storage_class_name = sc
+    v.spec.local.path = f"/mnt/{name}"
+    if node_name:
+        term = v.spec.node_affinity.required.node_selector_terms.add()
+        term.match_expressions.add(key="kubernetes.io/hostname", operator="In",
+                                   values=[node_name])
+    if claim is not None:
+        v.spec.claim_ref.namespace = claim.metadata.namespace
+        v.spec.claim_ref.name = claim.metadata.name
+        v.spec.claim_ref.uid = claim.metadata.uid
+        v.status.phase = "Bound"
+    else:
+        v.status.phase = "Available"
+    return v
+
+
+def pvc(name: str, size: str = "1Gi", *, sc: str | None = "local", volume: str = "",
+        namespace: str = "default", rv: str = "1",
+        annotations: Mapping[str, str] | None = None) -> core_pb2.PersistentVolumeClaim:
+    c = core_pb2.PersistentVolumeClaim()
+    c.metadata.name = name
+    c.metadata.namespace = namespace
+    c.metadata.uid = f"uid-{name}"
+    c.metadata.resource_version = rv
+    c.metadata.annotations.update(annotations or {})
+    c.spec.access_modes.append("ReadWriteOnce")
+    c.spec.resources.requests["storage"].string = size
+    if sc is not None:
+        c.spec.storage_class_name = sc
+    if volume:
+        c.spec.volume_name = volume
+        c.metadata.annotations["pv.kubernetes.io/bind-completed"] = "yes"
+        c.status.phase = "Bound"
+    else:
+        c.status.phase = "Pending"
+    return c
+
+
+def with_claims(p: core_pb2.Pod, *claims: str) -> core_pb2.Pod:
+    for i, name in enumerate(claims):
+        v = p.spec.volumes.add(name=f"v{i}")
+        v.persistent_volume_claim.claim_name = name
+    return p

@@ -1,4 +1,5 @@
-"""Pure logic of the PersistentVolume binder: no I/O.
+"""Matching PersistentVolumes to claims, shared by the PV binder (controllers) and the
+scheduler's VolumeBinding plugin: no I/O.
 
 - ``volume_fits``: whether a PersistentVolume can satisfy a claim (Kubernetes'
   FindMatchingVolume checks): same storageClassName, the claim's accessModes all offered,
