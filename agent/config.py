@@ -112,6 +112,9 @@ class AgentOptions:
     crash_loop_backoff_initial: float = DEFAULT_CRASH_LOOP_BACKOFF_INITIAL
     crash_loop_backoff_max: float = DEFAULT_CRASH_LOOP_BACKOFF_MAX
     volume_refresh_period: float = DEFAULT_VOLUME_REFRESH_PERIOD
+    # fencing: stop every pod after this long without the API server (None: only the pods
+    # annotated flotilla.io/stop-after-disconnect)
+    stop_pods_after_disconnect: float | None = None
     # pod network: "bridge" (a namespace and an IP per pod; root), "host" (every pod on the
     # machine's network) or "auto" (bridge when root). Library default host: an agent built
     # in a test never touches the machine's network unless asked; the CLI defaults to auto.
@@ -160,6 +163,8 @@ class AgentOptions:
                 ("--volume-refresh-period", self.volume_refresh_period)):
             if not value > 0:
                 raise ValueError(f"{flag} must be positive")
+        if self.stop_pods_after_disconnect is not None and self.stop_pods_after_disconnect <= 0:
+            raise ValueError("--stop-pods-after-disconnect must be positive")
         if self.renew_interval >= self.node_lease_duration_seconds:
             raise ValueError("--node-lease-renew-interval must be shorter than the lease "
                              "duration")

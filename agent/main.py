@@ -152,7 +152,8 @@ class Agent:
         if serving is not None:
             await self._serve(serving)
         self.lease = LeaseController(self._client, opts, clock=self.clock,
-                                     node_uid=lambda: status.node_uid)
+                                     node_uid=lambda: status.node_uid,
+                                     on_renewal=self._renewal_result)
         node_allocatable = allocatable(machine_capacity(machine, opts.max_pods),
                                        opts.system_reserved)
         kopts = self._kubelet_options or kubelet_options(opts)
@@ -201,6 +202,14 @@ class Agent:
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
             node_ip=status.node_ip, cpus=machine.cpus, memory=machine.memory_bytes,
         )
+
+    def _renewal_result(self, ok: bool) -> None:
+        """The Lease is the node's contact with the API server: it drives fencing."""
+        if self.kubelet is not None:
+            if ok:
+                self.kubelet.fence.contact()
+            else:
+                self.kubelet.fence.lost()
 
     async def stop(self, stop_timeout: float = 10.0) -> None:
         """Stop the tasks, then close the channel (in that order: no call on a closed one).
@@ -442,7 +451,8 @@ def kubelet_options(opts: AgentOptions) -> KubeletOptions:
         relist_period=opts.runtime_relist_period,
         backoff_initial=opts.crash_loop_backoff_initial,
         backoff_max=opts.crash_loop_backoff_max,
-        volume_refresh_period=opts.volume_refresh_period)
+        volume_refresh_period=opts.volume_refresh_period,
+        stop_pods_after_disconnect=opts.stop_pods_after_disconnect)
 
 
 async def run_agent(options: AgentOptions, stop_event: asyncio.Event, *,

@@ -47,6 +47,7 @@ import structlog
 
 from agent.images.service import ImageService
 from agent.kubelet.backoff import DEFAULT_INITIAL, DEFAULT_MAX, CrashLoopBackoff
+from agent.kubelet.fencing import Fence
 from agent.kubelet.fetch import M
 from agent.kubelet.images import ImagePuller
 from agent.kubelet.metrics import KubeletMetrics
@@ -106,6 +107,10 @@ class KubeletOptions:
     cluster_dns: list[str] | None = None
     cluster_domain: str = "cluster.local"
     resolv_conf: Path = Path("/etc/resolv.conf")
+    # fencing (agent.kubelet.fencing): stop every pod after this long without the API
+    # server (None: only pods annotated flotilla.io/stop-after-disconnect), checked this often
+    stop_pods_after_disconnect: float | None = None
+    fence_period: float = 1.0
 
 
 @runtime_checkable
@@ -170,6 +175,9 @@ class Kubelet:
         self.pods = PodManager(client, node_name, self.workers, clock=self.clock,
                                resync_period=options.sync_period)
         self.status = StatusManager(client, clock=self.clock, workers=options.status_workers)
+        self.fence = Fence(self.clock, self.pods.pods, self._fence_changed,
+                           node_default=options.stop_pods_after_disconnect,
+                           recorder=recorder, period=options.fence_period)
         self._states: dict[str, PodState] = {}
         self._fingerprints: dict[str, tuple[tuple[str, str], ...]] = {}
         self._supervisor: Supervisor | None = None
@@ -192,6 +200,7 @@ class Kubelet:
             sup.start("pod-informer", self.pods.run, backoff=task_backoff)
             sup.start("pod-status", self.status.run, backoff=task_backoff)
             sup.start("pleg", self._pleg, backoff=task_backoff)
+            sup.start("fence", self.fence.run, backoff=task_backoff)
             if isinstance(self.volumes, VolumeRefresher):
                 sup.start("volume-refresh", self._refresh_volumes, backoff=task_backoff)
             self._log.info("kubelet started")
@@ -237,6 +246,11 @@ class Kubelet:
         if pod.metadata.HasField("deletion_timestamp"):
             await self._terminate(pod, state)
             return None
+        if self.fence.is_fenced(uid):
+            # stopped, and kept so until the API server is back (no status reaches it now)
+            await self.syncer.stop_containers(pod, kill_grace(pod, self.clock.now(),
+                                                              self.options.minimum_grace))
+            return None
         view = self._with_last_status(pod)
         result = await self.syncer.sync_pod(view, state)
         self.status.set_status(view, result.status)
@@ -260,7 +274,14 @@ class Kubelet:
             pass  # already gone, or the name now belongs to a new pod
         self._forget(uid)
 
+    def _fence_changed(self, uid: str) -> None:
+        if not self.fence.is_fenced(uid):
+            # stopped by us, not crashing: its restart owes nothing to the crash loop
+            self.backoff.forget_pod(uid)
+        self.workers.update(uid)
+
     def _forget(self, uid: str) -> None:
+        self.fence.forget(uid)
         self._states.pop(uid, None)
         self._fingerprints.pop(uid, None)
         self.status.forget(uid)

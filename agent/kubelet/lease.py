@@ -82,11 +82,14 @@ class LeaseController:
         *,
         node_uid: Callable[[], str | None] = lambda: None,
         clock: Clock | None = None,
+        on_renewal: Callable[[bool], None] = lambda _ok: None,
     ) -> None:
         self.client = client
         self.options = options
         self.clock = clock or RealClock()
         self._node_uid = node_uid
+        # told of every renewal's outcome (True: renewed): the kubelet's fence listens
+        self._on_renewal = on_renewal
         self._log = log.bind(component="node-lease", node=options.node_name)
         self._reach = Reachability(self._log, "lease renewal")
         self._backoff = BackoffState(
@@ -101,12 +104,14 @@ class LeaseController:
                 await self.renew_once()
             except errors.ApiError as e:
                 self._reach.failed(e)
+                self._on_renewal(False)
                 # Capped below the renew interval's scale: a lease must not lapse because
                 # we waited out a long backoff after the server came back.
                 await self.clock.sleep(min(self._backoff.next_delay(),
                                            self.options.renew_interval))
                 continue
             self._reach.succeeded()
+            self._on_renewal(True)
             self._backoff.reset()
             await self.clock.sleep(self.options.renew_interval)
 

@@ -771,6 +771,15 @@ class PodSyncer:
                                           run_pre_stop=False)
                                for cs in running.values()))
 
+    async def stop_containers(self, pod: core_pb2.Pod, grace: float) -> None:
+        """Stop the pod's running containers as for a deletion, keeping its sandbox,
+        volumes and logs (a fenced pod: it may run again)."""
+        try:
+            for sb in await self._sandboxes(pod.metadata.uid):
+                await self._stop_all(pod, sb.id, grace)
+        finally:
+            self._drop_snapshots(pod.metadata.uid)
+
     async def terminate(self, pod: core_pb2.Pod | None, uid: str, state: PodState | None,
                         grace: float) -> core_pb2.PodStatus | None:
         """Stop everything of pod ``uid`` and remove its sandbox, volumes and directory.

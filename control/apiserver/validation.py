@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from control.api import kinds, names
 from control.api import labels as label_sel
 from control.api.errors import FieldError
+from control.api.fencing import STOP_AFTER_DISCONNECT, parse_stop_after
 from control.api.pb import (
     apps_pb2,
     batch_pb2,
@@ -82,6 +83,13 @@ SYSTEM_PRIORITY_CLASSES = {
 
 def _validate_pod(pod: core_pb2.Pod, old: core_pb2.Pod | None) -> Errors:
     errs = validate_pod_spec(pod.spec, "spec")
+    fence = pod.metadata.annotations.get(STOP_AFTER_DISCONNECT)
+    if fence is not None:
+        try:
+            parse_stop_after(fence)
+        except ValueError as e:
+            errs.append(invalid(f"metadata.annotations[{STOP_AFTER_DISCONNECT}]", fence,
+                                f"a duration such as 90s or 2m: {e}"))
     if old is not None:
         errs.extend(validate_pod_update(pod, old))
     return errs

@@ -95,6 +95,12 @@ def register(sub: Any) -> None:
                    metavar="DURATION",
                    help="how often configMap, secret, downwardAPI and projected volumes "
                         "are re-projected (default %(default)s)")
+    p.add_argument("--stop-pods-after-disconnect", type=duration, default=None,
+                   metavar="DURATION",
+                   help="stop the containers of every pod of this node once the agent has "
+                        "not reached the API server for this long, so a replacement "
+                        "elsewhere never runs beside them (pods choose their own with the "
+                        "annotation flotilla.io/stop-after-disconnect; default: only those)")
     p.add_argument("--registry-mirror", action="append", default=[],
                    metavar="DOMAIN=HOST[,HOST]",
                    help="registries that stand in for DOMAIN's (tried in order; DOMAIN "
@@ -179,6 +185,7 @@ def options_from_args(args: argparse.Namespace, server: str,
         crash_loop_backoff_initial=args.crash_loop_backoff_initial,
         crash_loop_backoff_max=args.crash_loop_backoff_max,
         volume_refresh_period=args.volume_refresh_period,
+        stop_pods_after_disconnect=args.stop_pods_after_disconnect,
         daemon_port=args.daemon_port,
         pod_network=args.pod_network,
         cluster_cidr=args.cluster_cidr,

@@ -54,6 +54,8 @@ def test_defaults_are_kubelets() -> None:
     (["--proxy-mode", "nftables"], "proxy_mode", "nftables"),
     ([], "proxy_mode", "auto"),
     (["--proxy-sync-period", "5"], "proxy_sync_period", 5.0),
+    ([], "stop_pods_after_disconnect", None),
+    (["--stop-pods-after-disconnect", "90s"], "stop_pods_after_disconnect", 90.0),
 ])
 def test_flag_parses_and_passes_through(argv: list[str], field: str, value: Any) -> None:
     o = options(*argv)
@@ -65,9 +67,10 @@ def test_timings_reach_the_kubelet() -> None:
     k = kubelet_options(options(
         "--sync-frequency", "5s", "--runtime-relist-period", "100ms",
         "--crash-loop-backoff-initial", "1s", "--crash-loop-backoff-max", "4s",
-        "--volume-refresh-period", "3s"))
+        "--volume-refresh-period", "3s", "--stop-pods-after-disconnect", "2m"))
     assert (k.sync_period, k.relist_period, k.backoff_initial, k.backoff_max,
-            k.volume_refresh_period) == (5.0, 0.1, 1.0, 4.0, 3.0)
+            k.volume_refresh_period, k.stop_pods_after_disconnect) == (5.0, 0.1, 1.0, 4.0,
+                                                                      3.0, 120.0)
 
 
 @pytest.mark.parametrize("argv", [
@@ -94,6 +97,7 @@ def test_bad_syntax_is_a_usage_error(argv: list[str]) -> None:
     (["--daemon-port", "-1"], "--daemon-port"),
     (["--proxy-mode", "userspace"], "--proxy-mode userspace is not available yet"),
     (["--proxy-sync-period", "0"], "--proxy-sync-period"),
+    (["--stop-pods-after-disconnect", "0s"], "--stop-pods-after-disconnect"),
 ])
 def test_bad_values_name_the_flag(argv: list[str], flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
