@@ -20,7 +20,10 @@ downwardAPI   ``volumes/downward-api/<name>``; fieldRef metadata.name/namespace/
               annotations (and ``metadata.labels['k']``), resourceFieldRef (limits fall back
               to the node's allocatable). On tmpfs when possible.
 projected     ``volumes/projected/<name>``: configMap, secret, downwardAPI and
-              serviceAccountToken sources in one directory. On tmpfs when possible.
+              serviceAccountToken sources in one directory. On tmpfs when possible. A
+              token comes from the TokenRequest API, bound to the pod, for the source's
+              audience and expirationSeconds (:mod:`agent.kubelet.token_manager`, which
+              renews it at 80% of its life).
 persistentVolumeClaim  the bound PersistentVolume's path: a ``hostPath`` (type-checked as
               above) or ``local`` volume. A claim that is missing, being deleted or not yet
               Bound, or whose volume has another source, is a :class:`VolumeError` saying
@@ -64,9 +67,11 @@ import structlog
 
 from agent.kubelet import mounts
 from agent.kubelet.atomic_writer import AtomicWriter, FileProjection, PayloadError
+from agent.kubelet.token_manager import DEFAULT_EXPIRATION_SECONDS, TokenKey, TokenManager
 from control.api import errors, quantity
-from control.api.pb import core_pb2
+from control.api.pb import authentication_pb2, core_pb2
 from control.client.client import ApiClient
+from control.runtime.clock import Clock
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +93,6 @@ _TMPFS_KINDS = frozenset({"secret", "downward_api", "projected"})
 _PROJECTED_KINDS = ("config_map", "secret", "downward_api", "projected")
 # PersistentVolumeSpec message fields that are not volume sources
 _PV_NOT_SOURCES = frozenset({"claim_ref", "node_affinity"})
-SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
-SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 
 
 class VolumeError(Exception):
@@ -349,8 +352,9 @@ def check_host_path(path: str, type_: str) -> None:
 class VolumeManager:
     def __init__(self, client: ApiClient | None, pods_dir: Path,
                  node_allocatable: dict[str, Any] | None = None, *,
-                 can_mount: bool | None = None) -> None:
+                 can_mount: bool | None = None, clock: Clock | None = None) -> None:
         self._client = client
+        self.tokens = TokenManager(self._request_token, clock) if client is not None else None
         self.pods_dir = Path(pods_dir)
         self.node_allocatable = node_allocatable
         self._can_mount = mounts.can_mount() if can_mount is None else can_mount
@@ -415,6 +419,8 @@ class VolumeManager:
             if root.exists():
                 await asyncio.to_thread(mounts.remove_tree, root)
         self._locks.pop(pod_uid, None)
+        if self.tokens is not None:
+            self.tokens.forget_pod(pod_uid)
 
     async def _apply_fs_group(self, pod: core_pb2.Pod, vol: core_pb2.Volume, path: str) -> None:
         """securityContext.fsGroup: the volumes the kubelet makes belong to that group
@@ -516,8 +522,9 @@ class VolumeManager:
                 out.update(downward_payload(pod, src.downward_api.items, mode,
                                             self.node_allocatable, self.pods_dir))
             elif src.HasField("service_account_token"):
-                token = await self._service_account_token(pod)
-                out[src.service_account_token.path] = FileProjection(token, mode)
+                sat = src.service_account_token
+                token = await self._service_account_token(pod, sat)
+                out[sat.path] = FileProjection(token, mode)
             else:
                 raise _SourceError("projected volume source is not supported by this agent")
         return out
@@ -584,26 +591,30 @@ class VolumeManager:
             raise _SourceError(f'cannot read secret "{name}": {e}') from None
         return secret_data(secret)
 
-    async def _service_account_token(self, pod: core_pb2.Pod) -> bytes:
-        """The pod's service account token.
+    async def _request_token(self, namespace: str, name: str,
+                             tr: authentication_pb2.TokenRequest
+                             ) -> authentication_pb2.TokenRequest:
+        client = self._require_client(f'a token of serviceaccount "{name}"')
+        answer: authentication_pb2.TokenRequest = await client.create_token(namespace, name, tr)
+        return answer
 
-        Flotilla has no TokenRequest API yet (security is a later issue). Until then: the
-        ``token`` of a ``kubernetes.io/service-account-token`` Secret for the pod's
-        service account if a user created one, else a placeholder that is *not* a JWT and
-        authenticates nothing; it exists so that programs expecting the file start."""
+    async def _service_account_token(self, pod: core_pb2.Pod,
+                                     src: core_pb2.ServiceAccountTokenProjection) -> bytes:
+        """A token of the pod's ServiceAccount bound to the pod (TokenRequest), cached and
+        renewed by the token manager."""
         sa = pod.spec.service_account_name or pod.spec.service_account or "default"
-        if self._client is not None:
-            try:
-                listed = await self._client.list(core_pb2.Secret, pod.metadata.namespace)
-            except errors.ApiError as e:
-                log.warning("cannot list secrets for a service account token", error=str(e))
-            else:
-                for s in listed.items:
-                    if (s.type == SERVICE_ACCOUNT_TOKEN_TYPE
-                            and s.metadata.annotations.get(SERVICE_ACCOUNT_NAME_ANNOTATION) == sa
-                            and s.data.get("token")):
-                        return bytes(s.data["token"])
-        return f"flotilla-placeholder-token:{pod.metadata.namespace}:{sa}".encode()
+        if self.tokens is None:
+            raise _SourceError(f'cannot request a token of serviceaccount "{sa}": the agent '
+                               "has no API client")
+        seconds = (src.expiration_seconds if src.HasField("expiration_seconds")
+                   else DEFAULT_EXPIRATION_SECONDS)
+        key = TokenKey(pod.metadata.namespace, sa, src.audience, int(seconds),
+                       pod.metadata.name, pod.metadata.uid)
+        try:
+            return await self.tokens.token(key)
+        except errors.ApiError as e:
+            raise _SourceError(f'failed to fetch token for serviceaccount "{sa}": {e}'
+                               ) from None
 
 
 def _source_kind(vol: core_pb2.Volume) -> str:

@@ -38,8 +38,8 @@ class Env:
         self.kubelet: Kubelet | None = None
         self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> Kubelet:
-        self.kubelet = Kubelet(self.client, self.rt, NODE, options(self.tmp))
+    async def start(self, volumes: Any = None) -> Kubelet:
+        self.kubelet = Kubelet(self.client, self.rt, NODE, options(self.tmp), volumes=volumes)
         self.task = asyncio.create_task(self.kubelet.run())
         assert await self.kubelet.wait_synced(10)
         return self.kubelet

@@ -30,7 +30,9 @@ from agent.kubelet.volumes import (
     resource_value,
 )
 from control.api.pb import core_pb2, meta_pb2
+from control.apiserver import jws
 from tests.conftest import Cluster
+from tests.support.token_client import token_client
 
 IS_ROOT = os.geteuid() == 0
 NS = "default"
@@ -372,21 +374,35 @@ async def test_projected_sources_and_token(cluster: Cluster, pods_dir: Path) -> 
             core_pb2.VolumeProjection(service_account_token=core_pb2.ServiceAccountTokenProjection(
                 path="token", expiration_seconds=3600)),
         ]))
+    # the token is bound to the pod: it must exist in the API, running as an account
+    sa = core_pb2.ServiceAccount(metadata=meta_pb2.ObjectMeta(name="robot", namespace=NS))
+    await cluster.client.create(sa)
+    live = await cluster.client.create(core_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(name="web", namespace=NS),
+        spec=core_pb2.PodSpec(service_account_name="robot", containers=[
+            core_pb2.Container(name="app", image="busybox")])))
+    p = pod(v, uid=live.metadata.uid)
+    p.spec.service_account_name = "robot"
     mgr = VolumeManager(cluster.client, pods_dir)
-    d = Path((await mgr.setup(pod(v)))["all-in-one"])
+    d = Path((await mgr.setup(p))["all-in-one"])
     assert (d / "a").read_text() == "from-cm"
     assert mode(d / "a") == 0o440
     assert (d / "sub/b").read_bytes() == b"from-secret"
     assert mode(d / "sub/b") == 0o400
     assert (d / "ns").read_text() == NS
-    assert (d / "token").read_text().startswith("flotilla-placeholder-token:")
-    # A service-account-token Secret, when one exists, is used instead.
-    tok = secret("default-token", {"token": b"real.jwt.token"})
-    tok.type = "kubernetes.io/service-account-token"
-    tok.metadata.annotations["kubernetes.io/service-account.name"] = "default"
-    await cluster.client.create(tok)
-    await mgr.refresh(pod(v))
-    assert (d / "token").read_bytes() == b"real.jwt.token"
+    token = (d / "token").read_text()
+    assert mode(d / "token") == 0o440
+    claims = jws.header_and_claims(token)[1]
+    assert claims["kubernetes.io"]["pod"] == {"name": "web", "uid": live.metadata.uid}
+    assert claims["exp"] - claims["iat"] == 3600
+    robot = token_client(cluster, token)
+    try:
+        assert (await robot.whoami()).username == "system:serviceaccount:default:robot"
+    finally:
+        await robot.channel.close(None)
+    # a refresh within the token's first 80% keeps it
+    await mgr.refresh(p)
+    assert (d / "token").read_text() == token
 
     bad = core_pb2.Volume(name="bad", projected=core_pb2.ProjectedVolumeSource(sources=[
         core_pb2.VolumeProjection(config_map=core_pb2.ConfigMapProjection(name="nope"))]))
