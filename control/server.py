@@ -29,12 +29,14 @@ from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
 from control.apiserver import authn, jws, rbac_bootstrap, satoken
+from control.apiserver.apf import DEFAULT_QUEUE_WAIT_TIMEOUT, PriorityAndFairness
 from control.apiserver.certs import (
     ServerPki,
     advertised_host,
     host_addresses,
     join_host_port,
 )
+from control.apiserver.flowcontrol import Admission, RequestInfo
 from control.apiserver.inflight import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     DEFAULT_MAX_REQUESTS_INFLIGHT,
@@ -119,6 +121,11 @@ class ServerOptions:
     # --max-requests-inflight / --max-mutating-requests-inflight (0: unlimited)
     max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
     max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
+    # --enable-priority-and-fairness: the two limits above together are the seats that
+    # priority levels share (off: each limit alone, no queues, no levels)
+    enable_priority_and_fairness: bool = True
+    # the longest a request waits in its priority level's queue before TooManyRequests
+    apf_queue_wait_timeout: float = DEFAULT_QUEUE_WAIT_TIMEOUT
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -291,9 +298,7 @@ class ControlPlane:
         server.add_generic_rpc_handlers((ApiService(
             self.registry, logs=proxy.logs, exec_=proxy.exec,
             metrics=self.apiserver_metrics, authenticator=authenticator,
-            inflight=InflightLimiter(opts.max_requests_inflight,
-                                     opts.max_mutating_requests_inflight,
-                                     self.apiserver_metrics),
+            admission=self._admission(),
             token_issuer=token_issuer).handler(),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -363,6 +368,26 @@ class ControlPlane:
         log.info("control plane serving", address=api, supervisor=self.supervisor_address,
                  data_dir=str(opts.data_dir), revision=self.store.revision)
         return self.address
+
+    def _admission(self) -> Admission | None:
+        """Priority and fairness, or the plain max-in-flight filter when it is off (as
+        kube-apiserver: then watches are not limited); None when both limits are 0."""
+        opts, cache = self.options, self.cache
+        assert cache is not None
+        seats = opts.max_requests_inflight + opts.max_mutating_requests_inflight
+        if not opts.enable_priority_and_fairness:
+            return InflightLimiter(opts.max_requests_inflight,
+                                   opts.max_mutating_requests_inflight, self.apiserver_metrics)
+        if opts.max_requests_inflight == 0 or opts.max_mutating_requests_inflight == 0:
+            return None  # one of them unlimited: so is the sum
+
+        def objects(req: RequestInfo) -> int:
+            count = cache.count(req.resource, req.namespace)
+            return min(count, req.limit) if req.limit > 0 else count
+
+        return PriorityAndFairness(seats, queue_wait_timeout=opts.apf_queue_wait_timeout,
+                                   registry=self.apiserver_metrics.registry,
+                                   estimate_objects=objects)
 
     def _certificate(self, client_certificates: bool) -> grpc.ServerCertificateConfiguration:
         assert self.pki is not None

@@ -105,10 +105,12 @@ class LeaseController:
             except errors.ApiError as e:
                 self._reach.failed(e)
                 self._on_renewal(False)
+                delay = self._backoff.next_delay()
+                if isinstance(e, errors.TooManyRequests) and e.retry_after is not None:
+                    delay = max(delay, float(e.retry_after))  # the server sheds load
                 # Capped below the renew interval's scale: a lease must not lapse because
                 # we waited out a long backoff after the server came back.
-                await self.clock.sleep(min(self._backoff.next_delay(),
-                                           self.options.renew_interval))
+                await self.clock.sleep(min(delay, self.options.renew_interval))
                 continue
             self._reach.succeeded()
             self._on_renewal(True)

@@ -6,7 +6,8 @@ at once with ``TooManyRequests`` and a retry-after of 1 s (Kubernetes' 429), nev
 a flood cannot grow the server's memory. ``system:masters`` (the admins and the control
 plane's own clients that hold admin rights) are exempt, as in Kubernetes, which keeps room
 for them under a flood. A limit of 0 means unlimited. Long-running calls (watch, logs,
-exec) are not counted here.
+exec) are not counted here. This is the filter when ``--enable-priority-and-fairness`` is
+off; :mod:`control.apiserver.apf` replaces it otherwise.
 
 Concurrency: event-loop only; ``admit`` and the release it returns run on the loop.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from control.api import errors
 from control.apiserver import authn
+from control.apiserver.flowcontrol import RequestInfo
 from control.apiserver.metrics import ApiServerMetrics
 
 DEFAULT_MAX_REQUESTS_INFLIGHT = 400
@@ -35,6 +37,13 @@ class InflightLimiter:
         self.limits = {False: max_requests_inflight, True: max_mutating_requests_inflight}
         self.inflight = {False: 0, True: 0}
         self.rejected = {False: 0, True: 0}
+
+    async def enter(self, req: RequestInfo,
+                    time_remaining: float | None = None) -> Callable[[], None]:
+        """:class:`control.apiserver.flowcontrol.Admission`: watches pass uncounted."""
+        if req.long_running:
+            return _nothing
+        return self.admit(req.method, req.user)
 
     def admit(self, method: str, user: authn.UserInfo | None) -> Callable[[], None]:
         """Count the request in, or raise TooManyRequests; returns the release to call

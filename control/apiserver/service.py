@@ -31,7 +31,7 @@ from control.api import errors, kinds
 from control.api.pb import api_pb2, authentication_pb2
 from control.apiserver import authn, satoken, selfreview, subresources, token_request, warnings
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
-from control.apiserver.inflight import InflightLimiter
+from control.apiserver.flowcontrol import Admission, request_info
 from control.apiserver.metrics import ApiServerMetrics
 from control.apiserver.rbac import EscalationGuard, RBACAuthorizer
 from control.apiserver.registry import Registry
@@ -123,7 +123,7 @@ def _authenticate(authenticator: authn.Authenticator,
 
 def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authenticator,
            metrics: ApiServerMetrics | None = None,
-           inflight: InflightLimiter | None = None) -> Callable[..., Awaitable[Message]]:
+           admission: Admission | None = None) -> Callable[..., Awaitable[Message]]:
     method = fn.__name__
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Message:
@@ -133,8 +133,9 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
         release: Callable[[], None] | None = None
         try:
             user = _authenticate(authenticator, context)
-            if inflight is not None:
-                release = inflight.admit(method, user)
+            if admission is not None:
+                release = await admission.enter(request_info(method, request, user),
+                                                context.time_remaining())
             if isinstance(request, Undecodable):
                 raise request.refusal()
             reply = await fn(request)
@@ -229,12 +230,13 @@ class ApiService:
                  metrics: ApiServerMetrics | None = None,
                  authenticator: authn.Authenticator | None = None,
                  authorizer: Chain | None = None,
-                 inflight: InflightLimiter | None = None,
+                 admission: Admission | None = None,
                  token_issuer: satoken.TokenIssuer | None = None) -> None:
         self.reg = registry
         # signs serviceaccounts/token answers (None: the subresource is not served)
         self.token_issuer = token_issuer
-        self.inflight = inflight
+        # priority and fairness (or the plain max-in-flight filter): None admits everything
+        self.admission = admission
         self.metrics = metrics
         self.authenticator = authenticator or authn.Authenticator()
         self.authorizer = authorizer or default_authorizer(registry)
@@ -440,8 +442,13 @@ class ApiService:
         if isinstance(req, Undecodable):
             await _abort(context, req.refusal())
             return
+        release: Callable[[], None] | None = None
         try:
-            _authenticate(self.authenticator, context)
+            user = _authenticate(self.authenticator, context)
+            if self.admission is not None:
+                # a watch holds a seat while it starts, not for its lifetime
+                release = await self.admission.enter(request_info("Watch", req, user),
+                                                     context.time_remaining())
             info = resolve(req.resource)
             self.authorize("watch", info, req.namespace)
             if req.resource_version == "":
@@ -454,11 +461,18 @@ class ApiService:
             watcher = self.reg.watch(info, req.namespace, req.label_selector,
                                      req.field_selector, req.resource_version,
                                      req.allow_bookmarks)
+        except errors.TooManyRequests as e:
+            # a status with the retry-after in its trailing metadata, as for unary calls
+            await _abort(context, e)
+            return
         except errors.ApiError as e:
             # an error event (not a status) so the client can tell "too old" from a failure
             yield api_pb2.WatchEvent(type="ERROR", error_reason=e.code.name,
                                      error_message=errors.bounded_details(e)).SerializeToString()
             return
+        finally:
+            if release is not None:
+                release()
         deadline = (asyncio.get_running_loop().time() + req.timeout_seconds
                     if req.timeout_seconds > 0 else None)
         if self.metrics is not None:
@@ -529,7 +543,7 @@ class ApiService:
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(name: str, req_cls: Any, rep_cls: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(self, name), self.authenticator, self.metrics, self.inflight),
+                _unary(getattr(self, name), self.authenticator, self.metrics, self.admission),
                 request_deserializer=_deserializer(name, req_cls),
                 response_serializer=rep_cls.SerializeToString)
 

@@ -560,6 +560,14 @@ class WatchCache:
     def scan(self, resource: str, namespace: str = "") -> Iterable[CachedObject]:
         return self.resources[resource].scan(namespace)
 
+    def count(self, resource: str, namespace: str = "") -> int:
+        """How many objects of ``resource`` (in ``namespace``) the cache holds; 0 for a
+        kind it does not know."""
+        rc = self.resources.get(resource)
+        if rc is None:
+            return 0
+        return len(rc.by_namespace.get(namespace, {}) if namespace else rc.objects)
+
     def generation(self, resource: str) -> tuple[int, int]:
         """Changes when this kind's objects change (see ResourceCache.generation); a
         reload (new ResourceCache) changes it too."""

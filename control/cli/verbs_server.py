@@ -172,6 +172,12 @@ def register(sub: Any) -> None:
                         "TooManyRequests with a retry-after; 0 for no limit (default 400)")
     p.add_argument("--max-mutating-requests-inflight", type=int, default=None, metavar="N",
                    help="mutating requests served at once (default 200; 0 for no limit)")
+    p.add_argument("--enable-priority-and-fairness", type=_boolean, nargs="?", const=True,
+                   default=None, metavar="true|false",
+                   help="API Priority and Fairness: the two in-flight limits together are "
+                        "seats shared by priority levels (nodes, leader election, controllers, "
+                        "service accounts, everyone else), with fair queues per user; false: "
+                        "each limit alone, refusing at once (default true)")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -224,6 +230,16 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_server, configures_logging=True)
 
 
+def _boolean(value: str) -> bool:
+    """A flag's true/false, as Kubernetes' boolean flags take it."""
+    v = value.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def service_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Service and DNS flags; a bad range or advertise address is refused by the
     control plane at start (the CLI may not import the apiserver), saying why."""
@@ -273,6 +289,8 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
             if value < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
             wanted[flag] = value
+    if args.enable_priority_and_fairness is not None:
+        wanted["enable_priority_and_fairness"] = args.enable_priority_and_fairness
     if args.max_request_bytes is not None:
         if args.max_request_bytes > 2**31 - 1:
             raise UsageError("--max-request-bytes must be below 2Gi (gRPC's limit)")

@@ -72,6 +72,17 @@ class Scale:
 MAX_THROTTLED_RETRIES = 4
 
 
+# The longest wait between throttled attempts, whatever the server's retry-after says.
+MAX_THROTTLED_DELAY = 10.0
+
+
+def throttled_delay(retry_after: float, attempt: int, rng: random.Random | None = None) -> float:
+    """How long to wait before throttled attempt ``attempt`` (1, 2, ...): the server's
+    retry-after times the attempt, at most MAX_THROTTLED_DELAY, spread by 0.5-1.5x."""
+    r = (rng or random).random()
+    return min(max(retry_after, 0.1) * attempt, MAX_THROTTLED_DELAY) * (0.5 + r)
+
+
 def _translate(e: grpc.aio.AioRpcError, target: str) -> errors.ApiError:
     if e.code() == grpc.StatusCode.UNAVAILABLE and not (e.details() or "").startswith(
         "ServiceUnavailable: "
@@ -126,11 +137,17 @@ class ApiClient:
 
     async def _call(self, method: Callable[..., Any], request: Message) -> Any:
         # TooManyRequests with a retry-after hint means the server did not start the
-        # request (its in-flight limit was full): wait as told, with jitter, a few times
+        # request (its priority level's queue was full, or the wait timed out): wait as
+        # told, longer each time, with jitter so throttled clients spread out, a few times.
+        # The client's timeout bounds the whole call, waits included: a retry that could
+        # not finish before it is not made, and the caller gets the refusal itself.
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
         attempt = 0
         while True:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
             try:
-                call = method(request, timeout=self.timeout)
+                call = method(request, timeout=remaining)
                 reply = await call
                 break
             except grpc.aio.AioRpcError as e:
@@ -139,7 +156,10 @@ class ApiClient:
                     or attempt >= MAX_THROTTLED_RETRIES):
                 raise err
             attempt += 1
-            await asyncio.sleep(min(err.retry_after, 10) * (0.5 + random.random()) * attempt)
+            delay = throttled_delay(err.retry_after, attempt)
+            if deadline is not None and loop.time() + delay >= deadline:
+                raise err
+            await asyncio.sleep(delay)
         trailing = await call.trailing_metadata() if hasattr(call, "trailing_metadata") else ()
         for key, value in trailing or ():
             if key == "warning":

@@ -12,8 +12,9 @@ the store, and a watch starts from the list's resourceVersion. The reflector tra
 resourceVersion it saw (events *and* bookmarks). When the stream breaks (any exception, or the
 server ending it) the reflector resumes the watch from that resourceVersion after a backoff
 (0.8 s doubling to 30 s, jittered, reset after 2 healthy minutes or a stream that delivered
-events); the resumed watch waits for the connection to come back (``wait_for_ready``), so
-it starts as soon as a restarted server serves. It relists **only** on
+events; never sooner than a ``TooManyRequests``' retry-after); the resumed watch waits for
+the connection to come back (``wait_for_ready``), so it starts as soon as a restarted
+server serves. It relists **only** on
 ``Gone`` (the resourceVersion is older than the server's history): relisting is expensive and
 resuming loses nothing. The first ``Gone`` relists at once; a second in a row backs off.
 
@@ -48,7 +49,7 @@ import structlog
 from google.protobuf.message import Message
 
 from control.api import kinds
-from control.api.errors import Gone
+from control.api.errors import Gone, TooManyRequests
 from control.client.listwatch import ListWatcher, WatchEvent
 from control.runtime.backoff import Backoff, BackoffState
 from control.runtime.clock import Clock, RealClock, wait_for
@@ -126,6 +127,7 @@ class Reflector(Generic[T]):
         gone_in_a_row = 0
         while True:
             events_before = self.events
+            retry_after = 0.0
             try:
                 if need_list:
                     await self._list_and_replace()
@@ -142,6 +144,9 @@ class Reflector(Generic[T]):
                     continue
             except Exception as exc:
                 gone_in_a_row = 0
+                if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+                    # the server is shedding load: never come back sooner than it asked
+                    retry_after = float(exc.retry_after)
                 self._log.warning(
                     "list failed" if need_list else "watch broke; resuming",
                     resource_version=self._last_rv,
@@ -154,7 +159,7 @@ class Reflector(Generic[T]):
                 # server restart, typically) is a new outage, which starts again from the
                 # initial delay instead of where the last outage left the backoff.
                 self._backoff.reset()
-            await self._clock.sleep(self._backoff.next_delay())
+            await self._clock.sleep(max(self._backoff.next_delay(), retry_after))
 
     async def _list_and_replace(self) -> None:
         items: list[T] = []

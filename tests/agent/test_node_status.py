@@ -3,6 +3,8 @@ labels, registration/adoption of the Node object, and the Lease renewal."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,10 @@ from agent.config import AgentOptions, TaintSpec
 from agent.kubelet import lease as lease_mod
 from agent.kubelet import node_status as ns
 from agent.kubelet.machine import MachineInfo, Pressure
+from control.api import errors
 from control.api.pb import core_pb2
 from control.api.timeutil import micro_time_at
+from control.runtime.clock import FakeClock
 
 GiB = 2**30
 
@@ -270,3 +274,36 @@ def _conds(**statuses: str) -> list[core_pb2.NodeCondition]:
 def test_condition_events(before: dict[str, str], after: dict[str, str],
                           reasons: list[str]) -> None:
     assert ns.condition_events(_conds(**before), _conds(**after)) == reasons
+
+
+class _ThrottlingClient:
+    """Refuses every call as a server shedding load would."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        self.calls = 0
+
+    async def get(self, *a: object, **kw: object) -> object:
+        self.calls += 1
+        raise errors.TooManyRequests("too many requests", retry_after=self.retry_after)
+
+
+@pytest.mark.parametrize(("retry_after", "wait"), [(3, 3.0), (60, 10.0)])
+async def test_a_throttled_lease_renewal_waits_the_retry_after_within_the_interval(
+        retry_after: int, wait: float) -> None:
+    clock = FakeClock()
+    client = _ThrottlingClient(retry_after)
+    ctl = lease_mod.LeaseController(client, opts(), clock=clock)  # type: ignore[arg-type]
+    task = asyncio.create_task(ctl.run())
+    try:
+        await clock.wait_for_sleepers(1)
+        deadline = clock.next_deadline()
+        assert deadline is not None
+        # at least what the server asked (not the 0.2 s backoff), never past the renew
+        # interval (10 s): a lease must not lapse for a long retry-after
+        assert deadline - clock.monotonic() == pytest.approx(wait)
+        assert client.calls == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

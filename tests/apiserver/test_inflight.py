@@ -1,4 +1,5 @@
-"""The in-flight limit: table tests of the limiter and a flood against a real server."""
+"""The max-in-flight filter (priority and fairness off): table tests of the limiter and a
+flood against a real server."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def test_anonymous_counts_and_zero_is_unlimited() -> None:
 
 async def test_flood_is_refused_admins_pass_and_clients_retry(tmp_path: Path) -> None:
     async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers", "dns"},
-                               max_requests_inflight=2) as c:
+                               max_requests_inflight=2,
+                               enable_priority_and_fairness=False) as c:
         made = await c.client.create(cm("x"))
         future = str(int(made.metadata.resource_version) + 1000)
         creds = c.plane.credentials("alice", ["system:authenticated"])

@@ -216,3 +216,17 @@ def test_server_inflight_flags() -> None:
     with pytest.raises(UsageError, match="--max-requests-inflight"):
         server_options(parser.parse_args(["server", "--max-requests-inflight", "-1"]),
                        Path("/tmp/x"))
+
+
+def test_server_priority_and_fairness_flag() -> None:
+    parser = build_parser()
+    options, _ = server_options(parser.parse_args(["server"]), Path("/tmp/x"))
+    assert options.enable_priority_and_fairness is True
+    for given, want in ((["--enable-priority-and-fairness=false"], False),
+                        (["--enable-priority-and-fairness", "FALSE"], False),
+                        (["--enable-priority-and-fairness"], True),
+                        (["--enable-priority-and-fairness=true"], True)):
+        options, _ = server_options(parser.parse_args(["server", *given]), Path("/tmp/x"))
+        assert options.enable_priority_and_fairness is want, given
+    with pytest.raises(UsageError, match="expected true or false"):
+        parser.parse_args(["server", "--enable-priority-and-fairness=maybe"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from control.api.errors import Gone
+from control.api.errors import Gone, TooManyRequests
 from control.api.pb import apps_pb2, core_pb2
 from control.runtime.backoff import Backoff
 from control.runtime.clock import FakeClock
@@ -403,3 +403,24 @@ async def _timed_out_sync(infs: InformerSet, clock: FakeClock) -> bool:
     await clock.wait_for_sleepers(1)
     clock.advance(1)
     return await waiting
+
+
+async def test_a_throttled_watch_waits_at_least_the_retry_after() -> None:
+    clock = FakeClock()
+    lw = FakeListWatcher([], rv=10)
+    inf, _ = new_informer(lw, clock)
+    async with running(inf):
+        stream = await lw.wait_streams(1)
+        stream.fail(TooManyRequests("too many requests", retry_after=7))
+        await clock.wait_for_sleepers(1)
+        deadline = clock.next_deadline()
+        assert deadline is not None
+        assert round(deadline - clock.monotonic(), 3) == 7.0  # not the backoff's 0.8 s
+        clock.step()
+        stream = await lw.wait_streams(2)
+        stream.fail(ConnectionError("flap"))  # a plain failure backs off as before
+        await clock.wait_for_sleepers(1)
+        deadline = clock.next_deadline()
+        assert deadline is not None
+        assert round(deadline - clock.monotonic(), 3) == 1.6
+    assert len(lw.list_calls) == 1
