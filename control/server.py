@@ -28,7 +28,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from control.api import errors, kinds
-from control.apiserver import authn, jws, rbac_bootstrap, satoken
+from control.apiserver import (
+    authn,
+    encryption,
+    encryption_config,
+    jws,
+    rbac_bootstrap,
+    satoken,
+)
 from control.apiserver.apf import DEFAULT_QUEUE_WAIT_TIMEOUT, PriorityAndFairness
 from control.apiserver.certs import (
     ServerPki,
@@ -72,8 +79,9 @@ from control.controllers.manager import ControllerManager
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
 from control.runtime.metrics import Registry as MetricsRegistry
 from control.runtime.supervisor import Supervisor
-from control.store.interface import LogDamaged
+from control.store.interface import LogDamaged, Store
 from control.store.sqlite import SqliteStore
+from control.store.transformed import TransformedStore, TransformError
 
 log = structlog.get_logger(component="server")
 
@@ -126,6 +134,8 @@ class ServerOptions:
     enable_priority_and_fairness: bool = True
     # the longest a request waits in its priority level's queue before TooManyRequests
     apf_queue_wait_timeout: float = DEFAULT_QUEUE_WAIT_TIMEOUT
+    # --encryption-provider-config: an EncryptionConfiguration (None: values stored as is)
+    encryption_provider_config: Path | None = None
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -212,6 +222,12 @@ class ControlPlane:
     async def start(self) -> str:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
+        encryption_cfg = None
+        if opts.encryption_provider_config is not None:
+            try:  # first: a bad file starts nothing
+                encryption_cfg = encryption_config.load(opts.encryption_provider_config)
+            except encryption_config.ConfigError as e:
+                raise StartRefused(f"--encryption-provider-config: {e}") from None
         try:
             advertise = (check_advertise_address(opts.advertise_address)
                          if opts.advertise_address is not None else default_advertise_address())
@@ -240,18 +256,38 @@ class ControlPlane:
         except LogDamaged as e:
             raise StartRefused(e.describe(
                 "start `flotilla server` with --recover-to-last-good")) from None
-        self.cache = WatchCache(self.store, history=opts.watch_cache_history,
+        # what the apiserver reads and writes through: values encrypted per resource at
+        # this one boundary, so the watch cache, paging and history all see plain objects
+        store: Store = self.store
+        transformed: TransformedStore | None = None
+        if encryption_cfg is not None:
+            store = transformed = TransformedStore(
+                self.store, encryption.transformer_resolver(encryption_cfg))
+            log.info("encryption at rest", config=str(opts.encryption_provider_config),
+                     encrypted=encryption.encrypted_resources(encryption_cfg))
+        self.cache = WatchCache(store, history=opts.watch_cache_history,
                                 bookmark_interval=opts.bookmark_interval,
                                 size_bytes=opts.watch_cache_size_bytes)
-        await self.cache.load()
-        self.registry = Registry(self.store, self.cache)
+        try:
+            await self.cache.load()
+        except TransformError as e:
+            await self.store.close()
+            raise StartRefused(
+                f"refusing to start: a stored object cannot be read with "
+                f"--encryption-provider-config {opts.encryption_provider_config}: {e.key}: "
+                f"{e.reason}") from None
+        if transformed is not None and transformed.stale_count():
+            log.info("objects stored with an old key or provider; `flotilla secrets "
+                     "reencrypt` rewrites them", objects=transformed.stale_count())
+        self.registry = Registry(store, self.cache,
+                                 stale=transformed.stale if transformed is not None else None)
         self.registry.admission.event_ttl_seconds = opts.event_ttl_seconds
         self.registry.admission.default_not_ready_toleration_seconds = (
             opts.default_not_ready_toleration_seconds)
         self.registry.admission.default_unreachable_toleration_seconds = (
             opts.default_unreachable_toleration_seconds)
         try:
-            allocator = ServiceAllocator(self.store, opts.service_cluster_ip_range,
+            allocator = ServiceAllocator(store, opts.service_cluster_ip_range,
                                          opts.service_node_port_range)
         except ValueError as e:
             await self.store.close()
@@ -261,12 +297,12 @@ class ControlPlane:
         await allocator.repair(co.obj for co in self.cache.scan("services"))
 
         sup = self.supervisor
-        cache, store = self.cache, self.store
+        cache, sqlite = self.cache, self.store
         sup.start("watch-cache", cache.run)
         sup.start("watch-cache-history", cache.load_history, restart=False)
         sup.start("watch-bookmarks", cache.run_bookmarks)
-        sup.start("store-leases", store.run_lease_expiry)
-        sup.start("store-maintenance", lambda: store.run_maintenance(
+        sup.start("store-leases", sqlite.run_lease_expiry)
+        sup.start("store-maintenance", lambda: sqlite.run_maintenance(
             opts.compaction_interval, opts.retain_revisions))
         sup.start("service-allocation-repair", lambda: self._repair_loop(allocator))
 

@@ -47,6 +47,7 @@ from control.store.interface import (
     RevisionMismatch,
     Store,
 )
+from control.store.transformed import TransformError
 
 MAX_OBJECT_BYTES = 1_572_864  # 1.5 MiB, as etcd's default request limit
 UPDATE_RETRIES = 16
@@ -98,6 +99,12 @@ def _check_identity_kept(info: kinds.KindInfo, new: Any, current: Any) -> None:
     if m.uid and m.uid != c.uid:
         raise errors.Invalid(f'{info.kind} "{c.name}" is invalid',
                              [immutable("metadata.uid", errors.excerpt(m.uid))])
+
+
+def _untransformable(e: TransformError) -> errors.ApiError:
+    """A stored value that does not decrypt: an internal error naming the key, as
+    Kubernetes answers (the operator's encryption configuration lacks its key)."""
+    return errors.ApiError(f"Internal error occurred: {e}")
 
 
 def _parse_rv(value: str, what: str = "resourceVersion") -> int:
@@ -167,10 +174,14 @@ def decode_continue(token: str) -> tuple[int, str]:
 
 class Registry:
     def __init__(self, store: Store, cache: WatchCache,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 stale: Callable[[str], bool] | None = None) -> None:
         self.store = store
         self.cache = cache
         self.now = now
+        # whether a key's stored value should be rewritten even by an update that changes
+        # nothing (encrypted with a key that no longer writes): how a rotation reaches it
+        self.stale = stale
         self.admission = admission.Admission(self)
         # cluster IPs and node ports of Services (None: Services get none, as in tests of
         # the bare object semantics)
@@ -230,6 +241,8 @@ class Registry:
                 raise errors.Gone(
                     "The provided continue parameter is too old to display a consistent list "
                     "result. You can start a new list without the continue parameter.") from None
+            except TransformError as e:
+                raise _untransformable(e) from None
             for kv in chunk.kvs:
                 co = cached_object(info, kv.key, kv.value, kv.mod_revision)
                 if flt(co):
@@ -253,7 +266,10 @@ class Registry:
 
     async def history(self, info: kinds.KindInfo, namespace: str,
                       name: str) -> builtins.list[tuple[str, int, bytes]]:
-        events = await self.store.history(object_key(info, namespace, name))
+        try:
+            events = await self.store.history(object_key(info, namespace, name))
+        except TransformError as e:
+            raise _untransformable(e) from None
         if not events:
             raise _not_found(info, name)
         out = []
@@ -442,7 +458,7 @@ class Registry:
             new.metadata.resource_version = ""
             data = self._validated_bytes(info, new, current)
             stored = codec.encode_for_store(current)
-            if data == stored:
+            if data == stored and not (self.stale is not None and self.stale(current_co.key)):
                 return current_co.raw  # no-op: nothing written, resourceVersion unchanged
             if self._ready_to_remove(info, new):
                 if dry_run:

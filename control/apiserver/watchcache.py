@@ -39,6 +39,7 @@ from control.api.fields import object_fields
 from control.api.pb import api_pb2
 from control.apiserver import codec
 from control.store.interface import Compacted, Event, EventType, Store
+from control.store.transformed import TransformError
 
 log = structlog.get_logger(component="watchcache")
 
@@ -414,6 +415,11 @@ class WatchCache:
         except Compacted:
             # compacted while we read: serve no history rather than a window with holes
             log.warning("watch cache history not loaded: compacted during the replay")
+            return 0
+        except TransformError as e:
+            # an old revision this configuration cannot decrypt: watches resuming from
+            # before the restart relist, as they would from a compacted revision
+            log.warning("watch cache history not loaded", error=str(e))
             return 0
         finally:
             await stream.aclose()  # type: ignore[attr-defined]

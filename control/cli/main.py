@@ -385,6 +385,7 @@ VERB_MODULES: dict[str, str] = {
     "certificate": "verbs_token",
     "config": "verbs_token",
     "auth": "verbs_auth",
+    "secrets": "verbs_secrets",
 }
 
 

@@ -178,6 +178,10 @@ def register(sub: Any) -> None:
                         "seats shared by priority levels (nodes, leader election, controllers, "
                         "service accounts, everyone else), with fair queues per user; false: "
                         "each limit alone, refusing at once (default true)")
+    p.add_argument("--encryption-provider-config", type=Path, default=None, metavar="FILE",
+                   help="encrypt resources at rest as this EncryptionConfiguration says "
+                        "(aescbc, aesgcm, identity; the first provider's first key writes, "
+                        "all read; `flotilla secrets reencrypt` rewrites after a rotation)")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -281,6 +285,8 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["scheduler_config"] = args.scheduler_config
     if args.recover_to_last_good:
         wanted["recover_to_last_good"] = True
+    if args.encryption_provider_config is not None:
+        wanted["encryption_provider_config"] = args.encryption_provider_config
     if args.watch_cache_size_bytes is not None:
         wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
     for flag in ("max_requests_inflight", "max_mutating_requests_inflight"):

@@ -3,6 +3,7 @@ find its address, kill it. Every start is bounded in time; ``stop`` always reaps
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,13 +12,16 @@ from pathlib import Path
 import yaml
 
 
-def start_server(data_dir: Path, *flags: str) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, *flags: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``log``: append the server's log (stderr) to this file, at debug level."""
     conf = data_dir / "admin.conf"
     conf.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control.cli.main", "server", "--data-dir", str(data_dir),
-         "--listen", "127.0.0.1:0", "--log-format", "json", *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    level = ["--log-level", "debug"] if log is not None else []
+    with open(log, "ab") if log is not None else open(os.devnull, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "control.cli.main", *level, "server", "--data-dir",
+             str(data_dir), "--listen", "127.0.0.1:0", "--log-format", "json", *flags],
+            stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 20
     while not conf.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
