@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentOptions
 from agent.kubelet.fencing import UNFENCED
-from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api.fencing import STOP_AFTER_DISCONNECT
 from control.api.pb import core_pb2
 from tests.conftest import Cluster
 from tests.support import eventually
-from tests.support.agents import LOOPBACK_MIRRORS, NODE, pod, stop_agent_and_pods, wait_pod
-from tests.support.cluster import pgrep, unique_sleep
+from tests.support.agents import NODE, pod, stop_agent_and_pods, wait_pod
+from tests.support.cluster import pgrep, start_agent, unique_sleep
 from tests.support.runtimeclasses import ensure_host_runtime_class
 from tests.support.tcp_proxy import TcpRelay
 
@@ -37,15 +35,8 @@ async def relay(cluster: Cluster) -> AsyncIterator[TcpRelay]:
 @pytest.fixture
 async def cut_off_agent(cluster: Cluster, relay: TcpRelay,
                         tmp_path: Path) -> AsyncIterator[Agent]:
-    data = tmp_path / "agent"
-    a = Agent(
-        AgentOptions(server=relay.address, node_name=NODE, data_dir=data,
-                     node_status_update_frequency=0.5, lease_renew_interval=0.5,
-                     request_timeout=1.0, retry_max=0.5, registry_mirrors=LOOPBACK_MIRRORS,
-                     **cluster.agent_identity(NODE)),
-        kubelet_options=KubeletOptions(data_dir=data, sync_period=2.0, relist_period=0.2,
-                                       backoff_initial=0.2, backoff_max=1.0,
-                                       retry_period=0.5, fence_period=0.2))
+    a = start_agent(cluster, NODE, tmp_path / "agent", server=relay.address,
+                    request_timeout=1.0, retry_max=0.5, kubelet={"fence_period": 0.2})
     await a.start()
     try:
         await ensure_host_runtime_class(cluster.client)

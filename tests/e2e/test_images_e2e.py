@@ -14,8 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.config import AgentOptions
-from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, errors
 from control.api.pb import core_pb2
@@ -25,6 +23,7 @@ from tests.images import registry as reg
 from tests.images.conftest import USERS
 from tests.support import eventually
 from tests.support.agents import stop_agent_and_pods
+from tests.support.cluster import start_agent
 from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 pytestmark = [
@@ -50,28 +49,10 @@ def private(tmp_path: Path) -> Iterator[reg.Registry]:
 async def agent(
     cluster: Cluster, tmp_path: Path, registry: reg.Registry, private: reg.Registry
 ) -> AsyncIterator[Agent]:
-    data = tmp_path / "agent"
-    a = Agent(
-        AgentOptions(
-            server=cluster.address,
-            node_name=NODE,
-            data_dir=data,
-            node_status_update_frequency=0.5,
-            lease_renew_interval=0.5,
-            default_runtime_handler="image",
-            insecure_registries=[registry.host, private.host],
-            **cluster.agent_identity(NODE),
-        ),
-        kubelet_options=KubeletOptions(
-            data_dir=data,
-            sync_period=2.0,
-            relist_period=0.2,
-            backoff_initial=0.5,
-            backoff_max=1.0,
-            retry_period=0.5,
-            default_handler="image",
-        ),
-    )
+    a = start_agent(cluster, NODE, tmp_path / "agent", default_runtime_handler="image",
+                    insecure_registries=[registry.host, private.host],
+                    kubelet={"backoff_initial": 0.5, "default_handler": "image",
+                             "volume_refresh_period": 60.0, "minimum_grace": 2.0})
     await a.start()
     try:
         yield a

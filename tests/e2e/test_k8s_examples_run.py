@@ -32,14 +32,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentOptions
-from agent.kubelet.kubelet import KubeletOptions
 from agent.main import Agent
 from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.cli.manifest import parse_text
 from tests.conftest import Cluster
 from tests.support.agents import stop_agent_and_pods
+from tests.support.cluster import start_agent
 from tests.support.runtimeclasses import HOST, ensure_host_runtime_class
 
 CORPUS = Path("/work/shared/k8s-examples")
@@ -147,13 +146,12 @@ def ran_ok(p: Any) -> bool:
 
 @pytest.fixture
 async def agent(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Agent]:
-    data = tmp_path / "agent"
-    a = Agent(AgentOptions(server=cluster.address, node_name=NODE, data_dir=data,
-                           node_status_update_frequency=1.0, lease_renew_interval=1.0,
-                           **cluster.agent_identity(NODE)),
-              kubelet_options=KubeletOptions(data_dir=data, sync_period=5.0,
-                                             relist_period=0.5, backoff_initial=1.0,
-                                             backoff_max=5.0, retry_period=1.0))
+    # slower timings than the other e2e tests: many pods start at once here
+    a = start_agent(cluster, NODE, tmp_path / "agent", node_status_update_frequency=1.0,
+                    lease_renew_interval=1.0,
+                    kubelet={"sync_period": 5.0, "relist_period": 0.5, "backoff_initial": 1.0,
+                             "backoff_max": 5.0, "retry_period": 1.0,
+                             "volume_refresh_period": 60.0, "minimum_grace": 2.0})
     await a.start()
     try:
         yield a

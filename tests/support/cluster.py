@@ -15,7 +15,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -304,26 +304,24 @@ class Env:
         return pgrep(self.sleep, exact=True)
 
 
-def start_agent(cluster: Cluster, node: str, data: Path, **agent_options: Any) -> Agent:
+def start_agent(cluster: Cluster, node: str, data: Path, *,
+                kubelet: Mapping[str, Any] | None = None, **agent_options: Any) -> Agent:
+    """An in-process agent for ``node`` on ``cluster`` with test timings (not started);
+    ``agent_options`` and ``kubelet`` override AgentOptions and KubeletOptions fields.
+    Pods that name no RuntimeClass pull docker.io images from a closed loopback port."""
     return Agent(
         AgentOptions(
-            server=cluster.address,
             node_name=node,
             data_dir=data,
-            node_status_update_frequency=0.5,
-            lease_renew_interval=0.5,
-            **cluster.agent_identity(node),
-            **{"registry_mirrors": LOOPBACK_MIRRORS, **agent_options},
+            **{"server": cluster.address, "node_status_update_frequency": 0.5, "lease_renew_interval": 0.5,
+               "registry_mirrors": LOOPBACK_MIRRORS, **cluster.agent_identity(node),
+               **agent_options},
         ),
         kubelet_options=KubeletOptions(
             data_dir=data,
-            sync_period=2.0,
-            relist_period=0.2,
-            backoff_initial=0.2,
-            backoff_max=1.0,
-            retry_period=0.5,
-            volume_refresh_period=0.5,
-            minimum_grace=0.5,
+            **{"sync_period": 2.0, "relist_period": 0.2, "backoff_initial": 0.2,
+               "backoff_max": 1.0, "retry_period": 0.5, "volume_refresh_period": 0.5,
+               "minimum_grace": 0.5, **(kubelet or {})},
         ),
     )
 
