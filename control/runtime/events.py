@@ -35,7 +35,10 @@ too, and an Event is advice to a human, not state anyone reconciles on. The boun
 writes in flight, few on purpose: each Event write costs the API server about what a bind
 does. One deduplicated Event is written by one write at a time, so a repeat never patches
 an Event whose create is still in flight. If the patched Event has expired (Events have a
-TTL) or was deleted, it is created again with the carried count.
+TTL) or was deleted, it is created again with the carried count. A write that fails for a
+reason that may pass (the server unreachable, overloaded or slow) is queued again and tried
+after ``retry_delay`` (10 s), 12 tries at most, as client-go does: the Events of a node cut
+off from the server (why its pods stopped) arrive when it is back.
 
 Concurrency contract: one event loop. ``event``/``event_for`` may be called from any task
 (synchronous); ``run`` is one supervised task; ``flush`` waits for the backlog (tests and
@@ -276,6 +279,14 @@ class _Pending:
     last: float
     action: str
     resource_version: str
+    tries: int = 0
+
+
+# client-go's recordToSink: an Event whose write fails for a reason that may pass (the
+# server unreachable or overloaded) is tried again, 12 times at most, 10 s apart.
+MAX_TRIES = 12
+RETRY_DELAY = 10.0
+_TRANSIENT = (errors.ServiceUnavailable, errors.Timeout, errors.TooManyRequests)
 
 
 class EventBroadcaster:
@@ -284,8 +295,10 @@ class EventBroadcaster:
     def __init__(self, client: EventSink, *, clock: Clock | None = None,
                  correlator: EventCorrelator | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING, writers: int = DEFAULT_WRITERS,
-                 on_drop: Callable[[], None] | None = None) -> None:
+                 on_drop: Callable[[], None] | None = None,
+                 retry_delay: float = RETRY_DELAY) -> None:
         self._client = client
+        self.retry_delay = retry_delay
         self._clock = clock or RealClock()
         self.correlator = correlator or EventCorrelator()
         self.max_pending = max_pending
@@ -376,6 +389,16 @@ class EventBroadcaster:
                 self.written += 1
             except asyncio.CancelledError:
                 raise
+            except _TRANSIENT as exc:
+                self._busy.discard(key)
+                if self._retry(key, p):
+                    log.debug("event write failed; will retry", reason=key.reason,
+                              object=f"{key.namespace}/{key.name}", error=str(exc))
+                    await self._clock.sleep(self.retry_delay)
+                    continue
+                log.warning("could not write event; dropped after retries",
+                            object=f"{key.namespace}/{key.name}", reason=key.reason,
+                            tries=p.tries, error=str(exc))
             except Exception as exc:
                 log.warning("could not write event", object=f"{key.namespace}/{key.name}",
                             reason=key.reason, error=str(exc))
@@ -383,6 +406,22 @@ class EventBroadcaster:
                 self._busy.discard(key)
                 if self._pending or self._raw:
                     self._wakeup.set()
+
+    def _retry(self, key: EventKey, p: _Pending) -> bool:
+        """Queue ``p`` again after a transient failure; False once it had its tries. A
+        newer occurrence queued meanwhile carries the count and wins; it stays a create
+        if the failed write was one (nothing was written)."""
+        p.tries += 1
+        if p.tries >= MAX_TRIES:
+            return False
+        newer = self._pending.get(key)
+        if newer is not None:
+            newer.create = newer.create or p.create
+            newer.tries = max(newer.tries, p.tries)
+        else:
+            self._pending[key] = p
+            self._pending.move_to_end(key, last=False)  # oldest first, as before
+        return True
 
     def _take(self) -> tuple[EventKey, _Pending] | None:
         for key in self._pending:

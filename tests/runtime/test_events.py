@@ -9,10 +9,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from control.api import errors
 from control.api.pb import core_pb2
 from control.runtime.clock import FakeClock
 from control.runtime.events import (
     COMBINED_PREFIX,
+    MAX_TRIES,
     NORMAL,
     WARNING,
     EventBroadcaster,
@@ -157,6 +159,59 @@ async def test_a_repeat_while_the_create_is_in_flight_patches_after_it() -> None
     [ev] = sink.created
     assert ev.involved_object.field_path == "spec.containers{c}"
     assert [(name, patch["count"]) for name, patch in sink.patched] == [(ev.metadata.name, 2)]
+
+
+class _FlakySink:
+    """An API that answers UNAVAILABLE ``failures`` times, then writes."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.created: list[core_pb2.Event] = []
+
+    async def create(self, ev: core_pb2.Event) -> core_pb2.Event:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise errors.ServiceUnavailable("cannot reach the Flotilla server")
+        self.created.append(ev)
+        return ev
+
+    async def patch(self, resource: Any, name: str, patch: Any, namespace: str = "") -> Any:
+        raise AssertionError("nothing was created yet: a create is retried, not a patch")
+
+
+async def _settle(b: EventBroadcaster, clock: FakeClock, steps: int) -> None:
+    for _ in range(steps):
+        for _ in range(20):
+            await asyncio.sleep(0)
+        clock.advance(b.retry_delay)
+
+
+async def test_an_event_written_while_the_server_is_away_is_retried() -> None:
+    """As client-go: a transient failure is tried again after the retry delay; a repeat
+    recorded meanwhile is folded into the same create."""
+    clock = FakeClock()
+    sink = _FlakySink(failures=3)
+    b = EventBroadcaster(sink, clock=clock, writers=1)
+    rec = b.new_recorder("kubelet", "n1")
+    pod = cm("p")
+    async with running(b):
+        rec.event(pod, WARNING, "Fenced", "stopping")
+        await _settle(b, clock, 1)
+        rec.event(pod, WARNING, "Fenced", "stopping")  # a repeat while the server is away
+        await _settle(b, clock, 5)
+    assert sink.calls == 4 and len(sink.created) == 1
+    assert sink.created[0].reason == "Fenced" and sink.created[0].count == 2
+
+
+async def test_an_event_is_dropped_after_its_tries() -> None:
+    clock = FakeClock()
+    sink = _FlakySink(failures=100)
+    b = EventBroadcaster(sink, clock=clock, writers=1)
+    async with running(b):
+        b.new_recorder("kubelet", "n1").event(cm("p"), NORMAL, "Started", "started")
+        await _settle(b, clock, MAX_TRIES + 3)
+    assert sink.calls == MAX_TRIES and not sink.created and b.pending == 0
 
 
 def test_fake_recorder_keeps_what_was_recorded() -> None:
