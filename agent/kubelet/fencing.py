@@ -85,8 +85,8 @@ class Fence:
         self._last_contact = clock.monotonic()
         self._connected = False
         # uid -> (the pod as fenced, its limit, monotonic time fenced): for the Event when
-        # the fence lifts, which tells the whole story (the Fenced Event itself is written
-        # only if some call still gets through)
+        # the fence lifts, which tells the whole story (the Fenced Event, recorded while
+        # cut off, waits for the recorder's retries)
         self._fenced: dict[str, tuple[core_pb2.Pod, float, float]] = {}
 
     def is_fenced(self, uid: str) -> bool:
