@@ -106,6 +106,8 @@ class AgentOptions:
     mask_paths: list[str] = field(default_factory=list)
     # how long a CertificateSigningRequest may wait for approval and signing
     csr_timeout: float = 60.0
+    # --volume-dir: where local-path volumes of this node live (None: <data-dir>/storage)
+    volume_dir: Path | None = None
     # the kubelet's timings (KubeletOptions), with kubelet's defaults
     sync_frequency: float = DEFAULT_SYNC_FREQUENCY
     runtime_relist_period: float = DEFAULT_RUNTIME_RELIST_PERIOD
@@ -138,6 +140,11 @@ class AgentOptions:
     default_runtime_handler: str = DEFAULT_RUNTIME_HANDLER
     image_gc_high_threshold: int = 85
     image_gc_low_threshold: int = 80
+
+    @property
+    def local_volume_dir(self) -> Path:
+        """The directory of this node's local-path volumes (absolute: it is advertised)."""
+        return (self.volume_dir or self.data_dir / "storage").absolute()
 
     @property
     def renew_interval(self) -> float:

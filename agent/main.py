@@ -4,11 +4,12 @@ Owns the agent's lifecycle. :class:`Agent` reads the machine's facts, opens the 
 (:func:`control.client.channel.open_channel`), opens the container runtime (the process
 runtime unless one is injected), starts the agent's own gRPC server (logs, exec) on the
 port that the Node advertises (``--daemon-port``, else the one its last run bound, else an
-ephemeral one: :mod:`agent.daemon_port`), and supervises four named tasks: ``events`` (the
+ephemeral one: :mod:`agent.daemon_port`), and supervises these named tasks: ``events`` (the
 one Event writer: node status, probes and the kubelet record as source ``kubelet`` with the
 node's name as host), ``node-status`` (registration, then status posts), ``node-lease``
-(heartbeats) and ``kubelet`` (the pods bound to this node: workers, probes, volumes,
-status). With ``--metrics-listen`` it serves the kubelet's metrics at ``/metrics``. Node
+(heartbeats), ``kubelet`` (the pods bound to this node: workers, probes, volumes,
+status) and ``local-volumes`` (the reclaim of this node's local-path volumes under
+``--volume-dir``). With ``--metrics-listen`` it serves the kubelet's metrics at ``/metrics``. Node
 status and lease are independent on purpose: the Lease is the cheap heartbeat the control
 plane watches, and it keeps beating while a status post is slow or retrying. The proxy comes later under the
 same supervisor.
@@ -38,6 +39,7 @@ from agent.kubelet.container_spec import IMAGE_LABEL
 from agent.kubelet.image_gc import GCPolicy, ImageGC
 from agent.kubelet.kubelet import Kubelet, KubeletOptions
 from agent.kubelet.lease import LeaseController
+from agent.kubelet.local_volumes import LocalVolumeCleaner
 from agent.kubelet.machine import MachineInfo, read_machine
 from agent.kubelet.metrics import KubeletMetrics
 from agent.kubelet.node_status import NodeStatusManager, allocatable, machine_capacity
@@ -166,7 +168,10 @@ class Agent:
         # query to it there would leave the machine): they keep the host's resolvers
         kopts.cluster_dns = list(opts.cluster_dns) if self.network is not None else None
         self.probes = ProbeManager(self.runtime, self.clock, recorder=recorder)
-        volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable))
+        volumes = VolumeManager(self._client, kopts.data_dir / "pods", dict(node_allocatable),
+                                node_name=opts.node_name, volume_dir=opts.local_volume_dir)
+        cleaner = LocalVolumeCleaner(self._client, opts.node_name, opts.local_volume_dir,
+                                     clock=self.clock, recorder=recorder)
         self.kubelet = Kubelet(self._client, self.runtime, opts.node_name, kopts, self.clock,
                                probes=self.probes, volumes=volumes, recorder=recorder,
                                images=images, metrics=self.metrics)
@@ -186,6 +191,7 @@ class Agent:
         sup.start("kubelet", self.kubelet.run, backoff=TASK_BACKOFF)
         sup.start("pod-network", self.node_network.run, backoff=TASK_BACKOFF)
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
+        sup.start("local-volumes", cleaner.run, backoff=TASK_BACKOFF)
         if proxy_mode(opts, self.network is not None) == "nftables":
             from agent.proxy.proxier import NftablesBackend, Proxier
             proxier = Proxier(self._client, opts.node_name, NftablesBackend(),

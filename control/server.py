@@ -4,7 +4,8 @@ add them) the scheduler, the controllers and an in-process agent.
 Start order: load or create the PKI (``DATA_DIR/pki``) -> open the store -> load the watch
 cache -> serve gRPC on two TLS ports (the API, ``--listen``, requires a client certificate
 of the cluster CA; the supervisor port, 9345 by default, takes bearer tokens and serves the
-CA bundle to joining agents) -> create the default namespaces and the ``cluster-info`` CA
+CA bundle to joining agents) -> create the default namespaces, the default StorageClass
+``local-path`` (unless ``disable`` has "local-storage") and the ``cluster-info`` CA
 bundle -> start the supervised background tasks (cache follower, bookmarks, store
 maintenance) -> start the controller manager (unless ``disable`` has "controllers"). Stop
 order is the reverse: stop the controllers, stop accepting calls (bounded grace), close the
@@ -27,7 +28,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from control.api import errors, kinds
+from control.api import errors, kinds, storageutil
 from control.apiserver import (
     authn,
     encryption,
@@ -378,7 +379,8 @@ class ControlPlane:
                 self.address, self.credentials(authn.CONTROLLER_MANAGER),
                 node_lifecycle=opts.node_lifecycle(),
                 # the built-in service load balancer is a component of its own to disable
-                disable=opts.disable_controllers | ({"servicelb"} & opts.disable),
+                disable=opts.disable_controllers | ({"servicelb"} & opts.disable)
+                | ({"local-path-provisioner"} if "local-storage" in opts.disable else set()),
                 terminated_pod_gc_threshold=opts.terminated_pod_gc_threshold,
                 cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size,
                 registry=self.controller_metrics, signer=self.pki.ca,
@@ -520,6 +522,26 @@ class ControlPlane:
                 pass
         # the default RBAC roles and bindings (Kubernetes' bootstrap policy)
         await rbac_bootstrap.reconcile(self.registry)
+        if "local-storage" not in self.options.disable:
+            await self._bootstrap_storage_class()
+
+    async def _bootstrap_storage_class(self) -> None:
+        """k3s' local-storage: the default StorageClass ``local-path`` of the local-path
+        provisioner, created when absent and never changed afterwards (a user's edit, or
+        their removal of the default annotation, stays; one they delete comes back at the
+        next start unless the server runs with ``--disable local-storage``)."""
+        assert self.registry is not None
+        info = kinds.by_resource("storageclasses")
+        cls: Any = info.message()
+        cls.metadata.name = storageutil.DEFAULT_CLASS
+        cls.metadata.annotations[storageutil.DEFAULT_CLASS_ANNOTATIONS[0]] = "true"
+        cls.provisioner = storageutil.PROVISIONER
+        cls.volume_binding_mode = "WaitForFirstConsumer"
+        cls.reclaim_policy = "Delete"
+        try:
+            await self.registry.create(info, "", cls)
+        except errors.AlreadyExists:
+            pass
 
     async def _repair_loop(self, allocator: ServiceAllocator) -> None:
         while True:

@@ -15,10 +15,14 @@ resources and security, exactly as Kubernetes' kubelet resolves them.
 - **$(VAR)** (:func:`expand`): ``$$`` is an escaped ``$``; an unknown ``$(VAR)`` and an
   unclosed ``$(`` are left as written — Kubernetes' ``third_party/forked/golang/expansion``.
 
-The ConfigMaps and Secrets a container refers to are fetched by the caller (see
-:func:`referenced_objects`) and handed in as mappings, so this module is pure.
+- **mounts**: each volumeMount on its volume's host path; ``subPath``/``subPathExpr``
+  below it; read-only when the mount or the volume's source (a claim's ``readOnly``) says so.
 
-Concurrency contract: pure functions, no I/O, no shared state.
+The ConfigMaps and Secrets a container refers to are fetched by the caller (see
+:func:`referenced_objects`) and handed in as mappings, so this module is pure; the one
+file-system step, preparing a subPath directory, is a function the caller passes in.
+
+Concurrency contract: pure functions, no I/O of their own, no shared state.
 """
 
 from __future__ import annotations
@@ -366,9 +370,18 @@ def map_security(pod: core_pb2.Pod, container: core_pb2.Container) -> Security:
         capabilities_drop=tuple(csc.capabilities.drop))
 
 
+def read_only_volumes(pod: core_pb2.Pod) -> frozenset[str]:
+    """Volumes whose source says readOnly: every mount of them is read-only."""
+    return frozenset(v.name for v in pod.spec.volumes
+                     if v.HasField("persistent_volume_claim") and v.persistent_volume_claim.read_only)
+
+
 def map_mounts(container: core_pb2.Container, volume_paths: Mapping[str, str],
-               env: Mapping[str, str]) -> list[Mount]:
-    """volumeMounts -> Mounts on the host paths of the pod's volumes (subPath honoured)."""
+               env: Mapping[str, str], *, read_only: frozenset[str] = frozenset(),
+               subpath: Callable[[str, str], str] | None = None) -> list[Mount]:
+    """volumeMounts -> Mounts on the host paths of the pod's volumes (subPath and
+    subPathExpr honoured; ``subpath(volume root, sub)`` prepares the directory, else it is
+    only joined). A mount of a volume in ``read_only`` is read-only whatever it says."""
     mounts: list[Mount] = []
     for vm in container.volume_mounts:
         host = volume_paths.get(vm.name)
@@ -379,9 +392,17 @@ def map_mounts(container: core_pb2.Container, volume_paths: Mapping[str, str],
         if sub:
             if os.path.isabs(sub) or ".." in sub.split("/"):
                 raise ContainerConfigError(f"invalid subPath {sub!r}")
-            host = os.path.join(host, sub)
+            if subpath is None:
+                host = os.path.join(host, sub)
+            else:
+                try:
+                    host = subpath(host, sub)
+                except (OSError, ValueError) as e:
+                    raise ContainerConfigError(
+                        f"failed to prepare subPath {sub!r} for volume {vm.name!r}: {e}"
+                    ) from None
         mounts.append(Mount(host_path=host, container_path=vm.mount_path,
-                            read_only=vm.read_only))
+                            read_only=vm.read_only or vm.name in read_only))
     return mounts
 
 
@@ -408,7 +429,8 @@ class ImageFacts:
 
 def build_config(container: core_pb2.Container, ctx: PodContext, *,
                  volume_paths: Mapping[str, str], log_path: str,
-                 image: ImageFacts | None = None) -> ContainerConfig:
+                 image: ImageFacts | None = None,
+                 subpath: Callable[[str, str], str] | None = None) -> ContainerConfig:
     """The runtime's ContainerConfig; ContainerConfigError names what is wrong. Without
     ``image`` the container runs on the host's filesystem (the ``host`` handler)."""
     env = resolve_env(container, ctx)
@@ -428,7 +450,8 @@ def build_config(container: core_pb2.Container, ctx: PodContext, *,
         argv=argv,
         env=env,
         working_dir=working_dir,
-        mounts=map_mounts(container, volume_paths, env_map),
+        mounts=map_mounts(container, volume_paths, env_map,
+                          read_only=read_only_volumes(ctx.pod), subpath=subpath),
         log_path=log_path,
         resources=map_resources(container.resources),
         security=map_security(ctx.pod, container),

@@ -2,8 +2,9 @@
 
 Owns the Node object's agent-written parts, as kubelet's ``kubelet_node_status.go`` does:
 - registration: create the Node (labels ``kubernetes.io/hostname|os|arch`` and their
-  ``beta.`` twins, ``--labels``, ``--register-with-taints``, full status); if it exists,
-  update only the labels the agent owns and leave the rest of the spec alone — a cordon
+  ``beta.`` twins, ``--labels``, ``--register-with-taints``, the annotation
+  ``local-path.flotilla.io/volume-dir`` naming ``--volume-dir``, full status); if it exists,
+  update only the labels and annotations the agent owns and leave the rest of the spec alone — a cordon
   (``spec.unschedulable``) or a taint a user removed stays as the user left it;
 - status: capacity and allocatable (capacity minus ``--system-reserved``), addresses,
   nodeInfo, and the Ready/MemoryPressure/DiskPressure/PIDPressure conditions, whose
@@ -42,6 +43,7 @@ from agent.images.image import Image
 from agent.kubelet.machine import MachineInfo, Pressure, primary_ip, read_pressure
 from control.api import errors, quantity
 from control.api.pb import core_pb2, meta_pb2
+from control.api.storageutil import VOLUME_DIR_ANNOTATION
 from control.api.timeutil import time_at
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
@@ -278,10 +280,27 @@ def build_node(options: AgentOptions, machine: MachineInfo, pressure: Pressure, 
     node = core_pb2.Node(api_version="v1", kind="Node")
     node.metadata.name = options.node_name
     node.metadata.labels.update(node_labels(options.node_name, machine, options.labels))
+    node.metadata.annotations.update(node_annotations(options))
     for t in options.taints:
         node.spec.taints.add(key=t.key, value=t.value, effect=t.effect)
     apply_status(node, options, machine, pressure, node_ip, now)
     return node
+
+
+def node_annotations(options: AgentOptions) -> dict[str, str]:
+    """The annotations the agent owns: where its local-path volumes live (read by the
+    provisioner to place a volume on this node)."""
+    return {VOLUME_DIR_ANNOTATION: str(options.local_volume_dir)}
+
+
+def reconcile_annotations(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
+    """Set the agent-owned annotations on an existing Node; True if anything changed."""
+    changed = False
+    for key, value in wanted.items():
+        if node.metadata.annotations.get(key) != value:
+            node.metadata.annotations[key] = value
+            changed = True
+    return changed
 
 
 def reconcile_labels(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
@@ -422,7 +441,8 @@ class NodeStatusManager:
         for attempt in range(STATUS_UPDATE_RETRIES):
             node: core_pb2.Node = await self.client.get(core_pb2.Node, self.options.node_name)
             try:
-                if reconcile_labels(node, desired.metadata.labels):
+                labelled = reconcile_labels(node, desired.metadata.labels)
+                if reconcile_annotations(node, desired.metadata.annotations) or labelled:
                     node = await self.client.update(node)
                 return await self._update_status(node)
             except errors.Conflict:

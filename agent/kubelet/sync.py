@@ -79,6 +79,7 @@ from agent.kubelet.status import (
     container_field_path,
     is_sidecar,
 )
+from agent.kubelet.volumes import safe_subpath
 from agent.network.interface import PortMapping
 from agent.runtime.interface import (
     ContainerState,
@@ -628,7 +629,8 @@ class PodSyncer:
         try:
             ctx = await self._context(pod, c, sandbox)
             config = container_spec.build_config(c, ctx, volume_paths=state.volume_paths or {},
-                                                 log_path=str(log_path), image=image)
+                                                 log_path=str(log_path), image=image,
+                                                 subpath=safe_subpath)
             hosts = pod_dir / POD_HOSTS
             if sandbox.ip and hosts.exists() and not any(
                     m.container_path == "/etc/hosts" for m in config.mounts):

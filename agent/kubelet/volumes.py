@@ -25,9 +25,14 @@ projected     ``volumes/projected/<name>``: configMap, secret, downwardAPI and
               audience and expirationSeconds (:mod:`agent.kubelet.token_manager`, which
               renews it at 80% of its life).
 persistentVolumeClaim  the bound PersistentVolume's path: a ``hostPath`` (type-checked as
-              above) or ``local`` volume. A claim that is missing, being deleted or not yet
+              above) or ``local`` volume. A local-path provisioner's volume is created at
+              first use (mode 0777), only when it is pinned to this node and inside
+              ``--volume-dir``. A claim that is missing, being deleted or not yet
               Bound, or whose volume has another source, is a :class:`VolumeError` saying
               so (the kubelet retries).
+ephemeral     the claim ``<pod>-<volume>`` made by the ephemeral volume controller from the
+              volume's claim template, mounted like persistentVolumeClaim once it is Bound;
+              a claim of that name the pod does not control is refused.
 ============  =================================================================================
 
 Anything else (nfs, csi...) is refused by name with a :class:`VolumeError`; so is a missing non-optional configMap/secret or key. The kubelet shows
@@ -68,7 +73,7 @@ import structlog
 from agent.kubelet import mounts
 from agent.kubelet.atomic_writer import AtomicWriter, FileProjection, PayloadError
 from agent.kubelet.token_manager import DEFAULT_EXPIRATION_SECONDS, TokenKey, TokenManager
-from control.api import errors, quantity
+from control.api import errors, quantity, storageutil
 from control.api.pb import authentication_pb2, core_pb2
 from control.client.client import ApiClient
 from control.runtime.clock import Clock
@@ -77,6 +82,8 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_MODE = 0o644  # Kubernetes' defaultMode, 420 decimal
 EMPTY_DIR_MODE = 0o777
+# a local-path volume's directory: any container user may write (local-path's mkdir -m 0777)
+LOCAL_PATH_MODE = 0o777
 # Kubernetes re-projects configMap/secret/downwardAPI contents on its sync period (~1 min).
 REFRESH_PERIOD = 60.0
 
@@ -352,10 +359,14 @@ def check_host_path(path: str, type_: str) -> None:
 class VolumeManager:
     def __init__(self, client: ApiClient | None, pods_dir: Path,
                  node_allocatable: dict[str, Any] | None = None, *,
-                 can_mount: bool | None = None, clock: Clock | None = None) -> None:
+                 can_mount: bool | None = None, clock: Clock | None = None,
+                 node_name: str = "", volume_dir: Path | None = None) -> None:
         self._client = client
         self.tokens = TokenManager(self._request_token, clock) if client is not None else None
         self.pods_dir = Path(pods_dir)
+        self.node_name = node_name
+        # where the local-path provisioner's volumes of this node live (--volume-dir)
+        self.volume_dir = volume_dir
         self.node_allocatable = node_allocatable
         self._can_mount = mounts.can_mount() if can_mount is None else can_mount
         self._locks: dict[str, asyncio.Lock] = {}
@@ -430,7 +441,7 @@ class VolumeManager:
             return
         if os.geteuid() != 0:
             return  # only root can give files away; the container runs as us anyway
-        writable = _source_kind(vol) in ("empty_dir", "persistent_volume_claim")
+        writable = _source_kind(vol) in ("empty_dir", "persistent_volume_claim", "ephemeral")
         await asyncio.to_thread(set_volume_ownership, path, int(psc.fs_group), writable)
 
     # -- setup per kind ------------------------------------------------------------------
@@ -444,8 +455,11 @@ class VolumeManager:
         if kind == "empty_dir":
             return await asyncio.to_thread(self._empty_dir, pod, vol)
         if kind == "persistent_volume_claim":
-            return await self._claim_path(pod.metadata.namespace,
-                                          vol.persistent_volume_claim.claim_name)
+            return await self._claim_path(pod, vol.persistent_volume_claim.claim_name)
+        if kind == "ephemeral":
+            return await self._claim_path(
+                pod, storageutil.ephemeral_claim_name(pod.metadata.name, vol.name),
+                ephemeral=True)
         if kind in _PROJECTED_KINDS:
             target = self.volume_path(uid, kind, vol.name)
             payload = await self._payload(pod, vol, kind)
@@ -529,15 +543,25 @@ class VolumeManager:
                 raise _SourceError("projected volume source is not supported by this agent")
         return out
 
-    async def _claim_path(self, ns: str, name: str) -> str:
-        """The host path of the volume bound to claim ``ns/name``."""
+    async def _claim_path(self, pod: core_pb2.Pod, name: str, *, ephemeral: bool = False
+                          ) -> str:
+        """The host path of the volume bound to claim ``name`` of the pod's namespace (an
+        ephemeral volume's claim must be the pod's own, as kubelet checks)."""
+        ns = pod.metadata.namespace
         client = self._require_client(f'persistentvolumeclaim "{name}"')
         try:
             claim = await client.get(core_pb2.PersistentVolumeClaim, name, ns)
         except errors.NotFound:
+            if ephemeral:
+                raise _SourceError(f'persistentvolumeclaim "{name}" not found: waiting for '
+                                   "the ephemeral volume controller to create it") from None
             raise _SourceError(f'persistentvolumeclaim "{name}" not found') from None
         except errors.ApiError as e:
             raise _SourceError(f'cannot read persistentvolumeclaim "{name}": {e}') from None
+        if ephemeral and not any(r.controller and r.uid == pod.metadata.uid
+                                 for r in claim.metadata.owner_references):
+            raise _SourceError(f'PVC {ns}/{name} was not created for pod {ns}/'
+                               f"{pod.metadata.name} (pod is not owner)")
         if claim.metadata.HasField("deletion_timestamp"):
             raise _SourceError(f'persistentvolumeclaim "{name}" is being deleted')
         if claim.status.phase != "Bound" or not claim.spec.volume_name:
@@ -553,6 +577,11 @@ class VolumeManager:
             raise _SourceError(f'cannot read persistentvolume "{claim.spec.volume_name}": '
                                f"{e}") from None
         spec = pv.spec
+        if pv.metadata.annotations.get(storageutil.PROVISIONED_BY) == storageutil.PROVISIONER \
+                and storageutil.volume_path(pv):
+            path = storageutil.volume_path(pv)
+            await asyncio.to_thread(self._local_path_dir, pv, path)
+            return path
         if spec.HasField("host_path"):
             await asyncio.to_thread(check_host_path, spec.host_path.path, spec.host_path.type)
             return str(spec.host_path.path)
@@ -565,6 +594,26 @@ class VolumeManager:
                        and spec.HasField(f.name)), "unknown")
         raise _SourceError(f'persistentvolume "{pv.metadata.name}": {source} volumes are not '
                            "supported by this agent (hostPath and local are)")
+
+    def _local_path_dir(self, pv: core_pb2.PersistentVolume, path: str) -> None:
+        """A local-path volume's directory, created at first use with mode 0777 (as
+        local-path's helper does), only on its own node and inside --volume-dir."""
+        node = storageutil.pinned_node(pv)
+        if node != self.node_name:
+            raise _SourceError(f'persistentvolume "{pv.metadata.name}" is on node '
+                               f'"{node}", not on this node "{self.node_name}"')
+        if self.volume_dir is None or not storageutil.within(path, str(self.volume_dir)):
+            raise _SourceError(f'persistentvolume "{pv.metadata.name}": {path} is not inside '
+                               f"this node's volume directory {self.volume_dir}")
+        p = Path(path)
+        if p.is_symlink():
+            raise _SourceError(f'persistentvolume "{pv.metadata.name}": {path} is a '
+                               "symbolic link")
+        if p.is_dir():
+            return
+        self.volume_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        p.mkdir(mode=LOCAL_PATH_MODE)
+        os.chmod(p, LOCAL_PATH_MODE)  # past the umask
 
     def _require_client(self, what: str) -> ApiClient:
         if self._client is None:
@@ -627,6 +676,26 @@ def _source_kind(vol: core_pb2.Volume) -> str:
 def _json_name(kind: str) -> str:
     f = core_pb2.Volume.DESCRIPTOR.fields_by_name.get(kind)
     return f.json_name if f is not None else kind
+
+
+def safe_subpath(root: str, sub: str) -> str:
+    """The host path of ``sub`` below the volume at ``root``, created when missing (with the
+    volume's own mode, as kubelet does), resolved, and refused (ValueError) when a symlink
+    takes it outside the volume. The resolved path is what gets mounted, so a link swapped
+    in later is not followed at mount time."""
+    base = os.path.realpath(root)
+    target = os.path.join(base, sub)
+    resolved = os.path.realpath(target)
+    if resolved != base and not storageutil.within(resolved, base):
+        raise ValueError(f"subPath {sub!r} leads outside the volume (to {resolved})")
+    if not os.path.lexists(resolved):
+        mode = stat.S_IMODE(os.stat(base).st_mode)
+        os.makedirs(resolved, exist_ok=True)
+        os.chmod(resolved, mode)
+        resolved = os.path.realpath(target)
+        if resolved != base and not storageutil.within(resolved, base):
+            raise ValueError(f"subPath {sub!r} leads outside the volume (to {resolved})")
+    return resolved
 
 
 def set_volume_ownership(root: str, gid: int, writable: bool) -> None:

@@ -6,7 +6,8 @@ keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new po
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
 validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
 scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
-when it names none; new claims and volumes get their protection finalizers, and a claim may
+when it names none; new claims and volumes get their protection finalizers, a new claim naming
+no StorageClass gets the default one (DefaultStorageClass), and a claim may
 grow only when its StorageClass allows volume expansion; Roles and bindings pass RBAC's
 escalation guard. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
 and the TTL of Events (a store lease shared by every Event created in the same ten
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from control.api import errors, kinds
+from control.api import errors, kinds, storageutil
 from control.api.quantity import QuantityError, parse_quantity
 from control.apiserver import authn, defaults, networkpolicy
 from control.apiserver import validation as validation
@@ -135,6 +136,8 @@ class Admission:
         defaults.apply_defaults(obj)
         if old is None and info.plural in PROTECTION_FINALIZERS:
             add_finalizer(obj, PROTECTION_FINALIZERS[info.plural])
+        if old is None and info.plural == "persistentvolumeclaims":
+            self._default_storage_class(obj)
         if old is not None and info.plural == "persistentvolumeclaims":
             self._check_resize(obj, old)
         if info.plural == "networkpolicies":
@@ -153,6 +156,15 @@ class Admission:
                     raise errors.Forbidden(f'pod rejected: RuntimeClass "{name}" not found')
                 apply_runtime_class(obj, found.obj)
             self._service_account_pull_secrets(obj)
+
+    def _default_storage_class(self, claim: Any) -> None:
+        """DefaultStorageClass admission: a claim that names no class (the field absent, not
+        "") gets the default one, the newest when several are marked default."""
+        if claim.spec.HasField("storage_class_name"):
+            return
+        found = storageutil.default_class(c.obj for c in self.registry.cache.scan("storageclasses"))
+        if found is not None:
+            claim.spec.storage_class_name = found.metadata.name
 
     def _check_resize(self, new: Any, old: Any) -> None:
         """A claim may grow only when its StorageClass allows volume expansion (Kubernetes'

@@ -10,7 +10,8 @@ denial. The full node authorizer slots in as one more. The links today:
   manager) may do everything until RBAC gives them their roles;
 - :class:`NodeAuthorizer`: ``system:node:<name>`` in ``system:nodes`` writes only its own
   Node and Lease, the status of pods bound to it (and deletes them), Events, its own
-  CertificateSigningRequests; it reads nodes, pods, services, endpoints, configmaps,
+  CertificateSigningRequests, the PersistentVolumes whose node affinity pins them to it
+  (the local-path cleanup finalizer); it reads nodes, pods, services, endpoints, configmaps,
   volumes and namespaces, and secrets only in namespaces where one of its pods runs; it
   asks for ServiceAccount tokens (``serviceaccounts/token``) only of accounts its pods run
   as (the TokenRequest itself checks the token is bound to a pod on the node);
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control.api import errors
+from control.api import errors, storageutil
 from control.apiserver.authn import (
     BOOTSTRAPPERS,
     CLUSTER_DNS,
@@ -151,6 +152,12 @@ class NodeAuthorizer:
             return Decision.ALLOW
         if r == "certificatesigningrequests" and verb == "create" and not sub:
             return Decision.ALLOW  # the request is stamped with its author's identity
+        if r == "persistentvolumes" and verb in ("update", "patch") and not sub:
+            # the local-path cleanup finalizer of a volume on this node's disk
+            pv = self.lookup("persistentvolumes", "", a.name)
+            if pv is not None and storageutil.pinned_node(pv) == node:
+                return Decision.ALLOW
+            return Decision.NO_OPINION
         if r == "pods" and ((verb in ("update", "patch") and sub == "status")
                             or (verb == "delete" and not sub)):
             pod = self.lookup("pods", a.namespace, a.name)

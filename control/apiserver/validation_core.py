@@ -523,6 +523,11 @@ def validate_pvc(
         if not old.spec.volume_name:
             a.ClearField("volume_name")
             b.ClearField("volume_name")
+        if not old.spec.HasField("storage_class_name"):
+            # a claim created with no class may be given the default one later
+            # (Kubernetes' retroactive default StorageClass assignment)
+            a.ClearField("storage_class_name")
+            b.ClearField("storage_class_name")
         if a != b:
             errs.append(
                 forbidden(

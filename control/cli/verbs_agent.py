@@ -101,6 +101,9 @@ def register(sub: Any) -> None:
                         "not reached the API server for this long, so a replacement "
                         "elsewhere never runs beside them (pods choose their own with the "
                         "annotation flotilla.io/stop-after-disconnect; default: only those)")
+    p.add_argument("--volume-dir", type=Path, default=None, metavar="DIR",
+                   help="where this node's local-path PersistentVolumes are kept, one "
+                        "directory each (default: DATA_DIR/storage)")
     p.add_argument("--registry-mirror", action="append", default=[],
                    metavar="DOMAIN=HOST[,HOST]",
                    help="registries that stand in for DOMAIN's (tried in order; DOMAIN "
@@ -186,6 +189,7 @@ def options_from_args(args: argparse.Namespace, server: str,
         crash_loop_backoff_max=args.crash_loop_backoff_max,
         volume_refresh_period=args.volume_refresh_period,
         stop_pods_after_disconnect=args.stop_pods_after_disconnect,
+        volume_dir=args.volume_dir,
         daemon_port=args.daemon_port,
         pod_network=args.pod_network,
         cluster_cidr=args.cluster_cidr,

@@ -40,7 +40,7 @@ _FLOAT_FLAGS = {
     "--node-eviction-rate": "node_eviction_rate",
     "--secondary-node-eviction-rate": "secondary_node_eviction_rate",
 }
-DISABLEABLE = ("scheduler", "controllers", "dns", "servicelb")
+DISABLEABLE = ("scheduler", "controllers", "dns", "servicelb", "local-storage")
 
 
 def byte_size(text: str) -> int:

@@ -47,8 +47,10 @@ from control.controllers.deployment import DeploymentController
 from control.controllers.disruption import DisruptionController
 from control.controllers.endpoints import EndpointsController
 from control.controllers.endpointslice import EndpointSliceController
+from control.controllers.ephemeral_volume import EphemeralVolumeController
 from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
+from control.controllers.local_path import LocalPathProvisioner
 from control.controllers.namespace import NamespaceController
 from control.controllers.node_lifecycle import NodeLifecycleController
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
@@ -138,6 +140,8 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "statefulset": StatefulSetController,
     "persistentvolume-binder": VolumeBindingController,
     "persistentvolume-protection": VolumeProtectionController,
+    "local-path-provisioner": LocalPathProvisioner,
+    "ephemeral-volume": EphemeralVolumeController,
     "csrapproving": CsrApprovingController,
     "csrsigning": CsrSigningController,
     "clusterrole-aggregation": ClusterRoleAggregationController,

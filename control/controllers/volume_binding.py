@@ -3,15 +3,18 @@ reclaim): pairs claims with volumes and follows the volumes through their phases
 
 Keys are ``claim/<namespace>/<name>`` and ``volume/<name>``.
 
+- A claim that names no StorageClass (the field absent) gets the default class once there
+  is one (Kubernetes' retroactive default StorageClass assignment).
 - A claim without ``spec.volumeName`` gets the best fitting volume
   (``control.api.volumes.best_volume``): the volume's claimRef is written first (the
   binding is decided there), then the claim's volumeName with the
   ``pv.kubernetes.io/bind-completed`` annotation, then both statuses Bound (the claim's
-  with the volume's capacity and accessModes). No fit: the claim stays Pending with a
-  FailedBinding Event. A claim whose StorageClass binds WaitForFirstConsumer is bound
-  only to a volume whose claimRef already names it (the scheduler's VolumeBinding writes
-  that claimRef, or asks a provisioner for a volume); until then it gets a
-  WaitForFirstConsumer Event.
+  with the volume's capacity and accessModes). A claim whose StorageClass binds
+  WaitForFirstConsumer is bound only to a volume whose claimRef already names it (the
+  scheduler's VolumeBinding writes that claimRef, or asks a provisioner for a volume by
+  selecting a node). No fit: the claim stays Pending with a FailedBinding Event, a
+  WaitForFirstConsumer Event while no node is selected, or an ExternalProvisioning Event
+  while its class' provisioner is expected to create the volume.
 - A claim naming a volume (pre-bound) is bound to it when the volume is free; a claim
   whose volume is gone, or bound to another claim after it was Bound, is Lost.
 - A volume: no claimRef (or one by name only, waiting for its claim) -> Available; its
@@ -31,10 +34,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from control.api import errors
+from control.api import errors, storageutil
 from control.api import volumes as vbu
 from control.api.pb import core_pb2, meta_pb2, storage_pb2
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from control.runtime.controller import Controller, Result
 from control.runtime.events import NORMAL, WARNING
 
@@ -49,6 +53,8 @@ PVC = core_pb2.PersistentVolumeClaim
 BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
+# a StorageClass of statically created volumes (Kubernetes' name for "nobody provisions")
+NO_PROVISIONER = "kubernetes.io/no-provisioner"
 
 
 class VolumeBindingController:
@@ -110,6 +116,11 @@ class VolumeBindingController:
 
     async def _sync_claim(self, claim: PVC) -> None:
         if not claim.spec.volume_name:
+            if not claim.spec.HasField("storage_class_name"):
+                default = storageutil.default_class(self._classes.indexer.list())
+                if default is not None:
+                    await self._assign_class(claim, default.metadata.name)
+                    return
             volumes = self._volumes.indexer.list()
             cls = self._class(claim)
             if cls is not None and cls.volume_binding_mode == WAIT_FOR_FIRST_CONSUMER:
@@ -149,11 +160,35 @@ class VolumeBindingController:
             self.recorder.event(claim, WARNING, "FailedBinding",
                                 f"volume {pv.metadata.name} already bound to a different claim")
 
+    async def _assign_class(self, claim: PVC, name: str) -> None:
+        """Retroactive default StorageClass: an unbound claim that names no class gets the
+        default one once there is one."""
+        def mutate(c: PVC) -> bool:
+            if c.spec.HasField("storage_class_name") or c.spec.volume_name:
+                return False
+            c.spec.storage_class_name = name
+            return True
+
+        try:
+            await guaranteed_update(self._client, PVC, claim.metadata.namespace,
+                                    claim.metadata.name, mutate, current=claim)
+        except errors.NotFound:
+            return
+
     async def _unbound(self, claim: PVC) -> None:
         cls = self._class(claim)
-        if cls is not None and cls.volume_binding_mode == WAIT_FOR_FIRST_CONSUMER:
+        provisioner = cls.provisioner if cls is not None else ""
+        external = provisioner not in ("", NO_PROVISIONER)
+        if cls is not None and cls.volume_binding_mode == WAIT_FOR_FIRST_CONSUMER and not (
+                external and claim.metadata.annotations.get(storageutil.SELECTED_NODE)):
             self.recorder.event(claim, NORMAL, "WaitForFirstConsumer",
                                 "waiting for first consumer to be created before binding")
+        elif external:
+            self.recorder.event(claim, NORMAL, "ExternalProvisioning",
+                                f"Waiting for a volume to be created either by the external "
+                                f"provisioner '{provisioner}' or manually by the system "
+                                "administrator. If volume creation is delayed, please verify "
+                                "that the provisioner is running and correctly registered.")
         elif claim.spec.storage_class_name and cls is None:
             self.recorder.event(claim, WARNING, "ProvisioningFailed",
                                 f'storageclass.storage.k8s.io "{claim.spec.storage_class_name}"'

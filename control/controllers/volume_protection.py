@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from control.api import errors
+from control.api import errors, storageutil
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
 from control.client.retry import guaranteed_update
@@ -39,9 +39,11 @@ PVC = core_pb2.PersistentVolumeClaim
 
 
 def claims_of(pod: core_pb2.Pod) -> list[str]:
-    """The claims a pod's volumes name."""
-    return [v.persistent_volume_claim.claim_name for v in pod.spec.volumes
-            if v.HasField("persistent_volume_claim")]
+    """The claims a pod's volumes name (an ephemeral volume's is ``<pod>-<volume>``)."""
+    return [v.persistent_volume_claim.claim_name if v.HasField("persistent_volume_claim")
+            else storageutil.ephemeral_claim_name(pod.metadata.name, v.name)
+            for v in pod.spec.volumes
+            if v.HasField("persistent_volume_claim") or v.HasField("ephemeral")]
 
 
 def in_use(claim: PVC, pods: Iterable[core_pb2.Pod]) -> bool:

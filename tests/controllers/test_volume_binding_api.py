@@ -21,7 +21,9 @@ from tests.support.volumes import claim, is_, pv_phase, volume
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as c:
+    # static volumes only: no default StorageClass for claims that name none
+    async with running_cluster(tmp_path / "data",
+                               disable={"scheduler", "controllers", "local-storage"}) as c:
         # the protection controller too: admission gives claims and volumes its finalizers
         manager = ControllerManager(c.client, controllers={
             "persistentvolume-binder": VolumeBindingController,
