@@ -72,9 +72,20 @@ class VolumeBindingController:
         self._claims.add_event_handler(on_add=self._claim_changed,
                                        on_update=lambda _o, n: self._claim_changed(n),
                                        on_delete=self._claim_changed)
+        self._classes.add_event_handler(on_add=self._class_changed,
+                                        on_update=lambda _o, n: self._class_changed(n))
         self._volumes.add_event_handler(on_add=self._volume_changed,
                                         on_update=lambda _o, n: self._volume_changed(n),
                                         on_delete=self._volume_changed)
+
+    def _class_changed(self, cls: storage_pb2.StorageClass) -> None:
+        # a new default class is given to claims that name none; a class' claims re-check
+        for claim in self._claims.indexer.list():
+            if not claim.spec.volume_name and (
+                    not claim.spec.HasField("storage_class_name")
+                    or claim.spec.storage_class_name == cls.metadata.name):
+                self.controller.enqueue(
+                    f"claim/{claim.metadata.namespace}/{claim.metadata.name}")
 
     def _claim_changed(self, claim: PVC) -> None:
         self.controller.enqueue(f"claim/{claim.metadata.namespace}/{claim.metadata.name}")

@@ -232,6 +232,18 @@ def test_reconcile_labels_keeps_user_spec() -> None:
     assert not ns.reconcile_labels(node, wanted)
 
 
+def test_volume_dir_annotation() -> None:
+    key = "local-path.flotilla.io/volume-dir"
+    node = ns.build_node(opts(), MACHINE, CALM, "10.0.0.5", ts(1000))
+    assert node.metadata.annotations[key] == "/tmp/x/storage"
+    moved = ns.node_annotations(opts(volume_dir=Path("/srv/volumes")))
+    assert moved == {key: "/srv/volumes"}
+    node.metadata.annotations["user"] = "keep"
+    assert ns.reconcile_annotations(node, moved)
+    assert dict(node.metadata.annotations) == {key: "/srv/volumes", "user": "keep"}
+    assert not ns.reconcile_annotations(node, moved)
+
+
 # -- the Lease ------------------------------------------------------------------------------
 
 

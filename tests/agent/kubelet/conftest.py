@@ -4,6 +4,7 @@ API server (the ``env`` fixture), shared by the kubelet's test modules."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from agent.config import HOST_HANDLER
 from agent.kubelet.kubelet import Kubelet, KubeletOptions
+from agent.kubelet.volumes import VolumeManager
 from agent.runtime.fake import FakeRuntime
 from control.api import convert, errors
 from control.api.pb import core_pb2
@@ -95,3 +97,13 @@ async def env(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await e.stop()
 
+
+@pytest.fixture
+async def pods_dir(tmp_path: Path) -> AsyncIterator[Path]:
+    """The pods directory of a VolumeManager; every pod in it is torn down afterwards, so
+    a failing test leaves no tmpfs mounted."""
+    pods = tmp_path / "pods"
+    yield pods
+    if pods.exists():
+        for uid in os.listdir(pods):
+            await VolumeManager(None, pods).teardown(uid)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -229,17 +228,6 @@ def test_check_host_path(tmp_path: Path) -> None:
 
 
 # -- the manager against a real API server -----------------------------------------------
-
-
-@pytest.fixture
-async def pods_dir(tmp_path: Path) -> AsyncIterator[Path]:
-    """The pods directory; every pod in it is torn down afterwards, so a failing test
-    leaves no tmpfs mounted."""
-    pods = tmp_path / "pods"
-    yield pods
-    if pods.exists():
-        for uid in os.listdir(pods):
-            await VolumeManager(None, pods).teardown(uid)
 
 
 async def test_configmap_all_keys_items_modes_and_update(cluster: Cluster,
