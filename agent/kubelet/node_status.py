@@ -30,7 +30,7 @@ unreachable server never ends the task: it backs off, logs once per state change
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -293,25 +293,24 @@ def node_annotations(options: AgentOptions) -> dict[str, str]:
     return {VOLUME_DIR_ANNOTATION: str(options.local_volume_dir)}
 
 
-def reconcile_annotations(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
-    """Set the agent-owned annotations on an existing Node; True if anything changed."""
+def _set_entries(have: MutableMapping[str, str], wanted: Mapping[str, str]) -> bool:
     changed = False
     for key, value in wanted.items():
-        if node.metadata.annotations.get(key) != value:
-            node.metadata.annotations[key] = value
+        if have.get(key) != value:
+            have[key] = value
             changed = True
     return changed
+
+
+def reconcile_annotations(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
+    """Set the agent-owned annotations on an existing Node; True if anything changed."""
+    return _set_entries(node.metadata.annotations, wanted)
 
 
 def reconcile_labels(node: core_pb2.Node, wanted: Mapping[str, str]) -> bool:
     """Set the agent-owned labels on an existing Node; True if anything changed. Spec
     (unschedulable, taints) is the user's once the Node exists, as with kubelet."""
-    changed = False
-    for key, value in wanted.items():
-        if node.metadata.labels.get(key) != value:
-            node.metadata.labels[key] = value
-            changed = True
-    return changed
+    return _set_entries(node.metadata.labels, wanted)
 
 
 
