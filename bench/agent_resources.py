@@ -9,7 +9,8 @@ from ``/proc/<pid>/stat`` (utime + stime) and ``/proc/<pid>/status`` (VmRSS):
 2. loaded: ``--pods`` pods (``sleep``) Running, measured after all of them are Running.
 
 Also reported: the containers' monitor processes (one per container, ``agent/runtime/
-monitor.py``), whose memory is part of what a node pays per pod. Target
+monitor.py``, forked by one fork server per agent), whose memory is part of what a node
+pays per pod: their PSS and the server's, divided by the Running containers. Target
 (/work/shared/PERFORMANCE.md): agent RSS <= 60 MB.
 
     .venv/bin/python -m bench.agent_resources
@@ -95,11 +96,12 @@ async def main_async(args: argparse.Namespace) -> None:
                  [f"{args.pods} pods Running", len(lat), f"{loaded.cpu_percent:.2f}",
                   f"{loaded.rss_avg_mb:.1f}", f"{loaded.rss_max_mb:.1f}"]]))
             if monitors:
-                print(f"\ncontainer monitors: {len(monitors)} processes, RSS "
-                      f"{sum(mon_rss) / 1024:.0f} MB in total "
-                      f"({sum(mon_rss) / len(mon_rss) / 1024:.1f} MB each), PSS "
-                      f"{sum(mon_pss) / 1024:.0f} MB in total "
-                      f"({sum(mon_pss) / len(mon_pss) / 1024:.1f} MB each)")
+                per = max(1, len(lat))
+                print(f"\ncontainer monitors (and their fork server): {len(monitors)} "
+                      f"processes, RSS {sum(mon_rss) / 1024:.0f} MB in total, PSS "
+                      f"{sum(mon_pss) / 1024:.1f} MB in total: "
+                      f"{sum(mon_pss) / per / 1024:.2f} MB PSS per Running container "
+                      f"(amortised over {per})")
             if spy_out is not None and spy_out.exists():
                 print(summarize_collapsed(spy_out))
         finally:

@@ -38,6 +38,7 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 
@@ -100,6 +101,11 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def set_parent_death_signal(signum: int) -> None:
     prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Orphaned descendants of the caller are re-parented to it (not to init) while on."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
 # ---- capabilities -----------------------------------------------------------------------

@@ -2,22 +2,38 @@
 
 ``python -m agent.runtime.monitor run <container-dir> <sync-fd>``
     Daemonizes (the process the runtime started exits at once; the monitor carries on,
-    re-parented away from the agent, in its own session with no terminal), then forks the
-    container and owns it until it exits: copies its stdout/stderr into the CRI log file
-    with rotation, waits for it, and writes ``status.json`` atomically. As soon as the
-    container's program has been exec'd it writes ``monitor.json`` (its own pid and the
-    container's, with their start times) and reports ``{"ok": true, "pid": N}`` on the sync
-    fd (or ``{"ok": false, "error": "..."}`` when the container could not start). Nothing
-    ties it to the agent afterwards: the agent may die (even by SIGKILL) and a new runtime
-    finds everything in the container directory.
+    re-parented away from the agent, in its own session with no terminal), then has a
+    short-lived *starter* child start the container and hand it over: the monitor is a
+    child subreaper while the starter runs, so when the starter exits the container is
+    re-parented to the monitor, which owns it until it exits: copies its stdout/stderr
+    into the CRI log file with rotation, waits for it, and writes ``status.json``
+    atomically. The starter does all the one-off work (reading the spec, namespaces, the
+    fork, ``monitor.json`` with the monitor's pid and the container's and their start
+    times, the report ``{"ok": true, "pid": N}`` on the sync fd, or ``{"ok": false,
+    "error": "..."}`` and a StartError ``status.json`` when the container could not start),
+    so the memory that work writes leaves with it. Nothing ties the monitor to the agent
+    afterwards: the agent may die (even by SIGKILL) and a new runtime finds everything in
+    the container directory.
 
-    With isolation (root): the monitor unshares a PID namespace before forking, so the
+    With isolation (root): the starter unshares a PID namespace before forking, so the
     container's process is PID 1 of its own namespace (``sh -c 'echo $$'`` prints 1, as in
     Docker without ``--init``); that child joins the container's cgroups, unshares mount,
     UTS and IPC namespaces (after joining the pod's network namespace, pinned by the
     runtime, when the pod has one), builds its overlay root (``rootfs.py``), sets the hostname,
     limits its capabilities, switches user and execs. Without isolation it only starts a
     new session (the container is a process group) and execs.
+
+``python -m agent.runtime.monitor serve <root-dir> <socket-fd>``
+    The monitors' fork server (one per runtime, started by ``launcher.py``): imports this
+    module once, then for each request on the socket (a container directory, with the sync
+    fd and the ``monitor.log`` fd attached) forks a child that becomes that container's
+    monitor exactly as ``run`` does (its own session, stdio on /dev/null and the log, the
+    same double fork away from its parent). A monitor forked so shares the server's
+    interpreter pages copy-on-write with every other one (about 1.2 MB of PSS per
+    container at 100, the server's share included, against 7 MB for a freshly exec'd
+    interpreter), and owes it nothing
+    afterwards: the server exits when the socket's other end closes (the agent stopped or
+    died) and the monitors carry on. ``root-dir`` is only there to name the node in ``ps``.
 
 ``python -m agent.runtime.monitor exec [--tty] <container-dir> -- ARGV...``
     Runs a command in a running container: joins its cgroups and its network, IPC, UTS, PID
@@ -33,7 +49,9 @@ Files in the container directory (written by ``process.py`` unless noted):
 ``spec.json`` (what to run), ``monitor.json`` and ``status.json`` (by the monitor, each
 written to a temporary file then renamed), ``monitor.log`` (the monitor's own stderr).
 
-Concurrency: one monitor per container, single-threaded, blocking I/O on a selector; it
+Concurrency: one monitor per container, single-threaded, blocking I/O on a selector (its
+starter runs only until the container is running); the fork server is single-threaded
+too and handles one request at a time; a monitor
 shares no file with any other process except the log (it is the only writer) and the
 state files above (atomic replace; readers see the old or the new content).
 """
@@ -43,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import selectors
@@ -341,11 +360,9 @@ def _oom_kills(spec: dict[str, Any]) -> int:
     return read_oom_kills(path) if path else 0
 
 
-def _pump(spec: dict[str, Any], pid: int, out_r: int, err_r: int) -> int:
+def _pump(log: _LogConfig, pid: int, out_r: int, err_r: int) -> int:
     """Copy output to the log until the container exits; returns its wait status."""
-    writer = CriLogWriter(spec.get("log_path") or os.path.join(spec["dir"], "container.log"),
-                          int(spec.get("log_max_bytes") or 10 * 1024 * 1024),
-                          int(spec.get("log_max_files") or 4))
+    writer = CriLogWriter(log.path, log.max_bytes, log.max_files)
     sel = selectors.DefaultSelector()
     streams = {out_r: "stdout", err_r: "stderr"}
     for fd in streams:
@@ -375,7 +392,7 @@ def _pump(spec: dict[str, Any], pid: int, out_r: int, err_r: int) -> int:
                 os.close(pidfd)
             elif fd in streams:
                 read_one(fd)
-    if not spec.get("isolate"):
+    if not log.isolate:
         # The container is its process group: what it left behind goes with it (in a
         # PID namespace the kernel does this when PID 1 exits).
         try:
@@ -395,18 +412,109 @@ def _pump(spec: dict[str, Any], pid: int, out_r: int, err_r: int) -> int:
     return wait_status
 
 
+class _LogConfig:
+    """What the monitor needs to pump a container's output, as its starter reports it
+    (one line of NUL-separated fields: no JSON parsing in the long-lived process)."""
+
+    __slots__ = ("isolate", "max_bytes", "max_files", "path", "pid", "started_at")
+
+    def __init__(self, pid: int, started_at: float, isolate: bool, path: str,
+                 max_bytes: int, max_files: int) -> None:
+        self.pid, self.started_at, self.isolate = pid, started_at, isolate
+        self.path, self.max_bytes, self.max_files = path, max_bytes, max_files
+
+    def encode(self) -> bytes:
+        return "\0".join((str(self.pid), repr(self.started_at), "1" if self.isolate else "0",
+                          str(self.max_bytes), str(self.max_files), self.path)).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _LogConfig | None:
+        parts = raw.decode(errors="surrogateescape").split("\0")
+        if len(parts) != 6:
+            return None
+        pid, started_at, isolate, max_bytes, max_files, path = parts
+        return cls(int(pid), float(started_at), isolate == "1", path, int(max_bytes),
+                   int(max_files))
+
+
 def run_monitor(container_dir: str, sync_fd: int) -> None:
+    """The monitor: daemonize, have a short-lived starter start the container (see
+    ``_start``), adopt it, pump its output and record how it ended.
+
+    The starter does all the work of starting (spec, namespaces, fork, state files, the
+    sync report) and exits, handing the container over by re-parenting (the monitor is a
+    child subreaper until then): what that work wrote in memory goes with the starter, so
+    the long-lived monitor keeps only what its loop touches (about half the private memory
+    of a monitor that starts the container itself, which counts with 100 containers)."""
     os.set_inheritable(sync_fd, False)
     if os.fork() != 0:
         os._exit(0)  # the runtime reaps this intermediate; the monitor is nobody's child
+    monitor_pid = os.getpid()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    report_r, report_w = os.pipe()
+    try:
+        linux.set_child_subreaper(True)
+        starter = os.fork()
+    except OSError as e:
+        _send_sync(sync_fd, {"ok": False, "error": f"starting the container: {e}"})
+        return
+    if starter == 0:
+        code = 1
+        try:
+            for fd in (out_r, err_r, report_r):
+                os.close(fd)
+            _start(container_dir, sync_fd, monitor_pid, out_w, err_w, report_w)
+            code = 0
+        finally:
+            os._exit(code)
+    for fd in (sync_fd, out_w, err_w, report_w):
+        os.close(fd)
+    report = _read_until_eof(report_r)
+    os.close(report_r)
+    _wait_child(starter)
+    # The container is ours now (or never started): later orphans go to init as before.
+    linux.set_child_subreaper(False)
+    log = _LogConfig.decode(report) if report else None
+    if log is None:
+        # Nothing started (the starter recorded why in status.json), or the starter died.
+        os.close(out_r)
+        os.close(err_r)
+        return
+    wait_status = _pump(log, log.pid, out_r, err_r)
+    # What follows runs once, as the monitor exits: the spec is read again only now.
+    spec = read_json(os.path.join(container_dir, "spec.json")) or {}
+    exit_code, sig = exit_code_of(wait_status)
+    oom = _oom_kills(spec) > 0
+    reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
+    write_json_atomic(os.path.join(container_dir, "status.json"), {
+        "exit_code": exit_code, "signal": sig, "oom_killed": oom, "reason": reason,
+        "message": _termination_message(spec), "started_at": log.started_at,
+        "finished_at": time.time(), "pid": log.pid})
+
+
+def _wait_child(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+
+
+def _start(container_dir: str, sync_fd: int, monitor_pid: int, out_w: int, err_w: int,
+           report_w: int) -> None:
+    """The starter (a child of the monitor): start the container, write ``monitor.json``,
+    report to the runtime on ``sync_fd`` and to the monitor on ``report_w``, and return
+    (the caller exits: the container is re-parented to the monitor). On failure, record
+    the StartError in ``status.json`` and report nothing to the monitor."""
     spec = read_json(os.path.join(container_dir, "spec.json"))
     if spec is None:
         _send_sync(sync_fd, {"ok": False, "error": "spec.json missing or unreadable"})
         return
     spec["dir"] = container_dir
     status_path = os.path.join(container_dir, "status.json")
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
     errpipe_r, errpipe_w = os.pipe()
     try:
         if spec.get("isolate"):
@@ -417,36 +525,118 @@ def run_monitor(container_dir: str, sync_fd: int) -> None:
         _send_sync(sync_fd, {"ok": False, "error": f"starting the container: {e}"})
         return
     if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
         os.close(errpipe_r)
+        os.close(report_w)
         _container_child(spec, out_w, err_w, errpipe_w)
     for fd in (out_w, err_w, errpipe_w):
         os.close(fd)
-    failure = _read_until_eof(errpipe_r).decode(errors="replace")
-    os.close(errpipe_r)
+    try:
+        failure = _read_until_eof(errpipe_r).decode(errors="replace")
+        os.close(errpipe_r)
+        started_at = time.time()
+        if not failure:
+            write_json_atomic(os.path.join(container_dir, "monitor.json"), {
+                "monitor_pid": monitor_pid, "monitor_start": linux.proc_start_time(monitor_pid),
+                "pid": pid, "pid_start": linux.proc_start_time(pid),
+                "started_at": started_at})
+    except BaseException as e:
+        # Never leave a container the monitor was not told about.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        failure = f"starting the container: {e}"
     if failure:
-        os.waitpid(pid, 0)
+        _wait_child(pid)
         write_json_atomic(status_path, {
             "exit_code": START_ERROR_EXIT, "signal": 0, "oom_killed": False,
             "reason": "StartError", "message": failure, "started_at": 0.0,
             "finished_at": time.time(), "pid": pid})
         _send_sync(sync_fd, {"ok": False, "error": failure})
         return
-    started_at = time.time()
-    write_json_atomic(os.path.join(container_dir, "monitor.json"), {
-        "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
-        "pid": pid, "pid_start": linux.proc_start_time(pid), "started_at": started_at})
+    log = _LogConfig(pid, started_at, bool(spec.get("isolate")),
+                     spec.get("log_path") or os.path.join(container_dir, "container.log"),
+                     int(spec.get("log_max_bytes") or 10 * 1024 * 1024),
+                     int(spec.get("log_max_files") or 4))
+    # The monitor first, then the runtime: once the runtime hears "ok", the monitor must
+    # already know what to pump.
+    os.write(report_w, log.encode())
+    os.close(report_w)
     _send_sync(sync_fd, {"ok": True, "pid": pid})
 
-    wait_status = _pump(spec, pid, out_r, err_r)
-    exit_code, sig = exit_code_of(wait_status)
-    oom = _oom_kills(spec) > 0
-    reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
-    write_json_atomic(status_path, {
-        "exit_code": exit_code, "signal": sig, "oom_killed": oom, "reason": reason,
-        "message": _termination_message(spec), "started_at": started_at,
-        "finished_at": time.time(), "pid": pid})
+
+# ---- the fork server ----------------------------------------------------------------------
+
+SERVE_MESSAGE_MAX = 4096  # a request: the container directory's path
+
+
+def serve(sock_fd: int) -> None:
+    """Fork a monitor per request until the socket's other end closes (see the module
+    docstring). A malformed request is dropped with its fds closed: the runtime waiting
+    on that sync fd then reads EOF and reports the monitor's absence."""
+    import socket  # only the server needs it; ``run`` and ``exec`` start faster without
+
+    if os.fork() != 0:
+        os._exit(0)  # the runtime reaps this intermediate; the server is nobody's child
+    sock = socket.socket(fileno=sock_fd)
+    sock.send(str(os.getpid()).encode())  # ready: the runtime learns who serves it
+    # Everything imported so far is shared with the monitors: keep the cyclic collector
+    # off those pages, so a monitor's collections never write to (and copy) them.
+    gc.freeze()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, SERVE_MESSAGE_MAX, 2)
+        except InterruptedError:
+            continue
+        if not msg and not fds:
+            return  # the runtime is gone; its monitors are not ours to keep
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        sync_fd, log_fd = fds
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(log_fd)
+            _send_sync(sync_fd, {"ok": False, "error": f"starting the monitor: {e}"})
+            continue
+        if pid == 0:
+            sock.close()
+            _become_monitor(msg.decode(errors="replace"), sync_fd, log_fd)
+        os.close(sync_fd)
+        os.close(log_fd)
+        # The child forks the monitor away and exits at once (as ``run`` does).
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+
+
+def _become_monitor(container_dir: str, sync_fd: int, log_fd: int) -> NoReturn:
+    """In a child of the fork server: take the stdio ``run`` would have had, then run."""
+    code = 1
+    try:
+        os.setsid()
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(log_fd, 2)
+        os.close(devnull)
+        os.close(log_fd)
+        run_monitor(container_dir, sync_fd)
+        code = 0
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"monitor: {type(e).__name__}: {e}\n")
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        # Never back into the server's loop: the intermediate and the monitor end here.
+        os._exit(code)
 
 
 # ---- exec -------------------------------------------------------------------------------
@@ -588,6 +778,9 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) >= 3 and argv[0] == "run":
         run_monitor(argv[1], int(argv[2]))
         return 0
+    if len(argv) >= 3 and argv[0] == "serve":
+        serve(int(argv[2]))
+        return 0
     if len(argv) >= 3 and argv[0] == "exec":
         rest = list(argv[1:])
         tty = False
@@ -597,7 +790,7 @@ def main(argv: Sequence[str]) -> int:
         if len(rest) >= 2 and rest[1] == "--":
             return run_exec(rest[0], rest[2:], tty)
     sys.stderr.write("usage: python -m agent.runtime.monitor run DIR SYNC_FD | "
-                     "exec [--tty] DIR -- ARGV...\n")
+                     "serve ROOT SOCKET_FD | exec [--tty] DIR -- ARGV...\n")
     return 2
 
 

@@ -1,6 +1,7 @@
 """The process runtime: containers are process groups started from their image (an overlay
 of its layers, ``rootfs.py``) or, for the ``host`` handler, from the host's filesystem,
-each owned by a monitor process of its own (``monitor.py``); with root, each container also
+each owned by a monitor process of its own (``monitor.py``, forked by the runtime's fork
+server: ``launcher.py``); with root, each container also
 gets private PID, mount, UTS and IPC namespaces, that overlay root with
 its volumes bind-mounted at their mountPath, the pod's hostname, a capability set and user,
 and cgroup limits (``cgroups.py``).
@@ -56,7 +57,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,6 @@ from agent.runtime.exec_session import (
     ProcessExecSession,
     kill_exec,
     kill_group,
-    popen_in_thread,
     spawn_helper,
 )
 from agent.runtime.interface import (
@@ -85,6 +85,7 @@ from agent.runtime.interface import (
     SandboxStatus,
     StartContainerError,
 )
+from agent.runtime.launcher import LaunchError, MonitorLauncher
 from agent.runtime.monitor import read_json, set_raw, write_json_atomic
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -102,6 +103,10 @@ def _helper_env() -> dict[str, str]:
     """The monitor's environment: nothing of the agent's, only what finds our package."""
     package_root = str(Path(agent.__file__).resolve().parent.parent)
     return {"PATH": DEFAULT_PATH, "PYTHONPATH": package_root, "LANG": "C.UTF-8"}
+
+
+def _launcher_argv(root_dir: Path) -> Callable[[int], list[str]]:
+    return lambda fd: _helper_argv("serve", str(root_dir), str(fd))
 
 
 def _helper_argv(*args: str) -> list[str]:
@@ -178,6 +183,9 @@ class ProcessRuntime:
         # container id -> its spec.json (immutable once written); see the module docstring
         self._specs: dict[str, dict[str, Any]] = {}
         self._files = _JsonCache()  # sandbox.json, status.json, monitor.json
+        # Forks every container's monitor (started on first use; see launcher.py).
+        self._launcher = MonitorLauncher(_launcher_argv(self.root_dir), _helper_env(),
+                                         self.root_dir / "launcher.log")
 
     # ---- reporting -----------------------------------------------------------------------
 
@@ -517,29 +525,19 @@ class ProcessRuntime:
             except OSError as e:
                 raise StartContainerError(f"cgroup: {e}") from e
         Path(spec["log_path"]).parent.mkdir(parents=True, exist_ok=True)
-        read_fd, write_fd = os.pipe()
-        monitor_log = os.open(cdir / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                              0o600)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        monitor_log = os.open(cdir / "monitor.log",
+                              os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            # subprocess.Popen (fork_exec in C) in a thread, not the event loop's subprocess
-            # support: under uvloop with gRPC's threads busy, uvloop's spawn lost the
-            # passed pipe now and then (the monitor "exited without reporting", ~5% of
-            # starts); the stdlib's pass_fds is exact.
-            proc = await popen_in_thread(
-                _helper_argv("run", str(cdir), str(write_fd)),
-                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=monitor_log, start_new_session=True, cwd="/", env=_helper_env())
-        except OSError as e:
+            # The fork server (launcher.py) forks the monitor; it reports on the pipe.
+            await self._launcher.launch(str(cdir), write_fd, monitor_log)
+        except LaunchError as e:
             os.close(read_fd)
             raise StartContainerError(f"starting the monitor: {e}") from e
         finally:
             os.close(write_fd)
             os.close(monitor_log)
-        try:
-            raw = await _read_until_eof(read_fd, self.start_timeout)
-        finally:
-            # The process we started exits as soon as the monitor has forked away.
-            await asyncio.to_thread(proc.wait)
+        raw = await _read_until_eof(read_fd, self.start_timeout)
         try:
             result = json.loads(raw.splitlines()[0]) if raw.strip() else None
         except (json.JSONDecodeError, IndexError):
@@ -733,8 +731,9 @@ class ProcessRuntime:
         return ProcessExecSession(proc, None)
 
     async def close(self) -> None:
-        """Monitors and containers live on by design; only this node's cgroup prefix goes,
-        and only when no container cgroup is left under it."""
+        """Monitors and containers live on by design; the monitors' fork server stops, and
+        this node's cgroup prefix goes, only when no container cgroup is left under it."""
+        await self._launcher.close()
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_empty_prefix)
 

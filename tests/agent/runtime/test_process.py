@@ -29,6 +29,7 @@ from agent.runtime.interface import (
     Security,
     StartContainerError,
 )
+from agent.runtime.monitor import read_json
 from agent.runtime.process import ProcessRuntime
 from tests.support import eventually
 from tests.support.process_runtime import (
@@ -180,6 +181,42 @@ async def test_agent_killed_runtime_readopts(tmp_path: Path) -> None:
             agent_proc.kill()
             await agent_proc.wait()
         await cleanup(rt)
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+async def test_monitors_come_from_one_fork_server_and_outlive_it(
+        runtime: ProcessRuntime, tmp_path: Path) -> None:
+    """Monitors are forked by the runtime's one fork server, are not its children, keep
+    their containers when it dies; the next start brings up a new server, and close()
+    stops the server while the containers run on."""
+    sid = await sandbox(runtime, tmp_path)
+    first = await run(runtime, sid, ["sleep", "60"], tmp_path, name="a")
+    second = await run(runtime, sid, ["sleep", "60"], tmp_path, name="b")
+    server = runtime._launcher.server_pid
+    assert server > 0 and linux.proc_start_time(server) is not None
+    monitors = [int(read_json(str(runtime._container_dir(c) / "monitor.json"))["monitor_pid"])
+                for c in (first, second)]
+    assert server not in monitors and len(set(monitors)) == 2
+    assert all(_parent_of(m) != server for m in monitors)
+    os.kill(server, signal.SIGKILL)
+    await eventually(lambda: linux.proc_start_time(server) is None,
+                     "the fork server to die", timeout=10)
+    third = await run(runtime, sid, ["sh", "-c", "echo third"], tmp_path, name="c")
+    assert (await wait_exited(runtime, third)).exit_code == 0
+    assert runtime._launcher.server_pid not in (0, server)
+    for c in (first, second):
+        assert (await runtime.container_status(c)).state == ContainerState.RUNNING
+    replacement = runtime._launcher.server_pid
+    await runtime.close()
+    await eventually(lambda: linux.proc_start_time(replacement) is None,
+                     "the fork server to stop", timeout=10)
+    assert (await runtime.container_status(first)).state == ContainerState.RUNNING
+    await runtime.stop_container(first, 0)
+    assert (await wait_exited(runtime, first)).exit_code == 137
 
 
 async def test_exec_sync_and_timeout(runtime: ProcessRuntime, tmp_path: Path) -> None:
