@@ -145,6 +145,13 @@ async def test_secret_bytes_never_reach_the_data_dir_and_survive_rotation(
         again = await asyncio.to_thread(cli, data, "secrets", "reencrypt")
         assert again.returncode == 0 and " 0 rewritten" in again.stdout, again.stdout
         assert marker.decode() not in done.stdout + done.stderr  # never printed
+        # other resources too (nothing to move for ConfigMaps here: identity, unchanged)
+        cms = await asyncio.to_thread(cli, data, "secrets", "reencrypt", "-q",
+                                      "--resource", "configmaps")
+        assert cms.returncode == 0, cms.stderr
+        assert "ConfigMap objects: 0 rewritten" in cms.stdout, cms.stdout
+        bad = await asyncio.to_thread(cli, data, "secrets", "reencrypt", "--resource", "nope")
+        assert bad.returncode != 0 and "--resource 'nope': no such resource" in bad.stderr
         after = await client.get(core_pb2.Secret, "db", "default")
         assert after.data["password"] == marker + b"-v2"
         assert int(after.metadata.resource_version) > int(got.metadata.resource_version)
