@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from control.api import errors
 from control.api.pb import core_pb2
 from control.client.channel import open_channel
 from control.client.client import ApiClient
@@ -82,6 +84,19 @@ def refused_start(data: Path, config: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=TIMEOUT)
 
 
+async def replay(client: ApiClient, resource_version: str, n: int) -> list[bytes]:
+    """The passwords of the first ``n`` Secret events after ``resource_version``."""
+    out: list[bytes] = []
+    async with asyncio.timeout(TIMEOUT):
+        async for ev in client.watch(core_pb2.Secret, "default",
+                                     resource_version=resource_version):
+            if ev.type != "BOOKMARK":
+                out.append(bytes(ev.object.data["password"]))
+            if len(out) == n:
+                break
+    return out
+
+
 def secret(name: str, value: bytes) -> core_pb2.Secret:
     s = core_pb2.Secret()
     s.metadata.name, s.metadata.namespace = name, "default"
@@ -116,16 +131,8 @@ async def test_secret_bytes_never_reach_the_data_dir_and_survive_rotation(
         # history of the object, and a watch replaying from before the writes
         history = await client.history(core_pb2.Secret, "db", "default")
         assert [o.data["password"] for _, _, o in history] == [marker, marker + b"-v2"]
-        replayed = []
-        async with asyncio.timeout(TIMEOUT):
-            async for ev in client.watch(core_pb2.Secret, "default",
-                                         resource_version=str(
-                                             int(created.metadata.resource_version) - 1)):
-                if ev.type != "BOOKMARK":
-                    replayed.append(bytes(ev.object.data["password"]))
-                if len(replayed) == 3:
-                    break
-        assert replayed == [marker, marker + b"-v2", marker + b"-other"]
+        before = str(int(created.metadata.resource_version) - 1)
+        assert await replay(client, before, 3) == [marker, marker + b"-v2", marker + b"-other"]
         # while the server runs (the WAL holds the latest writes) ...
         assert not await asyncio.to_thread(files_holding, data, *needles)
         # ... and the values are there, encrypted as Kubernetes stores them
@@ -138,6 +145,8 @@ async def test_secret_bytes_never_reach_the_data_dir_and_survive_rotation(
     async with server(data, rotated) as client:
         got = await client.get(core_pb2.Secret, "db", "default")
         assert got.data["password"] == marker + b"-v2"
+        # the watch cache's window was refilled from the store's log at start (decrypted)
+        assert await replay(client, before, 3) == [marker, marker + b"-v2", marker + b"-other"]
         done = await asyncio.to_thread(cli, data, "secrets", "reencrypt")
         assert done.returncode == 0, done.stderr
         assert "secret/db -n default rewritten" in done.stdout
@@ -162,6 +171,10 @@ async def test_secret_bytes_never_reach_the_data_dir_and_survive_rotation(
     async with server(data, only_new) as client:
         got = await client.get(core_pb2.Secret, "db", "default")
         assert got.data["password"] == marker + b"-v2"
+        # the log's older revisions were written with key1: no window is loaded from it, so
+        # a watch from before the restart is told to relist, as from a compacted revision
+        with pytest.raises(errors.Gone):
+            await replay(client, before, 1)
 
     # identity first (turning encryption off) still reads what was encrypted
     identity_first = write_config(tmp_path / "enc4.yaml", {"identity": {}},
