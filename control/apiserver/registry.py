@@ -458,7 +458,8 @@ class Registry:
             new.metadata.resource_version = ""
             data = self._validated_bytes(info, new, current)
             stored = codec.encode_for_store(current)
-            if data == stored and not (self.stale is not None and self.stale(current_co.key)):
+            if data == stored and (dry_run or self.stale is None
+                                   or not self.stale(current_co.key)):
                 return current_co.raw  # no-op: nothing written, resourceVersion unchanged
             if self._ready_to_remove(info, new):
                 if dry_run:

@@ -112,6 +112,10 @@ async def test_unchanged_update_rewrites_only_stale_objects(
     assert new.store.stale("/registry/secrets/default/a")
     current = new.registry.lookup(SECRETS, "default", "a").obj
     assert current.data["v"] == b"sekrit"
+    dry = core_pb2.Secret.FromString(
+        await new.registry.update(SECRETS, "default", current, dry_run=True))
+    assert dry == current  # a dry run writes nothing and answers the object as it is
+    assert new.store.stale("/registry/secrets/default/a")
     raw = await new.registry.update(SECRETS, "default", current)
     rewritten = core_pb2.Secret.FromString(raw)
     assert int(rewritten.metadata.resource_version) > int(current.metadata.resource_version)
