@@ -10,9 +10,14 @@ limited levels by their shares; within a level, flows are queued fairly
 level's queues and is refused there, while nodes renewing their Leases, the controllers
 and the scheduler run on seats the flood cannot take. ``system:masters`` is exempt.
 
-Refusals are ``TooManyRequests`` (gRPC RESOURCE_EXHAUSTED) with a retry-after of
-``RETRY_AFTER_SECONDS`` in the trailing metadata and in the message: the queue was full,
-the level takes no queue (catch-all), or the wait timed out. A queued request waits at most
+Refusals are ``TooManyRequests`` (gRPC RESOURCE_EXHAUSTED) with a retry-after in the
+trailing metadata and in the message: the queue was full, the level takes no queue
+(catch-all), or the wait timed out. The retry-after is 1 s while a level refuses no more
+than it serves; beyond that it grows with the ratio of refusals to dispatches over the
+last seconds (at most ``MAX_RETRY_AFTER_SECONDS``), so clients that honour it spread their
+retries over the time the level needs to serve them: a one-second hint to thousands of
+refused callers would bring them all back at once, and a single-threaded server spends
+its CPU refusing them instead of serving anyone, nodes included. A queued request waits at most
 ``queue_wait_timeout`` (Kubernetes: a quarter of the 60 s request timeout) and never past
 its caller's own deadline, so the caller hears "retry later" rather than a bare deadline.
 
@@ -51,6 +56,9 @@ from control.runtime.clock import Clock, RealClock
 from control.runtime.metrics import Registry
 
 RETRY_AFTER_SECONDS = 1
+MAX_RETRY_AFTER_SECONDS = 30
+# how far back the refusal and dispatch rates look (the time constant of their decay)
+RATE_WINDOW = 2.0
 DEFAULT_QUEUE_WAIT_TIMEOUT = 15.0
 # seconds of a caller's deadline kept back when it bounds the wait, so the refusal arrives
 MIN_REPLY_MARGIN = 0.1
@@ -58,6 +66,36 @@ MAX_SEATS = 10
 OBJECTS_PER_SEAT = 100
 
 _WAIT_BUCKETS = (0.0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0)
+
+
+class DecayingRate:
+    """Events per second, exponentially weighted over about ``window`` seconds."""
+
+    def __init__(self, clock: Clock, window: float = RATE_WINDOW) -> None:
+        self.clock = clock
+        self.window = window
+        self._value = 0.0
+        self._at = clock.monotonic()
+
+    def _decay(self) -> None:
+        now = self.clock.monotonic()
+        self._value *= math.exp(-(now - self._at) / self.window)
+        self._at = now
+
+    def add(self, n: float = 1.0) -> None:
+        self._decay()
+        self._value += n
+
+    def per_second(self) -> float:
+        self._decay()
+        return self._value / self.window
+
+
+def retry_after(refused_per_second: float, dispatched_per_second: float) -> int:
+    """The hint for a refused caller: 1 s while a level refuses no more than it serves,
+    else the refusals per dispatch (seconds for the level to serve that many), capped."""
+    ratio = refused_per_second / max(dispatched_per_second, 1.0)
+    return max(RETRY_AFTER_SECONDS, min(MAX_RETRY_AFTER_SECONDS, math.ceil(ratio)))
 
 
 def list_seats(objects: int) -> int:
@@ -123,6 +161,8 @@ class PriorityAndFairness:
         self.metrics = FlowControlMetrics(registry) if registry is not None else None
         self.rejected: dict[str, int] = {name: 0 for name in self.levels}
         self.dispatched: dict[str, int] = {name: 0 for name in self.levels}
+        self._refusals = {name: DecayingRate(self.clock) for name in self.limits}
+        self._dispatches = {name: DecayingRate(self.clock) for name in self.limits}
         if self.metrics is not None:
             for name, limit in self.limits.items():
                 self.metrics.nominal.labels(name).set(limit)
@@ -153,16 +193,20 @@ class PriorityAndFairness:
             release = await qs.acquire(schema.flow(req), self.seats(req), timeout)
         except Rejected as e:
             self.rejected[level.name] += 1
+            self._refusals[level.name].add()
+            hint = retry_after(self._refusals[level.name].per_second(),
+                               self._dispatches[level.name].per_second())
             if m is not None:
                 m.rejected.labels(*labels, e.reason).inc()
                 m.wait.labels(*labels, "false").observe(time.perf_counter() - began)
             raise errors.TooManyRequests(
                 f"too many requests ({_REASONS[e.reason]} at priority level "
-                f'"{level.name}"), please try again later: retry after '
-                f"{RETRY_AFTER_SECONDS}s", retry_after=RETRY_AFTER_SECONDS) from None
+                f'"{level.name}"), please try again later: retry after {hint}s',
+                retry_after=hint) from None
         finally:
             if m is not None:
                 m.inqueue.labels(*labels).dec()
+        self._dispatches[level.name].add()
         if m is not None:
             m.wait.labels(*labels, "true").observe(time.perf_counter() - began)
         return self._started(labels, (qs, release))
@@ -197,5 +241,5 @@ _REASONS = {"queue-full": "queue full", "time-out": "timed out waiting in the qu
             "concurrency-limit": "no seat free"}
 
 
-__all__ = ["DEFAULT_QUEUE_WAIT_TIMEOUT", "RETRY_AFTER_SECONDS", "PriorityAndFairness",
-           "list_seats"]
+__all__ = ["DEFAULT_QUEUE_WAIT_TIMEOUT", "MAX_RETRY_AFTER_SECONDS", "RETRY_AFTER_SECONDS",
+           "DecayingRate", "PriorityAndFairness", "list_seats", "retry_after"]

@@ -11,7 +11,13 @@ import pytest
 from control.api import errors
 from control.api.pb import api_pb2
 from control.apiserver import authn
-from control.apiserver.apf import PriorityAndFairness, list_seats
+from control.apiserver.apf import (
+    MAX_RETRY_AFTER_SECONDS,
+    DecayingRate,
+    PriorityAndFairness,
+    list_seats,
+    retry_after,
+)
 from control.apiserver.fairqueue import QueueSet, Rejected, deal, flow_hash
 from control.apiserver.flowcontrol import (
     DEFAULT_LEVELS,
@@ -109,6 +115,26 @@ def test_deal_gives_distinct_stable_hands() -> None:
     assert len(hands) == 200
 
 
+@pytest.mark.parametrize("refused,dispatched,hint", [
+    (0, 0, 1), (5, 10, 1), (10, 10, 1), (25, 10, 3), (1000, 0, 30), (10_000, 100, 30),
+])
+def test_retry_after_grows_with_refusals_per_dispatch(refused: float, dispatched: float,
+                                                      hint: int) -> None:
+    assert retry_after(refused, dispatched) == hint
+
+
+def test_decaying_rate() -> None:
+    clock = FakeClock()
+    rate = DecayingRate(clock, window=2.0)
+    assert rate.per_second() == 0
+    rate.add(10)
+    assert rate.per_second() == pytest.approx(5.0)
+    clock.advance(2.0)
+    assert rate.per_second() == pytest.approx(5.0 / 2.718281828, rel=1e-6)
+    clock.advance(60)
+    assert rate.per_second() < 1e-9
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -198,6 +224,7 @@ async def test_priority_levels_isolate_a_flood_from_node_leases() -> None:
     flood = RequestInfo(ALICE, "create", "configmaps", namespace="default")
     lease = RequestInfo(NODE, "update", "leases", namespace="kube-node-lease")
     held = []
+    hints: list[int] = []
     outcomes: collections.Counter[str] = collections.Counter()
 
     async def try_flood() -> None:
@@ -205,7 +232,9 @@ async def test_priority_levels_isolate_a_flood_from_node_leases() -> None:
             held.append(await apf.enter(flood))
             outcomes["ok"] += 1
         except errors.TooManyRequests as e:
-            assert e.retry_after == 1 and "retry after 1s" in str(e)
+            assert e.retry_after is not None and e.retry_after >= 1
+            assert f"retry after {e.retry_after}s" in str(e)
+            hints.append(e.retry_after)
             assert 'priority level "global-default"' in str(e)
             outcomes["refused"] += 1
 
@@ -213,6 +242,8 @@ async def test_priority_levels_isolate_a_flood_from_node_leases() -> None:
     await asyncio.gather(*(try_flood() for _ in range(400)))
     limit = apf.limits["global-default"]
     assert outcomes["ok"] == limit and outcomes["refused"] == 400 - limit
+    # refusing ~100 times what it serves, the level asks callers to stay away longer
+    assert hints[0] == 1 and max(hints) == MAX_RETRY_AFTER_SECONDS
     # the flood holds every seat of its level: a node's Lease renewal still runs at once
     release = await asyncio.wait_for(apf.enter(lease), 1)
     release()
