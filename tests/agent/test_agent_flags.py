@@ -56,6 +56,8 @@ def test_defaults_are_kubelets() -> None:
     (["--proxy-sync-period", "5"], "proxy_sync_period", 5.0),
     ([], "stop_pods_after_disconnect", None),
     (["--stop-pods-after-disconnect", "90s"], "stop_pods_after_disconnect", 90.0),
+    ([], "local_volume_dir", Path("/tmp/x/storage")),
+    (["--volume-dir", "/srv/volumes"], "local_volume_dir", Path("/srv/volumes")),
 ])
 def test_flag_parses_and_passes_through(argv: list[str], field: str, value: Any) -> None:
     o = options(*argv)

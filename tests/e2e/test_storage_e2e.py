@@ -218,6 +218,31 @@ async def test_partitioned_rolling_update_keeps_lower_ordinals(env: Env) -> None
                          == "part-2\npart-2\n", "part-2's claim kept across the update")
 
 
+async def test_claim_retention_policy_deletes_claims_and_their_directories(env: Env) -> None:
+    c = env.client
+    ss = statefulset(env, "ret", 2)
+    ss.spec.persistent_volume_claim_retention_policy.when_deleted = "Delete"
+    ss.spec.persistent_volume_claim_retention_policy.when_scaled = "Delete"
+    async with owned(c, ss):
+        await eventually(lambda: ready_pods(c, "ret", 2), "ret-0..1 Ready", timeout=2 * SLOW)
+        pvs = {n: await volume_of(c, f"data-{n}") for n in ("ret-0", "ret-1")}
+        dirs = {n: Path(v.spec.host_path.path) for n, v in pvs.items() if v is not None}
+        assert all(d.is_dir() for d in dirs.values()) and len(dirs) == 2
+        cur = await c.get(apps_pb2.StatefulSet, "ret", NS)
+        cur.spec.replicas = 1
+        await c.update(cur)
+        # whenScaled Delete: the condemned replica's claim, volume and directory go
+        await eventually(lambda: gone(c, PVC, "data-ret-1"), "data-ret-1 gone", timeout=SLOW)
+        await eventually(lambda: not dirs["ret-1"].exists(), "ret-1's directory removed",
+                         timeout=SLOW)
+        assert dirs["ret-0"].is_dir()
+        await c.delete(apps_pb2.StatefulSet, "ret", NS, propagation_policy="Background")
+        # whenDeleted Delete: the rest goes with the set
+        await eventually(lambda: gone(c, PVC, "data-ret-0"), "data-ret-0 gone", timeout=SLOW)
+        await eventually(lambda: not dirs["ret-0"].exists(), "ret-0's directory removed",
+                         timeout=SLOW)
+
+
 async def test_claim_protection_and_reclaim_policies(env: Env) -> None:
     c = env.client
     keep: storage_pb2.StorageClass = convert.from_dict(

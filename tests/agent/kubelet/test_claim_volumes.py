@@ -137,6 +137,20 @@ async def test_local_path_directory_made_at_first_use_on_its_node_only(
     assert not escape.exists() and not (vdir / "pvc-2").exists()
 
 
+@pytest.mark.root(reason="giving files to another group needs root")
+async def test_fs_group_owns_a_claims_directory(api_cluster: Cluster, pods_dir: Path,
+                                                tmp_path: Path) -> None:
+    c = api_cluster.client
+    vdir = tmp_path / "storage"
+    path = vdir / "pvc-g"
+    await bound_claim(c, "grouped", "pvc-g", str(path), "n1")
+    p = _pod(_claim_vol("d", "grouped"))
+    p.spec.security_context.fs_group = 2345
+    await VolumeManager(c, pods_dir, node_name="n1", volume_dir=vdir).setup(p)
+    st = os.stat(path)
+    assert st.st_gid == 2345 and st.st_mode & stat.S_ISGID and st.st_mode & stat.S_IWGRP
+
+
 async def test_ephemeral_claim_must_belong_to_the_pod(api_cluster: Cluster, pods_dir: Path,
                                                       tmp_path: Path) -> None:
     c = api_cluster.client
