@@ -263,7 +263,9 @@ class ControlPlane:
         transformed: TransformedStore | None = None
         if encryption_cfg is not None:
             store = transformed = TransformedStore(
-                self.store, encryption.transformer_resolver(encryption_cfg))
+                self.store, encryption.transformer_resolver(
+                    encryption_cfg,
+                    metrics=encryption.TransformMetrics(self.apiserver_metrics.registry)))
             log.info("encryption at rest", config=str(opts.encryption_provider_config),
                      encrypted=encryption.encrypted_resources(encryption_cfg))
         self.cache = WatchCache(store, history=opts.watch_cache_history,

@@ -15,7 +15,9 @@ of the first provider writes; a read picks the provider and key by prefix, in or
 calls the value *stale* unless that was the writing one (so it is rewritten, see
 ``control.store.transformed``). Identity reads anything without the ``k8s:enc:`` prefix.
 :func:`transformer_resolver` maps a store key to its resource's transformer (None for
-resources left as they are, at no cost).
+resources left as they are, at no cost). :class:`TransformMetrics` counts operations as
+kube-apiserver's ``apiserver_storage_transformation_operations_total{transformation_type,
+transformer_prefix, status}`` (the provider's prefix, never a key name).
 
 Pure functions and small immutable objects; the random source is a parameter for tests.
 """
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from control.api import kinds
 from control.apiserver.encryption_config import EncryptionConfig, Provider
+from control.runtime.metrics import Registry
 from control.store.transformed import TransformerFor, TransformError, ValueTransformer
 
 ENCRYPTED_PREFIX = b"k8s:enc:"
@@ -100,34 +103,62 @@ class AesCbc:
                                       "under this key name") from None
 
 
+class TransformMetrics:
+    """kube-apiserver's storage transformation counter, in the apiserver's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._ops = registry.counters(
+            "apiserver_storage_transformation_operations_total",
+            "Total number of transformations (encryption at rest) by type, provider prefix "
+            "and status.", ["transformation_type", "transformer_prefix", "status"])
+
+    def count(self, kind: str, prefix: str, status: str = "OK") -> None:
+        self._ops.labels(kind, prefix, status).inc()
+
+
 @dataclass(frozen=True)
 class _Prefixed:
     prefix: bytes  # b"" for identity
     cipher: Cipherer | None  # None: identity
+    label: str  # the provider's prefix without the key name ("identity" for identity)
 
 
 class PrefixTransformer:
     """First entry writes, every entry reads (by prefix, in order)."""
 
-    def __init__(self, entries: list[_Prefixed]) -> None:
+    def __init__(self, entries: list[_Prefixed], metrics: TransformMetrics | None = None
+                 ) -> None:
         self._entries = entries
         self._writer = entries[0]
+        self._metrics = metrics
 
     def to_storage(self, key: str, data: bytes) -> bytes:
         w = self._writer
-        if w.cipher is None:
-            return data
-        return w.prefix + w.cipher.encrypt(key, data)
+        out = data if w.cipher is None else w.prefix + w.cipher.encrypt(key, data)
+        if self._metrics is not None:
+            self._metrics.count("to_storage", w.label)
+        return out
 
     def from_storage(self, key: str, data: bytes) -> tuple[bytes, bool]:
+        try:
+            e, plain = self._read(key, data)
+        except TransformError:
+            if self._metrics is not None:
+                self._metrics.count("from_storage", _provider_prefix(data), "Unknown")
+            raise
+        if self._metrics is not None:
+            self._metrics.count("from_storage", e.label)
+        return plain, e is not self._writer
+
+    def _read(self, key: str, data: bytes) -> tuple[_Prefixed, bytes]:
         encrypted = data.startswith(ENCRYPTED_PREFIX)
         for e in self._entries:
             if e.cipher is None:
                 if not encrypted:
-                    return data, e is not self._writer
+                    return e, data
                 continue  # identity cannot read encrypted data: the next provider may
             if data.startswith(e.prefix):
-                return e.cipher.decrypt(key, data[len(e.prefix):]), e is not self._writer
+                return e, e.cipher.decrypt(key, data[len(e.prefix):])
         if not encrypted:
             raise TransformError(key, "the value is stored in plaintext and the encryption "
                                       "configuration for this resource has no identity "
@@ -137,6 +168,13 @@ class PrefixTransformer:
         raise TransformError(key, f"stored with {_describe(data)}, which the encryption "
                                   "configuration does not have for this resource (a key "
                                   "removed before every object was rewritten?)")
+
+
+def _provider_prefix(data: bytes) -> str:
+    if not data.startswith(ENCRYPTED_PREFIX):
+        return "identity"
+    parts = data.split(b":", 4)
+    return ":".join(p.decode(errors="replace")[:20] for p in parts[:4]) + ":"
 
 
 def _describe(data: bytes) -> str:
@@ -151,17 +189,18 @@ def _describe(data: bytes) -> str:
 
 def _entries(provider: Provider, random: Random) -> list[_Prefixed]:
     if provider.type == "identity":
-        return [_Prefixed(b"", None)]
+        return [_Prefixed(b"", None, "identity")]
     make = AesGcm if provider.type == "aesgcm" else AesCbc
-    return [_Prefixed(f"k8s:enc:{provider.type}:v1:{k.name}:".encode(), make(k.secret, random))
+    label = f"k8s:enc:{provider.type}:v1:"
+    return [_Prefixed(f"{label}{k.name}:".encode(), make(k.secret, random), label)
             for k in provider.keys]
 
 
-def transformer(providers: tuple[Provider, ...], random: Random = os.urandom
-                ) -> PrefixTransformer:
+def transformer(providers: tuple[Provider, ...], random: Random = os.urandom,
+                metrics: TransformMetrics | None = None) -> PrefixTransformer:
     """The transformer of one rule's providers. Identity alone still checks what it reads
     (encrypted data is refused, not handed on as an object)."""
-    return PrefixTransformer([e for p in providers for e in _entries(p, random)])
+    return PrefixTransformer([e for p in providers for e in _entries(p, random)], metrics)
 
 
 def _rule_for(config: EncryptionConfig, resource: str, group: str) -> int | None:
@@ -181,10 +220,10 @@ def _group_of(resource: str) -> str:
         return ""  # the apiserver's own records (allocation ranges, leases): core
 
 
-def transformer_resolver(config: EncryptionConfig, random: Random = os.urandom
-                         ) -> TransformerFor:
+def transformer_resolver(config: EncryptionConfig, random: Random = os.urandom,
+                         metrics: TransformMetrics | None = None) -> TransformerFor:
     """A store key -> its resource's transformer, or None (decided once per resource)."""
-    built = [transformer(rule.providers, random) for rule in config.rules]
+    built = [transformer(rule.providers, random, metrics) for rule in config.rules]
     by_resource: dict[str, ValueTransformer | None] = {}
 
     def resolve(key: str) -> ValueTransformer | None:
@@ -212,5 +251,5 @@ def encrypted_resources(config: EncryptionConfig) -> list[str]:
     return out
 
 
-__all__ = ["ENCRYPTED_PREFIX", "AesCbc", "AesGcm", "PrefixTransformer", "encrypted_resources",
-           "transformer", "transformer_resolver"]
+__all__ = ["ENCRYPTED_PREFIX", "AesCbc", "AesGcm", "PrefixTransformer", "TransformMetrics",
+           "encrypted_resources", "transformer", "transformer_resolver"]

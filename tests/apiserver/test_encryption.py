@@ -13,10 +13,12 @@ import pytest
 from control.apiserver.encryption import (
     AesCbc,
     AesGcm,
+    TransformMetrics,
     transformer,
     transformer_resolver,
 )
 from control.apiserver.encryption_config import Key, Provider, parse
+from control.runtime.metrics import Registry
 from control.store.transformed import TransformError
 
 KEY = "/registry/secrets/default/db"
@@ -211,3 +213,27 @@ def test_resolver_decides_once_per_resource() -> None:
     assert a is resolve("/registry/secrets/c/d") and a is not None
     assert resolve("/registry/pods/a/b") is None
     assert resolve("/other") is None
+
+
+def test_operations_are_counted_by_provider_prefix_never_key_name() -> None:
+    registry = Registry()
+    metrics = TransformMetrics(registry)
+    old = transformer((provider("aesgcm", "key1"),)).to_storage(KEY, PLAIN)
+    t = transformer((provider("aescbc", "secret-key-name"), provider("aesgcm", "key1"),
+                     IDENTITY), metrics=metrics)
+    t.from_storage(KEY, t.to_storage(KEY, PLAIN))
+    t.from_storage(KEY, old)
+    t.from_storage(KEY, PLAIN)
+    with pytest.raises(TransformError):
+        t.from_storage(KEY, b"k8s:enc:aescbc:v1:gone:" + bytes(32))
+    text = registry.render()
+    name = "apiserver_storage_transformation_operations_total"
+    for labels in (
+            'status="OK",transformation_type="to_storage",transformer_prefix="k8s:enc:aescbc:v1:"',
+            'status="OK",transformation_type="from_storage",transformer_prefix="k8s:enc:aescbc:v1:"',
+            'status="OK",transformation_type="from_storage",transformer_prefix="k8s:enc:aesgcm:v1:"',
+            'status="OK",transformation_type="from_storage",transformer_prefix="identity"',
+            'status="Unknown",transformation_type="from_storage",'
+            'transformer_prefix="k8s:enc:aescbc:v1:"'):
+        assert f"{name}{{{labels}}} 1.0" in text, text
+    assert "secret-key-name" not in text and "gone" not in text
