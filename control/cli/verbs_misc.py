@@ -10,7 +10,6 @@ Owns:
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +89,8 @@ def client_version() -> str:
 
 def _print_version(ctx: Context, output: str, info: dict[str, Any]) -> None:
     if output == "json":
+        import json  # only for -o json: version --client stays lean
+
         ctx.out(json.dumps(info, indent=2))
     elif output == "yaml":
         from control.cli import printers

@@ -55,6 +55,16 @@ def test_version_client_imports_no_grpc_protobuf_yaml_or_asyncio() -> None:
     )
     for package in HEAVY:
         assert not under(mods, package), f"version --client imported {package}"
+    # argparse sizes its help with shutil, which imports bz2, lzma and zlib
+    assert not {"shutil", "bz2", "lzma"} & mods
+
+
+@pytest.mark.parametrize(("columns", "width"), [("100", 100), ("0", None), ("x", None)])
+def test_help_width_follows_columns(monkeypatch: pytest.MonkeyPatch, columns: str,
+                                    width: int | None) -> None:
+    monkeypatch.setenv("COLUMNS", columns)
+    got = cli_main._terminal_width()
+    assert got == width if width is not None else got > 0
 
 
 @pytest.mark.e2e
