@@ -6,7 +6,8 @@ keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new po
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
 validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
 scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
-when it names none; new claims and volumes get their protection finalizers, a new claim naming
+when it names none and the token volume (:mod:`control.apiserver.serviceaccount_admission`);
+new claims and volumes get their protection finalizers, a new claim naming
 no StorageClass gets the default one (DefaultStorageClass), and a claim may
 grow only when its StorageClass allows volume expansion; Roles and bindings pass RBAC's
 escalation guard. Also the per-kind deletion rules (pods bound to a node terminate gracefully)
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds, storageutil
 from control.api.quantity import QuantityError, parse_quantity
-from control.apiserver import authn, defaults, networkpolicy
+from control.apiserver import authn, defaults, networkpolicy, serviceaccount_admission
 from control.apiserver import validation as validation
 from control.apiserver.service_update import prepare_service_update
 
@@ -155,7 +156,10 @@ class Admission:
                 if found is None:
                     raise errors.Forbidden(f'pod rejected: RuntimeClass "{name}" not found')
                 apply_runtime_class(obj, found.obj)
-            self._service_account_pull_secrets(obj)
+            account = self._service_account_of(obj)
+            if account is not None and not obj.spec.image_pull_secrets:
+                obj.spec.image_pull_secrets.extend(account.image_pull_secrets)
+            serviceaccount_admission.admit_pod(obj, account)
 
     def _default_storage_class(self, claim: Any) -> None:
         """DefaultStorageClass admission: a claim that names no class (the field absent, not
@@ -188,17 +192,13 @@ class Admission:
                 "provisioned pvc can be resized and the storageclass that provisions the pvc "
                 "must support resize")
 
-    def _service_account_pull_secrets(self, pod: Any) -> None:
-        """ServiceAccount admission's part for images: a pod naming no imagePullSecrets
-        gets its ServiceAccount's (the account must exist for that; a missing one is not
-        refused here, as Flotilla has no token controller that would create it)."""
-        if pod.spec.image_pull_secrets:
-            return
-        name = pod.spec.service_account_name or "default"
+    def _service_account_of(self, pod: Any) -> Any | None:
+        """The pod's ServiceAccount, or None while it does not exist (not refused here:
+        the default account is made by a controller just after its namespace)."""
+        name = pod.spec.service_account_name or serviceaccount_admission.DEFAULT_SERVICE_ACCOUNT
         found = self.registry.cache.get(
             "serviceaccounts", f"/registry/serviceaccounts/{pod.metadata.namespace}/{name}")
-        if found is not None:
-            pod.spec.image_pull_secrets.extend(found.obj.image_pull_secrets)
+        return found.obj if found is not None else None
 
     def validate(self, info: kinds.KindInfo, obj: Any, old: Any) -> list[errors.FieldError]:
         return validation.validate(obj, old)
