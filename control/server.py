@@ -33,6 +33,7 @@ from control.apiserver import (
     authn,
     encryption,
     encryption_config,
+    encryption_reload,
     jws,
     rbac_bootstrap,
     satoken,
@@ -137,6 +138,10 @@ class ServerOptions:
     apf_queue_wait_timeout: float = DEFAULT_QUEUE_WAIT_TIMEOUT
     # --encryption-provider-config: an EncryptionConfiguration (None: values stored as is)
     encryption_provider_config: Path | None = None
+    # --encryption-provider-config-automatic-reload: follow the file without a restart,
+    # checking it this often (seconds)
+    encryption_provider_config_automatic_reload: bool = False
+    encryption_config_reload_interval: float = 60.0
     # --recover-to-last-good: open a log that lost acknowledged history, accepting the loss
     recover_to_last_good: bool = False
     # about how often an idle watcher hears a BOOKMARK (Kubernetes: about a minute)
@@ -224,7 +229,9 @@ class ControlPlane:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
         encryption_cfg = None
+        encryption_digest = None
         if opts.encryption_provider_config is not None:
+            encryption_digest = encryption_reload.file_digest(opts.encryption_provider_config)
             try:  # first: a bad file starts nothing
                 encryption_cfg = encryption_config.load(opts.encryption_provider_config)
             except encryption_config.ConfigError as e:
@@ -262,10 +269,10 @@ class ControlPlane:
         store: Store = self.store
         transformed: TransformedStore | None = None
         if encryption_cfg is not None:
+            transform_metrics = encryption.TransformMetrics(self.apiserver_metrics.registry)
             store = transformed = TransformedStore(
-                self.store, encryption.transformer_resolver(
-                    encryption_cfg,
-                    metrics=encryption.TransformMetrics(self.apiserver_metrics.registry)))
+                self.store, encryption.transformer_resolver(encryption_cfg,
+                                                            metrics=transform_metrics))
             log.info("encryption at rest", config=str(opts.encryption_provider_config),
                      encrypted=encryption.encrypted_resources(encryption_cfg))
         self.cache = WatchCache(store, history=opts.watch_cache_history,
@@ -308,6 +315,12 @@ class ControlPlane:
         sup.start("store-maintenance", lambda: sqlite.run_maintenance(
             opts.compaction_interval, opts.retain_revisions))
         sup.start("service-allocation-repair", lambda: self._repair_loop(allocator))
+        if (transformed is not None and opts.encryption_provider_config is not None
+                and opts.encryption_provider_config_automatic_reload):
+            sup.start("encryption-config-reload", encryption_reload.EncryptionConfigReloader(
+                opts.encryption_provider_config, transformed, self.apiserver_metrics.registry,
+                encryption_digest, metrics=transform_metrics,
+                interval=opts.encryption_config_reload_interval).run)
 
         server = grpc.aio.server(options=server_options(
             opts.max_request_bytes, handshake_timeout=opts.handshake_timeout,

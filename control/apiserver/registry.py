@@ -5,7 +5,9 @@ mean for any kind, the way Kubernetes' generic registry does it.
   generation (bumped when anything but metadata and status changes), generateName.
 - Update is compare-and-swap on resourceVersion (Conflict when stale; an update without a
   resourceVersion is unconditional and retried internally); Update never changes status,
-  UpdateStatus changes only status; a no-op update writes nothing.
+  UpdateStatus changes only status; a no-op update writes nothing (unless the object is
+  stored with an encryption key that no longer writes: then it is rewritten, which is how
+  a key rotation reaches every object).
 - Deletion: preconditions, propagation policy recorded as the ``foregroundDeletion`` /
   ``orphan`` finalizers for the garbage collector, finalizers holding an object with
   ``deletionTimestamp`` set, graceful deletion of pods bound to a node (they stay until

@@ -182,6 +182,9 @@ def register(sub: Any) -> None:
                    help="encrypt resources at rest as this EncryptionConfiguration says "
                         "(aescbc, aesgcm, identity; the first provider's first key writes, "
                         "all read; `flotilla secrets reencrypt` rewrites after a rotation)")
+    p.add_argument("--encryption-provider-config-automatic-reload", action="store_true",
+                   help="reload --encryption-provider-config when the file changes (checked "
+                        "every minute), without a restart; a bad file changes nothing")
     p.add_argument("--recover-to-last-good", action="store_true",
                    help="start even though the store's log lost acknowledged history "
                         "(refused otherwise), accepting the loss; revisions continue "
@@ -287,6 +290,11 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         wanted["recover_to_last_good"] = True
     if args.encryption_provider_config is not None:
         wanted["encryption_provider_config"] = args.encryption_provider_config
+    if args.encryption_provider_config_automatic_reload:
+        if args.encryption_provider_config is None:
+            raise UsageError("--encryption-provider-config-automatic-reload needs "
+                             "--encryption-provider-config")
+        wanted["encryption_provider_config_automatic_reload"] = True
     if args.watch_cache_size_bytes is not None:
         wanted["watch_cache_size_bytes"] = args.watch_cache_size_bytes
     for flag in ("max_requests_inflight", "max_mutating_requests_inflight"):

@@ -16,6 +16,10 @@ storage does the same with its ``stale`` flag).
 
 Failures are :class:`TransformError`, naming the key and why, never the value.
 
+``reconfigure`` swaps the transformers while serving (a reloaded configuration): the new
+ones must read every live value first (else nothing changes), then the stale set is
+computed again under them.
+
 Concurrency: as the wrapped store (one event loop); transformers are synchronous and quick
 (``follow`` calls them in the store's publish step).
 """
@@ -58,6 +62,7 @@ class ValueTransformer(Protocol):
 
 
 TransformerFor = Callable[[str], ValueTransformer | None]
+SCAN_PAGE = 1000  # live values read at a time by ``reconfigure``
 
 
 class TransformedStore:
@@ -77,6 +82,31 @@ class TransformedStore:
 
     def stale_count(self) -> int:
         return len(self._stale)
+
+    async def reconfigure(self, transformer_for: TransformerFor) -> int:
+        """Use ``transformer_for`` from now on, once it reads every live value (else
+        :class:`TransformError` and the current transformers stay). Returns how many live
+        keys are stale under it. Memory: one page of values at a time."""
+        await self._scan(transformer_for)  # check before anything changes
+        self._for = transformer_for
+        # again under the new transformers: writes made during the check used the old
+        # ones, and the stale set must know them
+        self._stale = await self._scan(transformer_for)
+        return len(self._stale)
+
+    async def _scan(self, transformer_for: TransformerFor) -> set[str]:
+        stale: set[str] = set()
+        revision, start = 0, ""
+        while True:
+            page = await self.inner.range("", revision, SCAN_PAGE, start)
+            revision = page.revision  # every page from one snapshot
+            for kv in page.kvs:
+                t = transformer_for(kv.key)
+                if t is not None and kv.value and t.from_storage(kv.key, kv.value)[1]:
+                    stale.add(kv.key)
+            if not page.more or not page.kvs:
+                return stale
+            start = page.kvs[-1].key + "\x00"
 
     # -- value plumbing ----------------------------------------------------------------------
 

@@ -209,3 +209,64 @@ async def test_values_on_disk_are_transformed_across_a_restart(tmp_path: Path) -
         assert [e.type for e in await store.history(S + "a")] == [EventType.PUT]
     finally:
         await store.close()
+
+
+class Forward:
+    """Writes ``old:`` (so the Reverser reads what it wrote as stale); cannot read ``new:``."""
+
+    def to_storage(self, key: str, data: bytes) -> bytes:
+        return b"old:" + data[::-1]
+
+    def from_storage(self, key: str, data: bytes) -> tuple[bytes, bool]:
+        if data.startswith(b"old:"):
+            return data[4:][::-1], False
+        raise TransformError(key, "no matching prefix")
+
+
+async def test_reconfigure_swaps_only_when_every_live_value_reads(
+        open_store: OpenStore) -> None:
+    inner = await open_store()
+    store = TransformedStore(inner, only_secrets)
+    for i in range(5):
+        await store.create(f"{S}{i}", b"v")
+    await store.create(P + "p", b"pod")
+    forward: ValueTransformer = Forward()
+
+    def forward_for(key: str) -> ValueTransformer | None:
+        return forward if key.startswith("/registry/secrets/") else None
+
+    # Forward cannot read what Reverser wrote: refused, nothing changes
+    with pytest.raises(TransformError, match="no matching prefix"):
+        await store.reconfigure(forward_for)
+    await store.create(S + "x", b"still-reverser")
+    assert (await inner.get(S + "x")).value.startswith(b"new:")  # type: ignore[union-attr]
+
+    # a config that reads both: swapped, and every old value is now stale
+    class Both(Reverser):
+        def from_storage(self, key: str, data: bytes) -> tuple[bytes, bool]:
+            plain, _ = super().from_storage(key, data)
+            return plain, data.startswith(b"new:")  # "old:" now writes
+
+        def to_storage(self, key: str, data: bytes) -> bytes:
+            return b"old:" + data[::-1]
+
+    both = Both()
+    assert await store.reconfigure(lambda k: both if k.startswith(S) else None) == 6
+    assert store.stale(S + "0") and not store.stale(P + "p")
+    kv = await store.get(S + "0")
+    assert kv is not None and kv.value == b"v"
+    await store.update(S + "0", b"v", kv.mod_revision)
+    assert (await inner.get(S + "0")).value == b"old:v"  # type: ignore[union-attr]
+    assert not store.stale(S + "0") and store.stale_count() == 5
+
+
+async def test_reconfigure_reads_in_pages(open_store: OpenStore,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import control.store.transformed as transformed
+
+    monkeypatch.setattr(transformed, "SCAN_PAGE", 2)
+    inner = await open_store()
+    for i in range(5):
+        await inner.create(f"{S}{i}", b"old:v")
+    store = TransformedStore(inner, only_secrets)
+    assert await store.reconfigure(only_secrets) == 5
