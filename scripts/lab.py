@@ -1,7 +1,8 @@
 """The multi-machine lab: N "machines" on this host as network namespaces joined by one
 bridge, a Flotilla cluster across them. Run through ``scripts/lab``.
 
-    scripts/lab up [--nodes N] [--dir DIR] [--name NAME]   build it, wait for every node Ready
+    scripts/lab up [--nodes N] [--dir DIR] [--name NAME] [--registry HOST:PORT]
+                                                           build it, wait for every node Ready
     scripts/lab status [--dir DIR]                         machines, processes, nodes
     scripts/lab down [--dir DIR]                           remove everything it created
     scripts/lab stop-agent|start-agent MACHINE [--kill]    for tests: crash and restart
@@ -19,6 +20,10 @@ never changed)::
                                  own cgroup prefix (flotilla/<node>)
     host                         a relay from 127.0.0.1:<port> into m1's API, so the CLI
                                  on the host reaches the cluster (<dir>/lab.conf)
+    --registry HOST:PORT         a registry on the host's loopback (``scripts/images``):
+                                 a relay listens on 127.0.0.1:5000 inside every machine
+                                 and dials it; the agents mirror docker.io there, so pods
+                                 run their images as written
 
 Nothing routes the cluster's ranges out: the machines have no default route, and each
 agent puts ``unreachable`` routes over the cluster and service ranges.
@@ -35,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import shutil
@@ -54,6 +60,8 @@ from agent.network import netns  # noqa: E402
 LAN = "172.30.255"
 API_PORT = 6443
 SUPERVISOR_PORT = 9345
+# where a machine's agent finds the host's registry (up --registry), on its own loopback
+MACHINE_REGISTRY = "127.0.0.1:5000"
 DEFAULT_DIR = Path(os.environ.get("FLOTILLA_LAB_DIR", "/tmp/flotilla-lab"))
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
@@ -241,35 +249,46 @@ def build_network(d: Path, n: int) -> None:
         netns.run_in(m, address)
 
 
-# -- relay (host loopback -> the API inside m1) -------------------------------------------
+# -- relays (host loopback <-> inside the machines) -----------------------------------------
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _splice(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
+                  sock: socket.socket, target: tuple[str, int]) -> None:
+    """Connect ``sock`` (made in the namespace it must dial from) to ``target`` and copy
+    both ways until either side closes."""
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, target), 5)
+    except (OSError, TimeoutError):
+        sock.close()
+        cw.close()
+        return
+    ur, uw = await asyncio.open_connection(sock=sock)
+    await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
+
+
+def _target(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
 async def relay(port_file: Path, ns: str, target: str) -> None:
-    host, _, port = target.rpartition(":")
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-
+    """127.0.0.1:<ephemeral port> of the host -> ``target`` dialled from inside ``ns``."""
     async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sock = await asyncio.to_thread(netns.run_in, ns, lambda: socket.socket())
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-                sock, (host, int(port))), 5)
-        except (OSError, TimeoutError):
-            sock.close()
-            cw.close()
-            return
-        ur, uw = await asyncio.open_connection(sock=sock)
-        await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+        await _splice(cr, cw, sock, _target(target))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     bound = server.sockets[0].getsockname()[1]
@@ -278,6 +297,37 @@ async def relay(port_file: Path, ns: str, target: str) -> None:
     os.replace(tmp, port_file)
     async with server:
         await server.serve_forever()
+
+
+async def registry_relay(namespaces: list[str], target: str) -> None:
+    """:data:`MACHINE_REGISTRY` inside each machine's namespace -> ``target`` on the host's
+    loopback (the listening sockets are made in the machines, the dialling ones here)."""
+    def listener() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(_target(MACHINE_REGISTRY))
+        s.listen(64)
+        return s
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        await _splice(cr, cw, socket.socket(), _target(target))
+
+    servers = [await asyncio.start_server(handle, sock=netns.run_in(ns, listener))
+               for ns in namespaces]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def loopback_target(text: str) -> str:
+    """``HOST:PORT`` with a loopback HOST (the lab dials nothing else on the host)."""
+    host, _, port = text.rpartition(":")
+    try:
+        ok = ipaddress.ip_address(host).is_loopback and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise LabError(f"--registry {text!r}: expected a loopback HOST:PORT, such as "
+                       "127.0.0.1:5000")
+    return text
 
 
 # -- up / down / status -------------------------------------------------------------------
@@ -292,7 +342,9 @@ def agent_argv(d: Path, state: dict[str, Any], i: int) -> list[str]:
             str(d / "server" / "token"), "--node-name", node, "--node-ip", machine_ip(i),
             "--data-dir", str(d / f"m{i}" / "agent"), "--pod-network", "bridge",
             "--cluster-cidr", state["cluster_cidr"], "--node-status-update-frequency", "2s",
-            "--proxy-mode", "nftables", "--log-format", "json"]
+            "--proxy-mode", "nftables", "--log-format", "json",
+            *(["--registry-mirror", f"docker.io={MACHINE_REGISTRY}", "--insecure-registry",
+               MACHINE_REGISTRY] if state.get("registry") else [])]
 
 
 def start_agent(d: Path, state: dict[str, Any], i: int) -> None:
@@ -332,22 +384,30 @@ async def wait_ready(conf: Path, nodes: list[str], limit: float) -> None:
     raise LabError(f"the cluster was not ready within {limit:.0f} s ({last})")
 
 
-def up(d: Path, n: int, name: str, cluster_cidr: str) -> None:
+def up(d: Path, n: int, name: str, cluster_cidr: str, registry: str = "") -> None:
     if n < 1 or n > 200:
         raise LabError("--nodes must be between 1 and 200")
+    if registry:
+        loopback_target(registry)
     if load_state(d):
         raise LabError(f"a lab already exists in {d}: `scripts/lab down --dir {d}` first")
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, bridges, mounts)")
     d.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"name": name, "nodes": n, "cluster_cidr": cluster_cidr,
-                             "pids": {}, "machines": [
+                             "registry": registry, "pids": {}, "machines": [
                                  {"name": f"{name}-m{i}", "ip": machine_ip(i),
                                   "netns": str(d / "netns" / f"m{i}")}
                                  for i in range(1, n + 1)]}
     save_state(d, state)
     try:
         build_network(d, n)
+        if registry:
+            state["pids"]["registry-relay"] = spawn(
+                d, "registry-relay", None, "",
+                [_python(), str(Path(__file__).resolve()), "_registry_relay", registry,
+                 *(str(d / "netns" / f"m{i}") for i in range(1, n + 1))])
+            save_state(d, state)
         state["pids"]["server"] = spawn(
             d, "server", str(d / "netns" / "m1"), f"{name}-m1",
             [_python(), "-m", "control.cli.main", "server", "--data-dir", str(d / "server"),
@@ -446,7 +506,7 @@ def down(d: Path) -> None:
     # agents first (they would restart pods), then the server, then the relay
     for key in sorted(k for k in pids if k.startswith("agent-")):
         stop_pid(pids[key])
-    for key in ("server", "relay"):
+    for key in ("server", "relay", "registry-relay"):
         if key in pids:
             stop_pid(pids[key])
     # whatever still runs in a machine's or a pod's namespace: monitors, containers
@@ -476,6 +536,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["_relay"]:
         asyncio.run(relay(Path(argv[1]), argv[2], argv[3]))
         return 0
+    if argv[:1] == ["_registry_relay"]:
+        asyncio.run(registry_relay(argv[2:], argv[1]))
+        return 0
     p = argparse.ArgumentParser(prog="scripts/lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR,
                    help=f"the lab's directory (default {DEFAULT_DIR}, or $FLOTILLA_LAB_DIR)")
@@ -484,6 +547,9 @@ def main(argv: list[str]) -> int:
     u.add_argument("--nodes", type=int, default=2)
     u.add_argument("--name", default="lab", help="prefix of the machines' names")
     u.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    u.add_argument("--registry", default="", metavar="HOST:PORT",
+                   help="a registry on this host's loopback for the machines' agents to "
+                        "pull docker.io images from (see scripts/images)")
     sub.add_parser("status", help="machines, processes and nodes")
     sub.add_parser("down", help="remove everything the lab created")
     for verb in ("stop-agent", "start-agent"):
@@ -495,7 +561,7 @@ def main(argv: list[str]) -> int:
     d = args.dir.resolve()
     try:
         if args.verb == "up":
-            up(d, args.nodes, args.name, args.cluster_cidr)
+            up(d, args.nodes, args.name, args.cluster_cidr, args.registry)
         elif args.verb == "status":
             return status(d)
         elif args.verb == "down":

@@ -111,7 +111,8 @@ FALLBACK_LOG_BYTES = 2048
 class ProbeManagerLike(Protocol):
     """What the kubelet needs of ``agent.kubelet.probes.ProbeManager``."""
 
-    def add_pod(self, pod: core_pb2.Pod, container_ids: dict[str, str]) -> None: ...
+    def add_pod(self, pod: core_pb2.Pod, container_ids: dict[str, str],
+                pod_ip: str = "") -> None: ...
 
     def remove_pod(self, uid: str) -> None: ...
 
@@ -917,7 +918,9 @@ class PodSyncer:
                                           started, will_restart)
         if self.probes is not None and not terminating and ids != state.probe_ids:
             state.probe_ids = dict(ids)
-            self.probes.add_pod(pod, dict(ids))
+            # network probes without a host dial the pod's own address (its network
+            # namespace), as the kubelet does; loopback here would be the node's
+            self.probes.add_pod(pod, dict(ids), sandbox.ip if sandbox is not None else "")
         return views
 
     @staticmethod

@@ -24,16 +24,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from control.api import convert, errors
-from control.api.pb import core_pb2, node_pb2
-from control.client.channel import open_channel
+from control.api.pb import core_pb2
 from control.client.client import ApiClient
-from control.client.config import read_config_file
 from tests.agent.network.node_scenario import CLIENT
+from tests.support.lab import host_pod as pod
+from tests.support.lab import lab, lab_client, sleeper, wait_running
 
 pytestmark = [
     pytest.mark.root(reason="network namespaces, links and nftables need root"),
@@ -41,8 +40,6 @@ pytestmark = [
                        reason="needs nft"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-LAB = [sys.executable, str(REPO / "scripts" / "lab.py")]
 NAME = f"t{os.getpid() % 100000}"
 SERVER = r"""
 import socket, threading
@@ -56,11 +53,6 @@ s.bind(("0.0.0.0", 8080)); s.listen(64)
 while True:
     c, a = s.accept(); c.sendall(("tcp from " + a[0]).encode()); c.close()
 """
-
-
-def lab(d: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LAB, "--dir", str(d), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -77,49 +69,12 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 async def client(lab_dir: Path) -> AsyncIterator[ApiClient]:
-    cfg = read_config_file(lab_dir / "lab.conf")
-    address = cfg.server
-    channel = open_channel(address, cfg.credentials)
-    c = ApiClient(channel, address, timeout=10)
-    # the test's containers run programs of this machine (python), whatever the agents'
-    # default runtime handler is
-    try:
-        await c.create(convert.from_dict({"apiVersion": "node.k8s.io/v1",
-                                          "kind": "RuntimeClass", "metadata": {"name": "host"},
-                                          "handler": "host"}, node_pb2.RuntimeClass()))
-    except errors.AlreadyExists:
-        pass
-    try:
+    async with lab_client(lab_dir) as c:
         yield c
-    finally:
-        await channel.close(None)
 
 
 def m(i: int) -> str:
     return f"{NAME}-m{i}"
-
-
-def pod(name: str, node: str, *containers: dict[str, Any]) -> core_pb2.Pod:
-    p: core_pb2.Pod = convert.from_dict({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
-                 "runtimeClassName": "host", "containers": list(containers)}}, core_pb2.Pod())
-    return p
-
-
-def sleeper(name: str = "c") -> dict[str, Any]:
-    return {"name": name, "image": "busybox", "command": ["sleep", "3600"]}
-
-
-async def wait_running(c: ApiClient, names: list[str], limit: float = 60) -> dict[str, Any]:
-    async with asyncio.timeout(limit):
-        while True:
-            pods = {p.metadata.name: p for p in (await c.list(core_pb2.Pod, "default")).items}
-            if all(n in pods and pods[n].status.phase == "Running" and pods[n].status.pod_ip
-                   and all(cs.ready for cs in pods[n].status.container_statuses)
-                   for n in names):
-                return pods
-            await asyncio.sleep(0.2)
 
 
 async def run(c: ApiClient, pod_name: str, *args: str, container: str = "") -> str:
