@@ -193,10 +193,12 @@ class Agent:
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
         sup.start("local-volumes", cleaner.run, backoff=TASK_BACKOFF)
         if proxy_mode(opts, self.network is not None) == "nftables":
+            from agent.proxy.conntrack import ConntrackCli
             from agent.proxy.proxier import NftablesBackend, Proxier
             proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
                               opts.service_cidr, sync_period=opts.proxy_sync_period,
-                              clock=self.clock, cluster_cidr=opts.cluster_cidr)
+                              clock=self.clock, cluster_cidr=opts.cluster_cidr,
+                              conntrack=ConntrackCli())
             sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
         if renewable:
             self._rotate_client(sup)

@@ -8,6 +8,9 @@ Service and EndpointSlice informers, through one :class:`Backend`.
   at least every ``sync_period`` even without events (kube-proxy's ``--sync-period``).
 - A failed sync is logged and retried at the next tick; the backend replaces its rules
   atomically, so a failure leaves the previous rules whole.
+- After a sync the UDP conntrack entries the change made stale are deleted
+  (:mod:`agent.proxy.conntrack`), so a client does not keep sending to an endpoint that
+  left; a failed cleanup is logged and not retried (as kube-proxy).
 
 Backends: :class:`NftablesBackend` (the ``flotilla-proxy`` table via ``nft -f``) and
 :class:`FakeBackend` (records what it was given, for tests).
@@ -25,6 +28,7 @@ from typing import Protocol
 import structlog
 
 from agent.network import nft
+from agent.proxy.conntrack import Conntrack, stale_flows
 from agent.proxy.nft_rules import Ruleset, cleanup_script, render, render_update
 from agent.proxy.state import ruleset_from
 from control.api.pb import core_pb2, discovery_pb2
@@ -87,8 +91,11 @@ class Proxier:
     def __init__(self, client: ApiClient, node_name: str, backend: Backend, service_cidr: str,
                  *, sync_period: float = DEFAULT_SYNC_PERIOD,
                  min_sync_interval: float = DEFAULT_MIN_SYNC_INTERVAL,
-                 clock: Clock | None = None, cluster_cidr: str = "") -> None:
+                 clock: Clock | None = None, cluster_cidr: str = "",
+                 conntrack: Conntrack | None = None) -> None:
         self.node_name = node_name
+        self.conntrack = conntrack
+        self._synced: Ruleset | None = None
         self.cluster_cidr = cluster_cidr
         self.backend = backend
         self.service_cidr = service_cidr
@@ -117,10 +124,7 @@ class Proxier:
             await self._informers.wait_for_sync()
             while True:
                 self._dirty.clear()
-                try:
-                    await self.backend.sync(self.current())
-                except Exception as e:  # any failure: retried at the next tick
-                    log.warning("proxy sync failed; the previous rules stay", error=str(e))
+                await self._sync()
                 await self.clock.sleep(self.min_sync_interval)
                 try:
                     await wait_for(self.clock, self._dirty.wait(), self.sync_period)
@@ -128,6 +132,21 @@ class Proxier:
                     pass
         finally:
             await sup.stop()
+
+    async def _sync(self) -> None:
+        rules = self.current()
+        try:
+            await self.backend.sync(rules)
+        except Exception as e:  # any failure: retried at the next tick
+            log.warning("proxy sync failed; the previous rules stay", error=str(e))
+            return
+        previous, self._synced = self._synced, rules
+        flows = stale_flows(previous, rules)
+        if flows and self.conntrack is not None:
+            try:
+                await self.conntrack.delete(flows)
+            except Exception as e:  # the next change cleans again; a flow may linger
+                log.warning("deleting stale UDP conntrack entries failed", error=str(e))
 
 
 __all__ = ["Backend", "FakeBackend", "NftablesBackend", "Proxier"]

@@ -6,7 +6,9 @@ registry relay; the images are built here from busybox-static):
   (cluster DNS, search path) and a backend Deployment, spread over both machines, answers
   through the web Service's ClusterIP, its NodePort on every machine and its
   load-balancer addresses; every web and backend replica gets traffic; an unready backend
-  and a scaled-away one get no new connections; headless and SRV lookups from a pod.
+  and a scaled-away one get no new connections; headless and SRV lookups from a pod;
+- a UDP client sending on one flow moves to the Service's other pod when its pod is
+  deleted (the proxy deletes the stale conntrack entry).
 
 Traffic stays inside the lab's namespaces: the test reaches pods only through exec.
 """
@@ -267,3 +269,67 @@ async def test_two_tier_app_across_machines(client: ApiClient) -> None:
     await until_seen(c, url, all_webs, set(left))
     assert seen(await get(c, url, 20)) == (all_webs, set(left))
 
+
+UDP_SERVER = r"""
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+while True:
+    d, a = u.recvfrom(100); u.sendto(sys.argv[1].encode(), a)
+"""
+
+# one client flow (source port 4000): ping every 0.2 s until `want` answers; prints the
+# answers seen, in order
+UDP_CLIENT = r"""
+import socket, sys, time
+vip, port, want, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 4000)); u.settimeout(0.2)
+start, got = time.monotonic(), []
+while time.monotonic() - start < limit:
+    u.sendto(b"ping", (vip, port))
+    try:
+        d = u.recv(100).decode()
+    except (TimeoutError, ConnectionRefusedError):
+        time.sleep(0.05)
+        continue
+    if not got or got[-1] != d:
+        got.append(d)
+    if d == want:
+        print(" ".join(got)); sys.exit(0)
+print(" ".join(got), "timeout"); sys.exit(1)
+"""
+
+
+async def test_udp_flow_leaves_a_deleted_endpoint(client: ApiClient) -> None:
+    """A UDP client that keeps sending on one flow reaches the Service's other pod once
+    its pod is deleted: the proxy deletes the flow's conntrack entry, which would otherwise
+    keep sending the datagrams to the dead pod's address."""
+    c = client
+    await c.create(service("udp", {"selector": {"app": "udp"},
+                                   "ports": [{"protocol": "UDP", "port": 53,
+                                              "targetPort": 5353}]}))
+    server = {"name": "server", "image": "busybox"}
+    await c.create(host_pod("udp-a", m(1), {**server, "command": [
+        sys.executable, "-c", UDP_SERVER, "udp-a"]}, labels={"app": "udp"}))
+    await c.create(host_pod("udp-b", m(1), {**server, "command": [
+        sys.executable, "-c", UDP_SERVER, "udp-b"]}, labels={"app": "udp-later"}))
+    await c.create(host_pod("udp-client", m(2), sleeper()))
+    await wait_running(c, ["udp-a", "udp-b", "udp-client"])
+    vip = (await c.get(core_pb2.Service, "udp", "default")).spec.cluster_ip
+
+    async def flow(want: str, limit: float) -> tuple[int, str]:
+        code, out, err = await exec_out(c, "udp-client", [
+            sys.executable, "-c", UDP_CLIENT, vip, "53", want, str(limit)], limit=limit + 20)
+        return code, out.strip() + err
+
+    # the flow's conntrack entry on the client's machine translates to udp-a
+    code, out = await flow("udp-a", 40)
+    assert code == 0, out
+    # udp-b joins, then udp-a goes: the flow's next datagrams must reach udp-b
+    b = await c.get(core_pb2.Pod, "udp-b", "default")
+    b.metadata.labels["app"] = "udp"
+    await c.update(b)
+    await c.delete(core_pb2.Pod, "udp-a", "default", grace_period_seconds=0)
+    code, out = await flow("udp-b", 40)
+    assert code == 0 and out.split()[-1] == "udp-b", out
