@@ -4,7 +4,7 @@ add them) the scheduler, the controllers and an in-process agent.
 Start order: load or create the PKI (``DATA_DIR/pki``) -> open the store -> load the watch
 cache -> serve gRPC on two TLS ports (the API, ``--listen``, requires a client certificate
 of the cluster CA; the supervisor port, 9345 by default, takes bearer tokens and serves the
-CA bundle to joining agents) -> create the default namespaces, the default StorageClass
+CA bundle to joining agents; the ``kubernetes`` Service points there, for pods' tokens) -> create the default namespaces, the default StorageClass
 ``local-path`` (unless ``disable`` has "local-storage") and the ``cluster-info`` CA
 bundle -> start the supervised background tasks (cache follower, bookmarks, store
 maintenance) -> start the controller manager (unless ``disable`` has "controllers"). Stop
@@ -384,8 +384,11 @@ class ControlPlane:
         if not advertise:
             log.warning("this machine has no address pods can reach (no default route); the "
                         "kubernetes Service gets no endpoint: give --advertise-address")
+        # pods authenticate with bearer tokens (their ServiceAccount's), which only the
+        # supervisor port can take: gRPC's Python server either requires a client
+        # certificate or never asks for one, so the API port cannot take both
         self.kubernetes_service = KubernetesServiceKeeper(
-            self.registry, allocator.ips.value(0), advertise, bound)
+            self.registry, allocator.ips.value(0), advertise, sup_bound)
         await self.kubernetes_service.sync()
         sup.start("kubernetes-service", self.kubernetes_service.run)
         if "controllers" not in opts.disable:

@@ -219,7 +219,8 @@ async def test_kubernetes_service_and_endpoints(cluster: Cluster) -> None:
     c = cluster.client
     k = await c.get(core_pb2.Service, "kubernetes", "default")
     assert k.spec.cluster_ip == "10.96.0.1"
-    port = int(cluster.address.rpartition(":")[2])
+    # the port that takes pods' bearer tokens
+    port = int(cluster.plane.supervisor_address.rpartition(":")[2])
     assert [(p.name, p.port, p.target_port.int_val) for p in k.spec.ports] == [
         ("https", 443, port)]
     ep = await c.get(core_pb2.Endpoints, "kubernetes", "default")
