@@ -194,6 +194,13 @@ def retry_after_from(metadata: Iterable[Any] | None) -> int | None:
     return None
 
 
+def from_reason(reason: str, message: str) -> ApiError:
+    """Rebuild the ApiError of Kubernetes reason ``reason`` (a batched call's per-object
+    result; an unknown reason is an ApiError)."""
+    cls = _BY_REASON.get(reason, ApiError)
+    return from_grpc(cls.code, f"{cls.reason}: {message}")
+
+
 def from_grpc(code: grpc.StatusCode, details: str | None,
               retry_after: int | None = None) -> ApiError:
     """Rebuild the ApiError a server raised from a gRPC status code and details."""

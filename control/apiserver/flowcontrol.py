@@ -192,6 +192,7 @@ def nominal_limits(server_limit: int,
 # gRPC method -> (Kubernetes verb, subresource)
 VERBS: dict[str, tuple[str, str]] = {
     "Create": ("create", ""),
+    "CreateMany": ("create", ""),
     "Get": ("get", ""),
     "List": ("list", ""),
     "Watch": ("watch", ""),

@@ -25,8 +25,8 @@ DEFAULT_MAX_REQUESTS_INFLIGHT = 400
 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT = 200
 RETRY_AFTER_SECONDS = 1
 
-MUTATING = frozenset({"Create", "Update", "UpdateStatus", "Patch", "Delete", "Bind",
-                      "UpdateScale", "Evict", "CreateToken"})
+MUTATING = frozenset({"Create", "CreateMany", "Update", "UpdateStatus", "Patch", "Delete",
+                      "Bind", "UpdateScale", "Evict", "CreateToken"})
 
 
 class InflightLimiter:

@@ -20,6 +20,7 @@ from control.runtime.metrics import Registry
 # gRPC method -> (verb, subresource) as kube-apiserver labels the same request
 VERBS: dict[str, tuple[str, str]] = {
     "Create": ("POST", ""),
+    "CreateMany": ("POST", ""),
     "Get": ("GET", ""),
     "List": ("LIST", ""),
     "Update": ("PUT", ""),
@@ -56,7 +57,7 @@ _HTTP_CODES: dict[type[errors.ApiError], str] = {
 def http_code(method: str, error: BaseException | None) -> str:
     """The HTTP status kube-apiserver would answer ``method`` with, given its outcome."""
     if error is None:
-        return "201" if method in ("Create", "CreateToken") else "200"
+        return "201" if method in ("Create", "CreateMany", "CreateToken") else "200"
     for cls in type(error).__mro__:
         code = _HTTP_CODES.get(cls)
         if code is not None:

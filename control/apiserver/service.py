@@ -43,6 +43,9 @@ log = structlog.get_logger(component="apiserver")
 SERVICE_NAME = "flotilla.v1.Api"
 VERSION = "0.1.0"
 
+# Objects one CreateMany call may carry (its reply must fit gRPC's default 4 MiB).
+MAX_CREATE_MANY = 500
+
 # Verbs every kind supports; status-less kinds have no updatestatus.
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
@@ -276,6 +279,27 @@ class ApiService:
                                                                  dry_run=req.dry_run))
         _write_log("create", info, req.namespace, obj.metadata.name)
         return reply
+
+    async def CreateMany(self, req: api_pb2.CreateManyRequest) -> api_pb2.CreateManyReply:
+        info = resolve(req.resource)
+        if len(req.objects) > MAX_CREATE_MANY:
+            raise errors.BadRequest(f"{len(req.objects)} objects in one CreateMany call: at "
+                                    f"most {MAX_CREATE_MANY}")
+
+        async def one(data: bytes) -> api_pb2.CreateResult:
+            try:
+                obj = decode_object(info, data)
+                self.authorize("create", info, req.namespace or obj.metadata.namespace,
+                               obj.metadata.name)
+                raw = await self.reg.create(info, req.namespace, obj)
+            except errors.ApiError as e:
+                return api_pb2.CreateResult(reason=e.reason, message=e.message[:4096])
+            _write_log("create", info, req.namespace, obj.metadata.name)
+            return api_pb2.CreateResult(object=raw)
+
+        # Concurrently, so that the creates reach the store's group commit together.
+        return api_pb2.CreateManyReply(
+            results=await asyncio.gather(*(one(data) for data in req.objects)))
 
     async def Get(self, req: api_pb2.GetRequest) -> api_pb2.ObjectReply:
         info = resolve(req.resource)
@@ -550,6 +574,7 @@ class ApiService:
         a = api_pb2
         methods = {
             "Create": unary("Create", a.CreateRequest, a.ObjectReply),
+            "CreateMany": unary("CreateMany", a.CreateManyRequest, a.CreateManyReply),
             "Get": unary("Get", a.GetRequest, a.ObjectReply),
             "List": unary("List", a.ListRequest, a.ListReply),
             "Update": unary("Update", a.UpdateRequest, a.ObjectReply),

@@ -179,6 +179,24 @@ class ApiClient:
         reply = await self._call(self._stub.Create, req)
         return _decode_as(type(obj), reply.object)
 
+    async def create_many(self, objs: Sequence[M]) -> builtins.list[M | errors.ApiError]:
+        """Create objects of one kind in one namespace with one call (``CreateMany``): one
+        result per object, in order, the created object or why it was not created. A
+        failure of the whole call (unreachable, throttled) raises as ``create`` does."""
+        if not objs:
+            return []
+        info = kind_of(objs[0])
+        namespace = object_meta(objs[0]).namespace
+        if any(kind_of(o) is not info or object_meta(o).namespace != namespace
+               for o in objs):
+            raise ValueError("create_many takes objects of one kind in one namespace")
+        req = api_pb2.CreateManyRequest(resource=info.plural, namespace=namespace,
+                                        objects=[o.SerializeToString() for o in objs])
+        reply = await self._call(self._stub.CreateMany, req)
+        cls = type(objs[0])
+        return [errors.from_reason(r.reason, r.message) if r.reason
+                else _decode_as(cls, r.object) for r in reply.results]
+
     @overload
     async def get(self, resource: type[M], name: str, namespace: str = "", *,
                   resource_version: str = "") -> M: ...

@@ -33,7 +33,10 @@ too, and an Event is advice to a human, not state anyone reconciles on. The boun
 
 ``run()`` is the broadcaster's one writer task (supervise it); it keeps up to ``writers``
 writes in flight, few on purpose: each Event write costs the API server about what a bind
-does. One deduplicated Event is written by one write at a time, so a repeat never patches
+does. When the sink creates many per call (the API client's ``create_many``, one
+``CreateMany`` request), waiting creates of one namespace go out together, up to
+``batch_size`` (100) a call: a scheduling burst's Scheduled Events cost the server a
+fraction of its binds. One deduplicated Event is written by one write at a time, so a repeat never patches
 an Event whose create is still in flight. If the patched Event has expired (Events have a
 TTL) or was deleted, it is created again with the carried count. A write that fails for a
 reason that may pass (the server unreachable, overloaded or slow) is queued again and tried
@@ -51,7 +54,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -79,6 +82,9 @@ COMBINED_PREFIX = "(combined from similar events): "
 
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_WRITERS = 4
+# Creates per call when the sink takes many (``BatchEventSink``): a burst of Scheduled
+# Events then costs the server a few requests instead of one per bind.
+DEFAULT_BATCH_SIZE = 100
 CORRELATE_BATCH = 256
 
 
@@ -246,6 +252,13 @@ class EventSink(Protocol):
     async def patch(self, resource: Any, name: str, patch: Any, namespace: str = "") -> Any: ...
 
 
+class BatchEventSink(EventSink, Protocol):
+    """A sink that also creates many Events of one namespace in one call (the API
+    client's ``create_many``): one result per Event, the Event or the error."""
+
+    async def create_many(self, objs: Sequence[core_pb2.Event]) -> list[Any]: ...
+
+
 class Recorder(Protocol):
     """What components record through: ``EventRecorder`` or ``FakeRecorder``."""
 
@@ -296,13 +309,15 @@ class EventBroadcaster:
                  correlator: EventCorrelator | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING, writers: int = DEFAULT_WRITERS,
                  on_drop: Callable[[], None] | None = None,
-                 retry_delay: float = RETRY_DELAY) -> None:
+                 retry_delay: float = RETRY_DELAY,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self._client = client
         self.retry_delay = retry_delay
         self._clock = clock or RealClock()
         self.correlator = correlator or EventCorrelator()
         self.max_pending = max_pending
         self.writers = writers
+        self.batch_size = batch_size
         self._on_drop = on_drop
         self._raw: dict[EventKey, _Raw] = {}
         self._pending: OrderedDict[EventKey, _Pending] = OrderedDict()
@@ -375,6 +390,10 @@ class EventBroadcaster:
         while True:
             # in slices, so a burst of ten thousand never holds the event loop for long
             self._correlate(CORRELATE_BATCH)
+            batch = self._take_creates()
+            if batch:
+                await self._write_batch(batch)
+                continue
             item = self._take()
             if item is None:
                 if self._raw:
@@ -423,6 +442,70 @@ class EventBroadcaster:
             self._pending.move_to_end(key, last=False)  # oldest first, as before
         return True
 
+    def _take_creates(self) -> list[tuple[EventKey, _Pending]]:
+        """Up to ``batch_size`` waiting creates of the first waiting create's namespace,
+        when the sink takes many per call and there are at least two (one is written as
+        usual)."""
+        if self.batch_size < 2 or not hasattr(self._client, "create_many"):
+            return []
+        keys: list[EventKey] = []
+        namespace: str | None = None
+        for key, p in self._pending.items():
+            if not p.create or key in self._busy:
+                continue
+            if namespace is None:
+                namespace = key.namespace or "default"
+            elif (key.namespace or "default") != namespace:
+                continue
+            keys.append(key)
+            if len(keys) >= self.batch_size:
+                break
+        if len(keys) < 2:
+            return []
+        self._busy.update(keys)
+        return [(key, self._pending.pop(key)) for key in keys]
+
+    async def _write_batch(self, batch: list[tuple[EventKey, _Pending]]) -> None:
+        """Create ``batch`` with one call; each Event's failure is handled as a single
+        write's would be (a stale name is created again under a fresh one, a transient
+        failure queued again)."""
+        client: BatchEventSink = self._client  # type: ignore[assignment]
+        retry_later = False
+        try:
+            try:
+                results: list[Any] = await client.create_many(
+                    [self._event_message(key, p) for key, p in batch])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for (key, p), result in zip(batch, results, strict=True):
+                if not isinstance(result, Exception):
+                    self.written += 1
+                    continue
+                if isinstance(result, errors.AlreadyExists):
+                    try:
+                        await self._create_renamed(key, self._event_message(key, p))
+                        self.written += 1
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.warning("could not write event", reason=key.reason,
+                                    object=f"{key.namespace}/{key.name}", error=str(exc))
+                elif isinstance(result, _TRANSIENT) and self._retry(key, p):
+                    retry_later = True
+                else:
+                    log.warning("could not write event", object=f"{key.namespace}/{key.name}",
+                                reason=key.reason, error=str(result))
+        finally:
+            for key, _ in batch:
+                self._busy.discard(key)
+            if self._pending or self._raw:
+                self._wakeup.set()
+        if retry_later:
+            log.debug("event writes failed; will retry", events=len(batch))
+            await self._clock.sleep(self.retry_delay)
+
     def _take(self) -> tuple[EventKey, _Pending] | None:
         for key in self._pending:
             if key not in self._busy:
@@ -440,26 +523,33 @@ class EventBroadcaster:
                 return
             except errors.NotFound:
                 pass  # expired or deleted: create it again below, keeping the count
+        ev = self._event_message(key, p)
+        try:
+            await self._client.create(ev)
+        except errors.AlreadyExists:
+            await self._create_renamed(key, ev)
+
+    async def _create_renamed(self, key: EventKey, ev: core_pb2.Event) -> None:
+        # A stale name (an Event of ours from before a restart of the correlator): start
+        # a fresh one rather than overwrite someone else's count.
+        ev.metadata.name = f"{key.name}.{time.time_ns():x}"
+        self.correlator.rename(key, ev.metadata.name)
+        await self._client.create(ev)
+
+    @staticmethod
+    def _event_message(key: EventKey, p: _Pending) -> core_pb2.Event:
         ref = meta_pb2.ObjectReference(
             kind=key.kind, namespace=key.namespace, name=key.name, uid=key.uid,
             api_version=key.api_version, resource_version=p.resource_version,
             field_path=key.field_path)
-        ev = core_pb2.Event(
+        return core_pb2.Event(
             api_version="v1", kind="Event",
-            metadata=meta_pb2.ObjectMeta(name=p.name, namespace=namespace),
+            metadata=meta_pb2.ObjectMeta(name=p.name, namespace=key.namespace or "default"),
             involved_object=ref, reason=key.reason, message=p.message,
             source=core_pb2.EventSource(component=key.component, host=key.host),
             first_timestamp=_timestamp(p.first), last_timestamp=_timestamp(p.last),
             count=p.count, type=key.type, action=p.action,
             reporting_component=key.component, reporting_instance=key.host)
-        try:
-            await self._client.create(ev)
-        except errors.AlreadyExists:
-            # A stale name (an Event of ours from before a restart of the correlator):
-            # start a fresh one rather than overwrite someone else's count.
-            ev.metadata.name = f"{key.name}.{time.time_ns():x}"
-            self.correlator.rename(key, ev.metadata.name)
-            await self._client.create(ev)
 
 
 class EventRecorder:

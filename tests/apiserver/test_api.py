@@ -436,3 +436,26 @@ async def test_large_list_beyond_grpc_default_message_size(cluster: Cluster) -> 
     await asyncio.gather(*(c.create(cm(f"big-{i}", blob=big)) for i in range(8)))
     res = await c.list(core_pb2.ConfigMap, "default")
     assert len(res.items) == 8  # ~4.8 MB in one reply
+
+
+async def test_create_many_answers_per_object_in_order(cluster: Cluster) -> None:
+    """One CreateMany call: each object created or refused as its own Create would be,
+    the results in order; objects of several kinds or namespaces are refused by the
+    client, and too many by the server."""
+    c = cluster.client
+    await c.create(cm("taken"))
+    out = await c.create_many([cm("m1"), cm("taken"), cm("Bad_Name"), cm("m2")])
+    assert [type(r) for r in out] == [core_pb2.ConfigMap, errors.AlreadyExists,
+                                      errors.Invalid, core_pb2.ConfigMap]
+    assert "metadata.name" in str(out[2])
+    for made in (out[0], out[3]):
+        assert isinstance(made, core_pb2.ConfigMap) and made.metadata.uid
+        assert await c.get(core_pb2.ConfigMap, made.metadata.name, "default") == made
+    with pytest.raises(errors.NotFound):
+        await c.get(core_pb2.ConfigMap, "Bad_Name", "default")
+    missing = await c.create_many([cm("x", ns="nope")])
+    assert isinstance(missing[0], errors.NotFound)
+    with pytest.raises(ValueError):
+        await c.create_many([cm("a"), cm("b", ns="kube-system")])
+    with pytest.raises(errors.BadRequest, match="at most 500"):
+        await c.create_many([cm(f"n{i}") for i in range(501)])

@@ -263,3 +263,95 @@ async def test_recorder_never_raises(cluster: Cluster) -> None:
         rec.event(cm("here"), NORMAL, "Hello", "this one is written")
         await b.flush()
     assert b.written == 1
+
+
+class _BatchSink:
+    """An API that creates many Events per call: answers ``AlreadyExists`` once for the
+    names in ``taken`` and ``ServiceUnavailable`` for ``flaky`` the first time."""
+
+    def __init__(self, taken: set[str] = frozenset(), flaky: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.taken, self.flaky = set(taken), set(flaky)
+        self.calls: list[list[str]] = []
+        self.created: list[core_pb2.Event] = []
+
+    def _one(self, ev: core_pb2.Event) -> Any:
+        name = ev.involved_object.name
+        if name in self.flaky:
+            self.flaky.discard(name)
+            return errors.ServiceUnavailable("busy")
+        if name in self.taken:
+            self.taken.discard(name)
+            return errors.AlreadyExists(f"events {ev.metadata.name!r} already exists")
+        self.created.append(ev)
+        return ev
+
+    async def create_many(self, evs: Any) -> list[Any]:
+        assert len({e.metadata.namespace for e in evs}) == 1
+        self.calls.append([e.involved_object.name for e in evs])
+        return [self._one(e) for e in evs]
+
+    async def create(self, ev: core_pb2.Event) -> core_pb2.Event:
+        self.calls.append([ev.involved_object.name])
+        result = self._one(ev)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def patch(self, resource: Any, name: str, patch: Any, namespace: str = "") -> Any:
+        raise AssertionError("every Event here happens once")
+
+
+async def test_creates_go_out_in_batches_per_namespace_each_failure_handled_alone() -> None:
+    """A burst is written in calls of at most ``batch_size`` Events of one namespace; a
+    stale name is created again under a fresh one, a transient failure retried later,
+    and the rest of the batch is written regardless."""
+    clock = FakeClock()
+    sink = _BatchSink(taken={"p7"}, flaky={"p9"})
+    b = EventBroadcaster(sink, clock=clock, writers=2, batch_size=100)
+    rec = b.new_recorder("default-scheduler")
+    pods = [cm(f"p{i}") for i in range(250)] + [cm(f"q{i}", ns="other") for i in range(3)]
+    for i, p in enumerate(pods):
+        p.metadata.uid = f"uid-{i}"
+    async with running(b):
+        for p in pods:
+            rec.event(p, NORMAL, "Scheduled", f"assigned {p.metadata.name}")
+        await b.flush(5.0)  # the writer that failed p9 waits; the other one retries it
+    batches = [c for c in sink.calls if len(c) > 1]
+    assert [len(c) for c in batches] == [100, 100, 51, 3]  # p9 again in the third
+    assert all(len({n[0] for n in c}) == 1 for c in batches)  # one namespace per call
+    names = sorted(e.involved_object.name for e in sink.created)
+    assert names == sorted(p.metadata.name for p in pods)
+    assert ["p7"] in sink.calls  # created again alone, under a fresh name
+    assert sum(c.count("p9") for c in sink.calls) == 2  # failed once, then retried
+    [p7] = [e for e in sink.created if e.involved_object.name == "p7"]
+    assert p7.metadata.name.startswith("p7.")
+    assert (b.written, b.dropped) == (253, 0)
+
+
+async def test_a_burst_is_written_through_create_many(cluster: Cluster) -> None:
+    """Against the real server: 150 Events in one namespace, in two calls, all written;
+    an Event whose namespace does not exist fails alone."""
+    c = cluster.client
+    calls: list[int] = []
+    real = c.create_many
+
+    async def counting(objs: Any) -> Any:
+        calls.append(len(objs))
+        return await real(objs)
+
+    c.create_many = counting  # type: ignore[method-assign]
+    b = EventBroadcaster(c, writers=1)
+    rec = b.new_recorder("tester")
+    objs = [cm(f"s{i}") for i in range(150)]
+    for i, o in enumerate(objs):
+        o.metadata.uid = f"uid-{i}"
+    async with running(b):
+        rec.event(cm("ghost", ns="nowhere"), NORMAL, "Hello", "nobody hears this")
+        rec.event(cm("ghost2", ns="nowhere"), NORMAL, "Hello", "nor this")
+        for o in objs:
+            rec.event(o, NORMAL, "Scheduled", f"assigned {o.metadata.name}")
+        await b.flush(20.0)
+    events = (await c.list_all("events", "default")).items
+    assert sorted(e.involved_object.name for e in events if e.reason == "Scheduled") == \
+        sorted(o.metadata.name for o in objs)
+    assert sorted(calls) == [2, 50, 100] and b.written == 150

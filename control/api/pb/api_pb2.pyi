@@ -114,6 +114,32 @@ class DeleteRequest(_message.Message):
     dry_run: bool
     def __init__(self, resource: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., grace_period_seconds: _Optional[int] = ..., propagation_policy: _Optional[str] = ..., preconditions: _Optional[_Union[Preconditions, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
+class CreateManyRequest(_message.Message):
+    __slots__ = ("resource", "namespace", "objects")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    namespace: str
+    objects: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, resource: _Optional[str] = ..., namespace: _Optional[str] = ..., objects: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CreateResult(_message.Message):
+    __slots__ = ("object", "reason", "message")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    object: bytes
+    reason: str
+    message: str
+    def __init__(self, object: _Optional[bytes] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CreateManyReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CreateResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CreateResult, _Mapping]]] = ...) -> None: ...
+
 class ObjectReply(_message.Message):
     __slots__ = ("object",)
     OBJECT_FIELD_NUMBER: _ClassVar[int]

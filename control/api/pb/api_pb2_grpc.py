@@ -39,6 +39,11 @@ class ApiStub:
                 request_serializer=flotilla_dot_v1_dot_api__pb2.CreateRequest.SerializeToString,
                 response_deserializer=flotilla_dot_v1_dot_api__pb2.ObjectReply.FromString,
                 _registered_method=True)
+        self.CreateMany = channel.unary_unary(
+                '/flotilla.v1.Api/CreateMany',
+                request_serializer=flotilla_dot_v1_dot_api__pb2.CreateManyRequest.SerializeToString,
+                response_deserializer=flotilla_dot_v1_dot_api__pb2.CreateManyReply.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/flotilla.v1.Api/Get',
                 request_serializer=flotilla_dot_v1_dot_api__pb2.GetRequest.SerializeToString,
@@ -140,6 +145,12 @@ class ApiServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMany(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,6 +278,11 @@ def add_ApiServicer_to_server(servicer, server):
                     request_deserializer=flotilla_dot_v1_dot_api__pb2.CreateRequest.FromString,
                     response_serializer=flotilla_dot_v1_dot_api__pb2.ObjectReply.SerializeToString,
             ),
+            'CreateMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMany,
+                    request_deserializer=flotilla_dot_v1_dot_api__pb2.CreateManyRequest.FromString,
+                    response_serializer=flotilla_dot_v1_dot_api__pb2.CreateManyReply.SerializeToString,
+            ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=flotilla_dot_v1_dot_api__pb2.GetRequest.FromString,
@@ -390,6 +406,33 @@ class Api:
             '/flotilla.v1.Api/Create',
             flotilla_dot_v1_dot_api__pb2.CreateRequest.SerializeToString,
             flotilla_dot_v1_dot_api__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.v1.Api/CreateMany',
+            flotilla_dot_v1_dot_api__pb2.CreateManyRequest.SerializeToString,
+            flotilla_dot_v1_dot_api__pb2.CreateManyReply.FromString,
             options,
             channel_credentials,
             insecure,
