@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,17 +134,24 @@ def header_and_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes
     return header, claims, f"{parts[0]}.{parts[1]}".encode(), b64url_decode(parts[2])
 
 
-def verify(token: str, keys: Sequence[VerifyingKey]) -> dict[str, Any]:
-    """The claims of ``token`` if one of ``keys`` signed it, else :class:`JwsError`."""
+def keyring(keys: Sequence[VerifyingKey]) -> dict[str, VerifyingKey]:
+    """``{kid: key}`` for :func:`verify` (computing a kid costs a DER encoding and a hash:
+    once per key, not per token)."""
+    return {key_id(k): k for k in keys}
+
+
+def verify(token: str, keys: Mapping[str, VerifyingKey]) -> dict[str, Any]:
+    """The claims of ``token`` if one of ``keys`` (a :func:`keyring`) signed it, else
+    :class:`JwsError`."""
     header, claims, signing_input, signature = header_and_claims(token)
     alg = header.get("alg")
     if alg not in ("RS256", "ES256"):
         raise JwsError(f"unsupported signing algorithm {alg!r} (RS256 or ES256)")
     kid = header.get("kid")
-    named = [k for k in keys if kid and key_id(k) == kid]
-    # a kid that names none of our keys is still tried against each (another issuer's
-    # kid scheme); a kid that names one is checked against that one only
-    for key in named or keys:
+    named = keys.get(kid) if isinstance(kid, str) else None
+    # a kid that names one of our keys is checked against that one only; another kid
+    # (another issuer's scheme) is tried against each
+    for key in [named] if named is not None else keys.values():
         if _check(key, str(alg), signing_input, signature):
             return claims
     raise JwsError("invalid signature: not signed by a key this server trusts")
@@ -208,5 +215,5 @@ def private_pem(key: SigningKey) -> bytes:
 
 
 __all__ = ["JwsError", "SigningKey", "VerifyingKey", "algorithm", "b64url", "b64url_decode",
-           "header_and_claims", "key_id", "load_signing_key", "load_verifying_keys",
+           "header_and_claims", "key_id", "keyring", "load_signing_key", "load_verifying_keys",
            "looks_like_jwt", "new_signing_key", "private_pem", "sign", "verify"]
