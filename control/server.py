@@ -110,6 +110,9 @@ class ServerOptions:
     service_account_key_files: list[Path] = field(default_factory=list)
     service_account_issuers: list[str] = field(default_factory=lambda: [DEFAULT_ISSUER])
     api_audiences: list[str] = field(default_factory=list)
+    # the longest token TokenRequest issues (--service-account-max-token-expiration; None:
+    # as asked, up to 2^32 s); longer requests are cut to it, as Kubernetes does
+    service_account_max_token_expiration: float | None = None
     # the longest certificate the CSR signer issues (--cluster-signing-duration, 1 year)
     cluster_signing_duration: float = 365 * 24 * 3600.0
     # the serving certificate's and in-process identities' lifetime (one year)
@@ -345,8 +348,10 @@ class ControlPlane:
         authenticator = authn.Authenticator(static_tokens=static_tokens,
                                             bootstrap_secret=bootstrap_secret,
                                             service_account_tokens=sa_tokens.authenticate)
-        token_issuer = satoken.TokenIssuer(sa_key, opts.service_account_issuers[0],
-                                           sa_tokens.audiences)
+        max_seconds = opts.service_account_max_token_expiration
+        token_issuer = satoken.TokenIssuer(
+            sa_key, opts.service_account_issuers[0], sa_tokens.audiences,
+            max_expiration_seconds=int(max_seconds) if max_seconds else None)
         server.add_generic_rpc_handlers((ApiService(
             self.registry, logs=proxy.logs, exec_=proxy.exec,
             metrics=self.apiserver_metrics, authenticator=authenticator,

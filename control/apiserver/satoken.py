@@ -8,15 +8,16 @@ with Kubernetes' claims::
     iat, nbf  when issued                              exp  when it dies
     kubernetes.io: {namespace, serviceaccount: {name, uid}, pod: {name, uid}}
 
-:class:`TokenIssuer` signs them (the TokenRequest subresource's last step). :class:`TokenAuthenticator`
-judges a bearer token as Kubernetes' service-account authenticator does: a signature by one
+:class:`TokenIssuer` signs them (the TokenRequest subresource's last step).
+:class:`TokenAuthenticator` judges a bearer token as Kubernetes' service-account authenticator does: a signature by one
 of the trusted keys, an issuer it accepts, an audience among the API's, not expired and
 already valid (60 s of leeway for clocks, as go-jose's default), and the objects it names
 still there with the same uids: the ServiceAccount, and the Pod it is bound to (a pod being
 deleted keeps its tokens until 60 s after its deletion timestamp, as Kubernetes). So a token
-dies with its pod. A token's signature is verified once (a bounded cache of verified claims:
-about 1 ms the first time, 60 us on every later call here); the rest is judged on every call. The identity: user ``system:serviceaccount:<ns>:<sa>`` (uid: the
-account's), groups ``system:serviceaccounts``, ``system:serviceaccounts:<ns>``,
+dies with its pod. A token's signature is verified once (a bounded cache of verified
+claims: about 1 ms the first time, 60 us on every later call here); the rest is judged on
+every call. The identity: user ``system:serviceaccount:<ns>:<sa>`` (uid: the account's),
+groups ``system:serviceaccounts``, ``system:serviceaccounts:<ns>``,
 ``system:authenticated``.
 
 Pure logic plus a synchronous ``lookup(resource, namespace, name)`` (the watch cache);
@@ -204,8 +205,11 @@ class TokenIssuer:
     """Signs service-account tokens with one key for one issuer."""
 
     def __init__(self, key: jws.SigningKey, issuer: str = DEFAULT_ISSUER,
-                 audiences: Sequence[str] = (), now: Callable[[], float] = time.time) -> None:
+                 audiences: Sequence[str] = (), now: Callable[[], float] = time.time, *,
+                 max_expiration_seconds: int | None = None) -> None:
         self.key = key
+        # --service-account-max-token-expiration: longer requests are cut to it
+        self.max_expiration_seconds = max_expiration_seconds
         self.issuer = issuer
         # the API's audiences: what a token asking for none is for (Kubernetes'
         # --api-audiences, defaulting to the issuer)

@@ -3,7 +3,8 @@
 A TokenRequest (authentication.k8s.io/v1) for ServiceAccount ``<ns>/<name>`` is answered
 with a signed token (:class:`control.apiserver.satoken.TokenIssuer`) and its expiry, the
 request's spec filled in as it was applied: ``audiences`` (default: the API's),
-``expirationSeconds`` (default 3600; at least 600, below 2^32), and ``boundObjectRef`` with
+``expirationSeconds`` (default 3600; at least 600, below 2^32; cut to
+``--service-account-max-token-expiration``), and ``boundObjectRef`` with
 the bound object's uid. Only Pods can be bound (Kubernetes also binds Secrets and Nodes): the
 pod must run as this account, and a uid given must be the pod's (a pod deleted and created
 again under the same name is another pod). A dry run answers without a token.
@@ -113,6 +114,9 @@ async def create_token(reg: Registry, issuer: satoken.TokenIssuer, namespace: st
         out.spec.audiences.extend(issuer.audiences)
     if not out.spec.HasField("expiration_seconds"):
         out.spec.expiration_seconds = satoken.DEFAULT_EXPIRATION_SECONDS
+    longest = issuer.max_expiration_seconds
+    if longest is not None and out.spec.expiration_seconds > longest:
+        out.spec.expiration_seconds = longest
     bound = None
     if pod is not None:
         ref = out.spec.bound_object_ref

@@ -208,6 +208,9 @@ def register(sub: Any) -> None:
                    help="issuer (iss) of service account tokens; the first signs, all are "
                    "accepted (repeatable; default https://kubernetes.default.svc.cluster."
                    "local)")
+    p.add_argument("--service-account-max-token-expiration", type=duration, default=None,
+                   metavar="DURATION", help="longest service account token TokenRequest "
+                   "issues; longer requests are cut to it (default: as asked)")
     p.add_argument("--api-audiences", default=None, metavar="AUD[,AUD...]",
                    help="audiences a token must name to authenticate to the API (default: "
                    "the first issuer)")
@@ -326,6 +329,11 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
         if any(not i.strip() for i in args.service_account_issuer):
             raise UsageError("--service-account-issuer may not be empty")
         wanted["service_account_issuers"] = [i.strip() for i in args.service_account_issuer]
+    if args.service_account_max_token_expiration is not None:
+        if args.service_account_max_token_expiration < 600:
+            raise UsageError("--service-account-max-token-expiration must be at least 10m")
+        wanted["service_account_max_token_expiration"] = (
+            args.service_account_max_token_expiration)
     if args.api_audiences is not None:
         auds = [a.strip() for a in args.api_audiences.split(",") if a.strip()]
         if not auds:

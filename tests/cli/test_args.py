@@ -230,3 +230,25 @@ def test_server_priority_and_fairness_flag() -> None:
         assert options.enable_priority_and_fairness is want, given
     with pytest.raises(UsageError, match="expected true or false"):
         parser.parse_args(["server", "--enable-priority-and-fairness=maybe"])
+
+
+def test_server_service_account_flags(tmp_path: Path) -> None:
+    args = build_parser().parse_args([
+        "server", "--service-account-signing-key-file", "/k/sa.key",
+        "--service-account-key-file", "/k/old.pub", "--service-account-key-file", "/k/b.pub",
+        "--service-account-issuer", "https://a", "--service-account-issuer", "https://b",
+        "--api-audiences", "api, vault", "--service-account-max-token-expiration", "2h"])
+    options, _ = server_options(args, tmp_path)
+    assert options.service_account_signing_key_file == Path("/k/sa.key")
+    assert options.service_account_key_files == [Path("/k/old.pub"), Path("/k/b.pub")]
+    assert options.service_account_issuers == ["https://a", "https://b"]
+    assert options.api_audiences == ["api", "vault"]
+    assert options.service_account_max_token_expiration == 7200
+    defaults, _ = server_options(build_parser().parse_args(["server"]), tmp_path)
+    assert defaults.service_account_issuers == ["https://kubernetes.default.svc.cluster.local"]
+    assert defaults.service_account_signing_key_file is None and not defaults.api_audiences
+    for bad, why in ((["--service-account-max-token-expiration", "5m"], "at least 10m"),
+                     (["--api-audiences", " , "], "at least one audience"),
+                     (["--service-account-issuer", " "], "may not be empty")):
+        with pytest.raises(UsageError, match=why):
+            server_options(build_parser().parse_args(["server", *bad]), tmp_path)

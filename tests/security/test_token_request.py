@@ -21,6 +21,7 @@ from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.config import config_document
 from control.client.tls import Credentials
+from control.server import ControlPlane, ServerOptions, StartRefused
 from tests.conftest import Cluster, running_cluster
 from tests.support.token_client import token_client
 
@@ -217,3 +218,35 @@ async def test_create_token_cli(c: Cluster, tmp_path: Path) -> None:
     assert code != 0 and "--bound-object-kind" in err
     code, _, err = await cli(admin, "create", "token", "ghost")
     assert code != 0 and 'serviceaccounts "ghost" not found' in err
+
+
+async def test_the_longest_token_and_the_issuer_are_the_servers(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"},
+                               service_account_max_token_expiration=1800.0,
+                               service_account_issuers=["https://flotilla.example",
+                                                        "https://old.example"],
+                               api_audiences=["flotilla"]) as c:
+        await make_sa(c, "robot")
+        tr = authentication_pb2.TokenRequest()
+        tr.spec.expiration_seconds = 7200
+        answer = await c.client.create_token("default", "robot", tr)
+        assert answer.spec.expiration_seconds == 1800
+        claims = jws.header_and_claims(answer.status.token)[1]
+        assert claims["exp"] - claims["iat"] == 1800
+        assert claims["iss"] == "https://flotilla.example" and claims["aud"] == ["flotilla"]
+        client = token_client(c, answer.status.token)
+        try:
+            assert (await client.whoami()).username == "system:serviceaccount:default:robot"
+        finally:
+            await client.channel.close(None)
+
+
+async def test_an_unreadable_signing_key_refuses_start(tmp_path: Path) -> None:
+    bad = tmp_path / "sa.key"
+    bad.write_text("not a key")
+    plane = ControlPlane(ServerOptions(data_dir=tmp_path / "d", listen="127.0.0.1:0",
+                                       disable={"scheduler", "controllers"},
+                                       service_account_signing_key_file=bad))
+    with pytest.raises(StartRefused, match=r"sa\.key: not a PEM private key"):
+        await plane.start()
+    await plane.stop()
