@@ -270,25 +270,31 @@ class ControlPlane:
         # what the apiserver reads and writes through: values encrypted per resource at
         # this one boundary, so the watch cache, paging and history all see plain objects
         store: Store = self.store
+        # without a configuration, writes go to the store as they are (no wrapper) and
+        # only the watch cache's reads check that nothing is encrypted (a configuration
+        # dropped: an error naming the object instead of garbage)
+        cache_store: Store = TransformedStore(self.store, lambda _: None,
+                                              encryption.refuse_encrypted)
         transformed: TransformedStore | None = None
         if encryption_cfg is not None:
             transform_metrics = encryption.TransformMetrics(self.apiserver_metrics.registry)
-            store = transformed = TransformedStore(
+            store = cache_store = transformed = TransformedStore(
                 self.store, encryption.transformer_resolver(encryption_cfg,
-                                                            metrics=transform_metrics))
+                                                            metrics=transform_metrics),
+                encryption.refuse_encrypted)
             log.info("encryption at rest", config=str(opts.encryption_provider_config),
                      encrypted=encryption.encrypted_resources(encryption_cfg))
-        self.cache = WatchCache(store, history=opts.watch_cache_history,
+        self.cache = WatchCache(cache_store, history=opts.watch_cache_history,
                                 bookmark_interval=opts.bookmark_interval,
                                 size_bytes=opts.watch_cache_size_bytes)
         try:
             await self.cache.load()
         except TransformError as e:
             await self.store.close()
-            raise StartRefused(
-                f"refusing to start: a stored object cannot be read with "
-                f"--encryption-provider-config {opts.encryption_provider_config}: {e.key}: "
-                f"{e.reason}") from None
+            given = (f"with --encryption-provider-config {opts.encryption_provider_config}"
+                     if encryption_cfg is not None else "without --encryption-provider-config")
+            raise StartRefused(f"refusing to start: a stored object cannot be read {given}: "
+                               f"{e.key}: {e.reason}") from None
         if transformed is not None and transformed.stale_count():
             log.info("objects stored with an old key or provider; `flotilla secrets "
                      "reencrypt` rewrites them", objects=transformed.stale_count())

@@ -170,6 +170,16 @@ class PrefixTransformer:
                                   "removed before every object was rewritten?)")
 
 
+def refuse_encrypted(key: str, data: bytes) -> None:
+    """For resources no rule covers (or every resource, without a configuration): an
+    encrypted value is refused, naming how it was stored, as Kubernetes' identity does."""
+    if data.startswith(ENCRYPTED_PREFIX):
+        raise TransformError(key, f"stored encrypted with {_describe(data)}, but no "
+                                  "encryption configuration covers this resource: start "
+                                  "with the configuration that wrote it (identity first, "
+                                  "to decrypt it with `flotilla secrets reencrypt`)")
+
+
 def _provider_prefix(data: bytes) -> str:
     if not data.startswith(ENCRYPTED_PREFIX):
         return "identity"
@@ -252,4 +262,4 @@ def encrypted_resources(config: EncryptionConfig) -> list[str]:
 
 
 __all__ = ["ENCRYPTED_PREFIX", "AesCbc", "AesGcm", "PrefixTransformer", "TransformMetrics",
-           "encrypted_resources", "transformer", "transformer_resolver"]
+           "encrypted_resources", "refuse_encrypted", "transformer", "transformer_resolver"]

@@ -65,12 +65,23 @@ TransformerFor = Callable[[str], ValueTransformer | None]
 SCAN_PAGE = 1000  # live values read at a time by ``reconfigure``
 
 
-class TransformedStore:
-    """``inner`` with values transformed per key by ``transformer_for(key)`` (None: as is)."""
+UntransformedCheck = Callable[[str, bytes], None]
 
-    def __init__(self, inner: Store, transformer_for: TransformerFor) -> None:
+
+class TransformedStore:
+    """``inner`` with values transformed per key by ``transformer_for(key)`` (None: as is).
+
+    ``check_untransformed(key, value)`` (optional) sees the values read back (not those
+    followed: this server wrote them) of keys with no transformer, and raises
+    :class:`TransformError` for one that is transformed all the same (written under a
+    configuration that is gone): an error naming the key instead of bytes that decode as
+    garbage."""
+
+    def __init__(self, inner: Store, transformer_for: TransformerFor,
+                 check_untransformed: UntransformedCheck | None = None) -> None:
         self.inner = inner
         self._for = transformer_for
+        self._check = check_untransformed
         self._stale: set[str] = set()
 
     # -- what the apiserver asks besides the Store contract ---------------------------------
@@ -113,6 +124,8 @@ class TransformedStore:
     def _plain(self, kv: KeyValue, live: bool) -> KeyValue:
         t = self._for(kv.key)
         if t is None:
+            if self._check is not None:
+                self._check(kv.key, kv.value)
             return kv
         if not kv.value:
             return kv  # a delete's event without its prior value (compacted)
@@ -145,6 +158,10 @@ class TransformedStore:
                 if out is None:
                     out = list(batch)
                 out[i] = self._event(ev, live)
+            elif not live and self._check is not None:
+                self._check(ev.kv.key, ev.kv.value)
+                if ev.prev is not None:
+                    self._check(ev.prev.key, ev.prev.value)
         return batch if out is None else out
 
     def _mismatch(self, e: RevisionMismatch) -> RevisionMismatch:
@@ -217,9 +234,9 @@ class TransformedStore:
 
     async def history(self, key: str) -> list[Event]:
         events = await self.inner.history(key)
-        if self._for(key) is None:
+        if self._for(key) is None and self._check is None:
             return events
-        return [self._event(ev, False) for ev in events]
+        return self._events(events)
 
     async def compact(self, revision: int) -> None:
         await self.inner.compact(revision)
@@ -237,4 +254,5 @@ class TransformedStore:
         await self.inner.close()
 
 
-__all__ = ["TransformError", "TransformedStore", "TransformerFor", "ValueTransformer"]
+__all__ = ["TransformError", "TransformedStore", "TransformerFor", "UntransformedCheck",
+           "ValueTransformer"]

@@ -14,6 +14,7 @@ from control.apiserver.encryption import (
     AesCbc,
     AesGcm,
     TransformMetrics,
+    refuse_encrypted,
     transformer,
     transformer_resolver,
 )
@@ -237,3 +238,12 @@ def test_operations_are_counted_by_provider_prefix_never_key_name() -> None:
             'transformer_prefix="k8s:enc:aescbc:v1:"'):
         assert f"{name}{{{labels}}} 1.0" in text, text
     assert "secret-key-name" not in text and "gone" not in text
+
+
+def test_unconfigured_resources_refuse_encrypted_values() -> None:
+    refuse_encrypted(KEY, PLAIN)  # plain: fine
+    encrypted = transformer((provider("aesgcm", "key1"),)).to_storage(KEY, PLAIN)
+    with pytest.raises(TransformError, match=f'unable to transform key "{KEY}": stored '
+                                             'encrypted with aesgcm key "key1", but no '
+                                             "encryption configuration covers"):
+        refuse_encrypted(KEY, encrypted)

@@ -76,11 +76,11 @@ def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
          *args], capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def refused_start(data: Path, config: Path) -> subprocess.CompletedProcess[str]:
+def refused_start(data: Path, config: Path | None) -> subprocess.CompletedProcess[str]:
+    flag = ["--encryption-provider-config", str(config)] if config is not None else []
     return subprocess.run(
         [sys.executable, "-m", "control.cli.main", "server", "--data-dir", str(data),
-         "--listen", "127.0.0.1:0", "--supervisor-port", "0", *FAST,
-         "--encryption-provider-config", str(config)],
+         "--listen", "127.0.0.1:0", "--supervisor-port", "0", *FAST, *flag],
         capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -196,6 +196,14 @@ async def test_secret_bytes_never_reach_the_data_dir_and_survive_rotation(
     assert "/registry/secrets/default/db" in refused.stderr
     assert 'aescbc key "key2"' in refused.stderr
     assert "Traceback" not in refused.stderr
+
+    # no configuration at all: refused the same way, not decoded as garbage
+    refused = await asyncio.to_thread(refused_start, data, None)
+    assert refused.returncode != 0
+    assert ("cannot be read without --encryption-provider-config: /registry/secrets/default/"
+            in refused.stderr), refused.stderr
+    assert 'stored encrypted with aescbc key "key2", but no encryption configuration ' \
+        "covers this resource" in refused.stderr
 
 
 async def test_bad_config_refuses_to_start_and_creates_nothing(tmp_path: Path) -> None:

@@ -270,3 +270,36 @@ async def test_reconfigure_reads_in_pages(open_store: OpenStore,
         await inner.create(f"{S}{i}", b"old:v")
     store = TransformedStore(inner, only_secrets)
     assert await store.reconfigure(only_secrets) == 5
+
+
+def refuse_marked(key: str, value: bytes) -> None:
+    if value.startswith(b"new:"):
+        raise TransformError(key, "transformed but not configured")
+
+
+async def test_untransformed_values_are_checked_on_reads_not_on_follow(
+        open_store: OpenStore) -> None:
+    inner = await open_store()
+    await inner.create(P + "ok", b"pod")
+    marked = await inner.create(P + "bad", b"new:x")
+    store = TransformedStore(inner, lambda key: None, refuse_marked)
+    for read in (lambda: store.range("/registry/"), lambda: store.get(P + "bad"),
+                 lambda: store.history(P + "bad"),
+                 lambda: store.get(P + "bad", marked.mod_revision)):
+        with pytest.raises(TransformError, match=f'"{P}bad": transformed but not'):
+            await read()
+    assert (await store.get(P + "ok")).value == b"pod"  # type: ignore[union-attr]
+    stream = store.watch("/registry/", 1)
+    with pytest.raises(TransformError):
+        async with asyncio.timeout(T):
+            async for _ in stream:
+                pass
+    await stream.aclose()  # type: ignore[attr-defined]
+    # what this server writes and follows is not checked (it wrote it)
+    followed: list[Event] = []
+    follower = asyncio.create_task(store.follow("/registry/", 0, followed.extend))
+    await asyncio.sleep(0.05)
+    await store.create(P + "new", b"new:written-here")
+    assert [e.kv.value for e in followed] == [b"new:written-here"]
+    await store.close()
+    await asyncio.wait_for(follower, T)
