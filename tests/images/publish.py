@@ -68,6 +68,21 @@ def images() -> dict[str, list[tuple[str, b.BuiltImage]]]:
     }
 
 
+def push_all(host: str) -> list[str]:
+    """Push every image to the registry at ``host``; one line per tag pushed."""
+    done = []
+    pusher = b.Pusher(f"http://{host}")
+    try:
+        for repo, tags in images().items():
+            for tag, image in tags:
+                pusher.image(repo, tag, image)
+                done.append(f"pushed {repo.removeprefix('library/')}:{tag} "
+                            f"({image.manifest.digest})")
+    finally:
+        pusher.close()
+    return done
+
+
 def _answers(host: str) -> bool:
     try:
         httpx.get(f"http://{host}/v2/", timeout=1)
@@ -130,14 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("docker-registry is not installed (Debian package docker-registry)")
         start_registry(args.registry, args.data_dir)
         print(f"registry started on {args.registry} (data in {args.data_dir})")
-    pusher = b.Pusher(f"http://{args.registry}")
-    try:
-        for repo, tags in images().items():
-            for tag, image in tags:
-                pusher.image(repo, tag, image)
-                print(f"pushed {repo.removeprefix('library/')}:{tag} ({image.manifest.digest})")
-    finally:
-        pusher.close()
+    for line in push_all(args.registry):
+        print(line)
     print(
         f"agents use it with: --registry-mirror docker.io={args.registry} "
         f"--insecure-registry {args.registry}"
