@@ -76,6 +76,9 @@ class Cache:
         self.pods_with_affinity = 0
         # Bumped on every node add/update/remove: plugins memoise node-derived data on it.
         self.node_generation = 0
+        # topology key -> (value -> ascending positions in node_list(), positions of the
+        # nodes without the key); valid until the node list or a node's labels change
+        self._positions: dict[str, tuple[dict[str, list[int]], list[int]]] = {}
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -90,6 +93,8 @@ class Cache:
         else:
             was_placeholder = ni.node is None
             zone_changed = ni.labels.get(ZONE_LABEL) != node.metadata.labels.get(ZONE_LABEL)
+            if ni.labels != dict(node.metadata.labels):
+                self._positions.clear()
             ni.set_node(node)
             if was_placeholder or zone_changed:
                 self._node_list = None
@@ -129,7 +134,27 @@ class Cache:
                 out.extend(g[i] for g in groups)
                 i += 1
             self._node_list = out
+            self._positions.clear()
         return self._node_list
+
+    def topology_positions(self, key: str) -> tuple[dict[str, list[int]], list[int]]:
+        """Where each value of ``key`` sits in ``node_list()``: value -> ascending
+        positions, and the positions of the nodes without the key. Built once per node
+        list and label state, so a filter whose verdict depends on a node's domain can
+        visit only the nodes of the domains it admits."""
+        nodes = self.node_list()
+        got = self._positions.get(key)
+        if got is None:
+            by_value: dict[str, list[int]] = {}
+            missing: list[int] = []
+            for i, ni in enumerate(nodes):
+                v = ni.labels.get(key)
+                if v is None:
+                    missing.append(i)
+                else:
+                    by_value.setdefault(v, []).append(i)
+            got = self._positions[key] = (by_value, missing)
+        return got
 
     @property
     def node_count(self) -> int:

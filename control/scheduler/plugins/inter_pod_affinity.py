@@ -34,6 +34,7 @@ from typing import Any
 from control.scheduler.framework import (
     SKIP,
     CycleState,
+    DomainRule,
     FilterPlugin,
     Handle,
     PreFilterPlugin,
@@ -65,10 +66,30 @@ class AffinityState:
     anti: list[tuple[AffinityTerm, dict[str, int]]] = field(default_factory=list)
     self_affinity_ok: bool = False
 
+    # ``filter_node`` as DomainRules, built on first use and dropped when counts change
+    rules: list[DomainRule] | None = None
+
     def clone(self) -> AffinityState:
         return AffinityState({k: dict(v) for k, v in self.existing_anti.items()},
                              [(t, dict(c)) for t, c in self.affinity],
                              [(t, dict(c)) for t, c in self.anti], self.self_affinity_ok)
+
+
+def domain_rules(st: AffinityState) -> list[DomainRule]:
+    """``filter_node``'s decision as rules over topology values, in its order: existing
+    pods' anti-affinity, the pod's affinity, the pod's anti-affinity."""
+    rules = []
+    for key, values in st.existing_anti.items():
+        rules.append(DomainRule(key, None, dict.fromkeys(
+            (v for v, n in values.items() if n > 0), _REJECT_EXISTING), None, None))
+    for term, counts in st.affinity:
+        allowed = None if st.self_affinity_ok else {v for v, n in counts.items() if n > 0}
+        rules.append(DomainRule(term.topology_key, _REJECT_AFFINITY, {}, allowed,
+                                _REJECT_AFFINITY))
+    for term, counts in st.anti:
+        rules.append(DomainRule(term.topology_key, None, dict.fromkeys(
+            (v for v, n in counts.items() if n > 0), _REJECT_ANTI), None, None))
+    return rules
 
 
 def _bump(counts: dict[str, int], value: str | None, delta: int) -> None:
@@ -149,11 +170,18 @@ class InterPodAffinity(PreFilterPlugin, FilterPlugin, PreScorePlugin, ScorePlugi
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         return filter_node(state.data[_STATE], node.labels)
 
+    def domain_rules(self, state: CycleState, pod: PodInfo) -> Sequence[DomainRule] | None:
+        st: AffinityState = state.data[_STATE]
+        if st.rules is None:
+            st.rules = domain_rules(st)
+        return st.rules
+
     def _update(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo,
                 delta: int) -> None:
         st: AffinityState | None = state.data.get(_STATE)
         if st is None:
             return
+        st.rules = None
         ns_labels = state.snapshot.namespace_labels
         for t in other.required_anti_affinity:
             if t.matches(pod, ns_labels):

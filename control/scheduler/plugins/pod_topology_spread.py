@@ -38,6 +38,7 @@ from control.scheduler.framework import (
     MAX_NODE_SCORE,
     SKIP,
     CycleState,
+    DomainRule,
     FilterPlugin,
     Handle,
     PreFilterPlugin,
@@ -99,6 +100,18 @@ class SpreadState:
     def clone(self) -> SpreadState:
         return SpreadState(self.constraints, [dict(c) for c in self.counts], self.domains,
                            self.self_match, list(self.min_counts))
+
+    def rules(self) -> list[DomainRule]:
+        """The filter as rules over topology values, one per constraint in order: a node
+        without the key is refused as unresolvable, a domain whose count would exceed the
+        skew as unschedulable. A domain holding no matching pod always passes (its count
+        0 plus at most 1 minus a minimum >= 0 never exceeds a maxSkew >= 1), so only the
+        counted domains need listing."""
+        return [DomainRule(c.topology_key, _REJECT_MISSING, dict.fromkeys(
+            (v for v, n in counts.items() if not skew_ok(n, self_match, min_count, c.max_skew)),
+            _REJECT_SKEW), None, None)
+            for c, counts, self_match, min_count in zip(
+                self.constraints, self.counts, self.self_match, self.min_counts, strict=True)]
 
 
 def skew_ok(count: int, self_match: int, min_count: int, max_skew: int) -> bool:
@@ -217,6 +230,11 @@ class PodTopologySpread(PreFilterPlugin, FilterPlugin, PreScorePlugin, ScorePlug
                            c.max_skew):
                 return _REJECT_SKEW
         return None
+
+    def domain_rules(self, state: CycleState, pod: PodInfo) -> Sequence[DomainRule] | None:
+        # Built per call: only find_feasible asks, once per cycle, after any add/remove.
+        st: SpreadState = state.data[_STATE]
+        return st.rules()
 
     def _update(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo,
                 delta: int) -> None:
