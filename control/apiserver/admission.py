@@ -4,7 +4,9 @@ The chain (Kubernetes' order, simplified): namespace lifecycle (the namespace mu
 not be terminating) -> per-kind preparation (reset status on create, keep status on update,
 keep spec on status update) -> defaulting (with DefaultTolerationSeconds: new pods tolerate
 the not-ready/unreachable NoExecute taints for 300 s unless they say otherwise) ->
-validation; a new pod naming a RuntimeClass must find it, and gets its overhead and
+validation; writes by a node first pass NodeRestriction
+(:mod:`control.apiserver.noderestriction`: its own Node, labels and taints, mirror pods,
+pods bound to it); a new pod naming a RuntimeClass must find it, and gets its overhead and
 scheduling constraints (RuntimeClass admission), and its ServiceAccount's imagePullSecrets
 when it names none and the token volume (:mod:`control.apiserver.serviceaccount_admission`);
 new claims and volumes get their protection finalizers, a new claim naming
@@ -25,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from control.api import errors, kinds, storageutil
 from control.api.quantity import QuantityError, parse_quantity
-from control.apiserver import authn, defaults, networkpolicy, serviceaccount_admission
+from control.apiserver import (
+    authn,
+    defaults,
+    networkpolicy,
+    noderestriction,
+    serviceaccount_admission,
+)
 from control.apiserver import validation as validation
 from control.apiserver.service_update import prepare_service_update
 
@@ -56,9 +64,9 @@ class Admission:
         self.default_not_ready_toleration_seconds = default_not_ready_toleration_seconds
         self.default_unreachable_toleration_seconds = default_unreachable_toleration_seconds
         self._event_leases: dict[int, int] = {}
-        # RBAC escalation prevention (resource, object, user), set by the service's wiring
+        # RBAC escalation prevention (resource, object, user, old), set by the service's wiring
         # once it has an authorizer; None: no check (the registry alone, in tests)
-        self.rbac_guard: Callable[[str, Any, authn.UserInfo | None], None] | None = None
+        self.rbac_guard: Callable[[str, Any, authn.UserInfo | None, Any], None] | None = None
 
     def check_namespace(self, info: kinds.KindInfo, namespace: str) -> None:
         if not info.namespaced:
@@ -129,11 +137,29 @@ class Admission:
             del new.spec.finalizers[:]
             new.spec.finalizers.extend(spec_finalizers)
 
+    def admit_delete(self, info: kinds.KindInfo, current: Any) -> None:
+        """A delete of the stored ``current``: a node deletes only its own pods."""
+        user = authn.current_user.get()
+        node = user.node_name() if user is not None else None
+        if node is not None and info.plural == "pods":
+            noderestriction.admit_pod_delete(node, current)
+
     def prepare_for_delete(self, info: kinds.KindInfo, obj: Any) -> None:
         if info.plural == "namespaces":
             obj.status.phase = "Terminating"
 
+    def _lookup(self, resource: str, namespace: str, name: str) -> Any:
+        key = f"/registry/{resource}/{namespace}/{name}" if namespace else (
+            f"/registry/{resource}/{name}")
+        found = self.registry.cache.get(resource, key)
+        return found.obj if found is not None else None
+
     def admit(self, info: kinds.KindInfo, obj: Any, old: Any) -> None:
+        user = authn.current_user.get()
+        node = user.node_name() if user is not None else None
+        if node is not None:
+            # before defaulting: what the node itself wrote is judged
+            noderestriction.admit(node, info.plural, obj, old, self._lookup)
         defaults.apply_defaults(obj)
         if old is None and info.plural in PROTECTION_FINALIZERS:
             add_finalizer(obj, PROTECTION_FINALIZERS[info.plural])
@@ -145,7 +171,7 @@ class Admission:
             networkpolicy.default(obj)
             networkpolicy.mark_not_enforced(obj, self.registry.now())
         if self.rbac_guard is not None and info.group == "rbac.authorization.k8s.io":
-            self.rbac_guard(info.plural, obj, authn.current_user.get())
+            self.rbac_guard(info.plural, obj, user, old)
         if info.plural == "pods" and old is None:
             add_default_tolerations(obj, self.default_not_ready_toleration_seconds,
                                     self.default_unreachable_toleration_seconds)

@@ -251,9 +251,12 @@ class EscalationGuard:
         self.rbac = rbac
         self.masters = masters
 
-    def check(self, resource: str, obj: Any, user: UserInfo | None) -> None:
+    def check(self, resource: str, obj: Any, user: UserInfo | None,
+              old: Any | None = None) -> None:
         if user is None or self.masters in user.groups:
             return
+        if old is not None and only_gc_fields_changed(obj, old):
+            return  # the garbage collector's ownerReferences/finalizers, as Kubernetes
         ns, name = obj.metadata.namespace, obj.metadata.name
         if resource in ("roles", "clusterroles"):
             if self.allowed(Attributes(user, "escalate", resource, RBAC_GROUP, "", ns, name)):
@@ -290,12 +293,27 @@ class EscalationGuard:
                 f"held:\n" + "\n".join(describe_rule(r) for r in missing))
 
 
+def only_gc_fields_changed(new: Any, old: Any) -> bool:
+    """Whether an update changes nothing but what the garbage collector writes
+    (ownerReferences, finalizers): such an update grants nothing, so Kubernetes lets it
+    through without the escalation check."""
+    a, b = type(new)(), type(old)()
+    a.CopyFrom(new)
+    b.CopyFrom(old)
+    for m in (a.metadata, b.metadata):
+        m.ClearField("owner_references")
+        m.ClearField("finalizers")
+        m.ClearField("resource_version")
+        m.ClearField("generation")
+    return bool(a == b)
+
+
 def serviceaccount_groups(namespace: str) -> tuple[str, ...]:
     """The groups every ServiceAccount of ``namespace`` is in."""
     return (SA_GROUP, f"{SA_GROUP}:{namespace}")
 
 
 __all__ = ["ALL", "FULL_AUTHORITY", "RBAC_GROUP", "SA_GROUP", "SA_PREFIX", "EscalationGuard",
-           "Index", "PolicySource", "RBACAuthorizer", "Rule", "compile_rule", "describe_rule",
+           "Index", "PolicySource", "RBACAuthorizer", "Rule", "compile_rule", "describe_rule", "only_gc_fields_changed",
            "resource_matches", "rule_allows", "rule_covers", "serviceaccount_groups",
            "serviceaccount_user", "subject_key", "uncovered", "url_covered", "url_matches"]

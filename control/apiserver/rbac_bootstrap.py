@@ -7,9 +7,10 @@ writes). The user-facing roles are Kubernetes': ``cluster-admin`` (everything, b
 ``system:masters``), ``admin``/``edit``/``view`` (aggregated from the
 ``system:aggregate-to-*`` roles through their ``rbac.authorization.k8s.io/aggregate-to-*``
 labels, so a CRD author's role can extend them), ``system:basic-user``,
-``system:discovery`` and ``system:public-info-viewer``; plus the roles of the components
-that can run as their own processes (scheduler, cluster DNS, kube-proxy) bound to their
-users. As Kubernetes, a stored default object whose
+``system:discovery`` and ``system:public-info-viewer``; plus the roles of the control plane's
+components (scheduler, controller manager, cluster DNS, kube-proxy) bound to their users:
+the components hold only these, in process or as their own processes. As Kubernetes, a
+stored default object whose
 ``rbac.authorization.kubernetes.io/autoupdate`` annotation is ``"false"`` is left alone;
 otherwise missing rules, subjects, labels and annotations are added back (what an admin
 added stays).
@@ -113,6 +114,27 @@ _SCHEDULER: list[Rule] = [
     (READ, ["policy"], ["poddisruptionbudgets"]),
     (READ, ["storage.k8s.io"], ["storageclasses", "csinodes", "csidrivers"]),
     (READ, ["node.k8s.io"], ["runtimeclasses"]),
+    (READ, ["scheduling.k8s.io"], ["priorityclasses"]),  # the queue orders by priority
+]
+# Flotilla's controller manager runs every controller under its one identity (Kubernetes'
+# kube-controller-manager without --use-service-account-credentials), so its role is the
+# union of Kubernetes' per-controller roles for the controllers it has: the garbage
+# collector and the namespace controller read, update and delete any kind (Kubernetes'
+# generic-garbage-collector and namespace-controller roles); creates are only of the
+# kinds a controller makes; escalate lets the aggregation controller write rules into
+# the aggregated ClusterRoles. It cannot create Secrets, Roles or bindings, bind,
+# impersonate, or reach non-resource URLs.
+_CONTROLLER_MANAGER: list[Rule] = [
+    ([*READ, "patch", "update", "delete", "deletecollection"], ["*"], ["*"]),
+    (["create"], [""], ["pods", "endpoints", "configmaps", "serviceaccounts",
+                        "serviceaccounts/token", "persistentvolumeclaims",
+                        "persistentvolumes", "events"]),
+    (["create"], ["apps"], ["replicasets", "controllerrevisions"]),
+    (["create"], ["batch"], ["jobs"]),
+    (["create"], ["discovery.k8s.io"], ["endpointslices"]),
+    (["create"], ["events.k8s.io"], ["events"]),
+    (["create"], ["coordination.k8s.io"], ["leases"]),  # leader election
+    (["escalate"], [RBAC], ["clusterroles"]),
 ]
 # Kubernetes' system:volume-scheduler, bound to the scheduler: VolumeBinding writes the
 # claimRef of the volume it picked, or the selected node of a claim to provision.
@@ -156,6 +178,7 @@ def default_policy() -> list[Any]:
         _role("system:public-info-viewer", urls=_PUBLIC_URLS),
         _role("system:kube-scheduler", _SCHEDULER),
         _role("system:volume-scheduler", _VOLUME_SCHEDULER),
+        _role("system:kube-controller-manager", _CONTROLLER_MANAGER),
         _role("system:node-proxier", _PROXIER),
         _role("system:kube-dns", _DNS),
     ]
@@ -170,6 +193,8 @@ def default_policy() -> list[Any]:
                  (user, "system:kube-scheduler")),
         _binding("system:volume-scheduler", "system:volume-scheduler",
                  (user, "system:kube-scheduler")),
+        _binding("system:kube-controller-manager", "system:kube-controller-manager",
+                 (user, "system:kube-controller-manager")),
         _binding("system:node-proxier", "system:node-proxier", (user, "system:kube-proxy")),
         _binding("system:kube-dns", "system:kube-dns", (user, "system:kube-dns")),
     ]

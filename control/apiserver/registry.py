@@ -571,6 +571,7 @@ class Registry:
         for _ in range(UPDATE_RETRIES):
             co = self.lookup(info, ns, name)
             current = co.obj
+            self.admission.admit_delete(info, current)
             if uid and uid != current.metadata.uid:
                 raise errors.Conflict(
                     f"Precondition failed: UID in precondition: {uid}, UID in object meta: "

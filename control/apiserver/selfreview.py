@@ -8,7 +8,7 @@ authorizer chain, so they agree with what a real request would meet:
 - :func:`access_review`: the chain's decision for the attributes asked about (a known
   cluster-scoped kind's namespace is dropped, as the service drops it);
 - :func:`rules_review`: the rules each link grants the caller in a namespace. RBAC lists
-  its rules; ``system:masters`` and the control-plane components hold everything; the
+  its rules; ``system:masters`` holds everything; the
   bootstrap and public links list their fixed rules; a link that cannot list rules (the
   node authorizer, whose answers depend on the objects bound to the node) marks the
   answer incomplete, as Kubernetes' rule resolvers do.
@@ -32,12 +32,11 @@ from control.apiserver.authz import (
     Attributes,
     BootstrapAuthorizer,
     Chain,
-    ComponentAuthorizer,
     Decision,
     MastersAuthorizer,
-    NodeAuthorizer,
     PublicAuthorizer,
 )
+from control.apiserver.node_authz import NodeAuthorizer
 from control.apiserver.rbac import ALL, FULL_AUTHORITY, RBACAuthorizer, Rule
 
 ALL_URLS = Rule(frozenset({ALL}), frozenset(), frozenset(), frozenset(), (ALL,))
@@ -77,9 +76,6 @@ def rules_review(chain: Chain, user: UserInfo, namespace: str) -> tuple[list[Rul
     for z in chain.authorizers:
         if isinstance(z, MastersAuthorizer):
             if MASTERS in user.groups:
-                rules += [FULL_AUTHORITY, ALL_URLS]
-        elif isinstance(z, ComponentAuthorizer):
-            if user.name in z.USERS:
                 rules += [FULL_AUTHORITY, ALL_URLS]
         elif isinstance(z, PublicAuthorizer):
             if namespace == CLUSTER_INFO[0]:

@@ -27,12 +27,14 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
-from control.api import errors, kinds
+from control.api import errors, fields, kinds
 from control.api.pb import api_pb2, authentication_pb2
 from control.apiserver import authn, satoken, selfreview, subresources, token_request, warnings
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
 from control.apiserver.flowcontrol import Admission, request_info
 from control.apiserver.metrics import ApiServerMetrics
+from control.apiserver.node_authz import NodeAuthorizer
+from control.apiserver.node_graph import NodeGraph
 from control.apiserver.rbac import EscalationGuard, RBACAuthorizer
 from control.apiserver.registry import Registry
 from control.apiserver.validation_pod import validate_pod_log_options
@@ -169,16 +171,6 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
     return handler
 
 
-def _pods_on_node(registry: Registry) -> Callable[[str], list[Any]]:
-    info = kinds.by_resource("pods")
-
-    def pods(node: str) -> list[Any]:
-        return [co.obj for co in registry.cache.scan(info.plural, "")
-                if co.obj.spec.node_name == node]
-
-    return pods
-
-
 class CachePolicySource:
     """The RBAC kinds as the watch cache holds them (rbac.PolicySource)."""
 
@@ -215,8 +207,22 @@ def default_authorizer(registry: Registry) -> Chain:
         except errors.NotFound:
             return None
 
-    return default_chain(lookup, _pods_on_node(registry),
+    graph = NodeGraph(lambda: registry.cache.resources.get("pods"))
+    return default_chain(NodeAuthorizer(graph, lookup),
                          [RBACAuthorizer(CachePolicySource(registry))])
+
+
+def selected_name(field_selector: str) -> str:
+    """The one object a list or watch asks for with ``metadata.name=<name>``, which
+    Kubernetes authorizes as a request for that name (a node may watch one Secret of its
+    pod); empty for any other selector, and for one that does not parse (the registry
+    then refuses it with the reason)."""
+    if "metadata.name" not in field_selector:
+        return ""
+    try:
+        return fields.parse(field_selector).requires_exact("metadata.name") or ""
+    except errors.BadRequest:
+        return ""
 
 
 def _write_log(verb: str, info: kinds.KindInfo, namespace: str, name: str,
@@ -310,7 +316,7 @@ class ApiService:
 
     async def List(self, req: api_pb2.ListRequest) -> api_pb2.ListReply:
         info = resolve(req.resource)
-        self.authorize("list", info, req.namespace)
+        self.authorize("list", info, req.namespace, selected_name(req.field_selector))
         page = await self.reg.list(info, req.namespace if info.namespaced else "",
                                    req.label_selector, req.field_selector, req.limit,
                                    getattr(req, "continue"), req.resource_version)
@@ -474,7 +480,7 @@ class ApiService:
                 release = await self.admission.enter(request_info("Watch", req, user),
                                                      context.time_remaining())
             info = resolve(req.resource)
-            self.authorize("watch", info, req.namespace)
+            self.authorize("watch", info, req.namespace, selected_name(req.field_selector))
             if req.resource_version == "":
                 await self.reg.cache.wait_fresh()
             elif req.resource_version != "0":

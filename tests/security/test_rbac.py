@@ -18,6 +18,7 @@ from control.apiserver.rbac import (
     rule_allows,
     uncovered,
 )
+from tests.support.node_authz import no_nodes
 from tests.support.rbac import Source, binding, cluster_role, role, rule, subject
 
 
@@ -175,8 +176,7 @@ def test_index_rebuilt_only_on_change() -> None:
 
 
 def test_in_the_chain_denial_wording() -> None:
-    chain = default_chain(lambda r, ns, n: None, lambda node: [],
-                          [RBACAuthorizer(documented())])
+    chain = default_chain(no_nodes(), [RBACAuthorizer(documented())])
     chain.check(Attributes(JANE, "get", "pods", "", "", "default", "web"))
     with pytest.raises(errors.Forbidden, match=(
             'pods "web" is forbidden: User "jane" cannot delete resource "pods" in API '
@@ -215,7 +215,7 @@ def test_escalation_coverage(owned: list[Rule], wanted: Rule, covered: bool) -> 
 
 def guard_for(source: Source) -> EscalationGuard:
     z = RBACAuthorizer(source)
-    chain = default_chain(lambda r, ns, n: None, lambda node: [], [z])
+    chain = default_chain(no_nodes(), [z])
     return EscalationGuard(lambda a: chain.decide(a) is Decision.ALLOW, z, "system:masters")
 
 

@@ -16,6 +16,7 @@ from control.apiserver.selfreview import (
     caller,
     rules_review,
 )
+from tests.support.node_authz import no_nodes
 from tests.support.rbac import Source, binding, cluster_role, rule, subject
 
 JANE = UserInfo("jane", ("system:authenticated",))
@@ -29,7 +30,7 @@ def chain() -> Chain:
                                   subject("User", "jane")))
     s.add("clusterrolebindings", binding("", "d", "ClusterRole", "disco",
                                          subject("Group", "system:authenticated")))
-    return default_chain(lambda r, ns, n: None, lambda node: [], [RBACAuthorizer(s)])
+    return default_chain(no_nodes(), [RBACAuthorizer(s)])
 
 
 POD_READ = compile_rule(rule(["get", "list"], [""], ["pods"]))
@@ -40,7 +41,8 @@ DISCO = compile_rule(rule(["get"], urls=["/api"]))
     (JANE, "dev", [POD_READ, DISCO], False),
     (JANE, "prod", [DISCO], False),
     (UserInfo("admin", ("system:masters",)), "dev", [FULL_AUTHORITY, ALL_URLS], False),
-    (UserInfo("system:kube-scheduler"), "", [FULL_AUTHORITY, ALL_URLS], False),
+    # a component holds only what RBAC grants it (nothing in this chain)
+    (UserInfo("system:kube-scheduler"), "", [], False),
     (UserInfo("system:node:n1", ("system:nodes",)), "dev", [], True),
 ])
 def test_rules_review(user: UserInfo, namespace: str, want: list[object],
