@@ -126,12 +126,26 @@ def node_names(plan: Plan) -> list[str]:
 # -- the agents' role -------------------------------------------------------------------
 
 
-async def run_agents(address: str, pki_dir: Path, plan: Plan) -> AgentReport:
+async def _wait_file(path: Path, limit: float = 180.0) -> None:
+    deadline = time.monotonic() + limit
+    while not await asyncio.to_thread(path.exists):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {limit} s")
+        await asyncio.sleep(0.05)
+
+
+async def run_agents(address: str, pki_dir: Path, plan: Plan, gate: Path) -> AgentReport:
+    """Renew every node's Lease once (untimed: certificates, connections), say so in
+    ``gate/agents.ready``, wait for ``gate/start``, then renew every interval."""
     report = AgentReport()
     names = node_names(plan)
     creds = await asyncio.to_thread(
         lambda: [identity(pki_dir, f"system:node:{n}", [NODES_GROUP]) for n in names])
     channels = [open_channel(address, c) for c in creds]
+    setup = [ApiClient(ch, address, timeout=60) for ch in channels]
+    await asyncio.gather(*(_renew(c, n, None) for c, n in zip(setup, names, strict=True)))
+    await asyncio.to_thread((gate / "agents.ready").write_text, "")
+    await _wait_file(gate / "start")
     began = time.monotonic()
     end = began + plan.duration
 
@@ -191,12 +205,14 @@ def _retry_after(e: grpc.aio.AioRpcError) -> float:
     return hint * (0.5 + random.random())
 
 
-async def run_flood(address: str, pki_dir: Path, plan: Plan) -> FloodReport:
-    """No client-side retries: every refusal is counted, then retried after its hint."""
+async def run_flood(address: str, pki_dir: Path, plan: Plan, gate: Path) -> FloodReport:
+    """From ``gate/start`` on, for the plan's duration. No client-side retries: every
+    refusal is counted, then retried after its hint."""
     report = FloodReport()
     creds = await asyncio.to_thread(identity, pki_dir, FLOOD_USER, ["system:authenticated"])
     create_channels = [open_channel(address, creds) for _ in range(plan.create_channels)]
     watch_channels = [open_channel(address, creds) for _ in range(plan.watch_channels)]
+    await _wait_file(gate / "start")
     end = time.monotonic() + plan.duration
     open_now = 0
 
@@ -302,10 +318,11 @@ async def _role(role: str, address: str, pki_dir: Path, plan: Plan, out: Path) -
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.apf_flood", "--role", role, "--server", address,
         "--pki-dir", str(pki_dir), "--plan", json.dumps(asdict(plan)), "--out", str(out),
+        "--gate", str(out.parent),
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), plan.duration + 120)
+        _, stderr = await asyncio.wait_for(proc.communicate(), plan.duration + 300)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -316,38 +333,63 @@ async def _role(role: str, address: str, pki_dir: Path, plan: Plan, out: Path) -
     return json.loads(await asyncio.to_thread(out.read_text))
 
 
+def _ready(node: core_pb2.Node) -> str:
+    return next((c.status for c in node.status.conditions if c.type == "Ready"), "")
+
+
 async def run_scenario(address: str, pki_dir: Path, admin: ApiClient, plan: Plan,
                        workdir: Path) -> Report:
     """Prepare, run agents and flooder at once while watching the Nodes' Ready condition
     (as the admin: exempt, so the observer is not slowed by what it observes)."""
     await prepare(admin, plan)
     names = set(node_names(plan))
-    listed = await admin.list(core_pb2.Node)
     not_ready: set[str] = set()
-
-    async def observe() -> None:
-        async for ev in admin.watch(core_pb2.Node, resource_version=listed.resource_version):
-            node = ev.object
-            if node is None or node.metadata.name not in names:
-                continue
-            ready = next((c.status for c in node.status.conditions if c.type == "Ready"), "")
-            if ready != "True":
-                not_ready.add(node.metadata.name)
-
-    observer = asyncio.ensure_future(observe())
-    t0 = time.monotonic()
+    for marker in ("agents.ready", "start"):
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / marker).unlink()
+    roles = asyncio.ensure_future(asyncio.gather(
+        _role("agents", address, pki_dir, plan, workdir / "agents.json"),
+        _role("flood", address, pki_dir, plan, workdir / "flood.json")))
+    observer: asyncio.Future[None] | None = None
     try:
-        agents, flood = await asyncio.gather(
-            _role("agents", address, pki_dir, plan, workdir / "agents.json"),
-            _role("flood", address, pki_dir, plan, workdir / "flood.json"))
+        # the agents renewed every Lease once: the run starts when the controller has seen
+        # every node Ready (a node made before its agent started is no finding)
+        ready = asyncio.ensure_future(_wait_file(workdir / "agents.ready"))
+        await asyncio.wait((ready, roles), return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            roles.result()  # a role failed before the start: its error
+            raise RuntimeError("the roles ended before the agents were ready")
+        ready.result()
+        deadline = time.monotonic() + 60
+        while True:
+            listed = await admin.list(core_pb2.Node)
+            if all(_ready(n) == "True" for n in listed.items if n.metadata.name in names):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the nodes did not become Ready before the flood")
+            await asyncio.sleep(0.2)
+
+        async def observe() -> None:
+            async for ev in admin.watch(core_pb2.Node,
+                                        resource_version=listed.resource_version):
+                if ev.object is not None and ev.object.metadata.name in names and \
+                        _ready(ev.object) != "True":
+                    not_ready.add(ev.object.metadata.name)
+
+        observer = asyncio.ensure_future(observe())
+        await asyncio.to_thread((workdir / "start").write_text, "")
+        t0 = time.monotonic()
+        agents, flood = await roles
     finally:
-        observer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, errors.ApiError):
-            await observer
+        for task in (roles, observer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, errors.ApiError):
+                    await task
     # a NotReady decided just before the end is seen in a last read
     for node in (await admin.list(core_pb2.Node)).items:
-        if node.metadata.name in names and any(
-                c.type == "Ready" and c.status != "True" for c in node.status.conditions):
+        if node.metadata.name in names and _ready(node) != "True":
             not_ready.add(node.metadata.name)
     return Report(plan, AgentReport(**agents), FloodReport(**flood), sorted(not_ready),
                   time.monotonic() - t0)
@@ -359,7 +401,8 @@ async def run_scenario(address: str, pki_dir: Path, admin: ApiClient, plan: Plan
 def _role_main(args: argparse.Namespace) -> None:
     plan = Plan(**json.loads(args.plan))
     fn = run_agents if args.role == "agents" else run_flood
-    report = asyncio.run(fn(args.server, Path(args.pki_dir), plan))  # type: ignore[operator]
+    report = asyncio.run(fn(args.server, Path(args.pki_dir), plan,  # type: ignore[operator]
+                            Path(args.gate)))
     Path(args.out).write_text(json.dumps(asdict(report)))
 
 
@@ -465,6 +508,7 @@ def main() -> None:
     ap.add_argument("--pki-dir", default="")
     ap.add_argument("--plan", default="{}")
     ap.add_argument("--out", default="")
+    ap.add_argument("--gate", default="", help="(roles) where the start markers are")
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument("--creates", type=int, default=2000)
