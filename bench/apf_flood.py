@@ -436,7 +436,7 @@ async def _bench(args: argparse.Namespace) -> Report:
              "--max-requests-inflight", str(args.max_requests_inflight),
              "--max-mutating-requests-inflight", str(args.max_mutating_requests_inflight)]
     sp = ServerProcess("flotilla", [
-        PYTHON, "-m", "control.cli.main", "--log-level", "warning", "server",
+        PYTHON, "-m", "control.cli.main", "--log-level", args.log_level, "server",
         "--data-dir", str(data), "--listen", "127.0.0.1:0", "--supervisor-port", "0",
         "--disable", "scheduler,dns",
         "--log-format", "json", *flags], work)
@@ -478,7 +478,10 @@ async def _bench(args: argparse.Namespace) -> Report:
         return report
     finally:
         await asyncio.to_thread(sp.stop)
-        await asyncio.to_thread(shutil.rmtree, work, True)
+        if args.keep:
+            print(f"kept {work} (the server's log is flotilla.log)")
+        else:
+            await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 def print_report(r: Report, no_apf: bool) -> None:
@@ -517,6 +520,8 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=8.0,
                     help="the node monitor grace period, seconds (default 8)")
     ap.add_argument("--no-apf", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--log-level", default="warning", help="the server's (default warning)")
     ap.add_argument("--max-requests-inflight", type=int, default=400)
     ap.add_argument("--max-mutating-requests-inflight", type=int, default=200)
     args = ap.parse_args()

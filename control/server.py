@@ -45,6 +45,12 @@ from control.apiserver.certs import (
     host_addresses,
     join_host_port,
 )
+from control.apiserver.connfront import (
+    ConnectionFront,
+    ConnectionGate,
+    ConnectionLimits,
+    NodeAddresses,
+)
 from control.apiserver.flowcontrol import Admission, RequestInfo
 from control.apiserver.inflight import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
@@ -88,6 +94,8 @@ from control.store.transformed import TransformedStore, TransformError
 log = structlog.get_logger(component="server")
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# connections the front admits when only a per-source limit is given
+DEFAULT_FRONT_MAX_CONNECTIONS = 4096
 # how often the allocation bitmaps are checked against the Services (Kubernetes: 3 minutes)
 SERVICE_REPAIR_INTERVAL = 180.0
 
@@ -131,6 +139,11 @@ class ServerOptions:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connection_idle: float = DEFAULT_MAX_CONNECTION_IDLE
     max_connections: int | None = None
+    # --max-connections-per-source: at most this many connections from one address, and
+    # --reserved-connections of max_connections (default 4096) kept for loopback and the
+    # Nodes' addresses; a connection front then owns the API's address (None: no front)
+    max_connections_per_source: int | None = None
+    reserved_connections: int | None = None
     # --max-requests-inflight / --max-mutating-requests-inflight (0: unlimited)
     max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
     max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
@@ -213,6 +226,8 @@ class ControlPlane:
         self.first_token: str | None = None
         self.supervisor = Supervisor("server")
         self._server: grpc.aio.Server | None = None
+        # the API port's connection gate (only with a per-source limit)
+        self.front: ConnectionFront | None = None
         self.store: SqliteStore | None = None
         self.cache: WatchCache | None = None
         self.registry: Registry | None = None
@@ -231,6 +246,7 @@ class ControlPlane:
     async def start(self) -> str:
         """Start everything; returns the address the API listens on (host:port)."""
         opts = self.options
+        front_limits = self._connection_limits()
         encryption_cfg = None
         encryption_digest = None
         if opts.encryption_provider_config is not None:
@@ -372,7 +388,13 @@ class ControlPlane:
         mutual = grpc.dynamic_ssl_server_credentials(
             self._certificate(True), lambda: self._pending.pop("api", None),  # type: ignore[arg-type]
             require_client_authentication=True)
-        bound = add_secure_port(server, opts.listen, mutual, "the API")
+        backend = opts.data_dir / "api.sock"
+        if front_limits is None:
+            bound = add_secure_port(server, opts.listen, mutual, "the API")
+        else:
+            # gRPC serves the API on a Unix socket; the front owns the listen address
+            backend.unlink(missing_ok=True)
+            add_secure_port(server, f"unix:{backend}", mutual, "the API behind the front")
         sup_port = opts.supervisor_port
         if sup_port is None:
             sup_port = 0 if opts.listen.endswith(":0") else DEFAULT_SUPERVISOR_PORT
@@ -385,6 +407,16 @@ class ControlPlane:
         sup.start("serving-certificate", self._renew_serving)
         await server.start()
         self._server = server
+        if front_limits is not None:
+            cache = self.cache
+            gate = ConnectionGate(front_limits, NodeAddresses(
+                lambda: (co.obj for co in cache.scan("nodes")),
+                lambda: cache.generation("nodes")))
+            self.front = ConnectionFront(gate, backend)
+            try:
+                bound = await self.front.start(host, int(opts.listen.rpartition(":")[2]))
+            except OSError as e:
+                raise OSError(f"the API cannot listen on {opts.listen}: {e}") from None
         self.advertised = advertised_host(host, addresses)
         local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         self.address = join_host_port(local, bound)
@@ -435,6 +467,20 @@ class ControlPlane:
         log.info("control plane serving", address=api, supervisor=self.supervisor_address,
                  data_dir=str(opts.data_dir), revision=self.store.revision)
         return self.address
+
+    def _connection_limits(self) -> ConnectionLimits | None:
+        opts = self.options
+        if opts.max_connections_per_source is None:
+            return None
+        total = opts.max_connections if opts.max_connections is not None else \
+            DEFAULT_FRONT_MAX_CONNECTIONS
+        reserved = opts.reserved_connections if opts.reserved_connections is not None \
+            else total // 10
+        try:
+            return ConnectionLimits(total, opts.max_connections_per_source, reserved)
+        except ValueError as e:
+            raise StartRefused(f"--max-connections / --max-connections-per-source / "
+                               f"--reserved-connections: {e}") from None
 
     def _admission(self) -> Admission | None:
         """Priority and fairness, or the plain max-in-flight filter when it is off (as
@@ -624,6 +670,8 @@ class ControlPlane:
             self.cache.close_all()
         if self._server is not None:
             await self._server.stop(self.options.shutdown_grace)
+        if self.front is not None:
+            await self.front.stop()
         await self.supervisor.stop(timeout=10)
         if self.store is not None:
             await self.store.close()

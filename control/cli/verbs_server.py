@@ -172,6 +172,17 @@ def register(sub: Any) -> None:
                         "TooManyRequests with a retry-after; 0 for no limit (default 400)")
     p.add_argument("--max-mutating-requests-inflight", type=int, default=None, metavar="N",
                    help="mutating requests served at once (default 200; 0 for no limit)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="connections the API port holds at once (default: as many as the "
+                        "process's descriptors allow; 4096 with --max-connections-per-source)")
+    p.add_argument("--max-connections-per-source", type=int, default=None, metavar="N",
+                   help="connections to the API port from one address (loopback and the "
+                        "Nodes' addresses excepted); a connection gate in front of gRPC then "
+                        "owns the API's address (default: no per-address bound)")
+    p.add_argument("--reserved-connections", type=int, default=None, metavar="N",
+                   help="of --max-connections, those only loopback and the Nodes' addresses "
+                        "may use, so a flood from elsewhere cannot lock out the nodes and the "
+                        "control plane (default a tenth; needs --max-connections-per-source)")
     p.add_argument("--enable-priority-and-fairness", type=_boolean, nargs="?", const=True,
                    default=None, metavar="true|false",
                    help="API Priority and Fairness: the two in-flight limits together are "
@@ -306,6 +317,15 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
             if value < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
             wanted[flag] = value
+    for flag in ("max_connections", "max_connections_per_source", "reserved_connections"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < (0 if flag == "reserved_connections" else 1):
+                raise UsageError(f"--{flag.replace('_', '-')} must be "
+                                 f"{'0' if flag == 'reserved_connections' else '1'} or more")
+            wanted[flag] = value
+    if args.reserved_connections is not None and args.max_connections_per_source is None:
+        raise UsageError("--reserved-connections needs --max-connections-per-source")
     if args.enable_priority_and_fairness is not None:
         wanted["enable_priority_and_fairness"] = args.enable_priority_and_fairness
     if args.max_request_bytes is not None:

@@ -1,5 +1,6 @@
 """Connection bounds of the API server: silent connections closed after the handshake
-timeout, idle ones sent away, at most max_connections at once."""
+timeout, idle ones sent away, at most max_connections at once; with a per-source bound,
+the connection front (per address, and room kept for the control plane)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
+
+from control.api.pb import core_pb2
+from control.apiserver.connfront import ConnectionGate, ConnectionLimits, NodeAddresses
+from control.client.channel import open_channel
+from control.client.client import ApiClient
 from tests.conftest import running_cluster
 from tests.support.objects import cm
 
@@ -63,3 +70,92 @@ async def test_connections_beyond_the_limit_are_refused(tmp_path: Path) -> None:
                 with contextlib.suppress(ConnectionError):
                     await w.wait_closed()
         assert (await c.client.create(cm("second"))).metadata.uid
+
+
+# -- the connection front: per-source bounds and room kept for the control plane ---------
+
+
+def test_gate_bounds_per_source_and_keeps_room_for_the_control_plane() -> None:
+    gate = ConnectionGate(ConnectionLimits(max_connections=6, per_source=2, reserved=2),
+                          privileged=lambda s: s in ("127.0.0.1", "10.0.0.7"))
+    assert gate.admit("192.0.2.1") is None
+    assert gate.admit("192.0.2.1") is None
+    assert "2 connections from 192.0.2.1" in (gate.admit("192.0.2.1") or "")
+    assert gate.admit("192.0.2.2") is None
+    assert gate.admit("192.0.2.3") is None
+    # 4 unprivileged of 6: the other 2 are kept for the control plane
+    assert "kept for the control plane" in (gate.admit("192.0.2.4") or "")
+    assert gate.admit("10.0.0.7") is None  # a node's address
+    assert gate.admit("127.0.0.1") is None  # privileged sources have no per-source bound
+    assert "limit is reached" in (gate.admit("127.0.0.1") or "")
+    gate.release("192.0.2.1")
+    assert gate.by_source["192.0.2.1"] == 1 and gate.total == 5
+    assert gate.admit("192.0.2.4") is None
+    for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "10.0.0.7",
+                   "127.0.0.1"):
+        gate.release(source)
+    assert (gate.total, gate.unprivileged, gate.by_source, gate.refused) == (0, 0, {}, 3)
+    with pytest.raises(ValueError):
+        ConnectionLimits(max_connections=2, per_source=1, reserved=2)
+
+
+def test_node_addresses_are_privileged() -> None:
+    node = core_pb2.Node()
+    node.status.addresses.add(type="InternalIP", address="10.1.2.3")
+    node.status.addresses.add(type="Hostname", address="n1")
+    nodes = [node]
+    version = [1]
+    privileged = NodeAddresses(lambda: nodes, lambda: version[0])
+    assert privileged("10.1.2.3") and privileged("127.0.0.9") and privileged("::1")
+    assert not privileged("10.1.2.4") and not privileged("n1")
+    nodes.clear()
+    assert privileged("10.1.2.3")  # the same version: not recomputed
+    version[0] = 2
+    assert not privileged("10.1.2.3")
+
+
+async def _connect_from(source: str, host: str, port: int) -> tuple[asyncio.StreamReader,
+                                                                     asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, local_addr=(source, 0))
+
+
+async def test_front_refuses_a_flood_from_one_address_and_admits_the_control_plane(
+        tmp_path: Path) -> None:
+    async with running_cluster(tmp_path / "data", disable=API_ONLY, handshake_timeout=30.0,
+                               max_connections=6, max_connections_per_source=2,
+                               reserved_connections=2) as c:
+        assert (await c.client.create(cm("first"))).metadata.uid  # TLS through the front
+        front = c.plane.front
+        assert front is not None
+        # loopback is the control plane's; here only 127.0.0.1 is, so other loopback
+        # addresses stand in for machines elsewhere
+        front.gate.privileged = lambda s: s == "127.0.0.1"
+        host, port = c.address.rsplit(":", 1)
+        conns = []
+        try:
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3",
+                           "127.0.0.4"):
+                conns.append(await _connect_from(source, host, int(port)))
+            closed = [await _closed_within(r, 1.0) for r, _ in conns]
+            # the third from .2 (per source) and the one from .4 (the reserved room) are
+            # refused at once; the others stay open, waiting for their TLS handshake
+            assert closed == [False, False, True, False, False, True], closed
+            assert front.gate.refused == 2
+            # the control plane still gets in (a new connection, in the reserved room)
+            channel = open_channel(c.address, c.plane.admin_credentials)
+            try:
+                admin = ApiClient(channel, c.address, timeout=10)
+                assert (await admin.create(cm("second"))).metadata.uid
+            finally:
+                await channel.close(None)
+        finally:
+            for _, w in conns:
+                w.close()
+                with contextlib.suppress(ConnectionError):
+                    await w.wait_closed()
+        # connections closed by their clients are counted out
+        for _ in range(100):
+            if front.gate.unprivileged == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert front.gate.unprivileged == 0 and "127.0.0.2" not in front.gate.by_source

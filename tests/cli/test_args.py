@@ -252,3 +252,20 @@ def test_server_service_account_flags(tmp_path: Path) -> None:
                      (["--service-account-issuer", " "], "may not be empty")):
         with pytest.raises(UsageError, match=why):
             server_options(build_parser().parse_args(["server", *bad]), tmp_path)
+
+
+def test_server_connection_flags() -> None:
+    parser = build_parser()
+    options, _ = server_options(parser.parse_args(["server"]), Path("/tmp/x"))
+    assert (options.max_connections, options.max_connections_per_source,
+            options.reserved_connections) == (None, None, None)
+    options, _ = server_options(parser.parse_args([
+        "server", "--max-connections", "100", "--max-connections-per-source", "10",
+        "--reserved-connections", "20"]), Path("/tmp/x"))
+    assert (options.max_connections, options.max_connections_per_source,
+            options.reserved_connections) == (100, 10, 20)
+    for bad, match in ((["--max-connections-per-source", "0"], "must be 1 or more"),
+                       (["--reserved-connections", "-1"], "must be 0 or more"),
+                       (["--reserved-connections", "5"], "needs --max-connections-per")):
+        with pytest.raises(UsageError, match=match):
+            server_options(parser.parse_args(["server", *bad]), Path("/tmp/x"))
