@@ -89,7 +89,7 @@ from control.runtime.metrics import Registry as MetricsRegistry
 from control.runtime.supervisor import Supervisor
 from control.store.interface import LogDamaged, Store
 from control.store.sqlite import SqliteStore
-from control.store.transformed import TransformedStore, TransformError
+from control.store.transformed import TransformedStore, TransformError, no_transformer
 
 log = structlog.get_logger(component="server")
 
@@ -289,7 +289,7 @@ class ControlPlane:
         # without a configuration, writes go to the store as they are (no wrapper) and
         # only the watch cache's reads check that nothing is encrypted (a configuration
         # dropped: an error naming the object instead of garbage)
-        cache_store: Store = TransformedStore(self.store, lambda _: None,
+        cache_store: Store = TransformedStore(self.store, no_transformer,
                                               encryption.refuse_encrypted)
         transformed: TransformedStore | None = None
         if encryption_cfg is not None:

@@ -68,6 +68,12 @@ SCAN_PAGE = 1000  # live values read at a time by ``reconfigure``
 UntransformedCheck = Callable[[str, bytes], None]
 
 
+def no_transformer(key: str) -> None:
+    """``transformer_for`` of a store that transforms nothing (it may still check values):
+    followed batches then pass without a look."""
+    return None
+
+
 class TransformedStore:
     """``inner`` with values transformed per key by ``transformer_for(key)`` (None: as is).
 
@@ -152,6 +158,8 @@ class TransformedStore:
         return Event(ev.type, self._plain(ev.kv, live), prev)
 
     def _events(self, batch: list[Event], live: bool = False) -> list[Event]:
+        if live and self._for is no_transformer:
+            return batch
         out: list[Event] | None = None
         for i, ev in enumerate(batch):
             if self._for(ev.kv.key) is not None:
@@ -255,4 +263,4 @@ class TransformedStore:
 
 
 __all__ = ["TransformError", "TransformedStore", "TransformerFor", "UntransformedCheck",
-           "ValueTransformer"]
+           "ValueTransformer", "no_transformer"]

@@ -12,7 +12,12 @@ import pytest
 
 from control.store.interface import Compacted, Event, EventType, RevisionMismatch
 from control.store.sqlite import SqliteStore
-from control.store.transformed import TransformedStore, TransformError, ValueTransformer
+from control.store.transformed import (
+    TransformedStore,
+    TransformError,
+    ValueTransformer,
+    no_transformer,
+)
 from tests.store.conftest import OpenStore
 
 T = 5.0
@@ -282,7 +287,7 @@ async def test_untransformed_values_are_checked_on_reads_not_on_follow(
     inner = await open_store()
     await inner.create(P + "ok", b"pod")
     marked = await inner.create(P + "bad", b"new:x")
-    store = TransformedStore(inner, lambda key: None, refuse_marked)
+    store = TransformedStore(inner, no_transformer, refuse_marked)
     for read in (lambda: store.range("/registry/"), lambda: store.get(P + "bad"),
                  lambda: store.history(P + "bad"),
                  lambda: store.get(P + "bad", marked.mod_revision)):
@@ -299,7 +304,12 @@ async def test_untransformed_values_are_checked_on_reads_not_on_follow(
     followed: list[Event] = []
     follower = asyncio.create_task(store.follow("/registry/", 0, followed.extend))
     await asyncio.sleep(0.05)
+    batch_seen: list[list[Event]] = []
+    follower2 = asyncio.create_task(inner.follow("/registry/", 0, batch_seen.append))
+    await asyncio.sleep(0.05)
     await store.create(P + "new", b"new:written-here")
     assert [e.kv.value for e in followed] == [b"new:written-here"]
+    await store.create(P + "new2", b"x")
+    assert len(followed) == 2 and followed[-1] is batch_seen[-1][-1]  # passed as it is
     await store.close()
-    await asyncio.wait_for(follower, T)
+    await asyncio.wait_for(asyncio.gather(follower, follower2), T)
