@@ -412,6 +412,9 @@ def up(d: Path, n: int, name: str, cluster_cidr: str, registry: str = "") -> Non
             d, "server", str(d / "netns" / "m1"), f"{name}-m1",
             [_python(), "-m", "control.cli.main", "server", "--data-dir", str(d / "server"),
              "--listen", f"{machine_ip(1)}:{API_PORT}", "--cluster-cidr", cluster_cidr,
+             # the machines have no default route to take an address from: the kubernetes
+             # Service's endpoint (what pods reach the API at) is this machine's
+             "--advertise-address", machine_ip(1),
              # the machines reach nothing outside the lab: the cluster DNS forwards nowhere
              "--dns-resolv-conf", "/dev/null", "--log-format", "json"])
         save_state(d, state)

@@ -3,7 +3,8 @@ namespaces, a real server and agents. Pods get distinct IPs from their nodes' ra
 and UDP between pods on one machine and across machines; a pod's containers share
 localhost; a pod reaches itself; a hostPort answers on the node's address; an agent killed
 and restarted keeps its pods' IPs and routes; a deleted node's range is handed out again;
-pods resolve Services and a headless Service's pods through the cluster DNS; a pod reaches
+pods resolve Services and a headless Service's pods through the cluster DNS; a pod talks
+to the API as its ServiceAccount through the kubernetes Service; a pod reaches
 a pod on the other machine through its Service's ClusterIP, NodePort and LoadBalancer
 ingress addresses, and with sessionAffinity ClientIP always the same one (agents run
 --proxy-mode nftables);
@@ -31,8 +32,8 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
 from tests.agent.network.node_scenario import CLIENT
+from tests.support.lab import REPO, lab, lab_client, python_in, sleeper, wait_running
 from tests.support.lab import host_pod as pod
-from tests.support.lab import lab, lab_client, sleeper, wait_running
 
 pytestmark = [
     pytest.mark.root(reason="network namespaces, links and nftables need root"),
@@ -327,6 +328,41 @@ async def test_cluster_dns_from_a_pod(client: ApiClient) -> None:
         await c.delete(core_pb2.Pod, name, "default", grace_period_seconds=0)
     for name in ("web", "db"):
         await c.delete(core_pb2.Service, name, "default")
+
+
+IN_CLUSTER = r"""
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[1])
+from control.api import errors
+from control.api.pb import core_pb2
+from control.client.channel import open_channel
+from control.client.client import ApiClient
+from control.client.tls import Credentials
+d = "/var/run/secrets/kubernetes.io/serviceaccount"
+async def main():
+    target = os.environ["KUBERNETES_SERVICE_HOST"] + ":" + os.environ["KUBERNETES_SERVICE_PORT"]
+    creds = Credentials(ca_pem=open(d + "/ca.crt", "rb").read(), token=open(d + "/token").read())
+    c = ApiClient(open_channel(target, creds), target, timeout=10)
+    print((await c.whoami()).username)
+    try:
+        await c.list(core_pb2.Pod, open(d + "/namespace").read())
+        print("listed")
+    except errors.Forbidden:
+        print("forbidden")
+asyncio.run(main())
+"""
+
+
+async def test_a_pod_reaches_the_api_with_its_token(client: ApiClient) -> None:
+    """As in Kubernetes: KUBERNETES_SERVICE_HOST/PORT, the projected token and ca.crt are
+    all a pod needs to talk to the API as its ServiceAccount (here from the machine that
+    does not run the server, through the kubernetes Service's ClusterIP)."""
+    c = client
+    await c.create(pod("in-cluster", m(2), sleeper()))
+    await wait_running(c, ["in-cluster"])
+    out = await python_in(c, "in-cluster", IN_CLUSTER, str(REPO))
+    assert out.splitlines() == ["system:serviceaccount:default:default", "forbidden"]
+    await c.delete(core_pb2.Pod, "in-cluster", "default", grace_period_seconds=0)
 
 
 async def test_agent_killed_and_restarted_keeps_ips_and_routes(
