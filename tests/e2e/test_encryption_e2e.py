@@ -220,3 +220,15 @@ async def test_bad_config_refuses_to_start_and_creates_nothing(tmp_path: Path) -
             ".secret: the key is 5 bytes") in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not data.exists()  # nothing started, nothing written
+
+
+async def test_automatic_reload_needs_a_config(tmp_path: Path) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "control.cli.main", "server", "--data-dir",
+         str(tmp_path / "data"), "--encryption-provider-config-automatic-reload"],
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode != 0
+    assert ("--encryption-provider-config-automatic-reload needs "
+            "--encryption-provider-config") in done.stderr
+    assert not (tmp_path / "data").exists()
