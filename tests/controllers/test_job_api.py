@@ -338,9 +338,16 @@ async def test_manual_selector_adopts_orphans(jobs: Cluster) -> None:
     await eventually(adopted)
     pod = await c.get(core_pb2.Pod, "stray", "default")
     assert ju.JOB_TRACKING_FINALIZER in pod.metadata.finalizers
-    await asyncio.sleep(0.3)
-    items = (await c.list_all("pods", "default", label_selector="app=batch")).items
-    assert len(items) == 2  # the adopted pod counts toward parallelism
+    async def batch_pods() -> int:
+        return len((await c.list_all("pods", "default", label_selector="app=batch")).items)
+
+    # the adopted pod counts toward parallelism: one more, and no third
+    async def two() -> bool:
+        return await batch_pods() == 2
+
+    await eventually(two)
+    await asyncio.sleep(0.5)
+    assert await batch_pods() == 2
 
 
 async def test_deleting_the_job_releases_finalizers(jobs: Cluster) -> None:
