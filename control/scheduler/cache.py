@@ -17,7 +17,10 @@ Indexes kept incrementally (so no plugin scans every pod for every pod):
 - controller owner uid -> node -> count (default spreading of a ReplicaSet's pods);
 - required anti-affinity terms grouped by their canonical text -> node -> count: replicas of
   one template share one group, so "does any existing pod's anti-affinity forbid this
-  pod?" costs one selector match per distinct term, not one per existing pod;
+  pod?" costs one selector match per distinct term, not one per existing pod - and only
+  for the groups whose exact-match label the pod carries (groups indexed by it);
+- node-list positions by topology value (``topology_positions``), rebuilt when the node
+  list or a node's labels change;
 - node order with zones interleaved (kube's NodeTree), rebuilt only when nodes come or go.
 
 Concurrency contract: event loop only, no awaits; every method is atomic. The scheduling
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
@@ -37,6 +41,8 @@ from control.runtime.clock import Clock, RealClock
 from control.scheduler.types import ZONE_LABEL, AffinityTerm, NodeInfo, PodInfo
 
 log = structlog.get_logger(__name__, component="scheduler-cache")
+
+K = TypeVar("K")
 
 DEFAULT_ASSUME_TTL = 30.0
 
@@ -56,6 +62,17 @@ class AntiAffinityGroup:
 
     term: AffinityTerm
     nodes: dict[str, int] = field(default_factory=dict)
+    # the (key, value) pairs a pod needs one of to be selected (from the selector's
+    # first exact-match requirement); empty: no such requirement, always a candidate
+    index_keys: tuple[tuple[str, str], ...] = ()
+
+
+def _index_keys(term: AffinityTerm) -> tuple[tuple[str, str], ...]:
+    for r in term.selector.requirements:
+        vals = labelsmod.exact_match_values(term.selector, r.key)
+        if vals is not None:
+            return tuple((r.key, v) for v in sorted(vals))
+    return ()
 
 
 class Cache:
@@ -71,6 +88,10 @@ class Cache:
         self._ns_index: dict[str, set[str]] = {}
         self.owners: dict[str, dict[str, int]] = {}
         self.anti_affinity_groups: dict[str, AntiAffinityGroup] = {}
+        # (label key, value) -> signatures of the groups whose term needs that label;
+        # the groups that need no particular label are in _anti_affinity_any
+        self._anti_affinity_by_label: dict[tuple[str, str], set[str]] = {}
+        self._anti_affinity_any: set[str] = set()
         self.namespace_labels: dict[str, dict[str, str]] = {}
         # Counts of pods with any (anti-)affinity term, so plugins can skip their work.
         self.pods_with_affinity = 0
@@ -280,7 +301,15 @@ class Cache:
         for t in pi.required_anti_affinity:
             g = self.anti_affinity_groups.get(t.signature)
             if g is None:
-                g = self.anti_affinity_groups[t.signature] = AntiAffinityGroup(t)
+                g = self.anti_affinity_groups[t.signature] = AntiAffinityGroup(
+                    t, index_keys=_index_keys(t))
+                if t.selector.is_nothing:
+                    pass  # selects no pod: never a candidate
+                elif g.index_keys:
+                    for lk in g.index_keys:
+                        self._anti_affinity_by_label.setdefault(lk, set()).add(t.signature)
+                else:
+                    self._anti_affinity_any.add(t.signature)
             g.nodes[node] = g.nodes.get(node, 0) + 1
 
     def _unplace(self, pi: PodInfo, node: str) -> None:
@@ -309,8 +338,27 @@ class Cache:
                 _decrement(g.nodes, node)
                 if not g.nodes:
                     del self.anti_affinity_groups[t.signature]
+                    for lk in g.index_keys:
+                        _discard(self._anti_affinity_by_label, lk, t.signature)
+                    self._anti_affinity_any.discard(t.signature)
 
     # -- queries for plugins -----------------------------------------------------------
+
+    def anti_affinity_candidates(self, pi: PodInfo) -> Iterator[AntiAffinityGroup]:
+        """The groups whose term may select ``pi`` (a superset: callers still match the
+        term), found through the groups' exact-match labels instead of trying every
+        group."""
+        by_label = self._anti_affinity_by_label
+        seen: set[str] = set()
+        groups = self.anti_affinity_groups
+        for sig in self._anti_affinity_any:
+            seen.add(sig)
+            yield groups[sig]
+        for kv in pi.labels.items():
+            for sig in by_label.get(kv, ()):
+                if sig not in seen:
+                    seen.add(sig)
+                    yield groups[sig]
 
     def pods_matching(self, selector: labelsmod.Selector, namespaces: Iterable[str] | None,
                       ) -> Iterator[PodInfo]:
@@ -363,13 +411,12 @@ class Cache:
         return self._nodes
 
 
-def _discard(index: dict[tuple[str, str, str], set[str]] | dict[str, set[str]],
-             key: object, value: str) -> None:
-    s = index.get(key)  # type: ignore[call-overload]
+def _discard(index: dict[K, set[str]], key: K, value: str) -> None:
+    s = index.get(key)
     if s is not None:
         s.discard(value)
         if not s:
-            del index[key]  # type: ignore[arg-type]
+            del index[key]
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

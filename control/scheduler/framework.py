@@ -422,7 +422,8 @@ class Framework:
           since (usually the one that got the last pod), the rest is a dict lookup;
         - a non-local filter that published ``domain_rules`` for this cycle (its verdict
           depends only on the node's values of a few topology keys) is evaluated here
-          inline from those rules, without a call per node;
+          inline from those rules, without a call per node; rules that only list
+          rejected values become one lookup of the node's position;
         - a non-local filter placed after the node-local filter that rejected a node is
           not run for it (the earlier rejection is the verdict anyway);
         - when one domain rule admits at most half the nodes (a spread constraint whose
@@ -443,6 +444,7 @@ class Framework:
                   for i, p in active if not p.node_local]
         start = self._next_start % n
         positions = self._domain_candidates(state, nodes, others, start)
+        others = self._block_positions(state, nodes, others)
         feasible, evaluated = self._filter_nodes(state, pod, nodes, to_find, start, positions,
                                                  local, others, diagnosis)
         if positions is not None and not feasible:
@@ -493,10 +495,38 @@ class Framework:
         cut = bisect.bisect_left(merged, start)
         return merged[cut:] + merged[:cut]
 
+    @staticmethod
+    def _block_positions(state: CycleState, nodes: Sequence[NodeInfo],
+                         others: Sequence[tuple[int, str, Sequence[DomainRule] | None, Any]],
+                         ) -> list[tuple[int, str, Any, Any]]:
+        """Rules that only reject listed values (anti-affinity: these hosts, that zone)
+        turned into "position -> status" of the nodes they reject, from the cache's
+        position index: the per-node check is then one lookup by position, whatever the
+        number of rules. Others are kept as they are. Each entry of the result is
+        (position, name, rules, filter) where rules may now be such a dict."""
+        cache = state.snapshot
+        if not others or nodes is not cache.node_list():
+            return list(others)
+        out: list[tuple[int, str, Any, Any]] = []
+        for i, name, rules, f in others:
+            if rules is not None and all(r.missing is None and r.allowed is None
+                                         for r in rules):
+                blocked: dict[int, Status] = {}
+                # the first rejecting rule gives the status: assign in reverse order
+                for r in reversed(rules):
+                    by_value = cache.topology_positions(r.topology_key)[0]
+                    for v, st in r.rejected.items():
+                        for pos in by_value.get(v, ()):
+                            blocked[pos] = st
+                out.append((i, name, blocked, f))
+            else:
+                out.append((i, name, rules, f))
+        return out
+
     def _filter_nodes(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
                       to_find: int, start: int, positions: list[int] | None,
                       local: Sequence[tuple[int, str, Any]],
-                      others: Sequence[tuple[int, str, Sequence[DomainRule] | None, Any]],
+                      others: Sequence[tuple[int, str, Any, Any]],
                       diagnosis: Diagnosis) -> tuple[list[NodeInfo], int]:
         """The filter pass over ``positions`` (None: every node from ``start``); nodes
         not visited count as evaluated when they precede the last one needed."""
@@ -532,7 +562,9 @@ class Framework:
                     if i > at:
                         break
                     st = None
-                    if rules is None:
+                    if type(rules) is dict:
+                        st = rules.get(pos)
+                    elif rules is None:
                         st = f(state, pod, ni)
                         if st is not None and st.code == Code.SUCCESS:
                             st = None

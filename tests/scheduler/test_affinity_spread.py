@@ -337,3 +337,37 @@ def test_fast_filter_pass_equals_every_filter_on_every_node(seed: int) -> None:
         except FitError:
             continue
         cache.assume(pi, chosen)
+
+
+def test_anti_affinity_candidates_are_every_group_that_selects_the_pod() -> None:
+    rng = random.Random(7)
+    cache = zoned({"a1": "a", "b1": "b"})
+    selectors = [
+        meta_pb2.LabelSelector(match_labels={"group": "a"}),
+        meta_pb2.LabelSelector(match_labels={"group": "b", "rev": "1"}),
+        meta_pb2.LabelSelector(match_expressions=[meta_pb2.LabelSelectorRequirement(
+            key="group", operator="In", values=["a", "c"])]),
+        meta_pb2.LabelSelector(match_expressions=[meta_pb2.LabelSelectorRequirement(
+            key="group", operator="NotIn", values=["a"])]),
+        meta_pb2.LabelSelector(match_expressions=[meta_pb2.LabelSelectorRequirement(
+            key="rev", operator="Exists")]),
+        meta_pb2.LabelSelector(),
+    ]
+    for j, sel in enumerate(selectors):
+        p = pod(f"guard{j}", node_name=rng.choice(["a1", "b1"]),
+                namespace=rng.choice(["default", "other"]))
+        p.spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution \
+            .add(label_selector=sel, topology_key=HOST)
+        cache.add_pod(info(p))
+    for k in range(40):
+        target = info(_random_pod(rng, f"t{k}"))
+        want = {sig for sig, g in cache.anti_affinity_groups.items()
+                if g.term.matches(target, cache.namespace_labels)}
+        got = {g.term.signature for g in cache.anti_affinity_candidates(target)
+               if g.term.matches(target, cache.namespace_labels)}
+        assert got == want
+    for j in range(len(selectors)):
+        cache.remove_pod(f"default/guard{j}")
+        cache.remove_pod(f"other/guard{j}")
+    assert cache.anti_affinity_groups == {}
+    assert list(cache.anti_affinity_candidates(info(pod("x", labels={"group": "a"})))) == []

@@ -139,7 +139,7 @@ class InterPodAffinity(PreFilterPlugin, FilterPlugin, PreScorePlugin, ScorePlugi
             return SKIP
         ns_labels = cache.namespace_labels
         st = AffinityState()
-        for g in cache.anti_affinity_groups.values():
+        for g in cache.anti_affinity_candidates(pod):
             if not g.term.matches(pod, ns_labels):
                 continue
             key = g.term.topology_key
