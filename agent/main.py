@@ -121,11 +121,13 @@ class Agent:
         if self.runtime is None:
             self.network, host_reason = pod_network(opts)
             # state and cgroups under a per-node prefix: several agents may share a host
-            # the data dir holds every pod's volumes (secrets included): hidden inside
-            # containers, which see only their own volumes at their mount paths
+            # the data dir holds every pod's volumes (secrets included), the volume dir
+            # every claim's data: hidden inside containers, which see only their own
+            # volumes at their mount paths
             runtime = ProcessRuntime(opts.data_dir / "runtime",
                                      cgroup_prefix=f"flotilla/{opts.node_name}",
-                                     mask_paths=(str(opts.data_dir), *opts.mask_paths),
+                                     mask_paths=(str(opts.data_dir),
+                                                 str(opts.local_volume_dir), *opts.mask_paths),
                                      network=self.network)
             for line in runtime.isolation_report():
                 self._log.warning("isolation off", detail=line)

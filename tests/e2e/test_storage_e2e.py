@@ -25,6 +25,7 @@ import pytest
 from control.api import convert, errors, storageutil
 from control.api.pb import apps_pb2, core_pb2, storage_pb2
 from control.client.client import ApiClient
+from control.client.retry import guaranteed_update
 from tests.support import eventually
 from tests.support.cluster import (
     NS,
@@ -96,6 +97,14 @@ async def owned(c: ApiClient, obj: Any) -> AsyncIterator[Any]:
     finally:
         with contextlib.suppress(errors.NotFound):
             await c.delete(type(obj), obj.metadata.name, NS, propagation_policy="Orphan")
+
+
+async def scale(c: ApiClient, name: str, replicas: int) -> None:
+    def mutate(ss: apps_pb2.StatefulSet) -> bool:
+        ss.spec.replicas = replicas
+        return True
+
+    await guaranteed_update(c, apps_pb2.StatefulSet, NS, name, mutate)
 
 
 async def ready_pods(c: ApiClient, app: str, n: int) -> list[Any] | None:
@@ -172,9 +181,7 @@ async def test_statefulset_claims_order_identity_and_data(env: Env) -> None:
         await eventually(lambda: (path / "boots").read_text() == "db-1\ndb-1\n",
                          "the second start's line beside the first")
         # scale down: the highest ordinal first; the claims stay
-        scaled = await c.get(apps_pb2.StatefulSet, "db", NS)
-        scaled.spec.replicas = 1
-        await c.update(scaled)
+        await scale(c, "db", 1)
         await eventually(lambda: ready_pods(c, "db", 1), "only db-0", timeout=SLOW)
         deletions = [e for e in log if e.startswith("-")]
         assert deletions[-2:] == ["-db-2", "-db-1"], log
@@ -194,9 +201,11 @@ async def test_partitioned_rolling_update_keeps_lower_ordinals(env: Env) -> None
                                   timeout=3 * SLOW)
         old_hash = {p.metadata.labels["controller-revision-hash"] for p in before}
         assert len(old_hash) == 1
-        cur = await c.get(apps_pb2.StatefulSet, "part", NS)
-        cur.spec.template.spec.containers[0].env.add(name="VERSION", value="2")
-        await c.update(cur)
+        def new_version(ss: apps_pb2.StatefulSet) -> bool:
+            ss.spec.template.spec.containers[0].env.add(name="VERSION", value="2")
+            return True
+
+        await guaranteed_update(c, apps_pb2.StatefulSet, NS, "part", new_version)
 
         async def rolled() -> list[Any] | None:
             s = await c.get(apps_pb2.StatefulSet, "part", NS)
@@ -228,9 +237,7 @@ async def test_claim_retention_policy_deletes_claims_and_their_directories(env: 
         pvs = {n: await volume_of(c, f"data-{n}") for n in ("ret-0", "ret-1")}
         dirs = {n: Path(v.spec.host_path.path) for n, v in pvs.items() if v is not None}
         assert all(d.is_dir() for d in dirs.values()) and len(dirs) == 2
-        cur = await c.get(apps_pb2.StatefulSet, "ret", NS)
-        cur.spec.replicas = 1
-        await c.update(cur)
+        await scale(c, "ret", 1)
         # whenScaled Delete: the condemned replica's claim, volume and directory go
         await eventually(lambda: gone(c, PVC, "data-ret-1"), "data-ret-1 gone", timeout=SLOW)
         await eventually(lambda: not dirs["ret-1"].exists(), "ret-1's directory removed",
