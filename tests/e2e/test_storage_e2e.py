@@ -354,10 +354,16 @@ async def test_unsupported_volume_source_is_reported(env: Env) -> None:
     async def reported() -> str:
         evs = (await c.list_all("events", NS)).items
         return next((e.message for e in evs if e.involved_object.name == "nfs-user"
-                     and e.reason == "FailedMount"), "")
+                     and e.reason == "FailedMount" and "not supported" in e.message), "")
 
     message = await eventually(reported, "a FailedMount Event", timeout=SLOW)
     assert 'persistentvolume "remote": nfs volumes are not supported by this agent' in message
-    pod = await c.get(core_pb2.Pod, "nfs-user", NS)
-    waiting = pod.status.container_statuses[0].state.waiting
-    assert waiting.reason == "ContainerCreating" and "not supported" in waiting.message
+
+    async def waits() -> bool:
+        pod = await c.get(core_pb2.Pod, "nfs-user", NS)
+        return any(s.state.waiting.reason == "ContainerCreating"
+                   and "not supported" in s.state.waiting.message
+                   for s in pod.status.container_statuses)
+
+    # the status follows the Event at the status manager's pace
+    await eventually(waits, "the container waiting, saying why", timeout=SLOW)
