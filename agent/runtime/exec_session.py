@@ -127,6 +127,7 @@ class ProcessExecSession:
         await self.wait()
         for t in self._tasks:
             t.cancel()
+        self._proc.close_pipes()
 
 
 class Helper:
@@ -141,20 +142,32 @@ class Helper:
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._exited: asyncio.Future[None] | None = None
+        self._transports: list[asyncio.BaseTransport] = []
 
     async def _attach(self) -> None:
         loop = asyncio.get_running_loop()
         if self._popen.stdin is not None:
             transport, protocol = await loop.connect_write_pipe(
                 asyncio.streams.FlowControlMixin, self._popen.stdin)
+            self._transports.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         for name in ("stdout", "stderr"):
             pipe = getattr(self._popen, name)
             if pipe is not None:
                 reader = asyncio.StreamReader(limit=2 ** 20)
-                await loop.connect_read_pipe(
+                read_transport, _ = await loop.connect_read_pipe(
                     functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+                self._transports.append(read_transport)
                 setattr(self, name, reader)
+
+    def close_pipes(self) -> None:
+        """Close our ends of the helper's pipes now (they close by themselves at EOF; a
+        caller giving up the output must not leave them to the garbage collector)."""
+        for transport in self._transports:
+            transport.close()
+        for pipe in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+            if pipe is not None:
+                pipe.close()
 
     @property
     def returncode(self) -> int | None:
@@ -215,6 +228,7 @@ async def spawn_helper(argv: Sequence[str], *, stdin: int, stdout: int, stderr: 
         await helper._attach()
     except BaseException:
         kill_group(popen.pid)
+        helper.close_pipes()
         await asyncio.to_thread(popen.wait)
         raise
     return helper

@@ -691,12 +691,14 @@ class ProcessRuntime:
                 out, err = await asyncio.wait_for(communicate, 5.0)
             except TimeoutError:  # a straggler keeps the pipes open: give up the output
                 out, err = b"", b""
+                proc.close_pipes()
             return ExecResult(exit_code=128 + signal.SIGKILL, stdout=out, stderr=err,
                               timed_out=True)
         except BaseException:
             kill_group(proc.pid)
             proc.reap_on_exit()  # reaped when the kill lands, even as we are cancelled
             communicate.cancel()
+            proc.close_pipes()
             raise
         code = proc.returncode if proc.returncode is not None else 1
         return ExecResult(exit_code=code if code >= 0 else 128 - code, stdout=out,
