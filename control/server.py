@@ -78,6 +78,7 @@ from control.client.channel import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTION_IDLE,
     DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
     add_secure_port,
     server_options,
 )
@@ -143,6 +144,8 @@ class ServerOptions:
     # --reserved-connections of max_connections (default 4096) kept for loopback and the
     # Nodes' addresses; a connection front then owns the API's address (None: no front)
     max_connections_per_source: int | None = None
+    # --http2-max-streams-per-connection: calls open at once on one connection (0: any)
+    http2_max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
     reserved_connections: int | None = None
     # --max-requests-inflight / --max-mutating-requests-inflight (0: unlimited)
     max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
@@ -350,7 +353,8 @@ class ControlPlane:
         server = grpc.aio.server(options=server_options(
             opts.max_request_bytes, handshake_timeout=opts.handshake_timeout,
             max_connection_idle=opts.max_connection_idle,
-            max_connections=opts.max_connections))
+            max_connections=opts.max_connections,
+            max_streams_per_connection=opts.http2_max_streams_per_connection))
         # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
         proxy = NodeProxy(self.registry, credentials=self.pki.client(
             authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))

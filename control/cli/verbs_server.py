@@ -183,6 +183,10 @@ def register(sub: Any) -> None:
                    help="of --max-connections, those only loopback and the Nodes' addresses "
                         "may use, so a flood from elsewhere cannot lock out the nodes and the "
                         "control plane (default a tenth; needs --max-connections-per-source)")
+    p.add_argument("--http2-max-streams-per-connection", type=int, default=None, metavar="N",
+                   help="calls (watches included) one connection may have open at once; a "
+                        "client beyond it waits on its side (default 1000, as Kubernetes; "
+                        "0: unbounded)")
     p.add_argument("--enable-priority-and-fairness", type=_boolean, nargs="?", const=True,
                    default=None, metavar="true|false",
                    help="API Priority and Fairness: the two in-flight limits together are "
@@ -317,12 +321,13 @@ def server_options(args: argparse.Namespace, data_dir: Path) -> tuple[Any, dict[
             if value < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
             wanted[flag] = value
-    for flag in ("max_connections", "max_connections_per_source", "reserved_connections"):
+    for flag in ("max_connections", "max_connections_per_source", "reserved_connections",
+                 "http2_max_streams_per_connection"):
         value = getattr(args, flag)
         if value is not None:
-            if value < (0 if flag == "reserved_connections" else 1):
-                raise UsageError(f"--{flag.replace('_', '-')} must be "
-                                 f"{'0' if flag == 'reserved_connections' else '1'} or more")
+            least = 1 if flag in ("max_connections", "max_connections_per_source") else 0
+            if value < least:
+                raise UsageError(f"--{flag.replace('_', '-')} must be {least} or more")
             wanted[flag] = value
     if args.reserved_connections is not None and args.max_connections_per_source is None:
         raise UsageError("--reserved-connections needs --max-connections-per-source")

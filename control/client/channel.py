@@ -62,19 +62,31 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTION_IDLE = 15 * 60.0
 
 
+# Streams (calls) one client may have open on one connection at once, as kube-apiserver's
+# --http2-max-streams-per-connection: a client beyond it waits in its own HTTP/2 layer,
+# which costs the server nothing (a flood's calls otherwise cost the server's transport
+# CPU before any admission can refuse them).
+DEFAULT_MAX_STREAMS_PER_CONNECTION = 1000
+
+
 def server_options(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
                    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                    max_connection_idle: float = DEFAULT_MAX_CONNECTION_IDLE,
-                   max_connections: int | None = None) -> list[tuple[str, int | str]]:
+                   max_connections: int | None = None,
+                   max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+                   ) -> list[tuple[str, int | str]]:
     """SERVER_OPTIONS with requests capped at ``max_request_bytes``, the handshake
-    timeout and idle limit, and at most ``max_connections`` open connections (None: no
-    limit beyond the process's descriptors)."""
+    timeout and idle limit, at most ``max_connections`` open connections (None: no
+    limit beyond the process's descriptors) and ``max_streams_per_connection`` calls open
+    on each (0: gRPC's default, unbounded)."""
     opts = [(k, max_request_bytes if k == "grpc.max_receive_message_length" else v)
             for k, v in SERVER_OPTIONS]
     opts += [("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
              ("grpc.max_connection_idle_ms", int(max_connection_idle * 1000))]
     if max_connections is not None:
         opts.append(("grpc.max_allowed_incoming_connections", max_connections))
+    if max_streams_per_connection > 0:
+        opts.append(("grpc.max_concurrent_streams", max_streams_per_connection))
     return opts
 
 

@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import grpc
 import pytest
 
-from control.api.pb import core_pb2
+from control.api.pb import api_pb2, core_pb2
 from control.apiserver.connfront import ConnectionGate, ConnectionLimits, NodeAddresses
 from control.client.channel import open_channel
 from control.client.client import ApiClient
@@ -159,3 +160,32 @@ async def test_front_refuses_a_flood_from_one_address_and_admits_the_control_pla
                 break
             await asyncio.sleep(0.05)
         assert front.gate.unprivileged == 0 and "127.0.0.2" not in front.gate.by_source
+
+
+async def test_calls_beyond_the_stream_limit_wait_on_the_client(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path / "data", disable=API_ONLY,
+                               http2_max_streams_per_connection=2) as c:
+        made = await c.client.create(cm("x"))
+        future = str(int(made.metadata.resource_version) + 1000)
+        # each of these holds a stream for the 3 s "too large resource version" wait
+        slow = api_pb2.GetRequest(resource="configmaps", namespace="default", name="x",
+                                  resource_version=future)
+        channel = open_channel(c.address, c.plane.admin_credentials)
+        try:
+            stub = ApiClient(channel, c.address)._stub
+            holders = [asyncio.ensure_future(stub.Get(slow, timeout=10)) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            quick = api_pb2.GetRequest(resource="configmaps", namespace="default", name="x")
+            await stub.Get(quick, timeout=10)
+            # the third call waited for a stream of its connection, not for the server
+            assert loop.time() - start > 1.5
+            start = loop.time()
+            await c.client._stub.Get(quick, timeout=10)  # another connection: at once
+            assert loop.time() - start < 1.0
+            for h in holders:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await h
+        finally:
+            await channel.close(None)

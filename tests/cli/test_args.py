@@ -264,7 +264,11 @@ def test_server_connection_flags() -> None:
         "--reserved-connections", "20"]), Path("/tmp/x"))
     assert (options.max_connections, options.max_connections_per_source,
             options.reserved_connections) == (100, 10, 20)
+    options, _ = server_options(parser.parse_args([
+        "server", "--http2-max-streams-per-connection", "0"]), Path("/tmp/x"))
+    assert options.http2_max_streams_per_connection == 0
     for bad, match in ((["--max-connections-per-source", "0"], "must be 1 or more"),
+                       (["--http2-max-streams-per-connection", "-1"], "must be 0 or more"),
                        (["--reserved-connections", "-1"], "must be 0 or more"),
                        (["--reserved-connections", "5"], "needs --max-connections-per")):
         with pytest.raises(UsageError, match=match):
