@@ -2,7 +2,8 @@
 
 Owns what every verb shares:
 - global flags (``--server``, ``--config``, ``-n/--namespace``, ``--log-level``, ``--debug``,
-  ``--request-timeout``, ``--insecure-skip-tls-verify``, ``--as``, ``--as-group``) accepted before or after the verb (:func:`split_globals` takes them
+  ``--request-timeout``, ``--insecure-skip-tls-verify``, ``--as``, ``--as-group``,
+  ``--token``) accepted before or after the verb (:func:`split_globals` takes them
   out of argv wherever they are, as kubectl's pflag does);
 - :class:`Context`: the namespace in effect, stdout/stderr, and the lazily opened
   ``ApiClient`` (TLS with the config's credentials; one short connect deadline, so an
@@ -58,6 +59,7 @@ _VALUE_FLAGS = {
     "--log-level": "log_level",
     "--request-timeout": "request_timeout",
     "--as": "as_user",
+    "--token": "token",
 }
 # Global flags that may be given more than once (each value appended).
 _LIST_FLAGS = {"--as-group": "as_groups"}
@@ -75,6 +77,7 @@ class GlobalOptions:
     insecure_skip_tls_verify: bool = False
     as_user: str | None = None  # impersonate this user (kubectl's --as)
     as_groups: list[str] = field(default_factory=list)  # and these groups (--as-group)
+    token: str | None = None  # a bearer token instead of the config's credentials (--token)
 
 
 def split_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
@@ -219,6 +222,8 @@ class Context:
                 insecure_skip_tls_verify=self.opts.insecure_skip_tls_verify)
         except client_config.ConfigError as e:
             raise CliError(str(e)) from None
+        if self.opts.token is not None:
+            cfg = with_token(cfg, self.opts.token, explicit_server=bool(self.opts.server))
         if self.opts.as_groups and not self.opts.as_user:
             raise UsageError("requesting groups (--as-group) without impersonating a user: "
                              "--as USER is required")
@@ -231,6 +236,17 @@ class Context:
         if self._client is not None:
             await self._client.channel.close(None)
             self._client = None
+
+
+def with_token(cfg: ClientConfig, token: str, *, explicit_server: bool) -> ClientConfig:
+    """``--token``: the config's CA and this bearer token, no client certificate (it would
+    authenticate first); dialled at the config's supervisor port, the one that takes
+    tokens (the API port requires a certificate), unless ``--server`` names one."""
+    if not token.strip():
+        raise UsageError("--token may not be empty")
+    creds = replace(cfg.credentials, cert_pem=None, key_pem=None, token=token.strip())
+    server = cfg.server if explicit_server or not cfg.supervisor else cfg.supervisor
+    return replace(cfg, server=server, credentials=creds)
 
 
 @dataclass(frozen=True)
@@ -378,6 +394,9 @@ GLOBAL_HELP = """global flags (before or after the verb):
                           do not check the server's certificate (debugging only)
   --as USER               act as USER (impersonation: needs the impersonate verb)
   --as-group GROUP        act as a member of GROUP too (repeatable; needs --as)
+  --token TOKEN           authenticate with this bearer token (e.g. from `create token`)
+                          instead of the config's certificate; sent to the config's
+                          supervisor port, the one that takes tokens, unless --server
 """
 
 

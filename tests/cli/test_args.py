@@ -273,3 +273,21 @@ def test_server_connection_flags() -> None:
                        (["--reserved-connections", "5"], "needs --max-connections-per")):
         with pytest.raises(UsageError, match=match):
             server_options(parser.parse_args(["server", *bad]), Path("/tmp/x"))
+
+
+def test_token_flag_replaces_the_certificate_and_dials_the_token_port() -> None:
+    from control.cli.main import with_token
+    from control.client.config import ClientConfig
+    from control.client.credentials import Credentials
+
+    opts, rest = split_globals(["get", "pods", "--token", "abc"])
+    assert (opts.token, rest) == ("abc", ["get", "pods"])
+    cfg = ClientConfig("10.0.0.5:6443", "file", Credentials(
+        ca_pem=b"ca", cert_pem=b"cert", key_pem=b"key"), supervisor="10.0.0.5:9345")
+    got = with_token(cfg, "abc", explicit_server=False)
+    assert got.server == "10.0.0.5:9345"
+    assert (got.credentials.ca_pem, got.credentials.cert_pem, got.credentials.key_pem,
+            got.credentials.token) == (b"ca", None, None, "abc")
+    assert with_token(cfg, "abc", explicit_server=True).server == "10.0.0.5:6443"
+    with pytest.raises(UsageError, match="--token may not be empty"):
+        with_token(cfg, " ", explicit_server=False)

@@ -212,6 +212,14 @@ async def test_create_token_cli(c: Cluster, tmp_path: Path) -> None:
     code, out, err = await cli(path, "auth", "whoami", "-o", "json")
     assert code == 0, err
     assert '"system:serviceaccount:default:robot"' in out
+    # --token: the same, with the admin's config for the address and the CA
+    code, out, err = await cli(admin, "--token", doc["status"]["token"], "auth", "whoami")
+    assert code == 0, err
+    assert "system:serviceaccount:default:robot" in out
+    code, _, err = await cli(admin, "get", "pods", "--token", doc["status"]["token"])
+    assert code == 1 and 'User "system:serviceaccount:default:robot" cannot list' in err
+    code, _, err = await cli(admin, "--token", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA", "get", "pods")
+    assert code == 1 and "invalid signature" in err
     code, _, err = await cli(admin, "create", "token", "robot", "--duration", "5m")
     assert code != 0 and "less than 10 minutes" in err
     code, _, err = await cli(admin, "create", "token", "robot", "--bound-object-name", "x")
