@@ -1,15 +1,18 @@
 """API Priority and Fairness: classification (table tests), shuffle sharding, fair
-queuing in one level (fake clock), and the filter's refusals and metrics."""
+queuing in one level (fake clock), the filter's refusals and metrics, and a real server
+refusing a full level (unary and watch) with a retry-after while other levels pass."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 
+import grpc
 import pytest
 
 from control.api import errors
-from control.api.pb import api_pb2
+from control.api.pb import api_pb2, coordination_pb2, core_pb2
 from control.apiserver import authn
 from control.apiserver.apf import (
     MAX_RETRY_AFTER_SECONDS,
@@ -26,8 +29,12 @@ from control.apiserver.flowcontrol import (
     nominal_limits,
     request_info,
 )
+from control.client.channel import open_channel
+from control.client.client import ApiClient
 from control.runtime.clock import FakeClock
 from control.runtime.metrics import Registry
+from tests.conftest import running_cluster
+from tests.support.objects import cm
 
 NODE = authn.UserInfo("system:node:n1", (authn.NODES, authn.AUTHENTICATED))
 ADMIN = authn.UserInfo("admin", (authn.MASTERS,))
@@ -279,3 +286,57 @@ async def test_list_seats_follow_the_estimate() -> None:
     release = await apf.enter(RequestInfo(ALICE, "get", "pods"))
     assert apf.sets["global-default"].seats_in_use == 1
     release()
+
+
+async def test_a_real_server_refuses_a_full_level_with_a_retry_after(tmp_path: Path) -> None:
+    # 2 seats in all: every limited level has 1; a queued request waits at most 0.3 s
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers", "dns"},
+                               max_requests_inflight=1, max_mutating_requests_inflight=1,
+                               apf_queue_wait_timeout=0.3) as c:
+        made = await c.client.create(cm("x"))
+        future = str(int(made.metadata.resource_version) + 1000)
+        channel = open_channel(c.address, c.plane.credentials("alice", [authn.AUTHENTICATED]))
+        try:
+            stub = ApiClient(channel, c.address)._stub
+            # holds global-default's only seat for the 3 s "too large" wait
+            holder = asyncio.ensure_future(stub.Get(api_pb2.GetRequest(
+                resource="configmaps", namespace="kube-public", name="cluster-info",
+                resource_version=future), timeout=10))
+            await asyncio.sleep(0.5)
+            get = api_pb2.GetRequest(resource="configmaps", namespace="kube-public",
+                                     name="cluster-info")
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stub.Get(get, timeout=5)
+            assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert errors.retry_after_from(ei.value.trailing_metadata()) is not None
+            assert "timed out waiting in the queue" in (ei.value.details() or "")
+            # a watch is admitted like any request while it starts
+            watch = stub.Watch(api_pb2.WatchRequest(resource="configmaps",
+                                                    namespace="kube-public"))
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                async for _ in watch:
+                    pass
+            assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert errors.retry_after_from(ei.value.trailing_metadata()) is not None
+            # other levels are not held back: the admin (exempt), and a node
+            assert (await c.client.get(core_pb2.ConfigMap, "x", "default")).metadata.uid
+            node_creds, _ = c.plane.node_identity("n1", [])
+            node_channel = open_channel(c.address, node_creds)
+            try:
+                node = ApiClient(node_channel, c.address, timeout=5)
+                lease = coordination_pb2.Lease()
+                lease.metadata.name, lease.metadata.namespace = "n1", "kube-node-lease"
+                lease.spec.holder_identity = "n1"
+                assert (await node.create(lease)).metadata.uid
+            finally:
+                await node_channel.close(None)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await holder
+            # the seat is free again: alice is served
+            assert (await stub.Get(get, timeout=5)).object
+            metrics = c.plane.apiserver_metrics.registry
+            assert metrics.value("apiserver_flowcontrol_rejected_requests_total", {
+                "priority_level": "global-default", "flow_schema": "global-default",
+                "reason": "time-out"}) == 2
+        finally:
+            await channel.close(None)
