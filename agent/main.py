@@ -196,11 +196,12 @@ class Agent:
         sup.start("local-volumes", cleaner.run, backoff=TASK_BACKOFF)
         if proxy_mode(opts, self.network is not None) == "nftables":
             from agent.proxy.conntrack import ConntrackCli
+            from agent.proxy.healthcheck import HealthServer
             from agent.proxy.proxier import NftablesBackend, Proxier
             proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
                               opts.service_cidr, sync_period=opts.proxy_sync_period,
                               clock=self.clock, cluster_cidr=opts.cluster_cidr,
-                              conntrack=ConntrackCli())
+                              conntrack=ConntrackCli(), health=HealthServer())
             sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
         if renewable:
             self._rotate_client(sup)

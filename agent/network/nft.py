@@ -108,6 +108,13 @@ def remove() -> None:
     apply(f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
 
 
+def listing(family: str, table: str) -> str:
+    """``nft list table`` of any table (the service proxy's too); "" when it is missing."""
+    r = subprocess.run([_nft(), "list", "table", family, table], capture_output=True,
+                       text=True, timeout=30, check=False)
+    return r.stdout if r.returncode == 0 else ""
+
+
 def exists() -> bool:
     r = subprocess.run([_nft(), "list", "table", FAMILY, TABLE], capture_output=True,
                        timeout=30, check=False)

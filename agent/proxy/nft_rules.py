@@ -15,6 +15,8 @@ What the table does (kube-proxy's nftables mode, simplified):
   an endpoint's set goes back to it, others get a random endpoint whose chain adds them.
   :func:`render_update` changes the table while keeping these sets' members; a full
   :func:`render` (the first sync, or after a failed one) starts them empty.
+- loadBalancerSourceRanges: ``firewall-ips`` maps a load-balancer address:port to a chain
+  dropping new connections from other sources (filter, before DNAT), as kube-proxy does.
 - A pod reaching itself through its Service (hairpin) and NodePort/LoadBalancer traffic
   are marked and masqueraded on the way out, so replies come back through this node.
 - Anything still addressed to the service range after NAT (a Service port with no ready
@@ -65,6 +67,9 @@ class ServicePort:
     # externalTrafficPolicy Local: this node's endpoints (a subset of ``endpoints``) for
     # NodePort/load-balancer traffic; None for Cluster
     local_endpoints: Sequence[Endpoint] | None = None
+    # loadBalancerSourceRanges: new connections to a load-balancer address from any other
+    # source are dropped (empty: no restriction)
+    source_ranges: Sequence[str] = ()
 
     @property
     def chain(self) -> str:
@@ -74,12 +79,26 @@ class ServicePort:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """A LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort
+    and this node's ready endpoints (the load balancer sends traffic only to nodes that
+    have one)."""
+
+    namespace: str
+    name: str
+    node_port: int
+    local_endpoints: int
+
+
+@dataclass(frozen=True)
 class Ruleset:
     service_cidr: str
     ports: Sequence[ServicePort]
     # the pods' range: their traffic to a Local Service's external addresses is the
     # cluster's own and may use any endpoint ("" : unknown)
     cluster_cidr: str = ""
+    # served by the proxy's health server, not by rules
+    health_checks: Sequence[HealthCheck] = ()
 
 
 def _elements(items: list[str]) -> str:
@@ -171,6 +190,14 @@ def render(rules: Ruleset) -> str:
     return f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n" + _table(rules)
 
 
+# the chains hooked into netfilter (declared with a type, hook and priority)
+BASE_CHAINS = ("nat-prerouting", "nat-output", "nat-postrouting", "firewall-prerouting",
+               "firewall-output", "reject-prerouting", "reject-output")
+
+_MAPS = {"service-ips": "ipv4_addr . inet_proto . inet_service : verdict",
+         "service-nodeports": "inet_proto . inet_service : verdict",
+         "firewall-ips": "ipv4_addr . inet_proto . inet_service : verdict"}
+
 _DECLARED = re.compile(r"^  (chain|set) (\S+) \{", re.MULTILINE)
 
 
@@ -188,12 +215,36 @@ def render_update(rules: Ruleset, previous: str) -> str:
     while keeping the members of the affinity sets both have: every chain and map is
     emptied and refilled, what ``rules`` no longer has is deleted, the rest declared again
     (a no-op for what exists)."""
-    old_chains, old_sets = _declared(previous)
+    return _update(rules, *_declared(previous))
+
+
+_LISTED = re.compile(r"^\s+(chain|set) (\S+) \{", re.MULTILINE)
+
+
+def render_adopt(rules: Ruleset, listing: str) -> str:
+    """Like :func:`render_update` for a table an earlier run left (``listing`` is ``nft
+    list table`` of it): the first sync of a restarted proxy keeps the affinity sets'
+    members, so clients stay on their endpoints across the restart, as kube-proxy's
+    nftables mode does. The base chains are deleted and declared again (their hook or
+    priority may differ in the earlier version), the rest as in an update."""
+    chains: set[str] = set()
+    sets: set[str] = set()
+    for kind, name in _LISTED.findall(listing):
+        (chains if kind == "chain" else sets).add(name)
+    base = [f"add chain {FAMILY} {TABLE} {c}\ndelete chain {FAMILY} {TABLE} {c}"
+            for c in BASE_CHAINS]
+    return _update(rules, chains - set(BASE_CHAINS), sets, extra=base)
+
+
+def _update(rules: Ruleset, old_chains: set[str], old_sets: set[str],
+            extra: Sequence[str] = ()) -> str:
     table = _table(rules)
     new_chains, new_sets = _declared(table)
-    lines = [f"add table {FAMILY} {TABLE}", f"flush table {FAMILY} {TABLE}",
-             f"flush map {FAMILY} {TABLE} service-ips",
-             f"flush map {FAMILY} {TABLE} service-nodeports"]
+    lines = [f"add table {FAMILY} {TABLE}", f"flush table {FAMILY} {TABLE}", *extra]
+    for name, kind in _MAPS.items():
+        # declared first: a table written by an older version may lack one
+        lines += [f"add map {FAMILY} {TABLE} {name} {{ type {kind}; }}",
+                  f"flush map {FAMILY} {TABLE} {name}"]
     lines += [f"delete chain {FAMILY} {TABLE} {c}" for c in sorted(old_chains - new_chains)]
     lines += [f"delete set {FAMILY} {TABLE} {x}" for x in sorted(old_sets - new_sets)]
     return "\n".join(lines) + "\n" + table
@@ -202,6 +253,7 @@ def render_update(rules: Ruleset, previous: str) -> str:
 def _table(rules: Ruleset) -> str:
     ports = sorted(rules.ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
     ips: list[str] = []
+    firewall: list[str] = []
     node_ports: list[str] = []
     chains: list[str] = []
     sets: list[str] = []
@@ -213,6 +265,11 @@ def _table(rules: Ruleset) -> str:
         _add(ips, seen, f"{sp.cluster_ip} . {proto} . {sp.port}", f"goto {sp.chain}")
         for lb_ip in sp.load_balancer_ips:
             _add(ips, seen, f"{lb_ip} . {proto} . {sp.port}", f"goto {sp.chain}-ext")
+            if sp.source_ranges:
+                firewall.append(f"{lb_ip} . {proto} . {sp.port} : goto {sp.chain}-fw")
+        if sp.load_balancer_ips and sp.source_ranges:
+            chains += [f"  chain {sp.chain}-fw {{",
+                       f"    ip saddr != {_elements(sorted(sp.source_ranges))} drop", "  }"]
         if sp.node_port:
             node_ports.append(f"{proto} . {sp.node_port} : goto {sp.chain}-ext")
         if sp.node_port or sp.load_balancer_ips:
@@ -236,6 +293,10 @@ def _table(rules: Ruleset) -> str:
     ]
     if node_ports:
         lines.append(f"    elements = {_elements(node_ports)}")
+    lines += ["  }", "  map firewall-ips {",
+              "    type ipv4_addr . inet_proto . inet_service : verdict"]
+    if firewall:
+        lines.append(f"    elements = {_elements(firewall)}")
     lines += ["  }", *sets, *chains,
               "  chain services {",
               "    ip daddr . meta l4proto . th dport vmap @service-ips",
@@ -253,6 +314,13 @@ def _table(rules: Ruleset) -> str:
               "    type nat hook postrouting priority srcnat; policy accept;",
               f"    meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade",
               "  }"]
+    # loadBalancerSourceRanges, before DNAT (-100) while the destination is still the
+    # load-balancer address; new connections only
+    for hook in ("prerouting", "output"):
+        lines += [f"  chain firewall-{hook} {{",
+                  f"    type filter hook {hook} priority -110; policy accept;",
+                  "    ct state new ip daddr . meta l4proto . th dport vmap @firewall-ips",
+                  "  }"]
     # prerouting right after DNAT (-100): before the routing decision, which would answer
     # "no route" from the machine's unreachable route for the range instead of refusing
     for hook, priority in (("prerouting", "-90"), ("output", "-90")):
@@ -272,5 +340,5 @@ def cleanup_script() -> str:
     return f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
 
 
-__all__ = ["TABLE", "Endpoint", "Ruleset", "ServicePort", "cleanup_script", "render",
-           "render_update"]
+__all__ = ["TABLE", "Endpoint", "HealthCheck", "Ruleset", "ServicePort", "cleanup_script",
+           "render", "render_adopt", "render_update"]

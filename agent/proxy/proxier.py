@@ -11,6 +11,9 @@ Service and EndpointSlice informers, through one :class:`Backend`.
 - After a sync the UDP conntrack entries the change made stale are deleted
   (:mod:`agent.proxy.conntrack`), so a client does not keep sending to an endpoint that
   left; a failed cleanup is logged and not retried (as kube-proxy).
+- The health-check node ports of LoadBalancer Services with externalTrafficPolicy Local
+  are served by a :class:`~agent.proxy.healthcheck.HealthServer` kept in step with each
+  sync (unhealthy while syncs fail), closed when the loop stops.
 
 Backends: :class:`NftablesBackend` (the ``flotilla-proxy`` table via ``nft -f``) and
 :class:`FakeBackend` (records what it was given, for tests).
@@ -29,7 +32,16 @@ import structlog
 
 from agent.network import nft
 from agent.proxy.conntrack import Conntrack, stale_flows
-from agent.proxy.nft_rules import Ruleset, cleanup_script, render, render_update
+from agent.proxy.healthcheck import HealthServer
+from agent.proxy.nft_rules import (
+    FAMILY,
+    TABLE,
+    Ruleset,
+    cleanup_script,
+    render,
+    render_adopt,
+    render_update,
+)
 from agent.proxy.state import ruleset_from
 from control.api.pb import core_pb2, discovery_pb2
 from control.client.client import ApiClient
@@ -51,14 +63,29 @@ class Backend(Protocol):
 
 
 class NftablesBackend:
-    """Replaces the whole table at the first sync; later syncs change it in place
-    (:func:`render_update`, keeping session-affinity state); after a failure the next
-    sync replaces it whole again."""
+    """The first sync takes over the table an earlier run left, if any
+    (:func:`render_adopt`, keeping its session-affinity sets: clients stay on their
+    endpoints across an agent restart, as with kube-proxy), else writes it whole; later
+    syncs change it in place (:func:`render_update`); after a failure the next sync
+    replaces it whole."""
 
     def __init__(self) -> None:
         self._applied: str | None = None
+        self._adopt = True
 
     async def sync(self, rules: Ruleset) -> None:
+        if self._applied is None and self._adopt:
+            self._adopt = False
+            listing = await asyncio.to_thread(nft.listing, FAMILY, TABLE)
+            if listing:
+                script = render_adopt(rules, listing)
+                try:
+                    await asyncio.to_thread(nft.apply, script)
+                    self._applied = script
+                    return
+                except Exception as e:  # written by something we cannot update: replace
+                    log.info("replacing the proxy table left by an earlier run",
+                             reason=str(e))
         script = render(rules) if self._applied is None else render_update(
             rules, self._applied)
         self._applied = None
@@ -92,9 +119,11 @@ class Proxier:
                  *, sync_period: float = DEFAULT_SYNC_PERIOD,
                  min_sync_interval: float = DEFAULT_MIN_SYNC_INTERVAL,
                  clock: Clock | None = None, cluster_cidr: str = "",
-                 conntrack: Conntrack | None = None) -> None:
+                 conntrack: Conntrack | None = None,
+                 health: HealthServer | None = None) -> None:
         self.node_name = node_name
         self.conntrack = conntrack
+        self.health = health
         self._synced: Ruleset | None = None
         self.cluster_cidr = cluster_cidr
         self.backend = backend
@@ -131,6 +160,8 @@ class Proxier:
                 except TimeoutError:
                     pass
         finally:
+            if self.health is not None:
+                await self.health.close()
             await sup.stop()
 
     async def _sync(self) -> None:
@@ -139,8 +170,13 @@ class Proxier:
             await self.backend.sync(rules)
         except Exception as e:  # any failure: retried at the next tick
             log.warning("proxy sync failed; the previous rules stay", error=str(e))
+            if self.health is not None:
+                self.health.proxy_healthy = False
             return
         previous, self._synced = self._synced, rules
+        if self.health is not None:
+            self.health.proxy_healthy = True
+            await self.health.sync(rules.health_checks)
         flows = stale_flows(previous, rules)
         if flows and self.conntrack is not None:
             try:

@@ -11,6 +11,9 @@ kube-proxy's service and endpoint change trackers compute), as a plain function:
 - externalTrafficPolicy Local (NodePort/LoadBalancer) gives the port the subset of its
   endpoints on this node for external traffic.
 - sessionAffinity ClientIP carries its timeoutSeconds (Kubernetes' 10800 when unset).
+- A LoadBalancer Service's IPv4 loadBalancerSourceRanges go with its ports; one with
+  externalTrafficPolicy Local and a healthCheckNodePort gets a :class:`HealthCheck` with
+  the number of its ready endpoints (distinct addresses) on this node.
 
 Pure: the caller passes cached objects and this node's name.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from agent.proxy.nft_rules import Endpoint, Ruleset, ServicePort
+from agent.proxy.nft_rules import Endpoint, HealthCheck, Ruleset, ServicePort
 from control.api.pb import core_pb2, discovery_pb2
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -30,6 +33,13 @@ DEFAULT_AFFINITY_SECONDS = 10800
 def _ipv4(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
+
+
+def _ipv4_network(text: str) -> bool:
+    try:
+        return ipaddress.ip_network(text, strict=False).version == 4
     except ValueError:
         return False
 
@@ -47,6 +57,7 @@ def ruleset_from(services: Iterable[core_pb2.Service],
         if name and es.address_type == "IPv4":
             by_service.setdefault((es.metadata.namespace, name), []).append(es)
     ports: list[ServicePort] = []
+    checks: list[HealthCheck] = []
     for svc in services:
         spec = svc.spec
         if spec.type == "ExternalName" or spec.cluster_ip in ("", "None"):
@@ -57,8 +68,15 @@ def ruleset_from(services: Iterable[core_pb2.Service],
             spec.external_traffic_policy == "Local")
         ns, name = svc.metadata.namespace, svc.metadata.name
         lb_ips: tuple[str, ...] = ()
+        ranges: tuple[str, ...] = ()
         if spec.type == "LoadBalancer":
             lb_ips = tuple(i.ip for i in svc.status.load_balancer.ingress if _ipv4(i.ip))
+            ranges = tuple(r.strip() for r in spec.load_balancer_source_ranges
+                           if _ipv4_network(r.strip()))
+            if external_local and spec.health_check_node_port:
+                here = {a for es in by_service.get((ns, name), []) for ep in es.endpoints
+                        if _ready(ep) and ep.node_name == node_name for a in ep.addresses}
+                checks.append(HealthCheck(ns, name, spec.health_check_node_port, len(here)))
         affinity = 0
         if spec.session_affinity == "ClientIP":
             client_ip = spec.session_affinity_config.client_ip
@@ -91,8 +109,8 @@ def ruleset_from(services: Iterable[core_pb2.Service],
                                 local.append(Endpoint(addr, number))
             ports.append(ServicePort(ns, name, sp.name, protocol, spec.cluster_ip, sp.port,
                                      sp.node_port, tuple(eps), affinity, lb_ips,
-                                     tuple(local) if external_local else None))
-    return Ruleset(service_cidr, ports)
+                                     tuple(local) if external_local else None, ranges))
+    return Ruleset(service_cidr, ports, health_checks=tuple(checks))
 
 
 __all__ = ["ruleset_from"]

@@ -8,7 +8,11 @@ registry relay; the images are built here from busybox-static):
   load-balancer addresses; every web and backend replica gets traffic; an unready backend
   and a scaled-away one get no new connections; headless and SRV lookups from a pod;
 - a UDP client sending on one flow moves to the Service's other pod when its pod is
-  deleted (the proxy deletes the stale conntrack entry).
+  deleted (the proxy deletes the stale conntrack entry);
+- a LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort says
+  200 where its pod runs and 503 elsewhere; loadBalancerSourceRanges drop other sources;
+- a killed and restarted agent keeps a ClientIP-affinity client on its endpoint (its
+  proxy takes over the table), and writes the table again when it was removed meanwhile.
 
 Traffic stays inside the lab's namespaces: the test reaches pods only through exec.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +31,7 @@ from typing import Any
 import pytest
 
 from control.api import convert
-from control.api.pb import apps_pb2, core_pb2
+from control.api.pb import apps_pb2, core_pb2, discovery_pb2
 from control.client.client import ApiClient
 from tests.images import builder as b
 from tests.images import registry as reg
@@ -333,3 +338,165 @@ async def test_udp_flow_leaves_a_deleted_endpoint(client: ApiClient) -> None:
     await c.delete(core_pb2.Pod, "udp-a", "default", grace_period_seconds=0)
     code, out = await flow("udp-b", 40)
     assert code == 0 and out.split()[-1] == "udp-b", out
+
+
+WHO_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8090)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
+"""
+
+STATUS = r"""
+import json, sys, urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5); code, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+print(code, json.loads(body)["localEndpoints"])
+"""
+
+ONE = r"""
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print(s.recv(100).decode())
+except OSError as e:
+    print("error", type(e).__name__)
+"""
+
+
+async def test_health_check_node_port_and_source_ranges(client: ApiClient) -> None:
+    """A LoadBalancer Service with externalTrafficPolicy Local: each machine's proxy answers
+    its healthCheckNodePort with 200 and the local endpoint count where its pod runs, 503
+    elsewhere. loadBalancerSourceRanges: a pod inside the ranges reaches the load-balancer
+    address, another outside them is dropped."""
+    c = client
+    await c.create(host_pod("hc-1", m(1), {"name": "server", "image": "busybox", "command": [
+        sys.executable, "-c", WHO_SERVER, "hc-1"]}, labels={"app": "hc"}))
+    await c.create(host_pod("hc-in", m(2), sleeper()))
+    await c.create(host_pod("hc-out", m(2), sleeper()))
+    hc = await c.create(service("hc", {
+        "type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "hc"},
+        "ports": [{"port": 8095, "targetPort": 8090}]}))
+    assert hc.spec.health_check_node_port
+    pods = await wait_running(c, ["hc-1", "hc-in", "hc-out"])
+    ips = await node_ips(c)
+
+    async def status(node: str) -> str:
+        code, out, err = await exec_out(c, "hc-in", [
+            sys.executable, "-c", STATUS, f"http://{ips[node]}:{hc.spec.health_check_node_port}/"])
+        return out.strip() if code == 0 else f"failed {err[-300:]}"
+
+    want = {m(1): "200 1", m(2): "503 0"}
+    async with asyncio.timeout(40):
+        while (got := {n: await status(n) for n in want}) != want:
+            await asyncio.sleep(0.5)
+    assert got == want
+
+    await c.create(service("fw", {
+        "type": "LoadBalancer", "selector": {"app": "hc"},
+        "loadBalancerSourceRanges": [f"{pods['hc-in'].status.pod_ip}/32"],
+        "ports": [{"port": 8096, "targetPort": 8090}]}))
+
+    async def one(pod_name: str) -> str:
+        code, out, err = await exec_out(c, pod_name, [sys.executable, "-c", ONE, ips[m(1)],
+                                                      "8096"])
+        assert code == 0, out + err
+        return out.strip()
+
+    async with asyncio.timeout(40):  # the load-balancer address in m2's proxy
+        while await one("hc-in") != "hc-1":
+            await asyncio.sleep(0.5)
+    assert await one("hc-out") == "error TimeoutError"
+    assert await one("hc-in") == "hc-1"
+
+
+MANY = r"""
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    try:
+        s = socket.create_connection((host, port), timeout=3); print(s.recv(100).decode())
+        s.close()
+    except OSError as e:
+        print("error", type(e).__name__)
+"""
+
+
+def nft_in(lab_dir: Path, machine: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", f"--net={lab_dir / 'netns' / f'm{machine}'}", "nft",
+                           *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+async def test_agent_restart_keeps_affinity_and_restores_rules(
+        client: ApiClient, lab_dir: Path) -> None:
+    """A killed agent's proxy, restarted, takes over its table: a ClientIP-affinity client
+    is still remembered by its endpoint (as with kube-proxy's nftables mode). And when the
+    table is gone while the agent is down, the restarted agent writes it again."""
+    c = client
+    for i in (1, 2):
+        await c.create(host_pod(f"st-{i}", m(i), {"name": "server", "image": "busybox",
+                                                  "command": [sys.executable, "-c",
+                                                              WHO_SERVER, f"st-{i}"]},
+                                labels={"app": "st"}))
+    await c.create(host_pod("st-client", m(2), sleeper()))
+    svc = await c.create(service("st", {
+        "selector": {"app": "st"}, "sessionAffinity": "ClientIP",
+        "ports": [{"port": 80, "targetPort": 8090}]}))
+    pods = await wait_running(c, ["st-1", "st-2", "st-client"])
+    client_ip = pods["st-client"].status.pod_ip
+
+    async def answers(n: int) -> list[str]:
+        code, out, err = await exec_out(c, "st-client", [
+            sys.executable, "-c", MANY, svc.spec.cluster_ip, "80", str(n)])
+        assert code == 0, out + err
+        return out.split("\n")[:-1] if out.endswith("\n") else out.split("\n")
+
+    async with asyncio.timeout(40):  # both endpoints in m2's proxy, the client remembered
+        while True:
+            got = await answers(6)
+            eps = await c.list(discovery_pb2.EndpointSlice, "default",
+                               label_selector="kubernetes.io/service-name=st")
+            ready = sum(len(s.endpoints) for s in eps.items)
+            if ready == 2 and len(set(got)) == 1 and got[0] in ("st-1", "st-2"):
+                break
+            await asyncio.sleep(0.5)
+    sticky = got[0]
+    assert client_ip in nft_in(lab_dir, 2, "list", "table", "ip", "flotilla-proxy").stdout
+
+    async def restart_and_wait_for_sync() -> None:
+        r = lab(lab_dir, "stop-agent", "2", "--kill")
+        assert r.returncode == 0, r.stderr
+        r = lab(lab_dir, "start-agent", "2")
+        assert r.returncode == 0, r.stderr
+        # a Service created now answers once the restarted proxy has synced
+        name = f"mark-{os.urandom(3).hex()}"
+        mark = await c.create(service(name, {"selector": {"app": "st"},
+                                             "ports": [{"port": 81, "targetPort": 8090}]}))
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    code, out, _ = await exec_out(c, "st-client", [
+                        sys.executable, "-c", MANY, mark.spec.cluster_ip, "81", "1"])
+                    if code == 0 and out.strip() in ("st-1", "st-2"):
+                        break
+                except Exception:  # the agent (exec's way in) is still starting
+                    pass
+                await asyncio.sleep(0.5)
+
+    await restart_and_wait_for_sync()
+    # the set still holds the client, before it connects again
+    table = nft_in(lab_dir, 2, "list", "table", "ip", "flotilla-proxy").stdout
+    assert f"elements = {{ {client_ip} expires" in table, table
+    assert set(await answers(10)) == {sticky}
+
+    # the table removed while the agent is down: the restarted agent writes it again
+    r = lab(lab_dir, "stop-agent", "2", "--kill")
+    assert r.returncode == 0, r.stderr
+    r = nft_in(lab_dir, 2, "delete", "table", "ip", "flotilla-proxy")
+    assert r.returncode == 0, r.stderr
+    await restart_and_wait_for_sync()
+    assert set(await answers(4)) <= {"st-1", "st-2"}
+    assert "error" not in " ".join(await answers(4))

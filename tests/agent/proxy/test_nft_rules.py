@@ -8,6 +8,7 @@ Local keeps the client's address, uses the node's own endpoint, and drops withou
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from agent.proxy.nft_rules import (
     ServicePort,
     cleanup_script,
     render,
+    render_adopt,
     render_update,
 )
 
@@ -343,3 +345,88 @@ def test_external_traffic_policy_in_namespaces(three_namespaces: tuple[str, str,
         # Local without a local endpoint: dropped (the client times out)
         [answer] = client(30083, 1)
         assert answer.startswith("error") and "timed out" in answer, answer
+
+
+def test_render_source_ranges() -> None:
+    sp = ServicePort("default", "lb", "", "TCP", "10.96.0.5", 80, 30080, EPS,
+                     load_balancer_ips=("192.0.2.1",), source_ranges=("10.0.0.0/8",
+                                                                       "192.0.2.7/32"))
+    text = render(Ruleset("10.96.0.0/12", [sp]))
+    assert f"elements = {{ 192.0.2.1 . tcp . 80 : goto {sp.chain}-fw }}" in text
+    assert f"  chain {sp.chain}-fw {{\n    ip saddr != {{ 10.0.0.0/8, 192.0.2.7/32 }} drop" \
+        in text
+    # without ranges: no firewall entry, no chain
+    open_ = dataclasses.replace(sp, source_ranges=())
+    assert f"{sp.chain}-fw" not in render(Ruleset("10.96.0.0/12", [open_]))
+    # an update from a table without the map (an older version's) declares it first
+    update = render_update(Ruleset("10.96.0.0/12", [sp]), render(Ruleset("10.96.0.0/12",
+                                                                         [open_])))
+    assert update.index("add map ip flotilla-proxy firewall-ips") < update.index(
+        "flush map ip flotilla-proxy firewall-ips")
+
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_source_ranges_in_namespaces(three_namespaces: tuple[str, str, str]) -> None:
+    """A load-balancer address answers a client inside its Service's source ranges and
+    drops one outside them; NodePort is not restricted (as in Kubernetes)."""
+    client_ns, node_ns, pod_ns = three_namespaces
+    rules = Ruleset("10.96.0.0/12", [
+        ServicePort("default", "inside", "", "TCP", "10.96.0.5", 80, 30080, EPS,
+                    load_balancer_ips=("10.123.0.1",), source_ranges=("10.123.0.0/30",)),
+        ServicePort("default", "outside", "", "TCP", "10.96.0.6", 81, 30081, EPS,
+                    load_balancer_ips=("10.123.0.1",), source_ranges=("192.0.2.0/24",)),
+    ], cluster_cidr="10.244.0.0/16")
+    with _serving(pod_ns, SERVER, node_ns, rules):
+        def client(port: int) -> str:
+            out = subprocess.run(_in(client_ns, sys.executable, "-c", CLIENT, "10.123.0.1",
+                                     str(port), "1"), capture_output=True, text=True,
+                                 timeout=30, check=True)
+            return out.stdout.strip()
+
+        assert client(80) in {"10.244.0.2", "10.244.0.3"}
+        dropped = client(81)
+        assert dropped.startswith("error") and "timed out" in dropped, dropped
+        assert client(30081) in {"10.244.0.2", "10.244.0.3"}
+
+
+def test_render_adopt_keeps_sets_and_recreates_base_chains() -> None:
+    listing = ("table ip flotilla-proxy {\n\tset svc-old-ep-1-60s {\n\t\ttype ipv4_addr\n\t}\n"
+               "\tchain svc-old {\n\t}\n\tchain nat-prerouting {\n\t\ttype nat hook "
+               "prerouting priority dstnat; policy accept;\n\t}\n}\n")
+    script = render_adopt(RULES, listing)
+    assert script.startswith("add table ip flotilla-proxy\nflush table ip flotilla-proxy\n")
+    # base chains dropped and declared again, the old Service's chain and set deleted
+    assert "add chain ip flotilla-proxy nat-prerouting\ndelete chain ip flotilla-proxy " \
+           "nat-prerouting\n" in script
+    assert "delete chain ip flotilla-proxy svc-old\n" in script
+    assert "delete set ip flotilla-proxy svc-old-ep-1-60s\n" in script
+    # and the table as render() declares it
+    assert script.endswith(render(RULES).split("\n", 2)[2])
+
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_adopt_keeps_affinity_in_a_namespace(netns: str) -> None:
+    """A restarted proxy's first sync keeps the clients its affinity sets remember."""
+    with _serving(netns, SERVER, netns, RULES):
+        def client(n: int) -> list[str]:
+            out = subprocess.run(_in(netns, sys.executable, "-c", CLIENT, "10.96.0.8", "80",
+                                     str(n)), capture_output=True, text=True, timeout=30,
+                                 check=True)
+            return out.stdout.strip().split("\n")
+
+        def listed() -> str:
+            return subprocess.run(_in(netns, "nft", "list", "table", "ip", TABLE),
+                                  capture_output=True, text=True, timeout=10,
+                                  check=True).stdout
+
+        sticky = client(5)
+        assert len(set(sticky)) == 1, sticky
+        before = listed()
+        fewer = Ruleset(RULES.service_cidr, [p for p in RULES.ports if p.name != "dns"])
+        r = subprocess.run(_in(netns, "nft", "-f", "-"), input=render_adopt(fewer, before),
+                           text=True, capture_output=True, timeout=10, check=False)
+        assert r.returncode == 0, r.stderr
+        after = listed()
+        assert after.count("elements = { 10.123.0.1 expires") == 1, after
+        assert RULES.ports[1].chain not in after
+        assert set(client(10)) == {sticky[0]}

@@ -107,3 +107,23 @@ def test_external_traffic_policy(spec: dict[str, Any], want: list[Endpoint] | No
     got = ruleset_from([svc(**spec)], slices, "x", "n1").ports[0]
     assert len(got.endpoints) == 2  # the ClusterIP still reaches every ready endpoint
     assert (None if got.local_endpoints is None else list(got.local_endpoints)) == want
+
+
+def test_source_ranges_and_health_check() -> None:
+    lb = svc(type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=31000,
+             loadBalancerSourceRanges=["10.0.0.0/8", " 192.0.2.7/32", "fd00::/64"])
+    slices = [es(endpoints=[ep("10.244.0.2", node="n1"), ep("10.244.0.3", node="n1"),
+                            ep("10.244.0.9", ready=False, node="n1"),
+                            ep("10.244.1.2", node="n2")])]
+    got = ruleset_from([lb], slices, "x", "n1")
+    assert got.ports[0].source_ranges == ("10.0.0.0/8", "192.0.2.7/32")  # IPv4 ones
+    [check] = got.health_checks
+    assert (check.namespace, check.name, check.node_port, check.local_endpoints) == (
+        "default", "web", 31000, 2)
+    assert ruleset_from([lb], slices, "x", "n2").health_checks[0].local_endpoints == 1
+    assert ruleset_from([lb], slices, "x", "n3").health_checks[0].local_endpoints == 0
+    # Cluster policy: no health check; not a LoadBalancer: no ranges
+    lb.spec.external_traffic_policy = "Cluster"
+    assert ruleset_from([lb], slices, "x", "n1").health_checks == ()
+    lb.spec.type = "NodePort"
+    assert ruleset_from([lb], slices, "x", "n1").ports[0].source_ranges == ()
