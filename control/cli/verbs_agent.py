@@ -225,7 +225,9 @@ async def run_agent_verb(ctx: Context, args: argparse.Namespace) -> int:
         logs.configure(ctx.opts.log_level or "info", args.log_format)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    token = args.token
+    # `--token` is also the global bearer-token flag, which takes it out of argv wherever
+    # it stands: for the agent it is the join token
+    token = args.token or ctx.opts.token
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()
