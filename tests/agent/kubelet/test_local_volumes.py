@@ -167,3 +167,29 @@ async def _drop_all_finalizers(c: ApiClient, name: str) -> Any:
     del pv.metadata.finalizers[:]
     return await c.update(pv)
 
+
+
+async def test_a_volume_deleted_while_the_agent_was_away_is_cleaned_at_start(
+        tmp_path: Path, vdir: Path) -> None:
+    async with running_cluster(tmp_path / "data",
+                               disable={"scheduler", "controllers", "dns"}) as cl, \
+            node_client(cl, "n1") as n1:
+        admin = cl.client
+        manager = ControllerManager(admin, controllers={
+            "persistentvolume-protection": VolumeProtectionController})
+        await manager.start()
+        away = vdir / "pvc-away_ns_a"
+        away.mkdir()
+        (away / "file").write_text("data")
+        await admin.create(_pv("pvc-away", str(away), "Delete"))
+        await admin.delete(core_pb2.PersistentVolume, "pvc-away")
+        assert (await admin.get(core_pb2.PersistentVolume, "pvc-away")).metadata.HasField("deletion_timestamp")
+        cleaner = LocalVolumeCleaner(n1, "n1", vdir)
+        task = asyncio.create_task(cleaner.run(), name="test/cleaner")
+        try:
+            await eventually(lambda: gone(admin, "pvc-away"), "the volume gone")
+            assert not away.exists()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await manager.stop()
