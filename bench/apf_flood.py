@@ -20,6 +20,7 @@ plain max-in-flight filter) for comparison. Run from the repository root::
 
     .venv/bin/python -m bench.apf_flood                   # 100 nodes, 2,000 creates, 5,000 watches
     .venv/bin/python -m bench.apf_flood --no-apf          # the same without priority levels
+    .venv/bin/python -m bench.apf_flood --interval 2 --grace 8 --duration 30   # 5x stricter
 
 The roles (``--role agents|flood``) are this module's own subprocess entry points; the
 scenario (:func:`run_scenario`) is also what the test of the property drives, scaled down.
@@ -66,10 +67,10 @@ NODES_GROUP = "system:nodes"
 @dataclass
 class Plan:
     nodes: int = 100
-    interval: float = 2.0  # seconds between a node's renewals, and each renewal's deadline
+    interval: float = 10.0  # seconds between a node's renewals, and each renewal's deadline
     creates: int = 2000  # creates kept in flight by the flooder
     watches: int = 5000  # watches the flooder holds open
-    duration: float = 30.0  # seconds of flood
+    duration: float = 60.0  # seconds of flood
     create_channels: int = 20
     watch_channels: int = 50
     prefix: str = "apf"
@@ -513,12 +514,14 @@ def main() -> None:
     ap.add_argument("--out", default="")
     ap.add_argument("--gate", default="", help="(roles) where the start markers are")
     ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--interval", type=float, default=2.0)
+    ap.add_argument("--interval", type=float, default=10.0,
+                    help="seconds between a node's renewals (default 10, as kubelet)")
     ap.add_argument("--creates", type=int, default=2000)
     ap.add_argument("--watches", type=int, default=5000)
-    ap.add_argument("--duration", type=float, default=30.0)
-    ap.add_argument("--grace", type=float, default=8.0,
-                    help="the node monitor grace period, seconds (default 8)")
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--grace", type=float, default=40.0,
+                    help="the node monitor grace period, seconds (default 40, as "
+                         "kube-controller-manager)")
     ap.add_argument("--no-apf", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--log-level", default="warning", help="the server's (default warning)")

@@ -24,7 +24,9 @@ its caller's own deadline, so the caller hears "retry later" rather than a bare 
 Seats: one per request, a list as many as its estimated objects / 100 (at most 10, as
 Kubernetes' work estimator); a watch holds one seat only while it starts (authorisation,
 the wait for a fresh cache, registration), not for its lifetime. Kubernetes also lets idle
-levels lend seats; Flotilla's levels keep their nominal seats.
+levels lend seats; Flotilla's levels keep their nominal seats: on a server with one event
+loop every executing request slows every other, so a flood borrowing workload-low's idle
+seats would slow the nodes' Leases by as much as it gained.
 
 Metrics (kube-apiserver's names), per ``priority_level`` and ``flow_schema``:
 ``apiserver_flowcontrol_dispatched_requests_total``, ``..._rejected_requests_total{reason}``,
