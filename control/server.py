@@ -72,7 +72,7 @@ from control.apiserver.service_alloc import (
     DEFAULT_SERVICE_CIDR,
     ServiceAllocator,
 )
-from control.apiserver.watchcache import WatchCache
+from control.apiserver.watchcache import UndecodableValue, WatchCache
 from control.client import pki, tokens
 from control.client.channel import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -308,6 +308,11 @@ class ControlPlane:
                                 size_bytes=opts.watch_cache_size_bytes)
         try:
             await self.cache.load()
+        except UndecodableValue as e:
+            await self.store.close()
+            raise StartRefused(
+                f"refusing to start: a stored object is damaged: {e.key}: {e.reason}; "
+                f"restore {opts.data_dir / 'state.db'} from a backup") from None
         except TransformError as e:
             await self.store.close()
             given = (f"with --encryption-provider-config {opts.encryption_provider_config}"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from control.api import errors, kinds
 from control.api.fields import object_fields
@@ -114,6 +115,10 @@ class CacheEvent:
             b = api_pb2.WatchEvent(type=type_, object=self.new.raw).SerializeToString()
             self._encoded[type_] = b
         return b
+
+
+class UndecodableValue(TransformError):
+    """A stored value that is no object of its kind (bytes damaged inside a sound log)."""
 
 
 def cached_object(info: kinds.KindInfo, key: str, value: bytes, revision: int,
@@ -365,7 +370,12 @@ class WatchCache:
                 if resource_of_key(kv.key) not in INTERNAL_RESOURCES:
                     log.warning("unknown resource in store", key=kv.key)
                 continue
-            rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
+            try:
+                rc.put(cached_object(rc.info, kv.key, kv.value, kv.mod_revision))
+            except DecodeError as e:
+                raise UndecodableValue(
+                    kv.key, f"the value stored at revision {kv.mod_revision} is not a "
+                    f"{rc.info.kind} ({e or 'damaged bytes'})") from None
         self._ready.set()
         log.info("watch cache loaded", objects=len(result.kvs), revision=self.revision)
 

@@ -423,9 +423,16 @@ async def run_server(ctx: Context, args: argparse.Namespace) -> int:
     try:
         try:
             await cp.start()
-        except (OSError, ValueError, StartRefused) as e:
-            await cp.stop()
-            raise CliError(str(e)) from None
+        except BaseException as e:
+            # whatever stopped the start, what it opened (the store's thread above all)
+            # must not keep the process alive
+            try:
+                await cp.stop()
+            except Exception:
+                log.exception("stopping after a failed start failed")
+            if isinstance(e, (OSError, ValueError, StartRefused)):
+                raise CliError(str(e)) from None
+            raise
         if cp.first_token:
             print(f"Join another machine with:\n  flotilla agent --server "
                   f"{cp.supervisor_address} --token {cp.first_token}\n(the token is kept in "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +83,42 @@ async def test_damaged_log_refused_then_recovered(
     finally:
         stop(proc)
     assert list(data.glob("state.db-wal.damaged-*")), "the damaged WAL was not kept"
+
+
+async def test_an_undecodable_object_is_refused_and_the_process_exits(tmp_path: Path) -> None:
+    """A stored value the server cannot decode (bytes damaged inside a valid log): start
+    is refused naming the object, and the process exits instead of hanging on its open
+    store."""
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = start_server(data, "--disable", "controllers,scheduler")
+    try:
+        await write_configmaps(data, 3, "cm")
+    finally:
+        stop_cleanly(proc)
+    with sqlite3.connect(data / "state.db") as db:
+        (rev,) = db.execute("SELECT max(rev) FROM log WHERE key LIKE '%configmaps%cm1'"
+                            ).fetchone()
+        db.execute("UPDATE log SET value = ? WHERE rev = ?", (b"\xff\x00junk" * 5, rev))
+
+    refused = await asyncio.create_subprocess_exec(
+        *SERVER, "--data-dir", str(data), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        _, raw = await asyncio.wait_for(refused.communicate(), 60)
+    finally:
+        if refused.returncode is None:
+            refused.kill()
+            await refused.wait()
+    err = raw.decode()
+    assert refused.returncode != 0, err
+    assert "refusing to start: a stored object is damaged" in err, err
+    assert "cm1" in err and "is not a ConfigMap" in err and "Traceback" not in err, err
+
+
+def stop_cleanly(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        stop(proc)
