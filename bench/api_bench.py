@@ -4,7 +4,8 @@ What it measures, in one run and on one machine:
 
 - **echo** (the limit): a bare ``grpc.aio`` unary echo server (:mod:`bench._echo`) answering
   requests of the same size as Flotilla's create requests (~1.1 KB);
-- **create**: ``ApiClient.create`` of ConfigMaps with ~1 KB of data (8 keys x 120 chars);
+- **create**: ``ApiClient.create`` of ConfigMaps with ~1 KB of data (8 keys x 120 chars;
+  ``--resource secrets``: Secrets with the same data);
 - **update**: ``ApiClient.update`` of each of those ConfigMaps with the resourceVersion its
   previous write returned (compare-and-swap, so each worker owns its objects);
 
@@ -124,16 +125,23 @@ def _counter_jobs(counter: Iterator[int], count: int | None,
         yield make(i)
 
 
-def configmap(namespace: str, name: str, seed: int) -> core_pb2.ConfigMap:
-    return core_pb2.ConfigMap(
-        metadata=meta_pb2.ObjectMeta(namespace=namespace, name=name),
-        data=bench.payload_data(seed))
+# --resource: what is created and updated (ConfigMaps, which the controller manager's
+# root-CA publisher also watches, or Secrets, which only the garbage collector watches)
+RESOURCE = "configmaps"
+
+
+def configmap(namespace: str, name: str, seed: int) -> Any:
+    meta = meta_pb2.ObjectMeta(namespace=namespace, name=name)
+    if RESOURCE == "secrets":
+        return core_pb2.Secret(metadata=meta, data={
+            k: v.encode() for k, v in bench.payload_data(seed).items()})
+    return core_pb2.ConfigMap(metadata=meta, data=bench.payload_data(seed))
 
 
 def echo_payload() -> bytes:
-    """Bytes of the size of a Flotilla create request for one benchmark ConfigMap."""
+    """Bytes of the size of a Flotilla create request for one benchmark object."""
     cm = configmap("bench-c64", "cm-000000", 0)
-    return api_pb2.CreateRequest(resource="configmaps", namespace="bench-c64",
+    return api_pb2.CreateRequest(resource=RESOURCE, namespace="bench-c64",
                                  object=cm.SerializeToString()).SerializeToString()
 
 
@@ -267,7 +275,9 @@ class FlotillaTarget:
 async def _update(client: ApiClient, objects: dict[int, Any], i: int, p: int,
                   written: Written) -> None:
     obj = objects[i]
-    obj.data["key-0"] = f"update {p:06d} " + obj.data["key-0"][14:]
+    stamp = f"update {p:06d} "
+    obj.data["key-0"] = (stamp.encode() if RESOURCE == "secrets" else stamp) + \
+        obj.data["key-0"][14:]
     new = await client.update(obj)
     objects[i] = new
     written.ack(new)
@@ -282,7 +292,7 @@ async def verify_durable(address: str, credentials: Credentials,
     try:
         found: dict[tuple[str, str], str] = {}
         for ns in sorted({ns for ns, _ in written.rv}):
-            page = await client.list_all("configmaps", ns)
+            page = await client.list_all(RESOURCE, ns)
             for o in page.items:
                 found[(ns, o.metadata.name)] = o.metadata.resource_version
         ok = 0
@@ -457,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-spy", metavar="DIR",
                     help="record the Flotilla server with py-spy during the phases at the "
                          "highest concurrency; collapsed stacks and a summary go to DIR")
+    ap.add_argument("--resource", choices=("configmaps", "secrets"), default="configmaps",
+                    help="what to create and update (~1 KB of data each; default configmaps)")
     args = ap.parse_args(argv)
+    global RESOURCE
+    RESOURCE = args.resource
     if args.py_spy:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     with bench.temp_workdir("flotilla-api-bench-") as work:

@@ -45,6 +45,57 @@ def with_revision(stored: bytes, revision: int) -> bytes:
     return stored + rv_suffix(revision)
 
 
+# Top-level fields every kind's message shares: api_version (1), kind (2), metadata (3).
+_METADATA_FIELDS = frozenset({1, 2, 3})
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def metadata_only(raw: bytes) -> bytes:
+    """The wire bytes of an object reduced to apiVersion, kind and metadata (Kubernetes'
+    PartialObjectMetadata), without decoding it: the top-level fields are walked by their
+    tags and lengths and only fields 1-3 kept (the resourceVersion suffix is a field 3 too).
+    Decodes as the kind's message with an empty spec and status."""
+    try:
+        return _metadata_only(raw)
+    except IndexError:
+        raise ValueError("truncated protobuf message") from None
+
+
+def _metadata_only(raw: bytes) -> bytes:
+    out = bytearray()
+    pos, end = 0, len(raw)
+    while pos < end:
+        start = pos
+        tag, pos = _read_varint(raw, pos)
+        wire_type = tag & 7
+        if wire_type == 2:
+            length, pos = _read_varint(raw, pos)
+            pos += length
+        elif wire_type == 0:
+            _, pos = _read_varint(raw, pos)
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 1:
+            pos += 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {start}")
+        if tag >> 3 in _METADATA_FIELDS:
+            out += raw[start:pos]
+    if pos != end:
+        raise ValueError("truncated protobuf message")
+    return bytes(out)
+
+
 def encode_for_store(obj: Message) -> bytes:
     """Serialize ``obj`` without its resourceVersion (the caller's object is not changed)."""
     meta: Any = obj.metadata  # type: ignore[attr-defined]

@@ -29,7 +29,15 @@ from google.protobuf.message import DecodeError, Message
 
 from control.api import errors, fields, kinds
 from control.api.pb import api_pb2, authentication_pb2
-from control.apiserver import authn, satoken, selfreview, subresources, token_request, warnings
+from control.apiserver import (
+    authn,
+    codec,
+    satoken,
+    selfreview,
+    subresources,
+    token_request,
+    warnings,
+)
 from control.apiserver.authz import Attributes, Chain, Decision, default_chain
 from control.apiserver.flowcontrol import Admission, request_info
 from control.apiserver.metrics import ApiServerMetrics
@@ -169,6 +177,15 @@ def _unary(fn: Callable[[Any], Awaitable[Message]], authenticator: authn.Authent
         raise AssertionError("unreachable")
 
     return handler
+
+
+def _metadata_only_event(encoded: bytes) -> bytes:
+    """An encoded WatchEvent with its object reduced to apiVersion, kind and metadata."""
+    ev = api_pb2.WatchEvent.FromString(encoded)
+    if not ev.object:
+        return encoded  # a bookmark
+    ev.object = codec.metadata_only(ev.object)
+    return ev.SerializeToString()
 
 
 class CachePolicySource:
@@ -320,7 +337,9 @@ class ApiService:
         page = await self.reg.list(info, req.namespace if info.namespaced else "",
                                    req.label_selector, req.field_selector, req.limit,
                                    getattr(req, "continue"), req.resource_version)
-        reply = api_pb2.ListReply(items=page.items, resource_version=str(page.resource_version))
+        items = ([codec.metadata_only(b) for b in page.items] if req.metadata_only
+                 else page.items)
+        reply = api_pb2.ListReply(items=items, resource_version=str(page.resource_version))
         setattr(reply, "continue", page.continue_)
         if page.remaining is not None:
             reply.remaining_item_count = page.remaining
@@ -523,7 +542,7 @@ class ApiService:
                     if watcher.too_slow:
                         log.info("closed a watcher that fell behind", resource=info.plural)
                     return
-                yield item
+                yield _metadata_only_event(item) if req.metadata_only else item
         finally:
             self.reg.cache.unwatch(watcher)
             if self.metrics is not None:

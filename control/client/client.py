@@ -216,13 +216,13 @@ class ApiClient:
     async def list(
         self, resource: type[M], namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", limit: int = 0, continue_: str = "",
-        resource_version: str = "",
+        resource_version: str = "", metadata_only: bool = False,
     ) -> ListResult[M]: ...
     @overload
     async def list(
         self, resource: Named, namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", limit: int = 0, continue_: str = "",
-        resource_version: str = "",
+        resource_version: str = "", metadata_only: bool = False,
     ) -> ListResult[Any]: ...
 
     async def list(
@@ -235,11 +235,15 @@ class ApiClient:
         limit: int = 0,
         continue_: str = "",
         resource_version: str = "",
+        metadata_only: bool = False,
     ) -> ListResult[Any]:
+        """``metadata_only``: items carry only apiVersion, kind and metadata (spec and
+        status empty), as Kubernetes' PartialObjectMetadata."""
         info = kind_of(resource)
         req = api_pb2.ListRequest(
             resource=info.plural, namespace=namespace, label_selector=label_selector,
             field_selector=field_selector, limit=limit, resource_version=resource_version,
+            metadata_only=metadata_only,
         )
         setattr(req, "continue", continue_)
         reply = await self._call(self._stub.List, req)
@@ -350,12 +354,14 @@ class ApiClient:
         self, resource: type[M], namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
         timeout_seconds: int = 0, wait_for_ready: bool = False,
+        metadata_only: bool = False,
     ) -> AsyncIterator[WatchEvent[M]]: ...
     @overload
     def watch(
         self, resource: Named, namespace: str = "", *, label_selector: str = "",
         field_selector: str = "", resource_version: str = "", allow_bookmarks: bool = True,
         timeout_seconds: int = 0, wait_for_ready: bool = False,
+        metadata_only: bool = False,
     ) -> AsyncIterator[WatchEvent[Any]]: ...
 
     async def watch(
@@ -369,15 +375,18 @@ class ApiClient:
         allow_bookmarks: bool = True,
         timeout_seconds: int = 0,
         wait_for_ready: bool = False,
+        metadata_only: bool = False,
     ) -> AsyncIterator[WatchEvent[Any]]:
         """Events until the server ends the stream; ``Gone`` when resource_version is too old.
         ``wait_for_ready``: while the server is unreachable, wait for it to come back (an
-        informer resuming after a server restart) instead of failing at once."""
+        informer resuming after a server restart) instead of failing at once.
+        ``metadata_only``: objects carry only apiVersion, kind and metadata."""
         info = kind_of(resource)
         req = api_pb2.WatchRequest(
             resource=info.plural, namespace=namespace, label_selector=label_selector,
             field_selector=field_selector, resource_version=resource_version,
             allow_bookmarks=allow_bookmarks, timeout_seconds=timeout_seconds,
+            metadata_only=metadata_only,
         )
         call = self._stub.Watch(req, wait_for_ready=wait_for_ready)
         try:

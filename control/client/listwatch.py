@@ -5,6 +5,8 @@ shapes, and ``ApiListWatcher``, the protocol over the API client.
 ``ListWatcher[Pod]``: it lists in pages and watches with bookmarks; ``Gone`` (too old) comes
 through as the client raises it, so the reflector knows to relist. A resource named by string
 (``"pods"``) gives a ``ListWatcher[Any]``, for callers that pick resources at run time.
+``metadata_only=True`` lists and watches objects reduced to their metadata (Kubernetes'
+metadata informers: the garbage collector needs owners and finalizers, not specs).
 
 The protocol lives here, under the runtime that consumes it, so the client's list watcher
 satisfies it by type and in-memory doubles in tests can implement it too.
@@ -59,16 +61,18 @@ class ApiListWatcher(Generic[T_co]):
     @overload
     def __init__(self: ApiListWatcher[M], client: ApiClient, resource: type[M],
                  namespace: str = "", *, label_selector: str = "", field_selector: str = "",
-                 watch_timeout_seconds: int = 0) -> None: ...
+                 watch_timeout_seconds: int = 0, metadata_only: bool = False) -> None: ...
     @overload
     def __init__(self: ApiListWatcher[Any], client: ApiClient, resource: kinds.KindInfo | str,
                  namespace: str = "", *, label_selector: str = "", field_selector: str = "",
-                 watch_timeout_seconds: int = 0) -> None: ...
+                 watch_timeout_seconds: int = 0, metadata_only: bool = False) -> None: ...
 
     def __init__(self, client: ApiClient, resource: type[Message] | kinds.KindInfo | str,
                  namespace: str = "", *, label_selector: str = "", field_selector: str = "",
-                 watch_timeout_seconds: int = 0) -> None:
+                 watch_timeout_seconds: int = 0, metadata_only: bool = False) -> None:
         self.client = client
+        # objects with metadata only (PartialObjectMetadata), for the garbage collector
+        self.metadata_only = metadata_only
         self.info = kind_of(resource)
         self.resource = self.info.plural
         self.namespace = namespace
@@ -80,7 +84,8 @@ class ApiListWatcher(Generic[T_co]):
         res = await self.client.list(
             self.info, self.namespace, label_selector=self.label_selector,
             field_selector=self.field_selector, limit=limit, continue_=continue_,
-            resource_version="" if continue_ else resource_version)
+            resource_version="" if continue_ else resource_version,
+            metadata_only=self.metadata_only)
         return ListPage(res.items, res.resource_version, res.continue_)
 
     def watch(self, *, resource_version: str,
@@ -89,7 +94,7 @@ class ApiListWatcher(Generic[T_co]):
             self.info, self.namespace, label_selector=self.label_selector,
             field_selector=self.field_selector, resource_version=resource_version,
             allow_bookmarks=allow_bookmarks, timeout_seconds=self.watch_timeout_seconds,
-            wait_for_ready=True)
+            wait_for_ready=True, metadata_only=self.metadata_only)
 
 
 __all__ = ["ApiListWatcher", "ListPage", "ListWatcher", "WatchEvent"]

@@ -8,6 +8,11 @@ exactly as fresh as the caches, with nothing to rebuild after a relist.
 
 Monitored: every kind the API serves except Events (which are neither owners nor, in
 practice, dependents, and are numerous). Each reconcile key is ``resource|namespace|name``.
+Only metadata is ever read from the caches (fresh objects are read for writes), so the
+kinds no other controller watches come from metadata-only informers (objects reduced to
+apiVersion, kind and metadata by the server, as Kubernetes' PartialObjectMetadata); the
+kinds others watch share their full informers (the controller manager builds the
+collector last so that it knows which).
 
 ``reconcile`` looks at one object:
 
@@ -149,9 +154,15 @@ class GarbageCollector:
         self._informers: dict[str, SharedInformer[Any]] = {}
         # uids confirmed absent through the API; a uid is never reused.
         self._absent: OrderedDict[str, None] = OrderedDict()
+        indexers = {UID_INDEX: uid_index, OWNER_UID_INDEX: owner_uid_index}
         for plural, info in self._infos.items():
-            inf = ctx.informers.informer(plural, indexers={UID_INDEX: uid_index,
-                                                           OWNER_UID_INDEX: owner_uid_index})
+            # A kind another controller already watches: its informer, decoded anyway.
+            # Any other: metadata only (owners, finalizers, deletion), a fraction of the
+            # bytes and decoding per write, as Kubernetes' metadata informers.
+            informers = ctx.informers
+            if ctx.metadata_informers is not None and plural not in ctx.informers:
+                informers = ctx.metadata_informers
+            inf = informers.informer(plural, indexers=indexers)
             self._informers[plural] = inf
             inf.add_event_handler(self._handler(info))
 

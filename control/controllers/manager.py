@@ -48,6 +48,7 @@ from control.controllers.disruption import DisruptionController
 from control.controllers.endpoints import EndpointsController
 from control.controllers.endpointslice import EndpointSliceController
 from control.controllers.ephemeral_volume import EphemeralVolumeController
+from control.controllers.gc import NAME as GC_NAME
 from control.controllers.gc import GarbageCollector
 from control.controllers.job import JobController
 from control.controllers.local_path import LocalPathProvisioner
@@ -104,6 +105,9 @@ class ControllerContext:
     signer: ClusterCA | None = None
     # --cluster-signing-duration: the longest certificate the signer issues
     signing_duration: datetime.timedelta = DEFAULT_SIGNING_DURATION
+    # informers of objects reduced to their metadata (the garbage collector's, for kinds
+    # no other controller watches in full); None: use ``informers``
+    metadata_informers: InformerSet | None = None
 
 
 class ManagedController(Protocol):
@@ -192,6 +196,9 @@ class ControllerManager:
         self._signing_duration = signing_duration
         self.informers = InformerSet(self._list_watcher, clock=self._clock,
                                      resync_period=resync_period)
+        self.metadata_informers = InformerSet(
+            lambda resource: ApiListWatcher(self.client, resource, metadata_only=True),
+            clock=self._clock, resync_period=resync_period, task_prefix="metadata-informer")
         self.supervisor = Supervisor("controller-manager", clock=self._clock)
         self.events = EventBroadcaster(client, clock=self._clock)
         self.controllers: dict[str, ManagedController] = {}
@@ -240,24 +247,31 @@ class ControllerManager:
         if self._started:
             raise RuntimeError("controller manager already started")
         self._started = True
-        for name, factory in self._factories.items():
+        # The garbage collector last: it shares the full informers the others asked for
+        # and watches every other kind through a metadata-only one.
+        for name, factory in sorted(self._factories.items(),
+                                    key=lambda item: item[0] == GC_NAME):
             ctx = ControllerContext(self.client, self.informers, self._clock,
                                     self._workers_for(name), self.events,
                                     self._node_lifecycle,
                                     self._terminated_pod_gc_threshold,
                                     self._cluster_cidr, self._node_cidr_mask_size,
-                                    self._signer, self._signing_duration)
+                                    self._signer, self._signing_duration,
+                                    self.metadata_informers)
             self.controllers[name] = factory(ctx)
         controller_metrics = ControllerMetrics(self.metrics)
         for managed in self.controllers.values():
             managed.controller.instrument(controller_metrics)
         self.supervisor.start("events", self.events.run)
         self.informers.start(self.supervisor)
-        if not await self.informers.wait_for_sync(self._sync_timeout):
+        self.metadata_informers.start(self.supervisor)
+        if not (await self.informers.wait_for_sync(self._sync_timeout) and
+                await self.metadata_informers.wait_for_sync(self._sync_timeout)):
             await self.stop()
             raise TimeoutError(
                 f"controller caches did not sync within {self._sync_timeout} s "
-                f"(informers: {', '.join(self.informers.resources())})")
+                f"(informers: {', '.join(self.informers.resources())}; metadata only: "
+                f"{', '.join(self.metadata_informers.resources())})")
         for name, managed in self.controllers.items():
             self.supervisor.start(f"controller/{name}", managed.controller.run, restart=True)
         log.info("controllers started", controllers=sorted(self.controllers))

@@ -428,8 +428,10 @@ class InformerSet:
         *,
         clock: Clock | None = None,
         resync_period: float | None = None,
+        task_prefix: str = "informer",
     ) -> None:
         self._factory = list_watcher_factory
+        self._task_prefix = task_prefix  # two sets under one supervisor need two
         self._clock = clock or RealClock()
         self._resync_period = resync_period
         self._informers: dict[str, SharedInformer[Any]] = {}
@@ -479,11 +481,11 @@ class InformerSet:
 
     def start(self, supervisor: Supervisor) -> None:
         """Start every informer not started yet, each as the supervised task
-        ``informer/<resource>`` (restarted with backoff if it ever fails)."""
+        ``informer/<resource>`` (``task_prefix``; restarted with backoff if it ever fails)."""
         for resource, inf in self._informers.items():
             if resource in self._started:
                 continue
-            supervisor.start(f"informer/{resource}", inf.run, restart=True)
+            supervisor.start(f"{self._task_prefix}/{resource}", inf.run, restart=True)
             self._started.add(resource)
 
     async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109

@@ -459,3 +459,27 @@ async def test_create_many_answers_per_object_in_order(cluster: Cluster) -> None
         await c.create_many([cm("a"), cm("b", ns="kube-system")])
     with pytest.raises(errors.BadRequest, match="at most 500"):
         await c.create_many([cm(f"n{i}") for i in range(501)])
+
+
+async def test_metadata_only_list_and_watch(cluster: Cluster) -> None:
+    """Lists and watches asked for metadata only carry every object's metadata (owners,
+    finalizers, resourceVersion) and nothing of its spec or status."""
+    c = cluster.client
+    owned = deployment("meta")
+    owned.metadata.finalizers.append("example.com/hold")
+    made = await c.create(owned)
+    full = (await c.list(apps_pb2.Deployment, "default")).items
+    listed = await c.list(apps_pb2.Deployment, "default", metadata_only=True)
+    assert [d.metadata for d in listed.items] == [d.metadata for d in full]
+    assert all(not d.HasField("spec") and not d.HasField("status") for d in listed.items)
+    stream = c.watch(apps_pb2.Deployment, "default", resource_version=listed.resource_version,
+                     metadata_only=True)
+    try:
+        made.spec.replicas = 5
+        updated = await c.update(made)
+        ev = await asyncio.wait_for(anext(stream), 10)
+        assert ev.type == "MODIFIED" and ev.object is not None
+        assert ev.object.metadata == updated.metadata
+        assert not ev.object.HasField("spec")
+    finally:
+        await stream.aclose()

@@ -5,6 +5,7 @@ are unbound, so deleting them is immediate)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +16,15 @@ from control.controllers.gc import (
     DANGLING,
     SOLID,
     WAITING,
+    GarbageCollector,
     blocks,
     decide,
     deletion_policy,
     is_deleting_dependents,
 )
-from tests.conftest import Cluster
+from control.controllers.manager import ControllerManager
+from control.controllers.replicaset import ReplicaSetController
+from tests.conftest import Cluster, running_cluster
 from tests.support import eventually
 from tests.support.replicasets import count_is, live_pods, replica_set
 
@@ -262,3 +266,52 @@ async def test_foreground_cascades_through_a_chain(cluster: Cluster) -> None:
     await c.update(leaf)
     for name in ("leaf", "mid", "top"):
         await eventually(lambda n=name: gone(c, "configmaps", n))  # type: ignore[misc]
+
+
+async def test_kinds_only_the_collector_watches_come_metadata_only(tmp_path: Path) -> None:
+    """Built after the others whatever the order given, the collector shares the full
+    informers other controllers watch and reads every other kind metadata-only; owners
+    and dependents seen that way are collected all the same (foreground included)."""
+    async with running_cluster(tmp_path / "data", disable={"scheduler", "controllers"}) as cl:
+        manager = ControllerManager(cl.client, controllers={
+            "garbagecollector": GarbageCollector, "replicaset": ReplicaSetController})
+        await manager.start()
+        try:
+            for shared in ("replicasets", "pods"):
+                assert shared in manager.informers and shared not in manager.metadata_informers
+            for alone in ("secrets", "configmaps", "deployments"):
+                assert alone in manager.metadata_informers and alone not in manager.informers
+            c = cl.client
+            synced = manager.metadata_informers["secrets"].indexer
+            top = await c.create(secret("top"))
+            mid = await c.create(secret("mid", top))
+            held = secret("leaf", mid)
+            held.metadata.finalizers.append("example.com/hold")
+            await c.create(held)
+            await eventually(lambda: len(synced.items()) >= 3)
+            assert all(not s.data for s in synced.items().values())  # metadata only
+            await c.delete(core_pb2.Secret, "top", "default", propagation_policy="Foreground")
+
+            async def mid_waits() -> bool:
+                m = await c.get(core_pb2.Secret, "mid", "default")
+                return "foregroundDeletion" in m.metadata.finalizers
+
+            await eventually(mid_waits)
+            assert not await gone(c, "secrets", "top")
+            leaf = await c.get(core_pb2.Secret, "leaf", "default")
+            del leaf.metadata.finalizers[:]
+            await c.update(leaf)
+            for name in ("leaf", "mid", "top"):
+                await eventually(lambda name=name: gone(c, "secrets", name))  # type: ignore[misc]
+        finally:
+            await manager.stop()
+
+
+def secret(name: str, *owners: Any) -> core_pb2.Secret:
+    s = core_pb2.Secret(metadata=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                        data={"key": b"value"})
+    for o in owners:
+        s.metadata.owner_references.append(meta_pb2.OwnerReference(
+            api_version="v1", kind="Secret", name=o.metadata.name, uid=o.metadata.uid,
+            block_owner_deletion=True))
+    return s
