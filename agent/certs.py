@@ -2,7 +2,8 @@
 
 Owns the node's identity on disk (``<data-dir>/pki``: ``ca.crt``, ``client.crt`` +
 ``client.key`` for ``system:node:<name>`` in ``system:nodes``, ``serving.crt`` +
-``serving.key`` for its own port, ``kubelet.conf`` naming the API address and those
+``serving.key`` for its own port, ``kube-proxy.crt`` + ``kube-proxy.key`` for the
+proxy's ``system:kube-proxy``, ``kubelet.conf`` naming the API address and those
 files; keys 0600) and how it gets them, as the kubelet's TLS bootstrap does:
 
 - :func:`parse_token`: k3s' secure format ``K10<sha256 of the CA PEM>::<id>.<secret>``;
@@ -12,6 +13,9 @@ files; keys 0600) and how it gets them, as the kubelet's TLS bootstrap does:
   token as credential (signer ``kubernetes.io/kube-apiserver-client-kubelet``), approved
   and signed by the controller manager;
 - :func:`request_certificate`: one CSR, waited for until issued, denied or timed out;
+- :func:`proxy_identity`: the proxy's certificate (signer
+  ``kubernetes.io/kube-apiserver-client``, ``CN=system:kube-proxy``), asked for with the
+  node's identity, as k3s hands every agent a kube-proxy certificate;
 - :class:`Rotator`: renews a certificate at a jittered 70-90% of its life (as the
   kubelet's certificate manager) with a CSR made with the current identity, writes it,
   and hands the new one to a callback (the agent reopens its channel, the agent server
@@ -49,6 +53,10 @@ log = structlog.get_logger(__name__, component="agent-certs")
 TOKEN_RE = re.compile(r"^K10([0-9a-f]{64})::([a-z0-9]{6})\.([a-z0-9]{16})$")
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 SERVING_SIGNER = "kubernetes.io/kubelet-serving"
+# the proxy's own identity (kube-proxy's user, bound to system:node-proxier)
+PROXY_SIGNER = "kubernetes.io/kube-apiserver-client"
+PROXY_USER = "system:kube-proxy"
+CLIENT_USAGES = ("digital signature", "client auth")
 NODES = "system:nodes"
 NODE_PREFIX = "system:node:"
 DEFAULT_CSR_TIMEOUT = 60.0
@@ -105,6 +113,14 @@ class NodePki:
         return self.directory / "serving.key"
 
     @property
+    def proxy_cert(self) -> Path:
+        return self.directory / "kube-proxy.crt"
+
+    @property
+    def proxy_key(self) -> Path:
+        return self.directory / "kube-proxy.key"
+
+    @property
     def config(self) -> Path:
         return self.directory / "kubelet.conf"
 
@@ -143,6 +159,20 @@ class NodePki:
             return None
         return cfg.server, cfg.credentials
 
+    def load_proxy(self, now: datetime.datetime) -> pki.Issued | None:
+        """The stored ``system:kube-proxy`` certificate if it still lives."""
+        try:
+            cert_pem = self.proxy_cert.read_bytes()
+            key_pem = self.proxy_key.read_bytes()
+            cert = pki.load_cert(cert_pem)
+            pki.load_key(key_pem)
+        except (OSError, pki.PkiError):
+            return None
+        cn, groups = pki.subject_of(cert.subject)
+        if cn != PROXY_USER or groups or cert.not_valid_after_utc <= now:
+            return None
+        return pki.Issued(cert_pem, key_pem)
+
     def load_serving(self, names: Sequence[str], now: datetime.datetime) -> pki.Issued | None:
         """The stored serving certificate if it still names exactly ``names`` and lives."""
         try:
@@ -176,9 +206,14 @@ async def request_certificate(client: ApiClient, key: pki.PrivateKey, node_name:
                               dns: Sequence[str] = (), ips: Sequence[str] = (),
                               wait: float = DEFAULT_CSR_TIMEOUT,
                               poll: float = 0.25) -> bytes:
-    """Create a CSR for ``system:node:<node_name>`` and wait for its certificate."""
-    request = pki.make_csr(key, NODE_PREFIX + node_name, [NODES], dns=dns, ips=ips)
-    prefix = "node-csr-" if signer == CLIENT_SIGNER else "node-serving-csr-"
+    """Create a CSR for ``system:node:<node_name>`` (or, with the proxy's signer, for
+    ``system:kube-proxy``) and wait for its certificate."""
+    if signer == PROXY_SIGNER:
+        request = pki.make_csr(key, PROXY_USER, [])
+        prefix = "kube-proxy-csr-"
+    else:
+        request = pki.make_csr(key, NODE_PREFIX + node_name, [NODES], dns=dns, ips=ips)
+        prefix = "node-csr-" if signer == CLIENT_SIGNER else "node-serving-csr-"
     created: Any = await client.create(new_csr(prefix, request, signer, usages))
     name = created.metadata.name
     loop = asyncio.get_running_loop()
@@ -253,6 +288,23 @@ async def node_identity(client: ApiClient, api: str, ca_pem: bytes, node_name: s
     return Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem)
 
 
+async def proxy_identity(client: ApiClient, ca_pem: bytes, node_name: str, node_pki: NodePki,
+                         now: datetime.datetime, *,
+                         wait: float = DEFAULT_CSR_TIMEOUT) -> Credentials:
+    """The proxy's ``system:kube-proxy`` client certificate: the stored one while it
+    lives, else one asked for with the node's ``client`` (the approver grants it to any
+    node, as k3s gives every agent the kube-proxy certificate), kept in ``node_pki``."""
+    stored = node_pki.load_proxy(now)
+    if stored is None:
+        key = pki.new_key()
+        cert_pem = await request_certificate(client, key, node_name, PROXY_SIGNER,
+                                             CLIENT_USAGES, wait=wait)
+        stored = pki.Issued(cert_pem, pki.key_pem(key))
+        NodePki.write_pair(node_pki.proxy_cert, node_pki.proxy_key, stored.cert_pem,
+                           stored.key_pem)
+    return Credentials(ca_pem=ca_pem, cert_pem=stored.cert_pem, key_pem=stored.key_pem)
+
+
 def is_node_identity(creds: Credentials, node_name: str) -> bool:
     if not creds.cert_pem:
         return False
@@ -317,6 +369,7 @@ class Rotator:
                      expires=pki.load_cert(cert_pem).not_valid_after_utc.isoformat())
 
 
-__all__ = ["CLIENT_SIGNER", "SERVING_SIGNER", "JoinError", "JoinToken", "NodePki", "Rotator",
-           "is_node_identity", "join", "node_identity", "parse_token", "renewal_delay",
+__all__ = ["CLIENT_SIGNER", "CLIENT_USAGES", "PROXY_SIGNER", "PROXY_USER", "SERVING_SIGNER",
+           "JoinError", "JoinToken", "NodePki", "Rotator", "is_node_identity", "join",
+           "node_identity", "parse_token", "proxy_identity", "renewal_delay",
            "request_certificate"]

@@ -11,8 +11,11 @@ node's name as host), ``node-status`` (registration, then status posts), ``node-
 status) and ``local-volumes`` (the reclaim of this node's local-path volumes under
 ``--volume-dir``). With ``--metrics-listen`` it serves the kubelet's metrics at ``/metrics``. Node
 status and lease are independent on purpose: the Lease is the cheap heartbeat the control
-plane watches, and it keeps beating while a status post is slow or retrying. The proxy comes later under the
-same supervisor.
+plane watches, and it keeps beating while a status post is slow or retrying. With the
+nftables proxy: ``proxy`` (the Service rules) on a client of its own, and
+``proxy-certificate``, which gets it the ``system:kube-proxy`` certificate (asked for
+with the node's identity; until then, or if nothing approves it, the proxy uses the
+node's) and keeps it renewed.
 
 :func:`run_agent` is the entry point used by the CLI and tests: start, wait for
 ``stop_event``, stop. Nothing here parses flags or configures logging (the CLI does), so
@@ -47,6 +50,7 @@ from agent.kubelet.probes import ProbeManager
 from agent.kubelet.volumes import VolumeManager
 from agent.network.bridge import BridgeNetwork
 from agent.network.node import NodeNetwork
+from agent.proxy_identity import ProxyIdentity
 from agent.runtime import linux
 from agent.runtime.interface import Runtime
 from agent.runtime.process import ProcessRuntime
@@ -104,6 +108,8 @@ class Agent:
         self.credentials: Credentials | None = None
         self.rotators: dict[str, certs.Rotator] = {}
         self._old_channels: list[grpc.aio.Channel] = []
+        # the proxy's own client (its channel carries system:kube-proxy once issued)
+        self.proxy_client: ApiClient | None = None
         self._log = log.bind(component="agent", node=options.node_name)
 
     async def start(self) -> None:
@@ -195,14 +201,7 @@ class Agent:
         sup.start("image-gc", image_gc.run, backoff=TASK_BACKOFF)
         sup.start("local-volumes", cleaner.run, backoff=TASK_BACKOFF)
         if proxy_mode(opts, self.network is not None) == "nftables":
-            from agent.proxy.conntrack import ConntrackCli
-            from agent.proxy.healthcheck import HealthServer
-            from agent.proxy.proxier import NftablesBackend, Proxier
-            proxier = Proxier(self._client, opts.node_name, NftablesBackend(),
-                              opts.service_cidr, sync_period=opts.proxy_sync_period,
-                              clock=self.clock, cluster_cidr=opts.cluster_cidr,
-                              conntrack=ConntrackCli(), health=HealthServer())
-            sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
+            self._start_proxy(sup)
         if renewable:
             self._rotate_client(sup)
         if serving is None:
@@ -250,6 +249,9 @@ class Agent:
         for old in self._old_channels:
             await old.close(None)
         self._old_channels.clear()
+        if self.proxy_client is not None:
+            await self.proxy_client.channel.close(None)
+            self.proxy_client = None
         if self._client is not None:
             await self._client.channel.close(None)
             self._client = None
@@ -326,6 +328,30 @@ class Agent:
                             key_path=self.node_pki.client_key, clock=self.clock)
         self.rotators["client"] = rot
         sup.start("client-certificate", rot.run, backoff=TASK_BACKOFF)
+
+    # -- the proxy's identity ---------------------------------------------------------------
+
+    def _start_proxy(self, sup: Supervisor) -> None:
+        """The proxy on a client of its own, moved to ``system:kube-proxy`` by
+        :class:`agent.proxy_identity.ProxyIdentity`."""
+        from agent.proxy.conntrack import ConntrackCli
+        from agent.proxy.healthcheck import HealthServer
+        from agent.proxy.proxier import NftablesBackend, Proxier
+        opts = self.options
+        assert self.credentials is not None
+        self.proxy_client = ApiClient(open_channel(opts.server, self.credentials), opts.server,
+                                      timeout=opts.request_timeout)
+        proxier = Proxier(self.proxy_client, opts.node_name, NftablesBackend(),
+                          opts.service_cidr, sync_period=opts.proxy_sync_period,
+                          clock=self.clock, cluster_cidr=opts.cluster_cidr,
+                          conntrack=ConntrackCli(), health=HealthServer())
+        sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
+        assert self._client is not None
+        identity = ProxyIdentity(self._client, self.proxy_client, server=opts.server,
+                                 ca_pem=self._client_ca(), node_name=opts.node_name,
+                                 node_pki=self.node_pki, clock=self.clock,
+                                 csr_timeout=opts.csr_timeout)
+        sup.start("proxy-certificate", identity.run, backoff=TASK_BACKOFF)
 
     def _serving_names(self) -> list[str]:
         assert self.options.node_name

@@ -14,6 +14,11 @@ they ask for exactly what a node is:
   the two key usages), asked by that node itself, with SANs that are all among the
   Node's own ``status.addresses`` (hostname and IPs); a Node not posted yet is retried.
 
+- ``kubernetes.io/kube-apiserver-client``: only subject exactly ``CN=system:kube-proxy``
+  (no group, no SANs, client auth), asked by a node or ``system:masters``: the agent's
+  proxy identity, bound to ``system:node-proxier`` (k3s gives every agent that
+  certificate; it reads no more than a node does).
+
 Anything else stays pending for a human (Kubernetes does the same). Approved requests of
 the signers above (and ``kubernetes.io/kube-apiserver-client``) are signed by
 :class:`CsrSigningController` for ``min(expirationSeconds, signing duration)``; a request
@@ -51,6 +56,7 @@ NODES = "system:nodes"
 NODE_PREFIX = "system:node:"
 BOOTSTRAPPERS = "system:bootstrappers"
 MASTERS = "system:masters"
+PROXY_USER = "system:kube-proxy"
 KEY_USAGES = {"digital signature", "key encipherment"}
 DEFAULT_SIGNING_DURATION = datetime.timedelta(days=365)
 # a serving request may come before the node has posted its addresses
@@ -67,15 +73,36 @@ def _node_subject(request: Any) -> str | None:
     return cn[len(NODE_PREFIX):]
 
 
+def proxy_approval(csr: Any, request: Any) -> tuple[str, str]:
+    """A ``kubernetes.io/kube-apiserver-client`` request: approved only for exactly
+    ``CN=system:kube-proxy`` (no group, no SAN, client auth) asked by a node (or
+    masters), the agent's proxy identity; any other such request waits for a human."""
+    cn, groups = pki.subject_of(request.subject)
+    if cn != PROXY_USER or groups or len(request.subject) != 1:
+        return "ignore", f"only {PROXY_USER}'s client certificate is auto-approved"
+    usages = set(csr.spec.usages)
+    if "client auth" not in usages or not usages <= KEY_USAGES | {"client auth"}:
+        return "ignore", "a kube-proxy client certificate has usage client auth only"
+    if any(pki.sans_of(request)):
+        return "ignore", "a kube-proxy client certificate has no subject alternative names"
+    requester = csr.spec.username
+    if (requester.startswith(NODE_PREFIX) and NODES in csr.spec.groups) or \
+            MASTERS in csr.spec.groups:
+        return "approve", "Auto approving kube-proxy client certificate for a node."
+    return "ignore", f"{requester} is not a node: it may not ask for {PROXY_USER}"
+
+
 def approval(csr: Any, node: Callable[[str], Any | None]) -> tuple[str, str]:
     """("approve" | "wait" | "ignore", why) for one pending request."""
     signer = csr.spec.signer_name
-    if signer not in (KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER):
+    if signer not in (KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER, APISERVER_CLIENT_SIGNER):
         return "ignore", f"signer {signer} is not auto-approved"
     try:
         request = pki.read_csr(bytes(csr.spec.request))
     except pki.PkiError as e:
         return "ignore", str(e)
+    if signer == APISERVER_CLIENT_SIGNER:
+        return proxy_approval(csr, request)
     name = _node_subject(request)
     if name is None:
         return "ignore", "the subject is not exactly CN=system:node:<name>, O=system:nodes"

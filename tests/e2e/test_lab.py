@@ -32,6 +32,7 @@ from control.api import convert, errors
 from control.api.pb import core_pb2
 from control.client.client import ApiClient
 from tests.agent.network.node_scenario import CLIENT
+from tests.support import eventually
 from tests.support.lab import REPO, lab, lab_client, python_in, sleeper, wait_running
 from tests.support.lab import host_pod as pod
 
@@ -419,6 +420,20 @@ async def test_deleted_node_range_is_freed(client: ApiClient, lab_dir: Path) -> 
     assert len(set(got.values())) == len(got)
     for name in names:
         await c.delete(core_pb2.Node, name)
+
+
+async def test_each_proxy_runs_as_kube_proxy(client: ApiClient) -> None:
+    """Every machine's proxy asked, as its node, for system:kube-proxy's certificate and
+    got it (its channel then carries that identity)."""
+    want = {f"system:node:{m(1)}", f"system:node:{m(2)}"}
+
+    async def issued_to_each() -> bool:
+        csrs = (await client.list("certificatesigningrequests")).items
+        return want <= {c.spec.username for c in csrs
+                        if c.spec.signer_name == "kubernetes.io/kube-apiserver-client"
+                        and c.status.certificate}
+
+    await eventually(issued_to_each, "a kube-proxy certificate for each machine", timeout=60)
 
 
 def test_lab_down_leaves_nothing(lab_dir: Path) -> None:

@@ -1,18 +1,23 @@
 """The node authorizer, NodeRestriction and the components' roles against a real server:
 an agent's certificate reads the Secret of its own pod but not of a pod on another node,
 cannot touch another Node, cannot give itself a node-restriction label or drop its
-taints; the scheduler's identity cannot read Secrets."""
+taints; the scheduler's identity cannot read Secrets; the agent's proxy gets its own
+system:kube-proxy identity."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
+from agent import certs
 from control.api import errors
-from control.api.pb import core_pb2
+from control.api.pb import core_pb2, discovery_pb2
 from control.apiserver import authn
+from control.client import pki
 from control.client.channel import open_channel
 from control.client.client import ApiClient
 from control.client.credentials import Credentials
@@ -174,3 +179,29 @@ async def test_the_scheduler_identity_cannot_read_secrets(cluster: Cluster) -> N
     async with client_as(cluster, cluster.plane.credentials(authn.CLUSTER_DNS)) as dns:
         with pytest.raises(errors.Forbidden):
             await dns.list(core_pb2.Secret, NS)
+
+
+async def test_the_proxy_gets_its_own_identity(cluster: Cluster, tmp_path: Path) -> None:
+    """The agent's proxy asks, as its node, for system:kube-proxy's certificate; with it
+    the proxy reads what system:node-proxier allows and nothing of the node's."""
+    node_pki = certs.NodePki(tmp_path / "pki")
+    now = datetime.datetime.now(datetime.UTC)
+    ca_pem = cluster.credentials.ca_pem or b""
+    async with node_client(cluster, "n1") as n1:
+        creds = await certs.proxy_identity(n1, ca_pem, "n1", node_pki, now, wait=20)
+        # kept: the next start reuses it instead of asking again
+        again = await certs.proxy_identity(n1, ca_pem, "n1", node_pki, now, wait=20)
+    assert again.cert_pem == creds.cert_pem
+    assert pki.subject_of(pki.load_cert(creds.cert_pem or b"").subject) == (
+        "system:kube-proxy", [])
+    csrs = await cluster.client.list("certificatesigningrequests")
+    assert [c.spec.username for c in csrs.items
+            if c.spec.signer_name == certs.PROXY_SIGNER] == ["system:node:n1"]
+    await cluster.client.create(secret("s"))
+    async with client_as(cluster, creds) as proxy:
+        await proxy.list(discovery_pb2.EndpointSlice)
+        await proxy.list(core_pb2.Service)
+        with pytest.raises(errors.Forbidden, match='User "system:kube-proxy"'):
+            await proxy.get(core_pb2.Secret, "s", NS)
+        with pytest.raises(errors.Forbidden):
+            await proxy.list(core_pb2.Pod, NS)  # a node may; the proxy needs not

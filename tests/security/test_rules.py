@@ -109,6 +109,8 @@ NODE = "system:node:n1"
 NODES = ["system:nodes"]
 CLIENT = ["digital signature", "client auth"]
 SERVING = ["digital signature", "server auth"]
+PROXY = "system:kube-proxy"
+APISERVER = "kubernetes.io/kube-apiserver-client"
 
 
 @pytest.mark.parametrize(("request_", "node", "verdict"), [
@@ -133,6 +135,16 @@ SERVING = ["digital signature", "server auth"]
     (csr(NODE, NODES, KUBELET_SERVING_SIGNER, SERVING, "system:bootstrap:x",
          ["system:bootstrappers"], ("n1",)), node_with("n1"), "ignore"),
     (csr(NODE, NODES, "example.com/other", CLIENT, NODE, NODES), None, "ignore"),
+    # the agent's proxy identity: exactly CN=system:kube-proxy, asked by a node
+    (csr(PROXY, [], APISERVER, CLIENT, NODE, NODES), None, "approve"),
+    (csr(PROXY, [], APISERVER, CLIENT, "admin", ["system:masters"]), None, "approve"),
+    (csr(PROXY, [], APISERVER, CLIENT, "system:bootstrap:x", ["system:bootstrappers"]), None,
+     "ignore"),
+    (csr(PROXY, [], APISERVER, CLIENT, "bob", []), None, "ignore"),
+    (csr(PROXY, ["system:masters"], APISERVER, CLIENT, NODE, NODES), None, "ignore"),
+    (csr("system:kube-scheduler", [], APISERVER, CLIENT, NODE, NODES), None, "ignore"),
+    (csr(PROXY, [], APISERVER, [*CLIENT, "server auth"], NODE, NODES), None, "ignore"),
+    (csr(PROXY, [], APISERVER, CLIENT, NODE, NODES, dns=("n1",)), None, "ignore"),
 ])
 def test_csr_auto_approval(request_: Any, node: Any, verdict: str) -> None:
     assert approval(request_, lambda _name: node)[0] == verdict
