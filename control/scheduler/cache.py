@@ -19,8 +19,11 @@ Indexes kept incrementally (so no plugin scans every pod for every pod):
   one template share one group, so "does any existing pod's anti-affinity forbid this
   pod?" costs one selector match per distinct term, not one per existing pod - and only
   for the groups whose exact-match label the pod carries (groups indexed by it);
-- node-list positions by topology value (``topology_positions``), rebuilt when the node
-  list or a node's labels change;
+- node-list positions by topology value (``topology_positions``), and topology spread's
+  matching-pod counts per (namespace, selector, topology key) (``domain_counts``: counted
+  once, then updated as pods are placed and removed, through an index of the counters by
+  the label their selector needs) - both rebuilt when the node list or a node's labels
+  change;
 - node order with zones interleaved (kube's NodeTree), rebuilt only when nodes come or go.
 
 Concurrency contract: event loop only, no awaits; every method is atomic. The scheduling
@@ -68,11 +71,30 @@ class AntiAffinityGroup:
 
 
 def _index_keys(term: AffinityTerm) -> tuple[tuple[str, str], ...]:
-    for r in term.selector.requirements:
-        vals = labelsmod.exact_match_values(term.selector, r.key)
+    return _selector_index_keys(term.selector)
+
+
+def _selector_index_keys(sel: labelsmod.Selector) -> tuple[tuple[str, str], ...]:
+    for r in sel.requirements:
+        vals = labelsmod.exact_match_values(sel, r.key)
         if vals is not None:
             return tuple((r.key, v) for v in sorted(vals))
     return ()
+
+
+@dataclass(slots=True)
+class DomainCounter:
+    """Placed, non-terminating pods of one namespace matching one selector, counted per
+    value of one topology key of their node (nodes without the key are not counted)."""
+
+    namespace: str
+    selector: labelsmod.Selector
+    topology_key: str
+    counts: dict[str, int] = field(default_factory=dict)
+    index_keys: tuple[tuple[str, str], ...] = ()
+
+
+MAX_DOMAIN_COUNTERS = 4096
 
 
 class Cache:
@@ -100,6 +122,12 @@ class Cache:
         # topology key -> (value -> ascending positions in node_list(), positions of the
         # nodes without the key); valid until the node list or a node's labels change
         self._positions: dict[str, tuple[dict[str, list[int]], list[int]]] = {}
+        # Topology spread's counts, kept up to date as pods are placed and removed:
+        # (namespace, selector, key) -> counter; (namespace, label key, value) -> the
+        # counters whose selector needs that label; per namespace, the others.
+        self._counters: dict[tuple[str, labelsmod.Selector, str], DomainCounter] = {}
+        self._counters_by_label: dict[tuple[str, str, str], list[DomainCounter]] = {}
+        self._counters_any: dict[str, list[DomainCounter]] = {}
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -115,7 +143,7 @@ class Cache:
             was_placeholder = ni.node is None
             zone_changed = ni.labels.get(ZONE_LABEL) != node.metadata.labels.get(ZONE_LABEL)
             if ni.labels != dict(node.metadata.labels):
-                self._positions.clear()
+                self._topology_changed()
             ni.set_node(node)
             if was_placeholder or zone_changed:
                 self._node_list = None
@@ -155,8 +183,70 @@ class Cache:
                 out.extend(g[i] for g in groups)
                 i += 1
             self._node_list = out
-            self._positions.clear()
+            self._topology_changed()
         return self._node_list
+
+    def _topology_changed(self) -> None:
+        """A node's labels or the set of nodes changed: what is derived from them is
+        rebuilt on next use."""
+        self._positions.clear()
+        self._counters.clear()
+        self._counters_by_label.clear()
+        self._counters_any.clear()
+
+    def domain_counts(self, namespace: str, selector: labelsmod.Selector,
+                      key: str) -> Mapping[str, int]:
+        """Placed, non-terminating pods of ``namespace`` matching ``selector`` per value
+        of their node's ``key`` (Kubernetes' topology spread counts before its policies
+        narrow the domains). Counted once from the label index, then updated as pods are
+        placed and removed; read-only for the caller."""
+        if self._node_list is None:
+            self.node_list()  # a pending rebuild drops every counter: do it first
+        ck = (namespace, selector, key)
+        c = self._counters.get(ck)
+        if c is not None:
+            return c.counts
+        if len(self._counters) >= MAX_DOMAIN_COUNTERS:
+            self._topology_changed()
+        c = DomainCounter(namespace, selector, key, index_keys=_selector_index_keys(selector))
+        for other in self.pods_matching(selector, (namespace,)):
+            if not other.terminating:
+                ni = self.node(self.node_of(other.key))
+                v = ni.labels.get(key) if ni is not None else None
+                if v is not None:
+                    c.counts[v] = c.counts.get(v, 0) + 1
+        self._counters[ck] = c
+        if selector.is_nothing:
+            pass  # nothing to keep up to date
+        elif c.index_keys:
+            for k, v in c.index_keys:
+                self._counters_by_label.setdefault((namespace, k, v), []).append(c)
+        else:
+            self._counters_any.setdefault(namespace, []).append(c)
+        return c.counts
+
+    def _count(self, pi: PodInfo, node: str, delta: int) -> None:
+        if not self._counters or pi.terminating:
+            return
+        ni = self.node(node)
+        if ni is None:
+            return
+        ns = pi.namespace
+        seen: list[DomainCounter] = []
+        cands = list(self._counters_any.get(ns, ()))
+        for lk, lv in pi.labels.items():
+            cands.extend(self._counters_by_label.get((ns, lk, lv), ()))
+        for c in cands:
+            if any(c is d for d in seen) or not c.selector.matches(pi.labels):
+                continue
+            seen.append(c)
+            v = ni.labels.get(c.topology_key)
+            if v is not None:
+                n = c.counts.get(v, 0) + delta
+                if n > 0:
+                    c.counts[v] = n
+                else:
+                    c.counts.pop(v, None)
 
     def topology_positions(self, key: str) -> tuple[dict[str, list[int]], list[int]]:
         """Where each value of ``key`` sits in ``node_list()``: value -> ascending
@@ -287,6 +377,7 @@ class Cache:
             ni = NodeInfo(name=node)
             self._nodes[node] = ni
         ni.add_pod(pi)
+        self._count(pi, node, 1)
         key = pi.key
         ns = pi.namespace
         self._ns_index.setdefault(ns, set()).add(key)
@@ -313,6 +404,7 @@ class Cache:
             g.nodes[node] = g.nodes.get(node, 0) + 1
 
     def _unplace(self, pi: PodInfo, node: str) -> None:
+        self._count(pi, node, -1)
         ni = self._nodes.get(node)
         if ni is not None:
             ni.remove_pod(pi.key)

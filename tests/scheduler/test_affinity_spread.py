@@ -371,3 +371,66 @@ def test_anti_affinity_candidates_are_every_group_that_selects_the_pod() -> None
         cache.remove_pod(f"other/guard{j}")
     assert cache.anti_affinity_groups == {}
     assert list(cache.anti_affinity_candidates(info(pod("x", labels={"group": "a"})))) == []
+
+
+def _recount(cache: Cache, ns: str, sel: Any, key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for ni in cache.node_list():
+        for p in ni.pods.values():
+            if p.namespace == ns and not p.terminating and sel.matches(p.labels):
+                v = ni.labels.get(key)
+                if v is not None:
+                    out[v] = out.get(v, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_domain_counts_follow_pods_and_nodes(seed: int) -> None:
+    """The cache's incrementally kept spread counts equal a recount after any sequence of
+    pods placed, assumed, forgotten, deleted or terminating and nodes relabelled, added
+    or removed."""
+    from control.api import labels as labelsmod
+    rng = random.Random(seed)
+    cache = _random_cluster(rng)
+    selectors = [labelsmod.from_map({"group": g}) for g in "abc"] + [
+        labelsmod.from_map({"group": "a", "rev": "1"}), labelsmod.everything(),
+        labelsmod.nothing()]
+    keys = [ZONE, HOST, "disk"]
+    for step in range(60):
+        # read some counters (creating them) before changing things
+        for _ in range(3):
+            ns, sel, key = rng.choice(["default", "other"]), rng.choice(selectors), \
+                rng.choice(keys)
+            assert dict(cache.domain_counts(ns, sel, key)) == _recount(cache, ns, sel, key)
+        names = [ni.name for ni in cache.node_list()]
+        op = rng.random()
+        placed = [k for ni in cache.node_list() for k in ni.pods]
+        if op < 0.35 and names:
+            cache.add_pod(info(_random_pod(rng, f"s{seed}-{step}", rng.choice(names))))
+        elif op < 0.5 and names:
+            pi = info(_random_pod(rng, f"a{seed}-{step}"))
+            cache.assume(pi, rng.choice(names))
+            if rng.random() < 0.5:
+                cache.forget(pi.key)
+        elif op < 0.65 and placed:
+            cache.remove_pod(rng.choice(placed))
+        elif op < 0.75 and placed:
+            k = rng.choice(placed)
+            old = cache.pod(k)
+            assert old is not None
+            p = core_pb2.Pod()
+            p.CopyFrom(old.pod)
+            p.spec.node_name = cache.node_of(k)
+            p.metadata.deletion_timestamp.FromSeconds(1)
+            cache.update_pod(info(p))
+        elif op < 0.85 and names:
+            ni = cache.node(rng.choice(names))
+            assert ni is not None and ni.node is not None
+            n = core_pb2.Node()
+            n.CopyFrom(ni.node)
+            n.metadata.labels[ZONE] = rng.choice("xyzw")
+            cache.update_node(n)
+        elif op < 0.92:
+            cache.add_node(node(f"late{step}", labels={ZONE: rng.choice("xyzw")}))
+        elif names:
+            cache.remove_node(rng.choice(names))

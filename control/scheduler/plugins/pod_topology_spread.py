@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,7 @@ class SpreadState:
 
     constraints: list[Constraint]
     counts: list[dict[str, int]]
-    domains: list[set[str]]
+    domains: list[AbstractSet[str]]
     self_match: list[int]
     min_counts: list[int] = field(default_factory=list)
 
@@ -152,44 +153,36 @@ def _eligible(pod: PodInfo, c: Constraint) -> Callable[[NodeInfo], bool] | None:
     return ok
 
 
-_DOMAIN_MEMO: dict[tuple[int, int, str], set[str]] = {}
-
-
-def all_domains(state: CycleState, key: str) -> set[str]:
-    """Every value of ``key`` over the nodes, memoised on the cache's node generation."""
-    cache = state.snapshot
-    memo_key = (id(cache), cache.node_generation, key)
-    domains = _DOMAIN_MEMO.get(memo_key)
-    if domains is None:
-        if len(_DOMAIN_MEMO) > 64:
-            _DOMAIN_MEMO.clear()
-        domains = {v for ni in cache.node_list() if (v := ni.labels.get(key)) is not None}
-        _DOMAIN_MEMO[memo_key] = domains
-    return domains
+def all_domains(state: CycleState, key: str) -> AbstractSet[str]:
+    """Every value of ``key`` over the nodes (from the cache's position index, rebuilt
+    only when nodes or their labels change)."""
+    return state.snapshot.topology_positions(key)[0].keys()
 
 
 def count_domains(state: CycleState, pod: PodInfo, c: Constraint
-                  ) -> tuple[dict[str, int], set[str]]:
-    """(matching pods per domain, eligible domains) for one constraint."""
+                  ) -> tuple[dict[str, int], AbstractSet[str]]:
+    """(matching pods per domain, eligible domains) for one constraint. The counts come
+    from the cache's incrementally kept counter (not recounted per pod), narrowed to the
+    eligible domains."""
     cache = state.snapshot
     eligible = _eligible(pod, c)
     key = c.topology_key
+    domains: AbstractSet[str]
     if eligible is None:
         domains = all_domains(state, key)
     else:
         domains = {v for ni in cache.node_list()
                    if (v := ni.labels.get(key)) is not None and eligible(ni)}
-    counts: dict[str, int] = {}
-    for other in cache.pods_matching(c.selector, (pod.namespace,)):
-        if other.terminating or other.key == pod.key:
-            continue
-        ni = cache.node(cache.node_of(other.key))
-        if ni is None:
-            continue
-        v = ni.labels.get(key)
-        if v is None or v not in domains:
-            continue
-        counts[v] = counts.get(v, 0) + 1
+    raw = cache.domain_counts(pod.namespace, c.selector, key)
+    counts = {v: n for v, n in raw.items() if v in domains}
+    if cache.has_pod(pod.key) and not pod.terminating and c.selector.matches(pod.labels):
+        # the pod itself (already placed: a what-if) is not one of the others
+        ni = cache.node(cache.node_of(pod.key))
+        v = ni.labels.get(key) if ni is not None else None
+        if v is not None and counts.get(v, 0) > 0:
+            counts[v] -= 1
+            if not counts[v]:
+                del counts[v]
     return counts, domains
 
 
