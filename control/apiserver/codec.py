@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from control.api import kinds
+from control.api.pb import meta_pb2
 
 _METADATA_TAG = b"\x1a"  # field 3, wire type 2 (length-delimited)
 _RESOURCE_VERSION_TAG = b"\x2a"  # ObjectMeta field 5, wire type 2
@@ -45,55 +46,19 @@ def with_revision(stored: bytes, revision: int) -> bytes:
     return stored + rv_suffix(revision)
 
 
-# Top-level fields every kind's message shares: api_version (1), kind (2), metadata (3).
-_METADATA_FIELDS = frozenset({1, 2, 3})
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
 def metadata_only(raw: bytes) -> bytes:
     """The wire bytes of an object reduced to apiVersion, kind and metadata (Kubernetes'
-    PartialObjectMetadata), without decoding it: the top-level fields are walked by their
-    tags and lengths and only fields 1-3 kept (the resourceVersion suffix is a field 3 too).
-    Decodes as the kind's message with an empty spec and status."""
+    PartialObjectMetadata), without decoding the rest: the bytes parse as
+    ``PartialObjectMetadata`` (fields 1-3 of every kind; the resourceVersion suffix merges
+    into the metadata), whose unknown fields (spec, status, data...) are dropped, all in
+    protobuf's C code (~2 us for a 1 KB Secret, against ~20 us walking the fields in
+    Python). Decodes as the kind's message with an empty spec and status."""
     try:
-        return _metadata_only(raw)
-    except IndexError:
-        raise ValueError("truncated protobuf message") from None
-
-
-def _metadata_only(raw: bytes) -> bytes:
-    out = bytearray()
-    pos, end = 0, len(raw)
-    while pos < end:
-        start = pos
-        tag, pos = _read_varint(raw, pos)
-        wire_type = tag & 7
-        if wire_type == 2:
-            length, pos = _read_varint(raw, pos)
-            pos += length
-        elif wire_type == 0:
-            _, pos = _read_varint(raw, pos)
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 1:
-            pos += 8
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type} at byte {start}")
-        if tag >> 3 in _METADATA_FIELDS:
-            out += raw[start:pos]
-    if pos != end:
-        raise ValueError("truncated protobuf message")
-    return bytes(out)
+        partial = meta_pb2.PartialObjectMetadata.FromString(raw)
+    except DecodeError as e:
+        raise ValueError(f"not an object's protobuf encoding: {e}") from None
+    partial.DiscardUnknownFields()
+    return partial.SerializeToString(deterministic=True)
 
 
 def encode_for_store(obj: Message) -> bytes:

@@ -384,10 +384,12 @@ def _secret(secret: core_pb2.Secret) -> None:
     if not secret.type:
         secret.type = "Opaque"
     # stringData is a write-only convenience: Kubernetes merges it into data (winning over
-    # a key present in both) so that only data is ever stored.
-    for k, v in secret.string_data.items():
-        secret.data[k] = v.encode()
-    secret.ClearField("string_data")
+    # a key present in both) so that only data is ever stored. (Tested first: iterating
+    # even an empty protobuf map costs ~2 us on every Secret write.)
+    if secret.string_data:
+        for k, v in secret.string_data.items():
+            secret.data[k] = v.encode()
+        secret.ClearField("string_data")
 
 
 def _namespace(ns: core_pb2.Namespace) -> None:

@@ -43,12 +43,10 @@ def test_metadata_only_keeps_metadata_and_drops_the_rest(obj: object) -> None:
 
 
 def test_metadata_only_refuses_bytes_that_are_not_a_message() -> None:
-    with pytest.raises(ValueError, match="truncated"):
-        codec.metadata_only(b"\x1a\x10abc")  # field 3 claims 16 bytes, 3 follow
-    with pytest.raises(ValueError, match="truncated"):
-        codec.metadata_only(b"\x1a\x80")  # the length's varint never ends
-    with pytest.raises(ValueError, match="wire type"):
-        codec.metadata_only(b"\x1b")  # wire type 3 (groups): never in our messages
+    for bad in (b"\x1a\x10abc",  # field 3 claims 16 bytes, 3 follow
+                b"\x1a\x80"):  # the length's varint never ends
+        with pytest.raises(ValueError, match="not an object's protobuf encoding"):
+            codec.metadata_only(bad)
 
 
 def test_a_deployment_keeps_nothing_of_its_template() -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lotilla/v1/meta.proto\x12\x0b\x66lotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n\x08Quantity\x12\x0e\n\x06string\x18\x01 \x01(\t\"<\n\x0bIntOrString\x12\x11\n\x07int_val\x18\x01 \x01(\x05H\x00\x12\x11\n\x07str_val\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\xb2\x01\n\x0eOwnerReference\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x17\n\ncontroller\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"\xdf\x04\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12\x36\n\x12\x63reation_timestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x06labels\x18\n \x03(\x0b\x32#.flotilla.v1.ObjectMeta.LabelsEntry\x12=\n\x0b\x61nnotations\x18\x0b \x03(\x0b\x32(.flotilla.v1.ObjectMeta.AnnotationsEntry\x12\x35\n\x10owner_references\x18\x0c \x03(\x0b\x32\x1b.flotilla.v1.OwnerReference\x12\x12\n\nfinalizers\x18\r \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"r\n\x08ListMeta\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x02 \x01(\t\x12!\n\x14remaining_item_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_remaining_item_count\"I\n\x18LabelSelectorRequirement\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xc8\x01\n\rLabelSelector\x12\x41\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32+.flotilla.v1.LabelSelector.MatchLabelsEntry\x12@\n\x11match_expressions\x18\x02 \x03(\x0b\x32%.flotilla.v1.LabelSelectorRequirement\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x90\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x12\n\nfield_path\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lotilla/v1/meta.proto\x12\x0b\x66lotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n\x08Quantity\x12\x0e\n\x06string\x18\x01 \x01(\t\"<\n\x0bIntOrString\x12\x11\n\x07int_val\x18\x01 \x01(\x05H\x00\x12\x11\n\x07str_val\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\xb2\x01\n\x0eOwnerReference\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x17\n\ncontroller\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"e\n\x15PartialObjectMetadata\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.flotilla.v1.ObjectMeta\"\xdf\x04\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12\x36\n\x12\x63reation_timestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x06labels\x18\n \x03(\x0b\x32#.flotilla.v1.ObjectMeta.LabelsEntry\x12=\n\x0b\x61nnotations\x18\x0b \x03(\x0b\x32(.flotilla.v1.ObjectMeta.AnnotationsEntry\x12\x35\n\x10owner_references\x18\x0c \x03(\x0b\x32\x1b.flotilla.v1.OwnerReference\x12\x12\n\nfinalizers\x18\r \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"r\n\x08ListMeta\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x02 \x01(\t\x12!\n\x14remaining_item_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_remaining_item_count\"I\n\x18LabelSelectorRequirement\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xc8\x01\n\rLabelSelector\x12\x41\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32+.flotilla.v1.LabelSelector.MatchLabelsEntry\x12@\n\x11match_expressions\x18\x02 \x03(\x0b\x32%.flotilla.v1.LabelSelectorRequirement\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x90\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x12\n\nfield_path\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,22 +44,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTORSTRING']._serialized_end=160
   _globals['_OWNERREFERENCE']._serialized_start=163
   _globals['_OWNERREFERENCE']._serialized_end=341
-  _globals['_OBJECTMETA']._serialized_start=344
-  _globals['_OBJECTMETA']._serialized_end=951
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=820
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=865
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=867
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=917
-  _globals['_LISTMETA']._serialized_start=953
-  _globals['_LISTMETA']._serialized_end=1067
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1069
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1142
-  _globals['_LABELSELECTOR']._serialized_start=1145
-  _globals['_LABELSELECTOR']._serialized_end=1345
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1295
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1345
-  _globals['_CONDITION']._serialized_start=1348
-  _globals['_CONDITION']._serialized_end=1509
-  _globals['_OBJECTREFERENCE']._serialized_start=1512
-  _globals['_OBJECTREFERENCE']._serialized_end=1656
+  _globals['_PARTIALOBJECTMETADATA']._serialized_start=343
+  _globals['_PARTIALOBJECTMETADATA']._serialized_end=444
+  _globals['_OBJECTMETA']._serialized_start=447
+  _globals['_OBJECTMETA']._serialized_end=1054
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=923
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=968
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=970
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=1020
+  _globals['_LISTMETA']._serialized_start=1056
+  _globals['_LISTMETA']._serialized_end=1170
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1172
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1245
+  _globals['_LABELSELECTOR']._serialized_start=1248
+  _globals['_LABELSELECTOR']._serialized_end=1448
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1398
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1448
+  _globals['_CONDITION']._serialized_start=1451
+  _globals['_CONDITION']._serialized_end=1612
+  _globals['_OBJECTREFERENCE']._serialized_start=1615
+  _globals['_OBJECTREFERENCE']._serialized_end=1759
 # @@protoc_insertion_point(module_scope)
