@@ -344,7 +344,10 @@ class Agent:
         proxier = Proxier(self.proxy_client, opts.node_name, NftablesBackend(),
                           opts.service_cidr, sync_period=opts.proxy_sync_period,
                           clock=self.clock, cluster_cidr=opts.cluster_cidr,
-                          conntrack=ConntrackCli(), health=HealthServer())
+                          conntrack=ConntrackCli(), health=HealthServer(),
+                          node_ips=[self.node_status.node_ip]
+                          if self.node_status is not None and self.node_status.node_ip
+                          else [])
         sup.start("proxy", proxier.run, backoff=TASK_BACKOFF)
         assert self._client is not None
         identity = ProxyIdentity(self._client, self.proxy_client, server=opts.server,

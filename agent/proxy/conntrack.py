@@ -11,6 +11,11 @@ it must be deleted, or the client keeps talking to a pod that is gone:
 - a UDP Service port gets its first endpoint: flows to its addresses and node port that
   were set up while it had none (they were rejected, and would stay un-NATed and rejected).
 
+Node-port flows are matched on the node's own addresses (``node_ips``): the port number
+alone would also match other programs' flows to other machines (kube-proxy matches the
+port alone; on a machine it does not own, that touches what is not its own). Without
+the node's addresses, node-port flows are left to time out.
+
 :func:`stale_flows` computes the deletions from the previous and the new ruleset (pure,
 table-tested); :class:`ConntrackCli` runs them with the ``conntrack`` tool in the calling
 process' network namespace; :class:`FakeConntrack` records them.
@@ -63,7 +68,8 @@ def _addresses(sp: ServicePort) -> list[tuple[str, int]]:
     return [(ip, sp.port) for ip in (sp.cluster_ip, *sp.load_balancer_ips)]
 
 
-def stale_flows(old: Ruleset | None, new: Ruleset) -> list[Flow]:
+def stale_flows(old: Ruleset | None, new: Ruleset, node_ips: Sequence[str] = ()
+                ) -> list[Flow]:
     """The UDP flows to delete after ``old`` became ``new`` (nothing for the first sync:
     there is no earlier state to be stale against)."""
     if old is None:
@@ -78,14 +84,14 @@ def stale_flows(old: Ruleset | None, new: Ruleset) -> list[Flow]:
             for addr, port in _addresses(was):
                 out.add(Flow(addr, port, ip))
             if was.node_port:
-                out.add(Flow("", was.node_port, ip))
+                out.update(Flow(node, was.node_port, ip) for node in node_ips)
     for key, sp in after.items():
         earlier = before.get(key)
         if sp.endpoints and (earlier is None or not earlier.endpoints):
             for addr, port in _addresses(sp):
                 out.add(Flow(addr, port))
             if sp.node_port:
-                out.add(Flow("", sp.node_port))
+                out.update(Flow(node, sp.node_port) for node in node_ips)
     return sorted(out)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
@@ -120,8 +121,10 @@ class Proxier:
                  min_sync_interval: float = DEFAULT_MIN_SYNC_INTERVAL,
                  clock: Clock | None = None, cluster_cidr: str = "",
                  conntrack: Conntrack | None = None,
-                 health: HealthServer | None = None) -> None:
+                 health: HealthServer | None = None,
+                 node_ips: Sequence[str] = ()) -> None:
         self.node_name = node_name
+        self.node_ips = tuple(node_ips)
         self.conntrack = conntrack
         self.health = health
         self._synced: Ruleset | None = None
@@ -177,7 +180,7 @@ class Proxier:
         if self.health is not None:
             self.health.proxy_healthy = True
             await self.health.sync(rules.health_checks)
-        flows = stale_flows(previous, rules)
+        flows = stale_flows(previous, rules, self.node_ips)
         if flows and self.conntrack is not None:
             try:
                 await self.conntrack.delete(flows)

@@ -34,13 +34,14 @@ CASES = [
     ("gone, with node port and load-balancer address",
      rules(udp(A, B, node_port=30053, lb=("172.30.255.11",))),
      rules(udp(A, node_port=30053, lb=("172.30.255.11",))),
-     [Flow("", 30053, B.ip), Flow("10.96.0.10", 53, B.ip), Flow("172.30.255.11", 53, B.ip)]),
+     [Flow("10.96.0.10", 53, B.ip), Flow("172.30.255.11", 30053, B.ip),
+      Flow("172.30.255.11", 53, B.ip)]),
     ("the endpoint's port changed only: same address, nothing stale",
      rules(udp(A)), rules(udp(Endpoint(A.ip, 53))), []),
     ("the Service gone", rules(udp(A)), rules(), [Flow("10.96.0.10", 53, A.ip)]),
     ("the first endpoint: flows set up while it had none",
      rules(udp(node_port=30053)), rules(udp(C, node_port=30053)),
-     [Flow("", 30053), Flow("10.96.0.10", 53)]),
+     [Flow("10.96.0.10", 53), Flow("172.30.255.11", 30053)]),
     ("a new Service with endpoints", rules(), rules(udp(C)), [Flow("10.96.0.10", 53)]),
     ("every endpoint replaced", rules(udp(A)), rules(udp(C)), [Flow("10.96.0.10", 53, A.ip)]),
     ("TCP is not tracked here",
@@ -52,7 +53,13 @@ CASES = [
 @pytest.mark.parametrize(("old", "new", "want"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_stale_flows(old: Ruleset | None, new: Ruleset, want: list[Flow]) -> None:
-    assert stale_flows(old, new) == sorted(want)
+    assert stale_flows(old, new, ["172.30.255.11"]) == sorted(want)
+
+
+def test_node_port_flows_need_the_node_addresses() -> None:
+    # the port alone would match other programs' flows to other machines
+    old, new = rules(udp(A, B, node_port=30053)), rules(udp(A, node_port=30053))
+    assert stale_flows(old, new) == [Flow("10.96.0.10", 53, B.ip)]
 
 
 def test_flow_argv() -> None:
