@@ -139,6 +139,7 @@ class Agent:
                 self._log.warning("isolation off", detail=line)
             # leases and namespaces of sandboxes removed while no agent ran
             await runtime.reclaim_network()
+            await runtime.reclaim_ipc()  # likewise IPC namespaces and /dev/shm mounts
             self.runtime = runtime
         else:
             host_reason = "the runtime has no pod network"

@@ -851,7 +851,7 @@ class PodSyncer:
             pod_uid=uid, namespace=pod.metadata.namespace, name=pod.metadata.name,
             hostname=pod.spec.hostname or pod.metadata.name, pod_dir=str(pod_dir),
             labels=dict(pod.metadata.labels), annotations=dict(pod.metadata.annotations),
-            host_network=pod.spec.host_network,
+            host_network=pod.spec.host_network, host_ipc=pod.spec.host_ipc,
             hosts_file=hosts_file(pod, _read_host_hosts()) if pod.spec.host_aliases else None,
             resolv_conf=self._resolv_conf(pod),
             port_mappings=[] if pod.spec.host_network else port_mappings(pod))

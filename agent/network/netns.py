@@ -1,4 +1,6 @@
 """Network namespaces as files: create one pinned at a path, run code inside one, remove it.
+(``create`` pins other kinds of namespace the same way: the runtime pins each pod's IPC
+namespace with it.)
 
 A pod's network namespace lives as long as a bind mount of it exists (``ip netns add`` does
 the same under /run/netns; we pin under the runtime's own state dir so several agents on a
@@ -26,6 +28,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWIPC = 0x08000000
+_KINDS = {"net": CLONE_NEWNET, "ipc": CLONE_NEWIPC}
 MS_BIND = 4096
 MNT_DETACH = 2
 
@@ -60,7 +64,7 @@ def _in_thread(fn: Callable[[], T]) -> T:
 
 
 def is_pinned(path: str | Path) -> bool:
-    """True when ``path`` is a mounted network namespace (not just the empty mount point)."""
+    """True when ``path`` is a mounted namespace (not just the empty mount point)."""
     try:
         with open(path, "rb") as f:
             # A pinned namespace file is an nsfs inode; the bare mount point is an empty file
@@ -70,24 +74,26 @@ def is_pinned(path: str | Path) -> bool:
         return False
 
 
-def create(path: str | Path) -> None:
-    """A new network namespace pinned at ``path`` (its directory must exist). Idempotent:
-    an already pinned path is kept as it is."""
+def create(path: str | Path, kind: str = "net") -> None:
+    """A new namespace of ``kind`` ("net" or "ipc") pinned at ``path`` (its directory must
+    exist). Idempotent: an already pinned path is kept as it is."""
     path = str(path)
+    flag = _KINDS[kind]
     if is_pinned(path):
         return
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o444)
     os.close(fd)
 
     def make() -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        own = f"/proc/thread-self/ns/{kind}"
+        home = os.open(own, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            _check(_libc.unshare(flag), f"unshare({kind} namespace)")
             try:
-                _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none",
-                                   MS_BIND, None), f"bind-mounting the namespace at {path}")
+                _check(_libc.mount(own.encode(), path.encode(), b"none", MS_BIND, None),
+                       f"bind-mounting the namespace at {path}")
             finally:
-                _check(_libc.setns(home, CLONE_NEWNET), "setns back to the agent's namespace")
+                _check(_libc.setns(home, flag), "setns back to the agent's namespace")
         finally:
             os.close(home)
 

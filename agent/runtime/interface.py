@@ -71,6 +71,8 @@ class SandboxConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     host_network: bool = False
+    # hostIPC: the containers stay in the host's IPC namespace, with the host's /dev/shm
+    host_ipc: bool = False
     # /etc/hosts and /etc/resolv.conf content to show inside the containers (None = host's)
     hosts_file: str | None = None
     resolv_conf: str | None = None

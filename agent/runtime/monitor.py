@@ -17,9 +17,9 @@
 
     With isolation (root): the starter unshares a PID namespace before forking, so the
     container's process is PID 1 of its own namespace (``sh -c 'echo $$'`` prints 1, as in
-    Docker without ``--init``); that child joins the container's cgroups, unshares mount,
-    UTS and IPC namespaces (after joining the pod's network namespace, pinned by the
-    runtime, when the pod has one), builds its overlay root (``rootfs.py``), sets the hostname,
+    Docker without ``--init``); that child joins the container's cgroups, unshares mount
+    and UTS namespaces (after joining the pod's network and IPC namespaces, pinned by the
+    runtime, when the pod has them; a hostIPC pod stays in the host's), builds its overlay root (``rootfs.py``), sets the hostname,
     limits its capabilities, switches user and execs. Without isolation it only starts a
     new session (the container is a process group) and execs.
 
@@ -272,16 +272,21 @@ def _container_child(spec: dict[str, Any], out_w: int, err_w: int, errpipe: int)
             with open(procs, "w") as f:
                 f.write("0")  # "0" = the writing process, in v1 and v2
         os.setsid()
-        if spec.get("netns"):
-            step = "joining the pod's network namespace"
-            fd = os.open(spec["netns"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(fd, linux.CLONE_NEWNET)
-            finally:
-                os.close(fd)
+        for key, flag, what in (("netns", linux.CLONE_NEWNET, "network"),
+                                ("ipcns", linux.CLONE_NEWIPC, "IPC")):
+            if spec.get(key):
+                step = f"joining the pod's {what} namespace"
+                fd = os.open(spec[key], os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    linux.setns(fd, flag)
+                finally:
+                    os.close(fd)
         if spec.get("isolate"):
             step = "creating namespaces"
-            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
+            flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS
+            if not spec.get("ipcns") and not spec.get("host_ipc"):
+                flags |= linux.CLONE_NEWIPC  # a sandbox from before pods had their own
+            linux.unshare(flags)
             step = "building the root filesystem"
             setup_rootfs(RootfsPlan.from_json(spec["rootfs"]))
             step = "setting the hostname"

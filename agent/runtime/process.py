@@ -2,7 +2,8 @@
 of its layers, ``rootfs.py``) or, for the ``host`` handler, from the host's filesystem,
 each owned by a monitor process of its own (``monitor.py``, forked by the runtime's fork
 server: ``launcher.py``); with root, each container also
-gets private PID, mount, UTS and IPC namespaces, that overlay root with
+gets private PID, mount and UTS namespaces, the pod's IPC namespace and /dev/shm
+(``sandbox_ipc.py``), that overlay root with
 its volumes bind-mounted at their mountPath, the pod's hostname, a capability set and user,
 and cgroup limits (``cgroups.py``).
 
@@ -10,6 +11,8 @@ State lives only in files under ``root_dir`` (one root per node, so several agen
 host)::
 
     sandboxes/<id>/sandbox.json   the pod's sandbox (+ hosts, resolv.conf, hostname files)
+    sandboxes/<id>/shm            the pod's /dev/shm (a tmpfs, while the sandbox is ready)
+    ipcns/<id>, netns/<id>        the pod's IPC and network namespaces, pinned
     containers/<id>/spec.json     what to run (written here, read by the monitor)
     containers/<id>/monitor.json  monitor and container pids + start times (by the monitor)
     containers/<id>/status.json   exit code, signal, OOM flag, times, message (by the monitor)
@@ -63,7 +66,7 @@ from typing import Any
 
 import agent
 from agent.network.interface import PodNetwork
-from agent.runtime import imagefs, linux, sandbox_net
+from agent.runtime import imagefs, linux, sandbox_ipc, sandbox_net
 from agent.runtime.cgroups import Cgroups
 from agent.runtime.exec_session import (
     ProcessExecSession,
@@ -180,6 +183,8 @@ class ProcessRuntime:
             raise ValueError("a pod network needs isolation (root)")
         self.network = network
         self.netns_dir = self.root_dir / "netns"
+        # pods' IPC namespaces (with root; see sandbox_ipc.py)
+        self.ipcns_dir = self.root_dir / "ipcns"
         # container id -> its spec.json (immutable once written); see the module docstring
         self._specs: dict[str, dict[str, Any]] = {}
         self._files = _JsonCache()  # sandbox.json, status.json, monitor.json
@@ -257,19 +262,32 @@ class ProcessRuntime:
                 except OSError as e:
                     shutil.rmtree(sdir, ignore_errors=True)
                     raise RuntimeError_(f"creating the pod's cgroup: {e}") from e
+            ipcns_path, shm_path = "", ""
+            if self.isolate and not config.host_ipc:
+                try:
+                    ipcns_path, shm_path = await asyncio.to_thread(
+                        sandbox_ipc.create, self.ipcns_dir, sdir, sandbox_id)
+                except OSError as e:
+                    shutil.rmtree(sdir, ignore_errors=True)
+                    raise RuntimeError_(f"creating the pod's IPC namespace and /dev/shm: "
+                                        f"{e}") from e
             netns_path, ip = "", ""
             if self.network is not None and not config.host_network:
                 try:
                     netns_path, ip = await sandbox_net.attach(self.network, self.netns_dir,
                                                               sandbox_id, config)
                 except BaseException:
+                    if ipcns_path:
+                        await asyncio.to_thread(sandbox_ipc.remove, self.ipcns_dir, sdir,
+                                                sandbox_id)
                     shutil.rmtree(sdir, ignore_errors=True)
                     raise
             write_json_atomic(str(sdir / "sandbox.json"), {
                 "id": sandbox_id, "pod_uid": config.pod_uid, "namespace": config.namespace,
                 "name": config.name, "hostname": config.hostname, "pod_dir": config.pod_dir,
                 "labels": dict(config.labels), "annotations": dict(config.annotations),
-                "host_network": config.host_network,
+                "host_network": config.host_network, "host_ipc": config.host_ipc,
+                "ipcns": ipcns_path, "shm": shm_path,
                 "hosts_file": config.hosts_file is not None,
                 "resolv_conf": config.resolv_conf is not None,
                 "netns": netns_path, "ip": ip,
@@ -283,6 +301,14 @@ class ProcessRuntime:
         if sandbox.get("netns"):
             # As CRI's StopPodSandbox: the network goes with the last container.
             await sandbox_net.detach(self.network, self.netns_dir, sandbox_id, sandbox)
+        if sandbox.get("ipcns") or sandbox.get("shm"):
+            # Likewise the pod's IPC (CRI: containerd unmounts the sandbox's /dev/shm).
+            try:
+                await asyncio.to_thread(sandbox_ipc.remove, self.ipcns_dir,
+                                        self._sandbox_dir(sandbox_id), sandbox_id)
+            except OSError as e:
+                raise RuntimeError_(f"removing the pod's IPC namespace and /dev/shm: "
+                                    f"{e}") from e
         if sandbox["state"] != SandboxState.NOTREADY.value:
             sandbox["state"] = SandboxState.NOTREADY.value
             write_json_atomic(str(self._sandbox_dir(sandbox_id) / "sandbox.json"), sandbox)
@@ -314,6 +340,19 @@ class ProcessRuntime:
             state=SandboxState(s["state"]), created_at=float(s["created_at"]),
             ip=str(s.get("ip") or "") if s["state"] == SandboxState.READY.value else "")
             for s in self._all_sandboxes()]
+
+    async def reclaim_ipc(self) -> None:
+        """At start: remove the IPC namespaces and /dev/shm mounts of sandboxes that are
+        gone or stopped (an agent killed between stopping a sandbox and tidying up), and
+        make them again for ready sandboxes that lost theirs (the machine rebooted)."""
+        ready = [s for s in self._all_sandboxes() if s["state"] == SandboxState.READY.value]
+        await asyncio.to_thread(sandbox_ipc.remove_orphans, self.ipcns_dir,
+                                self._sandboxes, {str(s["id"]) for s in ready})
+        for s in ready:
+            if s.get("ipcns"):
+                sid = str(s["id"])
+                await asyncio.to_thread(sandbox_ipc.create, self.ipcns_dir,
+                                        self._sandbox_dir(sid), sid)
 
     async def reclaim_network(self) -> None:
         """At start: release the pod network's leases and namespaces of sandboxes that no
@@ -466,6 +505,9 @@ class ProcessRuntime:
             "init": self.isolate and (sandbox.get("annotations") or {}).get(INIT_ANNOTATION)
             == "true",
             "netns": sandbox.get("netns") or "",
+            # the pod's IPC namespace to join; none and not hostIPC (a sandbox made before
+            # pods had one): the container gets one of its own
+            "ipcns": sandbox.get("ipcns") or "", "host_ipc": bool(sandbox.get("host_ipc")),
             "resources": {
                 "cpu_quota_millis": config.resources.cpu_quota_millis,
                 "cpu_shares": config.resources.cpu_shares,
@@ -488,7 +530,9 @@ class ProcessRuntime:
                 "merged": str(cdir / "merged"), "upper": str(upper),
                 "work": str(work), "mounts": mounts,
                 "read_only": sec.read_only_root_filesystem, "privileged": sec.privileged,
-                "masks": self.mask_paths, "lower": list(reversed(config.rootfs_layers))}
+                "masks": self.mask_paths, "lower": list(reversed(config.rootfs_layers)),
+                "shm": sandbox_ipc.HOST_SHM if sandbox.get("host_ipc")
+                else str(sandbox.get("shm") or "")}
             spec["uid"] = sec.run_as_user
             spec["gid"] = sec.run_as_group
             spec["groups"] = list(sec.supplemental_groups)

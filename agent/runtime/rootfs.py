@@ -1,6 +1,6 @@
 """A container's root filesystem: an overlay over the image's layers (or, for the ``host``
 handler, over the host's ``/``), with upper and work directories from the runtime, with a fresh /proc and /sys, a
-small /dev, the volumes bind-mounted at their mountPath, /etc/hosts, /etc/resolv.conf and
+small /dev (its /dev/shm the pod's, bind-mounted), the volumes bind-mounted at their mountPath, /etc/hosts, /etc/resolv.conf and
 /etc/hostname from the sandbox, the runtime's own state masked, then ``pivot_root``.
 
 Every mount point a volume needs is created inside the overlay, so it lands in the
@@ -51,6 +51,9 @@ class RootfsPlan:
     masks: list[str] = field(default_factory=list)
     # overlay lower dirs, top first (an image's layers); empty: the host's root
     lower: list[str] = field(default_factory=list)
+    # host directory shown at /dev/shm (the pod's tmpfs, or the host's for hostIPC);
+    # empty: a tmpfs of the container's own
+    shm: str = ""
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> RootfsPlan:
@@ -62,6 +65,7 @@ class RootfsPlan:
             read_only=bool(d.get("read_only")), privileged=bool(d.get("privileged")),
             masks=[str(m) for m in d.get("masks") or []],  # type: ignore[attr-defined]
             lower=[str(x) for x in d.get("lower") or []],  # type: ignore[attr-defined]
+            shm=str(d.get("shm") or ""),
         )
 
 
@@ -113,7 +117,7 @@ def _bind(source: str, target: str, read_only: bool) -> None:
         linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
 
 
-def _setup_dev(merged: str) -> None:
+def _setup_dev(merged: str, shm_source: str = "") -> None:
     dev = secure_join(merged, "/dev")
     os.makedirs(dev, exist_ok=True)
     for name in DEVICES:
@@ -136,11 +140,15 @@ def _setup_dev(merged: str) -> None:
     if os.path.islink(shm):
         os.unlink(shm)
     os.makedirs(shm, exist_ok=True)
-    linux.mount("shm", shm, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-                "mode=1777,size=65536k")
+    if shm_source:
+        # Shared by the pod's containers; a bind keeps the source's nosuid,nodev,noexec.
+        linux.mount(shm_source, shm, None, linux.MS_BIND)
+    else:
+        linux.mount("shm", shm, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                    "mode=1777,size=65536k")
     mqueue = os.path.join(dev, "mqueue")
     os.makedirs(mqueue, exist_ok=True)
-    with contextlib.suppress(OSError):  # needs the new IPC namespace; optional
+    with contextlib.suppress(OSError):  # the queues of our IPC namespace; optional
         linux.mount("mqueue", mqueue, "mqueue", linux.MS_NOSUID | linux.MS_NODEV |
                     linux.MS_NOEXEC)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
@@ -170,7 +178,8 @@ def setup_rootfs(plan: RootfsPlan) -> None:
     if not plan.privileged:
         sys_flags |= linux.MS_RDONLY
     linux.mount("sysfs", sys_dir, "sysfs", sys_flags)
-    _setup_dev(merged)
+    # Before the volumes: an emptyDir mounted at /dev/shm (to enlarge it) lands on top.
+    _setup_dev(merged, plan.shm)
 
     for mask in plan.masks:
         target = secure_join(merged, mask)

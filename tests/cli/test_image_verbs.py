@@ -47,10 +47,14 @@ def test_import_ls_rm(tmp_path: Path) -> None:
     )
 
     # a container (even one never started) keeps its image
-    asyncio.run(_container_using(data, one.id))
-    code, out, err = run(
-        "image", "rm", "--data-dir", str(data), "busybox:test", "example.com/two:1"
-    )
+    try:
+        asyncio.run(_container_using(data, one.id))
+        code, out, err = run(
+            "image", "rm", "--data-dir", str(data), "busybox:test", "example.com/two:1"
+        )
+    finally:
+        # the sandbox has mounts (the pod's /dev/shm, its IPC namespace's pin)
+        asyncio.run(_remove_sandboxes(data))
     assert code == 1
     assert "is used by a container" in err
     assert f"Deleted: example.com/two:1 ({two.id})" in out
@@ -77,6 +81,15 @@ async def _container_using(data: Path, image_id: str) -> None:
         await rt.create_container(
             sid, ContainerConfig(name="c", argv=["sh"], labels={IMAGE_LABEL: image_id})
         )
+    finally:
+        await rt.close()
+
+
+async def _remove_sandboxes(data: Path) -> None:
+    rt = ProcessRuntime(data / "runtime")
+    try:
+        for sb in await rt.list_pod_sandboxes():
+            await rt.remove_pod_sandbox(sb.id)
     finally:
         await rt.close()
 

@@ -98,6 +98,18 @@ def exists(path: Path | str) -> bool:
     return os.path.lexists(path)
 
 
+def is_mount(path: Path | str) -> bool:
+    return os.path.ismount(path)
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points of this process's mount namespace at or below ``root``."""
+    prefix = str(root.resolve())
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
 async def wait_for_log(
     path: Path,
     text: str,

@@ -370,3 +370,10 @@ async def test_volume_setup_failure_is_a_failed_mount_event(h: Harness) -> None:
     assert cstatus(pod, "app").state.waiting.reason == "ContainerCreating"
     assert events(h) == [("Warning", "FailedMount",
                           'volume "data": cinder volumes are not supported by this node', "")]
+
+
+@pytest.mark.parametrize("host_ipc", [False, True])
+async def test_sandbox_follows_host_ipc(h: Harness, host_ipc: bool) -> None:
+    await h.sync(make_pod(hostIPC=host_ipc))
+    (sb,) = h.rt.sandboxes.values()
+    assert sb.config.host_ipc is host_ipc
