@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hmac
-import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -312,16 +311,6 @@ def is_node_identity(creds: Credentials, node_name: str) -> bool:
     return cn == NODE_PREFIX + node_name and NODES in groups
 
 
-def renewal_delay(cert_pem: bytes, now: datetime.datetime,
-                  rng: random.Random | None = None) -> float:
-    """Seconds until a jittered 70-90% of the certificate's life (0 when past it)."""
-    cert = pki.load_cert(cert_pem)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    fraction = (rng or random).uniform(0.7, 0.9)
-    deadline = start + (end - start) * fraction
-    return max(0.0, (deadline - now).total_seconds())
-
-
 Renew = Callable[[pki.PrivateKey], Awaitable[bytes]]
 
 
@@ -351,7 +340,7 @@ class Rotator:
 
     async def run(self) -> None:
         while True:
-            await self.clock.sleep(renewal_delay(self.cert_pem, self._now()))
+            await self.clock.sleep(pki.renewal_delay(self.cert_pem, self._now()))
             key = pki.new_key()
             try:
                 cert_pem = await self.renew(key)
@@ -371,5 +360,5 @@ class Rotator:
 
 __all__ = ["CLIENT_SIGNER", "CLIENT_USAGES", "PROXY_SIGNER", "PROXY_USER", "SERVING_SIGNER",
            "JoinError", "JoinToken", "NodePki", "Rotator", "is_node_identity", "join",
-           "node_identity", "parse_token", "proxy_identity", "renewal_delay",
+           "node_identity", "parse_token", "proxy_identity",
            "request_certificate"]

@@ -101,6 +101,10 @@ class AgentOptions:
     token: str | None = None
     # the agent port's certificate, when given (else a kubelet-serving CSR)
     serving: Issued | None = None
+    # renew the given ``credentials`` and ``serving`` through CSRs before they expire, as a
+    # joined agent renews its own (``flotilla server --with-agent``: its agent lives as long
+    # as the server; tests' agents leave them alone)
+    renew_credentials: bool = False
     # more host paths hidden from containers, besides the agent's data dir (the server's
     # data dir with ``--with-agent``)
     mask_paths: list[str] = field(default_factory=list)

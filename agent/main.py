@@ -207,7 +207,7 @@ class Agent:
             self._rotate_client(sup)
         if serving is None:
             sup.start("serving-certificate", self._serving_certificate, backoff=TASK_BACKOFF)
-        elif opts.serving is None:
+        elif opts.serving is None or opts.renew_credentials:
             self._rotate_serving(sup, serving.cert_pem)
         self._log.info(
             "agent started", server=opts.server, data_dir=str(opts.data_dir),
@@ -269,7 +269,7 @@ class Agent:
         opts = self.options
         if opts.credentials is not None and certs.is_node_identity(opts.credentials,
                                                                    opts.node_name):
-            return opts.server, opts.credentials, False
+            return opts.server, opts.credentials, opts.renew_credentials
         stored = self.node_pki.load_client(self._now())
         if stored is not None:
             self._log.info("reusing the node's certificate", path=str(self.node_pki.config))

@@ -86,6 +86,7 @@ from control.client.config import DEFAULT_SUPERVISOR_PORT, write_admin_conf
 from control.client.tls import Credentials
 from control.controllers.manager import ControllerManager
 from control.controllers.node_lifecycle_util import NodeLifecycleOptions
+from control.runtime.cert_rotation import CertificateRotation
 from control.runtime.metrics import Registry as MetricsRegistry
 from control.runtime.supervisor import Supervisor
 from control.store.interface import LogDamaged, Store
@@ -244,6 +245,8 @@ class ControlPlane:
         self.metrics_port = 0
         self._stopped = asyncio.Event()
         self.dns: Any = None
+        # renews the in-process components' client certificates
+        self.rotation: CertificateRotation | None = None
         self.dns_cluster_ip = ""
 
     async def start(self) -> str:
@@ -361,8 +364,16 @@ class ControlPlane:
             max_connections=opts.max_connections,
             max_streams_per_connection=opts.http2_max_streams_per_connection))
         # logs and exec: forwarded to the pod's agent, as kube-apiserver-kubelet-client
-        proxy = NodeProxy(self.registry, credentials=self.pki.client(
-            authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS]))
+        kubelet_client = self.pki.client(authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS])
+        proxy = NodeProxy(self.registry, credentials=kubelet_client)
+
+        async def new_kubelet_client(creds: Credentials) -> None:
+            proxy.credentials = creds  # the proxy dials each call: the next one uses it
+
+        rotation = self.rotation = CertificateRotation(self.credentials)
+        rotation.hold("node-proxy", authn.APISERVER_KUBELET_CLIENT, [authn.MASTERS],
+                      kubelet_client, new_kubelet_client)
+        sup.start("component-certificates", rotation.run)
         registry = self.registry
 
         def lookup(resource: str, namespace: str, name: str) -> Any:
@@ -445,8 +456,9 @@ class ControlPlane:
         sup.start("kubernetes-service", self.kubernetes_service.run)
         if "controllers" not in opts.disable:
             # A client of our own API like any other (the one rule of data flow).
+            creds = self.credentials(authn.CONTROLLER_MANAGER)
             self.controllers = ControllerManager.connect(
-                self.address, self.credentials(authn.CONTROLLER_MANAGER),
+                self.address, creds,
                 node_lifecycle=opts.node_lifecycle(),
                 # the built-in service load balancer is a component of its own to disable
                 disable=opts.disable_controllers | ({"servicelb"} & opts.disable)
@@ -455,13 +467,17 @@ class ControlPlane:
                 cluster_cidr=opts.cluster_cidr, node_cidr_mask_size=opts.node_cidr_mask_size,
                 registry=self.controller_metrics, signer=self.pki.ca,
                 signing_duration=datetime.timedelta(seconds=opts.cluster_signing_duration))
+            rotation.hold_client("controller-manager", authn.CONTROLLER_MANAGER, [], creds,
+                                 self.controllers.client, self.address)
             await self.controllers.start()
         if "scheduler" not in opts.disable:
             # The scheduler is an API client too.
             from control.scheduler.scheduler import Scheduler, load_config
-            self.scheduler = Scheduler.connect(self.address,
-                                               self.credentials(authn.SCHEDULER),
+            creds = self.credentials(authn.SCHEDULER)
+            self.scheduler = Scheduler.connect(self.address, creds,
                                                load_config(opts.scheduler_config))
+            rotation.hold_client("scheduler", authn.SCHEDULER, [], creds,
+                                 self.scheduler.client, self.address)
             await self.scheduler.start()
         if "dns" not in opts.disable:
             await self._start_dns(advertise)
@@ -654,10 +670,14 @@ class ControlPlane:
             host = advertise or (api_host if specific else "127.0.0.1")
             dns_port = 53 if os.geteuid() == 0 else UNPRIVILEGED_PORT
         self.dns_cluster_ip = default_cluster_dns_ip(opts.service_cluster_ip_range)
+        creds = self.credentials(authn.CLUSTER_DNS)
         self.dns = ClusterDNS.connect(
-            self.address, self.credentials(authn.CLUSTER_DNS),
+            self.address, creds,
             DNSOptions(host=host, port=dns_port, cluster_ip=self.dns_cluster_ip,
                        domain=opts.cluster_domain, resolv_conf=opts.dns_resolv_conf))
+        if self.rotation is not None:
+            self.rotation.hold_client("cluster-dns", authn.CLUSTER_DNS, [], creds,
+                                      self.dns.client, self.address)
         await self.dns.start()
 
     async def stop(self) -> None:
@@ -682,6 +702,8 @@ class ControlPlane:
         if self.front is not None:
             await self.front.stop()
         await self.supervisor.stop(timeout=10)
+        if self.rotation is not None:
+            await self.rotation.close()
         if self.store is not None:
             await self.store.close()
         self._stopped.set()

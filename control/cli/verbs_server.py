@@ -493,6 +493,7 @@ async def start_in_process_agent(cp: Any, data_dir: Path, node_name: str | None,
     agent = Agent(AgentOptions(server=cp.address, node_name=name, node_ip=node_ip,
                                data_dir=data_dir / "agent" / name, pod_network=pod_network,
                                cluster_cidr=cluster_cidr, credentials=credentials,
-                               serving=serving, mask_paths=[str(data_dir)], **agent_options))
+                               serving=serving, renew_credentials=True,
+                               mask_paths=[str(data_dir)], **agent_options))
     await agent.start()
     return agent

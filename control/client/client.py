@@ -403,6 +403,14 @@ class ApiClient:
             if e.code() == grpc.StatusCode.CANCELLED:
                 return
             raise _translate(e, self.target) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller is being cancelled
+            # grpc cancels the streams of a channel that is closed (the old one, after a
+            # certificate renewal moved this client to a new channel): the stream ended,
+            # and the caller watches again, on the current channel
+            return
         finally:
             call.cancel()
 

@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,3 +262,14 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 __all__ = ["BACKDATE", "CA_DAYS", "LEAF_DAYS", "ClusterCA", "Issued", "PkiError", "ca_hash",
            "cert_pem", "expires_at", "key_pem", "load_cert", "load_key", "make_csr", "name",
            "new_key", "read_csr", "sans_of", "split_sans", "subject_of", "write_private"]
+
+
+def renewal_delay(cert_pem: bytes, now: datetime.datetime,
+                  rng: random.Random | None = None) -> float:
+    """Seconds until a jittered 70-90% of the certificate's life (0 when past it): when
+    its holder renews it, as the kubelet's certificate manager does."""
+    cert = load_cert(cert_pem)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    fraction = (rng or random).uniform(0.7, 0.9)
+    deadline = start + (end - start) * fraction
+    return max(0.0, (deadline - now).total_seconds())

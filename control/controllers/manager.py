@@ -281,6 +281,8 @@ class ControllerManager:
         """Stop the controllers, then the informers; close our own channel."""
         await self.supervisor.stop(timeout)
         if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close(None)
+            # ours (connect made it): close the one the client uses now, which a
+            # certificate renewal may have put in place of the first
+            self._channel = None
+            await self.client.channel.close(None)
         log.info("controllers stopped")

@@ -122,5 +122,7 @@ class ClusterDNS:
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - clock-measured
         await self.supervisor.stop(timeout)
         if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close(None)
+            # ours (connect made it): close the one the client uses now, which a
+            # certificate renewal may have put in place of the first
+            self._channel = None
+            await self.client.channel.close(None)

@@ -195,8 +195,10 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.supervisor.stop(timeout)
         if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close(None)
+            # ours (connect made it): close the one the client uses now, which a
+            # certificate renewal may have put in place of the first
+            self._channel = None
+            await self.client.channel.close(None)
         log.info("scheduler stopped")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.certs import JoinError, parse_token, renewal_delay
+from agent.certs import JoinError, parse_token
 from control.api import errors, kinds
 from control.api.pb import certificates_pb2, core_pb2
 from control.apiserver.authn import UserInfo, parse_token_file
@@ -181,10 +181,10 @@ def test_renewal_between_70_and_90_percent() -> None:
     start = pki.now()
     cert = ca.sign(pki.new_key().public_key(), "u", client=True,
                    lifetime=datetime.timedelta(seconds=1000), start=start)
-    delays = [renewal_delay(pki.cert_pem(cert), start, random.Random(i)) for i in range(50)]
+    delays = [pki.renewal_delay(pki.cert_pem(cert), start, random.Random(i)) for i in range(50)]
     # valid from 100 s before start (a tenth of the lifetime): 70-90% of 1100 s from there
     assert all(670 - 1 <= d <= 890 + 1 for d in delays), (min(delays), max(delays))
-    assert renewal_delay(pki.cert_pem(cert), start + datetime.timedelta(days=1)) == 0
+    assert pki.renewal_delay(pki.cert_pem(cert), start + datetime.timedelta(days=1)) == 0
 
 
 def test_config_round_trip_and_view(tmp_path: Path) -> None:
