@@ -1,6 +1,7 @@
 """A pod's IPC for real (agent as root, host RuntimeClass): the two containers of a pod
 share /dev/shm and the IPC namespace, another pod has its own, and the pod's pin and tmpfs
-are gone once the pods are deleted through an agent restarted meanwhile."""
+are gone once the pods are deleted through an agent restarted meanwhile; an emptyDir of
+medium Memory mounted at /dev/shm replaces the pod's (a bigger /dev/shm)."""
 
 from __future__ import annotations
 
@@ -80,5 +81,29 @@ async def test_pod_shares_ipc_between_its_containers_and_cleans_up_after_restart
                     await asyncio.sleep(0.2)
         assert mounts_under(runtime) == []
         assert os.listdir(runtime / "ipcns") == []
+    finally:
+        await stop_agent_and_pods(cluster, agent, NODE)
+
+
+async def test_an_empty_dir_in_memory_enlarges_dev_shm(cluster: Cluster, tmp_path: Path) -> None:
+    # The Kubernetes idiom: an emptyDir of medium Memory mounted at /dev/shm, bigger than
+    # the default 64 MiB, shared by the containers that mount it.
+    agent = start_agent(cluster, NODE, tmp_path / "agent", kubelet={"minimum_grace": 1.0})
+    await agent.start()
+    try:
+        await ensure_host_runtime_class(cluster.client)
+        p = two_container_pod("big")
+        p.spec.volumes.add(name="dshm").empty_dir.medium = "Memory"
+        p.spec.volumes[0].empty_dir.size_limit.string = "128Mi"
+        for c in p.spec.containers:
+            c.volume_mounts.add(name="dshm", mount_path="/dev/shm")
+        await cluster.client.create(p)
+        await wait_pod(cluster, "big", lambda p: p.status.phase == "Running" and all(
+            cs.ready for cs in p.status.container_statuses))
+        out = await run_in(cluster, "big", "reader", "until [ -f /dev/shm/x ]; do sleep 0.1; "
+                           "done; cat /dev/shm/x; df -k /dev/shm | tail -1")
+        lines = out.splitlines()
+        assert lines[0] == "from-big"
+        assert lines[1].split()[1] == str(128 * 1024), lines
     finally:
         await stop_agent_and_pods(cluster, agent, NODE)

@@ -208,3 +208,17 @@ async def test_optional_init(runtime: ProcessRuntime, tmp_path: Path, layers: li
     else:
         # sleep as PID 1 ignores SIGTERM: killed after the grace period
         assert stdout(tmp_path) == ["1"] and st.exit_code == 137 and took >= 3
+
+
+async def test_containers_in_their_image_share_the_pods_dev_shm(
+    runtime: ProcessRuntime, tmp_path: Path, layers: list[str]
+) -> None:
+    sid = await sandbox(runtime, tmp_path)
+    script = "echo from-{} > /dev/shm/{}; readlink /proc/self/ns/ipc; ls /dev/shm"
+    for name in ("a", "b"):
+        cid = await run(runtime, sid, ["sh", "-c", script.format(name, name)], tmp_path,
+                        name=name, rootfs_layers=layers)
+        assert (await wait_exited(runtime, cid)).exit_code == 0, stdout(tmp_path, name)
+    first, second = stdout(tmp_path, "a"), stdout(tmp_path, "b")
+    assert first[0] == second[0] != os.readlink("/proc/self/ns/ipc")
+    assert second[1:] == ["a", "b"]
