@@ -6,9 +6,11 @@ apiserver itself (Kubernetes' "lease" endpoint reconciler).
   lease expires. So several servers on one store each list themselves, and none lists a
   dead one for longer than the lease's TTL.
 - The Service: ClusterIP, the first address of the service range, port ``https`` 443 to the
-  apiserver's port. A user's change of its ports is put back.
+  server's supervisor port, the one that takes bearer tokens (pods authenticate with their
+  ServiceAccount's; gRPC's Python server cannot make client certificates optional on the
+  API port). A user's change of its ports is put back.
 - Its Endpoints (selector-less, so no controller computes them): the live advertised
-  addresses, port ``https`` = the apiserver's port.
+  addresses, port ``https`` = that port.
 
 An address pods cannot reach is refused: loopback (``127.0.0.1`` of the server is not the
 pod's), unspecified or multicast, as Kubernetes refuses them for ``--advertise-address``.
