@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime import sandbox_ipc
-from agent.runtime.interface import Mount
+from agent.runtime.interface import Mount, RuntimeError_
 from agent.runtime.process import ProcessRuntime
 from tests.support.process_runtime import (
     cleanup,
@@ -151,3 +151,14 @@ async def test_a_volume_at_dev_shm_replaces_the_pods(runtime: ProcessRuntime,
                        tmp_path, "c", mounts=[Mount(str(volume), "/dev/shm")])
     assert out[0] == "v"
     assert out[1] != os.readlink("/proc/self/ns/ipc")
+
+
+async def test_a_failed_ipc_setup_fails_the_sandbox_and_leaves_nothing(
+        runtime: ProcessRuntime, tmp_path: Path) -> None:
+    runtime.ipcns_dir = tmp_path / "not-a-dir"
+    runtime.ipcns_dir.write_text("")  # the pin's directory cannot be made
+    with pytest.raises(RuntimeError_, match="IPC namespace"):
+        await sandbox(runtime, tmp_path)
+    assert await runtime.list_pod_sandboxes() == []
+    assert os.listdir(runtime.root_dir / "sandboxes") == []
+    assert mounts_under(runtime.root_dir) == []
