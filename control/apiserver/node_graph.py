@@ -145,6 +145,7 @@ class NodeGraph:
         self._pods: dict[str, tuple[str, frozenset[Ref]]] = {}
         self._refs: dict[str, collections.Counter[Ref]] = {}
         self.rebuilds = 0  # full rescans (a test and a metric watch this stay low)
+        self.walks = 0  # pods whose references were computed
 
     def _add(self, key: str, node: str, refs: frozenset[Ref]) -> None:
         self._pods[key] = (node, refs)
@@ -170,6 +171,7 @@ class NodeGraph:
         node = pod.spec.node_name
         if node:
             self._add(key, node, pod_references(pod))
+            self.walks += 1
 
     def _rebuild(self, rc: PodEvents) -> None:
         self._pods.clear()
@@ -199,8 +201,10 @@ class NodeGraph:
             for ev in reversed(newer):
                 if ev.deleted:
                     self._drop(ev.new.key)
-                else:
+                elif ev.prev is None or ev.prev.obj.spec != ev.new.obj.spec:
                     self._put(ev.new.key, ev.new.obj)
+                # else: a status or metadata write (most pod events): the spec, node
+                # included, and so the references, are what the graph has
                 self._revision = ev.revision
         self._seen = seen
 

@@ -225,6 +225,7 @@ def default_authorizer(registry: Registry) -> Chain:
             return None
 
     graph = NodeGraph(lambda: registry.cache.resources.get("pods"))
+    graph.sync()  # the first scan of the pods now, at start, not in a node's first request
     return default_chain(NodeAuthorizer(graph, lookup),
                          [RBACAuthorizer(CachePolicySource(registry))])
 

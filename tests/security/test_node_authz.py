@@ -218,6 +218,18 @@ def test_the_graph_follows_pod_events() -> None:
     assert ask(z, "get", "secrets", "default", "env-secret") is Decision.NO_OPINION
     # incremental: one scan at the first request, none after
     assert o.graph.rebuilds == 1
+    # a status write walks nothing; a spec change walks that pod only
+    walks = o.graph.walks
+    running = core_pb2.Pod()
+    running.CopyFrom(o.lookup("pods", "default", "theirs"))
+    running.status.phase = "Running"
+    o.put_pod(running)
+    assert ask(z, "get", "secrets", "default", "their-secret", user=n2) is Decision.ALLOW
+    assert o.graph.walks == walks
+    running.spec.volumes.add(name="more").secret.secret_name = "more"
+    o.put_pod(running)
+    assert ask(z, "get", "secrets", "default", "more", user=n2) is Decision.ALLOW
+    assert o.graph.walks == walks + 1
 
 
 def test_the_graph_rescans_when_the_window_no_longer_reaches_it() -> None:
