@@ -6,7 +6,8 @@ registry relay; the images are built here from busybox-static):
   (cluster DNS, search path) and a backend Deployment, spread over both machines, answers
   through the web Service's ClusterIP, its NodePort on every machine and its
   load-balancer addresses; every web and backend replica gets traffic; an unready backend
-  and a scaled-away one get no new connections; headless and SRV lookups from a pod;
+  and a scaled-away one get no new connections; the last backend reaches itself through
+  its Service (hairpin); headless and SRV lookups from a pod;
 - a UDP client sending on one flow moves to the Service's other pod when its pod is
   deleted (the proxy deletes the stale conntrack entry);
 - a LoadBalancer Service with externalTrafficPolicy Local: its healthCheckNodePort says
@@ -273,6 +274,12 @@ async def test_two_tier_app_across_machines(client: ApiClient) -> None:
     left = await app_pods(c, "backend", 1)
     await until_seen(c, url, all_webs, set(left))
     assert seen(await get(c, url, 20)) == (all_webs, set(left))
+    # the one backend reaches itself through its Service (hairpin: masqueraded, so the
+    # reply comes back through the node)
+    [last] = left
+    code, out, err = await exec_out(c, last, ["sh", "-c", (
+        "printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 backend 80")])
+    assert code == 0 and out.rstrip().endswith(f"backend {last}"), out + err
 
 
 UDP_SERVER = r"""

@@ -82,9 +82,23 @@ def test_render_client_ip_affinity() -> None:
     bodies = {text.split(f"  chain {n} {{\n")[1].split("  }")[0].split("dnat to ")[1].strip()
               for n in ep_chains}
     assert bodies == {"10.244.0.2:8080", "10.244.0.3:8080"}
-    # without affinity: no sets, no per-endpoint chains
+    # without affinity: no affinity sets, no per-endpoint chains
     plain = render(Ruleset("10.96.0.0/12", [*RULES.ports[:3], *RULES.ports[4:6]]))
-    assert "  set " not in plain and "-ep-" not in plain
+    assert "  set svc-" not in plain and "-ep-" not in plain
+
+
+def test_render_hairpin() -> None:
+    # one set of (endpoint, endpoint) pairs: a connection DNATed back to its own source
+    # is masqueraded, whichever Service took it there
+    text = render(RULES)
+    assert "  set hairpin {\n    type ipv4_addr . ipv4_addr\n    elements = { " \
+           "10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }" in text
+    assert "    ct status dnat ip saddr . ip daddr @hairpin masquerade" in _chain(
+        text, "nat-postrouting")
+    assert "ip saddr 10.244.0.2 meta mark" not in text
+    update = render_update(RULES, text)
+    assert update.index("flush set ip flotilla-proxy hairpin") < update.index(
+        "table ip flotilla-proxy {")
 
 
 def test_render_external_traffic_policy() -> None:
@@ -97,7 +111,6 @@ def test_render_external_traffic_policy() -> None:
     # Local: this node's own traffic as Cluster; others keep their address, local only
     assert _chain(text, f"{local.chain}-ext") == [
         own.format(m=MASQ_MARK, c=local.chain),
-        f"    ip saddr 10.244.0.2 meta mark set meta mark | {MASQ_MARK}",
         "    meta l4proto tcp dnat to 10.244.0.2:8080"]
     assert _chain(text, f"{remote.chain}-ext") == [own.format(m=MASQ_MARK, c=remote.chain),
                                                     "    drop"]
