@@ -268,7 +268,7 @@ class ProcessRuntime:
                     ipcns_path, shm_path = await asyncio.to_thread(
                         sandbox_ipc.create, self.ipcns_dir, sdir, sandbox_id)
                 except OSError as e:
-                    shutil.rmtree(sdir, ignore_errors=True)
+                    await self._undo_sandbox(sdir, config.pod_uid)
                     raise RuntimeError_(f"creating the pod's IPC namespace and /dev/shm: "
                                         f"{e}") from e
             netns_path, ip = "", ""
@@ -280,7 +280,7 @@ class ProcessRuntime:
                     if ipcns_path:
                         await asyncio.to_thread(sandbox_ipc.remove, self.ipcns_dir, sdir,
                                                 sandbox_id)
-                    shutil.rmtree(sdir, ignore_errors=True)
+                    await self._undo_sandbox(sdir, config.pod_uid)
                     raise
             write_json_atomic(str(sdir / "sandbox.json"), {
                 "id": sandbox_id, "pod_uid": config.pod_uid, "namespace": config.namespace,
@@ -293,6 +293,15 @@ class ProcessRuntime:
                 "netns": netns_path, "ip": ip,
                 "created_at": time.time(), "state": SandboxState.READY.value})
             return sandbox_id
+
+    async def _undo_sandbox(self, sdir: Path, pod_uid: str) -> None:
+        """A sandbox that failed half-way: its files go, and the pod's cgroup unless
+        another sandbox of the pod still has it."""
+        shutil.rmtree(sdir, ignore_errors=True)
+        if self.cgroups is not None and \
+                not any(s["pod_uid"] == pod_uid for s in self._all_sandboxes()):
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.cgroups.remove, pod_uid)
 
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
         sandbox = self._load_sandbox(sandbox_id)

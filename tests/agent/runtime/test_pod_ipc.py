@@ -162,3 +162,5 @@ async def test_a_failed_ipc_setup_fails_the_sandbox_and_leaves_nothing(
     assert await runtime.list_pod_sandboxes() == []
     assert os.listdir(runtime.root_dir / "sandboxes") == []
     assert mounts_under(runtime.root_dir) == []
+    if runtime.cgroups is not None:  # nor the pod's cgroup
+        assert not any(exists(d) for d in runtime.cgroups.dirs("uid-1"))
