@@ -234,14 +234,21 @@ def _invalid(value: object, msg: str) -> str:
 
 def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldError]:
     errs: list[FieldError] = []
+    if not labels:
+        return errs
     for k, v in sorted(labels.items()):  # sorted: deterministic messages (maps are not ordered)
-        errs.extend(FieldError(path, _invalid(k, m)) for m in is_qualified_name(k))
-        errs.extend(FieldError(path, _invalid(v, m)) for m in is_valid_label_value(v))
+        # (messages built only when there are some: this runs on every write)
+        if msgs := is_qualified_name(k):
+            errs.extend(FieldError(path, _invalid(k, m)) for m in msgs)
+        if msgs := is_valid_label_value(v):
+            errs.extend(FieldError(path, _invalid(v, m)) for m in msgs)
     return errs
 
 
 def validate_annotations(annotations: Mapping[str, str], path: str) -> list[FieldError]:
     errs: list[FieldError] = []
+    if not annotations:
+        return errs
     total = 0
     for k, v in sorted(annotations.items()):
         # Kubernetes checks the lower-cased key: annotation keys are case-insensitive there.
@@ -295,27 +302,22 @@ def validate_object_meta(
     def child(name: str) -> str:
         return f"{path}.{name}" if path else name
 
-    if meta.generate_name:
-        errs.extend(
-            FieldError(child("generateName"), _invalid(meta.generate_name, m))
-            for m in name_validator(meta.generate_name, True)
-        )
-    if meta.name:
-        errs.extend(
-            FieldError(child("name"), _invalid(meta.name, m))
-            for m in name_validator(meta.name, False)
-        )
-    elif not meta.generate_name:
+    # Each field is read once, and messages are built only when a check fails: this runs
+    # on every write, and nearly every object is valid.
+    generate_name, name, namespace = meta.generate_name, meta.name, meta.namespace
+    if generate_name and (msgs := name_validator(generate_name, True)):
+        errs.extend(FieldError(child("generateName"), _invalid(generate_name, m)) for m in msgs)
+    if name:
+        if msgs := name_validator(name, False):
+            errs.extend(FieldError(child("name"), _invalid(name, m)) for m in msgs)
+    elif not generate_name:
         errs.append(FieldError(child("name"), "Required value: name or generateName is required"))
     if namespaced:
-        if not meta.namespace:
+        if not namespace:
             errs.append(FieldError(child("namespace"), "Required value"))
-        else:
-            errs.extend(
-                FieldError(child("namespace"), _invalid(meta.namespace, m))
-                for m in is_dns1123_label(meta.namespace)
-            )
-    elif meta.namespace:
+        elif msgs := is_dns1123_label(namespace):
+            errs.extend(FieldError(child("namespace"), _invalid(namespace, m)) for m in msgs)
+    elif namespace:
         errs.append(FieldError(child("namespace"), "Forbidden: not allowed on this type"))
     if meta.generation < 0:
         errs.append(
@@ -323,9 +325,13 @@ def validate_object_meta(
                 child("generation"), _invalid(meta.generation, "must be greater than or equal to 0")
             )
         )
-    errs.extend(validate_labels(meta.labels, child("labels")))
-    errs.extend(validate_annotations(meta.annotations, child("annotations")))
-    errs.extend(_validate_owner_references(list(meta.owner_references), child("ownerReferences")))
+    if meta.labels:
+        errs.extend(validate_labels(meta.labels, child("labels")))
+    if meta.annotations:
+        errs.extend(validate_annotations(meta.annotations, child("annotations")))
+    if meta.owner_references:
+        errs.extend(_validate_owner_references(list(meta.owner_references),
+                                               child("ownerReferences")))
     for i, fin in enumerate(meta.finalizers):
         errs.extend(
             FieldError(f"{child('finalizers')}[{i}]", _invalid(fin, m))

@@ -32,6 +32,7 @@ from control.apiserver.validation_util import (
     int_or_string_value,
     invalid,
     ip_errors,
+    is_config_map_key,
     key,
     messages,
     non_negative,
@@ -260,17 +261,21 @@ def validate_endpoints(ep: core_pb2.Endpoints, old: core_pb2.Endpoints | None) -
 def _validate_data_keys(path: str, keys: list[str]) -> Errors:
     errs: Errors = []
     for k in keys:
-        errs.extend(messages(path, k, config_map_key_errors(k)))
+        if not is_config_map_key(k):
+            errs.extend(messages(path, k, config_map_key_errors(k)))
     return errs
 
 
 def validate_config_map(cm: core_pb2.ConfigMap, old: core_pb2.ConfigMap | None) -> Errors:
-    errs = _validate_data_keys("data", sorted(cm.data))
-    errs.extend(_validate_data_keys("binaryData", sorted(cm.binary_data)))
-    for k in sorted(set(cm.data) & set(cm.binary_data)):
-        errs.append(invalid("data", k, "duplicate of key present in binaryData"))
-    size = sum(len(k) + len(v.encode()) for k, v in cm.data.items())
-    size += sum(len(k) + len(v) for k, v in cm.binary_data.items())
+    data, binary = cm.data, cm.binary_data
+    keys = sorted(data)
+    errs = _validate_data_keys("data", keys)
+    size = sum(map(len, keys)) + sum(len(v.encode()) for v in data.values())
+    if binary:
+        errs.extend(_validate_data_keys("binaryData", sorted(binary)))
+        for k in sorted(set(data) & set(binary)):
+            errs.append(invalid("data", k, "duplicate of key present in binaryData"))
+        size += sum(len(k) + len(v) for k, v in binary.items())
     if size > MAX_DATA_SIZE:
         errs.append(too_long("", MAX_DATA_SIZE))
     if old is not None and old.HasField("immutable") and old.immutable:

@@ -190,6 +190,19 @@ _CONFIG_KEY_FMT = "[-._a-zA-Z0-9]+"
 _CONFIG_KEY_RE = re.compile(_CONFIG_KEY_FMT)
 
 
+# A key config_map_key_errors has nothing to say about, in one match: 1-253 allowed
+# characters, neither "." nor starting with "..". Every write of a ConfigMap or Secret
+# checks all its keys, and nearly all are valid: only a key this refuses is looked at
+# again for the messages.
+_VALID_CONFIG_KEY_RE = re.compile(
+    rf"(?!\.\Z)(?!\.\.)[-._a-zA-Z0-9]{{1,{names.DNS1123_SUBDOMAIN_MAX_LENGTH}}}")
+
+
+def is_config_map_key(k: str) -> bool:
+    """True exactly when :func:`config_map_key_errors` returns no message (faster)."""
+    return _VALID_CONFIG_KEY_RE.fullmatch(k) is not None
+
+
 def config_map_key_errors(k: str) -> list[str]:
     """Kubernetes' IsConfigMapKey: keys of ConfigMap and Secret data (they become files)."""
     errs = []
