@@ -227,11 +227,15 @@ def credentials_for(address: str) -> Credentials | None:
     return _CREDENTIALS.get(address)
 
 
-def start_echo(workdir: Path, use_uvloop: bool = False, name: str = "echo") -> ServerProcess:
-    """Start the bare gRPC baseline (:mod:`bench._echo`) in a subprocess."""
+def start_echo(workdir: Path, use_uvloop: bool = False, name: str = "echo",
+               tls: Path | None = None) -> ServerProcess:
+    """Start the bare gRPC baseline (:mod:`bench._echo`) in a subprocess; ``tls``: a
+    directory written by :func:`bench._echo.write_tls` (TLS with client certificates)."""
     argv = [PYTHON, "-m", "bench._echo", "--addr-file", str(workdir / f"{name}.addr")]
     if use_uvloop:
         argv.append("--uvloop")
+    if tls is not None:
+        argv += ["--tls", str(tls)]
     sp = ServerProcess(name, argv, workdir)
     try:
         sp.wait_ready()

@@ -11,9 +11,13 @@ out) and the same server options as Flotilla's (:data:`control.client.channel.SE
   each matching stream (no per-stream encoding) and an empty reply returned at once. The
   limit for watch fan-out: it does what the watch cache does minus storing and filtering.
 
-Run: ``python -m bench._echo [--listen 127.0.0.1:0] [--addr-file PATH] [--uvloop]``. The
-benchmarks start it themselves; it prints (or writes to ``--addr-file``) the bound address
-and stops on SIGTERM/SIGINT.
+Run: ``python -m bench._echo [--listen 127.0.0.1:0] [--addr-file PATH] [--uvloop]
+[--tls DIR]``. The benchmarks start it themselves; it prints (or writes to ``--addr-file``)
+the bound address and stops on SIGTERM/SIGINT. ``--tls DIR``: serve over TLS with
+client-certificate authentication, as Flotilla's API does, from ``DIR/ca.crt``,
+``DIR/server.crt`` and ``DIR/server.key`` (:func:`write_tls` makes them; clients present
+``DIR/client.crt``/``client.key``), so that a ratio against Flotilla compares the same
+transport.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import collections
 import signal
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
@@ -85,10 +90,36 @@ class EchoService:
         })
 
 
-async def serve(listen: str, addr_file: str | None) -> None:
+def write_tls(directory: Path) -> None:
+    """A throw-away CA, a serving certificate for 127.0.0.1 and a client certificate in
+    ``directory`` (what ``--tls`` serves and :func:`channel_credentials` presents)."""
+    from control.client import pki
+
+    ca = pki.ClusterCA.create("bench-echo-ca")
+    served = ca.issue("127.0.0.1", server=True, ips=["127.0.0.1"], dns=["localhost"])
+    client = ca.issue("bench", ["system:masters"], client=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in (("ca.crt", ca.pem), ("server.crt", served.cert_pem),
+                       ("server.key", served.key_pem), ("client.crt", client.cert_pem),
+                       ("client.key", client.key_pem)):
+        pki.write_private(directory / name, data)
+
+
+def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials((directory / "ca.crt").read_bytes(),
+                                        (directory / "client.key").read_bytes(),
+                                        (directory / "client.crt").read_bytes())
+
+
+async def serve(listen: str, addr_file: str | None, tls: Path | None = None) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((EchoService().handler(),))
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, grpc.ssl_server_credentials(
+            [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())],
+            root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True))
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
@@ -114,10 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--addr-file")
     ap.add_argument("--uvloop", action="store_true")
+    ap.add_argument("--tls", type=Path, metavar="DIR",
+                    help="serve over TLS with client-certificate authentication")
     args = ap.parse_args(argv)
     from bench import run
 
-    run(lambda: serve(args.listen, args.addr_file), args.uvloop)
+    run(lambda: serve(args.listen, args.addr_file, args.tls), args.uvloop)
 
 
 if __name__ == "__main__":

@@ -149,10 +149,14 @@ def echo_payload() -> bytes:
 
 
 class EchoTarget:
-    def __init__(self, server: bench.ServerProcess) -> None:
+    def __init__(self, server: bench.ServerProcess, tls: Path | None = None) -> None:
         self.server = server
         self.payload = echo_payload()
-        self.channel = grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(
+                server.address, _echo.channel_credentials(tls), options=CHANNEL_OPTIONS)
         self.call = self.channel.unary_unary(_echo.ECHO, None, None)
 
     def _jobs(self, n: int | None) -> Callable[[int], Iterator[Job]]:
@@ -369,9 +373,12 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
     echo_server = server = None
     echo = flotilla = None
     try:
-        echo_server = bench.start_echo(work, args.uvloop)
+        tls = None if args.echo_plaintext else work / "echo-tls"
+        if tls is not None:
+            _echo.write_tls(tls)
+        echo_server = bench.start_echo(work, args.uvloop, tls=tls)
         server = bench.start_flotilla(data_dir, work, args.uvloop, disable=args.server_disable)
-        echo = EchoTarget(echo_server)
+        echo = EchoTarget(echo_server, tls)
         flotilla = FlotillaTarget(server, written, profile_dir)
         await echo.warmup()
         await flotilla.warmup()
@@ -427,7 +434,8 @@ def print_results(args: argparse.Namespace, r: Results) -> None:
     if args.repeat > 1:
         mode += f", median of {args.repeat} interleaved repeats (max ms: the largest)"
     print(f"mode: {mode}; uvloop: {'yes (both sides)' if args.uvloop else 'no'}; Flotilla "
-          f"server: {'without ' + args.server_disable if args.server_disable else 'complete'}")
+          f"server: {'without ' + args.server_disable if args.server_disable else 'complete'}; "
+          f"echo: {'plaintext' if args.echo_plaintext else 'TLS with client certificates'}")
     print()
     print(report(r.phases))
     print()
@@ -463,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="parts of the Flotilla server not to start (ServerOptions.disable), "
                          "e.g. controllers,scheduler to measure the apiserver alone")
     ap.add_argument("--uvloop", action="store_true", help="uvloop on both server and client")
+    ap.add_argument("--echo-plaintext", action="store_true",
+                    help="the echo without TLS (default: TLS with client certificates, as "
+                         "Flotilla's API)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--py-spy", metavar="DIR",
                     help="record the Flotilla server with py-spy during the phases at the "
