@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import math
 import os
 import platform
@@ -83,6 +84,10 @@ def _flotilla_server_main() -> None:
         cp = ControlPlane(ServerOptions(data_dir=Path(data_dir), listen="127.0.0.1:0",
                                         disable=disable))
         address = await cp.start()
+        # as `flotilla server` does once started (control/cli/verbs_server.py): what is
+        # loaded at start stays out of the collector's full passes
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
