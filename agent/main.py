@@ -463,14 +463,18 @@ def pod_network(opts: AgentOptions) -> tuple[BridgeNetwork | None, str]:
 
 async def cleanup_network(opts: AgentOptions) -> None:
     """``flotilla agent --cleanup``: every network object this node's agent created goes:
-    pods' namespaces, veths, bridge, routes, the nftables tables (the pod network's and
-    the service proxy's), the leases."""
+    pods' namespaces (network and IPC, with their /dev/shm mounts), veths, bridge, routes,
+    the nftables tables (the pod network's and the service proxy's), the leases."""
     from agent.network import netns
+    from agent.runtime import sandbox_ipc
 
-    netns_dir = opts.data_dir / "runtime" / "netns"
+    runtime_dir = opts.data_dir / "runtime"
+    netns_dir = runtime_dir / "netns"
     if netns_dir.is_dir():
         for entry in sorted(netns_dir.iterdir()):
             await asyncio.to_thread(netns.remove, entry)
+    await asyncio.to_thread(sandbox_ipc.remove_orphans, runtime_dir / "ipcns",
+                            runtime_dir / "sandboxes", set())
     if linux.is_root():
         await BridgeNetwork(opts.data_dir / "network", cluster_cidr=opts.cluster_cidr,
                             service_cidr=opts.service_cidr).cleanup()

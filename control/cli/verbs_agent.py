@@ -148,7 +148,8 @@ def register(sub: Any) -> None:
                         "(default %(default)s)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every network object this agent created (bridge, veths, "
-                        "routes, nftables table, leases, pod namespaces) and exit")
+                        "routes, nftables table, leases, pods' network and IPC namespaces "
+                        "and /dev/shm mounts) and exit")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve the kubelet's Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--daemon-listen", default=None, metavar="ADDRESS",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.network import netns
+from agent.runtime import sandbox_ipc
 
 pytestmark = [
     pytest.mark.root(reason="network namespaces, links and nftables need root"),
@@ -54,11 +55,12 @@ def test_one_node_pod_network(tmp_path: Path) -> None:
 
 
 CLEANUP_SCENARIO = r"""
-import asyncio, json, subprocess, sys
+import asyncio, json, os, subprocess, sys
 from pathlib import Path
 from agent.network import netns
 from agent.network.bridge import BridgeNetwork
 from agent.network.interface import AttachRequest, PortMapping
+from agent.runtime import sandbox_ipc
 
 data = Path(sys.argv[1])
 
@@ -69,6 +71,8 @@ async def main():
     pins.mkdir(parents=True)
     netns.create(pins / "sb1")
     await net.add(AttachRequest("sb1", str(pins / "sb1"), port_mappings=(PortMapping(8080, 80),)))
+    (data / "runtime" / "sandboxes" / "sb1").mkdir(parents=True)
+    sandbox_ipc.create(data / "runtime" / "ipcns", data / "runtime" / "sandboxes" / "sb1", "sb1")
 
 asyncio.run(main())
 before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -83,6 +87,8 @@ print(json.dumps({"rc": r.returncode, "err": r.stderr[-2000:],
                   "tables": run("nft", "list", "tables"),
                   "routes": run("ip", "route", "show", "table", "all", "proto", "241"),
                   "pins": [p.name for p in (data / "runtime" / "netns").iterdir()],
+                  "ipc_pins": [p.name for p in (data / "runtime" / "ipcns").iterdir()],
+                  "shm_mounted": os.path.ismount(data / "runtime" / "sandboxes" / "sb1" / "shm"),
                   "leases": (data / "network" / "ipam").exists()}))
 """
 
@@ -96,9 +102,12 @@ def test_agent_cleanup_removes_what_the_network_created(tmp_path: Path) -> None:
     finally:
         for pin in (data / "runtime" / "netns").glob("*"):
             netns.remove(pin)
+        sandbox_ipc.remove(data / "runtime" / "ipcns", data / "runtime" / "sandboxes" / "sb1",
+                           "sb1")
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["rc"] == 0, got["err"]
     assert got["had_bridge"]
     assert (got["links"], got["tables"], got["routes"], got["pins"], got["leases"]) == (
         0, "", "", [], False)
+    assert (got["ipc_pins"], got["shm_mounted"]) == ([], False)
