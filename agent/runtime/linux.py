@@ -39,6 +39,7 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 
@@ -101,6 +102,13 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def set_parent_death_signal(signum: int) -> None:
     prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_process_name(name: str) -> None:
+    """The calling thread's name (``comm``: what ``ps -o comm``, ``top`` and ``pgrep``
+    without ``-f`` show; at most 15 bytes)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(buf))
 
 
 def set_child_subreaper(on: bool) -> None:

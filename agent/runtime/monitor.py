@@ -33,7 +33,9 @@
     container at 100, the server's share included, against 7 MB for a freshly exec'd
     interpreter), and owes it nothing
     afterwards: the server exits when the socket's other end closes (the agent stopped or
-    died) and the monitors carry on. ``root-dir`` is only there to name the node in ``ps``.
+    died) and the monitors carry on. ``root-dir`` is only there to name the node in ``ps``;
+    the server's process name is ``flotilla-mon-sv`` and each monitor's ``flotilla-mon``
+    (they share the server's command line).
 
 ``python -m agent.runtime.monitor exec [--tty] <container-dir> -- ARGV...``
     Runs a command in a running container: joins its cgroups and its network, IPC, UTS, PID
@@ -571,6 +573,8 @@ def _start(container_dir: str, sync_fd: int, monitor_pid: int, out_w: int, err_w
 # ---- the fork server ----------------------------------------------------------------------
 
 SERVE_MESSAGE_MAX = 4096  # a request: the container directory's path
+SERVER_NAME = "flotilla-mon-sv"  # process names (comm, 15 bytes at most)
+MONITOR_NAME = "flotilla-mon"
 
 
 def serve(sock_fd: int) -> None:
@@ -582,6 +586,7 @@ def serve(sock_fd: int) -> None:
     if os.fork() != 0:
         os._exit(0)  # the runtime reaps this intermediate; the server is nobody's child
     sock = socket.socket(fileno=sock_fd)
+    linux.set_process_name(SERVER_NAME)
     sock.send(str(os.getpid()).encode())  # ready: the runtime learns who serves it
     # Everything imported so far is shared with the monitors: keep the cyclic collector
     # off those pages, so a monitor's collections never write to (and copy) them.
@@ -624,6 +629,8 @@ def _become_monitor(container_dir: str, sync_fd: int, log_fd: int) -> NoReturn:
     """In a child of the fork server: take the stdio ``run`` would have had, then run."""
     code = 1
     try:
+        # Its command line is the server's: the name tells the two apart in ps and top.
+        linux.set_process_name(MONITOR_NAME)
         os.setsid()
         os.chdir("/")
         devnull = os.open(os.devnull, os.O_RDWR)

@@ -183,6 +183,10 @@ async def test_agent_killed_runtime_readopts(tmp_path: Path) -> None:
         await cleanup(rt)
 
 
+def _name_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def _parent_of(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat[stat.rindex(")") + 2:].split()[1])
@@ -201,6 +205,8 @@ async def test_monitors_come_from_one_fork_server_and_outlive_it(
     monitors = [int(read_json(str(runtime._container_dir(c) / "monitor.json"))["monitor_pid"])
                 for c in (first, second)]
     assert server not in monitors and len(set(monitors)) == 2
+    assert _name_of(server) == "flotilla-mon-sv"
+    assert {_name_of(m) for m in monitors} == {"flotilla-mon"}
     assert all(_parent_of(m) != server for m in monitors)
     os.kill(server, signal.SIGKILL)
     await eventually(lambda: linux.proc_start_time(server) is None,
