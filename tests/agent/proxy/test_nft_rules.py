@@ -4,7 +4,9 @@ spreads connections over its endpoints, a ClientIP-affinity Service keeps one cl
 one endpoint, a Service without endpoints and an unallocated ClusterIP refuse at once,
 NodePort and a load-balancer ingress address on a local address work, and cleanup removes
 it; across client, node and pod namespaces, externalTrafficPolicy Cluster masquerades while
-Local keeps the client's address, uses the node's own endpoint, and drops without one."""
+Local keeps the client's address, uses the node's own endpoint, and drops without one;
+loadBalancerSourceRanges drop other sources; a pod DNATed back to itself is masqueraded;
+a restarted proxy's first sync keeps the affinity sets."""
 
 from __future__ import annotations
 
@@ -443,3 +445,29 @@ def test_adopt_keeps_affinity_in_a_namespace(netns: str) -> None:
         assert after.count("elements = { 10.123.0.1 expires") == 1, after
         assert RULES.ports[1].chain not in after
         assert set(client(10)) == {sticky[0]}
+
+
+HAIRPIN_CLIENT = r"""
+import socket, sys
+s = socket.socket(); s.settimeout(3)
+s.bind((sys.argv[1], 0))
+try:
+    s.connect((sys.argv[2], int(sys.argv[3]))); print(s.recv(64).decode())
+except OSError as e:
+    print("error", e)
+"""
+
+
+@pytest.mark.root(reason="network namespaces and nftables")
+def test_hairpin_in_namespaces(three_namespaces: tuple[str, str, str]) -> None:
+    """A pod whose connection to its Service is DNATed back to itself is masqueraded by
+    the proxy's own table (the reply then goes through the node and is un-DNATed)."""
+    _client_ns, node_ns, pod_ns = three_namespaces
+    rules = Ruleset("10.96.0.0/12", [
+        ServicePort("default", "self", "", "TCP", "10.96.0.5", 80, 0, EPS[:1])])
+    with _serving(pod_ns, PEER_SERVER, node_ns, rules):
+        out = subprocess.run(_in(pod_ns, sys.executable, "-c", HAIRPIN_CLIENT, "10.244.0.2",
+                                 "10.96.0.5", "80"), capture_output=True, text=True,
+                             timeout=30, check=True).stdout.strip()
+        # the endpoint answered, seeing the node's address as the client
+        assert out == "10.244.0.2 10.124.0.1", out
