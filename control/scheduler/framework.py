@@ -554,6 +554,16 @@ class Framework:
         no_local_rejection = len(self.plugins.filter)
         order: Iterable[int] = positions if positions is not None else \
             itertools.chain(range(start, n), range(start))
+        # When every non-local filter is a position lookup, a node the node-local filters
+        # accept needs one lookup in their union (the earliest filter's status wins);
+        # a node they reject still takes the ordered loop, for the attribution.
+        blocked_get = None
+        if others and all(type(rules) is dict for _, _, rules, _ in others):
+            union: dict[int, Status] = {}
+            for _, name, rules, _ in reversed(others):
+                for pos, st in rules.items():
+                    union[pos] = Status(st.code, st.reasons, name)
+            blocked_get = union.get
         evaluated = n
         for pos in order:
             ni = nodes[pos]
@@ -570,7 +580,9 @@ class Framework:
                         verdict, at = Status(st.code, st.reasons, name), i
                         break
                 memo[ni.name] = (ni.generation, cls, verdict, at)
-            if others:
+            if blocked_get is not None and verdict is None:
+                verdict = blocked_get(pos)
+            elif others:
                 labels = ni.labels
                 for i, name, rules, f in others:
                     if i > at:
