@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from control.api import names, quantity
+from control.api import names, nodelabels, quantity
 from control.client.config import default_data_dir as control_data_dir
 from control.client.pki import Issued
 from control.client.tls import Credentials
@@ -182,6 +182,15 @@ class AgentOptions:
         if self.crash_loop_backoff_max < self.crash_loop_backoff_initial:
             raise ValueError("--crash-loop-backoff-max must not be below "
                              "--crash-loop-backoff-initial")
+        if bad := nodelabels.forbidden_labels(self.labels):
+            # as the kubelet: NodeRestriction would refuse the Node with them anyway
+            allowed = ", ".join(sorted(nodelabels.KUBELET_LABELS))
+            raise ValueError(
+                f"--labels {', '.join(bad)}: a node may not set these on itself (in the "
+                f"kubernetes.io and k8s.io domains only {allowed} and labels under "
+                f"{' or '.join(nodelabels.KUBELET_LABEL_DOMAINS)}; never "
+                f"{nodelabels.NODE_RESTRICTION_DOMAIN}/): an administrator sets them with "
+                f"flotilla label node")
         if self.pod_network not in POD_NETWORK_MODES:
             raise ValueError(f"--pod-network {self.pod_network!r}: one of "
                              f"{', '.join(POD_NETWORK_MODES)}")

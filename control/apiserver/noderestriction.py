@@ -4,16 +4,10 @@ The node authorizer (:mod:`control.apiserver.node_authz`) decides from the reque
 attributes; this plugin sees the new and the stored object, as Kubernetes'
 NodeRestriction does, for writes made by a ``system:node:<name>``:
 
-- Nodes: only its own; on create, only labels a kubelet may set; on update (spec or
-  status), labels only within that set and taints not at all (a node that could drop
-  its taints or relabel itself could draw workloads meant for other machines). The
-  kubelet's labels are Kubernetes' list: ``kubernetes.io/hostname``, ``kubernetes.io/os``
-  and ``arch`` (and their ``beta.`` twins), ``node.kubernetes.io/instance-type`` (and the
-  beta one), the topology zone and region (and the failure-domain beta ones), anything
-  under ``kubelet.kubernetes.io/`` or ``node.kubernetes.io/``, and any label outside the
-  ``kubernetes.io``/``k8s.io`` domains; never one under
-  ``node-restriction.kubernetes.io/``, which is how an admin marks nodes for workloads in
-  a way nodes cannot forge.
+- Nodes: only its own; on create, only labels a kubelet may set
+  (:mod:`control.api.nodelabels`: never ``node-restriction.kubernetes.io/``); on update
+  (spec or status), labels only within that set and taints not at all (a node that could
+  drop its taints or relabel itself could draw workloads meant for other machines).
 - Pods: a create only for a mirror pod (annotation ``kubernetes.io/config.mirror``)
   bound to itself, owned by its Node (one controller reference with the Node's uid) and
   using no ServiceAccount, Secret, ConfigMap or claim; a status update only of a pod
@@ -30,52 +24,20 @@ Concurrency: none (called synchronously by admission).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from control.api import errors
+from control.api.nodelabels import forbidden_labels
 from control.apiserver.node_graph import SERVICEACCOUNTS, pod_references
 
-NODE_RESTRICTION_DOMAIN = "node-restriction.kubernetes.io"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-KUBELET_LABELS = frozenset({
-    "kubernetes.io/hostname",
-    "kubernetes.io/os", "kubernetes.io/arch",
-    "beta.kubernetes.io/os", "beta.kubernetes.io/arch",
-    "node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type",
-    "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
-    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
-})
-KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
 # lookup(resource, namespace, name) -> the stored object or None
 Lookup = Callable[[str, str, str], Any]
 
 
-def _domain(key: str) -> str:
-    prefix, slash, _ = key.partition("/")
-    return prefix if slash else ""
-
-
-def _in_domain(domain: str, parent: str) -> bool:
-    return domain == parent or domain.endswith("." + parent)
-
-
-def kubelet_may_set(key: str) -> bool:
-    """Whether a node may set (add, change or remove) the label ``key`` on itself."""
-    domain = _domain(key)
-    if _in_domain(domain, NODE_RESTRICTION_DOMAIN):
-        return False
-    if not (_in_domain(domain, "kubernetes.io") or _in_domain(domain, "k8s.io")):
-        return True
-    return key in KUBELET_LABELS or any(_in_domain(domain, d) for d in KUBELET_LABEL_DOMAINS)
-
-
 def modified_labels(new: Mapping[str, str], old: Mapping[str, str]) -> set[str]:
     return {k for k in {*new, *old} if new.get(k) != old.get(k)}
-
-
-def forbidden_labels(keys: Iterable[str]) -> list[str]:
-    return sorted(k for k in keys if not kubelet_may_set(k))
 
 
 def admit_node(node: str, new: Any, old: Any | None) -> None:
@@ -190,7 +152,5 @@ def admit(node: str, resource: str, new: Any, old: Any | None, lookup: Lookup) -
         admit_volume(node, new, old)
 
 
-__all__ = ["KUBELET_LABELS", "KUBELET_LABEL_DOMAINS", "MIRROR_ANNOTATION",
-           "NODE_RESTRICTION_DOMAIN", "admit", "admit_lease", "admit_node", "admit_pod",
-           "admit_pod_delete", "admit_volume",
-           "forbidden_labels", "kubelet_may_set", "modified_labels"]
+__all__ = ["MIRROR_ANNOTATION", "admit", "admit_lease", "admit_node", "admit_pod",
+           "admit_pod_delete", "admit_volume", "modified_labels"]

@@ -24,6 +24,15 @@ def options(*argv: str) -> AgentOptions:
     return verbs_agent.options_from_args(parse(*argv), "127.0.0.1:6443")
 
 
+def test_labels_a_node_may_not_set_itself_are_refused_at_start() -> None:
+    """As the kubelet: NodeRestriction would refuse the Node with them."""
+    options("--labels", "zone=eu,node.kubernetes.io/pool=a,example.com/gpu=t").validate()
+    with pytest.raises(ValueError, match=r"--labels node-restriction\.kubernetes\.io/pci, "
+                                         r"node-role\.kubernetes\.io/worker: a node may not"):
+        options("--labels", "node-role.kubernetes.io/worker=,zone=eu,"
+                            "node-restriction.kubernetes.io/pci=true").validate()
+
+
 def test_defaults_are_kubelets() -> None:
     o = options()
     o.validate()

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from control.api import errors
+from control.api.nodelabels import kubelet_may_set
 from control.api.pb import coordination_pb2, core_pb2
 from control.apiserver import noderestriction
-from control.apiserver.noderestriction import kubelet_may_set
 from tests.support.node_authz import pod
 
 
