@@ -174,6 +174,33 @@ def decode_continue(token: str) -> tuple[int, str]:
         raise errors.BadRequest(f"invalid continue token: {token!r}") from None
 
 
+# message descriptor -> its fields that make up the "spec": (name, is a map field)
+_SPEC_FIELDS: dict[Any, tuple[tuple[str, bool], ...]] = {}
+
+
+def _spec_fields(descriptor: Any) -> tuple[tuple[str, bool], ...]:
+    fields = _SPEC_FIELDS.get(descriptor)
+    if fields is None:
+        fields = _SPEC_FIELDS[descriptor] = tuple(
+            (fd.name, fd.message_type is not None and fd.message_type.GetOptions().map_entry)
+            for fd in descriptor.fields
+            if fd.name not in ("api_version", "kind", "metadata", "status"))
+    return fields
+
+
+def _maps_differ(a: Any, b: Any) -> bool:
+    """Two protobuf map fields differ. (Their ``==`` is collections.abc.Mapping's, which
+    copies both into dicts through Python-level views: 3-4x slower for a ConfigMap's
+    data.) ``in`` first: reading a missing key would add it, and ``b`` may be a cached
+    object that is never mutated."""
+    if len(a) != len(b):
+        return True
+    for k in a:
+        if k not in b or a[k] != b[k]:
+            return True
+    return False
+
+
 class Registry:
     def __init__(self, store: Store, cache: WatchCache,
                  now: Callable[[], float] = time.time,
@@ -532,10 +559,11 @@ class Registry:
 
     @staticmethod
     def _spec_changed(new: Any, current: Any) -> bool:
-        for fd in new.DESCRIPTOR.fields:
-            if fd.name in ("api_version", "kind", "metadata", "status"):
-                continue
-            if getattr(new, fd.name) != getattr(current, fd.name):
+        """Anything besides apiVersion, kind, metadata and status differs (a new
+        generation)."""
+        for name, is_map in _spec_fields(new.DESCRIPTOR):
+            a, b = getattr(new, name), getattr(current, name)
+            if (_maps_differ(a, b) if is_map else a != b):
                 return True
         return False
 
