@@ -72,8 +72,15 @@ async def test_kube_dns_service_is_created_and_kept(cluster: Cluster) -> None:
     assert [str(rr.rdata) for rr in r.rr] == ["10.96.0.10"]
     r = await ask(port, "10.0.96.10.in-addr.arpa", "PTR")
     assert [str(rr.rdata) for rr in r.rr] == ["kube-dns.kube-system.svc.cluster.local."]
-    # the DNS listens on loopback here: no address a pod could use
-    ep = await cluster.client.get(core_pb2.Endpoints, "kube-dns", "kube-system")
+    # the DNS listens on loopback here: no address a pod could use (the Endpoints follow
+    # the Service in the keeper's pass)
+    async def endpoints() -> core_pb2.Endpoints | None:
+        try:
+            return await cluster.client.get(core_pb2.Endpoints, "kube-dns", "kube-system")
+        except errors.NotFound:
+            return None
+
+    ep = await eventually(endpoints, "the kube-dns Endpoints", timeout=10)
     assert list(ep.subsets) == []
     # a user's change of its ports is put back
     svc.spec.ports[0].port = 5353
