@@ -44,6 +44,22 @@ async def write_configmaps(data: Path, n: int, prefix: str) -> int:
         await channel.close()
 
 
+async def refused_start(data: Path) -> str:
+    """Start a server on ``data``, expecting it to refuse and exit: its error output."""
+    refused = await asyncio.create_subprocess_exec(
+        *SERVER, "--data-dir", str(data), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        _, raw = await asyncio.wait_for(refused.communicate(), 60)
+    finally:
+        if refused.returncode is None:
+            refused.kill()
+            await refused.wait()
+    err = raw.decode()
+    assert refused.returncode != 0, err
+    return err
+
+
 @pytest.mark.parametrize("damage", [junk_in_the_middle, truncate_to_half])
 async def test_damaged_log_refused_then_recovered(
         tmp_path: Path, damage: Callable[[Path], None]) -> None:
@@ -59,17 +75,7 @@ async def test_damaged_log_refused_then_recovered(
     wal = data / "state.db-wal"
     damage(wal)
 
-    refused = await asyncio.create_subprocess_exec(
-        *SERVER, "--data-dir", str(data), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        _, raw = await asyncio.wait_for(refused.communicate(), 60)
-    finally:
-        if refused.returncode is None:
-            refused.kill()
-            await refused.wait()
-    err = raw.decode()
-    assert refused.returncode != 0, err
+    err = await refused_start(data)
     assert "refusing to start" in err and str(data / "state.db") in err, err
     assert "last good revision is" in err and "--recover-to-last-good" in err, err
     assert "backup" in err, err
@@ -101,17 +107,7 @@ async def test_an_undecodable_object_is_refused_and_the_process_exits(tmp_path: 
                             ).fetchone()
         db.execute("UPDATE log SET value = ? WHERE rev = ?", (b"\xff\x00junk" * 5, rev))
 
-    refused = await asyncio.create_subprocess_exec(
-        *SERVER, "--data-dir", str(data), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        _, raw = await asyncio.wait_for(refused.communicate(), 60)
-    finally:
-        if refused.returncode is None:
-            refused.kill()
-            await refused.wait()
-    err = raw.decode()
-    assert refused.returncode != 0, err
+    err = await refused_start(data)
     assert "refusing to start: a stored object is damaged" in err, err
     assert "cm1" in err and "is not a ConfigMap" in err and "Traceback" not in err, err
 
