@@ -148,7 +148,7 @@ class Helper:
         loop = asyncio.get_running_loop()
         if self._popen.stdin is not None:
             transport, protocol = await loop.connect_write_pipe(
-                asyncio.streams.FlowControlMixin, self._popen.stdin)
+                asyncio.streams.FlowControlMixin, loop_pipe(loop, self._popen.stdin))
             self._transports.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         for name in ("stdout", "stderr"):
@@ -156,7 +156,8 @@ class Helper:
             if pipe is not None:
                 reader = asyncio.StreamReader(limit=2 ** 20)
                 read_transport, _ = await loop.connect_read_pipe(
-                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+                    functools.partial(asyncio.StreamReaderProtocol, reader),
+                    loop_pipe(loop, pipe))
                 self._transports.append(read_transport)
                 setattr(self, name, reader)
 
@@ -211,6 +212,35 @@ class Helper:
     def send_signal(self, sig: int) -> None:
         if self._popen.returncode is None:
             os.kill(self.pid, sig)  # not reaped yet: the pid is still ours
+
+
+class _LoopOwnedFd:
+    """A pipe's file descriptor that the event loop alone closes (see :func:`loop_pipe`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """libuv has closed the descriptor already: closing the number again could close
+        whatever file got it since."""
+
+
+def loop_pipe(loop: asyncio.AbstractEventLoop, pipe: Any) -> Any:
+    """What to hand ``loop.connect_read_pipe``/``connect_write_pipe`` for ``pipe``.
+
+    asyncio's transports close a pipe through its file object, once. uvloop's let libuv
+    close the descriptor and then close the file object too: a second close of the same
+    number, which, with helpers started from worker threads meanwhile, closed another
+    helper's freshly opened pipe now and then (EBADF, or an exec cut short). Under uvloop
+    the transport gets a duplicate that only libuv closes, and ``pipe`` is closed here."""
+    if not type(loop).__module__.startswith("uvloop"):
+        return pipe
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    return _LoopOwnedFd(fd)
 
 
 async def spawn_helper(argv: Sequence[str], *, stdin: int, stdout: int, stderr: int,
