@@ -124,6 +124,8 @@ class Fence:
 
     def check(self) -> list[str]:
         """Fence the pods whose limit has passed; returns the uids fenced now."""
+        if self._connected:
+            return []  # not away at all: no limit (all positive) can have passed
         away = self.disconnected_for()
         fenced_now = []
         for pod, limit in due(self._pods(), away, self.node_default):

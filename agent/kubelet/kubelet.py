@@ -10,6 +10,8 @@ Owns, under one :class:`~control.runtime.Supervisor`:
   pod is not in the API (after the informer synced) is an orphan whose worker stops and
   removes it;
 - ``status`` — the :class:`~agent.kubelet.status_manager.StatusManager`;
+- ``fence`` — the :class:`~agent.kubelet.fencing.Fence`: pods that asked to be stopped when
+  the node loses the API server are, and the worker of a fenced pod only keeps it stopped;
 - ``volume-refresh`` — every ``options.volume_refresh_period`` the configMap, secret,
   downwardAPI and projected volumes of every pod set up here are re-projected (kubelet does
   this on its sync period: that is how a configMap update reaches a mounted file).

@@ -67,8 +67,10 @@ class CertificateRotation:
              install: Install) -> None:
         """Renew ``credentials`` (issued for ``user``/``groups``) and hand each new one to
         ``install``."""
-        self._held.append(_Held(name, user, list(groups), install,
-                                self._due(credentials)))
+        self._add(_Held(name, user, list(groups), install, self._due(credentials)))
+
+    def _add(self, held: _Held) -> None:
+        self._held.append(held)
         self._changed.set()
 
     def hold_client(self, name: str, user: str, groups: list[str], credentials: Credentials,
@@ -83,8 +85,8 @@ class CertificateRotation:
             for channel in stale:
                 await channel.close(None)
 
-        self.hold(name, user, groups, credentials, install)
-        self._held[-1].replaced = replaced
+        self._add(_Held(name, user, list(groups), install, self._due(credentials),
+                        replaced))
 
     async def run(self) -> None:
         while True:
