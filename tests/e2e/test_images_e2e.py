@@ -178,12 +178,14 @@ async def test_private_image_with_pull_secret(
     await cluster.client.create(pod("nosecret", ref))
 
     async def refused() -> bool:
+        # ErrImagePull lasts only until the next sync turns it into ImagePullBackOff (a
+        # poll can miss it): the pull's refusal is read from its Failed Event, which stays
         st = await status_of(cluster, "nosecret")
-        return (
-            st is not None
-            and st.state.waiting.reason == "ErrImagePull"
-            and ("wants credentials" in st.state.waiting.message)
-        )
+        if st is None or st.state.waiting.reason not in ("ErrImagePull", "ImagePullBackOff"):
+            return False
+        events = (await cluster.client.list(core_pb2.Event, namespace="default")).items
+        return any(e.involved_object.name == "nosecret" and e.reason == "Failed"
+                   and "wants credentials" in e.message for e in events)
 
     await eventually(refused)
     await cluster.client.create(secret)
